@@ -1,0 +1,317 @@
+//! [`StageBuilder`]: options of a stage, its subscriptions, and `spawn`.
+
+use std::any::type_name;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::bounded;
+
+use crate::dispatcher::{DemandDispatcher, Dispatcher};
+use crate::envelope::{Down, Envelope, Port, Up};
+use crate::error::{BuildError, SubscribeError};
+use crate::handle::{
+    subscribe, Consumes, ConsumerRole, Emits, ProducerConsumerRole, ProducerRole, Role, Source,
+    Stage, Upstream,
+};
+use crate::reason::Reason;
+use crate::runner::{AsConsumer, AsProducer, AsProducerConsumer, Callbacks, Config, Runner};
+use crate::shared::Shared;
+use crate::stage::{Consumer, Producer, ProducerConsumer};
+use crate::subscription::{BufferKeep, SubscribeOptions};
+use crate::unwind::stage_main;
+
+/// The default inbox capacity, in messages.
+const DEFAULT_INBOX: usize = 1024;
+/// The default buffer of a producer, in events.
+const DEFAULT_PRODUCER_BUFFER: usize = 10_000;
+
+/// Starts building a producer stage from `stage`.
+///
+/// # Examples
+///
+/// ```
+/// use stageflow::{Context, Producer};
+///
+/// struct Ones;
+/// impl Producer for Ones {
+///     type Out = u8;
+///     type Message = ();
+///     fn handle_demand(&mut self, n: usize, ctx: &mut Context<'_, u8>) {
+///         ctx.emit_all(std::iter::repeat(1).take(n));
+///     }
+/// }
+///
+/// let ones = stageflow::producer(Ones).name("ones").buffer_size(100).spawn().unwrap();
+/// assert_eq!(ones.name(), "ones");
+/// ones.stop();
+/// ones.join();
+/// ```
+pub fn producer<S: Producer>(stage: S) -> StageBuilder<S, ProducerRole> {
+    StageBuilder::new(stage, Some(DEFAULT_PRODUCER_BUFFER))
+}
+
+/// Starts building a producer-consumer stage from `stage`.
+pub fn producer_consumer<S: ProducerConsumer>(stage: S) -> StageBuilder<S, ProducerConsumerRole> {
+    StageBuilder::new(stage, None)
+}
+
+/// Starts building a consumer stage from `stage`.
+pub fn consumer<S: Consumer>(stage: S) -> StageBuilder<S, ConsumerRole> {
+    StageBuilder::new(stage, None)
+}
+
+/// The options of a stage before it starts. Made by [`producer`], [`producer_consumer`] or
+/// [`consumer`]; [`spawn`](StageBuilder::spawn) validates them and starts the stage's thread.
+pub struct StageBuilder<S, R: Role<S>> {
+    stage: S,
+    name: Option<String>,
+    inbox_capacity: usize,
+    buffer_size: Option<usize>,
+    buffer_keep: BufferKeep,
+    dispatcher: Option<Box<dyn Dispatcher<R::Out>>>,
+    subscriptions: Vec<(Source<R::In>, SubscribeOptions)>,
+}
+
+impl<S, R: Role<S>> fmt::Debug for StageBuilder<S, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StageBuilder")
+            .field("name", &self.name)
+            .field("inbox_capacity", &self.inbox_capacity)
+            .field("buffer_size", &self.buffer_size)
+            .field("buffer_keep", &self.buffer_keep)
+            .field("subscriptions", &self.subscriptions.len())
+            .finish()
+    }
+}
+
+impl<S, R: Role<S>> StageBuilder<S, R> {
+    fn new(stage: S, buffer_size: Option<usize>) -> StageBuilder<S, R> {
+        StageBuilder {
+            stage,
+            name: None,
+            inbox_capacity: DEFAULT_INBOX,
+            buffer_size,
+            buffer_keep: BufferKeep::Last,
+            dispatcher: None,
+            subscriptions: Vec::new(),
+        }
+    }
+
+    /// The stage's name, used in logs, counters and as its thread's name. Defaults to the
+    /// stage type's name followed by a number unique in the process, e.g. `Counter-3`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// The capacity of the stage's inbox, in messages (a batch of events is one message). The
+    /// inbox is allocated whole when the stage starts. A smaller inbox is still correct: a
+    /// peer that finds it full keeps its messages in a backlog (see the
+    /// [protocol](crate#the-credit-protocol)). Must be at least 1. Defaults to `1024`.
+    pub fn inbox_capacity(mut self, capacity: usize) -> Self {
+        self.inbox_capacity = capacity;
+        self
+    }
+
+    fn validate(&self) -> Result<(), BuildError> {
+        if self.inbox_capacity == 0 {
+            return Err(BuildError::InvalidOption {
+                option: "inbox_capacity",
+                message: "expected inbox_capacity to be at least 1, got 0".into(),
+            });
+        }
+        if self.buffer_size == Some(0) {
+            return Err(BuildError::InvalidOption {
+                option: "buffer_size",
+                message: "expected buffer_size to be at least 1, got 0".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn stage_name(&self) -> Arc<str> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        match &self.name {
+            Some(n) => n.as_str().into(),
+            None => {
+                let full = type_name::<S>();
+                let short = full
+                    .split('<')
+                    .next()
+                    .and_then(|p| p.rsplit("::").next())
+                    .unwrap_or(full);
+                format!("{short}-{}", NEXT.fetch_add(1, Ordering::Relaxed)).into()
+            }
+        }
+    }
+}
+
+impl<S, R: Emits<S>> StageBuilder<S, R> {
+    /// How many events the producer buffer holds when no consumer has demand for them; past
+    /// that, events are discarded by [`buffer_keep`](StageBuilder::buffer_keep), counted and
+    /// logged. Must be at least 1. Defaults to `10_000` for a producer and unbounded for a
+    /// producer-consumer (whose buffer holds what one inbound message produced beyond
+    /// downstream demand).
+    pub fn buffer_size(mut self, size: usize) -> Self {
+        self.buffer_size = Some(size);
+        self
+    }
+
+    /// Makes the producer buffer unbounded (GenStage's `:infinity`). Nothing is ever discarded,
+    /// and nothing limits its memory.
+    pub fn buffer_unbounded(mut self) -> Self {
+        self.buffer_size = None;
+        self
+    }
+
+    /// Which events a full buffer keeps. Defaults to [`BufferKeep::Last`].
+    pub fn buffer_keep(mut self, keep: BufferKeep) -> Self {
+        self.buffer_keep = keep;
+        self
+    }
+
+    /// How events are shared among consumers. Defaults to [`DemandDispatcher`].
+    pub fn dispatcher(mut self, dispatcher: impl Dispatcher<R::Out>) -> Self {
+        self.dispatcher = Some(Box::new(dispatcher));
+        self
+    }
+}
+
+impl<S, R: Consumes<S>> StageBuilder<S, R> {
+    /// Subscribes the stage, when it starts, to `producer` (GenStage's `subscribe_to`). The
+    /// options are checked now; the producer is asked when [`spawn`](StageBuilder::spawn) runs.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::InvalidOption`] naming the option and the value.
+    pub fn subscribe_to(
+        mut self,
+        producer: &impl Upstream<R::In>,
+        options: SubscribeOptions,
+    ) -> Result<Self, SubscribeError> {
+        options.validate()?;
+        self.subscriptions.push((producer.source(), options));
+        Ok(self)
+    }
+}
+
+impl<S: Producer> StageBuilder<S, ProducerRole> {
+    /// Validates the options and starts the stage on its own thread.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::InvalidOption`] for a bad option; [`BuildError::Spawn`] if the thread
+    /// could not start.
+    pub fn spawn(self) -> Result<Stage<S, ProducerRole>, BuildError> {
+        let (parts, stage) = self.into_parts()?;
+        launch(AsProducer(stage), parts)
+    }
+}
+
+impl<S: ProducerConsumer> StageBuilder<S, ProducerConsumerRole> {
+    /// Validates the options, subscribes to the producers given with
+    /// [`subscribe_to`](StageBuilder::subscribe_to), and starts the stage on its own thread.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::InvalidOption`] for a bad option, [`BuildError::Subscribe`] if a producer
+    /// has ended or refused (then no subscription is kept), [`BuildError::Spawn`] if the thread
+    /// could not start.
+    pub fn spawn(self) -> Result<Stage<S, ProducerConsumerRole>, BuildError> {
+        let (parts, stage) = self.into_parts()?;
+        launch(AsProducerConsumer(stage), parts)
+    }
+}
+
+impl<S: Consumer> StageBuilder<S, ConsumerRole> {
+    /// Validates the options, subscribes to the producers given with
+    /// [`subscribe_to`](StageBuilder::subscribe_to), and starts the stage on its own thread.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::Subscribe`] if a producer has ended or refused (then no subscription is
+    /// kept), [`BuildError::Spawn`] if the thread could not start.
+    pub fn spawn(self) -> Result<Stage<S, ConsumerRole>, BuildError> {
+        let (parts, stage) = self.into_parts()?;
+        launch(AsConsumer(stage), parts)
+    }
+}
+
+struct Parts<In, Out> {
+    name: Arc<str>,
+    inbox_capacity: usize,
+    config: Config<Out>,
+    subscriptions: Vec<(Source<In>, SubscribeOptions)>,
+}
+
+impl<S, R: Role<S>> StageBuilder<S, R> {
+    fn into_parts(self) -> Result<(Parts<R::In, R::Out>, S), BuildError> {
+        self.validate()?;
+        let name = self.stage_name();
+        let parts = Parts {
+            name,
+            inbox_capacity: self.inbox_capacity,
+            config: Config {
+                dispatcher: self
+                    .dispatcher
+                    .unwrap_or_else(|| Box::new(DemandDispatcher::new())),
+                buffer_size: self.buffer_size,
+                buffer_keep: self.buffer_keep,
+            },
+            subscriptions: self.subscriptions,
+        };
+        Ok((parts, self.stage))
+    }
+}
+
+/// Creates the inbox, makes the build-time subscriptions, and starts the thread.
+fn launch<C: Callbacks, S, R>(
+    callbacks: C,
+    parts: Parts<C::In, C::Out>,
+) -> Result<Stage<S, R>, BuildError>
+where
+    R: Role<S, In = C::In, Out = C::Out, Message = C::Msg>,
+{
+    let Parts {
+        name,
+        inbox_capacity,
+        config,
+        subscriptions,
+    } = parts;
+    let (tx, rx) = bounded::<Envelope<C::In, C::Out, C::Msg>>(inbox_capacity);
+    let mut made: Vec<(Source<C::In>, crate::SubscriptionId)> = Vec::new();
+    for (source, options) in subscriptions {
+        let port: Box<dyn Port<Down<C::In>>> = Box::new(tx.clone());
+        match subscribe(&source, port, name.clone(), options) {
+            Ok(sub) => made.push((source, sub)),
+            Err(e) => {
+                withdraw(&made);
+                return Err(BuildError::Subscribe(e));
+            }
+        }
+    }
+    let shared = Arc::new(Shared::new(name.clone()));
+    let runner = Runner::new(callbacks, shared.clone(), rx, config);
+    let thread = std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || stage_main(runner));
+    match thread {
+        Ok(handle) => shared.set_thread(handle),
+        Err(e) => {
+            withdraw(&made);
+            return Err(BuildError::Spawn(e));
+        }
+    }
+    Ok(Stage::new(shared, tx))
+}
+
+/// Cancels subscriptions made for a stage that will not start.
+fn withdraw<T: Send + 'static>(made: &[(Source<T>, crate::SubscriptionId)]) {
+    for (source, sub) in made {
+        source.send_up(Up::Cancel {
+            sub: *sub,
+            reason: Reason::Shutdown,
+        });
+    }
+}

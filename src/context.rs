@@ -1,0 +1,201 @@
+//! [`Context`]: what a callback can do besides changing its own state: emit events, end the
+//! stage, set timers, reply to calls, ask and cancel.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+use crate::reason::Reason;
+use crate::subscription::SubscriptionId;
+use crate::timer::{TimerId, Timers};
+
+/// The handle on a stage's own runtime that every callback receives.
+///
+/// Effects are applied when the callback returns, in this order: emitted events are dispatched
+/// (to consumers with demand, the rest to the buffer), then deferred replies are sent, then
+/// asks, cancels and infos take effect, then the stage ends if it was asked to.
+///
+/// `Out` is the type of the events the stage emits; consumers get a
+/// [`ConsumerContext`], whose `Out` has no values, so they cannot emit. `M` is the stage's
+/// message type.
+pub struct Context<'a, Out, M = ()> {
+    pub(crate) fx: &'a mut Effects<Out, M>,
+    pub(crate) name: &'a str,
+    pub(crate) stop_requested: &'a AtomicBool,
+}
+
+/// The context of a consumer: like [`Context`], without events to emit.
+pub type ConsumerContext<'a, M = ()> = Context<'a, Infallible, M>;
+
+/// How a callback asked its stage to end.
+#[derive(Debug)]
+pub(crate) enum End {
+    /// Deliver what is buffered, then end with [`Reason::Normal`].
+    Finish,
+    /// End now.
+    Stop(Reason),
+}
+
+type DeferredReply = Box<dyn FnOnce() + Send>;
+
+pub(crate) struct Effects<Out, M> {
+    pub(crate) emitted: Vec<Out>,
+    pub(crate) end: Option<End>,
+    pub(crate) replies: Vec<DeferredReply>,
+    pub(crate) infos: Vec<M>,
+    pub(crate) asks: Vec<(SubscriptionId, usize)>,
+    pub(crate) cancels: Vec<(SubscriptionId, Reason)>,
+    pub(crate) timers: Timers<M>,
+}
+
+impl<Out, M> Effects<Out, M> {
+    pub(crate) fn new() -> Effects<Out, M> {
+        Effects {
+            emitted: Vec::new(),
+            end: None,
+            replies: Vec::new(),
+            infos: Vec::new(),
+            asks: Vec::new(),
+            cancels: Vec::new(),
+            timers: Timers::new(),
+        }
+    }
+
+    /// Whether anything other than emitted events waits to be applied.
+    pub(crate) fn has_side_effects(&self) -> bool {
+        self.end.is_some()
+            || !self.replies.is_empty()
+            || !self.infos.is_empty()
+            || !self.asks.is_empty()
+            || !self.cancels.is_empty()
+    }
+}
+
+impl<Out, M> Context<'_, Out, M> {
+    /// Emits one event. It is dispatched when the callback returns, with the others it emitted,
+    /// in one message per consumer.
+    #[inline]
+    pub fn emit(&mut self, event: Out) {
+        self.fx.emitted.push(event);
+    }
+
+    /// Emits every event of `events`, in order.
+    pub fn emit_all(&mut self, events: impl IntoIterator<Item = Out>) {
+        self.fx.emitted.extend(events);
+    }
+
+    /// Reserves room for `additional` more events in this callback's output, to avoid
+    /// reallocations when the count is known.
+    pub fn reserve(&mut self, additional: usize) {
+        self.fx.emitted.reserve(additional);
+    }
+
+    /// Ends the stage normally once everything emitted so far has been delivered: a producer
+    /// stops calling `handle_demand`, delivers its buffer to consumers as they ask, then its
+    /// consumers see the end of the subscription ([`Reason::Normal`]). On a consumer, the stage
+    /// ends when the callback returns.
+    pub fn finish(&mut self) {
+        if self.fx.end.is_none() {
+            self.fx.end = Some(End::Finish);
+        }
+    }
+
+    /// Ends the stage when the callback returns, with `reason`. Events still buffered are
+    /// discarded (counted and logged). Consumers react to `reason` by their cancel mode.
+    pub fn stop(&mut self, reason: Reason) {
+        self.fx.end = Some(End::Stop(reason));
+    }
+
+    /// Whether someone called [`Stage::stop`](crate::Stage::stop). A callback that blocks (on a
+    /// socket, say) should check this between blocking steps, so that the stage stops promptly.
+    pub fn is_stop_requested(&self) -> bool {
+        self.stop_requested.load(Ordering::Relaxed)
+    }
+
+    /// The stage's name.
+    pub fn name(&self) -> &str {
+        self.name
+    }
+
+    /// Delivers `msg` to this stage's `handle_message` after `delay`. A delay of zero delivers
+    /// it on the stage's next turn, after messages already in its inbox.
+    pub fn send_after(&mut self, msg: M, delay: Duration) -> TimerId {
+        self.fx.timers.schedule(Instant::now() + delay, msg)
+    }
+
+    /// Cancels a timer. Returns `false` if it already fired or was cancelled.
+    pub fn cancel_timer(&mut self, timer: TimerId) -> bool {
+        self.fx.timers.cancel(timer)
+    }
+
+    /// Replies to a call after the events emitted in this callback have been dispatched
+    /// (GenStage's `{:reply, reply, events, state}`): consumers are sent the events before the
+    /// caller gets the reply. To reply at once instead, use [`Reply::send`].
+    pub fn reply<R: Send + 'static>(&mut self, reply: Reply<R>, value: R) {
+        self.fx.replies.push(Box::new(move || {
+            reply.send(value);
+        }));
+    }
+
+    /// Delivers `msg` to this stage's `handle_message` once every event buffered so far has
+    /// been dispatched (GenStage's `async_info`). With nothing buffered it comes on the next
+    /// turn. The idiom "emit the last events, then `info(Done)`, and `finish` on `Done`" ends a
+    /// stage after its last events have left.
+    pub fn info(&mut self, msg: M) {
+        self.fx.infos.push(msg);
+    }
+
+    /// Asks the producer of a manual subscription for `n` more events. An ask of 0 does
+    /// nothing.
+    pub fn ask(&mut self, subscription: SubscriptionId, n: usize) {
+        if n > 0 {
+            self.fx.asks.push((subscription, n));
+        }
+    }
+
+    /// Cancels a subscription of this stage, upstream or downstream, with `reason`. The
+    /// consumer's `handle_cancel` runs, and it reacts by its cancel mode, once the producer has
+    /// confirmed; events sent before that are still handled.
+    pub fn cancel(&mut self, subscription: SubscriptionId, reason: Reason) {
+        self.fx.cancels.push((subscription, reason));
+    }
+}
+
+impl<Out, M> fmt::Debug for Context<'_, Out, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("name", &self.name)
+            .field("emitted", &self.fx.emitted.len())
+            .finish()
+    }
+}
+
+/// Where the reply to a [`call`](crate::Stage::call) goes.
+///
+/// A call puts a `Reply` inside the message it sends; the stage answers with
+/// [`Context::reply`] (after its events are dispatched) or [`Reply::send`] (at once, even from
+/// another callback later). Dropping it unanswered makes the call fail with
+/// [`CallError::NoReply`](crate::CallError::NoReply).
+pub struct Reply<R> {
+    tx: Sender<R>,
+}
+
+impl<R> Reply<R> {
+    pub(crate) fn new(tx: Sender<R>) -> Reply<R> {
+        Reply { tx }
+    }
+
+    /// Sends the reply now. Returns `false` if the caller has stopped waiting.
+    pub fn send(self, value: R) -> bool {
+        self.tx.try_send(value).is_ok()
+    }
+}
+
+impl<R> fmt::Debug for Reply<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Reply { .. }")
+    }
+}

@@ -1,0 +1,222 @@
+//! The credit protocol, and the consumer side's pure demand accounting.
+//!
+//! # The protocol
+//!
+//! A subscription links one consumer to one producer. Events flow down in batches, credits
+//! (demand) flow up, each as messages on bounded `crossbeam-channel` channels. The rules,
+//! GenStage's, in the words of the Reactive Streams specification:
+//!
+//! 1. A producer MUST NOT send a subscription more events than its consumer has asked for on
+//!    it. Every dispatcher that ships with the crate holds to this; the consumer still handles
+//!    any excess it is sent and logs it at error level.
+//! 2. A consumer with automatic demand MUST ask `max_demand` when the subscription is
+//!    confirmed, and after that MUST ask only *after* a batch has been handled: each incoming
+//!    message is cut into chunks of `max_demand - min_demand` events; after each chunk's
+//!    `handle_events` returns, if the outstanding demand `D'` is at most `min_demand` it asks
+//!    `max_demand - D'`. It MUST NOT ask early: asking before the batch is handled would let
+//!    `2 * max_demand` events be in flight and break `max_demand` as a memory bound.
+//! 3. An ask MUST carry at least one credit; an ask of 0 is never sent.
+//! 4. A stage MUST NOT block on a send to another stage. Every send to a peer is a
+//!    `try_send`; a message that does not fit waits in that subscription's *backlog* (events
+//!    for the same subscription are appended to the last waiting batch), and while any backlog
+//!    is non-empty the stage waits on its own inbox *and* on room in the peers' inboxes at
+//!    once. Two stages that each wait for room in the other's inbox therefore still receive,
+//!    so neither can deadlock.
+//! 5. Messages on one subscription MUST keep their order: a message is sent directly only when
+//!    that subscription's backlog is empty. Hence a consumer handles every batch a producer
+//!    sent before that producer's cancel, and only then the cancel.
+//! 6. A stage MUST tell every peer when it ends (a cancel to each producer and each consumer),
+//!    whatever the reason, panics included, so that nobody waits on a dead stage.
+//!
+//! Consequences that bound memory: by rule 1 the events in flight on a subscription are at
+//! most its `max_demand`, and by rule 2 the asks in flight are at most
+//! `max_demand / (max_demand - min_demand) + 1`. The inbox of a stage is sized in *messages*
+//! (see [`StageBuilder::inbox_capacity`](crate::StageBuilder::inbox_capacity)), never in events,
+//! because `crossbeam_channel::bounded` allocates all its slots up front; rule 4 keeps an
+//! undersized inbox correct, only slower.
+//!
+//! The only unbounded queues are the ones GenStage defines as unbounded: a producer-consumer's
+//! output buffer (its default `buffer_size`), which holds what one inbound message produced
+//! beyond downstream demand (see [`StageBuilder::buffer_size`](crate::StageBuilder::buffer_size)),
+//! and a backlog, which holds at most what the credit bound lets a peer be sent.
+//!
+//! # The picture
+//!
+//! ```text
+//!   producer thread                 consumer thread
+//!  +-----------------+   Events    +-----------------+
+//!  | handle_demand   | ==========> | inbox (bounded) |
+//!  | buffer          |             | handle_events   |
+//!  | dispatcher      |    Ask n    |                 |
+//!  | inbox (bounded) | <========== | Demand (max/min)|
+//!  +-----------------+             +-----------------+
+//! ```
+//!
+//! Each stage has one bounded inbox that receives everything addressed to it: events from its
+//! producers, asks and cancels from its consumers, messages from user code and control
+//! requests. One inbox means one blocking `recv` on the hot path.
+
+/// The consumer side's view of one automatic subscription: the demand `D` it still expects.
+///
+/// Pure bookkeeping, with no threads: [`Demand::receive`] plans how a message of `len` events is
+/// cut into batches and what is asked after each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Demand {
+    max: usize,
+    min: usize,
+    current: usize,
+}
+
+/// One batch of an incoming message: handle `len` events, then ask `ask` (0 means no ask).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Batch {
+    pub(crate) len: usize,
+    pub(crate) ask: usize,
+    /// Events of this batch beyond what was asked for (a misbehaving producer).
+    pub(crate) excess: usize,
+}
+
+/// The batches of one incoming message, in order (see [`Demand::receive`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Batches {
+    remaining: usize,
+    chunk: usize,
+    expected: usize,
+    current: usize,
+    min: usize,
+    max: usize,
+}
+
+impl Demand {
+    /// A new subscription; the first ask is [`Demand::max`] and `D` starts there.
+    pub(crate) fn new(max: usize, min: usize) -> Demand {
+        debug_assert!(max >= 1 && min < max);
+        Demand {
+            max,
+            min,
+            current: max,
+        }
+    }
+
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    /// The demand still outstanding: asked for and not yet received.
+    pub(crate) fn outstanding(&self) -> usize {
+        self.current
+    }
+
+    /// Plans the batches of a message of `len` events and stores the new outstanding demand
+    /// at once (GenStage stores it before any callback runs).
+    pub(crate) fn receive(&mut self, len: usize) -> Batches {
+        let batches = Batches {
+            remaining: len,
+            chunk: self.max - self.min,
+            expected: self.current,
+            current: self.current,
+            min: self.min,
+            max: self.max,
+        };
+        let mut end = batches;
+        for _ in end.by_ref() {}
+        self.current = end.current;
+        batches
+    }
+}
+
+impl Iterator for Batches {
+    type Item = Batch;
+
+    fn next(&mut self) -> Option<Batch> {
+        if self.remaining == 0 {
+            return None;
+        }
+        // Cut the next chunk; its boundaries depend only on max - min.
+        let len = self.remaining.min(self.chunk);
+        self.remaining -= len;
+        // Count only what was asked for; the rest is excess.
+        let counted = len.min(self.expected);
+        self.expected -= counted;
+        let after = self.current - counted;
+        let ask = if after <= self.min {
+            self.current = self.max;
+            self.max - after
+        } else {
+            self.current = after;
+            0
+        };
+        Some(Batch {
+            len,
+            ask,
+            excess: len - counted,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds messages of the given sizes and returns (batch len, ask) pairs.
+    fn trace(max: usize, min: usize, messages: &[usize]) -> Vec<(usize, usize)> {
+        let mut d = Demand::new(max, min);
+        messages
+            .iter()
+            .flat_map(|&m| d.receive(m).map(|b| (b.len, b.ask)).collect::<Vec<_>>())
+            .collect()
+    }
+
+    #[test]
+    fn chunk_sequences_match_the_reference() {
+        // 1000/500: first chunk leaves D = 500 <= 500 -> ask 500, D = 1000; second chunk
+        // leaves D = 500 again -> ask 500.
+        let mut d = Demand::new(1000, 500);
+        let b: Vec<_> = d.receive(1000).map(|b| (b.len, b.ask)).collect();
+        assert_eq!(b, vec![(500, 500), (500, 500)]);
+        assert_eq!(d.outstanding(), 1000);
+
+        assert_eq!(trace(10, 5, &[10]), vec![(5, 5), (5, 5)]);
+        assert_eq!(trace(100, 80, &[100]), vec![(20, 20); 5]);
+        assert_eq!(
+            trace(100, 20, &[100, 80, 100]),
+            vec![(80, 80), (20, 0), (80, 100), (80, 80), (20, 0)]
+        );
+        assert_eq!(trace(3, 1, &[3, 2]), vec![(2, 2), (1, 0), (2, 3)]);
+        assert_eq!(trace(1, 0, &[1, 1]), vec![(1, 1), (1, 1)]);
+        assert_eq!(trace(10, 9, &[3]), vec![(1, 1), (1, 1), (1, 1)]);
+        assert_eq!(trace(10, 0, &[10]), vec![(10, 10)]);
+    }
+
+    #[test]
+    fn moduledoc_example_asks_300() {
+        // max 1000, min 750, 100 events per message: no ask for two messages, then 300.
+        assert_eq!(
+            trace(1000, 750, &[100, 100, 100]),
+            vec![(100, 0), (100, 0), (100, 300)]
+        );
+    }
+
+    #[test]
+    fn partial_deliveries() {
+        let mut d = Demand::new(10, 5);
+        assert_eq!(d.receive(3).map(|b| b.ask).collect::<Vec<_>>(), vec![0]);
+        assert_eq!(d.outstanding(), 7);
+        assert_eq!(d.receive(2).map(|b| b.ask).collect::<Vec<_>>(), vec![5]);
+        assert_eq!(d.outstanding(), 10);
+    }
+
+    #[test]
+    fn excess_is_reported_and_not_asked_for() {
+        // Asked 5 (max 5, min 0), sent 8: handle [5] and ask 5, then [3] as excess, no ask.
+        let mut d = Demand::new(5, 0);
+        let b: Vec<_> = d.receive(8).collect();
+        assert_eq!(
+            b,
+            vec![
+                Batch { len: 5, ask: 5, excess: 0 },
+                Batch { len: 3, ask: 0, excess: 3 }
+            ]
+        );
+    }
+}

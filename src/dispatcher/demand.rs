@@ -1,0 +1,219 @@
+//! [`DemandDispatcher`]: each event to one consumer, highest outstanding demand first.
+
+use log::warn;
+
+use super::{Deliver, Dispatcher};
+use crate::error::SubscribeError;
+use crate::subscription::{SubscribeOptions, SubscriptionId};
+
+/// Sends each event to exactly one consumer: the one with the most outstanding demand gets the
+/// next events, in one message as large as its demand allows (ties go to the consumer that
+/// reached that demand first); then the next, one message per consumer per dispatch. What no
+/// consumer has demand for is left for the producer's buffer.
+///
+/// When a consumer leaves, its unmet demand becomes *pending*: it was already requested from the
+/// producer, so the next asks of other consumers are reduced by it instead of asking twice.
+///
+/// Like GenStage, it expects every consumer to ask at most the first ask it ever saw (the
+/// common `max_demand`), and logs a warning when one asks more; the ask is still honoured.
+///
+/// # Examples
+///
+/// ```
+/// use stageflow::dispatcher::{DemandDispatcher, Dispatcher};
+/// use stageflow::{SubscribeOptions, SubscriptionId};
+///
+/// let (a, b) = (SubscriptionId::unique(), SubscriptionId::unique());
+/// let mut dispatcher = DemandDispatcher::new();
+/// let d: &mut dyn Dispatcher<u32> = &mut dispatcher;
+/// d.subscribe(a, &SubscribeOptions::new()).unwrap();
+/// d.subscribe(b, &SubscribeOptions::new()).unwrap();
+/// assert_eq!(d.ask(a, 2), 2);
+/// assert_eq!(d.ask(b, 3), 3);
+///
+/// let mut events = (0..10).collect();
+/// let mut sent = Vec::new();
+/// d.dispatch(&mut events, &mut |sub, batch| sent.push((sub, batch)));
+/// assert_eq!(sent, vec![(b, vec![0, 1, 2]), (a, vec![3, 4])]);
+/// assert_eq!(events, vec![5, 6, 7, 8, 9]); // leftovers, for the buffer
+/// ```
+#[derive(Debug, Default)]
+pub struct DemandDispatcher {
+    /// (demand, subscription), sorted by demand, highest first; stable among equals.
+    entries: Vec<(usize, SubscriptionId)>,
+    pending: usize,
+    max_demand: Option<usize>,
+    name: Option<String>,
+}
+
+impl DemandDispatcher {
+    /// A dispatcher with no consumers.
+    pub fn new() -> DemandDispatcher {
+        DemandDispatcher::default()
+    }
+
+    /// Demand already requested upstream for consumers that have left.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    fn insert(&mut self, demand: usize, sub: SubscriptionId) {
+        // Before the first entry with strictly lower demand: equals stay ahead.
+        let at = self
+            .entries
+            .iter()
+            .position(|&(d, _)| d < demand)
+            .unwrap_or(self.entries.len());
+        self.entries.insert(at, (demand, sub));
+    }
+
+    fn remove(&mut self, sub: SubscriptionId) -> Option<usize> {
+        let i = self.entries.iter().position(|&(_, s)| s == sub)?;
+        Some(self.entries.remove(i).0)
+    }
+
+    /// The outstanding demand of one consumer (0 for an unknown one).
+    pub fn demand_of(&self, sub: SubscriptionId) -> usize {
+        self.entries
+            .iter()
+            .find(|&&(_, s)| s == sub)
+            .map_or(0, |&(d, _)| d)
+    }
+}
+
+impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
+    fn attach(&mut self, stage: &str) {
+        self.name = Some(stage.to_owned());
+    }
+
+    fn subscribe(
+        &mut self,
+        sub: SubscriptionId,
+        _options: &SubscribeOptions,
+    ) -> Result<(), SubscribeError> {
+        self.entries.push((0, sub));
+        Ok(())
+    }
+
+    fn cancel(&mut self, sub: SubscriptionId) -> usize {
+        if let Some(demand) = self.remove(sub) {
+            self.pending += demand;
+        }
+        0
+    }
+
+    fn ask(&mut self, sub: SubscriptionId, n: usize) -> usize {
+        let max = *self.max_demand.get_or_insert(n);
+        if n > max {
+            warn!(
+                "stage {}: DemandDispatcher expects a maximum demand of {max}; using different \
+                 maximum demands will overload greedy consumers; got demand for {n} events from \
+                 subscription {sub}",
+                self.name.as_deref().unwrap_or("?"),
+            );
+        }
+        let Some(current) = self.remove(sub) else {
+            return 0;
+        };
+        self.insert(current.saturating_add(n), sub);
+        let covered = self.pending.min(n);
+        self.pending -= covered;
+        n - covered
+    }
+
+    fn dispatch(&mut self, events: &mut Vec<T>, deliver: &mut Deliver<'_, T>) {
+        while !events.is_empty() {
+            let Some(&(demand, sub)) = self.entries.first() else {
+                break;
+            };
+            if demand == 0 {
+                break;
+            }
+            let k = demand.min(events.len());
+            let batch = if k == events.len() {
+                std::mem::take(events)
+            } else {
+                events.drain(..k).collect()
+            };
+            self.entries.remove(0);
+            self.insert(demand - k, sub);
+            deliver(sub, batch);
+        }
+        self.pending = self.pending.saturating_sub(events.len());
+    }
+
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subs(n: usize) -> Vec<SubscriptionId> {
+        (0..n).map(|_| SubscriptionId::next()).collect()
+    }
+
+    fn order(d: &DemandDispatcher) -> Vec<(usize, SubscriptionId)> {
+        d.entries.clone()
+    }
+
+    #[test]
+    fn highest_demand_first_ties_to_the_earlier() {
+        let s = subs(3);
+        let mut d = DemandDispatcher::new();
+        for &x in &s {
+            Dispatcher::<u32>::subscribe(&mut d, x, &SubscribeOptions::new()).unwrap();
+        }
+        Dispatcher::<u32>::ask(&mut d, s[0], 4);
+        Dispatcher::<u32>::ask(&mut d, s[1], 2);
+        Dispatcher::<u32>::ask(&mut d, s[2], 3);
+        assert_eq!(order(&d), vec![(4, s[0]), (3, s[2]), (2, s[1])]);
+        Dispatcher::<u32>::ask(&mut d, s[2], 2);
+        assert_eq!(order(&d), vec![(5, s[2]), (4, s[0]), (2, s[1])]);
+    }
+
+    #[test]
+    fn one_message_per_consumer_and_leftovers() {
+        let s = subs(2);
+        let mut d = DemandDispatcher::new();
+        for &x in &s {
+            Dispatcher::<u32>::subscribe(&mut d, x, &SubscribeOptions::new()).unwrap();
+        }
+        Dispatcher::<u32>::ask(&mut d, s[0], 3);
+        Dispatcher::<u32>::ask(&mut d, s[1], 3);
+        let mut ev: Vec<u32> = (0..8).collect();
+        let mut out = Vec::new();
+        d.dispatch(&mut ev, &mut |sub, b| out.push((sub, b)));
+        assert_eq!(out, vec![(s[0], vec![0, 1, 2]), (s[1], vec![3, 4, 5])]);
+        assert_eq!(ev, vec![6, 7]);
+    }
+
+    #[test]
+    fn cancelled_demand_becomes_pending() {
+        // Ask 10, cancel, a new consumer asks 5: upstream demand 0, pending 5.
+        let s = subs(2);
+        let mut d = DemandDispatcher::new();
+        Dispatcher::<u32>::subscribe(&mut d, s[0], &SubscribeOptions::new()).unwrap();
+        assert_eq!(Dispatcher::<u32>::ask(&mut d, s[0], 10), 10);
+        assert_eq!(Dispatcher::<u32>::cancel(&mut d, s[0]), 0);
+        Dispatcher::<u32>::subscribe(&mut d, s[1], &SubscribeOptions::new()).unwrap();
+        assert_eq!(Dispatcher::<u32>::ask(&mut d, s[1], 5), 0);
+        assert_eq!(d.pending(), 5);
+        assert_eq!(Dispatcher::<u32>::ask(&mut d, s[1], 10), 5);
+        assert_eq!(d.pending(), 0);
+    }
+
+    #[test]
+    fn whole_batch_moves_without_copy_when_demand_covers_it() {
+        let s = subs(1);
+        let mut d = DemandDispatcher::new();
+        Dispatcher::<u32>::subscribe(&mut d, s[0], &SubscribeOptions::new()).unwrap();
+        Dispatcher::<u32>::ask(&mut d, s[0], 100);
+        let mut ev: Vec<u32> = Vec::with_capacity(64);
+        ev.extend(0..10);
+        let ptr = ev.as_ptr();
+        let mut got = None;
+        d.dispatch(&mut ev, &mut |_, b| got = Some(b));
+        assert_eq!(got.as_ref().map(|b| b.as_ptr()), Some(ptr));
+        assert_eq!(d.demand_of(s[0]), 90);
+    }
+}

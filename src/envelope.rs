@@ -1,0 +1,178 @@
+//! The messages stages exchange, and [`Port`]: one stage's typed view of another's inbox.
+//!
+//! Every stage has one bounded inbox of [`Envelope`]s. A producer knows its consumers' inboxes
+//! only as `Port<Down<T>>` (it can send them events and cancels, whatever else they accept) and
+//! a consumer knows its producers' as `Port<Up<T>>`, so stages of different types link up while
+//! the events stay typed end to end.
+
+use std::time::Instant;
+
+use crossbeam_channel::{
+    Select, SelectedOperation, SendTimeoutError, Sender, TrySendError,
+};
+
+use crate::error::SubscribeError;
+use crate::reason::Reason;
+use crate::subscription::{Subscription, SubscribeOptions, SubscriptionId};
+
+/// Everything a stage's inbox can hold. `In`: events it consumes; `Out`: events it emits; `M`:
+/// its own messages.
+pub(crate) enum Envelope<In, Out, M> {
+    /// From one of its producers.
+    Down(Down<In>),
+    /// From one of its consumers (or someone subscribing one).
+    Up(Up<Out>),
+    /// A cast or a call.
+    Message(M),
+    /// An info: handled after the events buffered before it.
+    Info(M),
+    /// From a handle.
+    Control(Control),
+}
+
+/// Producer to consumer.
+pub(crate) enum Down<T> {
+    /// The producer accepted a subscription; the consumer now asks on it.
+    Subscribed(Box<Subscribed<T>>),
+    /// Events, never more than the subscription asked for.
+    Events { sub: SubscriptionId, events: Vec<T> },
+    /// The subscription ended (the producer finished, stopped, failed, or confirms a cancel).
+    Cancel { sub: SubscriptionId, reason: Reason },
+}
+
+pub(crate) struct Subscribed<T> {
+    pub(crate) producer: Box<dyn Port<Up<T>>>,
+    /// As the consumer sees it: direction upstream, peer the producer.
+    pub(crate) info: Subscription,
+}
+
+/// Consumer to producer.
+pub(crate) enum Up<T> {
+    Subscribe(Box<SubscribeRequest<T>>),
+    Ask { sub: SubscriptionId, n: usize },
+    Cancel { sub: SubscriptionId, reason: Reason },
+}
+
+pub(crate) struct SubscribeRequest<T> {
+    pub(crate) sub: SubscriptionId,
+    pub(crate) consumer: Box<dyn Port<Down<T>>>,
+    pub(crate) consumer_name: std::sync::Arc<str>,
+    pub(crate) producer: Box<dyn Port<Up<T>>>,
+    pub(crate) producer_name: std::sync::Arc<str>,
+    pub(crate) options: SubscribeOptions,
+    pub(crate) ack: Sender<Result<(), SubscribeError>>,
+}
+
+/// From a handle to its stage.
+pub(crate) enum Control {
+    Stop,
+    Cancel { sub: SubscriptionId, reason: Reason },
+    Ask { sub: SubscriptionId, n: usize },
+}
+
+/// Why a send through a port did not happen; the message comes back.
+pub(crate) enum PortError<M> {
+    Full(M),
+    Gone(M),
+    Timeout(M),
+}
+
+/// One stage's handle on another's inbox, for messages of type `M`.
+pub(crate) trait Port<M>: Send {
+    fn try_send(&self, msg: M) -> Result<(), PortError<M>>;
+    fn send_deadline(&self, msg: M, deadline: Instant) -> Result<(), PortError<M>>;
+    /// Adds a send operation on this port to `sel`; returns its index.
+    fn register<'a>(&'a self, sel: &mut Select<'a>) -> usize;
+    /// Completes a send operation that `sel` selected; gives the message back if the peer is
+    /// gone.
+    fn send_selected(&self, op: SelectedOperation<'_>, msg: M) -> Result<(), M>;
+    fn clone_box(&self) -> Box<dyn Port<M>>;
+}
+
+/// Puts a message in an envelope and takes it out again.
+pub(crate) trait Wrap<M>: Sized {
+    fn wrap(msg: M) -> Self;
+    fn unwrap(self) -> M;
+}
+
+macro_rules! wrap {
+    ($msg:ty, $variant:ident) => {
+        impl<In, Out, M> Wrap<$msg> for Envelope<In, Out, M> {
+            fn wrap(msg: $msg) -> Self {
+                Envelope::$variant(msg)
+            }
+            fn unwrap(self) -> $msg {
+                match self {
+                    Envelope::$variant(msg) => msg,
+                    _ => unreachable!("a port only ever wraps its own variant"),
+                }
+            }
+        }
+    };
+}
+
+wrap!(Down<In>, Down);
+wrap!(Up<Out>, Up);
+wrap!(Control, Control);
+
+impl<M, E> Port<M> for Sender<E>
+where
+    E: Wrap<M> + Send + 'static,
+{
+    fn try_send(&self, msg: M) -> Result<(), PortError<M>> {
+        Sender::try_send(self, E::wrap(msg)).map_err(|e| match e {
+            TrySendError::Full(e) => PortError::Full(e.unwrap()),
+            TrySendError::Disconnected(e) => PortError::Gone(e.unwrap()),
+        })
+    }
+
+    fn send_deadline(&self, msg: M, deadline: Instant) -> Result<(), PortError<M>> {
+        Sender::send_deadline(self, E::wrap(msg), deadline).map_err(|e| match e {
+            SendTimeoutError::Timeout(e) => PortError::Timeout(e.unwrap()),
+            SendTimeoutError::Disconnected(e) => PortError::Gone(e.unwrap()),
+        })
+    }
+
+    fn register<'a>(&'a self, sel: &mut Select<'a>) -> usize {
+        sel.send(self)
+    }
+
+    fn send_selected(&self, op: SelectedOperation<'_>, msg: M) -> Result<(), M> {
+        op.send(self, E::wrap(msg)).map_err(|e| e.into_inner().unwrap())
+    }
+
+    fn clone_box(&self) -> Box<dyn Port<M>> {
+        Box::new(self.clone())
+    }
+}
+
+/// Messages that can be merged while they wait in a backlog: events for one subscription are
+/// appended to the batch waiting before them, asks on one subscription are added up.
+pub(crate) trait Coalesce: Sized {
+    /// Merges `next` into `self` if it can; otherwise hands it back.
+    fn coalesce(&mut self, next: Self) -> Option<Self>;
+}
+
+impl<T> Coalesce for Down<T> {
+    fn coalesce(&mut self, next: Self) -> Option<Self> {
+        match (self, next) {
+            (Down::Events { sub, events }, Down::Events { sub: s2, events: more }) if *sub == s2 => {
+                events.extend(more);
+                None
+            }
+            (_, next) => Some(next),
+        }
+    }
+}
+
+impl<T> Coalesce for Up<T> {
+    fn coalesce(&mut self, next: Self) -> Option<Self> {
+        match (self, next) {
+            (Up::Ask { sub, n }, Up::Ask { sub: s2, n: more }) if *sub == s2 => {
+                *n = n.saturating_add(more);
+                None
+            }
+            (_, next) => Some(next),
+        }
+    }
+}

@@ -1,0 +1,515 @@
+//! Handles on running stages: [`Stage`], typed by the user's stage and its role; [`StageRef`],
+//! untyped, for joining and stopping; [`Source`], what a consumer subscribes to.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
+
+use crate::context::Reply;
+use crate::envelope::{Control, Down, Envelope, Port, PortError, SubscribeRequest, Up};
+use crate::error::{CallError, CastError, SubscribeError};
+use crate::reason::Reason;
+use crate::shared::{Counters, Shared};
+use crate::stage::{Consumer, Producer, ProducerConsumer};
+use crate::subscription::{SubscribeOptions, SubscriptionId};
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// The role a stage plays, which fixes the types its handle works with. Implemented by
+/// [`ProducerRole`], [`ProducerConsumerRole`] and [`ConsumerRole`] only.
+pub trait Role<S>: sealed::Sealed + Send + Sync + 'static {
+    /// The events the stage consumes (none for a producer).
+    type In: Send + 'static;
+    /// The events the stage emits (none for a consumer).
+    type Out: Send + 'static;
+    /// The stage's own messages.
+    type Message: Send + 'static;
+}
+
+/// Roles whose stages emit events: producers and producer-consumers.
+pub trait Emits<S>: Role<S> {}
+
+/// Roles whose stages consume events: producer-consumers and consumers.
+pub trait Consumes<S>: Role<S> {}
+
+/// The role of a [`Producer`].
+#[derive(Debug)]
+pub struct ProducerRole;
+/// The role of a [`ProducerConsumer`].
+#[derive(Debug)]
+pub struct ProducerConsumerRole;
+/// The role of a [`Consumer`].
+#[derive(Debug)]
+pub struct ConsumerRole;
+
+impl sealed::Sealed for ProducerRole {}
+impl sealed::Sealed for ProducerConsumerRole {}
+impl sealed::Sealed for ConsumerRole {}
+
+impl<S: Producer> Role<S> for ProducerRole {
+    type In = Infallible;
+    type Out = S::Out;
+    type Message = S::Message;
+}
+impl<S: ProducerConsumer> Role<S> for ProducerConsumerRole {
+    type In = S::In;
+    type Out = S::Out;
+    type Message = S::Message;
+}
+impl<S: Consumer> Role<S> for ConsumerRole {
+    type In = S::In;
+    type Out = Infallible;
+    type Message = S::Message;
+}
+impl<S: Producer> Emits<S> for ProducerRole {}
+impl<S: ProducerConsumer> Emits<S> for ProducerConsumerRole {}
+impl<S: ProducerConsumer> Consumes<S> for ProducerConsumerRole {}
+impl<S: Consumer> Consumes<S> for ConsumerRole {}
+
+/// A running producer.
+pub type ProducerHandle<S> = Stage<S, ProducerRole>;
+/// A running producer-consumer.
+pub type ProducerConsumerHandle<S> = Stage<S, ProducerConsumerRole>;
+/// A running consumer.
+pub type ConsumerHandle<S> = Stage<S, ConsumerRole>;
+
+type Inbox<S, R> = Sender<
+    Envelope<<R as Role<S>>::In, <R as Role<S>>::Out, <R as Role<S>>::Message>,
+>;
+
+/// A handle on a running stage whose callbacks are those of `S`, in role `R`.
+///
+/// Cloning a handle is cheap; every clone reaches the same stage. Dropping handles does not
+/// stop the stage: a stage runs until it finishes, fails, is stopped, or can no longer be
+/// reached (no handle and no subscription left), and then its thread ends by itself.
+/// [`Topology`](crate::Topology) stops its stages when dropped.
+pub struct Stage<S, R: Role<S>> {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) tx: Inbox<S, R>,
+    _stage: PhantomData<fn() -> S>,
+}
+
+impl<S, R: Role<S>> Clone for Stage<S, R> {
+    fn clone(&self) -> Self {
+        Stage {
+            shared: self.shared.clone(),
+            tx: self.tx.clone(),
+            _stage: PhantomData,
+        }
+    }
+}
+
+impl<S, R: Role<S>> fmt::Debug for Stage<S, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stage")
+            .field("name", &self.shared.name)
+            .field("outcome", &self.shared.outcome())
+            .finish()
+    }
+}
+
+impl<S, R: Role<S>> Stage<S, R> {
+    pub(crate) fn new(shared: Arc<Shared>, tx: Inbox<S, R>) -> Stage<S, R> {
+        Stage {
+            shared,
+            tx,
+            _stage: PhantomData,
+        }
+    }
+
+    /// The stage's name (also its thread's name).
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// A snapshot of the stage's counters.
+    pub fn counters(&self) -> Counters {
+        self.shared.counters()
+    }
+
+    /// Asks the stage to stop. It stops after the callback it is running, if any, returns
+    /// (a blocking callback can watch [`Context::is_stop_requested`](crate::Context::is_stop_requested)),
+    /// ends with [`Reason::Shutdown`], and its consumers react by their cancel mode. Events it
+    /// still buffered are discarded (counted and logged). Does not wait; see
+    /// [`Stage::join`].
+    pub fn stop(&self) {
+        self.shared.stop_requested.store(true, Ordering::Relaxed);
+        // Wake it up if it is idle; a full inbox means it is busy and will see the flag.
+        let _ = self.tx.try_send(Envelope::Control(Control::Stop));
+    }
+
+    /// Waits until the stage has ended and its thread has exited; returns how it ended.
+    ///
+    /// Calling it from the stage's own callbacks deadlocks.
+    pub fn join(&self) -> Reason {
+        self.shared.wait(None).expect("waiting without a deadline")
+    }
+
+    /// Like [`Stage::join`], but gives up after `timeout` and returns `None`.
+    pub fn join_timeout(&self, timeout: Duration) -> Option<Reason> {
+        self.shared.wait(Some(Instant::now() + timeout))
+    }
+
+    /// How the stage ended, or `None` while it runs.
+    pub fn outcome(&self) -> Option<Reason> {
+        self.shared.outcome()
+    }
+
+    /// Whether the stage has ended.
+    pub fn is_finished(&self) -> bool {
+        self.shared.outcome().is_some()
+    }
+
+    /// An untyped handle on this stage, for a [`Topology`](crate::Topology) or a list of
+    /// stages of different types.
+    pub fn stage_ref(&self) -> StageRef {
+        StageRef {
+            shared: self.shared.clone(),
+            control: Box::new(self.tx.clone()),
+        }
+    }
+
+    /// Sends `msg` to the stage's `handle_message`, waiting while its inbox is full.
+    ///
+    /// # Errors
+    ///
+    /// [`CastError::Stopped`] with the message if the stage has ended.
+    pub fn cast(&self, msg: R::Message) -> Result<(), CastError<R::Message>> {
+        self.tx.send(Envelope::Message(msg)).map_err(|e| {
+            let Envelope::Message(m) = e.into_inner() else {
+                unreachable!()
+            };
+            CastError::Stopped(m)
+        })
+    }
+
+    /// Like [`Stage::cast`], without waiting: fails with [`CastError::Full`] if the inbox is
+    /// full. Prefer it when casting from another stage's callback.
+    ///
+    /// # Errors
+    ///
+    /// [`CastError::Full`] or [`CastError::Stopped`], with the message.
+    pub fn try_cast(&self, msg: R::Message) -> Result<(), CastError<R::Message>> {
+        self.tx.try_send(Envelope::Message(msg)).map_err(|e| match e {
+            TrySendError::Full(Envelope::Message(m)) => CastError::Full(m),
+            TrySendError::Disconnected(Envelope::Message(m)) => CastError::Stopped(m),
+            _ => unreachable!(),
+        })
+    }
+
+    /// Sends the message that `make` builds around a [`Reply`] and waits up to `timeout` for
+    /// the reply. Events the stage emits while handling it reach its consumers before the reply
+    /// if it replies with [`Context::reply`](crate::Context::reply).
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Stopped`] if the stage has ended or ends before replying,
+    /// [`CallError::Timeout`] if `timeout` passes, [`CallError::NoReply`] if the stage dropped
+    /// the reply.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use stageflow::{Context, Producer, Reply};
+    ///
+    /// struct Numbers;
+    /// enum Msg {
+    ///     Emit(Vec<u32>, Reply<usize>),
+    /// }
+    ///
+    /// impl Producer for Numbers {
+    ///     type Out = u32;
+    ///     type Message = Msg;
+    ///     fn handle_demand(&mut self, _: usize, _: &mut Context<'_, u32, Msg>) {}
+    ///     fn handle_message(&mut self, msg: Msg, ctx: &mut Context<'_, u32, Msg>) {
+    ///         let Msg::Emit(events, reply) = msg;
+    ///         let n = events.len();
+    ///         ctx.emit_all(events);
+    ///         ctx.reply(reply, n);
+    ///     }
+    /// }
+    ///
+    /// let producer = stageflow::producer(Numbers).spawn().unwrap();
+    /// let n = producer
+    ///     .call(|reply| Msg::Emit(vec![1, 2, 3], reply), Duration::from_secs(5))
+    ///     .unwrap();
+    /// assert_eq!(n, 3);
+    /// assert_eq!(producer.counters().buffered, 3); // no consumer yet
+    /// producer.stop();
+    /// producer.join();
+    /// ```
+    pub fn call<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> R::Message,
+        timeout: Duration,
+    ) -> Result<T, CallError> {
+        let deadline = Instant::now() + timeout;
+        let (tx, rx) = bounded(1);
+        let msg = make(Reply::new(tx));
+        match self.tx.send_deadline(Envelope::Message(msg), deadline) {
+            Ok(()) => {}
+            Err(SendTimeoutError::Timeout(_)) => return Err(CallError::Timeout),
+            Err(SendTimeoutError::Disconnected(_)) => return Err(CallError::Stopped),
+        }
+        match rx.recv_deadline(deadline) {
+            Ok(v) => Ok(v),
+            Err(RecvTimeoutError::Timeout) => Err(CallError::Timeout),
+            Err(RecvTimeoutError::Disconnected) => {
+                if self.shared.outcome().is_some()
+                    || self.shared.stop_requested.load(Ordering::Relaxed)
+                {
+                    Err(CallError::Stopped)
+                } else {
+                    Err(CallError::NoReply)
+                }
+            }
+        }
+    }
+
+    /// Sends `msg` to `handle_message` once every event the stage has buffered so far has
+    /// been dispatched (GenStage's `async_info`); at once if nothing is buffered. Waits while
+    /// the inbox is full.
+    ///
+    /// # Errors
+    ///
+    /// [`CastError::Stopped`] with the message if the stage has ended.
+    pub fn info(&self, msg: R::Message) -> Result<(), CastError<R::Message>> {
+        self.tx.send(Envelope::Info(msg)).map_err(|e| {
+            let Envelope::Info(m) = e.into_inner() else {
+                unreachable!()
+            };
+            CastError::Stopped(m)
+        })
+    }
+}
+
+impl<S, R: Consumes<S>> Stage<S, R> {
+    /// Subscribes this running stage to `producer` and waits for the producer to confirm.
+    /// Returns the new subscription's id.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::InvalidOption`] for bad options (nothing is sent), and the other
+    /// variants when the producer or this stage has ended, refuses, or does not answer within
+    /// [`SubscribeOptions::timeout`].
+    pub fn subscribe_to(
+        &self,
+        producer: &impl Upstream<R::In>,
+        options: SubscribeOptions,
+    ) -> Result<SubscriptionId, SubscribeError> {
+        if self.is_finished() {
+            return Err(SubscribeError::ConsumerGone {
+                consumer: self.shared.name.to_string(),
+            });
+        }
+        subscribe(
+            &producer.source(),
+            Box::new(self.tx.clone()),
+            self.shared.name.clone(),
+            options,
+        )
+    }
+
+    /// Cancels one of this stage's subscriptions with `reason`. The stage's `handle_cancel`
+    /// runs once the producer confirms, and the stage then ends or not by the subscription's
+    /// cancel mode (so a permanent subscription cancelled this way ends the stage, as in
+    /// GenStage: use transient or temporary when you cancel on purpose).
+    ///
+    /// # Errors
+    ///
+    /// [`CastError::Stopped`] (carrying `()`) if the stage has ended.
+    pub fn cancel(&self, subscription: SubscriptionId, reason: Reason) -> Result<(), CastError<()>> {
+        self.control(Control::Cancel {
+            sub: subscription,
+            reason,
+        })
+    }
+
+    /// Asks for `n` more events on a subscription whose demand is manual (see
+    /// [`DemandMode::Manual`](crate::DemandMode::Manual)). The events go to this stage.
+    ///
+    /// # Errors
+    ///
+    /// [`CastError::Stopped`] (carrying `()`) if the stage has ended.
+    pub fn ask(&self, subscription: SubscriptionId, n: usize) -> Result<(), CastError<()>> {
+        if n == 0 {
+            return Ok(());
+        }
+        self.control(Control::Ask {
+            sub: subscription,
+            n,
+        })
+    }
+
+    fn control(&self, c: Control) -> Result<(), CastError<()>> {
+        self.tx
+            .send(Envelope::Control(c))
+            .map_err(|_| CastError::Stopped(()))
+    }
+}
+
+/// Something a consumer can subscribe to: a running producer or producer-consumer of `T`.
+pub trait Upstream<T> {
+    /// The producer's subscription endpoint.
+    fn source(&self) -> Source<T>;
+}
+
+impl<S, R: Emits<S>> Upstream<<R as Role<S>>::Out> for Stage<S, R> {
+    fn source(&self) -> Source<<R as Role<S>>::Out> {
+        Source {
+            port: Box::new(self.tx.clone()),
+            name: self.shared.name.clone(),
+        }
+    }
+}
+
+impl<T> Upstream<T> for Source<T> {
+    fn source(&self) -> Source<T> {
+        self.clone()
+    }
+}
+
+/// A producer's subscription endpoint, for events of type `T`. Obtained from a producer or
+/// producer-consumer handle through [`Upstream::source`]; it keeps the producer reachable.
+pub struct Source<T> {
+    port: Box<dyn Port<Up<T>>>,
+    name: Arc<str>,
+}
+
+impl<T> Clone for Source<T> {
+    fn clone(&self) -> Self {
+        Source {
+            port: self.port.clone_box(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Source<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Source").field("producer", &self.name).finish()
+    }
+}
+
+impl<T> Source<T> {
+    /// The producer's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Best effort: used only to withdraw subscriptions.
+    pub(crate) fn send_up(&self, msg: Up<T>) {
+        let _ = self.port.try_send(msg);
+    }
+}
+
+/// Subscribes the consumer whose inbox is `consumer` to `source`: validate, send the request,
+/// wait for the producer's answer. The producer tells the consumer itself (`Subscribed`), so
+/// the consumer learns of the subscription before any event or cancel on it.
+pub(crate) fn subscribe<T: Send + 'static>(
+    source: &Source<T>,
+    consumer: Box<dyn Port<Down<T>>>,
+    consumer_name: Arc<str>,
+    options: SubscribeOptions,
+) -> Result<SubscriptionId, SubscribeError> {
+    options.validate()?;
+    let sub = SubscriptionId::next();
+    let deadline = Instant::now() + options.timeout;
+    let (ack, answer) = bounded(1);
+    let request = Up::Subscribe(Box::new(SubscribeRequest {
+        sub,
+        consumer,
+        consumer_name,
+        producer: source.port.clone_box(),
+        producer_name: source.name.clone(),
+        options,
+        ack,
+    }));
+    let gone = || SubscribeError::ProducerGone {
+        producer: source.name.to_string(),
+    };
+    let timeout = || SubscribeError::Timeout {
+        producer: source.name.to_string(),
+    };
+    match source.port.send_deadline(request, deadline) {
+        Ok(()) => {}
+        Err(PortError::Gone(_)) => return Err(gone()),
+        Err(PortError::Timeout(_) | PortError::Full(_)) => return Err(timeout()),
+    }
+    match answer.recv_deadline(deadline) {
+        Ok(result) => result.map(|()| sub),
+        Err(RecvTimeoutError::Disconnected) => Err(gone()),
+        Err(RecvTimeoutError::Timeout) => {
+            // Withdraw the request; the producer handles the cancel after it.
+            let _ = source.port.try_send(Up::Cancel {
+                sub,
+                reason: Reason::Shutdown,
+            });
+            Err(timeout())
+        }
+    }
+}
+
+/// An untyped handle on a stage: its name, counters, outcome; stop and join.
+pub struct StageRef {
+    shared: Arc<Shared>,
+    control: Box<dyn Port<Control>>,
+}
+
+impl Clone for StageRef {
+    fn clone(&self) -> Self {
+        StageRef {
+            shared: self.shared.clone(),
+            control: self.control.clone_box(),
+        }
+    }
+}
+
+impl fmt::Debug for StageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StageRef")
+            .field("name", &self.shared.name)
+            .finish()
+    }
+}
+
+impl StageRef {
+    /// The stage's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// A snapshot of the stage's counters.
+    pub fn counters(&self) -> Counters {
+        self.shared.counters()
+    }
+
+    /// Asks the stage to stop; see [`Stage::stop`].
+    pub fn stop(&self) {
+        self.shared.stop_requested.store(true, Ordering::Relaxed);
+        let _ = self.control.try_send(Control::Stop);
+    }
+
+    /// Waits until the stage has ended; see [`Stage::join`].
+    pub fn join(&self) -> Reason {
+        self.shared.wait(None).expect("waiting without a deadline")
+    }
+
+    /// Waits up to `timeout`; `None` if the stage is still running.
+    pub fn join_timeout(&self, timeout: Duration) -> Option<Reason> {
+        self.shared.wait(Some(Instant::now() + timeout))
+    }
+
+    /// How the stage ended, or `None` while it runs.
+    pub fn outcome(&self) -> Option<Reason> {
+        self.shared.outcome()
+    }
+}

@@ -1,0 +1,150 @@
+//! Demand-driven, back-pressured pipelines on OS threads: Elixir's GenStage for synchronous
+//! Rust.
+//!
+//! A pipeline is made of *stages*: producers, producer-consumers and consumers, each running on
+//! its own thread. Consumers ask their producers for events (*demand*); a producer never sends
+//! more than it was asked for, so no queue grows without bound and a fast source cannot drown
+//! a slow sink. Events move in batches over bounded `crossbeam-channel` channels; demand flows
+//! back the same way.
+//!
+//! # Hello, pipeline
+//!
+//! ```
+//! use stageflow::{Consumer, ConsumerContext, Context, Events, Producer, SubscribeOptions};
+//!
+//! /// Emits 0, 1, 2, ... up to `limit`, then finishes.
+//! struct Counter {
+//!     next: u64,
+//!     limit: u64,
+//! }
+//!
+//! impl Producer for Counter {
+//!     type Out = u64;
+//!     type Message = ();
+//!
+//!     fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, u64>) {
+//!         let end = (self.next + demand as u64).min(self.limit);
+//!         ctx.emit_all(self.next..end);
+//!         self.next = end;
+//!         if self.next == self.limit {
+//!             ctx.finish(); // deliver what is buffered, then end
+//!         }
+//!     }
+//! }
+//!
+//! /// Adds up what it receives.
+//! struct Sum(u64);
+//!
+//! impl Consumer for Sum {
+//!     type In = u64;
+//!     type Message = ();
+//!
+//!     fn handle_events(&mut self, events: Events<'_, u64>, _: &mut ConsumerContext<'_>) {
+//!         self.0 += events.sum::<u64>();
+//!     }
+//! }
+//!
+//! let producer = stageflow::producer(Counter { next: 0, limit: 10_000 }).spawn()?;
+//! let consumer = stageflow::consumer(Sum(0))
+//!     .subscribe_to(&producer, SubscribeOptions::new().max_demand(1000))?
+//!     .spawn()?;
+//! // The producer finishes; the consumer's (permanent) subscription ends, and so does it.
+//! assert_eq!(consumer.join(), stageflow::Reason::Normal);
+//! assert_eq!(consumer.counters().events_in, 10_000);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Stages
+//!
+//! Implement one trait per stage: [`Producer`] (`handle_demand`), [`ProducerConsumer`] or
+//! [`Consumer`] (`handle_events`). Every callback gets a [`Context`] to emit events, end the
+//! stage, set timers, reply to calls, and ask or cancel. Build the stage with [`producer`],
+//! [`producer_consumer`] or [`consumer`], set options on the [`StageBuilder`], and
+//! [`spawn`](StageBuilder::spawn) it: you get a [`Stage`] handle, typed by your stage, to
+//! subscribe, send it messages, read its [`Counters`], stop it and join it.
+//!
+//! Types are checked end to end: a consumer of `u64` can only subscribe to a producer of `u64`.
+//! Events are moved from stage to stage, never cloned.
+//!
+//! # The credit protocol
+//!
+//! Each subscription has a `max_demand` (default 1000) and a `min_demand` (default
+//! `max_demand / 2`). The consumer asks `max_demand` at first; it cuts each incoming message
+//! into batches of `max_demand - min_demand` events, and after handling a batch, if the demand
+//! still outstanding is `min_demand` or less, it asks for the difference up to `max_demand`.
+//! This is GenStage's rule, number for number; see the `demand` module's source for the
+//! protocol as MUST sentences, and `docs/design.md` for the picture.
+//!
+//! A producer emits in `handle_demand`; events beyond the demand go to its buffer
+//! ([`StageBuilder::buffer_size`], default 10 000 for producers; [`BufferKeep`] says which
+//! events a full buffer drops, and every drop is counted and logged at warn level). Its
+//! [`Dispatcher`](dispatcher::Dispatcher) decides which consumer gets which events; the default
+//! [`DemandDispatcher`](dispatcher::DemandDispatcher) gives each event to the consumer with the
+//! most outstanding demand.
+//!
+//! A producer-consumer asks upstream at once, but handles inbound events only while its own
+//! consumers have demand; what a batch produces beyond that demand waits in its buffer.
+//!
+//! # Messages and timers
+//!
+//! Each stage has a `Message` type. [`Stage::cast`] sends one to its `handle_message`,
+//! [`Stage::call`] sends one carrying a [`Reply`] and waits for the answer, [`Stage::info`]
+//! delivers one after the events buffered before it, and [`Context::send_after`] schedules
+//! one to the stage itself. A cast or call to a stage that has ended is an error value.
+//!
+//! # Ending, failures and panics
+//!
+//! A producer ends normally with [`Context::finish`]: it delivers its buffer, then each
+//! consumer sees the subscription end with [`Reason::Normal`] and reacts by its
+//! [`CancelMode`]: a permanent subscription (the default) ends the consumer, a transient one
+//! only for abnormal reasons, a temporary one never. A producer-consumer whose producer
+//! finishes normally handles what it received and delivers its buffer before it ends: nothing
+//! is lost on a normal finish.
+//!
+//! A callback that panics ends its stage with [`Reason::Panicked`]; the panic is caught on
+//! that stage's thread, its consumers react by their cancel mode, and [`Stage::join`] reports
+//! it. [`Stage::stop`] stops a stage from outside ([`Reason::Shutdown`]). [`Topology`] joins
+//! or stops many stages at once.
+//!
+//! # Logging
+//!
+//! Through the `log` crate only, every message naming its stage: discards at warn level,
+//! events received beyond demand at error level, stages ending because of a subscription at
+//! info level.
+
+#![forbid(unsafe_code)]
+
+mod buffer;
+mod builder;
+mod context;
+mod demand;
+pub mod dispatcher;
+mod envelope;
+mod error;
+mod events;
+mod handle;
+mod reason;
+mod runner;
+mod shared;
+mod stage;
+mod subscription;
+mod timer;
+mod topology;
+mod unwind;
+
+pub use builder::{consumer, producer, producer_consumer, StageBuilder};
+pub use context::{ConsumerContext, Context, Reply};
+pub use error::{BuildError, CallError, CastError, SubscribeError};
+pub use events::Events;
+pub use handle::{
+    ConsumerHandle, ConsumerRole, Consumes, Emits, ProducerConsumerHandle, ProducerConsumerRole,
+    ProducerHandle, ProducerRole, Role, Source, Stage, StageRef, Upstream,
+};
+pub use reason::Reason;
+pub use shared::{Counters, SubscriptionCounters};
+pub use stage::{Consumer, Producer, ProducerConsumer};
+pub use subscription::{
+    BufferKeep, CancelMode, DemandMode, Direction, SubscribeOptions, Subscription, SubscriptionId,
+};
+pub use timer::TimerId;
+pub use topology::{AsStageRef, Topology};

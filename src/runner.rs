@@ -1,0 +1,1076 @@
+//! The stage loop: one thread, one inbox, the credit protocol of [`crate::demand`] applied to
+//! every message.
+//!
+//! The loop waits on the inbox (with the earliest timer as deadline), handles one envelope,
+//! applies the effects its callback asked for, and checks whether the stage is done. Only this
+//! thread touches the stage's state; handles see it through [`Shared`].
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Select};
+use log::{error, info, warn};
+
+use crate::buffer::Buffer;
+use crate::context::{Context, Effects, End};
+use crate::demand::Demand;
+use crate::dispatcher::Dispatcher;
+use crate::envelope::{
+    Coalesce, Control, Down, Envelope, Port, PortError, SubscribeRequest, Subscribed, Up,
+};
+use crate::error::SubscribeError;
+use crate::events::Events;
+use crate::reason::Reason;
+use crate::shared::{bump, Shared};
+use crate::stage::{Consumer, Producer, ProducerConsumer};
+use crate::subscription::{BufferKeep, DemandMode, Direction, Subscription, SubscriptionId};
+
+/// What kind of stage a runner drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Producer,
+    ProducerConsumer,
+    Consumer,
+}
+
+/// The three user traits seen through one interface.
+pub(crate) trait Callbacks: Send + 'static {
+    type In: Send + 'static;
+    type Out: Send + 'static;
+    type Msg: Send + 'static;
+    const KIND: Kind;
+
+    fn demand(&mut self, n: usize, ctx: &mut Context<'_, Self::Out, Self::Msg>);
+    fn events(&mut self, events: Events<'_, Self::In>, ctx: &mut Context<'_, Self::Out, Self::Msg>);
+    fn message(&mut self, msg: Self::Msg, ctx: &mut Context<'_, Self::Out, Self::Msg>);
+    fn subscribed(
+        &mut self,
+        sub: &Subscription,
+        ctx: &mut Context<'_, Self::Out, Self::Msg>,
+    ) -> DemandMode;
+    fn cancelled(
+        &mut self,
+        sub: &Subscription,
+        reason: &Reason,
+        ctx: &mut Context<'_, Self::Out, Self::Msg>,
+    );
+}
+
+pub(crate) struct AsProducer<S>(pub(crate) S);
+pub(crate) struct AsProducerConsumer<S>(pub(crate) S);
+pub(crate) struct AsConsumer<S>(pub(crate) S);
+
+impl<S: Producer> Callbacks for AsProducer<S> {
+    type In = Infallible;
+    type Out = S::Out;
+    type Msg = S::Message;
+    const KIND: Kind = Kind::Producer;
+
+    fn demand(&mut self, n: usize, ctx: &mut Context<'_, S::Out, S::Message>) {
+        self.0.handle_demand(n, ctx)
+    }
+    fn events(&mut self, _: Events<'_, Infallible>, _: &mut Context<'_, S::Out, S::Message>) {}
+    fn message(&mut self, msg: S::Message, ctx: &mut Context<'_, S::Out, S::Message>) {
+        self.0.handle_message(msg, ctx)
+    }
+    fn subscribed(
+        &mut self,
+        sub: &Subscription,
+        ctx: &mut Context<'_, S::Out, S::Message>,
+    ) -> DemandMode {
+        self.0.handle_subscribe(sub, ctx);
+        DemandMode::Automatic
+    }
+    fn cancelled(
+        &mut self,
+        sub: &Subscription,
+        reason: &Reason,
+        ctx: &mut Context<'_, S::Out, S::Message>,
+    ) {
+        self.0.handle_cancel(sub, reason, ctx)
+    }
+}
+
+impl<S: ProducerConsumer> Callbacks for AsProducerConsumer<S> {
+    type In = S::In;
+    type Out = S::Out;
+    type Msg = S::Message;
+    const KIND: Kind = Kind::ProducerConsumer;
+
+    fn demand(&mut self, _: usize, _: &mut Context<'_, S::Out, S::Message>) {}
+    fn events(&mut self, events: Events<'_, S::In>, ctx: &mut Context<'_, S::Out, S::Message>) {
+        self.0.handle_events(events, ctx)
+    }
+    fn message(&mut self, msg: S::Message, ctx: &mut Context<'_, S::Out, S::Message>) {
+        self.0.handle_message(msg, ctx)
+    }
+    fn subscribed(
+        &mut self,
+        sub: &Subscription,
+        ctx: &mut Context<'_, S::Out, S::Message>,
+    ) -> DemandMode {
+        self.0.handle_subscribe(sub, ctx)
+    }
+    fn cancelled(
+        &mut self,
+        sub: &Subscription,
+        reason: &Reason,
+        ctx: &mut Context<'_, S::Out, S::Message>,
+    ) {
+        self.0.handle_cancel(sub, reason, ctx)
+    }
+}
+
+impl<S: Consumer> Callbacks for AsConsumer<S> {
+    type In = S::In;
+    type Out = Infallible;
+    type Msg = S::Message;
+    const KIND: Kind = Kind::Consumer;
+
+    fn demand(&mut self, _: usize, _: &mut Context<'_, Infallible, S::Message>) {}
+    fn events(&mut self, events: Events<'_, S::In>, ctx: &mut Context<'_, Infallible, S::Message>) {
+        self.0.handle_events(events, ctx)
+    }
+    fn message(&mut self, msg: S::Message, ctx: &mut Context<'_, Infallible, S::Message>) {
+        self.0.handle_message(msg, ctx)
+    }
+    fn subscribed(
+        &mut self,
+        sub: &Subscription,
+        ctx: &mut Context<'_, Infallible, S::Message>,
+    ) -> DemandMode {
+        self.0.handle_subscribe(sub, ctx)
+    }
+    fn cancelled(
+        &mut self,
+        sub: &Subscription,
+        reason: &Reason,
+        ctx: &mut Context<'_, Infallible, S::Message>,
+    ) {
+        self.0.handle_cancel(sub, reason, ctx)
+    }
+}
+
+/// The producer-side settings of a stage.
+pub(crate) struct Config<Out> {
+    pub(crate) dispatcher: Box<dyn Dispatcher<Out>>,
+    pub(crate) buffer_size: Option<usize>,
+    pub(crate) buffer_keep: BufferKeep,
+}
+
+/// Sends to one peer, keeping what does not fit in a backlog (protocol rules 4 and 5).
+struct Outlet<M> {
+    port: Box<dyn Port<M>>,
+    backlog: VecDeque<M>,
+}
+
+/// A send found the peer gone; the message comes back.
+struct Gone<M>(M);
+
+impl<M: Coalesce> Outlet<M> {
+    fn new(port: Box<dyn Port<M>>) -> Outlet<M> {
+        Outlet {
+            port,
+            backlog: VecDeque::new(),
+        }
+    }
+
+    fn send(&mut self, msg: M) -> Result<(), Gone<M>> {
+        if let Some(last) = self.backlog.back_mut() {
+            if let Some(msg) = last.coalesce(msg) {
+                self.backlog.push_back(msg);
+            }
+            return Ok(());
+        }
+        match self.port.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(PortError::Full(m)) => {
+                self.backlog.push_back(m);
+                Ok(())
+            }
+            Err(PortError::Gone(m) | PortError::Timeout(m)) => Err(Gone(m)),
+        }
+    }
+
+    /// Sends what fits of the backlog. `Err` with the rest if the peer is gone.
+    fn flush(&mut self) -> Result<(), VecDeque<M>> {
+        while let Some(msg) = self.backlog.pop_front() {
+            match self.port.try_send(msg) {
+                Ok(()) => {}
+                Err(PortError::Full(m)) => {
+                    self.backlog.push_front(m);
+                    return Ok(());
+                }
+                Err(PortError::Gone(m) | PortError::Timeout(m)) => {
+                    self.backlog.push_front(m);
+                    return Err(std::mem::take(&mut self.backlog));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// This stage as a consumer of one producer.
+struct UpLink<T> {
+    info: Subscription,
+    out: Outlet<Up<T>>,
+    demand: Demand,
+    mode: DemandMode,
+    /// Manual mode: asked and not yet received.
+    manual_outstanding: usize,
+    /// This stage sent a cancel and waits for the producer's confirmation.
+    cancelling: bool,
+    cell: Arc<AtomicU64>,
+}
+
+/// This stage as the producer of one consumer.
+struct DownLink<T> {
+    info: Subscription,
+    out: Outlet<Down<T>>,
+    /// Asked for and not yet sent.
+    owed: usize,
+    /// Cancelled: kept only until its backlog (ending with the cancel) is delivered.
+    closed: bool,
+    cell: Arc<AtomicU64>,
+}
+
+/// What a producer-consumer received and could not handle yet (no downstream demand).
+enum Inbound<T, M> {
+    Events(SubscriptionId, Vec<T>),
+    Cancel(SubscriptionId, Reason),
+    Info(M),
+}
+
+enum Wait<E> {
+    Msg(E),
+    Timeout,
+    Disconnected,
+}
+
+type Env<S> = Envelope<<S as Callbacks>::In, <S as Callbacks>::Out, <S as Callbacks>::Msg>;
+
+pub(crate) struct Runner<S: Callbacks> {
+    stage: S,
+    shared: Arc<Shared>,
+    inbox: Receiver<Env<S>>,
+    fx: Effects<S::Out, S::Msg>,
+    ups: Vec<UpLink<S::In>>,
+    downs: Vec<DownLink<S::Out>>,
+    dispatcher: Box<dyn Dispatcher<S::Out>>,
+    buffer: Buffer<S::Out, S::Msg>,
+    inbound: VecDeque<Inbound<S::In, S::Msg>>,
+    inbound_events: usize,
+    /// Producer-consumer: downstream demand not yet met.
+    counter: usize,
+    /// Deliver what is buffered, then end with this reason.
+    finishing: Option<Reason>,
+    exit: Option<Reason>,
+}
+
+impl<S: Callbacks> Runner<S> {
+    pub(crate) fn new(
+        stage: S,
+        shared: Arc<Shared>,
+        inbox: Receiver<Env<S>>,
+        config: Config<S::Out>,
+    ) -> Runner<S> {
+        let mut dispatcher = config.dispatcher;
+        dispatcher.attach(&shared.name);
+        Runner {
+            stage,
+            shared,
+            inbox,
+            fx: Effects::new(),
+            ups: Vec::new(),
+            downs: Vec::new(),
+            dispatcher,
+            buffer: Buffer::new(config.buffer_size, config.buffer_keep),
+            inbound: VecDeque::new(),
+            inbound_events: 0,
+            counter: 0,
+            finishing: None,
+            exit: None,
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Runs until the stage ends; returns why.
+    pub(crate) fn run(&mut self) -> Reason {
+        loop {
+            if let Some(reason) = self.exit.take() {
+                return reason;
+            }
+            if self.shared.stop_requested.load(Ordering::Relaxed) {
+                return Reason::Shutdown;
+            }
+            self.flush_backlogs();
+            let deadline = self.fx.timers.next_deadline();
+            match self.wait(deadline) {
+                Wait::Msg(env) => self.handle(env),
+                Wait::Timeout => {}
+                Wait::Disconnected => {
+                    if self.fx.timers.is_empty() {
+                        // Nobody can reach this stage any more: no handle, no subscription.
+                        return self.finishing.take().unwrap_or(Reason::Normal);
+                    }
+                    // Only timers can still wake it: wait for the next one.
+                    if let Some(d) = deadline {
+                        std::thread::sleep(d.saturating_duration_since(Instant::now()));
+                    }
+                }
+            }
+            if deadline.is_some() {
+                self.fire_timers();
+            }
+            self.check_finished();
+            self.publish_buffered();
+        }
+    }
+
+    fn publish_buffered(&self) {
+        let n = (self.buffer.len() + self.inbound_events) as u64;
+        self.shared.cells.buffered.store(n, Ordering::Relaxed);
+    }
+
+    fn any_backlog(&self) -> bool {
+        self.ups.iter().any(|l| !l.out.backlog.is_empty())
+            || self.downs.iter().any(|l| !l.out.backlog.is_empty())
+    }
+
+    /// Waits for an envelope, or for room at a peer whose backlog is not empty.
+    fn wait(&mut self, deadline: Option<Instant>) -> Wait<Env<S>> {
+        if !self.any_backlog() {
+            return match deadline {
+                None => match self.inbox.recv() {
+                    Ok(env) => Wait::Msg(env),
+                    Err(_) => Wait::Disconnected,
+                },
+                Some(d) => match self.inbox.recv_deadline(d) {
+                    Ok(env) => Wait::Msg(env),
+                    Err(RecvTimeoutError::Timeout) => Wait::Timeout,
+                    Err(RecvTimeoutError::Disconnected) => Wait::Disconnected,
+                },
+            };
+        }
+        // Take each backlog's first message in hand, so the select can send it.
+        let mut downs: Vec<(usize, Option<Down<S::Out>>)> = Vec::new();
+        let mut ups: Vec<(usize, Option<Up<S::In>>)> = Vec::new();
+        for (i, l) in self.downs.iter_mut().enumerate() {
+            if let Some(m) = l.out.backlog.pop_front() {
+                downs.push((i, Some(m)));
+            }
+        }
+        for (i, l) in self.ups.iter_mut().enumerate() {
+            if let Some(m) = l.out.backlog.pop_front() {
+                ups.push((i, Some(m)));
+            }
+        }
+        let mut gone_down = None;
+        let mut gone_up = None;
+        let result = 'select: {
+            let mut sel = Select::new();
+            let inbox = sel.recv(&self.inbox);
+            let mut ops = Vec::with_capacity(downs.len() + ups.len());
+            for (k, (i, _)) in downs.iter().enumerate() {
+                ops.push((self.downs[*i].out.port.register(&mut sel), true, k));
+            }
+            for (k, (i, _)) in ups.iter().enumerate() {
+                ops.push((self.ups[*i].out.port.register(&mut sel), false, k));
+            }
+            let op = match deadline {
+                Some(d) => match sel.select_deadline(d) {
+                    Ok(op) => op,
+                    Err(_) => break 'select Wait::Timeout,
+                },
+                None => sel.select(),
+            };
+            let index = op.index();
+            if index == inbox {
+                match op.recv(&self.inbox) {
+                    Ok(env) => Wait::Msg(env),
+                    Err(_) => Wait::Disconnected,
+                }
+            } else {
+                let &(_, down, k) = ops
+                    .iter()
+                    .find(|o| o.0 == index)
+                    .expect("selected operation was registered");
+                if down {
+                    let (i, msg) = &mut downs[k];
+                    let msg = msg.take().expect("message in hand");
+                    if let Err(m) = self.downs[*i].out.port.send_selected(op, msg) {
+                        downs[k].1 = Some(m);
+                        gone_down = Some(downs[k].0);
+                    }
+                } else {
+                    let (i, msg) = &mut ups[k];
+                    let msg = msg.take().expect("message in hand");
+                    if let Err(m) = self.ups[*i].out.port.send_selected(op, msg) {
+                        ups[k].1 = Some(m);
+                        gone_up = Some(ups[k].0);
+                    }
+                }
+                Wait::Timeout
+            }
+        };
+        let result = self.restore(downs, ups, result);
+        if let Some(i) = gone_down {
+            let rest = std::mem::take(&mut self.downs[i].out.backlog);
+            self.consumer_unreachable(i, rest);
+        }
+        if let Some(i) = gone_up {
+            self.ups[i].out.backlog.clear();
+        }
+        result
+    }
+
+    fn restore(
+        &mut self,
+        downs: Vec<(usize, Option<Down<S::Out>>)>,
+        ups: Vec<(usize, Option<Up<S::In>>)>,
+        result: Wait<Env<S>>,
+    ) -> Wait<Env<S>> {
+        for (i, m) in downs {
+            if let Some(m) = m {
+                self.downs[i].out.backlog.push_front(m);
+            }
+        }
+        for (i, m) in ups {
+            if let Some(m) = m {
+                self.ups[i].out.backlog.push_front(m);
+            }
+        }
+        result
+    }
+
+    /// Sends what fits of every backlog; drops closed links whose backlog is delivered.
+    fn flush_backlogs(&mut self) {
+        let mut gone = Vec::new();
+        for (i, l) in self.downs.iter_mut().enumerate() {
+            if !l.out.backlog.is_empty() {
+                if let Err(rest) = l.out.flush() {
+                    gone.push((i, rest));
+                }
+            }
+        }
+        for (i, rest) in gone.into_iter().rev() {
+            self.consumer_unreachable(i, rest);
+        }
+        for l in &mut self.ups {
+            if !l.out.backlog.is_empty() && l.out.flush().is_err() {
+                // The producer ended; its cancel is already in the inbox.
+                l.out.backlog.clear();
+            }
+        }
+        self.downs.retain(|l| !(l.closed && l.out.backlog.is_empty()));
+    }
+
+    /// A consumer's inbox is gone: what waited for it is lost; the consumer leaves.
+    fn consumer_unreachable(&mut self, i: usize, rest: VecDeque<Down<S::Out>>) {
+        let lost: usize = rest
+            .iter()
+            .map(|m| match m {
+                Down::Events { events, .. } => events.len(),
+                _ => 0,
+            })
+            .sum();
+        self.discard(lost, "its consumer ended");
+        let link = &mut self.downs[i];
+        link.out.backlog.clear();
+        if !link.closed {
+            let sub = link.info.id;
+            self.remove_consumer(sub, Reason::Shutdown, false);
+        }
+    }
+
+    fn discard(&mut self, n: usize, why: &str) {
+        if n > 0 {
+            warn!(
+                "stage {}: discarded {n} events: {why}",
+                self.shared.name
+            );
+            bump(&self.shared.cells.discarded, n as u64);
+        }
+    }
+
+    fn handle(&mut self, env: Env<S>) {
+        match env {
+            Envelope::Down(Down::Events { sub, events }) => self.on_events(sub, events),
+            Envelope::Up(Up::Ask { sub, n }) => self.on_ask(sub, n),
+            Envelope::Down(Down::Subscribed(s)) => self.on_subscribed(*s),
+            Envelope::Down(Down::Cancel { sub, reason }) => {
+                if S::KIND == Kind::ProducerConsumer && !self.inbound.is_empty() {
+                    self.inbound.push_back(Inbound::Cancel(sub, reason));
+                } else {
+                    self.producer_gone(sub, reason);
+                }
+            }
+            Envelope::Up(Up::Subscribe(req)) => self.on_subscribe(*req),
+            Envelope::Up(Up::Cancel { sub, reason }) => self.remove_consumer(sub, reason, true),
+            Envelope::Message(msg) => self.invoke(|s, ctx| s.message(msg, ctx)),
+            Envelope::Info(msg) => self.queue_info(msg),
+            Envelope::Control(Control::Stop) => {
+                self.exit.get_or_insert(Reason::Shutdown);
+            }
+            Envelope::Control(Control::Cancel { sub, reason }) => self.cancel(sub, reason),
+            Envelope::Control(Control::Ask { sub, n }) => self.manual_ask(sub, n),
+        }
+    }
+
+    /// Runs one callback, then applies what it asked for.
+    fn invoke<R>(&mut self, f: impl FnOnce(&mut S, &mut Context<'_, S::Out, S::Msg>) -> R) -> R {
+        let mut ctx = Context {
+            fx: &mut self.fx,
+            name: &self.shared.name,
+            stop_requested: &self.shared.stop_requested,
+        };
+        let r = f(&mut self.stage, &mut ctx);
+        if !self.fx.emitted.is_empty() {
+            let mut events = std::mem::take(&mut self.fx.emitted);
+            self.dispatch(&mut events);
+            if !events.is_empty() {
+                self.store(events);
+            }
+        }
+        if self.fx.has_side_effects() {
+            self.apply_side_effects();
+        }
+        r
+    }
+
+    fn apply_side_effects(&mut self) {
+        for reply in std::mem::take(&mut self.fx.replies) {
+            reply();
+        }
+        for (sub, n) in std::mem::take(&mut self.fx.asks) {
+            self.manual_ask(sub, n);
+        }
+        for (sub, reason) in std::mem::take(&mut self.fx.cancels) {
+            self.cancel(sub, reason);
+        }
+        for msg in std::mem::take(&mut self.fx.infos) {
+            self.queue_info(msg);
+        }
+        match self.fx.end.take() {
+            None => {}
+            Some(End::Stop(reason)) => self.exit = Some(reason),
+            Some(End::Finish) => {
+                if S::KIND == Kind::Consumer {
+                    self.exit.get_or_insert(Reason::Normal);
+                } else {
+                    self.finishing.get_or_insert(Reason::Normal);
+                }
+            }
+        }
+    }
+
+    /// Ends the stage once a finishing producer has delivered everything it held.
+    fn check_finished(&mut self) {
+        if self.exit.is_none()
+            && self.finishing.is_some()
+            && self.buffer.is_empty()
+            && self.inbound.is_empty()
+        {
+            self.exit = self.finishing.take();
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(msg) = self.fx.timers.pop_due(now) {
+            self.invoke(|s, ctx| s.message(msg, ctx));
+            if self.exit.is_some() {
+                return;
+            }
+        }
+    }
+
+    /// An info: to `handle_message` once the events buffered before it have left.
+    fn queue_info(&mut self, msg: S::Msg) {
+        if S::KIND == Kind::ProducerConsumer && !self.inbound.is_empty() {
+            self.inbound.push_back(Inbound::Info(msg));
+            return;
+        }
+        let msg = match S::KIND {
+            Kind::Consumer => msg,
+            _ => match self.buffer.push_info(msg) {
+                Ok(()) => return,
+                Err(msg) => msg,
+            },
+        };
+        // Nothing buffered: deliver it on the next turn, like a message sent to itself.
+        self.fx.timers.schedule(Instant::now(), msg);
+    }
+
+    // ----- Producer side -------------------------------------------------------------------
+
+    fn on_subscribe(&mut self, req: SubscribeRequest<S::Out>) {
+        let SubscribeRequest {
+            sub,
+            consumer,
+            consumer_name,
+            producer,
+            producer_name,
+            options,
+            ack,
+        } = req;
+        if let Err(e) = self.dispatcher.subscribe(sub, &options) {
+            let _ = ack.send(Err(e));
+            return;
+        }
+        let info = Subscription {
+            id: sub,
+            direction: Direction::Downstream,
+            peer: consumer_name.clone(),
+            options: options.clone(),
+        };
+        let mut out = Outlet::new(consumer);
+        let subscribed = Down::Subscribed(Box::new(Subscribed {
+            producer,
+            info: Subscription {
+                id: sub,
+                direction: Direction::Upstream,
+                peer: producer_name,
+                options,
+            },
+        }));
+        if out.send(subscribed).is_err() {
+            self.dispatcher.cancel(sub);
+            let _ = ack.send(Err(SubscribeError::ConsumerGone {
+                consumer: consumer_name.to_string(),
+            }));
+            return;
+        }
+        let cell = self.shared.add_sub(sub, Direction::Downstream, consumer_name);
+        self.downs.push(DownLink {
+            info: info.clone(),
+            out,
+            owed: 0,
+            closed: false,
+            cell,
+        });
+        let _ = ack.send(Ok(()));
+        self.invoke(|s, ctx| {
+            s.subscribed(&info, ctx);
+        });
+    }
+
+    fn on_ask(&mut self, sub: SubscriptionId, n: usize) {
+        let Some(link) = self.downs.iter_mut().find(|l| l.info.id == sub && !l.closed) else {
+            // Asks racing with a cancel: the subscription is already gone.
+            return;
+        };
+        link.owed = link.owed.saturating_add(n);
+        link.cell.store(link.owed as u64, Ordering::Relaxed);
+        let demand = self.dispatcher.ask(sub, n);
+        self.demand_arrived(demand);
+    }
+
+    /// New demand reached the producer side: serve it from the buffer, then from the stage.
+    fn demand_arrived(&mut self, demand: usize) {
+        match S::KIND {
+            Kind::Producer => {
+                let taken = self.flush_buffer(demand);
+                let rest = demand - taken;
+                if rest > 0 && self.finishing.is_none() && self.exit.is_none() {
+                    self.fx.emitted.reserve(rest.min(65_536));
+                    self.invoke(|s, ctx| s.demand(rest, ctx));
+                }
+            }
+            Kind::ProducerConsumer => {
+                self.counter = self.counter.saturating_add(demand);
+                self.pump();
+            }
+            Kind::Consumer => {}
+        }
+    }
+
+    /// Producer-consumer: deliver the buffer, then handle queued input while there is demand.
+    fn pump(&mut self) {
+        loop {
+            if self.exit.is_some() {
+                return;
+            }
+            if !self.buffer.is_empty() {
+                if self.counter == 0 {
+                    return;
+                }
+                self.flush_buffer(self.counter);
+                if !self.buffer.is_empty() {
+                    return;
+                }
+            }
+            match self.inbound.front() {
+                None => return,
+                Some(Inbound::Events(..)) if self.counter == 0 => return,
+                Some(_) => {}
+            }
+            match self.inbound.pop_front() {
+                Some(Inbound::Events(sub, events)) => {
+                    self.inbound_events -= events.len();
+                    self.handle_events(sub, events);
+                }
+                Some(Inbound::Cancel(sub, reason)) => self.producer_gone(sub, reason),
+                Some(Inbound::Info(msg)) => self.queue_info(msg),
+                None => return,
+            }
+        }
+    }
+
+    /// Dispatches up to `limit` buffered events, stopping at info markers to deliver them.
+    /// Returns how many events left the buffer.
+    fn flush_buffer(&mut self, limit: usize) -> usize {
+        let mut taken = 0;
+        loop {
+            while let Some(info) = self.buffer.pop_due_info() {
+                self.invoke(|s, ctx| s.message(info, ctx));
+            }
+            if taken >= limit || self.buffer.len() == 0 {
+                break;
+            }
+            let mut batch = self.buffer.take(limit - taken);
+            if batch.is_empty() {
+                continue;
+            }
+            taken += batch.len();
+            self.dispatch(&mut batch);
+            if !batch.is_empty() {
+                taken -= batch.len();
+                self.buffer.unget(batch);
+                break;
+            }
+        }
+        taken
+    }
+
+    /// Hands `events` to the dispatcher and sends each consumer its message; what no consumer
+    /// has demand for stays in `events`.
+    fn dispatch(&mut self, events: &mut Vec<S::Out>) {
+        if self.downs.is_empty() {
+            return;
+        }
+        let downs = &mut self.downs;
+        let shared = &self.shared;
+        let mut gone = Vec::new();
+        let mut delivered = 0usize;
+        self.dispatcher.dispatch(events, &mut |sub, batch| {
+            let Some(i) = downs.iter().position(|l| l.info.id == sub && !l.closed) else {
+                error!(
+                    "stage {}: dispatcher sent events to unknown subscription {sub}",
+                    shared.name
+                );
+                return;
+            };
+            let link = &mut downs[i];
+            let n = batch.len();
+            if n > link.owed {
+                error!(
+                    "stage {}: dispatcher sent {} events to {} which asked for {}",
+                    shared.name, n, link.info.peer, link.owed
+                );
+            }
+            link.owed = link.owed.saturating_sub(n);
+            link.cell.store(link.owed as u64, Ordering::Relaxed);
+            match link.out.send(Down::Events { sub, events: batch }) {
+                Ok(()) => delivered += n,
+                Err(Gone(_)) => gone.push(i),
+            }
+        });
+        bump(&self.shared.cells.events_out, delivered as u64);
+        if S::KIND == Kind::ProducerConsumer {
+            self.counter = self.counter.saturating_sub(delivered);
+        }
+        for i in gone.into_iter().rev() {
+            self.consumer_unreachable(i, VecDeque::new());
+        }
+    }
+
+    /// Buffers events no consumer had demand for, counting and logging discards.
+    fn store(&mut self, events: Vec<S::Out>) {
+        let discarded = self.buffer.store(events);
+        if discarded > 0 {
+            warn!(
+                "stage {}: discarded {discarded} events from buffer",
+                self.shared.name
+            );
+            bump(&self.shared.cells.discarded, discarded as u64);
+        }
+    }
+
+    /// A consumer leaves (it cancelled, or ended, or `notify` is false and it is unreachable).
+    fn remove_consumer(&mut self, sub: SubscriptionId, reason: Reason, notify: bool) {
+        let Some(link) = self.downs.iter_mut().find(|l| l.info.id == sub && !l.closed) else {
+            return;
+        };
+        link.closed = true;
+        if notify {
+            // Confirm to the consumer; it may be gone already, which is fine.
+            let _ = link.out.send(Down::Cancel {
+                sub,
+                reason: reason.clone(),
+            });
+        }
+        let info = link.info.clone();
+        self.shared.remove_sub(sub, Direction::Downstream);
+        self.downs.retain(|l| !(l.closed && l.out.backlog.is_empty()));
+        self.invoke(|s, ctx| s.cancelled(&info, &reason, ctx));
+        let demand = self.dispatcher.cancel(sub);
+        if demand > 0 {
+            self.demand_arrived(demand);
+        }
+    }
+
+    // ----- Consumer side -------------------------------------------------------------------
+
+    fn on_subscribed(&mut self, s: Subscribed<S::In>) {
+        let Subscribed { producer, info } = s;
+        let sub = info.id;
+        let opts = &info.options;
+        let demand = Demand::new(opts.get_max_demand(), opts.get_min_demand());
+        let cell = self
+            .shared
+            .add_sub(sub, Direction::Upstream, info.peer.clone());
+        let link_info = info.clone();
+        self.ups.push(UpLink {
+            info: link_info,
+            out: Outlet::new(producer),
+            demand,
+            mode: DemandMode::Automatic,
+            manual_outstanding: 0,
+            cancelling: false,
+            cell,
+        });
+        let mode = self.invoke(|s, ctx| s.subscribed(&info, ctx));
+        let Some(link) = self.ups.iter_mut().find(|l| l.info.id == sub) else {
+            return;
+        };
+        link.mode = mode;
+        if mode == DemandMode::Automatic && !link.cancelling {
+            let n = link.demand.max();
+            link.cell.store(n as u64, Ordering::Relaxed);
+            let _ = link.out.send(Up::Ask { sub, n });
+        }
+    }
+
+    fn on_events(&mut self, sub: SubscriptionId, events: Vec<S::In>) {
+        bump(&self.shared.cells.events_in, events.len() as u64);
+        if S::KIND == Kind::ProducerConsumer && (self.counter == 0 || !self.inbound.is_empty()) {
+            // Gate: handle input only while downstream has demand (it produces no asks
+            // until then, so upstream stops too).
+            self.inbound_events += events.len();
+            self.inbound.push_back(Inbound::Events(sub, events));
+            return;
+        }
+        self.handle_events(sub, events);
+        if S::KIND == Kind::ProducerConsumer {
+            self.pump();
+        }
+    }
+
+    /// Cuts a message into batches by the subscription's demand and hands each to
+    /// `handle_events`, asking after each batch as the protocol says.
+    fn handle_events(&mut self, sub: SubscriptionId, events: Vec<S::In>) {
+        let len = events.len();
+        let Some(link) = self.ups.iter_mut().find(|l| l.info.id == sub) else {
+            self.discard(len, "they came from an unknown subscription");
+            return;
+        };
+        if link.mode == DemandMode::Manual {
+            link.manual_outstanding = link.manual_outstanding.saturating_sub(len);
+            link.cell
+                .store(link.manual_outstanding as u64, Ordering::Relaxed);
+            let mut iter = events.into_iter();
+            self.invoke(|s, ctx| s.events(Events::new(&mut iter, len, sub), ctx));
+            return;
+        }
+        let batches = link.demand.receive(len);
+        link.cell
+            .store(link.demand.outstanding() as u64, Ordering::Relaxed);
+        let mut iter = events.into_iter();
+        for batch in batches {
+            if batch.excess > 0 {
+                error!(
+                    "stage {}: received {} events in excess from subscription {sub}",
+                    self.shared.name, batch.excess
+                );
+            }
+            if S::KIND == Kind::ProducerConsumer {
+                self.fx.emitted.reserve(batch.len);
+            }
+            self.invoke(|s, ctx| s.events(Events::new(&mut iter, batch.len, sub), ctx));
+            if self.exit.is_some() {
+                // The stage stopped: the rest is not handled and not asked for.
+                let rest = iter.len();
+                self.discard(rest, "the stage stopped while handling them");
+                return;
+            }
+            if batch.ask > 0 && self.finishing.is_none() {
+                if let Some(link) = self.ups.iter_mut().find(|l| l.info.id == sub) {
+                    if !link.cancelling {
+                        let _ = link.out.send(Up::Ask { sub, n: batch.ask });
+                    }
+                }
+            }
+        }
+    }
+
+    /// A subscription to a producer ended: tell the stage, then end or not by cancel mode.
+    fn producer_gone(&mut self, sub: SubscriptionId, reason: Reason) {
+        let Some(i) = self.ups.iter().position(|l| l.info.id == sub) else {
+            return;
+        };
+        let link = self.ups.remove(i);
+        self.shared.remove_sub(sub, Direction::Upstream);
+        let info = link.info;
+        self.invoke(|s, ctx| s.cancelled(&info, &reason, ctx));
+        if info.options.get_cancel().exits_on(&reason) && self.exit.is_none() {
+            info!(
+                "stage {}: stopping after subscription {sub} to {} ended: {reason}",
+                self.shared.name, info.peer
+            );
+            if S::KIND == Kind::ProducerConsumer && reason.is_normal() {
+                // Nothing is lost on a normal finish: drain, then end.
+                self.finishing.get_or_insert(reason);
+            } else {
+                self.exit = Some(reason);
+            }
+        }
+    }
+
+    /// Cancels a subscription of this stage, either side.
+    fn cancel(&mut self, sub: SubscriptionId, reason: Reason) {
+        if let Some(link) = self.ups.iter_mut().find(|l| l.info.id == sub) {
+            if !link.cancelling {
+                link.cancelling = true;
+                let _ = link.out.send(Up::Cancel { sub, reason });
+            }
+        } else {
+            self.remove_consumer(sub, reason, true);
+        }
+    }
+
+    fn manual_ask(&mut self, sub: SubscriptionId, n: usize) {
+        let name = &self.shared.name;
+        let Some(link) = self.ups.iter_mut().find(|l| l.info.id == sub) else {
+            warn!("stage {name}: ask on unknown subscription {sub} ignored");
+            return;
+        };
+        if link.mode != DemandMode::Manual {
+            warn!("stage {name}: ask on automatic subscription {sub} ignored");
+            return;
+        }
+        if n == 0 || link.cancelling {
+            return;
+        }
+        link.manual_outstanding = link.manual_outstanding.saturating_add(n);
+        link.cell
+            .store(link.manual_outstanding as u64, Ordering::Relaxed);
+        let _ = link.out.send(Up::Ask { sub, n });
+    }
+
+    // ----- The end -------------------------------------------------------------------------
+
+    /// Tells every peer the stage ended and waits until they have been told (receiving all the
+    /// while, so that no peer can wait on this stage), then drops what is left.
+    pub(crate) fn terminate(&mut self, reason: &Reason) {
+        let mut lost = self.fx.emitted.len();
+        self.fx.emitted.clear();
+        let (buffered, _) = self.buffer.clear();
+        lost += buffered + self.inbound_events;
+        self.inbound.clear();
+        self.inbound_events = 0;
+        for link in &mut self.downs {
+            if !link.closed {
+                link.closed = true;
+                let sub = link.info.id;
+                let _ = link.out.send(Down::Cancel {
+                    sub,
+                    reason: reason.clone(),
+                });
+            }
+        }
+        for link in &mut self.ups {
+            let sub = link.info.id;
+            let _ = link.out.send(Up::Cancel {
+                sub,
+                reason: reason.clone(),
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        loop {
+            self.flush_backlogs();
+            for l in &mut self.ups {
+                if l.out.flush().is_err() {
+                    l.out.backlog.clear();
+                }
+            }
+            if !self.any_backlog() {
+                break;
+            }
+            match self.wait(Some(deadline)) {
+                Wait::Msg(env) => lost += self.drop_late(env, reason),
+                Wait::Timeout => {}
+                // Nobody can send here any more, so the select would not block: pace the
+                // retries while the last peers make room.
+                Wait::Disconnected => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        while let Ok(env) = self.inbox.try_recv() {
+            lost += self.drop_late(env, reason);
+        }
+        self.discard(lost, &format!("the stage ended ({reason})"));
+        for link in &self.downs {
+            self.shared.remove_sub(link.info.id, Direction::Downstream);
+        }
+        for link in &self.ups {
+            self.shared.remove_sub(link.info.id, Direction::Upstream);
+        }
+        self.publish_buffered();
+    }
+
+    /// Something that reached an ending stage; returns the events it held.
+    fn drop_late(&mut self, env: Env<S>, reason: &Reason) -> usize {
+        match env {
+            Envelope::Down(Down::Events { events, .. }) => events.len(),
+            Envelope::Down(Down::Subscribed(s)) => {
+                // A subscription confirmed too late: cancel it at once.
+                let sub = s.info.id;
+                let mut out = Outlet::new(s.producer);
+                let _ = out.send(Up::Cancel {
+                    sub,
+                    reason: reason.clone(),
+                });
+                self.ups.push(UpLink {
+                    info: s.info,
+                    out,
+                    demand: Demand::new(1, 0),
+                    mode: DemandMode::Manual,
+                    manual_outstanding: 0,
+                    cancelling: true,
+                    cell: Arc::new(AtomicU64::new(0)),
+                });
+                0
+            }
+            Envelope::Down(Down::Cancel { sub, .. }) => {
+                if let Some(l) = self.ups.iter_mut().find(|l| l.info.id == sub) {
+                    l.out.backlog.clear();
+                }
+                0
+            }
+            Envelope::Up(Up::Subscribe(req)) => {
+                let _ = req.ack.send(Err(SubscribeError::ProducerGone {
+                    producer: self.shared.name.to_string(),
+                }));
+                0
+            }
+            _ => 0,
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! What a stage's thread shares with its handles: its name, the stop flag, counters and its
+//! outcome. The stage's thread is the only writer of the counters (plain stores, no locked
+//! read-modify-write); handles read them at any time.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::reason::Reason;
+use crate::subscription::{Direction, SubscriptionId};
+
+/// A snapshot of a stage's counters, read with [`Stage::counters`](crate::Stage::counters).
+///
+/// For a finished pipeline the counters balance: every event a producer emitted was received
+/// by a consumer or discarded, and `discarded` counts each event dropped by a stage's explicit
+/// policy (`buffer_keep`, or a stop that left events buffered).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Events received from producers.
+    pub events_in: u64,
+    /// Events sent to consumers.
+    pub events_out: u64,
+    /// Events dropped by the buffer's keep policy, or left behind when the stage ended.
+    pub discarded: u64,
+    /// Events waiting in the stage: in its producer buffer, or (for a producer-consumer)
+    /// received and not yet handled.
+    pub buffered: u64,
+    /// Per subscription, the outstanding demand.
+    pub subscriptions: Vec<SubscriptionCounters>,
+}
+
+/// The counters of one subscription of a stage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscriptionCounters {
+    /// The subscription.
+    pub id: SubscriptionId,
+    /// [`Direction::Upstream`]: this stage consumes from `peer`, and `demand` is what this stage
+    /// has asked for and not yet received. [`Direction::Downstream`]: `peer` consumes from this
+    /// stage, and `demand` is what `peer` asked for and was not yet sent.
+    pub direction: Direction,
+    /// The other stage's name.
+    pub peer: String,
+    /// Outstanding demand (see `direction`).
+    pub demand: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Cells {
+    pub(crate) events_in: AtomicU64,
+    pub(crate) events_out: AtomicU64,
+    pub(crate) discarded: AtomicU64,
+    pub(crate) buffered: AtomicU64,
+}
+
+/// Adds to a counter that only the calling thread writes.
+#[inline]
+pub(crate) fn bump(cell: &AtomicU64, n: u64) {
+    cell.store(cell.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+}
+
+#[derive(Debug)]
+pub(crate) struct SubCell {
+    pub(crate) id: SubscriptionId,
+    pub(crate) direction: Direction,
+    pub(crate) peer: Arc<str>,
+    pub(crate) demand: Arc<AtomicU64>,
+}
+
+#[derive(Debug, Default)]
+struct Done {
+    outcome: Option<Reason>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) name: Arc<str>,
+    pub(crate) stop_requested: AtomicBool,
+    pub(crate) cells: Cells,
+    subs: Mutex<Vec<SubCell>>,
+    done: Mutex<Done>,
+    done_cond: Condvar,
+}
+
+impl Shared {
+    pub(crate) fn new(name: Arc<str>) -> Shared {
+        Shared {
+            name,
+            stop_requested: AtomicBool::new(false),
+            cells: Cells::default(),
+            subs: Mutex::new(Vec::new()),
+            done: Mutex::new(Done::default()),
+            done_cond: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn add_sub(
+        &self,
+        id: SubscriptionId,
+        direction: Direction,
+        peer: Arc<str>,
+    ) -> Arc<AtomicU64> {
+        let demand = Arc::new(AtomicU64::new(0));
+        self.subs.lock().push(SubCell {
+            id,
+            direction,
+            peer,
+            demand: demand.clone(),
+        });
+        demand
+    }
+
+    pub(crate) fn remove_sub(&self, id: SubscriptionId, direction: Direction) {
+        self.subs
+            .lock()
+            .retain(|c| !(c.id == id && c.direction == direction));
+    }
+
+    pub(crate) fn counters(&self) -> Counters {
+        let c = &self.cells;
+        Counters {
+            events_in: c.events_in.load(Ordering::Relaxed),
+            events_out: c.events_out.load(Ordering::Relaxed),
+            discarded: c.discarded.load(Ordering::Relaxed),
+            buffered: c.buffered.load(Ordering::Relaxed),
+            subscriptions: self
+                .subs
+                .lock()
+                .iter()
+                .map(|s| SubscriptionCounters {
+                    id: s.id,
+                    direction: s.direction,
+                    peer: s.peer.to_string(),
+                    demand: s.demand.load(Ordering::Relaxed),
+                })
+                .collect(),
+        }
+    }
+
+    pub(crate) fn set_thread(&self, handle: JoinHandle<()>) {
+        let mut done = self.done.lock();
+        if done.outcome.is_none() {
+            done.thread = Some(handle);
+        }
+        // A stage that already ended has nothing left to join but its handle, which is
+        // dropped here (the thread is exiting or gone).
+    }
+
+    pub(crate) fn set_outcome(&self, reason: Reason) {
+        let mut done = self.done.lock();
+        done.outcome = Some(reason);
+        self.done_cond.notify_all();
+    }
+
+    pub(crate) fn outcome(&self) -> Option<Reason> {
+        self.done.lock().outcome.clone()
+    }
+
+    /// Waits for the outcome until `deadline` (forever with `None`), then joins the thread.
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Option<Reason> {
+        let mut done = self.done.lock();
+        while done.outcome.is_none() {
+            match deadline {
+                Some(d) => {
+                    if self.done_cond.wait_until(&mut done, d).timed_out()
+                        && done.outcome.is_none()
+                    {
+                        return None;
+                    }
+                }
+                None => self.done_cond.wait(&mut done),
+            }
+        }
+        let thread = done.thread.take();
+        let outcome = done.outcome.clone();
+        drop(done);
+        if let Some(t) = thread {
+            // The outcome is set as the thread's last act, so this returns at once.
+            let _ = t.join();
+        }
+        outcome
+    }
+}

@@ -1,0 +1,311 @@
+//! Subscriptions: their ids, their options (with GenStage's validation), cancel and demand modes.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::SubscribeError;
+
+/// Identifies one subscription: one consumer subscribed to one producer.
+///
+/// Ids are unique within the process. A consumer sees the id of the subscription an event batch
+/// came from in [`Events::subscription`](crate::Events::subscription); a producer sees the ids of
+/// its consumers in [`Producer::handle_subscribe`](crate::Producer::handle_subscribe).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriptionId(u64);
+
+impl SubscriptionId {
+    pub(crate) fn next() -> SubscriptionId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        SubscriptionId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// A fresh id that no other subscription has or will have: for driving a
+    /// [`Dispatcher`](crate::dispatcher::Dispatcher) in tests without threads.
+    pub fn unique() -> SubscriptionId {
+        SubscriptionId::next()
+    }
+
+    /// The id as a number, for logs and maps.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for SubscriptionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// What a consumer does when one of its subscriptions ends (GenStage's `:cancel` option).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CancelMode {
+    /// The consumer ends, with the subscription's reason, whatever that reason is. The default.
+    #[default]
+    Permanent,
+    /// The consumer ends only if the reason is not normal (see [`Reason::is_normal`](crate::Reason::is_normal)).
+    Transient,
+    /// The consumer keeps running whatever the reason.
+    Temporary,
+}
+
+impl CancelMode {
+    /// Whether a consumer with this mode ends when a subscription ends with `reason`.
+    pub fn exits_on(self, reason: &crate::Reason) -> bool {
+        match self {
+            CancelMode::Permanent => true,
+            CancelMode::Transient => !reason.is_normal(),
+            CancelMode::Temporary => false,
+        }
+    }
+}
+
+/// Who asks for events on a subscription (returned by a consumer's `handle_subscribe`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum DemandMode {
+    /// The stage asks by GenStage's rule: `max_demand` at first, then `max_demand - D` whenever
+    /// the outstanding demand `D` falls to `min_demand` or below. The default.
+    #[default]
+    Automatic,
+    /// The consumer asks itself with [`Context::ask`](crate::Context::ask) or
+    /// [`Stage::ask`](crate::Stage::ask). Each incoming message is handled whole, in one
+    /// `handle_events` call.
+    Manual,
+}
+
+/// Which events a full producer buffer keeps (GenStage's `:buffer_keep`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum BufferKeep {
+    /// Keep what is buffered and drop the incoming events.
+    First,
+    /// Drop the oldest buffered events to make room for the incoming ones. The default.
+    #[default]
+    Last,
+}
+
+/// Options of one subscription, checked when the consumer subscribes.
+///
+/// Every setter's documentation gives its default. Invalid values are reported by
+/// [`StageBuilder::subscribe_to`](crate::StageBuilder::subscribe_to) and
+/// [`Stage::subscribe_to`](crate::Stage::subscribe_to) as
+/// [`SubscribeError::InvalidOption`] naming the option and the value.
+///
+/// # Examples
+///
+/// ```
+/// use stageflow::{CancelMode, SubscribeOptions};
+///
+/// let opts = SubscribeOptions::new()
+///     .max_demand(10)
+///     .min_demand(5)
+///     .cancel(CancelMode::Transient);
+/// assert_eq!(opts.get_max_demand(), 10);
+/// ```
+#[derive(Clone)]
+pub struct SubscribeOptions {
+    pub(crate) max_demand: usize,
+    pub(crate) min_demand: Option<usize>,
+    pub(crate) cancel: CancelMode,
+    pub(crate) timeout: Duration,
+    pub(crate) partition: Option<u64>,
+    pub(crate) tag: Option<Arc<str>>,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        SubscribeOptions::new()
+    }
+}
+
+impl fmt::Debug for SubscribeOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubscribeOptions")
+            .field("max_demand", &self.max_demand)
+            .field("min_demand", &self.get_min_demand())
+            .field("cancel", &self.cancel)
+            .field("timeout", &self.timeout)
+            .field("partition", &self.partition)
+            .field("tag", &self.tag)
+            .finish()
+    }
+}
+
+impl SubscribeOptions {
+    /// The default options: `max_demand` 1000, `min_demand` 500, permanent.
+    pub fn new() -> SubscribeOptions {
+        SubscribeOptions {
+            max_demand: 1000,
+            min_demand: None,
+            cancel: CancelMode::Permanent,
+            timeout: Duration::from_secs(5),
+            partition: None,
+            tag: None,
+        }
+    }
+
+    /// The most events the consumer will have asked for and not yet received on this
+    /// subscription. Must be at least 1. Defaults to `1000`.
+    pub fn max_demand(mut self, max_demand: usize) -> SubscribeOptions {
+        self.max_demand = max_demand;
+        self
+    }
+
+    /// When the outstanding demand falls to this value or below, the consumer asks again, up
+    /// to `max_demand`. Must be at most `max_demand - 1`. Defaults to `max_demand / 2` (integer
+    /// division: 1000 gives 500, 3 gives 1, 1 gives 0).
+    pub fn min_demand(mut self, min_demand: usize) -> SubscribeOptions {
+        self.min_demand = Some(min_demand);
+        self
+    }
+
+    /// What the consumer does when this subscription ends. Defaults to
+    /// [`CancelMode::Permanent`].
+    pub fn cancel(mut self, mode: CancelMode) -> SubscribeOptions {
+        self.cancel = mode;
+        self
+    }
+
+    /// How long subscribing waits for the producer to confirm. Defaults to 5 seconds.
+    pub fn timeout(mut self, timeout: Duration) -> SubscribeOptions {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The partition to consume, for producers with a partitioning dispatcher. Defaults to none.
+    pub fn partition(mut self, partition: u64) -> SubscribeOptions {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// A free-form label passed to both sides' `handle_subscribe` (GenStage passes unknown
+    /// options through the same way). Defaults to none.
+    pub fn tag(mut self, tag: impl Into<Arc<str>>) -> SubscribeOptions {
+        self.tag = Some(tag.into());
+        self
+    }
+
+    /// The configured `max_demand`.
+    pub fn get_max_demand(&self) -> usize {
+        self.max_demand
+    }
+
+    /// The effective `min_demand`: the configured one, or `max_demand / 2`.
+    pub fn get_min_demand(&self) -> usize {
+        self.min_demand.unwrap_or(self.max_demand / 2)
+    }
+
+    /// The configured cancel mode.
+    pub fn get_cancel(&self) -> CancelMode {
+        self.cancel
+    }
+
+    /// The configured partition, if any.
+    pub fn get_partition(&self) -> Option<u64> {
+        self.partition
+    }
+
+    /// The configured tag, if any.
+    pub fn get_tag(&self) -> Option<&str> {
+        self.tag.as_deref()
+    }
+
+    /// Checks the options in GenStage's order: `max_demand`, then `min_demand` (whose bound
+    /// depends on `max_demand`). The first failure is reported.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::InvalidOption`] naming the option and the bad value.
+    pub fn validate(&self) -> Result<(), SubscribeError> {
+        if self.max_demand < 1 {
+            return Err(SubscribeError::invalid(
+                "max_demand",
+                format!(
+                    "expected max_demand to be at least 1, got {}",
+                    self.max_demand
+                ),
+            ));
+        }
+        let min = self.get_min_demand();
+        if min > self.max_demand - 1 {
+            return Err(SubscribeError::invalid(
+                "min_demand",
+                format!(
+                    "expected min_demand to be at most {} (max_demand - 1), got {}",
+                    self.max_demand - 1,
+                    min
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Which side of a subscription a stage is on, as told to `handle_subscribe`/`handle_cancel`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// The peer is a producer this stage consumes from.
+    Upstream,
+    /// The peer is a consumer of this stage.
+    Downstream,
+}
+
+/// What a stage is told about a subscription in `handle_subscribe` and `handle_cancel`.
+#[derive(Clone, Debug)]
+pub struct Subscription {
+    pub(crate) id: SubscriptionId,
+    pub(crate) direction: Direction,
+    pub(crate) peer: Arc<str>,
+    pub(crate) options: SubscribeOptions,
+}
+
+impl Subscription {
+    /// The subscription's id.
+    pub fn id(&self) -> SubscriptionId {
+        self.id
+    }
+
+    /// Whether the peer is a producer ([`Direction::Upstream`]) or a consumer.
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+
+    /// The peer stage's name.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// The options the consumer subscribed with.
+    pub fn options(&self) -> &SubscribeOptions {
+        &self.options
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_genstage() {
+        let o = SubscribeOptions::new();
+        assert_eq!((o.get_max_demand(), o.get_min_demand()), (1000, 500));
+        assert_eq!(SubscribeOptions::new().max_demand(3).get_min_demand(), 1);
+        assert_eq!(SubscribeOptions::new().max_demand(1).get_min_demand(), 0);
+        assert_eq!(o.get_cancel(), CancelMode::Permanent);
+    }
+
+    #[test]
+    fn validation_names_option_and_value() {
+        let e = SubscribeOptions::new().max_demand(0).validate().unwrap_err();
+        assert_eq!(e.to_string(), "invalid subscribe option: expected max_demand to be at least 1, got 0");
+        let e = SubscribeOptions::new().min_demand(2000).validate().unwrap_err();
+        assert!(matches!(e, SubscribeError::InvalidOption { option: "min_demand", .. }));
+        assert!(e.to_string().contains("at most 999"), "{e}");
+        assert!(e.to_string().contains("got 2000"), "{e}");
+        // min == max is an error; min == max - 1 is fine.
+        assert!(SubscribeOptions::new().max_demand(10).min_demand(10).validate().is_err());
+        assert!(SubscribeOptions::new().max_demand(10).min_demand(9).validate().is_ok());
+        assert!(SubscribeOptions::new().max_demand(1).validate().is_ok());
+    }
+}

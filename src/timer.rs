@@ -1,0 +1,93 @@
+//! Timers: messages a stage schedules to itself (GenStage's `Process.send_after` idiom).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::Instant;
+
+/// Identifies a timer set with [`Context::send_after`](crate::Context::send_after), to cancel it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TimerId(u64);
+
+/// Pending timers of one stage, earliest first. The stage's loop waits on its inbox with the
+/// earliest deadline, so no thread ticks and nobody sleeps.
+#[derive(Debug)]
+pub(crate) struct Timers<M> {
+    heap: BinaryHeap<Reverse<(Instant, u64)>>,
+    messages: HashMap<u64, M>,
+    next: u64,
+}
+
+impl<M> Timers<M> {
+    pub(crate) fn new() -> Timers<M> {
+        Timers {
+            heap: BinaryHeap::new(),
+            messages: HashMap::new(),
+            next: 0,
+        }
+    }
+
+    pub(crate) fn schedule(&mut self, at: Instant, msg: M) -> TimerId {
+        let id = self.next;
+        self.next += 1;
+        self.heap.push(Reverse((at, id)));
+        self.messages.insert(id, msg);
+        TimerId(id)
+    }
+
+    pub(crate) fn cancel(&mut self, id: TimerId) -> bool {
+        self.messages.remove(&id.0).is_some()
+    }
+
+    /// The earliest deadline still pending, if any.
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((at, id))) = self.heap.peek() {
+            if self.messages.contains_key(&id) {
+                return Some(at);
+            }
+            self.heap.pop();
+        }
+        None
+    }
+
+    /// Removes and returns the next timer due at `now`, if any.
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<M> {
+        while let Some(&Reverse((at, id))) = self.heap.peek() {
+            if at > now {
+                return None;
+            }
+            self.heap.pop();
+            if let Some(msg) = self.messages.remove(&id) {
+                return Some(msg);
+            }
+        }
+        None
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn due_in_deadline_order_and_cancel() {
+        let now = Instant::now();
+        let mut t = Timers::new();
+        t.schedule(now + Duration::from_millis(20), "b");
+        let a = t.schedule(now + Duration::from_millis(10), "a");
+        t.schedule(now + Duration::from_millis(30), "c");
+        assert_eq!(t.next_deadline(), Some(now + Duration::from_millis(10)));
+        assert_eq!(t.pop_due(now), None);
+        assert!(t.cancel(a));
+        assert!(!t.cancel(a));
+        assert_eq!(t.next_deadline(), Some(now + Duration::from_millis(20)));
+        let later = now + Duration::from_millis(25);
+        assert_eq!(t.pop_due(later), Some("b"));
+        assert_eq!(t.pop_due(later), None);
+        assert!(!t.is_empty());
+    }
+}
