@@ -1,0 +1,137 @@
+//! Helpers shared by the integration tests: bounded waits and instrumented stages that report
+//! what happened to them over channels.
+#![allow(dead_code, unreachable_pub)] // each test file uses a different part of this module
+
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use stageflow::{
+    Consumer, ConsumerContext, Context, DemandMode, Events, Producer, Reason, Role, Stage,
+    Subscription,
+};
+
+/// The longest any test waits for anything.
+pub const LIMIT: Duration = Duration::from_secs(10);
+
+/// Joins a stage, failing the test clearly if it does not end within [`LIMIT`].
+pub fn joined<S, R: Role<S>>(stage: &Stage<S, R>) -> Reason {
+    stage
+        .join_timeout(LIMIT)
+        .unwrap_or_else(|| panic!("stage {} did not end within {LIMIT:?}", stage.name()))
+}
+
+/// Receives the next report, failing the test clearly after [`LIMIT`].
+pub fn next<T>(rx: &Receiver<T>) -> T {
+    rx.recv_timeout(LIMIT)
+        .unwrap_or_else(|e| panic!("nothing arrived within {LIMIT:?}: {e}"))
+}
+
+/// Asserts that nothing arrives for a short while.
+pub fn quiet<T: std::fmt::Debug>(rx: &Receiver<T>) {
+    if let Ok(x) = rx.recv_timeout(Duration::from_millis(100)) {
+        panic!("expected nothing, got {x:?}");
+    }
+}
+
+/// What an instrumented stage reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report<T> {
+    /// `handle_demand(n)` was called.
+    Demand(usize),
+    /// `handle_events` was called with this batch.
+    Batch(Vec<T>),
+    /// `handle_subscribe` was called.
+    Subscribed,
+    /// `handle_cancel` was called with this reason.
+    Cancelled(Reason),
+}
+
+/// A producer that emits exactly what it is asked for, counting up from `next`, and finishes
+/// after `limit` events (never, with `None`). Reports each demand.
+pub struct Numbers {
+    pub next: u64,
+    pub limit: Option<u64>,
+    pub tx: Sender<Report<u64>>,
+}
+
+impl Numbers {
+    pub fn new(limit: Option<u64>) -> (Numbers, Receiver<Report<u64>>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        (Numbers { next: 0, limit, tx }, rx)
+    }
+}
+
+impl Producer for Numbers {
+    type Out = u64;
+    type Message = ();
+
+    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, u64>) {
+        let _ = self.tx.send(Report::Demand(demand));
+        let mut end = self.next + demand as u64;
+        if let Some(limit) = self.limit {
+            end = end.min(limit);
+        }
+        ctx.emit_all(self.next..end);
+        self.next = end;
+        if Some(self.next) == self.limit {
+            ctx.finish();
+        }
+    }
+}
+
+/// A consumer that reports every batch, subscription and cancellation; it can sleep per batch
+/// and can take its demand into its own hands.
+pub struct Recorder<T> {
+    pub tx: Sender<Report<T>>,
+    pub delay: Duration,
+    pub mode: DemandMode,
+}
+
+impl<T> Recorder<T> {
+    pub fn new() -> (Recorder<T>, Receiver<Report<T>>) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        (
+            Recorder {
+                tx,
+                delay: Duration::ZERO,
+                mode: DemandMode::Automatic,
+            },
+            rx,
+        )
+    }
+}
+
+impl<T: Send + 'static> Consumer for Recorder<T> {
+    type In = T;
+    type Message = ();
+
+    fn handle_events(&mut self, events: Events<'_, T>, _: &mut ConsumerContext<'_>) {
+        let batch: Vec<T> = events.collect();
+        if !self.delay.is_zero() {
+            std::thread::sleep(self.delay);
+        }
+        let _ = self.tx.send(Report::Batch(batch));
+    }
+
+    fn handle_subscribe(&mut self, _: &Subscription, _: &mut ConsumerContext<'_>) -> DemandMode {
+        let _ = self.tx.send(Report::Subscribed);
+        self.mode
+    }
+
+    fn handle_cancel(&mut self, _: &Subscription, reason: &Reason, _: &mut ConsumerContext<'_>) {
+        let _ = self.tx.send(Report::Cancelled(reason.clone()));
+    }
+}
+
+/// Collects batches from a recorder's reports until `n` events have arrived.
+pub fn collect_events<T: std::fmt::Debug>(rx: &Receiver<Report<T>>, n: usize) -> Vec<Vec<T>> {
+    let mut batches = Vec::new();
+    let mut got = 0;
+    while got < n {
+        if let Report::Batch(b) = next(rx) {
+            got += b.len();
+            batches.push(b);
+        }
+    }
+    batches
+}

@@ -1,0 +1,323 @@
+//! Lifecycle: how consumers react to a producer's end by cancel mode (normal finish, stop,
+//! panic), joins that report outcomes, cancels at run time, and threads that always end.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{joined, next, Numbers, Recorder, Report};
+use crossbeam_channel::Sender;
+use stageflow::{
+    CancelMode, Consumer, ConsumerContext, Context, Events, Producer, Reason, SubscribeOptions,
+    Topology,
+};
+
+/// Emits what is asked; panics when it reaches `panic_at`.
+struct Fragile {
+    next: u64,
+    panic_at: u64,
+}
+
+impl Producer for Fragile {
+    type Out = u64;
+    type Message = ();
+    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, u64>) {
+        if self.next >= self.panic_at {
+            panic!("boom at {}", self.next);
+        }
+        let end = (self.next + demand as u64).min(self.panic_at);
+        ctx.emit_all(self.next..end);
+        self.next = end;
+    }
+}
+
+/// A producer that never emits on its own and ends only when told.
+struct Idle;
+
+impl Producer for Idle {
+    type Out = u64;
+    type Message = Reason;
+    fn handle_demand(&mut self, _: usize, _: &mut Context<'_, u64, Reason>) {}
+    fn handle_message(&mut self, reason: Reason, ctx: &mut Context<'_, u64, Reason>) {
+        if reason == Reason::Normal {
+            ctx.finish();
+        } else {
+            ctx.stop(reason);
+        }
+    }
+}
+
+/// Reports its own drop, to prove its thread let go of it.
+struct DropSignal(Sender<&'static str>, &'static str);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        let _ = self.0.send(self.1);
+    }
+}
+
+struct Sink(#[allow(dead_code)] DropSignal);
+
+impl Consumer for Sink {
+    type In = u64;
+    type Message = ();
+    fn handle_events(&mut self, _: Events<'_, u64>, _: &mut ConsumerContext<'_>) {}
+}
+
+fn consumer_of_idle(mode: CancelMode) -> (stageflow::ProducerHandle<Idle>, stageflow::ConsumerHandle<Recorder<u64>>, crossbeam_channel::Receiver<Report<u64>>) {
+    let p = stageflow::producer(Idle).spawn().unwrap();
+    let (rec, rx) = Recorder::new();
+    let c = stageflow::consumer(rec)
+        .subscribe_to(&p, SubscribeOptions::new().cancel(mode))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    assert_eq!(next(&rx), Report::Subscribed);
+    (p, c, rx)
+}
+
+/// Ends the producer with `reason`; returns how the consumer reacted (None: still running).
+fn reaction(mode: CancelMode, reason: Reason) -> Option<Reason> {
+    let (p, c, rx) = consumer_of_idle(mode);
+    p.cast(reason.clone()).unwrap();
+    assert_eq!(joined(&p), reason);
+    assert_eq!(next(&rx), Report::Cancelled(reason));
+    let outcome = c.join_timeout(Duration::from_millis(100));
+    c.stop();
+    joined(&c);
+    outcome
+}
+
+#[test]
+fn smoke() {
+    let (numbers, _) = Numbers::new(Some(10));
+    let p = stageflow::producer(numbers).spawn().unwrap();
+    let (rec, rx) = Recorder::new();
+    let c = stageflow::consumer(rec)
+        .subscribe_to(&p, SubscribeOptions::new())
+        .unwrap()
+        .spawn()
+        .unwrap();
+    assert_eq!(joined(&c), Reason::Normal);
+    assert_eq!(joined(&p), Reason::Normal);
+    let reports: Vec<_> = rx.try_iter().collect();
+    assert_eq!(reports.first(), Some(&Report::Subscribed));
+    assert_eq!(reports.last(), Some(&Report::Cancelled(Reason::Normal)));
+}
+
+#[test]
+fn permanent_ends_with_any_reason() {
+    assert_eq!(reaction(CancelMode::Permanent, Reason::Normal), Some(Reason::Normal));
+    assert_eq!(reaction(CancelMode::Permanent, Reason::Shutdown), Some(Reason::Shutdown));
+    let oops = Reason::error("oops");
+    assert_eq!(reaction(CancelMode::Permanent, oops.clone()), Some(oops));
+}
+
+#[test]
+fn transient_ends_only_on_failure() {
+    assert_eq!(reaction(CancelMode::Transient, Reason::Normal), None);
+    assert_eq!(reaction(CancelMode::Transient, Reason::Shutdown), None);
+    let oops = Reason::error("oops");
+    assert_eq!(reaction(CancelMode::Transient, oops.clone()), Some(oops));
+}
+
+#[test]
+fn temporary_never_ends() {
+    assert_eq!(reaction(CancelMode::Temporary, Reason::Normal), None);
+    assert_eq!(reaction(CancelMode::Temporary, Reason::error("oops")), None);
+}
+
+#[test]
+fn stop_from_outside_is_a_shutdown() {
+    let (p, c, rx) = consumer_of_idle(CancelMode::Permanent);
+    p.stop();
+    assert_eq!(joined(&p), Reason::Shutdown);
+    assert_eq!(next(&rx), Report::Cancelled(Reason::Shutdown));
+    assert_eq!(joined(&c), Reason::Shutdown);
+}
+
+#[test]
+fn a_panic_is_reported_by_join_and_reaches_consumers_by_cancel_mode() {
+    let p = stageflow::producer(Fragile { next: 0, panic_at: 25 })
+        .name("fragile")
+        .spawn()
+        .unwrap();
+    let mut consumers = Vec::new();
+    for mode in [CancelMode::Permanent, CancelMode::Transient, CancelMode::Temporary] {
+        let (rec, rx) = Recorder::new();
+        let c = stageflow::consumer(rec)
+            .subscribe_to(&p, SubscribeOptions::new().max_demand(10).cancel(mode))
+            .unwrap()
+            .spawn()
+            .unwrap();
+        consumers.push((mode, c, rx));
+    }
+    let outcome = joined(&p);
+    assert_eq!(outcome, Reason::Panicked("boom at 25".into()));
+    let mut received = 0;
+    for (mode, c, rx) in &consumers {
+        // Every event sent before the panic is handled before the cancel.
+        loop {
+            match next(rx) {
+                Report::Batch(b) => received += b.len(),
+                Report::Subscribed => {}
+                Report::Cancelled(r) => {
+                    assert_eq!(r, outcome);
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        match mode {
+            CancelMode::Temporary => {
+                assert_eq!(c.join_timeout(Duration::from_millis(50)), None);
+                c.stop();
+                assert_eq!(joined(c), Reason::Shutdown);
+            }
+            _ => assert_eq!(joined(c), outcome),
+        }
+    }
+    assert_eq!(received, 25, "every event emitted before the panic is delivered");
+}
+
+#[test]
+fn a_panicking_consumer_is_dropped_by_its_producer() {
+    struct Grumpy;
+    impl Consumer for Grumpy {
+        type In = u64;
+        type Message = ();
+        fn handle_events(&mut self, _: Events<'_, u64>, _: &mut ConsumerContext<'_>) {
+            panic!("no thanks");
+        }
+    }
+    let (numbers, demands) = Numbers::new(None);
+    let p = stageflow::producer(numbers).spawn().unwrap();
+    let c = stageflow::consumer(Grumpy)
+        .subscribe_to(&p, SubscribeOptions::new().max_demand(5))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    assert_eq!(next(&demands), Report::Demand(5));
+    assert_eq!(joined(&c), Reason::Panicked("no thanks".into()));
+    // The producer keeps running and has no subscription left.
+    let deadline = std::time::Instant::now() + common::LIMIT;
+    while !p.counters().subscriptions.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the producer kept the dead consumer");
+        std::thread::yield_now();
+    }
+    assert!(!p.is_finished());
+    p.stop();
+    assert_eq!(joined(&p), Reason::Shutdown);
+}
+
+#[test]
+fn cancel_at_run_time_then_resubscribe() {
+    let (numbers, _) = Numbers::new(None);
+    let p = stageflow::producer(numbers).spawn().unwrap();
+    let (rec, rx) = Recorder::new();
+    let c = stageflow::consumer(rec).spawn().unwrap();
+    let opts = SubscribeOptions::new().max_demand(3).cancel(CancelMode::Temporary);
+    let sub = c.subscribe_to(&p, opts.clone()).unwrap();
+    assert_eq!(next(&rx), Report::Subscribed);
+    assert!(matches!(next(&rx), Report::Batch(_)));
+    c.cancel(sub, Reason::error("enough")).unwrap();
+    // Batches already sent may still arrive; then the cancel, and the consumer stays.
+    loop {
+        match next(&rx) {
+            Report::Cancelled(r) => {
+                assert_eq!(r, Reason::error("enough"));
+                break;
+            }
+            Report::Batch(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(!c.is_finished());
+    let again = c.subscribe_to(&p, opts).unwrap();
+    assert_ne!(again, sub);
+    assert_eq!(next(&rx), Report::Subscribed);
+    assert!(matches!(next(&rx), Report::Batch(_)));
+    let topology = Topology::new().with(&p).with(&c);
+    topology.stop();
+    for (_, outcome) in topology.join_timeout(common::LIMIT) {
+        assert_eq!(outcome, Some(Reason::Shutdown));
+    }
+}
+
+#[test]
+fn dropping_every_handle_of_a_finite_pipeline_ends_its_threads() {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let (numbers, _) = Numbers::new(Some(1000));
+    let p = stageflow::producer(numbers).spawn().unwrap();
+    let c = stageflow::consumer(Sink(DropSignal(tx, "consumer")))
+        .subscribe_to(&p, SubscribeOptions::new())
+        .unwrap()
+        .spawn()
+        .unwrap();
+    drop((p, c));
+    assert_eq!(next(&rx), "consumer");
+}
+
+#[test]
+fn an_unreachable_stage_ends() {
+    // A transient consumer outlives its producer; once its last handle is dropped nothing can
+    // reach it, and it ends.
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let (numbers, _) = Numbers::new(Some(10));
+    let p = stageflow::producer(numbers).spawn().unwrap();
+    let c = stageflow::consumer(Sink(DropSignal(tx, "consumer")))
+        .subscribe_to(&p, SubscribeOptions::new().cancel(CancelMode::Transient))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    assert_eq!(joined(&p), Reason::Normal);
+    assert_eq!(c.join_timeout(Duration::from_millis(50)), None);
+    drop(c);
+    assert_eq!(next(&rx), "consumer");
+}
+
+#[test]
+fn dropping_a_topology_stops_an_endless_pipeline() {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let (numbers, _) = Numbers::new(None);
+    let p = stageflow::producer(numbers).spawn().unwrap();
+    let c = stageflow::consumer(Sink(DropSignal(tx, "consumer")))
+        .subscribe_to(&p, SubscribeOptions::new())
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let topology = Topology::new().with(&p).with(&c);
+    let p_ref = p.stage_ref();
+    drop((p, c));
+    drop(topology);
+    assert_eq!(next(&rx), "consumer");
+    assert_eq!(p_ref.join_timeout(common::LIMIT), Some(Reason::Shutdown));
+}
+
+#[test]
+fn stop_reaches_a_callback_that_blocks() {
+    // A blocking source checks is_stop_requested between blocking steps.
+    struct Blocking(Arc<std::sync::Barrier>);
+    impl Producer for Blocking {
+        type Out = u64;
+        type Message = ();
+        fn handle_demand(&mut self, _: usize, ctx: &mut Context<'_, u64>) {
+            self.0.wait();
+            while !ctx.is_stop_requested() {
+                std::thread::sleep(Duration::from_millis(1)); // one "read" with a timeout
+            }
+        }
+    }
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let p = stageflow::producer(Blocking(barrier.clone())).spawn().unwrap();
+    let c = stageflow::consumer(Sink(DropSignal(crossbeam_channel::unbounded().0, "")))
+        .subscribe_to(&p, SubscribeOptions::new())
+        .unwrap()
+        .spawn()
+        .unwrap();
+    barrier.wait(); // the producer is inside handle_demand
+    p.stop();
+    assert_eq!(joined(&p), Reason::Shutdown);
+    assert_eq!(joined(&c), Reason::Shutdown);
+}
