@@ -33,7 +33,7 @@ impl<T, I> Buffer<T, I> {
         }
     }
 
-    pub(crate) fn len(&self) -> usize {
+    pub(crate) fn event_count(&self) -> usize {
         self.events.len()
     }
 
@@ -151,7 +151,7 @@ mod tests {
     fn unbounded_never_discards() {
         let mut b = Buffer::<u32, ()>::new(None, BufferKeep::Last);
         assert_eq!(b.store(0..100_000), 0);
-        assert_eq!(b.len(), 100_000);
+        assert_eq!(b.event_count(), 100_000);
     }
 
     #[test]
@@ -170,7 +170,11 @@ mod tests {
     fn infos_wait_for_the_events_before_them() {
         // Buffer [a, b, c] + info 1; take 2 -> [a, b], info not due; take -> [c], info due.
         let mut b = Buffer::<char, u32>::new(Some(10), BufferKeep::Last);
-        assert_eq!(b.push_info(0), Err(0), "an empty buffer hands the info back");
+        assert_eq!(
+            b.push_info(0),
+            Err(0),
+            "an empty buffer hands the info back"
+        );
         b.store("abc".chars());
         b.push_info(1).unwrap();
         b.store("de".chars());

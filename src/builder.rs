@@ -11,7 +11,7 @@ use crate::dispatcher::{DemandDispatcher, Dispatcher};
 use crate::envelope::{Down, Envelope, Port, Up};
 use crate::error::{BuildError, SubscribeError};
 use crate::handle::{
-    subscribe, Consumes, ConsumerRole, Emits, ProducerConsumerRole, ProducerRole, Role, Source,
+    subscribe, ConsumerRole, Consumes, Emits, ProducerConsumerRole, ProducerRole, Role, Source,
     Stage, Upstream,
 };
 use crate::reason::Reason;
@@ -245,8 +245,11 @@ struct Parts<In, Out> {
     subscriptions: Vec<(Source<In>, SubscribeOptions)>,
 }
 
+/// A builder taken apart: what `launch` needs, and the user's stage.
+type Split<S, R> = (Parts<<R as Role<S>>::In, <R as Role<S>>::Out>, S);
+
 impl<S, R: Role<S>> StageBuilder<S, R> {
-    fn into_parts(self) -> Result<(Parts<R::In, R::Out>, S), BuildError> {
+    fn into_parts(self) -> Result<Split<S, R>, BuildError> {
         self.validate()?;
         let name = self.stage_name();
         let parts = Parts {

@@ -214,8 +214,16 @@ mod tests {
         assert_eq!(
             b,
             vec![
-                Batch { len: 5, ask: 5, excess: 0 },
-                Batch { len: 3, ask: 0, excess: 3 }
+                Batch {
+                    len: 5,
+                    ask: 5,
+                    excess: 0
+                },
+                Batch {
+                    len: 3,
+                    ask: 0,
+                    excess: 3
+                }
             ]
         );
     }

@@ -7,13 +7,11 @@
 
 use std::time::Instant;
 
-use crossbeam_channel::{
-    Select, SelectedOperation, SendTimeoutError, Sender, TrySendError,
-};
+use crossbeam_channel::{Select, SelectedOperation, SendTimeoutError, Sender, TrySendError};
 
 use crate::error::SubscribeError;
 use crate::reason::Reason;
-use crate::subscription::{Subscription, SubscribeOptions, SubscriptionId};
+use crate::subscription::{SubscribeOptions, Subscription, SubscriptionId};
 
 /// Everything a stage's inbox can hold. `In`: events it consumes; `Out`: events it emits; `M`:
 /// its own messages.
@@ -138,7 +136,8 @@ where
     }
 
     fn send_selected(&self, op: SelectedOperation<'_>, msg: M) -> Result<(), M> {
-        op.send(self, E::wrap(msg)).map_err(|e| e.into_inner().unwrap())
+        op.send(self, E::wrap(msg))
+            .map_err(|e| e.into_inner().unwrap())
     }
 
     fn clone_box(&self) -> Box<dyn Port<M>> {
@@ -156,7 +155,13 @@ pub(crate) trait Coalesce: Sized {
 impl<T> Coalesce for Down<T> {
     fn coalesce(&mut self, next: Self) -> Option<Self> {
         match (self, next) {
-            (Down::Events { sub, events }, Down::Events { sub: s2, events: more }) if *sub == s2 => {
+            (
+                Down::Events { sub, events },
+                Down::Events {
+                    sub: s2,
+                    events: more,
+                },
+            ) if *sub == s2 => {
                 events.extend(more);
                 None
             }

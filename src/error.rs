@@ -68,7 +68,10 @@ impl fmt::Display for SubscribeError {
                 write!(f, "subscription rejected by producer {producer}: {message}")
             }
             SubscribeError::Timeout { producer } => {
-                write!(f, "subscription to producer {producer} was not confirmed in time")
+                write!(
+                    f,
+                    "subscription to producer {producer} was not confirmed in time"
+                )
             }
         }
     }

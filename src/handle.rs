@@ -80,9 +80,8 @@ pub type ProducerConsumerHandle<S> = Stage<S, ProducerConsumerRole>;
 /// A running consumer.
 pub type ConsumerHandle<S> = Stage<S, ConsumerRole>;
 
-type Inbox<S, R> = Sender<
-    Envelope<<R as Role<S>>::In, <R as Role<S>>::Out, <R as Role<S>>::Message>,
->;
+type Inbox<S, R> =
+    Sender<Envelope<<R as Role<S>>::In, <R as Role<S>>::Out, <R as Role<S>>::Message>>;
 
 /// A handle on a running stage whose callbacks are those of `S`, in role `R`.
 ///
@@ -197,11 +196,13 @@ impl<S, R: Role<S>> Stage<S, R> {
     ///
     /// [`CastError::Full`] or [`CastError::Stopped`], with the message.
     pub fn try_cast(&self, msg: R::Message) -> Result<(), CastError<R::Message>> {
-        self.tx.try_send(Envelope::Message(msg)).map_err(|e| match e {
-            TrySendError::Full(Envelope::Message(m)) => CastError::Full(m),
-            TrySendError::Disconnected(Envelope::Message(m)) => CastError::Stopped(m),
-            _ => unreachable!(),
-        })
+        self.tx
+            .try_send(Envelope::Message(msg))
+            .map_err(|e| match e {
+                TrySendError::Full(Envelope::Message(m)) => CastError::Full(m),
+                TrySendError::Disconnected(Envelope::Message(m)) => CastError::Stopped(m),
+                _ => unreachable!(),
+            })
     }
 
     /// Sends the message that `make` builds around a [`Reply`] and waits up to `timeout` for
@@ -326,7 +327,11 @@ impl<S, R: Consumes<S>> Stage<S, R> {
     /// # Errors
     ///
     /// [`CastError::Stopped`] (carrying `()`) if the stage has ended.
-    pub fn cancel(&self, subscription: SubscriptionId, reason: Reason) -> Result<(), CastError<()>> {
+    pub fn cancel(
+        &self,
+        subscription: SubscriptionId,
+        reason: Reason,
+    ) -> Result<(), CastError<()>> {
         self.control(Control::Cancel {
             sub: subscription,
             reason,
@@ -395,7 +400,9 @@ impl<T> Clone for Source<T> {
 
 impl<T> fmt::Debug for Source<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Source").field("producer", &self.name).finish()
+        f.debug_struct("Source")
+            .field("producer", &self.name)
+            .finish()
     }
 }
 

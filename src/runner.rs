@@ -335,7 +335,7 @@ impl<S: Callbacks> Runner<S> {
     }
 
     fn publish_buffered(&self) {
-        let n = (self.buffer.len() + self.inbound_events) as u64;
+        let n = (self.buffer.event_count() + self.inbound_events) as u64;
         self.shared.cells.buffered.store(n, Ordering::Relaxed);
     }
 
@@ -469,7 +469,8 @@ impl<S: Callbacks> Runner<S> {
                 l.out.backlog.clear();
             }
         }
-        self.downs.retain(|l| !(l.closed && l.out.backlog.is_empty()));
+        self.downs
+            .retain(|l| !(l.closed && l.out.backlog.is_empty()));
     }
 
     /// A consumer's inbox is gone: what waited for it is lost; the consumer leaves.
@@ -492,10 +493,7 @@ impl<S: Callbacks> Runner<S> {
 
     fn discard(&mut self, n: usize, why: &str) {
         if n > 0 {
-            warn!(
-                "stage {}: discarded {n} events: {why}",
-                self.shared.name
-            );
+            warn!("stage {}: discarded {n} events: {why}", self.shared.name);
             bump(&self.shared.cells.discarded, n as u64);
         }
     }
@@ -648,7 +646,9 @@ impl<S: Callbacks> Runner<S> {
             }));
             return;
         }
-        let cell = self.shared.add_sub(sub, Direction::Downstream, consumer_name);
+        let cell = self
+            .shared
+            .add_sub(sub, Direction::Downstream, consumer_name);
         self.downs.push(DownLink {
             info: info.clone(),
             out,
@@ -663,7 +663,11 @@ impl<S: Callbacks> Runner<S> {
     }
 
     fn on_ask(&mut self, sub: SubscriptionId, n: usize) {
-        let Some(link) = self.downs.iter_mut().find(|l| l.info.id == sub && !l.closed) else {
+        let Some(link) = self
+            .downs
+            .iter_mut()
+            .find(|l| l.info.id == sub && !l.closed)
+        else {
             // Asks racing with a cancel: the subscription is already gone.
             return;
         };
@@ -732,7 +736,7 @@ impl<S: Callbacks> Runner<S> {
             while let Some(info) = self.buffer.pop_due_info() {
                 self.invoke(|s, ctx| s.message(info, ctx));
             }
-            if taken >= limit || self.buffer.len() == 0 {
+            if taken >= limit || self.buffer.event_count() == 0 {
                 break;
             }
             let mut batch = self.buffer.take(limit - taken);
@@ -806,7 +810,11 @@ impl<S: Callbacks> Runner<S> {
 
     /// A consumer leaves (it cancelled, or ended, or `notify` is false and it is unreachable).
     fn remove_consumer(&mut self, sub: SubscriptionId, reason: Reason, notify: bool) {
-        let Some(link) = self.downs.iter_mut().find(|l| l.info.id == sub && !l.closed) else {
+        let Some(link) = self
+            .downs
+            .iter_mut()
+            .find(|l| l.info.id == sub && !l.closed)
+        else {
             return;
         };
         link.closed = true;
@@ -819,7 +827,8 @@ impl<S: Callbacks> Runner<S> {
         }
         let info = link.info.clone();
         self.shared.remove_sub(sub, Direction::Downstream);
-        self.downs.retain(|l| !(l.closed && l.out.backlog.is_empty()));
+        self.downs
+            .retain(|l| !(l.closed && l.out.backlog.is_empty()));
         self.invoke(|s, ctx| s.cancelled(&info, &reason, ctx));
         let demand = self.dispatcher.cancel(sub);
         if demand > 0 {

@@ -167,8 +167,7 @@ impl Shared {
         while done.outcome.is_none() {
             match deadline {
                 Some(d) => {
-                    if self.done_cond.wait_until(&mut done, d).timed_out()
-                        && done.outcome.is_none()
+                    if self.done_cond.wait_until(&mut done, d).timed_out() && done.outcome.is_none()
                     {
                         return None;
                     }

@@ -297,15 +297,38 @@ mod tests {
 
     #[test]
     fn validation_names_option_and_value() {
-        let e = SubscribeOptions::new().max_demand(0).validate().unwrap_err();
-        assert_eq!(e.to_string(), "invalid subscribe option: expected max_demand to be at least 1, got 0");
-        let e = SubscribeOptions::new().min_demand(2000).validate().unwrap_err();
-        assert!(matches!(e, SubscribeError::InvalidOption { option: "min_demand", .. }));
+        let e = SubscribeOptions::new()
+            .max_demand(0)
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid subscribe option: expected max_demand to be at least 1, got 0"
+        );
+        let e = SubscribeOptions::new()
+            .min_demand(2000)
+            .validate()
+            .unwrap_err();
+        assert!(matches!(
+            e,
+            SubscribeError::InvalidOption {
+                option: "min_demand",
+                ..
+            }
+        ));
         assert!(e.to_string().contains("at most 999"), "{e}");
         assert!(e.to_string().contains("got 2000"), "{e}");
         // min == max is an error; min == max - 1 is fine.
-        assert!(SubscribeOptions::new().max_demand(10).min_demand(10).validate().is_err());
-        assert!(SubscribeOptions::new().max_demand(10).min_demand(9).validate().is_ok());
+        assert!(SubscribeOptions::new()
+            .max_demand(10)
+            .min_demand(10)
+            .validate()
+            .is_err());
+        assert!(SubscribeOptions::new()
+            .max_demand(10)
+            .min_demand(9)
+            .validate()
+            .is_ok());
         assert!(SubscribeOptions::new().max_demand(1).validate().is_ok());
     }
 }

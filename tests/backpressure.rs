@@ -60,7 +60,10 @@ fn smoke() {
     assert_eq!(next(&demands), Report::Demand(10));
     collect_events(&rx, 10);
     let sent = p.counters().events_out;
-    assert!(sent <= 20, "the producer sent {sent} events to a consumer that asked for at most 20");
+    assert!(
+        sent <= 20,
+        "the producer sent {sent} events to a consumer that asked for at most 20"
+    );
     p.stop();
     joined(&p);
     joined(&c);
@@ -89,7 +92,10 @@ fn one_slot_inboxes_do_not_deadlock() {
         .unwrap()
         .spawn()
         .unwrap();
-    let all: Vec<u64> = collect_events(&rx, N as usize).into_iter().flatten().collect();
+    let all: Vec<u64> = collect_events(&rx, N as usize)
+        .into_iter()
+        .flatten()
+        .collect();
     assert_eq!(all, (0..N).collect::<Vec<_>>());
     assert_eq!(joined(&c), Reason::Normal);
     assert_eq!(joined(&pc), Reason::Normal);
@@ -101,7 +107,9 @@ fn events_and_asks_coalesce_but_never_exceed_demand() {
     // With a one-slot inbox, batches waiting for room are merged; a merged batch still never
     // exceeds what the consumer asked for.
     const N: u64 = 5_000;
-    let p = stageflow::producer(Trickle { next: 0, limit: N }).spawn().unwrap();
+    let p = stageflow::producer(Trickle { next: 0, limit: N })
+        .spawn()
+        .unwrap();
     let (mut rec, rx) = Recorder::new();
     rec.delay = Duration::from_micros(200);
     let c = stageflow::consumer(rec)
@@ -111,7 +119,10 @@ fn events_and_asks_coalesce_but_never_exceed_demand() {
         .spawn()
         .unwrap();
     let batches = collect_events(&rx, N as usize);
-    assert!(batches.iter().all(|b| b.len() <= 40), "batches are cut at max - min = 40");
+    assert!(
+        batches.iter().all(|b| b.len() <= 40),
+        "batches are cut at max - min = 40"
+    );
     let all: Vec<u64> = batches.into_iter().flatten().collect();
     assert_eq!(all, (0..N).collect::<Vec<_>>());
     assert_eq!(joined(&c), Reason::Normal);

@@ -13,22 +13,40 @@ use stageflow::{
     Topology,
 };
 
-/// Emits what is asked; panics when it reaches `panic_at`.
+/// Waits for three consumers, then emits what is asked up to `panic_at`; panics when asked
+/// for more after that.
 struct Fragile {
     next: u64,
     panic_at: u64,
+    pending: usize,
+    consumers: usize,
+}
+
+impl Fragile {
+    fn pump(&mut self, ctx: &mut Context<'_, u64>) {
+        if self.consumers < 3 || self.pending == 0 {
+            return;
+        }
+        if self.next >= self.panic_at {
+            panic!("boom at {}", self.next);
+        }
+        let end = (self.next + self.pending as u64).min(self.panic_at);
+        self.pending -= (end - self.next) as usize;
+        ctx.emit_all(self.next..end);
+        self.next = end;
+    }
 }
 
 impl Producer for Fragile {
     type Out = u64;
     type Message = ();
     fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, u64>) {
-        if self.next >= self.panic_at {
-            panic!("boom at {}", self.next);
-        }
-        let end = (self.next + demand as u64).min(self.panic_at);
-        ctx.emit_all(self.next..end);
-        self.next = end;
+        self.pending += demand;
+        self.pump(ctx);
+    }
+    fn handle_subscribe(&mut self, _: &stageflow::Subscription, ctx: &mut Context<'_, u64>) {
+        self.consumers += 1;
+        self.pump(ctx);
     }
 }
 
@@ -65,7 +83,13 @@ impl Consumer for Sink {
     fn handle_events(&mut self, _: Events<'_, u64>, _: &mut ConsumerContext<'_>) {}
 }
 
-fn consumer_of_idle(mode: CancelMode) -> (stageflow::ProducerHandle<Idle>, stageflow::ConsumerHandle<Recorder<u64>>, crossbeam_channel::Receiver<Report<u64>>) {
+fn consumer_of_idle(
+    mode: CancelMode,
+) -> (
+    stageflow::ProducerHandle<Idle>,
+    stageflow::ConsumerHandle<Recorder<u64>>,
+    crossbeam_channel::Receiver<Report<u64>>,
+) {
     let p = stageflow::producer(Idle).spawn().unwrap();
     let (rec, rx) = Recorder::new();
     let c = stageflow::consumer(rec)
@@ -108,8 +132,14 @@ fn smoke() {
 
 #[test]
 fn permanent_ends_with_any_reason() {
-    assert_eq!(reaction(CancelMode::Permanent, Reason::Normal), Some(Reason::Normal));
-    assert_eq!(reaction(CancelMode::Permanent, Reason::Shutdown), Some(Reason::Shutdown));
+    assert_eq!(
+        reaction(CancelMode::Permanent, Reason::Normal),
+        Some(Reason::Normal)
+    );
+    assert_eq!(
+        reaction(CancelMode::Permanent, Reason::Shutdown),
+        Some(Reason::Shutdown)
+    );
     let oops = Reason::error("oops");
     assert_eq!(reaction(CancelMode::Permanent, oops.clone()), Some(oops));
 }
@@ -139,12 +169,21 @@ fn stop_from_outside_is_a_shutdown() {
 
 #[test]
 fn a_panic_is_reported_by_join_and_reaches_consumers_by_cancel_mode() {
-    let p = stageflow::producer(Fragile { next: 0, panic_at: 25 })
-        .name("fragile")
-        .spawn()
-        .unwrap();
+    let p = stageflow::producer(Fragile {
+        next: 0,
+        panic_at: 25,
+        pending: 0,
+        consumers: 0,
+    })
+    .name("fragile")
+    .spawn()
+    .unwrap();
     let mut consumers = Vec::new();
-    for mode in [CancelMode::Permanent, CancelMode::Transient, CancelMode::Temporary] {
+    for mode in [
+        CancelMode::Permanent,
+        CancelMode::Transient,
+        CancelMode::Temporary,
+    ] {
         let (rec, rx) = Recorder::new();
         let c = stageflow::consumer(rec)
             .subscribe_to(&p, SubscribeOptions::new().max_demand(10).cancel(mode))
@@ -178,7 +217,10 @@ fn a_panic_is_reported_by_join_and_reaches_consumers_by_cancel_mode() {
             _ => assert_eq!(joined(c), outcome),
         }
     }
-    assert_eq!(received, 25, "every event emitted before the panic is delivered");
+    assert_eq!(
+        received, 25,
+        "every event emitted before the panic is delivered"
+    );
 }
 
 #[test]
@@ -203,7 +245,10 @@ fn a_panicking_consumer_is_dropped_by_its_producer() {
     // The producer keeps running and has no subscription left.
     let deadline = std::time::Instant::now() + common::LIMIT;
     while !p.counters().subscriptions.is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the producer kept the dead consumer");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the producer kept the dead consumer"
+        );
         std::thread::yield_now();
     }
     assert!(!p.is_finished());
@@ -217,7 +262,9 @@ fn cancel_at_run_time_then_resubscribe() {
     let p = stageflow::producer(numbers).spawn().unwrap();
     let (rec, rx) = Recorder::new();
     let c = stageflow::consumer(rec).spawn().unwrap();
-    let opts = SubscribeOptions::new().max_demand(3).cancel(CancelMode::Temporary);
+    let opts = SubscribeOptions::new()
+        .max_demand(3)
+        .cancel(CancelMode::Temporary);
     let sub = c.subscribe_to(&p, opts.clone()).unwrap();
     assert_eq!(next(&rx), Report::Subscribed);
     assert!(matches!(next(&rx), Report::Batch(_)));
@@ -310,7 +357,9 @@ fn stop_reaches_a_callback_that_blocks() {
         }
     }
     let barrier = Arc::new(std::sync::Barrier::new(2));
-    let p = stageflow::producer(Blocking(barrier.clone())).spawn().unwrap();
+    let p = stageflow::producer(Blocking(barrier.clone()))
+        .spawn()
+        .unwrap();
     let c = stageflow::consumer(Sink(DropSignal(crossbeam_channel::unbounded().0, "")))
         .subscribe_to(&p, SubscribeOptions::new())
         .unwrap()

@@ -77,7 +77,10 @@ fn asks_upstream_at_once_but_handles_nothing_without_downstream_demand() {
     // The ten events arrive but wait: nothing is handled, nothing more is asked for.
     let deadline = std::time::Instant::now() + common::LIMIT;
     while pc.counters().events_in < 10 {
-        assert!(std::time::Instant::now() < deadline, "events never reached the stage");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events never reached the stage"
+        );
         std::thread::yield_now();
     }
     quiet(&demands);
@@ -190,7 +193,12 @@ fn filtering_keeps_pulling() {
         .unwrap();
     let (rec, rx) = Recorder::new();
     let c = stageflow::consumer(rec)
-        .subscribe_to(&pc, SubscribeOptions::new().max_demand(2).cancel(CancelMode::Transient))
+        .subscribe_to(
+            &pc,
+            SubscribeOptions::new()
+                .max_demand(2)
+                .cancel(CancelMode::Transient),
+        )
         .unwrap()
         .spawn()
         .unwrap();

@@ -40,8 +40,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         report.elapsed.as_secs_f64()
     );
     for worker in 1..=config.workers {
-        let mine: Vec<&scraper::Scraped> =
-            report.scraped.iter().filter(|s| s.worker == worker).collect();
+        let mine: Vec<&scraper::Scraped> = report
+            .scraped
+            .iter()
+            .filter(|s| s.worker == worker)
+            .collect();
         let busy: Duration = mine.iter().map(|s| s.finished - s.started).sum();
         let pages: Vec<&str> = mine.iter().map(|s| s.page.as_str()).collect();
         log::info!(

@@ -174,7 +174,10 @@ pub(crate) fn run(config: &Config) -> Result<Report, Box<dyn std::error::Error>>
         };
         let handle = stageflow::consumer(consumer)
             .name(format!("PageConsumer-{worker}"))
-            .subscribe_to(&producer, SubscribeOptions::new().max_demand(1).min_demand(0))?
+            .subscribe_to(
+                &producer,
+                SubscribeOptions::new().max_demand(1).min_demand(0),
+            )?
             .spawn()?;
         topology.add(&handle);
     }

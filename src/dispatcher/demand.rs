@@ -141,7 +141,6 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
         }
         self.pending = self.pending.saturating_sub(events.len());
     }
-
 }
 
 #[cfg(test)]
