@@ -144,7 +144,8 @@ pub use reason::Reason;
 pub use shared::{Counters, SubscriptionCounters};
 pub use stage::{Consumer, Producer, ProducerConsumer};
 pub use subscription::{
-    BufferKeep, CancelMode, DemandMode, Direction, SubscribeOptions, Subscription, SubscriptionId,
+    BufferKeep, CancelMode, DemandMode, Direction, Partition, Selector, SubscribeOptions,
+    Subscription, SubscriptionId,
 };
 pub use timer::TimerId;
 pub use topology::{AsStageRef, Topology};

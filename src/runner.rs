@@ -17,7 +17,7 @@ use log::{error, info, warn};
 use crate::buffer::Buffer;
 use crate::context::{Context, Effects, End};
 use crate::demand::Demand;
-use crate::dispatcher::Dispatcher;
+use crate::dispatcher::{Dispatcher, Outbox};
 use crate::envelope::{
     Coalesce, Control, Down, Envelope, Port, PortError, SubscribeRequest, Subscribed, Up,
 };
@@ -268,6 +268,8 @@ pub(crate) struct Runner<S: Callbacks> {
     counter: usize,
     /// Deliver what is buffered, then end with this reason.
     finishing: Option<Reason>,
+    /// Demand a dispatcher created while dispatching, served on the next turn.
+    pending_demand: usize,
     exit: Option<Reason>,
 }
 
@@ -293,6 +295,7 @@ impl<S: Callbacks> Runner<S> {
             inbound_events: 0,
             counter: 0,
             finishing: None,
+            pending_demand: 0,
             exit: None,
         }
     }
@@ -328,6 +331,10 @@ impl<S: Callbacks> Runner<S> {
             }
             if deadline.is_some() {
                 self.fire_timers();
+            }
+            while self.pending_demand > 0 && self.exit.is_none() {
+                let demand = std::mem::take(&mut self.pending_demand);
+                self.demand_arrived(demand);
             }
             self.check_finished();
             self.publish_buffered();
@@ -640,7 +647,7 @@ impl<S: Callbacks> Runner<S> {
             },
         }));
         if out.send(subscribed).is_err() {
-            self.dispatcher.cancel(sub);
+            self.route(|d, out| d.cancel(sub, out));
             let _ = ack.send(Err(SubscribeError::ConsumerGone {
                 consumer: consumer_name.to_string(),
             }));
@@ -673,7 +680,7 @@ impl<S: Callbacks> Runner<S> {
         };
         link.owed = link.owed.saturating_add(n);
         link.cell.store(link.owed as u64, Ordering::Relaxed);
-        let demand = self.dispatcher.ask(sub, n);
+        let demand = self.route(|d, out| d.ask(sub, n, out));
         self.demand_arrived(demand);
     }
 
@@ -760,40 +767,61 @@ impl<S: Callbacks> Runner<S> {
         if self.downs.is_empty() {
             return;
         }
+        self.route(|d, out| d.dispatch(events, out));
+    }
+
+    /// Runs `f` on the dispatcher with an outbox that sends to the consumers, then accounts for
+    /// what the dispatcher did: events out, discards, demand it created.
+    fn route<R>(
+        &mut self,
+        f: impl FnOnce(&mut dyn Dispatcher<S::Out>, &mut Outbox<'_, S::Out>) -> R,
+    ) -> R {
         let downs = &mut self.downs;
         let shared = &self.shared;
         let mut gone = Vec::new();
         let mut delivered = 0usize;
-        self.dispatcher.dispatch(events, &mut |sub, batch| {
-            let Some(i) = downs.iter().position(|l| l.info.id == sub && !l.closed) else {
-                error!(
-                    "stage {}: dispatcher sent events to unknown subscription {sub}",
-                    shared.name
-                );
-                return;
+        let (r, discarded, demand) = {
+            let mut send = |sub: SubscriptionId, batch: Vec<S::Out>| {
+                let Some(i) = downs.iter().position(|l| l.info.id == sub && !l.closed) else {
+                    error!(
+                        "stage {}: dispatcher sent events to unknown subscription {sub}",
+                        shared.name
+                    );
+                    return;
+                };
+                let link = &mut downs[i];
+                let n = batch.len();
+                if n == 0 {
+                    return;
+                }
+                if n > link.owed {
+                    error!(
+                        "stage {}: dispatcher sent {} events to {} which asked for {}",
+                        shared.name, n, link.info.peer, link.owed
+                    );
+                }
+                link.owed = link.owed.saturating_sub(n);
+                link.cell.store(link.owed as u64, Ordering::Relaxed);
+                match link.out.send(Down::Events { sub, events: batch }) {
+                    Ok(()) => delivered += n,
+                    Err(Gone(_)) => gone.push(i),
+                }
             };
-            let link = &mut downs[i];
-            let n = batch.len();
-            if n > link.owed {
-                error!(
-                    "stage {}: dispatcher sent {} events to {} which asked for {}",
-                    shared.name, n, link.info.peer, link.owed
-                );
-            }
-            link.owed = link.owed.saturating_sub(n);
-            link.cell.store(link.owed as u64, Ordering::Relaxed);
-            match link.out.send(Down::Events { sub, events: batch }) {
-                Ok(()) => delivered += n,
-                Err(Gone(_)) => gone.push(i),
-            }
-        });
+            let mut out = Outbox::new(&mut send);
+            let r = f(&mut *self.dispatcher, &mut out);
+            (r, out.discarded(), out.upstream_demand())
+        };
         bump(&self.shared.cells.events_out, delivered as u64);
         if S::KIND == Kind::ProducerConsumer {
             self.counter = self.counter.saturating_sub(delivered);
         }
+        gone.dedup();
         for i in gone.into_iter().rev() {
             self.consumer_unreachable(i, VecDeque::new());
         }
+        self.discard(discarded, "dropped by the dispatcher");
+        self.pending_demand = self.pending_demand.saturating_add(demand);
+        r
     }
 
     /// Buffers events no consumer had demand for, counting and logging discards.
@@ -830,7 +858,7 @@ impl<S: Callbacks> Runner<S> {
         self.downs
             .retain(|l| !(l.closed && l.out.backlog.is_empty()));
         self.invoke(|s, ctx| s.cancelled(&info, &reason, ctx));
-        let demand = self.dispatcher.cancel(sub);
+        let demand = self.route(|d, out| d.cancel(sub, out));
         if demand > 0 {
             self.demand_arrived(demand);
         }

@@ -1,5 +1,6 @@
 //! Subscriptions: their ids, their options (with GenStage's validation), cancel and demand modes.
 
+use std::any::{type_name, Any};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -109,9 +110,49 @@ pub struct SubscribeOptions {
     pub(crate) min_demand: Option<usize>,
     pub(crate) cancel: CancelMode,
     pub(crate) timeout: Duration,
-    pub(crate) partition: Option<u64>,
+    pub(crate) partition: Option<Partition>,
+    pub(crate) selector: Option<Arc<dyn Any + Send + Sync>>,
     pub(crate) tag: Option<Arc<str>>,
 }
+
+/// Names one partition of a partitioning dispatcher: by index, or by name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Partition {
+    /// Partition number `n` (partitions made from a count are numbered from 0).
+    Index(u64),
+    /// A named partition.
+    Name(Arc<str>),
+}
+
+impl From<u64> for Partition {
+    fn from(n: u64) -> Partition {
+        Partition::Index(n)
+    }
+}
+
+impl From<&str> for Partition {
+    fn from(name: &str) -> Partition {
+        Partition::Name(name.into())
+    }
+}
+
+impl From<String> for Partition {
+    fn from(name: String) -> Partition {
+        Partition::Name(name.into())
+    }
+}
+
+impl fmt::Display for Partition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Partition::Index(n) => write!(f, "{n}"),
+            Partition::Name(name) => write!(f, "{name:?}"),
+        }
+    }
+}
+
+/// A predicate that picks the events one subscriber of a broadcasting producer receives.
+pub type Selector<T> = Arc<dyn Fn(&T) -> bool + Send + Sync>;
 
 impl Default for SubscribeOptions {
     fn default() -> Self {
@@ -127,6 +168,7 @@ impl fmt::Debug for SubscribeOptions {
             .field("cancel", &self.cancel)
             .field("timeout", &self.timeout)
             .field("partition", &self.partition)
+            .field("selector", &self.selector.is_some())
             .field("tag", &self.tag)
             .finish()
     }
@@ -141,6 +183,7 @@ impl SubscribeOptions {
             cancel: CancelMode::Permanent,
             timeout: Duration::from_secs(5),
             partition: None,
+            selector: None,
             tag: None,
         }
     }
@@ -173,9 +216,22 @@ impl SubscribeOptions {
         self
     }
 
-    /// The partition to consume, for producers with a partitioning dispatcher. Defaults to none.
-    pub fn partition(mut self, partition: u64) -> SubscribeOptions {
-        self.partition = Some(partition);
+    /// The partition to consume, for producers with a partitioning dispatcher: an index
+    /// (`0u64`) or a name (`"eu"`). Defaults to none.
+    pub fn partition(mut self, partition: impl Into<Partition>) -> SubscribeOptions {
+        self.partition = Some(partition.into());
+        self
+    }
+
+    /// Receive only the events `selector` accepts, from a broadcasting producer; rejected
+    /// events do not use up this subscription's demand. The type `T` must be the producer's
+    /// event type, or subscribing fails naming `selector`. Defaults to none (every event).
+    pub fn selector<T: 'static>(
+        mut self,
+        selector: impl Fn(&T) -> bool + Send + Sync + 'static,
+    ) -> SubscribeOptions {
+        let selector: Selector<T> = Arc::new(selector);
+        self.selector = Some(Arc::new(selector));
         self
     }
 
@@ -202,8 +258,30 @@ impl SubscribeOptions {
     }
 
     /// The configured partition, if any.
-    pub fn get_partition(&self) -> Option<u64> {
-        self.partition
+    pub fn get_partition(&self) -> Option<&Partition> {
+        self.partition.as_ref()
+    }
+
+    /// The configured selector, if any, for events of type `T`.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::InvalidOption`] naming `selector` if the selector was made for
+    /// events of another type.
+    pub fn get_selector<T: 'static>(&self) -> Result<Option<Selector<T>>, SubscribeError> {
+        match &self.selector {
+            None => Ok(None),
+            Some(any) => match any.downcast_ref::<Selector<T>>() {
+                Some(selector) => Ok(Some(selector.clone())),
+                None => Err(SubscribeError::invalid(
+                    "selector",
+                    format!(
+                        "expected selector to take events of type {}, got a selector of another type",
+                        type_name::<T>()
+                    ),
+                )),
+            },
+        }
     }
 
     /// The configured tag, if any.

@@ -2,7 +2,7 @@
 
 use log::warn;
 
-use super::{Deliver, Dispatcher};
+use super::{Dispatcher, Outbox};
 use crate::error::SubscribeError;
 use crate::subscription::{SubscribeOptions, SubscriptionId};
 
@@ -20,7 +20,7 @@ use crate::subscription::{SubscribeOptions, SubscriptionId};
 /// # Examples
 ///
 /// ```
-/// use stageflow::dispatcher::{DemandDispatcher, Dispatcher};
+/// use stageflow::dispatcher::{DemandDispatcher, Dispatcher, Outbox};
 /// use stageflow::{SubscribeOptions, SubscriptionId};
 ///
 /// let (a, b) = (SubscriptionId::unique(), SubscriptionId::unique());
@@ -28,12 +28,15 @@ use crate::subscription::{SubscribeOptions, SubscriptionId};
 /// let d: &mut dyn Dispatcher<u32> = &mut dispatcher;
 /// d.subscribe(a, &SubscribeOptions::new()).unwrap();
 /// d.subscribe(b, &SubscribeOptions::new()).unwrap();
-/// assert_eq!(d.ask(a, 2), 2);
-/// assert_eq!(d.ask(b, 3), 3);
+/// let mut sent = Vec::new();
+/// let mut record = |sub, batch| sent.push((sub, batch));
+/// let mut out = Outbox::new(&mut record);
+/// assert_eq!(d.ask(a, 2, &mut out), 2);
+/// assert_eq!(d.ask(b, 3, &mut out), 3);
 ///
 /// let mut events = (0..10).collect();
-/// let mut sent = Vec::new();
-/// d.dispatch(&mut events, &mut |sub, batch| sent.push((sub, batch)));
+/// d.dispatch(&mut events, &mut out);
+/// drop(out);
 /// assert_eq!(sent, vec![(b, vec![0, 1, 2]), (a, vec![3, 4])]);
 /// assert_eq!(events, vec![5, 6, 7, 8, 9]); // leftovers, for the buffer
 /// ```
@@ -95,14 +98,14 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
         Ok(())
     }
 
-    fn cancel(&mut self, sub: SubscriptionId) -> usize {
+    fn cancel(&mut self, sub: SubscriptionId, _out: &mut Outbox<'_, T>) -> usize {
         if let Some(demand) = self.remove(sub) {
             self.pending += demand;
         }
         0
     }
 
-    fn ask(&mut self, sub: SubscriptionId, n: usize) -> usize {
+    fn ask(&mut self, sub: SubscriptionId, n: usize, _out: &mut Outbox<'_, T>) -> usize {
         let max = *self.max_demand.get_or_insert(n);
         if n > max {
             warn!(
@@ -121,7 +124,7 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
         n - covered
     }
 
-    fn dispatch(&mut self, events: &mut Vec<T>, deliver: &mut Deliver<'_, T>) {
+    fn dispatch(&mut self, events: &mut Vec<T>, out: &mut Outbox<'_, T>) {
         while !events.is_empty() {
             let Some(&(demand, sub)) = self.entries.first() else {
                 break;
@@ -137,7 +140,7 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
             };
             self.entries.remove(0);
             self.insert(demand - k, sub);
-            deliver(sub, batch);
+            out.send(sub, batch);
         }
         self.pending = self.pending.saturating_sub(events.len());
     }
@@ -155,6 +158,23 @@ mod tests {
         d.entries.clone()
     }
 
+    fn ask(d: &mut DemandDispatcher, sub: SubscriptionId, n: usize) -> usize {
+        let mut ignore = |_, _: Vec<u32>| {};
+        Dispatcher::<u32>::ask(d, sub, n, &mut Outbox::new(&mut ignore))
+    }
+
+    fn cancel(d: &mut DemandDispatcher, sub: SubscriptionId) -> usize {
+        let mut ignore = |_, _: Vec<u32>| {};
+        Dispatcher::<u32>::cancel(d, sub, &mut Outbox::new(&mut ignore))
+    }
+
+    fn dispatch(d: &mut DemandDispatcher, events: &mut Vec<u32>) -> Vec<(SubscriptionId, Vec<u32>)> {
+        let mut sent = Vec::new();
+        let mut record = |sub, batch| sent.push((sub, batch));
+        d.dispatch(events, &mut Outbox::new(&mut record));
+        sent
+    }
+
     #[test]
     fn highest_demand_first_ties_to_the_earlier() {
         let s = subs(3);
@@ -162,11 +182,11 @@ mod tests {
         for &x in &s {
             Dispatcher::<u32>::subscribe(&mut d, x, &SubscribeOptions::new()).unwrap();
         }
-        Dispatcher::<u32>::ask(&mut d, s[0], 4);
-        Dispatcher::<u32>::ask(&mut d, s[1], 2);
-        Dispatcher::<u32>::ask(&mut d, s[2], 3);
+        ask(&mut d, s[0], 4);
+        ask(&mut d, s[1], 2);
+        ask(&mut d, s[2], 3);
         assert_eq!(order(&d), vec![(4, s[0]), (3, s[2]), (2, s[1])]);
-        Dispatcher::<u32>::ask(&mut d, s[2], 2);
+        ask(&mut d, s[2], 2);
         assert_eq!(order(&d), vec![(5, s[2]), (4, s[0]), (2, s[1])]);
     }
 
@@ -177,11 +197,10 @@ mod tests {
         for &x in &s {
             Dispatcher::<u32>::subscribe(&mut d, x, &SubscribeOptions::new()).unwrap();
         }
-        Dispatcher::<u32>::ask(&mut d, s[0], 3);
-        Dispatcher::<u32>::ask(&mut d, s[1], 3);
+        ask(&mut d, s[0], 3);
+        ask(&mut d, s[1], 3);
         let mut ev: Vec<u32> = (0..8).collect();
-        let mut out = Vec::new();
-        d.dispatch(&mut ev, &mut |sub, b| out.push((sub, b)));
+        let out = dispatch(&mut d, &mut ev);
         assert_eq!(out, vec![(s[0], vec![0, 1, 2]), (s[1], vec![3, 4, 5])]);
         assert_eq!(ev, vec![6, 7]);
     }
@@ -192,12 +211,12 @@ mod tests {
         let s = subs(2);
         let mut d = DemandDispatcher::new();
         Dispatcher::<u32>::subscribe(&mut d, s[0], &SubscribeOptions::new()).unwrap();
-        assert_eq!(Dispatcher::<u32>::ask(&mut d, s[0], 10), 10);
-        assert_eq!(Dispatcher::<u32>::cancel(&mut d, s[0]), 0);
+        assert_eq!(ask(&mut d, s[0], 10), 10);
+        assert_eq!(cancel(&mut d, s[0]), 0);
         Dispatcher::<u32>::subscribe(&mut d, s[1], &SubscribeOptions::new()).unwrap();
-        assert_eq!(Dispatcher::<u32>::ask(&mut d, s[1], 5), 0);
+        assert_eq!(ask(&mut d, s[1], 5), 0);
         assert_eq!(d.pending(), 5);
-        assert_eq!(Dispatcher::<u32>::ask(&mut d, s[1], 10), 5);
+        assert_eq!(ask(&mut d, s[1], 10), 5);
         assert_eq!(d.pending(), 0);
     }
 
@@ -206,13 +225,12 @@ mod tests {
         let s = subs(1);
         let mut d = DemandDispatcher::new();
         Dispatcher::<u32>::subscribe(&mut d, s[0], &SubscribeOptions::new()).unwrap();
-        Dispatcher::<u32>::ask(&mut d, s[0], 100);
+        ask(&mut d, s[0], 100);
         let mut ev: Vec<u32> = Vec::with_capacity(64);
         ev.extend(0..10);
         let ptr = ev.as_ptr();
-        let mut got = None;
-        d.dispatch(&mut ev, &mut |_, b| got = Some(b));
-        assert_eq!(got.as_ref().map(|b| b.as_ptr()), Some(ptr));
+        let got = dispatch(&mut d, &mut ev);
+        assert_eq!(got[0].1.as_ptr(), ptr);
         assert_eq!(d.demand_of(s[0]), 90);
     }
 }
