@@ -1,0 +1,379 @@
+//! `cargo bench --bench compare [-- --quick]`: every pipeline shape, stageflow and a
+//! hand-written crossbeam baseline run alternately in the same process, several rounds each;
+//! prints events/s median (min-max) for both and the ratio stageflow/baseline, then memory
+//! (g) and latency (h). See benches/README.md for the shapes.
+
+mod shapes;
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, unbounded, Sender};
+use stageflow::{Consumer, ConsumerContext, Context, Events, Producer, SubscribeOptions};
+
+struct Settings {
+    quick: bool,
+    rounds: usize,
+    only: Option<Vec<String>>,
+}
+
+fn settings() -> Settings {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let rounds = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(if quick { 3 } else { 7 });
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.split(',').map(String::from).collect());
+    Settings {
+        quick,
+        rounds,
+        only,
+    }
+}
+
+/// Events/s of each round.
+fn rates(n: u64, times: &[Duration]) -> Vec<f64> {
+    let mut r: Vec<f64> = times.iter().map(|t| n as f64 / t.as_secs_f64()).collect();
+    r.sort_by(|a, b| a.partial_cmp(b).expect("rates are finite"));
+    r
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+fn fmt_rate(r: f64) -> String {
+    if r >= 1e9 {
+        format!("{:.2} G", r / 1e9)
+    } else if r >= 1e6 {
+        format!("{:.1} M", r / 1e6)
+    } else {
+        format!("{:.0} k", r / 1e3)
+    }
+}
+
+fn row(
+    s: &Settings,
+    id: &str,
+    shape: &str,
+    n: u64,
+    stageflow: impl Fn() -> Duration,
+    baseline: impl Fn() -> Duration,
+) {
+    if let Some(only) = &s.only {
+        if !only.iter().any(|o| id.starts_with(o.as_str())) {
+            return;
+        }
+    }
+    // Warm up both once, then alternate.
+    stageflow();
+    baseline();
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    for _ in 0..s.rounds {
+        a.push(stageflow());
+        b.push(baseline());
+    }
+    let (ra, rb) = (rates(n, &a), rates(n, &b));
+    let (ma, mb) = (median(&ra), median(&rb));
+    println!(
+        "| {id} | {shape} | {} ({}–{}) | {} ({}–{}) | {:.2}× |",
+        fmt_rate(ma),
+        fmt_rate(ra[0]),
+        fmt_rate(ra[ra.len() - 1]),
+        fmt_rate(mb),
+        fmt_rate(rb[0]),
+        fmt_rate(rb[rb.len() - 1]),
+        ma / mb
+    );
+}
+
+fn throughput(s: &Settings) {
+    let scale = if s.quick { 5 } else { 1 };
+    println!(
+        "## Throughput (events/s: median (min–max) of {} rounds, run alternately)",
+        s.rounds
+    );
+    println!();
+    println!("| id | shape | stageflow | baseline | ratio |");
+    println!("|---|---|---|---|---|");
+    let n = 10_000_000 / scale;
+    row(
+        s,
+        "a",
+        "producer → consumer, 1000/500",
+        n,
+        || shapes::stageflow_pair(n, 1000, 500),
+        || shapes::baseline_pair(n, 1000, 500),
+    );
+    let nb = 5_000_000 / scale;
+    row(
+        s,
+        "b",
+        "producer → producer-consumer (x·2) → consumer, 1000/500",
+        nb,
+        || shapes::stageflow_chain(nb, 1, 1000, 500),
+        || shapes::baseline_chain(nb, 1, 1000, 500),
+    );
+    row(
+        s,
+        "c",
+        "producer (demand dispatcher) → 2 consumers, 1000/500",
+        n,
+        || shapes::stageflow_fan(n, 2, 1000, 500),
+        || shapes::baseline_fan(n, 2, 1000, 500),
+    );
+    let nf = 200_000 / scale as u64;
+    row(
+        s,
+        "f",
+        "producer → consumer, one event at a time, 1/0",
+        nf,
+        || shapes::stageflow_pair(nf, 1, 0),
+        || shapes::baseline_pair(nf, 1, 0),
+    );
+    let ni = 2_000_000 / scale;
+    for k in [1, 2, 4, 8, 16] {
+        row(
+            s,
+            &format!("i{k}"),
+            &format!("chain of {k} producer-consumers, 1000/500"),
+            ni,
+            || shapes::stageflow_chain(ni, k, 1000, 500),
+            || shapes::baseline_chain(ni, k, 1000, 500),
+        );
+    }
+    println!();
+}
+
+// ----- g: memory ---------------------------------------------------------------------------
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Emits as fast as asked, forever.
+struct Endless(u64);
+
+impl Producer for Endless {
+    type Out = u64;
+    type Message = ();
+    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, u64>) {
+        ctx.emit_all(self.0..self.0 + demand as u64);
+        self.0 += demand as u64;
+    }
+}
+
+/// Emits 100 events every millisecond whatever the demand (a source that cannot pause).
+struct Push(u64);
+
+impl Producer for Push {
+    type Out = u64;
+    type Message = ();
+    fn handle_demand(&mut self, _: usize, _: &mut Context<'_, u64>) {}
+    fn handle_message(&mut self, _: (), ctx: &mut Context<'_, u64>) {
+        ctx.emit_all(self.0..self.0 + 100);
+        self.0 += 100;
+        ctx.send_after((), Duration::from_millis(1));
+    }
+}
+
+/// Sleeps 1 ms per event.
+struct Slow;
+
+impl Consumer for Slow {
+    type In = u64;
+    type Message = ();
+    fn handle_events(&mut self, events: Events<'_, u64>, _: &mut ConsumerContext<'_>) {
+        for _ in events {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+fn memory(s: &Settings) {
+    let secs = if s.quick { 2 } else { 10 };
+    println!("## g: memory over {secs} s (RSS of the whole process)");
+    println!();
+    println!("| case | RSS start | RSS end | growth | consumed | discarded |");
+    println!("|---|---|---|---|---|---|");
+    {
+        let p = stageflow::producer(Endless(0)).spawn().expect("producer");
+        let c = stageflow::consumer(Slow)
+            .subscribe_to(&p, SubscribeOptions::new().max_demand(10).min_demand(5))
+            .expect("options")
+            .spawn()
+            .expect("consumer");
+        std::thread::sleep(Duration::from_millis(200));
+        let start = rss_kib();
+        std::thread::sleep(Duration::from_secs(secs));
+        let end = rss_kib();
+        let consumed = c.counters().events_in;
+        let discarded = p.counters().discarded;
+        p.stop();
+        c.join();
+        println!(
+            "| slow consumer (1 ms/event, max 10) | {start} KiB | {end} KiB | {:+} KiB | {consumed} | {discarded} |",
+            end as i64 - start as i64
+        );
+    }
+    {
+        let p = stageflow::producer(Push(0))
+            .buffer_size(10_000)
+            .spawn()
+            .expect("producer");
+        p.cast(()).expect("start the pushes");
+        let c = stageflow::consumer(Slow)
+            .subscribe_to(&p, SubscribeOptions::new().max_demand(10).min_demand(5))
+            .expect("options")
+            .spawn()
+            .expect("consumer");
+        std::thread::sleep(Duration::from_millis(200));
+        let start = rss_kib();
+        std::thread::sleep(Duration::from_secs(secs));
+        let end = rss_kib();
+        let consumed = c.counters().events_in;
+        let pc = p.counters();
+        p.stop();
+        c.join();
+        println!(
+            "| push producer (100k events/s, buffer 10 000) | {start} KiB | {end} KiB | {:+} KiB | {consumed} | {} (buffered {}) |",
+            end as i64 - start as i64,
+            pc.discarded,
+            pc.buffered
+        );
+    }
+    println!();
+}
+
+// ----- h: latency --------------------------------------------------------------------------
+
+/// Emits the current time every 100 µs (10k events/s), on absolute deadlines.
+struct Ticker {
+    next: Instant,
+    until: Instant,
+}
+
+impl Producer for Ticker {
+    type Out = Instant;
+    type Message = ();
+    fn handle_demand(&mut self, _: usize, _: &mut Context<'_, Instant>) {}
+    fn handle_message(&mut self, _: (), ctx: &mut Context<'_, Instant>) {
+        let now = Instant::now();
+        if now >= self.until {
+            ctx.finish();
+            return;
+        }
+        ctx.emit(now);
+        self.next += Duration::from_micros(100);
+        ctx.send_after((), self.next.saturating_duration_since(now));
+    }
+}
+
+struct Latency(Sender<Vec<u64>>);
+
+impl Consumer for Latency {
+    type In = Instant;
+    type Message = ();
+    fn handle_events(&mut self, events: Events<'_, Instant>, _: &mut ConsumerContext<'_>) {
+        let now = Instant::now();
+        let _ = self
+            .0
+            .send(events.map(|t| (now - t).as_nanos() as u64).collect());
+    }
+}
+
+fn percentiles(mut v: Vec<u64>) -> (u64, u64, u64, usize) {
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)] / 1000;
+    (at(0.5), at(0.99), at(0.999), v.len())
+}
+
+fn latency(s: &Settings) {
+    let run = Duration::from_secs(if s.quick { 1 } else { 3 });
+    println!(
+        "## h: latency, 10k events/s on a timer, max_demand 10 (µs from emit to handle_events)"
+    );
+    println!();
+    println!("| pipeline | events | p50 | p99 | p99.9 |");
+    println!("|---|---|---|---|---|");
+    {
+        let (tx, rx) = unbounded();
+        let start = Instant::now();
+        let p = stageflow::producer(Ticker {
+            next: start,
+            until: start + run,
+        })
+        .spawn()
+        .expect("producer");
+        p.cast(()).expect("start");
+        let c = stageflow::consumer(Latency(tx))
+            .subscribe_to(&p, SubscribeOptions::new().max_demand(10).min_demand(5))
+            .expect("options")
+            .spawn()
+            .expect("consumer");
+        c.join();
+        let (p50, p99, p999, n) = percentiles(rx.try_iter().flatten().collect());
+        println!("| stageflow | {n} | {p50} | {p99} | {p999} |");
+    }
+    {
+        // By hand: a thread sending each timestamp on a bounded channel, one receiving.
+        let (tx, rx) = bounded::<Instant>(1024);
+        let start = Instant::now();
+        let sender = std::thread::spawn(move || {
+            let mut next = start;
+            while Instant::now() < start + run {
+                let _ = tx.send(Instant::now());
+                next += Duration::from_micros(100);
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+        });
+        let mut v = Vec::new();
+        for t in rx {
+            v.push((Instant::now() - t).as_nanos() as u64);
+        }
+        sender.join().expect("sender");
+        let (p50, p99, p999, n) = percentiles(v);
+        println!("| baseline (crossbeam, one event per send) | {n} | {p50} | {p99} | {p999} |");
+    }
+    println!();
+}
+
+fn main() {
+    let s = settings();
+    let started = Instant::now();
+    println!(
+        "stageflow compare: {} cores, {}{}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        if s.quick { "quick mode, " } else { "" },
+        format_args!("{} rounds", s.rounds)
+    );
+    println!();
+    throughput(&s);
+    if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "g")) {
+        memory(&s);
+    }
+    if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "h")) {
+        latency(&s);
+    }
+    println!("(ran in {:.1} s)", started.elapsed().as_secs_f64());
+}
