@@ -134,7 +134,7 @@ fn throughput(s: &Settings) {
         || shapes::stageflow_fan(n, 2, 1000, 500),
         || shapes::baseline_fan(n, 2, 1000, 500),
     );
-    let nf = 200_000 / scale as u64;
+    let nf = 200_000 / scale;
     row(
         s,
         "f",
