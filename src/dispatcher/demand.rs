@@ -168,7 +168,10 @@ mod tests {
         Dispatcher::<u32>::cancel(d, sub, &mut Outbox::new(&mut ignore))
     }
 
-    fn dispatch(d: &mut DemandDispatcher, events: &mut Vec<u32>) -> Vec<(SubscriptionId, Vec<u32>)> {
+    fn dispatch(
+        d: &mut DemandDispatcher,
+        events: &mut Vec<u32>,
+    ) -> Vec<(SubscriptionId, Vec<u32>)> {
         let mut sent = Vec::new();
         let mut record = |sub, batch| sent.push((sub, batch));
         d.dispatch(events, &mut Outbox::new(&mut record));
