@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crossbeam_channel::bounded;
 
 use crate::dispatcher::{DemandDispatcher, Dispatcher};
-use crate::envelope::{Down, Envelope, Port, Up};
+use crate::envelope::{Counted, Down, Envelope, Port, Up};
 use crate::error::{BuildError, SubscribeError};
 use crate::handle::{
     subscribe, ConsumerRole, Consumes, Emits, ProducerConsumerRole, ProducerRole, Role, Source,
@@ -283,9 +283,11 @@ where
         subscriptions,
     } = parts;
     let (tx, rx) = bounded::<Envelope<C::In, C::Out, C::Msg>>(inbox_capacity);
+    let shared = Arc::new(Shared::new(name.clone()));
+    let handle = Counted::new(tx.clone(), shared.clone());
     let mut made: Vec<(Source<C::In>, crate::SubscriptionId)> = Vec::new();
     for (source, options) in subscriptions {
-        let port: Box<dyn Port<Down<C::In>>> = Box::new(tx.clone());
+        let port: Box<dyn Port<Down<C::In>>> = Box::new(handle.clone());
         match subscribe(&source, port, name.clone(), options) {
             Ok(sub) => made.push((source, sub)),
             Err(e) => {
@@ -294,8 +296,7 @@ where
             }
         }
     }
-    let shared = Arc::new(Shared::new(name.clone()));
-    let runner = Runner::new(callbacks, shared.clone(), rx, config);
+    let runner = Runner::new(callbacks, shared.clone(), tx, rx, config);
     let thread = std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || stage_main(runner));
@@ -306,7 +307,7 @@ where
             return Err(BuildError::Spawn(e));
         }
     }
-    Ok(Stage::new(shared, tx))
+    Ok(Stage::new(shared, handle))
 }
 
 /// Cancels subscriptions made for a stage that will not start.

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use crate::envelope::{Msg, Port, PortError};
+use crate::error::CastError;
 use crate::reason::Reason;
 use crate::subscription::SubscriptionId;
 use crate::timer::{TimerId, Timers};
@@ -49,11 +51,14 @@ pub(crate) struct Effects<Out, M> {
     pub(crate) asks: Vec<(SubscriptionId, usize)>,
     pub(crate) cancels: Vec<(SubscriptionId, Reason)>,
     pub(crate) timers: Timers<M>,
+    /// Makes a mailbox to this stage.
+    pub(crate) mint: Box<dyn Fn() -> Mailbox<M> + Send>,
 }
 
 impl<Out, M> Effects<Out, M> {
-    pub(crate) fn new() -> Effects<Out, M> {
+    pub(crate) fn new(mint: Box<dyn Fn() -> Mailbox<M> + Send>) -> Effects<Out, M> {
         Effects {
+            mint,
             emitted: Vec::new(),
             end: None,
             replies: Vec::new(),
@@ -156,6 +161,13 @@ impl<Out, M> Context<'_, Out, M> {
         }
     }
 
+    /// A mailbox to this stage, to hand to other threads (a worker this stage started, say) so
+    /// they can send it messages. Like a handle, a mailbox keeps the stage reachable: a stage
+    /// that stores a mailbox to itself only ends by finishing, failing or being stopped.
+    pub fn mailbox(&self) -> Mailbox<M> {
+        (self.fx.mint)()
+    }
+
     /// Cancels a subscription of this stage, upstream or downstream, with `reason`. The
     /// consumer's `handle_cancel` runs, and it reacts by its cancel mode, once the producer has
     /// confirmed; events sent before that are still handled.
@@ -197,5 +209,52 @@ impl<R> Reply<R> {
 impl<R> fmt::Debug for Reply<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Reply { .. }")
+    }
+}
+
+/// Sends messages to one stage's `handle_message` from any thread; made by
+/// [`Context::mailbox`]. Cloning is cheap.
+pub struct Mailbox<M> {
+    port: Box<dyn Port<Msg<M>>>,
+}
+
+impl<M> Mailbox<M> {
+    pub(crate) fn new(port: Box<dyn Port<Msg<M>>>) -> Mailbox<M> {
+        Mailbox { port }
+    }
+
+    /// Sends `msg`, waiting while the stage's inbox is full.
+    ///
+    /// # Errors
+    ///
+    /// [`CastError::Stopped`] with the message if the stage has ended.
+    pub fn cast(&self, msg: M) -> Result<(), CastError<M>> {
+        self.port.send(Msg(msg)).map_err(|m| CastError::Stopped(m.0))
+    }
+
+    /// Sends `msg` if the inbox has room.
+    ///
+    /// # Errors
+    ///
+    /// [`CastError::Full`] or [`CastError::Stopped`], with the message.
+    pub fn try_cast(&self, msg: M) -> Result<(), CastError<M>> {
+        self.port.try_send(Msg(msg)).map_err(|e| match e {
+            PortError::Full(m) => CastError::Full(m.0),
+            PortError::Gone(m) | PortError::Timeout(m) => CastError::Stopped(m.0),
+        })
+    }
+}
+
+impl<M> Clone for Mailbox<M> {
+    fn clone(&self) -> Self {
+        Mailbox {
+            port: self.port.clone_box(),
+        }
+    }
+}
+
+impl<M> fmt::Debug for Mailbox<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Mailbox { .. }")
     }
 }

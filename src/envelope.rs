@@ -5,12 +5,15 @@
 //! a consumer knows its producers' as `Port<Up<T>>`, so stages of different types link up while
 //! the events stay typed end to end.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{Select, SelectedOperation, SendTimeoutError, Sender, TrySendError};
 
 use crate::error::SubscribeError;
 use crate::reason::Reason;
+use crate::shared::Shared;
 use crate::subscription::{SubscribeOptions, Subscription, SubscriptionId};
 
 /// Everything a stage's inbox can hold. `In`: events it consumes; `Out`: events it emits; `M`:
@@ -64,6 +67,8 @@ pub(crate) struct SubscribeRequest<T> {
 /// From a handle to its stage.
 pub(crate) enum Control {
     Stop,
+    /// The last reference to the stage is gone: check whether it can still be reached.
+    Wake,
     Cancel { sub: SubscriptionId, reason: Reason },
     Ask { sub: SubscriptionId, n: usize },
 }
@@ -76,9 +81,11 @@ pub(crate) enum PortError<M> {
 }
 
 /// One stage's handle on another's inbox, for messages of type `M`.
-pub(crate) trait Port<M>: Send {
+pub(crate) trait Port<M>: Send + Sync {
     fn try_send(&self, msg: M) -> Result<(), PortError<M>>;
     fn send_deadline(&self, msg: M, deadline: Instant) -> Result<(), PortError<M>>;
+    /// Blocks while the inbox is full; gives the message back if the stage is gone.
+    fn send(&self, msg: M) -> Result<(), M>;
     /// Adds a send operation on this port to `sel`; returns its index.
     fn register<'a>(&'a self, sel: &mut Select<'a>) -> usize;
     /// Completes a send operation that `sel` selected; gives the message back if the peer is
@@ -113,6 +120,81 @@ wrap!(Down<In>, Down);
 wrap!(Up<Out>, Up);
 wrap!(Control, Control);
 
+/// A stage's own message, as a mailbox sends it.
+pub(crate) struct Msg<M>(pub(crate) M);
+
+impl<In, Out, M> Wrap<Msg<M>> for Envelope<In, Out, M> {
+    fn wrap(msg: Msg<M>) -> Self {
+        Envelope::Message(msg.0)
+    }
+    fn unwrap(self) -> Msg<M> {
+        match self {
+            Envelope::Message(m) => Msg(m),
+            _ => unreachable!("a port only ever wraps its own variant"),
+        }
+    }
+}
+
+/// A sender into a stage's inbox that counts as a reference to the stage. Handles, mailboxes
+/// and the ports peers hold are all `Counted`; the stage's own thread keeps a plain sender. When
+/// the count falls to zero the stage is woken to check whether anything can still reach it
+/// (see `Runner::unreachable`).
+pub(crate) struct Counted<E: Wrap<Control> + Send + 'static> {
+    tx: Sender<E>,
+    shared: Arc<Shared>,
+}
+
+impl<E: Wrap<Control> + Send + 'static> Counted<E> {
+    pub(crate) fn new(tx: Sender<E>, shared: Arc<Shared>) -> Counted<E> {
+        shared.refs.fetch_add(1, Ordering::AcqRel);
+        Counted { tx, shared }
+    }
+}
+
+impl<E: Wrap<Control> + Send + 'static> Counted<E> {
+    pub(crate) fn sender(&self) -> &Sender<E> {
+        &self.tx
+    }
+}
+
+impl<E: Wrap<Control> + Send + 'static> Clone for Counted<E> {
+    fn clone(&self) -> Self {
+        Counted::new(self.tx.clone(), self.shared.clone())
+    }
+}
+
+impl<E: Wrap<Control> + Send + 'static> Drop for Counted<E> {
+    fn drop(&mut self) {
+        if self.shared.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _ = self.tx.try_send(E::wrap(Control::Wake));
+        }
+    }
+}
+
+impl<M, E> Port<M> for Counted<E>
+where
+    E: Wrap<M> + Wrap<Control> + Send + 'static,
+{
+    fn try_send(&self, msg: M) -> Result<(), PortError<M>> {
+        Port::try_send(&self.tx, msg)
+    }
+    fn send_deadline(&self, msg: M, deadline: Instant) -> Result<(), PortError<M>> {
+        Port::send_deadline(&self.tx, msg, deadline)
+    }
+    fn send(&self, msg: M) -> Result<(), M> {
+        Port::send(&self.tx, msg)
+    }
+    fn register<'a>(&'a self, sel: &mut Select<'a>) -> usize {
+        sel.send(&self.tx)
+    }
+    fn send_selected(&self, op: SelectedOperation<'_>, msg: M) -> Result<(), M> {
+        Port::send_selected(&self.tx, op, msg)
+    }
+    fn clone_box(&self) -> Box<dyn Port<M>> {
+        Box::new(self.clone())
+    }
+}
+
 impl<M, E> Port<M> for Sender<E>
 where
     E: Wrap<M> + Send + 'static,
@@ -129,6 +211,10 @@ where
             SendTimeoutError::Timeout(e) => PortError::Timeout(e.unwrap()),
             SendTimeoutError::Disconnected(e) => PortError::Gone(e.unwrap()),
         })
+    }
+
+    fn send(&self, msg: M) -> Result<(), M> {
+        Sender::send(self, E::wrap(msg)).map_err(|e| e.into_inner().unwrap())
     }
 
     fn register<'a>(&'a self, sel: &mut Select<'a>) -> usize {

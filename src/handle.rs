@@ -8,10 +8,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{bounded, RecvTimeoutError, SendTimeoutError, TrySendError};
 
 use crate::context::Reply;
-use crate::envelope::{Control, Down, Envelope, Port, PortError, SubscribeRequest, Up};
+use crate::envelope::{Control, Counted, Down, Envelope, Port, PortError, SubscribeRequest, Up};
 use crate::error::{CallError, CastError, SubscribeError};
 use crate::reason::Reason;
 use crate::shared::{Counters, Shared};
@@ -81,7 +81,7 @@ pub type ProducerConsumerHandle<S> = Stage<S, ProducerConsumerRole>;
 pub type ConsumerHandle<S> = Stage<S, ConsumerRole>;
 
 type Inbox<S, R> =
-    Sender<Envelope<<R as Role<S>>::In, <R as Role<S>>::Out, <R as Role<S>>::Message>>;
+    Counted<Envelope<<R as Role<S>>::In, <R as Role<S>>::Out, <R as Role<S>>::Message>>;
 
 /// A handle on a running stage whose callbacks are those of `S`, in role `R`.
 ///
@@ -141,7 +141,7 @@ impl<S, R: Role<S>> Stage<S, R> {
     pub fn stop(&self) {
         self.shared.stop_requested.store(true, Ordering::Relaxed);
         // Wake it up if it is idle; a full inbox means it is busy and will see the flag.
-        let _ = self.tx.try_send(Envelope::Control(Control::Stop));
+        let _ = self.tx.sender().try_send(Envelope::Control(Control::Stop));
     }
 
     /// Waits until the stage has ended and its thread has exited; returns how it ended.
@@ -181,7 +181,7 @@ impl<S, R: Role<S>> Stage<S, R> {
     ///
     /// [`CastError::Stopped`] with the message if the stage has ended.
     pub fn cast(&self, msg: R::Message) -> Result<(), CastError<R::Message>> {
-        self.tx.send(Envelope::Message(msg)).map_err(|e| {
+        self.tx.sender().send(Envelope::Message(msg)).map_err(|e| {
             let Envelope::Message(m) = e.into_inner() else {
                 unreachable!()
             };
@@ -197,6 +197,7 @@ impl<S, R: Role<S>> Stage<S, R> {
     /// [`CastError::Full`] or [`CastError::Stopped`], with the message.
     pub fn try_cast(&self, msg: R::Message) -> Result<(), CastError<R::Message>> {
         self.tx
+            .sender()
             .try_send(Envelope::Message(msg))
             .map_err(|e| match e {
                 TrySendError::Full(Envelope::Message(m)) => CastError::Full(m),
@@ -255,7 +256,7 @@ impl<S, R: Role<S>> Stage<S, R> {
         let deadline = Instant::now() + timeout;
         let (tx, rx) = bounded(1);
         let msg = make(Reply::new(tx));
-        match self.tx.send_deadline(Envelope::Message(msg), deadline) {
+        match self.tx.sender().send_deadline(Envelope::Message(msg), deadline) {
             Ok(()) => {}
             Err(SendTimeoutError::Timeout(_)) => return Err(CallError::Timeout),
             Err(SendTimeoutError::Disconnected(_)) => return Err(CallError::Stopped),
@@ -283,7 +284,7 @@ impl<S, R: Role<S>> Stage<S, R> {
     ///
     /// [`CastError::Stopped`] with the message if the stage has ended.
     pub fn info(&self, msg: R::Message) -> Result<(), CastError<R::Message>> {
-        self.tx.send(Envelope::Info(msg)).map_err(|e| {
+        self.tx.sender().send(Envelope::Info(msg)).map_err(|e| {
             let Envelope::Info(m) = e.into_inner() else {
                 unreachable!()
             };
@@ -356,6 +357,7 @@ impl<S, R: Consumes<S>> Stage<S, R> {
 
     fn control(&self, c: Control) -> Result<(), CastError<()>> {
         self.tx
+            .sender()
             .send(Envelope::Control(c))
             .map_err(|_| CastError::Stopped(()))
     }

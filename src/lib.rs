@@ -133,7 +133,7 @@ mod topology;
 mod unwind;
 
 pub use builder::{consumer, producer, producer_consumer, StageBuilder};
-pub use context::{ConsumerContext, Context, Reply};
+pub use context::{ConsumerContext, Context, Mailbox, Reply};
 pub use error::{BuildError, CallError, CastError, SubscribeError};
 pub use events::Events;
 pub use handle::{

@@ -11,15 +11,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Select};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender};
 use log::{error, info, warn};
 
 use crate::buffer::Buffer;
-use crate::context::{Context, Effects, End};
+use crate::context::{Context, Effects, End, Mailbox};
 use crate::demand::Demand;
 use crate::dispatcher::{Dispatcher, Outbox};
 use crate::envelope::{
-    Coalesce, Control, Down, Envelope, Port, PortError, SubscribeRequest, Subscribed, Up,
+    Coalesce, Control, Counted, Down, Envelope, Port, PortError, SubscribeRequest, Subscribed, Up,
 };
 use crate::error::SubscribeError;
 use crate::events::Events;
@@ -277,16 +277,21 @@ impl<S: Callbacks> Runner<S> {
     pub(crate) fn new(
         stage: S,
         shared: Arc<Shared>,
+        self_tx: Sender<Env<S>>,
         inbox: Receiver<Env<S>>,
         config: Config<S::Out>,
     ) -> Runner<S> {
         let mut dispatcher = config.dispatcher;
         dispatcher.attach(&shared.name);
+        let mint_shared = shared.clone();
+        let mint = Box::new(move || {
+            Mailbox::new(Box::new(Counted::new(self_tx.clone(), mint_shared.clone())))
+        });
         Runner {
             stage,
             shared,
             inbox,
-            fx: Effects::new(),
+            fx: Effects::new(mint),
             ups: Vec::new(),
             downs: Vec::new(),
             dispatcher,
@@ -312,6 +317,9 @@ impl<S: Callbacks> Runner<S> {
             }
             if self.shared.stop_requested.load(Ordering::Relaxed) {
                 return Reason::Shutdown;
+            }
+            if self.unreachable() {
+                return self.finishing.take().unwrap_or(Reason::Normal);
             }
             self.flush_backlogs();
             let deadline = self.fx.timers.next_deadline();
@@ -339,6 +347,15 @@ impl<S: Callbacks> Runner<S> {
             self.check_finished();
             self.publish_buffered();
         }
+    }
+
+    /// Nothing can ever send this stage a message again (no handle, mailbox or peer holds a
+    /// reference, and its inbox is empty) and it has no timer left: it can only idle forever,
+    /// so it ends.
+    fn unreachable(&self) -> bool {
+        self.shared.refs.load(Ordering::Acquire) == 0
+            && self.fx.timers.is_empty()
+            && self.inbox.is_empty()
     }
 
     fn publish_buffered(&self) {
@@ -524,6 +541,7 @@ impl<S: Callbacks> Runner<S> {
             Envelope::Control(Control::Stop) => {
                 self.exit.get_or_insert(Reason::Shutdown);
             }
+            Envelope::Control(Control::Wake) => {}
             Envelope::Control(Control::Cancel { sub, reason }) => self.cancel(sub, reason),
             Envelope::Control(Control::Ask { sub, n }) => self.manual_ask(sub, n),
         }

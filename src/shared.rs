@@ -2,7 +2,7 @@
 //! outcome. The stage's thread is the only writer of the counters (plain stores, no locked
 //! read-modify-write); handles read them at any time.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -81,6 +81,8 @@ struct Done {
 pub(crate) struct Shared {
     pub(crate) name: Arc<str>,
     pub(crate) stop_requested: AtomicBool,
+    /// Handles, mailboxes and peer ports that can reach the stage (see `Counted`).
+    pub(crate) refs: AtomicUsize,
     pub(crate) cells: Cells,
     subs: Mutex<Vec<SubCell>>,
     done: Mutex<Done>,
@@ -92,6 +94,7 @@ impl Shared {
         Shared {
             name,
             stop_requested: AtomicBool::new(false),
+            refs: AtomicUsize::new(0),
             cells: Cells::default(),
             subs: Mutex::new(Vec::new()),
             done: Mutex::new(Done::default()),

@@ -370,3 +370,39 @@ fn stop_reaches_a_callback_that_blocks() {
     assert_eq!(joined(&p), Reason::Shutdown);
     assert_eq!(joined(&c), Reason::Shutdown);
 }
+
+#[test]
+fn a_mailbox_delivers_from_another_thread() {
+    // A consumer hands each event to a worker thread, which reports back through a mailbox.
+    struct Offload(Sender<u64>);
+    enum Msg {
+        Done(u64),
+    }
+    impl Consumer for Offload {
+        type In = u64;
+        type Message = Msg;
+        fn handle_events(&mut self, events: Events<'_, u64>, ctx: &mut ConsumerContext<'_, Msg>) {
+            for x in events {
+                let mailbox = ctx.mailbox();
+                std::thread::spawn(move || mailbox.cast(Msg::Done(x * 10)).unwrap());
+            }
+        }
+        fn handle_message(&mut self, msg: Msg, _: &mut ConsumerContext<'_, Msg>) {
+            let Msg::Done(x) = msg;
+            let _ = self.0.send(x);
+        }
+    }
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let (numbers, _) = Numbers::new(Some(5));
+    let p = stageflow::producer(numbers).spawn().unwrap();
+    let c = stageflow::consumer(Offload(tx))
+        .subscribe_to(&p, SubscribeOptions::new().cancel(CancelMode::Temporary))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let mut got: Vec<u64> = (0..5).map(|_| next(&rx)).collect();
+    got.sort_unstable();
+    assert_eq!(got, vec![0, 10, 20, 30, 40]);
+    c.stop();
+    joined(&c);
+}
