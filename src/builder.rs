@@ -18,7 +18,7 @@ use crate::reason::Reason;
 use crate::runner::{AsConsumer, AsProducer, AsProducerConsumer, Callbacks, Config, Runner};
 use crate::shared::Shared;
 use crate::stage::{Consumer, Producer, ProducerConsumer};
-use crate::subscription::{BufferKeep, SubscribeOptions};
+use crate::subscription::{BufferKeep, ProducerDemand, SubscribeOptions};
 use crate::unwind::stage_main;
 
 /// The default inbox capacity, in messages.
@@ -70,6 +70,7 @@ pub struct StageBuilder<S, R: Role<S>> {
     buffer_size: Option<usize>,
     buffer_keep: BufferKeep,
     dispatcher: Option<Box<dyn Dispatcher<R::Out>>>,
+    demand: ProducerDemand,
     subscriptions: Vec<(Source<R::In>, SubscribeOptions)>,
 }
 
@@ -94,6 +95,7 @@ impl<S, R: Role<S>> StageBuilder<S, R> {
             buffer_size,
             buffer_keep: BufferKeep::Last,
             dispatcher: None,
+            demand: ProducerDemand::Forward,
             subscriptions: Vec::new(),
         }
     }
@@ -197,6 +199,15 @@ impl<S, R: Consumes<S>> StageBuilder<S, R> {
 }
 
 impl<S: Producer> StageBuilder<S, ProducerRole> {
+    /// Whether the producer starts forwarding demand to `handle_demand` or accumulating it
+    /// (see [`ProducerDemand`]); switch later with
+    /// [`Stage::set_demand`](crate::Stage::set_demand). Defaults to
+    /// [`ProducerDemand::Forward`].
+    pub fn demand(mut self, mode: ProducerDemand) -> Self {
+        self.demand = mode;
+        self
+    }
+
     /// Validates the options and starts the stage on its own thread.
     ///
     /// # Errors
@@ -261,6 +272,7 @@ impl<S, R: Role<S>> StageBuilder<S, R> {
                     .unwrap_or_else(|| Box::new(DemandDispatcher::new())),
                 buffer_size: self.buffer_size,
                 buffer_keep: self.buffer_keep,
+                demand: self.demand,
             },
             subscriptions: self.subscriptions,
         };

@@ -69,6 +69,10 @@ pub(crate) enum Control {
     Stop,
     /// The last reference to the stage is gone: check whether it can still be reached.
     Wake,
+    /// Producers: accumulate demand, or forward it (replaying what accumulated).
+    SetDemand(crate::subscription::ProducerDemand),
+    /// Producers: report the demand mode.
+    GetDemand(Sender<crate::subscription::ProducerDemand>),
     Cancel { sub: SubscriptionId, reason: Reason },
     Ask { sub: SubscriptionId, n: usize },
 }

@@ -16,7 +16,7 @@ use crate::error::{CallError, CastError, SubscribeError};
 use crate::reason::Reason;
 use crate::shared::{Counters, Shared};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
-use crate::subscription::{SubscribeOptions, SubscriptionId};
+use crate::subscription::{ProducerDemand, SubscribeOptions, SubscriptionId};
 
 mod sealed {
     pub trait Sealed {}
@@ -360,6 +360,47 @@ impl<S, R: Consumes<S>> Stage<S, R> {
             .sender()
             .send(Envelope::Control(c))
             .map_err(|_| CastError::Stopped(()))
+    }
+}
+
+impl<S: Producer> Stage<S, ProducerRole> {
+    /// Switches the producer between accumulating demand and forwarding it (GenStage's
+    /// `demand/2`). Switching to [`ProducerDemand::Forward`] replays the accumulated demands
+    /// one by one, never summed, and dispatches the events held back, oldest first. Only
+    /// producers have a demand mode, so this exists only on producer handles.
+    ///
+    /// # Errors
+    ///
+    /// [`CastError::Stopped`] (carrying `()`) if the stage has ended.
+    pub fn set_demand(&self, mode: ProducerDemand) -> Result<(), CastError<()>> {
+        self.tx
+            .sender()
+            .send(Envelope::Control(Control::SetDemand(mode)))
+            .map_err(|_| CastError::Stopped(()))
+    }
+
+    /// The producer's demand mode.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Stopped`] if the stage has ended, [`CallError::Timeout`] if it did not
+    /// answer within `timeout`.
+    pub fn demand(&self, timeout: Duration) -> Result<ProducerDemand, CallError> {
+        let deadline = Instant::now() + timeout;
+        let (tx, rx) = bounded(1);
+        match self
+            .tx
+            .sender()
+            .send_deadline(Envelope::Control(Control::GetDemand(tx)), deadline)
+        {
+            Ok(()) => {}
+            Err(SendTimeoutError::Timeout(_)) => return Err(CallError::Timeout),
+            Err(SendTimeoutError::Disconnected(_)) => return Err(CallError::Stopped),
+        }
+        rx.recv_deadline(deadline).map_err(|e| match e {
+            RecvTimeoutError::Timeout => CallError::Timeout,
+            RecvTimeoutError::Disconnected => CallError::Stopped,
+        })
     }
 }
 

@@ -114,6 +114,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bridge;
 mod buffer;
 mod builder;
 mod context;
@@ -132,6 +133,7 @@ mod timer;
 mod topology;
 mod unwind;
 
+pub use bridge::{from_iter, stream, IterProducer, Stream};
 pub use builder::{consumer, producer, producer_consumer, StageBuilder};
 pub use context::{ConsumerContext, Context, Mailbox, Reply};
 pub use error::{BuildError, CallError, CastError, SubscribeError};
@@ -144,7 +146,8 @@ pub use reason::Reason;
 pub use shared::{Counters, SubscriptionCounters};
 pub use stage::{Consumer, Producer, ProducerConsumer};
 pub use subscription::{
-    BufferKeep, CancelMode, DemandMode, Direction, Partition, Selector, SubscribeOptions,
+    BufferKeep, CancelMode, DemandMode, Direction, Partition, ProducerDemand, Selector,
+    SubscribeOptions,
     Subscription, SubscriptionId,
 };
 pub use timer::TimerId;

@@ -26,7 +26,9 @@ use crate::events::Events;
 use crate::reason::Reason;
 use crate::shared::{bump, Shared};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
-use crate::subscription::{BufferKeep, DemandMode, Direction, Subscription, SubscriptionId};
+use crate::subscription::{
+    BufferKeep, DemandMode, Direction, ProducerDemand, Subscription, SubscriptionId,
+};
 
 /// What kind of stage a runner drives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,6 +159,7 @@ impl<S: Consumer> Callbacks for AsConsumer<S> {
 /// The producer-side settings of a stage.
 pub(crate) struct Config<Out> {
     pub(crate) dispatcher: Box<dyn Dispatcher<Out>>,
+    pub(crate) demand: ProducerDemand,
     pub(crate) buffer_size: Option<usize>,
     pub(crate) buffer_keep: BufferKeep,
 }
@@ -238,6 +241,12 @@ struct DownLink<T> {
     cell: Arc<AtomicU64>,
 }
 
+/// What an accumulating producer holds back until it forwards.
+enum Held<T> {
+    Demand(usize),
+    Dispatch(Vec<T>),
+}
+
 /// What a producer-consumer received and could not handle yet (no downstream demand).
 enum Inbound<T, M> {
     Events(SubscriptionId, Vec<T>),
@@ -270,6 +279,9 @@ pub(crate) struct Runner<S: Callbacks> {
     finishing: Option<Reason>,
     /// Demand a dispatcher created while dispatching, served on the next turn.
     pending_demand: usize,
+    /// Producer in accumulate mode: what it holds back, oldest first.
+    accumulating: bool,
+    held: VecDeque<Held<S::Out>>,
     exit: Option<Reason>,
 }
 
@@ -301,6 +313,8 @@ impl<S: Callbacks> Runner<S> {
             counter: 0,
             finishing: None,
             pending_demand: 0,
+            accumulating: S::KIND == Kind::Producer && config.demand == ProducerDemand::Accumulate,
+            held: VecDeque::new(),
             exit: None,
         }
     }
@@ -359,7 +373,18 @@ impl<S: Callbacks> Runner<S> {
     }
 
     fn publish_buffered(&self) {
-        let n = (self.buffer.event_count() + self.inbound_events) as u64;
+        let held: usize = if self.held.is_empty() {
+            0
+        } else {
+            self.held
+                .iter()
+                .map(|h| match h {
+                    Held::Dispatch(events) => events.len(),
+                    Held::Demand(_) => 0,
+                })
+                .sum()
+        };
+        let n = (self.buffer.event_count() + self.inbound_events + held) as u64;
         self.shared.cells.buffered.store(n, Ordering::Relaxed);
     }
 
@@ -542,6 +567,14 @@ impl<S: Callbacks> Runner<S> {
                 self.exit.get_or_insert(Reason::Shutdown);
             }
             Envelope::Control(Control::Wake) => {}
+            Envelope::Control(Control::SetDemand(mode)) => self.set_demand(mode),
+            Envelope::Control(Control::GetDemand(reply)) => {
+                let _ = reply.send(if self.accumulating {
+                    ProducerDemand::Accumulate
+                } else {
+                    ProducerDemand::Forward
+                });
+            }
             Envelope::Control(Control::Cancel { sub, reason }) => self.cancel(sub, reason),
             Envelope::Control(Control::Ask { sub, n }) => self.manual_ask(sub, n),
         }
@@ -557,9 +590,13 @@ impl<S: Callbacks> Runner<S> {
         let r = f(&mut self.stage, &mut ctx);
         if !self.fx.emitted.is_empty() {
             let mut events = std::mem::take(&mut self.fx.emitted);
-            self.dispatch(&mut events);
-            if !events.is_empty() {
-                self.store(events);
+            if self.accumulating {
+                self.held.push_back(Held::Dispatch(events));
+            } else {
+                self.dispatch(&mut events);
+                if !events.is_empty() {
+                    self.store(events);
+                }
             }
         }
         if self.fx.has_side_effects() {
@@ -594,12 +631,39 @@ impl<S: Callbacks> Runner<S> {
         }
     }
 
+    /// Switches a producer between accumulating and forwarding demand. Forwarding replays what
+    /// accumulated, oldest first, each demand on its own.
+    fn set_demand(&mut self, mode: ProducerDemand) {
+        if S::KIND != Kind::Producer {
+            return;
+        }
+        self.accumulating = mode == ProducerDemand::Accumulate;
+        while !self.accumulating && self.exit.is_none() {
+            match self.held.pop_front() {
+                None => break,
+                Some(Held::Demand(n)) => {
+                    if self.finishing.is_none() {
+                        self.fx.emitted.reserve(n.min(65_536));
+                        self.invoke(|s, ctx| s.demand(n, ctx));
+                    }
+                }
+                Some(Held::Dispatch(mut events)) => {
+                    self.dispatch(&mut events);
+                    if !events.is_empty() {
+                        self.store(events);
+                    }
+                }
+            }
+        }
+    }
+
     /// Ends the stage once a finishing producer has delivered everything it held.
     fn check_finished(&mut self) {
         if self.exit.is_none()
             && self.finishing.is_some()
             && self.buffer.is_empty()
             && self.inbound.is_empty()
+            && self.held.is_empty()
         {
             self.exit = self.finishing.take();
         }
@@ -705,6 +769,17 @@ impl<S: Callbacks> Runner<S> {
     /// New demand reached the producer side: serve it from the buffer, then from the stage.
     fn demand_arrived(&mut self, demand: usize) {
         match S::KIND {
+            Kind::Producer if self.accumulating => {
+                // Record the demand; what the buffer covers is taken out and held back.
+                let covered = self.buffer.take(demand);
+                let rest = demand - covered.len();
+                if !covered.is_empty() {
+                    self.held.push_back(Held::Dispatch(covered));
+                }
+                if rest > 0 {
+                    self.held.push_back(Held::Demand(rest));
+                }
+            }
             Kind::Producer => {
                 let taken = self.flush_buffer(demand);
                 let rest = demand - taken;
@@ -1039,6 +1114,11 @@ impl<S: Callbacks> Runner<S> {
         self.fx.emitted.clear();
         let (buffered, _) = self.buffer.clear();
         lost += buffered + self.inbound_events;
+        for held in self.held.drain(..) {
+            if let Held::Dispatch(events) = held {
+                lost += events.len();
+            }
+        }
         self.inbound.clear();
         self.inbound_events = 0;
         for link in &mut self.downs {

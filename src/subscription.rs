@@ -76,6 +76,21 @@ pub enum DemandMode {
     Manual,
 }
 
+/// What a producer does with demand (GenStage's `:demand` option).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ProducerDemand {
+    /// Demand reaches `handle_demand` as it arrives. The default.
+    #[default]
+    Forward,
+    /// Demand is recorded, ask by ask, and events emitted meanwhile are held back, until the
+    /// producer is switched to [`ProducerDemand::Forward`]: then each recorded demand becomes
+    /// its own `handle_demand` call (never summed) and the held events are dispatched, oldest
+    /// first. Start a producer this way when it must not emit before all its consumers have
+    /// subscribed (a broadcast to a known set of consumers, say). Held events are not limited
+    /// by `buffer_size`.
+    Accumulate,
+}
+
 /// Which events a full producer buffer keeps (GenStage's `:buffer_keep`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum BufferKeep {

@@ -6,8 +6,10 @@
 //! producer then buffers. That makes a dispatcher a pure value, testable without threads.
 //!
 //! [`DemandDispatcher`] (the default) sends each event to one consumer, the one with the most
-//! outstanding demand. Write your own by implementing [`Dispatcher`]; the built-in ones use
-//! nothing that is not public.
+//! outstanding demand. [`BroadcastDispatcher`] sends every event to every consumer (each may
+//! filter with a selector), at the pace of the slowest. [`PartitionDispatcher`] sends each
+//! event to the one consumer of the partition a hash picks. Write your own by implementing
+//! [`Dispatcher`]; the built-in ones use nothing that is not public.
 //!
 //! # For implementors
 //!
@@ -21,10 +23,102 @@
 //!
 //! A dispatcher MUST NOT send a consumer more events than that consumer asked for, and MUST
 //! send at most one message per consumer per call.
+//!
+//! # Examples
+//!
+//! A dispatcher that deals events out in turn, one at a time, to the consumers that still have
+//! demand, driven by hand as the producer would drive it:
+//!
+//! ```
+//! use stageflow::dispatcher::{Dispatcher, Outbox};
+//! use stageflow::{SubscribeError, SubscribeOptions, SubscriptionId};
+//!
+//! #[derive(Debug, Default)]
+//! struct RoundRobin {
+//!     /// Each consumer and its outstanding demand, in subscription order.
+//!     consumers: Vec<(SubscriptionId, usize)>,
+//!     /// Whose turn it is.
+//!     next: usize,
+//! }
+//!
+//! impl<T: Send + 'static> Dispatcher<T> for RoundRobin {
+//!     fn subscribe(
+//!         &mut self,
+//!         sub: SubscriptionId,
+//!         _: &SubscribeOptions,
+//!     ) -> Result<(), SubscribeError> {
+//!         self.consumers.push((sub, 0));
+//!         Ok(())
+//!     }
+//!
+//!     fn cancel(&mut self, sub: SubscriptionId, _: &mut Outbox<'_, T>) -> usize {
+//!         // Simple, not thrifty: the demand it leaves unmet is not reused.
+//!         self.consumers.retain(|&(s, _)| s != sub);
+//!         0
+//!     }
+//!
+//!     fn ask(&mut self, sub: SubscriptionId, n: usize, _: &mut Outbox<'_, T>) -> usize {
+//!         match self.consumers.iter_mut().find(|(s, _)| *s == sub) {
+//!             Some((_, demand)) => {
+//!                 *demand += n;
+//!                 n // every ask goes upstream
+//!             }
+//!             None => 0,
+//!         }
+//!     }
+//!
+//!     fn dispatch(&mut self, events: &mut Vec<T>, out: &mut Outbox<'_, T>) {
+//!         // Whose each event is: in turn, among the consumers with demand left.
+//!         let mut owners = Vec::new();
+//!         while owners.len() < events.len() && self.consumers.iter().any(|&(_, d)| d > 0) {
+//!             let i = self.next % self.consumers.len();
+//!             self.next = i + 1;
+//!             if self.consumers[i].1 > 0 {
+//!                 self.consumers[i].1 -= 1;
+//!                 owners.push(i);
+//!             }
+//!         }
+//!         // One message per consumer; what nobody could take stays for the buffer.
+//!         let mut batches: Vec<Vec<T>> = self.consumers.iter().map(|_| Vec::new()).collect();
+//!         for (event, i) in events.drain(..owners.len()).zip(owners) {
+//!             batches[i].push(event);
+//!         }
+//!         for (&(sub, _), batch) in self.consumers.iter().zip(batches) {
+//!             if !batch.is_empty() {
+//!                 out.send(sub, batch);
+//!             }
+//!         }
+//!     }
+//! }
+//!
+//! let (a, b) = (SubscriptionId::unique(), SubscriptionId::unique());
+//! let mut dispatcher = RoundRobin::default();
+//! let d: &mut dyn Dispatcher<char> = &mut dispatcher;
+//! d.subscribe(a, &SubscribeOptions::new())?;
+//! d.subscribe(b, &SubscribeOptions::new())?;
+//!
+//! let mut sent = Vec::new();
+//! let mut record = |sub, batch| sent.push((sub, batch));
+//! let mut out = Outbox::new(&mut record);
+//! assert_eq!(d.ask(a, 2, &mut out), 2);
+//! assert_eq!(d.ask(b, 3, &mut out), 3);
+//! let mut events = vec!['p', 'q', 'r', 's', 't', 'u'];
+//! d.dispatch(&mut events, &mut out);
+//! drop(out);
+//! assert_eq!(sent, vec![(a, vec!['p', 'r']), (b, vec!['q', 's', 't'])]);
+//! assert_eq!(events, vec!['u']); // no demand left: for the producer's buffer
+//!
+//! // The producer takes any dispatcher: `stageflow::producer(p).dispatcher(RoundRobin::default())`.
+//! # Ok::<(), SubscribeError>(())
+//! ```
 
+mod broadcast;
 mod demand;
+mod partition;
 
+pub use broadcast::BroadcastDispatcher;
 pub use demand::DemandDispatcher;
+pub use partition::PartitionDispatcher;
 
 use crate::error::SubscribeError;
 use crate::subscription::{SubscribeOptions, SubscriptionId};

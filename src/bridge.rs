@@ -1,0 +1,308 @@
+//! Iterator bridges: a producer from any [`Iterator`] ([`from_iter`], GenStage's
+//! `from_enumerable`), and a blocking iterator over the events of producers ([`stream`],
+//! GenStage's `stream`), so a synchronous program can use a pipeline like an iterator chain.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::Arc;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::builder::{producer, StageBuilder};
+use crate::context::Context;
+use crate::demand::{Batches, Demand};
+use crate::envelope::{Counted, Down, Envelope, Port, Up};
+use crate::error::SubscribeError;
+use crate::handle::{subscribe, ProducerRole, Upstream};
+use crate::reason::Reason;
+use crate::shared::Shared;
+use crate::stage::Producer;
+use crate::subscription::{SubscribeOptions, SubscriptionId};
+
+/// A producer that pulls exactly as many items from an iterator as its consumers ask for, and
+/// finishes when the iterator ends. Made by [`from_iter`].
+///
+/// If the iterator holds an exact multiple of the demand, the end is only seen on the next
+/// pull, one ask later (as in GenStage).
+pub struct IterProducer<I> {
+    iter: I,
+}
+
+impl<I> fmt::Debug for IterProducer<I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IterProducer { .. }")
+    }
+}
+
+impl<I> Producer for IterProducer<I>
+where
+    I: Iterator + Send + 'static,
+    I::Item: Send + 'static,
+{
+    type Out = I::Item;
+    type Message = ();
+
+    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, I::Item>) {
+        for _ in 0..demand {
+            match self.iter.next() {
+                Some(item) => ctx.emit(item),
+                None => {
+                    ctx.finish();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Builds a producer that emits the items of `iter` as they are asked for, then finishes.
+///
+/// # Examples
+///
+/// ```
+/// use stageflow::SubscribeOptions;
+///
+/// let numbers = stageflow::from_iter(1..=100u32).spawn()?;
+/// let total: u32 = stageflow::stream(&numbers, SubscribeOptions::new().max_demand(10))?.sum();
+/// assert_eq!(total, 5050);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn from_iter<I>(iter: I) -> StageBuilder<IterProducer<I::IntoIter>, ProducerRole>
+where
+    I: IntoIterator,
+    I::IntoIter: Send + 'static,
+    I::Item: Send + 'static,
+{
+    producer(IterProducer {
+        iter: iter.into_iter(),
+    })
+}
+
+type StreamEnvelope<T> = Envelope<T, Infallible, ()>;
+
+struct StreamSub<T> {
+    id: SubscriptionId,
+    port: Box<dyn Port<Up<T>>>,
+    demand: Demand,
+}
+
+/// A blocking iterator over the events of one or more producers, consumed on the calling
+/// thread. Made by [`stream`].
+///
+/// The calling thread is the consumer: it asks `max_demand` when a subscription starts, cuts
+/// each incoming message into batches by the subscription's demand, and asks again for a batch
+/// only when the item after that batch is requested. The iterator ends when every subscription
+/// has ended (each producer finished or stopped); [`Stream::reason`] says how the last one
+/// ended. Dropping the stream cancels its subscriptions ([`Reason::Normal`]): the producers'
+/// `handle_cancel` runs and they keep running.
+pub struct Stream<T: Send + 'static> {
+    name: Arc<str>,
+    shared: Arc<Shared>,
+    tx: Sender<StreamEnvelope<T>>,
+    rx: Receiver<StreamEnvelope<T>>,
+    subs: Vec<StreamSub<T>>,
+    /// Subscriptions confirmed but whose `Subscribed` has not been read yet.
+    expecting: usize,
+    current: Option<Current<T>>,
+    /// An ask owed for a finished batch, sent when the next item is requested.
+    owed: Option<(SubscriptionId, usize)>,
+    reason: Option<Reason>,
+}
+
+struct Current<T> {
+    sub: SubscriptionId,
+    items: std::vec::IntoIter<T>,
+    batches: Batches,
+    /// Items left in the batch being yielded, and the ask due after it.
+    left: usize,
+    ask: usize,
+}
+
+impl<T: Send + 'static> fmt::Debug for Stream<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stream")
+            .field("name", &self.name)
+            .field("subscriptions", &self.subs.len())
+            .finish()
+    }
+}
+
+/// Subscribes the calling thread to `producer` and returns the events as a blocking
+/// iterator. Add more producers with [`Stream::subscribe_to`].
+///
+/// # Errors
+///
+/// As [`Stage::subscribe_to`](crate::Stage::subscribe_to): invalid options, a producer that has
+/// ended or refuses, or no answer within the subscribe timeout.
+///
+/// # Examples
+///
+/// ```
+/// use stageflow::SubscribeOptions;
+///
+/// let squares = stageflow::from_iter((0..1000u64).map(|x| x * x)).spawn()?;
+/// let first: Vec<u64> = stageflow::stream(&squares, SubscribeOptions::new().max_demand(10))?
+///     .take(10)
+///     .collect();
+/// assert_eq!(first, vec![0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn stream<T: Send + 'static>(
+    producer: &impl Upstream<T>,
+    options: SubscribeOptions,
+) -> Result<Stream<T>, SubscribeError> {
+    let mut stream = Stream::new();
+    stream.subscribe_to(producer, options)?;
+    Ok(stream)
+}
+
+impl<T: Send + 'static> Stream<T> {
+    fn new() -> Stream<T> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name: Arc<str> = format!("stream-{n}").into();
+        let (tx, rx) = bounded(1024);
+        Stream {
+            shared: Arc::new(Shared::new(name.clone())),
+            name,
+            tx,
+            rx,
+            subs: Vec::new(),
+            expecting: 0,
+            current: None,
+            owed: None,
+            reason: None,
+        }
+    }
+
+    /// Subscribes this stream to another producer as well.
+    ///
+    /// # Errors
+    ///
+    /// As [`stream`].
+    pub fn subscribe_to(
+        &mut self,
+        producer: &impl Upstream<T>,
+        options: SubscribeOptions,
+    ) -> Result<SubscriptionId, SubscribeError> {
+        let port = Counted::new(self.tx.clone(), self.shared.clone());
+        let sub = subscribe(&producer.source(), Box::new(port), self.name.clone(), options)?;
+        self.expecting += 1;
+        Ok(sub)
+    }
+
+    /// How the last subscription ended, once the stream has ended.
+    pub fn reason(&self) -> Option<&Reason> {
+        self.reason.as_ref()
+    }
+
+    fn ask(&mut self, sub: SubscriptionId, n: usize) {
+        if let Some(s) = self.subs.iter().find(|s| s.id == sub) {
+            // The producer may be gone; its cancel is on its way.
+            let _ = s.port.send(Up::Ask { sub, n });
+        }
+    }
+
+    fn receive(&mut self, env: StreamEnvelope<T>) {
+        match env {
+            Envelope::Down(Down::Subscribed(s)) => {
+                self.expecting = self.expecting.saturating_sub(1);
+                let opts = &s.info.options;
+                let demand = Demand::new(opts.get_max_demand(), opts.get_min_demand());
+                let id = s.info.id;
+                let max = demand.max();
+                self.subs.push(StreamSub {
+                    id,
+                    port: s.producer,
+                    demand,
+                });
+                self.ask(id, max);
+            }
+            Envelope::Down(Down::Events { sub, events }) => {
+                let Some(s) = self.subs.iter_mut().find(|s| s.id == sub) else {
+                    return;
+                };
+                let batches = s.demand.receive(events.len());
+                self.current = Some(Current {
+                    sub,
+                    items: events.into_iter(),
+                    batches,
+                    left: 0,
+                    ask: 0,
+                });
+            }
+            Envelope::Down(Down::Cancel { sub, reason }) => {
+                self.subs.retain(|s| s.id != sub);
+                self.reason = Some(reason);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl<T: Send + 'static> Iterator for Stream<T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        if let Some((sub, n)) = self.owed.take() {
+            self.ask(sub, n);
+        }
+        loop {
+            if let Some(cur) = &mut self.current {
+                if cur.left == 0 {
+                    match cur.batches.next() {
+                        Some(batch) => {
+                            cur.left = batch.len;
+                            cur.ask = batch.ask;
+                        }
+                        None => {
+                            self.current = None;
+                            continue;
+                        }
+                    }
+                }
+                let item = cur.items.next();
+                cur.left -= 1;
+                if cur.left == 0 && cur.ask > 0 {
+                    self.owed = Some((cur.sub, cur.ask));
+                }
+                if item.is_some() {
+                    return item;
+                }
+                continue;
+            }
+            if self.subs.is_empty() && self.expecting == 0 {
+                return None;
+            }
+            match self.rx.recv() {
+                Ok(env) => self.receive(env),
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for Stream<T> {
+    fn drop(&mut self) {
+        for s in &self.subs {
+            let _ = s.port.try_send(Up::Cancel {
+                sub: s.id,
+                reason: Reason::Normal,
+            });
+        }
+        // Subscriptions confirmed but not read yet are cancelled too.
+        while self.expecting > 0 {
+            match self.rx.try_recv() {
+                Ok(Envelope::Down(Down::Subscribed(s))) => {
+                    self.expecting -= 1;
+                    let _ = s.producer.try_send(Up::Cancel {
+                        sub: s.info.id,
+                        reason: Reason::Normal,
+                    });
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+}
