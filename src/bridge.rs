@@ -186,7 +186,12 @@ impl<T: Send + 'static> Stream<T> {
         options: SubscribeOptions,
     ) -> Result<SubscriptionId, SubscribeError> {
         let port = Counted::new(self.tx.clone(), self.shared.clone());
-        let sub = subscribe(&producer.source(), Box::new(port), self.name.clone(), options)?;
+        let sub = subscribe(
+            &producer.source(),
+            Box::new(port),
+            self.name.clone(),
+            options,
+        )?;
         self.expecting += 1;
         Ok(sub)
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use crate::envelope::{Msg, Port, PortError};
-use crate::error::CastError;
+use crate::error::{CallError, CastError};
 use crate::reason::Reason;
 use crate::subscription::SubscriptionId;
 use crate::timer::{TimerId, Timers};
@@ -190,19 +190,46 @@ impl<Out, M> fmt::Debug for Context<'_, Out, M> {
 /// A call puts a `Reply` inside the message it sends; the stage answers with
 /// [`Context::reply`] (after its events are dispatched) or [`Reply::send`] (at once, even from
 /// another callback later). Dropping it unanswered makes the call fail with
-/// [`CallError::NoReply`](crate::CallError::NoReply).
+/// [`CallError::NoReply`](crate::CallError::NoReply), or with
+/// [`CallError::Stopped`](crate::CallError::Stopped) if it is dropped because the stage is
+/// ending (it stopped, or a callback panicked).
 pub struct Reply<R> {
-    tx: Sender<R>,
+    tx: Option<Sender<Result<R, CallError>>>,
+}
+
+thread_local! {
+    /// Set on a stage's thread once its loop has ended: replies dropped from then on were
+    /// dropped because the stage stopped.
+    static ENDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the current thread's stage as ending (see [`Reply`]).
+pub(crate) fn mark_ending() {
+    ENDING.with(|e| e.set(true));
 }
 
 impl<R> Reply<R> {
-    pub(crate) fn new(tx: Sender<R>) -> Reply<R> {
-        Reply { tx }
+    pub(crate) fn new(tx: Sender<Result<R, CallError>>) -> Reply<R> {
+        Reply { tx: Some(tx) }
     }
 
     /// Sends the reply now. Returns `false` if the caller has stopped waiting.
-    pub fn send(self, value: R) -> bool {
-        self.tx.try_send(value).is_ok()
+    pub fn send(mut self, value: R) -> bool {
+        match self.tx.take() {
+            Some(tx) => tx.try_send(Ok(value)).is_ok(),
+            None => false,
+        }
+    }
+}
+
+impl<R> Drop for Reply<R> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            if std::thread::panicking() || ENDING.with(|e| e.get()) {
+                let _ = tx.try_send(Err(CallError::Stopped));
+            }
+            // Otherwise the caller sees the channel close: NoReply.
+        }
     }
 }
 
@@ -229,7 +256,9 @@ impl<M> Mailbox<M> {
     ///
     /// [`CastError::Stopped`] with the message if the stage has ended.
     pub fn cast(&self, msg: M) -> Result<(), CastError<M>> {
-        self.port.send(Msg(msg)).map_err(|m| CastError::Stopped(m.0))
+        self.port
+            .send(Msg(msg))
+            .map_err(|m| CastError::Stopped(m.0))
     }
 
     /// Sends `msg` if the inbox has room.

@@ -256,13 +256,17 @@ impl<S, R: Role<S>> Stage<S, R> {
         let deadline = Instant::now() + timeout;
         let (tx, rx) = bounded(1);
         let msg = make(Reply::new(tx));
-        match self.tx.sender().send_deadline(Envelope::Message(msg), deadline) {
+        match self
+            .tx
+            .sender()
+            .send_deadline(Envelope::Message(msg), deadline)
+        {
             Ok(()) => {}
             Err(SendTimeoutError::Timeout(_)) => return Err(CallError::Timeout),
             Err(SendTimeoutError::Disconnected(_)) => return Err(CallError::Stopped),
         }
         match rx.recv_deadline(deadline) {
-            Ok(v) => Ok(v),
+            Ok(result) => result,
             Err(RecvTimeoutError::Timeout) => Err(CallError::Timeout),
             Err(RecvTimeoutError::Disconnected) => {
                 if self.shared.outcome().is_some()
@@ -497,14 +501,13 @@ pub(crate) fn subscribe<T: Send + 'static>(
     match answer.recv_deadline(deadline) {
         Ok(result) => result.map(|()| sub),
         Err(RecvTimeoutError::Disconnected) => Err(gone()),
-        Err(RecvTimeoutError::Timeout) => {
-            // Withdraw the request; the producer handles the cancel after it.
-            let _ = source.port.try_send(Up::Cancel {
-                sub,
-                reason: Reason::Shutdown,
-            });
-            Err(timeout())
-        }
+        Err(RecvTimeoutError::Timeout) => match answer.try_recv() {
+            // The answer came just as the time ran out.
+            Ok(result) => result.map(|()| sub),
+            // Withdrawn: dropping `answer` tells the producer, which then drops the request
+            // without telling the consumer (it acknowledges before anything else).
+            Err(_) => Err(timeout()),
+        },
     }
 }
 

@@ -129,6 +129,7 @@ mod runner;
 mod shared;
 mod stage;
 mod subscription;
+mod supervisor;
 mod timer;
 mod topology;
 mod unwind;
@@ -147,8 +148,8 @@ pub use shared::{Counters, SubscriptionCounters};
 pub use stage::{Consumer, Producer, ProducerConsumer};
 pub use subscription::{
     BufferKeep, CancelMode, DemandMode, Direction, Partition, ProducerDemand, Selector,
-    SubscribeOptions,
-    Subscription, SubscriptionId,
+    SubscribeOptions, Subscription, SubscriptionId,
 };
+pub use supervisor::{Restart, Supervisor, SupervisorMsg, SupervisorStats};
 pub use timer::TimerId;
 pub use topology::{AsStageRef, Topology};

@@ -279,6 +279,8 @@ pub(crate) struct Runner<S: Callbacks> {
     finishing: Option<Reason>,
     /// Demand a dispatcher created while dispatching, served on the next turn.
     pending_demand: usize,
+    /// A timer is due and waits behind this many queued messages.
+    timer_gate: Option<usize>,
     /// Producer in accumulate mode: what it holds back, oldest first.
     accumulating: bool,
     held: VecDeque<Held<S::Out>>,
@@ -315,6 +317,7 @@ impl<S: Callbacks> Runner<S> {
             pending_demand: 0,
             accumulating: S::KIND == Kind::Producer && config.demand == ProducerDemand::Accumulate,
             held: VecDeque::new(),
+            timer_gate: None,
             exit: None,
         }
     }
@@ -336,23 +339,33 @@ impl<S: Callbacks> Runner<S> {
                 return self.finishing.take().unwrap_or(Reason::Normal);
             }
             self.flush_backlogs();
+            // A timer that is due takes its place behind the messages already queued, as a
+            // message sent to itself would: they are handled first, then it fires.
             let deadline = self.fx.timers.next_deadline();
-            match self.wait(deadline) {
-                Wait::Msg(env) => self.handle(env),
-                Wait::Timeout => {}
-                Wait::Disconnected => {
-                    if self.fx.timers.is_empty() {
-                        // Nobody can reach this stage any more: no handle, no subscription.
-                        return self.finishing.take().unwrap_or(Reason::Normal);
-                    }
-                    // Only timers can still wake it: wait for the next one.
-                    if let Some(d) = deadline {
-                        std::thread::sleep(d.saturating_duration_since(Instant::now()));
-                    }
+            if let Some(d) = deadline {
+                if self.timer_gate.is_none() && Instant::now() >= d {
+                    self.timer_gate = Some(self.inbox.len());
                 }
             }
-            if deadline.is_some() {
+            if self.timer_gate == Some(0) {
+                self.timer_gate = None;
                 self.fire_timers();
+            } else {
+                let wait_until = if self.timer_gate.is_some() {
+                    None
+                } else {
+                    deadline
+                };
+                match self.wait(wait_until) {
+                    Wait::Msg(env) => {
+                        if let Some(gate) = &mut self.timer_gate {
+                            *gate = gate.saturating_sub(1);
+                        }
+                        self.handle(env);
+                    }
+                    Wait::Timeout => {}
+                    Wait::Disconnected => return self.finishing.take().unwrap_or(Reason::Normal),
+                }
             }
             while self.pending_demand > 0 && self.exit.is_none() {
                 let demand = std::mem::take(&mut self.pending_demand);
@@ -582,12 +595,23 @@ impl<S: Callbacks> Runner<S> {
 
     /// Runs one callback, then applies what it asked for.
     fn invoke<R>(&mut self, f: impl FnOnce(&mut S, &mut Context<'_, S::Out, S::Msg>) -> R) -> R {
+        let r = self.call(f);
+        self.apply_effects();
+        r
+    }
+
+    /// Runs one callback; its effects wait in `fx` until [`Runner::apply_effects`].
+    fn call<R>(&mut self, f: impl FnOnce(&mut S, &mut Context<'_, S::Out, S::Msg>) -> R) -> R {
         let mut ctx = Context {
             fx: &mut self.fx,
             name: &self.shared.name,
             stop_requested: &self.shared.stop_requested,
         };
-        let r = f(&mut self.stage, &mut ctx);
+        f(&mut self.stage, &mut ctx)
+    }
+
+    /// Dispatches what the last callback emitted, then applies its other effects.
+    fn apply_effects(&mut self) {
         if !self.fx.emitted.is_empty() {
             let mut events = std::mem::take(&mut self.fx.emitted);
             if self.accumulating {
@@ -602,7 +626,6 @@ impl<S: Callbacks> Runner<S> {
         if self.fx.has_side_effects() {
             self.apply_side_effects();
         }
-        r
     }
 
     fn apply_side_effects(&mut self) {
@@ -712,6 +735,12 @@ impl<S: Callbacks> Runner<S> {
             let _ = ack.send(Err(e));
             return;
         }
+        // Acknowledge first: a subscriber that gave up waiting has dropped its end, and then
+        // the request is dropped without the consumer ever hearing of it.
+        if ack.try_send(Ok(())).is_err() {
+            self.route(|d, out| d.cancel(sub, out));
+            return;
+        }
         let info = Subscription {
             id: sub,
             direction: Direction::Downstream,
@@ -729,10 +758,8 @@ impl<S: Callbacks> Runner<S> {
             },
         }));
         if out.send(subscribed).is_err() {
+            // The consumer ended meanwhile; its subscription ends with it.
             self.route(|d, out| d.cancel(sub, out));
-            let _ = ack.send(Err(SubscribeError::ConsumerGone {
-                consumer: consumer_name.to_string(),
-            }));
             return;
         }
         let cell = self
@@ -745,7 +772,6 @@ impl<S: Callbacks> Runner<S> {
             closed: false,
             cell,
         });
-        let _ = ack.send(Ok(()));
         self.invoke(|s, ctx| {
             s.subscribed(&info, ctx);
         });
@@ -860,7 +886,13 @@ impl<S: Callbacks> Runner<S> {
         if self.downs.is_empty() {
             return;
         }
+        let before = events.len();
         self.route(|d, out| d.dispatch(events, out));
+        if S::KIND == Kind::ProducerConsumer {
+            // Downstream demand is used up by the events the dispatcher took, whatever it did
+            // with them (a broadcast sends each to every consumer).
+            self.counter = self.counter.saturating_sub(before - events.len());
+        }
     }
 
     /// Runs `f` on the dispatcher with an outbox that sends to the consumers, then accounts for
@@ -905,9 +937,6 @@ impl<S: Callbacks> Runner<S> {
             (r, out.discarded(), out.upstream_demand())
         };
         bump(&self.shared.cells.events_out, delivered as u64);
-        if S::KIND == Kind::ProducerConsumer {
-            self.counter = self.counter.saturating_sub(delivered);
-        }
         gone.dedup();
         for i in gone.into_iter().rev() {
             self.consumer_unreachable(i, VecDeque::new());
@@ -977,16 +1006,18 @@ impl<S: Callbacks> Runner<S> {
             cancelling: false,
             cell,
         });
-        let mode = self.invoke(|s, ctx| s.subscribed(&info, ctx));
-        let Some(link) = self.ups.iter_mut().find(|l| l.info.id == sub) else {
-            return;
-        };
-        link.mode = mode;
-        if mode == DemandMode::Automatic && !link.cancelling {
-            let n = link.demand.max();
-            link.cell.store(n as u64, Ordering::Relaxed);
-            let _ = link.out.send(Up::Ask { sub, n });
+        // The mode is set before the callback's effects apply, so that a manual consumer
+        // can ask from `handle_subscribe`.
+        let mode = self.call(|s, ctx| s.subscribed(&info, ctx));
+        if let Some(link) = self.ups.iter_mut().find(|l| l.info.id == sub) {
+            link.mode = mode;
+            if mode == DemandMode::Automatic && !link.cancelling {
+                let n = link.demand.max();
+                link.cell.store(n as u64, Ordering::Relaxed);
+                let _ = link.out.send(Up::Ask { sub, n });
+            }
         }
+        self.apply_effects();
     }
 
     fn on_events(&mut self, sub: SubscriptionId, events: Vec<S::In>) {

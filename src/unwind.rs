@@ -20,6 +20,7 @@ pub(crate) fn stage_main<S: Callbacks>(mut runner: Runner<S>) {
             Reason::Panicked(msg)
         }
     };
+    crate::context::mark_ending();
     if catch_unwind(AssertUnwindSafe(|| runner.terminate(&reason))).is_err() {
         error!("stage {}: panicked while ending", shared.name);
     }

@@ -1,0 +1,392 @@
+//! [`Supervisor`]: GenStage's ConsumerSupervisor for threads: one worker per event, at most
+//! `max_demand` running at once per producer.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
+use log::{error, warn};
+
+use crate::context::{ConsumerContext, Reply};
+use crate::events::Events;
+use crate::reason::Reason;
+use crate::stage::Consumer;
+use crate::subscription::{DemandMode, Subscription, SubscriptionId};
+
+/// How a [`Supervisor`] treats a worker that fails (returns `Err` or panics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restart {
+    /// Never run the event again (GenStage's `:temporary` child). The default.
+    Never,
+    /// Run the same event again, up to `max_restarts` restarts within `within`; past that the
+    /// supervisor stops with an error (GenStage's `:transient` child, `max_restarts` and
+    /// `max_seconds`). A restarting worker keeps its slot.
+    Transient {
+        /// Restarts allowed in the period (GenStage's default is 3).
+        max_restarts: usize,
+        /// The period (GenStage's default is 5 seconds).
+        within: Duration,
+    },
+}
+
+/// What a supervisor has done so far, read with [`SupervisorMsg::stats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SupervisorStats {
+    /// Workers running now.
+    pub running: usize,
+    /// The most workers that ever ran at once.
+    pub peak: usize,
+    /// Workers that finished with `Ok`.
+    pub succeeded: u64,
+    /// Workers that failed (`Err` or a panic), restarts included.
+    pub failed: u64,
+    /// Workers started again by the restart policy.
+    pub restarted: u64,
+}
+
+/// The supervisor's messages: workers report through them, and users ask for
+/// [`SupervisorStats`] with [`SupervisorMsg::stats`].
+pub struct SupervisorMsg<T>(Msg, PhantomData<fn() -> T>);
+
+enum Msg {
+    /// A worker exited: its report waits in the supervisor's channel.
+    Exited,
+    Stats(Reply<SupervisorStats>),
+}
+
+/// A worker's report.
+struct Exit<T> {
+    sub: SubscriptionId,
+    outcome: Result<(), String>,
+    retry: Option<T>,
+}
+
+impl<T> SupervisorMsg<T> {
+    /// A request for the supervisor's stats, for [`Stage::call`](crate::Stage::call):
+    /// `supervisor.call(SupervisorMsg::stats, timeout)`.
+    pub fn stats(reply: Reply<SupervisorStats>) -> SupervisorMsg<T> {
+        SupervisorMsg(Msg::Stats(reply), PhantomData)
+    }
+}
+
+impl<T> fmt::Debug for SupervisorMsg<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Msg::Exited => f.write_str("Exited"),
+            Msg::Stats(_) => f.write_str("Stats"),
+        }
+    }
+}
+
+type Work<T> = dyn Fn(T) -> Result<(), String> + Send + Sync;
+type Cloner<T> = fn(&T) -> T;
+
+/// Per producer: workers running, workers finished since the last ask, and the limits.
+struct Slots {
+    running: usize,
+    finished: usize,
+    min: usize,
+}
+
+/// A consumer that runs one worker thread per event, GenStage's ConsumerSupervisor.
+///
+/// Every subscription is manual: the supervisor asks `max_demand` at first, so at most
+/// `max_demand` workers run at once per producer, and asks again by ConsumerSupervisor's rule:
+/// once `min_demand` workers have finished since the last ask, it asks for exactly that many
+/// (so between `max_demand - min_demand` and `max_demand` run at once). A worker that fails is
+/// logged at error level and frees its slot, or, with [`Restart::Transient`], runs again in the
+/// same slot.
+///
+/// A worker is a function of the event returning `Ok(())` or `Err(message)`; a panic counts as
+/// an `Err` with the panic message. Workers run on their own threads, named after the
+/// supervisor.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use stageflow::{SubscribeOptions, Supervisor, SupervisorMsg};
+///
+/// let jobs = stageflow::from_iter(1..=20u64).spawn()?;
+/// let supervisor = stageflow::consumer(Supervisor::new(|job: u64| {
+///     std::thread::sleep(Duration::from_millis(job % 3));
+///     Ok(())
+/// }))
+/// .subscribe_to(&jobs, SubscribeOptions::new().max_demand(4).min_demand(2))?
+/// .spawn()?;
+/// supervisor.join();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Supervisor<T> {
+    work: Arc<Work<T>>,
+    restart: Restart,
+    cloner: Option<Cloner<T>>,
+    slots: HashMap<SubscriptionId, Slots>,
+    restarts: VecDeque<Instant>,
+    stats: SupervisorStats,
+    /// Workers' reports; each report is followed by a [`Msg::Exited`] wake-up.
+    reports: Receiver<Exit<T>>,
+    report_to: Sender<Exit<T>>,
+    shutdown: Duration,
+}
+
+impl<T> fmt::Debug for Supervisor<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("restart", &self.restart)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> Supervisor<T> {
+    /// A supervisor that runs `work` once per event. Failures are not retried.
+    pub fn new(work: impl Fn(T) -> Result<(), String> + Send + Sync + 'static) -> Supervisor<T> {
+        let (report_to, reports) = unbounded();
+        Supervisor {
+            reports,
+            report_to,
+            shutdown: Duration::from_secs(5),
+            work: Arc::new(work),
+            restart: Restart::Never,
+            cloner: None,
+            slots: HashMap::new(),
+            restarts: VecDeque::new(),
+            stats: SupervisorStats::default(),
+        }
+    }
+
+    /// When the supervisor ends because its producer did, how long it waits for running
+    /// workers to finish (threads cannot be killed: workers still running then are left to
+    /// finish on their own, and a warning is logged). Defaults to 5 seconds, GenStage's child
+    /// shutdown.
+    pub fn shutdown(mut self, timeout: Duration) -> Supervisor<T> {
+        self.shutdown = timeout;
+        self
+    }
+
+    fn start(
+        &mut self,
+        sub: SubscriptionId,
+        event: T,
+        ctx: &mut ConsumerContext<'_, SupervisorMsg<T>>,
+    ) {
+        let work = self.work.clone();
+        let mailbox = ctx.mailbox();
+        let report_to = self.report_to.clone();
+        let retry = self.cloner.map(|clone| clone(&event));
+        let spawned = std::thread::Builder::new()
+            .name(format!("{}-worker", ctx.name()))
+            .spawn(move || {
+                let outcome = match catch_unwind(AssertUnwindSafe(|| work(event))) {
+                    Ok(result) => result,
+                    Err(payload) => Err(payload
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "worker panicked".to_owned())),
+                };
+                let _ = report_to.send(Exit {
+                    sub,
+                    outcome,
+                    retry,
+                });
+                let _ = mailbox.cast(SupervisorMsg(Msg::Exited, PhantomData));
+            });
+        match spawned {
+            Ok(_) => {
+                self.stats.running += 1;
+                self.stats.peak = self.stats.peak.max(self.stats.running);
+                if let Some(slots) = self.slots.get_mut(&sub) {
+                    slots.running += 1;
+                }
+            }
+            Err(e) => {
+                // Counts as a worker that finished at once, as GenStage counts a failed start.
+                error!("stage {}: could not start a worker: {e}", ctx.name());
+                self.stats.failed += 1;
+                self.finished(sub, ctx);
+            }
+        }
+    }
+
+    /// A worker's slot is free: ask again once `min_demand` slots are.
+    fn finished(&mut self, sub: SubscriptionId, ctx: &mut ConsumerContext<'_, SupervisorMsg<T>>) {
+        if let Some(slots) = self.slots.get_mut(&sub) {
+            slots.finished += 1;
+            if slots.finished >= slots.min.max(1) {
+                ctx.ask(sub, slots.finished);
+                slots.finished = 0;
+            }
+        }
+    }
+
+    /// Handles one worker's report.
+    fn exited(&mut self, exit: Exit<T>, ctx: &mut ConsumerContext<'_, SupervisorMsg<T>>) {
+        let Exit {
+            sub,
+            outcome,
+            retry,
+        } = exit;
+        self.stats.running -= 1;
+        if let Some(slots) = self.slots.get_mut(&sub) {
+            slots.running -= 1;
+        }
+        match outcome {
+            Ok(()) => self.stats.succeeded += 1,
+            Err(message) => {
+                self.stats.failed += 1;
+                error!("stage {}: a worker failed: {message}", ctx.name());
+                if let Some(event) = retry {
+                    if self.may_restart() {
+                        self.stats.restarted += 1;
+                        self.start(sub, event, ctx);
+                        return;
+                    }
+                    if let Restart::Transient {
+                        max_restarts,
+                        within,
+                    } = self.restart
+                    {
+                        warn!(
+                            "stage {}: more than {max_restarts} worker restarts within {within:?}; stopping",
+                            ctx.name()
+                        );
+                        ctx.stop(Reason::error(format!(
+                            "more than {max_restarts} worker restarts within {within:?}"
+                        )));
+                        return;
+                    }
+                }
+            }
+        }
+        self.finished(sub, ctx);
+    }
+
+    fn may_restart(&mut self) -> bool {
+        let Restart::Transient {
+            max_restarts,
+            within,
+        } = self.restart
+        else {
+            return false;
+        };
+        let now = Instant::now();
+        while self
+            .restarts
+            .front()
+            .is_some_and(|&t| now.duration_since(t) > within)
+        {
+            self.restarts.pop_front();
+        }
+        if self.restarts.len() >= max_restarts {
+            return false;
+        }
+        self.restarts.push_back(now);
+        true
+    }
+}
+
+impl<T: Clone + Send + 'static> Supervisor<T> {
+    /// Sets the restart policy (restarting needs a copy of the event, hence `T: Clone`).
+    /// Defaults to [`Restart::Never`].
+    pub fn restart(mut self, restart: Restart) -> Supervisor<T> {
+        self.restart = restart;
+        self.cloner = match restart {
+            Restart::Never => None,
+            Restart::Transient { .. } => Some(T::clone),
+        };
+        self
+    }
+}
+
+impl<T: Send + 'static> Consumer for Supervisor<T> {
+    type In = T;
+    type Message = SupervisorMsg<T>;
+
+    fn handle_subscribe(
+        &mut self,
+        producer: &Subscription,
+        ctx: &mut ConsumerContext<'_, SupervisorMsg<T>>,
+    ) -> DemandMode {
+        let opts = producer.options();
+        self.slots.insert(
+            producer.id(),
+            Slots {
+                running: 0,
+                finished: 0,
+                min: opts.get_min_demand(),
+            },
+        );
+        ctx.ask(producer.id(), opts.get_max_demand());
+        DemandMode::Manual
+    }
+
+    fn handle_events(
+        &mut self,
+        events: Events<'_, T>,
+        ctx: &mut ConsumerContext<'_, SupervisorMsg<T>>,
+    ) {
+        let sub = events.subscription();
+        for event in events {
+            self.start(sub, event, ctx);
+        }
+    }
+
+    fn handle_message(
+        &mut self,
+        msg: SupervisorMsg<T>,
+        ctx: &mut ConsumerContext<'_, SupervisorMsg<T>>,
+    ) {
+        match msg.0 {
+            Msg::Stats(reply) => {
+                reply.send(self.stats.clone());
+            }
+            Msg::Exited => {
+                while let Ok(exit) = self.reports.try_recv() {
+                    self.exited(exit, ctx);
+                }
+            }
+        }
+    }
+
+    fn handle_cancel(
+        &mut self,
+        producer: &Subscription,
+        reason: &Reason,
+        ctx: &mut ConsumerContext<'_, SupervisorMsg<T>>,
+    ) {
+        if producer.options().get_cancel().exits_on(reason) {
+            // The stage ends after this callback: let running workers finish first.
+            let deadline = Instant::now() + self.shutdown;
+            while self.stats.running > 0 {
+                match self.reports.recv_deadline(deadline) {
+                    Ok(exit) => {
+                        self.stats.running -= 1;
+                        match exit.outcome {
+                            Ok(()) => self.stats.succeeded += 1,
+                            Err(message) => {
+                                self.stats.failed += 1;
+                                error!("stage {}: a worker failed: {message}", ctx.name());
+                            }
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                        warn!(
+                            "stage {}: ending with {} workers still running",
+                            ctx.name(),
+                            self.stats.running
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        self.slots.remove(&producer.id());
+    }
+}
