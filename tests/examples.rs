@@ -1,0 +1,51 @@
+//! The examples, run as tests: each one's `run` and what its story promises.
+
+mod common;
+
+use std::time::Duration;
+
+#[allow(dead_code)]
+#[path = "../examples/fan_out.rs"]
+mod fan_out;
+#[allow(dead_code)]
+#[path = "../examples/rate_limiter.rs"]
+mod rate_limiter;
+#[allow(dead_code)]
+#[path = "../examples/supervisor.rs"]
+mod supervisor;
+
+#[test]
+fn smoke() {
+    assert_eq!(fan_out::run(false).unwrap().len(), 50);
+}
+
+#[test]
+fn fan_out_gives_fifty_lines_in_order() {
+    let lines = fan_out::run(false).unwrap();
+    let expected: Vec<String> = (1..=5)
+        .flat_map(|n| (1..=10).map(move |i| format!("{n} :: {i}")))
+        .collect();
+    assert_eq!(lines, expected);
+}
+
+#[test]
+fn rate_limiter_never_exceeds_n_per_interval() {
+    let interval = Duration::from_millis(40);
+    let batches = rate_limiter::run(5, interval, 30, false).unwrap();
+    assert_eq!(batches.iter().map(|b| b.1).sum::<usize>(), 30);
+    assert!(batches.iter().all(|b| b.1 <= 5), "{batches:?}");
+    // 30 events at 5 per interval need at least 5 intervals after the first ask.
+    let last = batches.last().unwrap().0;
+    assert!(last >= interval * 5, "all events by {last:?}");
+}
+
+#[test]
+fn supervisor_never_runs_more_than_max_demand() {
+    let summary = supervisor::run(60, 4, 2).unwrap();
+    assert_eq!(summary.jobs, 60);
+    assert!(summary.peak_in_flight <= 4, "{summary:?}");
+    assert!(
+        summary.peak_in_flight >= 2,
+        "workers ran concurrently: {summary:?}"
+    );
+}
