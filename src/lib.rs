@@ -85,12 +85,41 @@
 //! A producer-consumer asks upstream at once, but handles inbound events only while its own
 //! consumers have demand; what a batch produces beyond that demand waits in its buffer.
 //!
+//! # Iterators in, iterators out
+//!
+//! [`from_iter`] makes a producer of any iterator (it pulls exactly what is asked and finishes
+//! with the iterator); [`stream`] consumes one or more producers on the calling thread as a
+//! blocking iterator (dropping it cancels its subscriptions). Together they put a pipeline in
+//! the middle of an ordinary iterator chain:
+//!
+//! ```
+//! use stageflow::SubscribeOptions;
+//!
+//! let words = stageflow::from_iter(["back", "pressure", "works"]).spawn()?;
+//! let lengths: Vec<usize> = stageflow::stream(&words, SubscribeOptions::new().max_demand(2))?
+//!     .map(str::len)
+//!     .collect();
+//! assert_eq!(lengths, vec![4, 8, 5]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Topologies
+//!
+//! A producer can feed many consumers through its [`Dispatcher`](dispatcher::Dispatcher):
+//! each event to one consumer (the default), to every consumer, or to the consumer of its
+//! partition (see the [`dispatcher`] module). A consumer can subscribe to many producers, at
+//! build time or while it runs ([`Stage::subscribe_to`], [`Stage::cancel`]). A consumer can take
+//! its demand into its own hands ([`DemandMode::Manual`], [`Context::ask`], [`Stage::ask`]); a
+//! producer can hold demand back until every consumer is there ([`ProducerDemand`]).
+//! [`Supervisor`] runs one worker thread per event with bounded concurrency.
+//!
 //! # Messages and timers
 //!
 //! Each stage has a `Message` type. [`Stage::cast`] sends one to its `handle_message`,
 //! [`Stage::call`] sends one carrying a [`Reply`] and waits for the answer, [`Stage::info`]
 //! delivers one after the events buffered before it, and [`Context::send_after`] schedules
-//! one to the stage itself. A cast or call to a stage that has ended is an error value.
+//! one to the stage itself. [`Context::mailbox`] hands other threads a way to message the
+//! stage. A cast or call to a stage that has ended is an error value.
 //!
 //! # Ending, failures and panics
 //!
