@@ -73,8 +73,14 @@ pub(crate) enum Control {
     SetDemand(crate::subscription::ProducerDemand),
     /// Producers: report the demand mode.
     GetDemand(Sender<crate::subscription::ProducerDemand>),
-    Cancel { sub: SubscriptionId, reason: Reason },
-    Ask { sub: SubscriptionId, n: usize },
+    Cancel {
+        sub: SubscriptionId,
+        reason: Reason,
+    },
+    Ask {
+        sub: SubscriptionId,
+        n: usize,
+    },
 }
 
 /// Why a send through a port did not happen; the message comes back.

@@ -687,6 +687,7 @@ impl<S: Callbacks> Runner<S> {
             && self.buffer.is_empty()
             && self.inbound.is_empty()
             && self.held.is_empty()
+            && self.dispatcher.held() == 0
         {
             self.exit = self.finishing.take();
         }
@@ -1144,7 +1145,7 @@ impl<S: Callbacks> Runner<S> {
         let mut lost = self.fx.emitted.len();
         self.fx.emitted.clear();
         let (buffered, _) = self.buffer.clear();
-        lost += buffered + self.inbound_events;
+        lost += buffered + self.inbound_events + self.dispatcher.held();
         for held in self.held.drain(..) {
             if let Held::Dispatch(events) = held {
                 lost += events.len();

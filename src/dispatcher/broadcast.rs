@@ -143,9 +143,9 @@ impl<T> BroadcastDispatcher<T> {
     }
 
     /// Called on each new ask or subscription. The producer flushes the demand we return at
-    /// once; if some of the buffered events we asked back never came, the buffer held fewer
-    /// than we thought (its keep policy dropped some), and the producer asked its stage for
-    /// the rest instead.
+    /// once; if some of the buffered events we asked back never came, its buffer held fewer
+    /// than we thought (its keep policy dropped some, or it had not yet emitted what it owed
+    /// when its last consumer left), and it asked its stage for the rest instead.
     fn settle(&mut self) {
         if self.flushing > 0 {
             self.requested = self.requested.saturating_add(self.flushing);
@@ -214,9 +214,12 @@ impl<T> fmt::Debug for BroadcastDispatcher<T> {
         impl<T> fmt::Debug for Consumers<'_, T> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_list()
-                    .entries(self.0.entries.iter().map(|e| {
-                        (e.sub, self.0.waiting + e.extra, e.selector.is_some())
-                    }))
+                    .entries(
+                        self.0
+                            .entries
+                            .iter()
+                            .map(|e| (e.sub, self.0.waiting + e.extra, e.selector.is_some())),
+                    )
                     .finish()
             }
         }
@@ -359,11 +362,12 @@ mod tests {
         f: impl FnOnce(&mut BroadcastDispatcher<u32>, &mut Outbox<'_, u32>) -> R,
     ) -> (R, Sent, usize, usize) {
         let mut sent = Vec::new();
-        let mut record = |sub, batch| sent.push((sub, batch));
-        let mut out = Outbox::new(&mut record);
-        let r = f(d, &mut out);
-        let (discarded, demand) = (out.discarded(), out.upstream_demand());
-        drop(out);
+        let (r, discarded, demand) = {
+            let mut record = |sub, batch| sent.push((sub, batch));
+            let mut out = Outbox::new(&mut record);
+            let r = f(d, &mut out);
+            (r, out.discarded(), out.upstream_demand())
+        };
         (r, sent, discarded, demand)
     }
 
@@ -434,7 +438,11 @@ mod tests {
             assert_eq!(*sub, s[i]);
             assert_eq!(*batch, (0..10).collect::<Vec<_>>());
         }
-        assert_eq!(sent[2].1.as_ptr(), ptr, "the last consumer gets the batch itself");
+        assert_eq!(
+            sent[2].1.as_ptr(),
+            ptr,
+            "the last consumer gets the batch itself"
+        );
         assert_eq!(d.demand_of(s[0]), 90);
     }
 
@@ -451,16 +459,17 @@ mod tests {
         d.subscribe(s[1], &SubscribeOptions::new().selector(prefix("pref")))
             .unwrap();
         let mut sent = Vec::new();
-        let mut record = |sub, batch| sent.push((sub, batch));
-        let mut out = Outbox::new(&mut record);
-        assert_eq!(d.ask(s[0], 4, &mut out), 0);
-        assert_eq!(d.ask(s[1], 4, &mut out), 4);
-        let mut events = vec!["pref", "prefix", "preview", "other"];
-        d.dispatch(&mut events, &mut out);
-        assert!(events.is_empty());
-        assert_eq!(out.upstream_demand(), 1);
-        assert_eq!(out.discarded(), 1, "no one took \"other\"");
-        drop(out);
+        {
+            let mut record = |sub, batch| sent.push((sub, batch));
+            let mut out = Outbox::new(&mut record);
+            assert_eq!(d.ask(s[0], 4, &mut out), 0);
+            assert_eq!(d.ask(s[1], 4, &mut out), 4);
+            let mut events = vec!["pref", "prefix", "preview", "other"];
+            d.dispatch(&mut events, &mut out);
+            assert!(events.is_empty());
+            assert_eq!(out.upstream_demand(), 1);
+            assert_eq!(out.discarded(), 1, "no one took \"other\"");
+        }
         assert_eq!(
             sent,
             vec![
@@ -480,10 +489,16 @@ mod tests {
         // has demand, whether or not its selector wants the event).
         let s = subs(2);
         let mut d = BroadcastDispatcher::new();
-        d.subscribe(s[0], &SubscribeOptions::new().selector(|x: &u32| x % 2 == 1))
-            .unwrap();
-        d.subscribe(s[1], &SubscribeOptions::new().selector(|x: &u32| x % 2 == 0))
-            .unwrap();
+        d.subscribe(
+            s[0],
+            &SubscribeOptions::new().selector(|x: &u32| x % 2 == 1),
+        )
+        .unwrap();
+        d.subscribe(
+            s[1],
+            &SubscribeOptions::new().selector(|x: &u32| x % 2 == 0),
+        )
+        .unwrap();
         ask(&mut d, s[0], 2);
         ask(&mut d, s[1], 2);
         let mut events = vec![1, 2, 3, 4, 5, 6];
@@ -581,7 +596,11 @@ mod tests {
         assert_eq!(ask(&mut d, s[0], 5), 5);
         assert_eq!(cancel(&mut d, s[0]), 0);
         d.subscribe(s[1], &SubscribeOptions::new()).unwrap();
-        assert_eq!(ask(&mut d, s[1], 5), 5, "the buffered events are asked back");
+        assert_eq!(
+            ask(&mut d, s[1], 5),
+            5,
+            "the buffered events are asked back"
+        );
         // The producer flushes its buffer: those five events come first.
         let (sent, left) = dispatch(&mut d, &[0, 1, 2, 3, 4]);
         assert_eq!(sent, vec![(s[1], vec![0, 1, 2, 3, 4])]);
@@ -605,9 +624,16 @@ mod tests {
         let (sent, left) = dispatch(&mut d, &[0, 1, 2, 3]);
         assert!(sent.is_empty());
         assert_eq!(left, vec![0, 1, 2, 3]);
-        assert_eq!(ask(&mut d, s[1], 10), 4, "the buffered events, and nothing new");
+        assert_eq!(
+            ask(&mut d, s[1], 10),
+            4,
+            "the buffered events, and nothing new"
+        );
         let (sent, _) = dispatch(&mut d, &[0, 1, 2, 3]);
-        assert_eq!(sent, vec![(s[0], vec![0, 1, 2, 3]), (s[1], vec![0, 1, 2, 3])]);
+        assert_eq!(
+            sent,
+            vec![(s[0], vec![0, 1, 2, 3]), (s[1], vec![0, 1, 2, 3])]
+        );
         let (sent, left) = dispatch(&mut d, &[4, 5, 6, 7, 8, 9]);
         assert_eq!(sent.len(), 2);
         assert_eq!(sent[1], (s[1], vec![4, 5, 6, 7, 8, 9]));

@@ -211,6 +211,13 @@ pub trait Dispatcher<T>: Send + 'static {
     /// Sends what it can of `events` through `out` and leaves the rest, in order, in
     /// `events`, for the producer's buffer.
     fn dispatch(&mut self, events: &mut Vec<T>, out: &mut Outbox<'_, T>);
+
+    /// How many events the dispatcher holds itself (in per-consumer queues, say). A finishing
+    /// producer waits until they have been delivered; a producer that stops counts them as
+    /// discarded. Defaults to 0.
+    fn held(&self) -> usize {
+        0
+    }
 }
 
 impl<T: 'static> Dispatcher<T> for Box<dyn Dispatcher<T>> {
@@ -232,5 +239,8 @@ impl<T: 'static> Dispatcher<T> for Box<dyn Dispatcher<T>> {
     }
     fn dispatch(&mut self, events: &mut Vec<T>, out: &mut Outbox<'_, T>) {
         (**self).dispatch(events, out)
+    }
+    fn held(&self) -> usize {
+        (**self).held()
     }
 }

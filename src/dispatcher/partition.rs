@@ -27,9 +27,12 @@ use crate::subscription::{Partition, SubscribeOptions, SubscriptionId};
 /// events go first, in one message) or until someone subscribes to that partition.
 ///
 /// An event the hash maps to no partition (`None`) is dropped without using any demand, and
-/// reported as discarded (the producer counts and logs it). A hash that returns a partition
-/// that does not exist is a bug: the event is dropped the same way and an error naming the
-/// stage is logged (GenStage crashes the producer).
+/// reported as discarded (the producer counts and logs it); the dispatcher asks the producer
+/// for one more event in its place. (GenStage only leaves the demand unused, which stalls a
+/// producer that emits exactly what it is asked for: it has met its demand, and the consumers
+/// wait for events that the dispatcher still expects.) A hash that returns a partition that
+/// does not exist is a bug: the event is dropped the same way and an error naming the stage is
+/// logged (GenStage crashes the producer).
 ///
 /// When a consumer cancels, the events queued for its partition are dropped (and counted as
 /// discarded), and as many new events are asked from the producer; its unmet demand was
@@ -43,6 +46,13 @@ use crate::subscription::{Partition, SubscribeOptions, SubscriptionId};
 /// in, without limit by default, and outside the producer's `buffer_size`. Bound it with
 /// [`max_queue`](PartitionDispatcher::max_queue), which drops the oldest queued events;
 /// [`queued`](PartitionDispatcher::queued) tells how many are held.
+///
+/// # Finishing
+///
+/// A producer that [finishes](crate::Context::finish) delivers its own buffer and the
+/// partitions' queues (it waits while [`Dispatcher::held`] is not 0) before its consumers see it
+/// end: nothing is lost on a normal finish. A producer that stops counts what its queues held
+/// as discarded.
 ///
 /// # Errors
 ///
@@ -91,9 +101,14 @@ pub struct PartitionDispatcher<T> {
     name: Option<String>,
 }
 
+/// A hash to partition numbers.
+type IndexHash<T> = Box<dyn Fn(&T) -> Option<u64> + Send>;
+/// A hash to partition names.
+type NameHash<T> = Box<dyn Fn(&T) -> Option<Partition> + Send>;
+
 enum Hash<T> {
-    Index(Box<dyn Fn(&T) -> Option<u64> + Send>),
-    Named(Box<dyn Fn(&T) -> Option<Partition> + Send>),
+    Index(IndexHash<T>),
+    Named(NameHash<T>),
 }
 
 /// One partition: its consumer, and either its demand or its queue (never both).
@@ -128,7 +143,10 @@ impl<T> PartitionDispatcher<T> {
             });
         }
         let names = (0..partitions as u64).map(Partition::Index).collect();
-        Ok(PartitionDispatcher::with(names, Hash::Index(Box::new(hash))))
+        Ok(PartitionDispatcher::with(
+            names,
+            Hash::Index(Box::new(hash)),
+        ))
     }
 
     /// A dispatcher with one partition for each of `names` (such as `["eu", "us"]`), and a
@@ -183,7 +201,10 @@ impl<T> PartitionDispatcher<T> {
                 });
             }
         }
-        Ok(PartitionDispatcher::with(names, Hash::Named(Box::new(hash))))
+        Ok(PartitionDispatcher::with(
+            names,
+            Hash::Named(Box::new(hash)),
+        ))
     }
 
     fn with(names: Vec<Partition>, hash: Hash<T>) -> PartitionDispatcher<T> {
@@ -312,9 +333,13 @@ impl<T> fmt::Debug for PartitionDispatcher<T> {
         impl<T> fmt::Debug for Slots<'_, T> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_list()
-                    .entries(self.0.names.iter().zip(&self.0.slots).map(|(name, s)| {
-                        (name, s.sub, s.demand, s.queue.len())
-                    }))
+                    .entries(
+                        self.0
+                            .names
+                            .iter()
+                            .zip(&self.0.slots)
+                            .map(|(name, s)| (name, s.sub, s.demand, s.queue.len())),
+                    )
                     .finish()
             }
         }
@@ -324,18 +349,6 @@ impl<T> fmt::Debug for PartitionDispatcher<T> {
             .field("pending", &self.pending)
             .field("max_queue", &self.max_queue)
             .finish()
-    }
-}
-
-impl<T> Drop for PartitionDispatcher<T> {
-    fn drop(&mut self) {
-        let queued = self.queued();
-        if queued > 0 {
-            warn!(
-                "stage {}: {queued} events queued in the partition dispatcher were dropped with it",
-                self.stage()
-            );
-        }
     }
 }
 
@@ -382,7 +395,9 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         };
         let slot = &mut self.slots[i];
         slot.sub = None;
-        self.pending = self.pending.saturating_add(std::mem::take(&mut slot.demand));
+        self.pending = self
+            .pending
+            .saturating_add(std::mem::take(&mut slot.demand));
         let dropped = std::mem::take(&mut slot.queue).len();
         if dropped > 0 {
             // The queue is dropped with its consumer; ask for as many new events instead.
@@ -410,6 +425,10 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         let demand = n - covered;
         self.waiting = self.waiting.saturating_add(demand);
         demand
+    }
+
+    fn held(&self) -> usize {
+        self.queued()
     }
 
     fn dispatch(&mut self, events: &mut Vec<T>, out: &mut Outbox<'_, T>) {
@@ -446,7 +465,8 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
                 self.list(),
             );
         }
-        let mut dropped = nowhere + unknown;
+        let unused = nowhere + unknown;
+        let mut dropped = unused;
         for (i, batch) in batches.into_iter().enumerate() {
             if !batch.is_empty() {
                 dropped += self.deliver(i, batch, out);
@@ -454,6 +474,11 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         }
         if dropped > 0 {
             out.discard(dropped);
+        }
+        if unused > 0 {
+            // The producer counts those events against the demand it was given, but they used
+            // none of `waiting`: ask for as many more, or the demand would wait forever.
+            out.ask_upstream(unused);
         }
     }
 }
@@ -472,31 +497,54 @@ mod tests {
         SubscribeOptions::new().partition(partition)
     }
 
-    /// Runs `f` with a recording outbox; returns its result, the messages and the discards.
+    /// Runs `f` with a recording outbox; returns its result, the messages, the discards and
+    /// the demand created.
     fn run<R>(
         d: &mut PartitionDispatcher<u32>,
         f: impl FnOnce(&mut PartitionDispatcher<u32>, &mut Outbox<'_, u32>) -> R,
-    ) -> (R, Sent, usize) {
+    ) -> (R, Sent, usize, usize) {
         let mut sent = Vec::new();
-        let mut record = |sub, batch| sent.push((sub, batch));
-        let mut out = Outbox::new(&mut record);
-        let r = f(d, &mut out);
-        let discarded = out.discarded();
-        assert_eq!(out.upstream_demand(), 0, "demand is only ever returned");
-        drop(out);
-        (r, sent, discarded)
+        let (r, discarded, demand) = {
+            let mut record = |sub, batch| sent.push((sub, batch));
+            let mut out = Outbox::new(&mut record);
+            let r = f(d, &mut out);
+            (r, out.discarded(), out.upstream_demand())
+        };
+        (r, sent, discarded, demand)
     }
 
     fn ask(d: &mut PartitionDispatcher<u32>, sub: SubscriptionId, n: usize) -> (usize, Sent) {
-        let (demand, sent, _) = run(d, |d, out| d.ask(sub, n, out));
+        let (demand, sent, discarded, created) = run(d, |d, out| d.ask(sub, n, out));
+        assert_eq!((discarded, created), (0, 0));
         (demand, sent)
     }
 
-    /// Dispatches `events`; returns the messages, the leftovers and the discards.
-    fn dispatch(d: &mut PartitionDispatcher<u32>, events: &[u32]) -> (Sent, Vec<u32>, usize) {
-        let mut events = events.to_vec();
-        let ((), sent, discarded) = run(d, |d, out| d.dispatch(&mut events, out));
-        (sent, events, discarded)
+    fn cancel(d: &mut PartitionDispatcher<u32>, sub: SubscriptionId) -> (usize, usize) {
+        let (demand, sent, discarded, created) = run(d, |d, out| d.cancel(sub, out));
+        assert!(sent.is_empty());
+        assert_eq!(created, 0);
+        (demand, discarded)
+    }
+
+    /// What one dispatch did.
+    #[derive(Debug, PartialEq)]
+    struct Dispatched {
+        sent: Sent,
+        left: Vec<u32>,
+        discarded: usize,
+        /// Demand asked upstream while dispatching.
+        asked: usize,
+    }
+
+    fn dispatch(d: &mut PartitionDispatcher<u32>, events: &[u32]) -> Dispatched {
+        let mut left = events.to_vec();
+        let ((), sent, discarded, asked) = run(d, |d, out| d.dispatch(&mut left, out));
+        Dispatched {
+            sent,
+            left,
+            discarded,
+            asked,
+        }
     }
 
     fn queue(d: &PartitionDispatcher<u32>, i: usize) -> Vec<u32> {
@@ -511,9 +559,9 @@ mod tests {
         d.subscribe(b, &on(1)).unwrap();
         assert_eq!(ask(&mut d, a, 3).0, 3);
         assert_eq!(ask(&mut d, b, 3).0, 3);
-        let (sent, left, _) = dispatch(&mut d, &[1, 2, 3, 4, 5, 6, 7]);
-        assert_eq!(sent, vec![(a, vec![2, 4, 6]), (b, vec![1, 3, 5])]);
-        assert_eq!(left, vec![7]);
+        let r = dispatch(&mut d, &[1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(r.sent, vec![(a, vec![2, 4, 6]), (b, vec![1, 3, 5])]);
+        assert_eq!(r.left, vec![7]);
         assert_eq!(d.waiting, 0);
     }
 
@@ -526,11 +574,17 @@ mod tests {
         let mut d = parity();
         d.subscribe(a, &on(0)).unwrap();
         assert_eq!(ask(&mut d, a, 4).0, 4);
-        let (sent, left, discarded) = dispatch(&mut d, &[1, 3, 5, 2, 4, 7, 6, 8, 10]);
-        assert_eq!(sent, vec![(a, vec![2])]);
+        let r = dispatch(&mut d, &[1, 3, 5, 2, 4, 7, 6, 8, 10]);
+        assert_eq!(
+            r,
+            Dispatched {
+                sent: vec![(a, vec![2])],
+                left: vec![4, 7, 6, 8, 10],
+                discarded: 0,
+                asked: 0,
+            }
+        );
         assert_eq!(queue(&d, 1), vec![1, 3, 5]);
-        assert_eq!(left, vec![4, 7, 6, 8, 10]);
-        assert_eq!(discarded, 0);
         assert_eq!(d.slots[0].demand, 3);
     }
 
@@ -541,13 +595,13 @@ mod tests {
         let mut d = PartitionDispatcher::new(2, |_: &u32| Some(0)).unwrap();
         d.subscribe(p1, &on(1)).unwrap();
         assert_eq!(ask(&mut d, p1, 5).0, 5);
-        let (sent, left, _) = dispatch(&mut d, &[1, 2, 5, 6, 7]);
-        assert!(sent.is_empty());
-        assert!(left.is_empty());
+        let r = dispatch(&mut d, &[1, 2, 5, 6, 7]);
+        assert!(r.sent.is_empty());
+        assert!(r.left.is_empty());
         assert_eq!(queue(&d, 0), vec![1, 2, 5, 6, 7]);
-        let (sent, left, _) = dispatch(&mut d, &[8, 9]);
-        assert!(sent.is_empty());
-        assert_eq!(left, vec![8, 9], "no upstream demand left");
+        let r = dispatch(&mut d, &[8, 9]);
+        assert!(r.sent.is_empty());
+        assert_eq!(r.left, vec![8, 9], "no upstream demand left");
 
         d.subscribe(p0, &on(0)).unwrap();
         let (demand, sent) = ask(&mut d, p0, 5);
@@ -564,15 +618,14 @@ mod tests {
         d.subscribe(b, &on(1)).unwrap();
         // b's demand pulls in events for a, which has not asked: they queue.
         assert_eq!(ask(&mut d, b, 3).0, 3);
-        let (sent, _, _) = dispatch(&mut d, &[2, 4, 6]);
-        assert!(sent.is_empty());
+        assert!(dispatch(&mut d, &[2, 4, 6]).sent.is_empty());
         assert_eq!(queue(&d, 0), vec![2, 4, 6]);
         // An ask of 2 takes two queued events; one of 4 takes the last and keeps 3 as demand.
         assert_eq!(ask(&mut d, a, 2), (2, vec![(a, vec![2, 4])]));
         assert_eq!(ask(&mut d, a, 4), (4, vec![(a, vec![6])]));
         assert_eq!(d.slots[0].demand, 3);
-        let (sent, _, _) = dispatch(&mut d, &[8, 10, 12, 14]);
-        assert_eq!(sent, vec![(a, vec![8, 10, 12])]);
+        let r = dispatch(&mut d, &[8, 10, 12, 14]);
+        assert_eq!(r.sent, vec![(a, vec![8, 10, 12])]);
         assert_eq!(queue(&d, 0), vec![14]);
         assert_eq!(d.waiting, 2);
     }
@@ -580,14 +633,22 @@ mod tests {
     #[test]
     fn none_drops_without_using_demand() {
         let a = SubscriptionId::unique();
-        let mut d =
-            PartitionDispatcher::new(1, |x: &u32| (x % 3 != 0).then_some(0)).unwrap();
+        let mut d = PartitionDispatcher::new(1, |x: &u32| (x % 3 != 0).then_some(0)).unwrap();
         d.subscribe(a, &on(0)).unwrap();
         ask(&mut d, a, 4);
-        let (sent, left, discarded) = dispatch(&mut d, &[0, 1, 2, 3, 4, 5, 6, 7, 8]);
-        assert_eq!(sent, vec![(a, vec![1, 2, 4, 5])]);
-        assert_eq!(discarded, 2, "0 and 3");
-        assert_eq!(left, vec![6, 7, 8], "not hashed: the demand ran out at 5");
+        let r = dispatch(&mut d, &[0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(
+            r,
+            Dispatched {
+                sent: vec![(a, vec![1, 2, 4, 5])],
+                // Not hashed: the demand ran out at 5.
+                left: vec![6, 7, 8],
+                // 0 and 3, counted, and replaced by as many new events.
+                discarded: 2,
+                asked: 2,
+            }
+        );
+        assert_eq!(d.waiting, 0);
     }
 
     #[test]
@@ -597,10 +658,16 @@ mod tests {
         d.attach("numbers");
         d.subscribe(a, &on(1)).unwrap();
         ask(&mut d, a, 2);
-        let (sent, left, discarded) = dispatch(&mut d, &[7, 1, 9, 1]);
-        assert_eq!(sent, vec![(a, vec![1, 1])]);
-        assert_eq!(discarded, 2);
-        assert!(left.is_empty());
+        let r = dispatch(&mut d, &[7, 1, 9, 1]);
+        assert_eq!(
+            r,
+            Dispatched {
+                sent: vec![(a, vec![1, 1])],
+                left: vec![],
+                discarded: 2,
+                asked: 2,
+            }
+        );
     }
 
     #[test]
@@ -612,13 +679,9 @@ mod tests {
         d.subscribe(p0, &on(0)).unwrap();
         d.subscribe(p1, &on(1)).unwrap();
         assert_eq!(ask(&mut d, p1, 10).0, 10);
-        let (sent, _, _) = dispatch(&mut d, &[0, 2, 4, 6, 8]);
-        assert!(sent.is_empty());
+        assert!(dispatch(&mut d, &[0, 2, 4, 6, 8]).sent.is_empty());
         assert_eq!(d.queued(), 5);
-        let (demand, sent, discarded) = run(&mut d, |d, out| d.cancel(p0, out));
-        assert_eq!(demand, 5);
-        assert_eq!(discarded, 5);
-        assert!(sent.is_empty());
+        assert_eq!(cancel(&mut d, p0), (5, 5));
         assert_eq!(d.queued(), 0);
         assert_eq!(d.waiting, 10);
     }
@@ -629,7 +692,7 @@ mod tests {
         let mut d = parity();
         d.subscribe(a, &on(0)).unwrap();
         assert_eq!(ask(&mut d, a, 10).0, 10);
-        assert_eq!(run(&mut d, |d, out| d.cancel(a, out)).0, 0);
+        assert_eq!(cancel(&mut d, a), (0, 0));
         assert_eq!(d.pending(), 10);
         d.subscribe(b, &on(0)).unwrap();
         assert_eq!(ask(&mut d, b, 4).0, 0);
@@ -644,10 +707,11 @@ mod tests {
         d.subscribe(p0, &on(0)).unwrap();
         d.subscribe(p1, &on(1)).unwrap();
         ask(&mut d, p0, 10);
-        let (sent, _, discarded) = dispatch(&mut d, &[1, 2, 3, 4, 5, 7]);
-        assert_eq!(sent, vec![(p0, vec![2, 4])]);
+        let r = dispatch(&mut d, &[1, 2, 3, 4, 5, 7]);
+        assert_eq!(r.sent, vec![(p0, vec![2, 4])]);
         assert_eq!(queue(&d, 1), vec![5, 7]);
-        assert_eq!(discarded, 2, "1 and 3");
+        // 1 and 3: counted, not replaced (they used demand, as queued events do).
+        assert_eq!((r.discarded, r.asked), (2, 0));
         assert_eq!(ask(&mut d, p1, 5).1, vec![(p1, vec![5, 7])]);
     }
 
@@ -673,7 +737,10 @@ mod tests {
             "invalid subscribe option: expected partition to be one of [0, 1], got 2"
         );
         let e = d
-            .subscribe(SubscriptionId::unique(), &SubscribeOptions::new().partition("0"))
+            .subscribe(
+                SubscriptionId::unique(),
+                &SubscribeOptions::new().partition("0"),
+            )
             .unwrap_err();
         assert!(e.to_string().ends_with("got \"0\""), "{e}");
         let first = SubscriptionId::unique();
@@ -687,7 +754,7 @@ mod tests {
             }
         );
         // Once its consumer leaves, the partition is free again.
-        run(&mut d, |d, out| d.cancel(first, out));
+        cancel(&mut d, first);
         d.subscribe(SubscriptionId::unique(), &on(0)).unwrap();
     }
 
@@ -702,10 +769,15 @@ mod tests {
         })
         .unwrap();
         let (a, b) = (SubscriptionId::unique(), SubscriptionId::unique());
-        d.subscribe(a, &SubscribeOptions::new().partition("eu")).unwrap();
-        d.subscribe(b, &SubscribeOptions::new().partition("us")).unwrap();
+        d.subscribe(a, &SubscribeOptions::new().partition("eu"))
+            .unwrap();
+        d.subscribe(b, &SubscribeOptions::new().partition("us"))
+            .unwrap();
         let e = d
-            .subscribe(SubscriptionId::unique(), &SubscribeOptions::new().partition("ap"))
+            .subscribe(
+                SubscriptionId::unique(),
+                &SubscribeOptions::new().partition("ap"),
+            )
             .unwrap_err();
         assert!(
             e.to_string()
@@ -714,10 +786,10 @@ mod tests {
         );
         ask(&mut d, a, 10);
         ask(&mut d, b, 10);
-        let (sent, left, discarded) = dispatch(&mut d, &[1, 11, 21, 31, 2, 12]);
-        assert_eq!(sent, vec![(a, vec![1, 2]), (b, vec![11, 12])]);
-        assert!(left.is_empty());
-        assert_eq!(discarded, 2);
+        let r = dispatch(&mut d, &[1, 11, 21, 31, 2, 12]);
+        assert_eq!(r.sent, vec![(a, vec![1, 2]), (b, vec![11, 12])]);
+        assert!(r.left.is_empty());
+        assert_eq!((r.discarded, r.asked), (2, 2));
     }
 
     #[test]
