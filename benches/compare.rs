@@ -134,6 +134,22 @@ fn throughput(s: &Settings) {
         || shapes::stageflow_fan(n, 2, 1000, 500),
         || shapes::baseline_fan(n, 2, 1000, 500),
     );
+    row(
+        s,
+        "d",
+        "producer (broadcast) → 2 consumers, distinct events, 1000/500",
+        n,
+        || shapes::stageflow_broadcast(n, 2, 1000, 500),
+        || shapes::baseline_broadcast(n, 2, 1000, 500),
+    );
+    row(
+        s,
+        "e",
+        "producer (partition x mod 2) → 2 consumers, 1000/500",
+        n,
+        || shapes::stageflow_partition(n, 2, 1000, 500),
+        || shapes::baseline_partition(n, 2, 1000, 500),
+    );
     let nf = 200_000 / scale;
     row(
         s,

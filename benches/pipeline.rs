@@ -54,6 +54,34 @@ fn fan(c: &mut Criterion) {
     g.finish();
 }
 
+/// d: producer (broadcast) -> 2 consumers, distinct events.
+fn broadcast(c: &mut Criterion) {
+    let n = 1_000_000;
+    let mut g = c.benchmark_group("d_broadcast_2_consumers");
+    g.throughput(Throughput::Elements(n));
+    g.bench_function("stageflow", |b| {
+        b.iter_custom(|i| timed(i, || shapes::stageflow_broadcast(n, 2, 1000, 500)))
+    });
+    g.bench_function("baseline", |b| {
+        b.iter_custom(|i| timed(i, || shapes::baseline_broadcast(n, 2, 1000, 500)))
+    });
+    g.finish();
+}
+
+/// e: producer (partition x mod 2) -> 2 consumers.
+fn partition(c: &mut Criterion) {
+    let n = 1_000_000;
+    let mut g = c.benchmark_group("e_partition_2_consumers");
+    g.throughput(Throughput::Elements(n));
+    g.bench_function("stageflow", |b| {
+        b.iter_custom(|i| timed(i, || shapes::stageflow_partition(n, 2, 1000, 500)))
+    });
+    g.bench_function("baseline", |b| {
+        b.iter_custom(|i| timed(i, || shapes::baseline_partition(n, 2, 1000, 500)))
+    });
+    g.finish();
+}
+
 /// f: one event at a time, 1/0.
 fn one_at_a_time(c: &mut Criterion) {
     let n = 20_000;
@@ -94,6 +122,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = pair, chain, fan, one_at_a_time, scaling
+    targets = pair, chain, fan, broadcast, partition, one_at_a_time, scaling
 }
 criterion_main!(benches);

@@ -364,3 +364,175 @@ pub(crate) fn baseline_fan(n: u64, consumers: usize, max: usize, min: usize) -> 
     assert_eq!(total, n, "baseline lost events");
     elapsed
 }
+
+// ----- d, e: broadcast and partition -----------------------------------------------------------
+
+/// producer (broadcast) -> `consumers` consumers; each consumer must see all `n` events.
+pub(crate) fn stageflow_broadcast(n: u64, consumers: usize, max: usize, min: usize) -> Duration {
+    let start = Instant::now();
+    // Accumulate until every consumer has subscribed, as GenStage advises for broadcasts.
+    let p = stageflow::producer(Emit { next: 0, limit: n })
+        .dispatcher(stageflow::dispatcher::BroadcastDispatcher::new())
+        .demand(stageflow::ProducerDemand::Accumulate)
+        .spawn()
+        .expect("producer");
+    let cs: Vec<_> = (0..consumers)
+        .map(|_| {
+            stageflow::consumer(Count(0))
+                .subscribe_to(&p, opts(max, min))
+                .expect("options")
+                .spawn()
+                .expect("consumer")
+        })
+        .collect();
+    p.set_demand(stageflow::ProducerDemand::Forward)
+        .expect("producer running");
+    for c in &cs {
+        c.join();
+    }
+    let elapsed = start.elapsed();
+    for c in &cs {
+        assert_eq!(c.counters().events_in, n, "stageflow lost events");
+    }
+    elapsed
+}
+
+/// producer (partition by x mod `consumers`) -> one consumer per partition; events in total.
+pub(crate) fn stageflow_partition(n: u64, consumers: usize, max: usize, min: usize) -> Duration {
+    let start = Instant::now();
+    let parts = consumers as u64;
+    let dispatcher =
+        stageflow::dispatcher::PartitionDispatcher::new(consumers, move |x: &u64| Some(*x % parts))
+            .expect("partitions");
+    let p = stageflow::producer(Emit { next: 0, limit: n })
+        .dispatcher(dispatcher)
+        .spawn()
+        .expect("producer");
+    let cs: Vec<_> = (0..parts)
+        .map(|i| {
+            stageflow::consumer(Count(0))
+                .subscribe_to(&p, opts(max, min).partition(i))
+                .expect("options")
+                .spawn()
+                .expect("consumer")
+        })
+        .collect();
+    let mut total = 0;
+    for c in &cs {
+        c.join();
+        total += c.counters().events_in;
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(total, n, "stageflow lost events");
+    elapsed
+}
+
+/// A producer by hand that serves several consumers from one inbox of tagged asks: `route`
+/// splits each batch it emits into per-consumer batches.
+fn hand_multi(
+    n: u64,
+    consumers: usize,
+    max: usize,
+    min: usize,
+    route: impl Fn(Vec<u64>, &mut [usize], &mut [Vec<u64>]) -> usize + Send + 'static,
+    upstream_demand: impl Fn(&[usize]) -> usize + Send + 'static,
+) -> Vec<u64> {
+    let cap = 1024;
+    let (ask_tx, ask_rx) = bounded::<(usize, usize)>(cap);
+    let mut outs = Vec::new();
+    let mut threads = Vec::new();
+    for i in 0..consumers {
+        let (ev_tx, ev_rx) = bounded::<Msg>(cap);
+        outs.push(ev_tx);
+        let asks = ask_tx.clone();
+        threads.push(std::thread::spawn(move || {
+            hand_consumer(u64::MAX, max, min, ev_rx, |k| {
+                let _ = asks.send((i, k));
+            })
+        }));
+    }
+    drop(ask_tx);
+    let mut demand = vec![0usize; consumers];
+    let mut queues: Vec<Vec<u64>> = vec![Vec::new(); consumers];
+    let mut next = 0;
+    while next < n {
+        let Ok((i, k)) = ask_rx.recv() else { break };
+        demand[i] += k;
+        let want = upstream_demand(&demand);
+        if want == 0 {
+            continue;
+        }
+        let end = (next + want as u64).min(n);
+        let used = route((next..end).collect(), &mut demand, &mut queues);
+        next += used as u64;
+        for (q, out) in queues.iter_mut().zip(&outs) {
+            if !q.is_empty() {
+                let _ = out.send(Msg::Events(std::mem::take(q)));
+            }
+        }
+    }
+    drop(outs);
+    threads
+        .into_iter()
+        .map(|t| t.join().expect("consumer"))
+        .collect()
+}
+
+/// The broadcast shape, by hand: the slowest consumer sets the pace; each batch is cloned to
+/// all but the last consumer.
+pub(crate) fn baseline_broadcast(n: u64, consumers: usize, max: usize, min: usize) -> Duration {
+    let start = Instant::now();
+    let counts = hand_multi(
+        n,
+        consumers,
+        max,
+        min,
+        |batch, demand, queues| {
+            let len = batch.len();
+            for d in demand.iter_mut() {
+                *d -= len;
+            }
+            let last = queues.len() - 1;
+            for q in &mut queues[..last] {
+                q.extend_from_slice(&batch);
+            }
+            queues[last] = batch;
+            len
+        },
+        |demand| demand.iter().copied().min().unwrap_or(0),
+    );
+    let elapsed = start.elapsed();
+    assert!(counts.iter().all(|&c| c == n), "baseline lost events");
+    elapsed
+}
+
+/// The partition shape, by hand: each event to partition x mod consumers, within that
+/// consumer's demand (events beyond wait for the next ask).
+pub(crate) fn baseline_partition(n: u64, consumers: usize, max: usize, min: usize) -> Duration {
+    let start = Instant::now();
+    let parts = consumers as u64;
+    let counts = hand_multi(
+        n,
+        consumers,
+        max,
+        min,
+        move |batch, demand, queues| {
+            // Emit only what every partition can take: events are spread evenly.
+            let mut used = 0;
+            for x in batch {
+                let p = (x % parts) as usize;
+                if demand[p] == 0 {
+                    break;
+                }
+                demand[p] -= 1;
+                queues[p].push(x);
+                used += 1;
+            }
+            used
+        },
+        |demand| demand.iter().sum(),
+    );
+    let elapsed = start.elapsed();
+    assert_eq!(counts.iter().sum::<u64>(), n, "baseline lost events");
+    elapsed
+}

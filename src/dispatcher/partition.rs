@@ -432,30 +432,39 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
     }
 
     fn dispatch(&mut self, events: &mut Vec<T>, out: &mut Outbox<'_, T>) {
-        // Hash events while upstream demand lasts; `None` and unknown partitions use none.
-        let mut routes = Vec::new();
-        while self.waiting > 0 && routes.len() < events.len() {
-            let route = self.route(&events[routes.len()]);
-            if let Route::To(_) = route {
-                self.waiting -= 1;
-            }
-            routes.push(route);
-        }
-        if routes.is_empty() {
+        if self.waiting == 0 || events.is_empty() {
             return;
         }
-        let mut batches: Vec<Vec<T>> = self.slots.iter().map(|_| Vec::new()).collect();
+        // Hash events while upstream demand lasts, in one pass, each straight into its
+        // partition's batch; `None` and unknown partitions use no demand. What is left when the
+        // demand runs out stays in `events`, unhashed, for the producer's buffer.
+        let share = events.len() / self.slots.len() + 16;
+        let mut batches: Vec<Vec<T>> = self
+            .slots
+            .iter()
+            .map(|_| Vec::with_capacity(share))
+            .collect();
         let (mut nowhere, mut unknown) = (0, 0);
         let mut first_unknown = None;
-        for (event, route) in events.drain(..routes.len()).zip(routes) {
-            match route {
-                Route::To(i) => batches[i].push(event),
+        let mut iter = std::mem::take(events).into_iter();
+        for event in iter.by_ref() {
+            match self.route(&event) {
+                Route::To(i) => {
+                    batches[i].push(event);
+                    self.waiting -= 1;
+                }
                 Route::Nowhere => nowhere += 1,
                 Route::Unknown(p) => {
                     unknown += 1;
                     first_unknown.get_or_insert(p);
                 }
             }
+            if self.waiting == 0 {
+                break;
+            }
+        }
+        if iter.len() > 0 {
+            events.extend(iter);
         }
         if let Some(p) = first_unknown {
             error!(
