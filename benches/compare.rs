@@ -76,6 +76,24 @@ fn row(
             return;
         }
     }
+    // STAGEFLOW_ONLY=stageflow|baseline runs one side only (for profiling).
+    let only = std::env::var("STAGEFLOW_ONLY").ok();
+    let run_a = only.as_deref() != Some("baseline");
+    let run_b = only.as_deref() != Some("stageflow");
+    let stageflow = || {
+        if run_a {
+            stageflow()
+        } else {
+            Duration::from_secs(1)
+        }
+    };
+    let baseline = || {
+        if run_b {
+            baseline()
+        } else {
+            Duration::from_secs(1)
+        }
+    };
     // Warm up both once, then alternate.
     stageflow();
     baseline();

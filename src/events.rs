@@ -18,8 +18,10 @@ use crate::subscription::SubscriptionId;
 /// }
 /// ```
 pub struct Events<'a, T> {
-    iter: &'a mut std::vec::IntoIter<T>,
-    remaining: usize,
+    /// The message's events; this batch is the next `n` of them. `None` once handed to
+    /// [`Events::map`].
+    iter: Option<&'a mut std::vec::IntoIter<T>>,
+    n: usize,
     from: SubscriptionId,
 }
 
@@ -31,8 +33,8 @@ impl<'a, T> Events<'a, T> {
     ) -> Events<'a, T> {
         debug_assert!(iter.len() >= len);
         Events {
-            iter,
-            remaining: len,
+            iter: Some(iter),
+            n: len,
             from,
         }
     }
@@ -44,23 +46,56 @@ impl<'a, T> Events<'a, T> {
 
     /// The events not yet taken, as a slice.
     pub fn as_slice(&self) -> &[T] {
-        &self.iter.as_slice()[..self.remaining]
+        match &self.iter {
+            Some(it) => &it.as_slice()[..self.n],
+            None => &[],
+        }
+    }
+
+    /// Maps each event with `f`, like [`Iterator::map`], into an iterator the standard library
+    /// knows the exact length of, so that collecting it or emitting it with
+    /// [`Context::emit_all`](crate::Context::emit_all) writes the results in one tight loop.
+    /// (Method syntax picks this over `Iterator::map`.)
+    #[allow(clippy::should_implement_trait)] // a faster `map` is the point
+    pub fn map<B, F: FnMut(T) -> B>(
+        mut self,
+        f: F,
+    ) -> std::iter::Map<std::iter::Take<&'a mut std::vec::IntoIter<T>>, F> {
+        let n = std::mem::take(&mut self.n);
+        let iter = self.iter.take().expect("a batch is mapped once");
+        iter.take(n).map(f)
     }
 }
 
 impl<T> Iterator for Events<'_, T> {
     type Item = T;
 
+    #[inline]
     fn next(&mut self) -> Option<T> {
-        if self.remaining == 0 {
+        if self.n == 0 {
             return None;
         }
-        self.remaining -= 1;
-        self.iter.next()
+        self.n -= 1;
+        self.iter.as_mut()?.next()
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.remaining, Some(self.remaining))
+        (self.n, Some(self.n))
+    }
+
+    // Folds over the message directly: `for_each`, `sum` and friends run one tight loop
+    // instead of a check per `next`.
+    fn fold<B, F: FnMut(B, T) -> B>(mut self, init: B, f: F) -> B {
+        let n = std::mem::take(&mut self.n);
+        let Some(iter) = self.iter.take() else {
+            return init;
+        };
+        if n == iter.len() {
+            // The batch is the rest of the message: fold the iterator itself.
+            std::mem::replace(iter, Vec::new().into_iter()).fold(init, f)
+        } else {
+            iter.take(n).fold(init, f)
+        }
     }
 }
 
@@ -69,7 +104,9 @@ impl<T> ExactSizeIterator for Events<'_, T> {}
 impl<T> Drop for Events<'_, T> {
     fn drop(&mut self) {
         // Skip what the callback left, so the next batch starts at its own first event.
-        for _ in self.by_ref() {}
+        if let Some(iter) = self.iter.take() {
+            for _ in iter.take(self.n) {}
+        }
     }
 }
 

@@ -1066,7 +1066,12 @@ impl<S: Callbacks> Runner<S> {
             if S::KIND == Kind::ProducerConsumer {
                 self.fx.emitted.reserve(batch.len);
             }
+            let rest = iter.len() - batch.len;
             self.invoke(|s, ctx| s.events(Events::new(&mut iter, batch.len, sub), ctx));
+            // A batch mapped and left half-consumed leaves events behind: drop them.
+            while iter.len() > rest {
+                iter.next();
+            }
             if self.exit.is_some() {
                 // The stage stopped: the rest is not handled and not asked for.
                 let rest = iter.len();
