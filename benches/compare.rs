@@ -5,10 +5,100 @@
 
 mod shapes;
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Sender};
 use stageflow::{Consumer, ConsumerContext, Context, Events, Producer, SubscribeOptions};
+
+/// Counts allocations, to show what a shape allocates per event.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator, which upholds
+// `GlobalAlloc`'s contract; the counter has no effect on the memory handed out.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations (and reallocations) per 1000 events of one run of `f`.
+fn allocations(n: u64, f: impl Fn() -> Duration) -> f64 {
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    f();
+    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    (after - before) as f64 * 1000.0 / n as f64
+}
+
+fn allocation_table(s: &Settings) {
+    if s.only
+        .as_ref()
+        .is_some_and(|o| !o.iter().any(|x| x == "alloc"))
+    {
+        return;
+    }
+    println!("## Allocations per 1000 events (one run each, threads and channels included)");
+    println!();
+    println!("| id | stageflow | baseline |");
+    println!("|---|---|---|");
+    let n = 1_000_000;
+    let rows: [(
+        &str,
+        Box<dyn Fn() -> Duration>,
+        Box<dyn Fn() -> Duration>,
+        u64,
+    ); 4] = [
+        (
+            "a",
+            Box::new(move || shapes::stageflow_pair(n, 1000, 500)),
+            Box::new(move || shapes::baseline_pair(n, 1000, 500)),
+            n,
+        ),
+        (
+            "b",
+            Box::new(move || shapes::stageflow_chain(n, 1, 1000, 500)),
+            Box::new(move || shapes::baseline_chain(n, 1, 1000, 500)),
+            n,
+        ),
+        (
+            "c",
+            Box::new(move || shapes::stageflow_fan(n, 2, 1000, 500)),
+            Box::new(move || shapes::baseline_fan(n, 2, 1000, 500)),
+            n,
+        ),
+        (
+            "f",
+            Box::new(|| shapes::stageflow_pair(20_000, 1, 0)),
+            Box::new(|| shapes::baseline_pair(20_000, 1, 0)),
+            20_000,
+        ),
+    ];
+    for (id, a, b, n) in rows {
+        println!(
+            "| {id} | {:.2} | {:.2} |",
+            allocations(n, a),
+            allocations(n, b)
+        );
+    }
+    println!();
+}
 
 struct Settings {
     quick: bool,
@@ -403,6 +493,7 @@ fn main() {
     );
     println!();
     throughput(&s);
+    allocation_table(&s);
     if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "g")) {
         memory(&s);
     }
