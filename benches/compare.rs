@@ -59,12 +59,8 @@ fn allocation_table(s: &Settings) {
     println!("| id | stageflow | baseline |");
     println!("|---|---|---|");
     let n = 1_000_000;
-    let rows: [(
-        &str,
-        Box<dyn Fn() -> Duration>,
-        Box<dyn Fn() -> Duration>,
-        u64,
-    ); 4] = [
+    type Run = Box<dyn Fn() -> Duration>;
+    let rows: [(&str, Run, Run, u64); 4] = [
         (
             "a",
             Box::new(move || shapes::stageflow_pair(n, 1000, 500)),

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{collect_events, joined, next, Numbers, Recorder, Report};
-use stageflow::{Context, Events, Producer, ProducerConsumer, Reason, SubscribeOptions};
+use stageflow::{Context, Producer, Reason, SubscribeOptions};
 
 /// Emits one event per message: each ask is answered by `n` casts to itself (timers), so the
 /// consumer's inbox gets many small messages.
@@ -31,17 +31,6 @@ impl Producer for Trickle {
         if self.next == self.limit {
             ctx.finish();
         }
-    }
-}
-
-struct Identity;
-
-impl ProducerConsumer for Identity {
-    type In = u64;
-    type Out = u64;
-    type Message = ();
-    fn handle_events(&mut self, events: Events<'_, u64>, ctx: &mut Context<'_, u64>) {
-        ctx.emit_all(events);
     }
 }
 
@@ -79,7 +68,7 @@ fn one_slot_inboxes_do_not_deadlock() {
         .inbox_capacity(1)
         .spawn()
         .unwrap();
-    let pc = stageflow::producer_consumer(Identity)
+    let pc = stageflow::producer_consumer(common::Pass)
         .inbox_capacity(1)
         .subscribe_to(&p, SubscribeOptions::new().max_demand(100).min_demand(99))
         .unwrap()

@@ -10,8 +10,7 @@ use crossbeam_channel::{Receiver, Sender};
 use stageflow::dispatcher::BroadcastDispatcher;
 use stageflow::{
     BuildError, CancelMode, Consumer, ConsumerContext, ConsumerHandle, Context, DemandMode, Events,
-    Producer, ProducerConsumer, ProducerHandle, Reason, Reply, SubscribeError, SubscribeOptions,
-    Subscription,
+    Producer, ProducerHandle, Reason, Reply, SubscribeError, SubscribeOptions, Subscription,
 };
 
 enum Cmd {
@@ -446,19 +445,6 @@ fn cancelling_the_slowest_releases_the_others() {
     joined(&p);
 }
 
-/// Passes events on unchanged.
-struct Identity;
-
-impl ProducerConsumer for Identity {
-    type In = u64;
-    type Out = u64;
-    type Message = ();
-
-    fn handle_events(&mut self, events: Events<'_, u64>, ctx: &mut Context<'_, u64>) {
-        ctx.emit_all(events);
-    }
-}
-
 #[test]
 fn a_broadcasting_producer_consumer_keeps_flowing() {
     // A producer-consumer's downstream demand is used up by the events its dispatcher takes,
@@ -466,7 +452,7 @@ fn a_broadcasting_producer_consumer_keeps_flowing() {
     let (numbers, _demands) = Numbers::new(None);
     let p = stageflow::producer(numbers).spawn().unwrap();
     // Upstream messages of at most 4 events: fewer than the downstream demand of 10.
-    let pc = stageflow::producer_consumer(Identity)
+    let pc = stageflow::producer_consumer(common::Pass)
         .dispatcher(BroadcastDispatcher::new())
         .subscribe_to(&p, SubscribeOptions::new().max_demand(4))
         .unwrap()

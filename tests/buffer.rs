@@ -10,8 +10,7 @@ use std::time::Duration;
 use common::{collect_events, joined, next, Recorder, Report, LIMIT};
 use crossbeam_channel::{Receiver, Sender};
 use stageflow::{
-    BufferKeep, BuildError, Context, Events, Producer, ProducerConsumer, ProducerHandle, Reason,
-    Reply, SubscribeOptions,
+    BufferKeep, BuildError, Context, Producer, ProducerHandle, Reason, Reply, SubscribeOptions,
 };
 
 enum Cmd<T> {
@@ -286,18 +285,6 @@ fn finish_with_nobody_subscribed_waits_for_a_consumer() {
     assert!(prx.try_recv().is_err(), "no handle_demand after finish");
 }
 
-struct Pass;
-
-impl ProducerConsumer for Pass {
-    type In = u32;
-    type Out = u32;
-    type Message = ();
-
-    fn handle_events(&mut self, events: Events<'_, u32>, ctx: &mut Context<'_, u32>) {
-        ctx.emit_all(events);
-    }
-}
-
 fn assert_buffer_size_error(err: BuildError) {
     let text = err.to_string();
     match err {
@@ -322,7 +309,7 @@ fn buffer_size_zero_fails_at_spawn() {
         .expect_err("buffer_size 0 must be refused");
     assert_buffer_size_error(err);
 
-    let err = stageflow::producer_consumer(Pass)
+    let err = stageflow::producer_consumer(common::Pass)
         .buffer_size(0)
         .spawn()
         .expect_err("buffer_size 0 must be refused");

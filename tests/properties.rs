@@ -16,8 +16,8 @@ use common::joined;
 use proptest::prelude::*;
 use stageflow::dispatcher::{DemandDispatcher, Dispatcher, Outbox};
 use stageflow::{
-    Consumer, ConsumerContext, Context, Events, Producer, ProducerConsumer, Reason, SubscribeError,
-    SubscribeOptions, SubscriptionId,
+    Consumer, ConsumerContext, Context, Events, Producer, Reason, SubscribeError, SubscribeOptions,
+    SubscriptionId,
 };
 
 /// Protocol violations seen anywhere in one pipeline.
@@ -251,19 +251,6 @@ impl Producer for Source {
     }
 }
 
-/// Passes events through unchanged.
-struct Pass;
-
-impl ProducerConsumer for Pass {
-    type In = u64;
-    type Out = u64;
-    type Message = ();
-
-    fn handle_events(&mut self, events: Events<'_, u64>, ctx: &mut Context<'_, u64>) {
-        ctx.emit_all(events);
-    }
-}
-
 /// Keeps every event and checks every batch against its chunk size.
 struct Collector {
     chunk: usize,
@@ -341,7 +328,7 @@ fn run(case: &Case) -> Vec<String> {
             outcomes.push(("sink", joined(&sink)));
         }
         Some((pmax, pmin)) => {
-            let pass = stageflow::producer_consumer(Pass)
+            let pass = stageflow::producer_consumer(common::Pass)
                 .name("pass")
                 .dispatcher(Audited::new(&violations))
                 .subscribe_to(

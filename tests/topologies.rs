@@ -18,8 +18,8 @@ use stageflow::dispatcher::{
     BroadcastDispatcher, DemandDispatcher, Dispatcher, Outbox, PartitionDispatcher,
 };
 use stageflow::{
-    CancelMode, Consumer, ConsumerContext, Context, Events, Producer, ProducerConsumer,
-    ProducerDemand, StageRef, SubscribeError, SubscribeOptions, SubscriptionId, Upstream,
+    CancelMode, Consumer, ConsumerContext, Context, Events, Producer, ProducerDemand, StageRef,
+    SubscribeError, SubscribeOptions, SubscriptionId, Upstream,
 };
 
 type Violations = Arc<Mutex<Vec<String>>>;
@@ -132,17 +132,6 @@ impl Producer for Source {
     }
 }
 
-struct Pass;
-
-impl ProducerConsumer for Pass {
-    type In = u64;
-    type Out = u64;
-    type Message = ();
-    fn handle_events(&mut self, events: Events<'_, u64>, ctx: &mut Context<'_, u64>) {
-        ctx.emit_all(events);
-    }
-}
-
 /// Reports every event with the consumer's index; may be slow.
 struct Sink {
     index: usize,
@@ -228,7 +217,7 @@ fn run(case: &Case) -> Result<Vec<Vec<u64>>, String> {
     if case.pcs > 0 {
         let mut pcs = Vec::new();
         for _ in 0..case.pcs {
-            let mut b = stageflow::producer_consumer(Pass).dispatcher(dispatcher(
+            let mut b = stageflow::producer_consumer(common::Pass).dispatcher(dispatcher(
                 case.kind,
                 n_consumers,
                 &v,

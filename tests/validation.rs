@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::{joined, next, Numbers, Recorder, Report, LIMIT};
 use stageflow::{
-    BuildError, ConsumerContext, Context, Events, ProducerConsumer, ProducerHandle, Reason,
-    SubscribeError, SubscribeOptions,
+    BuildError, ConsumerContext, Context, Events, ProducerHandle, Reason, SubscribeError,
+    SubscribeOptions,
 };
 
 fn numbers() -> (
@@ -233,18 +233,6 @@ fn subscribing_an_ended_consumer_fails_with_consumer_gone() {
     joined(&p);
 }
 
-struct Pass;
-
-impl ProducerConsumer for Pass {
-    type In = u64;
-    type Out = u64;
-    type Message = ();
-
-    fn handle_events(&mut self, events: Events<'_, u64>, ctx: &mut Context<'_, u64>) {
-        ctx.emit_all(events);
-    }
-}
-
 struct Sink;
 
 impl stageflow::Consumer for Sink {
@@ -275,7 +263,9 @@ fn zero_inbox_capacity_is_refused_at_spawn() {
         "inbox_capacity",
     );
     assert_build_invalid(
-        stageflow::producer_consumer(Pass).inbox_capacity(0).spawn(),
+        stageflow::producer_consumer(common::Pass)
+            .inbox_capacity(0)
+            .spawn(),
         "inbox_capacity",
     );
     assert_build_invalid(
@@ -289,7 +279,9 @@ fn zero_buffer_size_is_refused_at_spawn() {
     let (n, _rx) = Numbers::new(None);
     assert_build_invalid(stageflow::producer(n).buffer_size(0).spawn(), "buffer_size");
     assert_build_invalid(
-        stageflow::producer_consumer(Pass).buffer_size(0).spawn(),
+        stageflow::producer_consumer(common::Pass)
+            .buffer_size(0)
+            .spawn(),
         "buffer_size",
     );
 }
@@ -307,7 +299,7 @@ fn a_refused_build_makes_no_subscription() {
         "inbox_capacity",
     );
     assert_build_invalid(
-        stageflow::producer_consumer(Pass)
+        stageflow::producer_consumer(common::Pass)
             .buffer_size(0)
             .subscribe_to(&p, SubscribeOptions::new())
             .unwrap()

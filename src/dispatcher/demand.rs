@@ -172,10 +172,7 @@ mod tests {
         d: &mut DemandDispatcher,
         events: &mut Vec<u32>,
     ) -> Vec<(SubscriptionId, Vec<u32>)> {
-        let mut sent = Vec::new();
-        let mut record = |sub, batch| sent.push((sub, batch));
-        d.dispatch(events, &mut Outbox::new(&mut record));
-        sent
+        crate::dispatcher::record(d, |d, out| d.dispatch(events, out)).1
     }
 
     #[test]

@@ -244,3 +244,20 @@ impl<T: 'static> Dispatcher<T> for Box<dyn Dispatcher<T>> {
         (**self).held()
     }
 }
+
+/// Runs `f` on a dispatcher with an outbox that records what it does: the result, the
+/// messages sent, the events discarded and the upstream demand created. For unit tests.
+#[cfg(test)]
+pub(crate) fn record<D, T, R>(
+    d: &mut D,
+    f: impl FnOnce(&mut D, &mut Outbox<'_, T>) -> R,
+) -> (R, Vec<(SubscriptionId, Vec<T>)>, usize, usize) {
+    let mut sent = Vec::new();
+    let (r, discarded, demand) = {
+        let mut keep = |sub, batch| sent.push((sub, batch));
+        let mut out = Outbox::new(&mut keep);
+        let r = f(d, &mut out);
+        (r, out.discarded(), out.upstream_demand())
+    };
+    (r, sent, discarded, demand)
+}

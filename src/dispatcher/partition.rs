@@ -512,14 +512,7 @@ mod tests {
         d: &mut PartitionDispatcher<u32>,
         f: impl FnOnce(&mut PartitionDispatcher<u32>, &mut Outbox<'_, u32>) -> R,
     ) -> (R, Sent, usize, usize) {
-        let mut sent = Vec::new();
-        let (r, discarded, demand) = {
-            let mut record = |sub, batch| sent.push((sub, batch));
-            let mut out = Outbox::new(&mut record);
-            let r = f(d, &mut out);
-            (r, out.discarded(), out.upstream_demand())
-        };
-        (r, sent, discarded, demand)
+        crate::dispatcher::record(d, f)
     }
 
     fn ask(d: &mut PartitionDispatcher<u32>, sub: SubscriptionId, n: usize) -> (usize, Sent) {

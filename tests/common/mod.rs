@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use stageflow::{
-    Consumer, ConsumerContext, Context, DemandMode, Events, Producer, Reason, Role, Stage,
-    Subscription,
+    Consumer, ConsumerContext, Context, DemandMode, Events, Producer, ProducerConsumer, Reason,
+    Role, Stage, Subscription,
 };
 
 /// The longest any test waits for anything.
@@ -134,4 +134,17 @@ pub fn collect_events<T: std::fmt::Debug>(rx: &Receiver<Report<T>>, n: usize) ->
         }
     }
     batches
+}
+
+/// A producer-consumer that passes numbers on unchanged.
+pub struct Pass;
+
+impl ProducerConsumer for Pass {
+    type In = u64;
+    type Out = u64;
+    type Message = ();
+
+    fn handle_events(&mut self, events: Events<'_, u64>, ctx: &mut Context<'_, u64>) {
+        ctx.emit_all(events);
+    }
 }
