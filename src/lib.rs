@@ -113,6 +113,62 @@
 //! producer can hold demand back until every consumer is there ([`ProducerDemand`]).
 //! [`Supervisor`] runs one worker thread per event with bounded concurrency.
 //!
+//! # Blocking sources
+//!
+//! A producer whose source blocks (a socket, a file, an HTTP body) reads it only while it has
+//! demand: read at most what `handle_demand` asks for, keep the unmet demand, and let the
+//! stage's loop run between reads with a zero-delay timer, so asks, calls and stops are seen.
+//! When demand runs out nothing is read, and the source's own flow control (TCP's window, say)
+//! pushes back. [`Context::is_stop_requested`] tells a long read to give up early.
+//!
+//! ```
+//! use std::io::BufRead;
+//! use std::time::Duration;
+//! use stageflow::{Context, Producer, SubscribeOptions};
+//!
+//! /// Emits the lines of a reader, one read per turn of the stage's loop.
+//! struct Lines<R> {
+//!     reader: R,
+//!     demand: usize,
+//! }
+//!
+//! enum Msg {
+//!     Read,
+//! }
+//!
+//! impl<R: BufRead + Send + 'static> Producer for Lines<R> {
+//!     type Out = String;
+//!     type Message = Msg;
+//!
+//!     fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, String, Msg>) {
+//!         if self.demand == 0 {
+//!             ctx.send_after(Msg::Read, Duration::ZERO);
+//!         }
+//!         self.demand += demand;
+//!     }
+//!
+//!     fn handle_message(&mut self, Msg::Read: Msg, ctx: &mut Context<'_, String, Msg>) {
+//!         let mut line = String::new();
+//!         match self.reader.read_line(&mut line) {
+//!             Ok(0) | Err(_) => ctx.finish(), // the end (a real source would report errors)
+//!             Ok(_) => {
+//!                 ctx.emit(line.trim_end().to_owned());
+//!                 self.demand -= 1;
+//!                 if self.demand > 0 && !ctx.is_stop_requested() {
+//!                     ctx.send_after(Msg::Read, Duration::ZERO);
+//!                 }
+//!             }
+//!         }
+//!     }
+//! }
+//!
+//! let text = std::io::Cursor::new("one\ntwo\nthree\n");
+//! let lines = stageflow::producer(Lines { reader: text, demand: 0 }).spawn()?;
+//! let got: Vec<String> = stageflow::stream(&lines, SubscribeOptions::new().max_demand(2))?.collect();
+//! assert_eq!(got, ["one", "two", "three"]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Messages and timers
 //!
 //! Each stage has a `Message` type. [`Stage::cast`] sends one to its `handle_message`,
