@@ -23,6 +23,8 @@ use crate::unwind::stage_main;
 
 /// The default inbox capacity, in messages.
 const DEFAULT_INBOX: usize = 1024;
+/// The largest inbox capacity: crossbeam allocates every slot when the channel is made.
+const MAX_INBOX: usize = 1 << 20;
 /// The default buffer of a producer, in events.
 const DEFAULT_PRODUCER_BUFFER: usize = 10_000;
 
@@ -110,7 +112,8 @@ impl<S, R: Role<S>> StageBuilder<S, R> {
     /// The capacity of the stage's inbox, in messages (a batch of events is one message). The
     /// inbox is allocated whole when the stage starts. A smaller inbox is still correct: a
     /// peer that finds it full keeps its messages in a backlog (see the
-    /// [protocol](crate#the-credit-protocol)). Must be at least 1. Defaults to `1024`.
+    /// [protocol](crate#the-credit-protocol)). Must be between 1 and 1 048 576 (the slots are
+    /// allocated up front). Defaults to `1024`.
     pub fn inbox_capacity(mut self, capacity: usize) -> Self {
         self.inbox_capacity = capacity;
         self
@@ -121,6 +124,15 @@ impl<S, R: Role<S>> StageBuilder<S, R> {
             return Err(BuildError::InvalidOption {
                 option: "inbox_capacity",
                 message: "expected inbox_capacity to be at least 1, got 0".into(),
+            });
+        }
+        if self.inbox_capacity > MAX_INBOX {
+            return Err(BuildError::InvalidOption {
+                option: "inbox_capacity",
+                message: format!(
+                    "expected inbox_capacity to be at most {MAX_INBOX}, got {}",
+                    self.inbox_capacity
+                ),
             });
         }
         if self.buffer_size == Some(0) {

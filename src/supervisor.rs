@@ -104,7 +104,9 @@ struct Slots {
 ///
 /// A worker is a function of the event returning `Ok(())` or `Err(message)`; a panic counts as
 /// an `Err` with the panic message. Workers run on their own threads, named after the
-/// supervisor.
+/// supervisor. Threads cannot be killed: workers still running when the supervisor is stopped
+/// finish on their own (when it ends because its producer did, it first waits for them up to
+/// [`shutdown`](Supervisor::shutdown)).
 ///
 /// # Examples
 ///

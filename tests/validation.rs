@@ -275,6 +275,23 @@ fn zero_inbox_capacity_is_refused_at_spawn() {
 }
 
 #[test]
+fn an_inbox_too_large_to_allocate_is_refused_at_spawn() {
+    // crossbeam allocates every slot up front: a huge capacity is an error, not an abort.
+    let (n, _rx) = Numbers::new(None);
+    let err = stageflow::producer(n)
+        .inbox_capacity(usize::MAX)
+        .spawn()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "expected inbox_capacity to be at most 1048576, got {}",
+            usize::MAX
+        )),
+        "{err}"
+    );
+}
+
+#[test]
 fn zero_buffer_size_is_refused_at_spawn() {
     let (n, _rx) = Numbers::new(None);
     assert_build_invalid(stageflow::producer(n).buffer_size(0).spawn(), "buffer_size");
