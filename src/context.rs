@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
@@ -128,7 +128,7 @@ impl<Out, M> Context<'_, Out, M> {
     /// Delivers `msg` to this stage's `handle_message` after `delay`. A delay of zero delivers
     /// it on the stage's next turn, after messages already in its inbox.
     pub fn send_after(&mut self, msg: M, delay: Duration) -> TimerId {
-        self.fx.timers.schedule(Instant::now() + delay, msg)
+        self.fx.timers.schedule(crate::timer::deadline(delay), msg)
     }
 
     /// Cancels a timer. Returns `false` if it already fired or was cancelled.

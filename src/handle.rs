@@ -6,7 +6,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{bounded, RecvTimeoutError, SendTimeoutError, TrySendError};
 
@@ -153,7 +153,7 @@ impl<S, R: Role<S>> Stage<S, R> {
 
     /// Like [`Stage::join`], but gives up after `timeout` and returns `None`.
     pub fn join_timeout(&self, timeout: Duration) -> Option<Reason> {
-        self.shared.wait(Some(Instant::now() + timeout))
+        self.shared.wait(Some(crate::timer::deadline(timeout)))
     }
 
     /// How the stage ended, or `None` while it runs.
@@ -253,7 +253,7 @@ impl<S, R: Role<S>> Stage<S, R> {
         make: impl FnOnce(Reply<T>) -> R::Message,
         timeout: Duration,
     ) -> Result<T, CallError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::timer::deadline(timeout);
         let (tx, rx) = bounded(1);
         let msg = make(Reply::new(tx));
         match self
@@ -390,7 +390,7 @@ impl<S: Producer> Stage<S, ProducerRole> {
     /// [`CallError::Stopped`] if the stage has ended, [`CallError::Timeout`] if it did not
     /// answer within `timeout`.
     pub fn demand(&self, timeout: Duration) -> Result<ProducerDemand, CallError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::timer::deadline(timeout);
         let (tx, rx) = bounded(1);
         match self
             .tx
@@ -476,7 +476,7 @@ pub(crate) fn subscribe<T: Send + 'static>(
 ) -> Result<SubscriptionId, SubscribeError> {
     options.validate()?;
     let sub = SubscriptionId::next();
-    let deadline = Instant::now() + options.timeout;
+    let deadline = crate::timer::deadline(options.timeout);
     let (ack, answer) = bounded(1);
     let request = Up::Subscribe(Box::new(SubscribeRequest {
         sub,
@@ -558,7 +558,7 @@ impl StageRef {
 
     /// Waits up to `timeout`; `None` if the stage is still running.
     pub fn join_timeout(&self, timeout: Duration) -> Option<Reason> {
-        self.shared.wait(Some(Instant::now() + timeout))
+        self.shared.wait(Some(crate::timer::deadline(timeout)))
     }
 
     /// How the stage ended, or `None` while it runs.

@@ -365,7 +365,7 @@ impl<T: Send + 'static> Consumer for Supervisor<T> {
     ) {
         if producer.options().get_cancel().exits_on(reason) {
             // The stage ends after this callback: let running workers finish first.
-            let deadline = Instant::now() + self.shutdown;
+            let deadline = crate::timer::deadline(self.shutdown);
             while self.stats.running > 0 {
                 match self.reports.recv_deadline(deadline) {
                     Ok(exit) => {

@@ -2,7 +2,16 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// The instant `after` from now; a duration too long to represent means "practically never"
+/// (about 30 years), never a panic.
+pub(crate) fn deadline(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after)
+        .or_else(|| now.checked_add(Duration::from_secs(30 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
 
 /// Identifies a timer set with [`Context::send_after`](crate::Context::send_after), to cancel it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -71,7 +80,11 @@ impl<M> Timers<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+
+    #[test]
+    fn huge_durations_do_not_overflow() {
+        assert!(deadline(Duration::MAX) > Instant::now());
+    }
 
     #[test]
     fn due_in_deadline_order_and_cancel() {

@@ -102,7 +102,7 @@ impl Topology {
     /// Like [`Topology::join`], but gives up at `timeout`: stages still running then have
     /// `None`.
     pub fn join_timeout(&self, timeout: Duration) -> Vec<(String, Option<Reason>)> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::timer::deadline(timeout);
         self.stages
             .iter()
             .map(|s| {

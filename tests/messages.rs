@@ -539,3 +539,22 @@ fn zero_delay_timer_comes_after_the_messages_already_queued() {
     );
     stop(&p);
 }
+
+#[test]
+fn durations_too_long_to_represent_are_not_a_panic() {
+    // A timer or a timeout of Duration::MAX means "practically never", not an overflow.
+    struct Sleepy;
+    impl stageflow::Producer for Sleepy {
+        type Out = u64;
+        type Message = ();
+        fn handle_demand(&mut self, _: usize, ctx: &mut stageflow::Context<'_, u64>) {
+            ctx.send_after((), Duration::MAX);
+        }
+    }
+    let p = stageflow::producer(Sleepy).spawn().unwrap();
+    assert_eq!(p.join_timeout(Duration::from_millis(10)), None);
+    let s = stageflow::stream(&p, SubscribeOptions::new().timeout(Duration::MAX)).unwrap();
+    drop(s);
+    p.stop();
+    assert_eq!(p.join_timeout(Duration::MAX), Some(Reason::Shutdown));
+}
