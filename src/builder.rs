@@ -102,8 +102,9 @@ impl<S, R: Role<S>> StageBuilder<S, R> {
         }
     }
 
-    /// The stage's name, used in logs, counters and as its thread's name. Defaults to the
-    /// stage type's name followed by a number unique in the process, e.g. `Counter-3`.
+    /// The stage's name, used in logs, counters and as its thread's name (so it cannot contain
+    /// a NUL character). Defaults to the stage type's name followed by a number unique in the
+    /// process, e.g. `Counter-3`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
@@ -133,6 +134,12 @@ impl<S, R: Role<S>> StageBuilder<S, R> {
                     "expected inbox_capacity to be at most {MAX_INBOX}, got {}",
                     self.inbox_capacity
                 ),
+            });
+        }
+        if let Some(name) = self.name.as_deref().filter(|n| n.contains('\0')) {
+            return Err(BuildError::InvalidOption {
+                option: "name",
+                message: format!("expected name to have no NUL character, got {name:?}"),
             });
         }
         if self.buffer_size == Some(0) {
