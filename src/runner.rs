@@ -666,8 +666,7 @@ impl<S: Callbacks> Runner<S> {
                 None => break,
                 Some(Held::Demand(n)) => {
                     if self.finishing.is_none() {
-                        self.fx.emitted.reserve(n.min(65_536));
-                        self.invoke(|s, ctx| s.demand(n, ctx));
+                        self.handle_demand(n);
                     }
                 }
                 Some(Held::Dispatch(mut events)) => {
@@ -811,8 +810,7 @@ impl<S: Callbacks> Runner<S> {
                 let taken = self.flush_buffer(demand);
                 let rest = demand - taken;
                 if rest > 0 && self.finishing.is_none() && self.exit.is_none() {
-                    self.fx.emitted.reserve(rest.min(65_536));
-                    self.invoke(|s, ctx| s.demand(rest, ctx));
+                    self.handle_demand(rest);
                 }
             }
             Kind::ProducerConsumer => {
@@ -821,6 +819,14 @@ impl<S: Callbacks> Runner<S> {
             }
             Kind::Consumer => {}
         }
+    }
+
+    /// Calls `handle_demand(n)`, with room for `n` events reserved (up to a cap: a huge demand
+    /// must not allocate a huge batch up front).
+    fn handle_demand(&mut self, n: usize) {
+        const RESERVE_CAP: usize = 65_536;
+        self.fx.emitted.reserve(n.min(RESERVE_CAP));
+        self.invoke(|s, ctx| s.demand(n, ctx));
     }
 
     /// Producer-consumer: deliver the buffer, then handle queued input while there is demand.
