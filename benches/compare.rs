@@ -330,58 +330,57 @@ impl Consumer for Slow {
     }
 }
 
+/// Runs `producer` into a consumer sleeping 1 ms per event (max 10) for `secs`; prints one
+/// row: RSS before and after, events consumed, discarded and buffered.
+fn memory_row<P: Producer<Out = u64, Message = ()>>(
+    case: &str,
+    producer: stageflow::StageBuilder<P, stageflow::ProducerRole>,
+    start_with_cast: bool,
+    secs: u64,
+) {
+    let p = producer.spawn().expect("producer");
+    if start_with_cast {
+        p.cast(()).expect("start the producer");
+    }
+    let c = stageflow::consumer(Slow)
+        .subscribe_to(&p, SubscribeOptions::new().max_demand(10).min_demand(5))
+        .expect("options")
+        .spawn()
+        .expect("consumer");
+    std::thread::sleep(Duration::from_millis(200));
+    let start = rss_kib();
+    std::thread::sleep(Duration::from_secs(secs));
+    let end = rss_kib();
+    let consumed = c.counters().events_in;
+    let pc = p.counters();
+    p.stop();
+    c.join();
+    println!(
+        "| {case} | {start} KiB | {end} KiB | {:+} KiB | {consumed} | {} (buffered {}) |",
+        end as i64 - start as i64,
+        pc.discarded,
+        pc.buffered
+    );
+}
+
 fn memory(s: &Settings) {
     let secs = if s.quick { 2 } else { 10 };
     println!("## g: memory over {secs} s (RSS of the whole process)");
     println!();
     println!("| case | RSS start | RSS end | growth | consumed | discarded |");
     println!("|---|---|---|---|---|---|");
-    {
-        let p = stageflow::producer(Endless(0)).spawn().expect("producer");
-        let c = stageflow::consumer(Slow)
-            .subscribe_to(&p, SubscribeOptions::new().max_demand(10).min_demand(5))
-            .expect("options")
-            .spawn()
-            .expect("consumer");
-        std::thread::sleep(Duration::from_millis(200));
-        let start = rss_kib();
-        std::thread::sleep(Duration::from_secs(secs));
-        let end = rss_kib();
-        let consumed = c.counters().events_in;
-        let discarded = p.counters().discarded;
-        p.stop();
-        c.join();
-        println!(
-            "| slow consumer (1 ms/event, max 10) | {start} KiB | {end} KiB | {:+} KiB | {consumed} | {discarded} |",
-            end as i64 - start as i64
-        );
-    }
-    {
-        let p = stageflow::producer(Push(0))
-            .buffer_size(10_000)
-            .spawn()
-            .expect("producer");
-        p.cast(()).expect("start the pushes");
-        let c = stageflow::consumer(Slow)
-            .subscribe_to(&p, SubscribeOptions::new().max_demand(10).min_demand(5))
-            .expect("options")
-            .spawn()
-            .expect("consumer");
-        std::thread::sleep(Duration::from_millis(200));
-        let start = rss_kib();
-        std::thread::sleep(Duration::from_secs(secs));
-        let end = rss_kib();
-        let consumed = c.counters().events_in;
-        let pc = p.counters();
-        p.stop();
-        c.join();
-        println!(
-            "| push producer (100k events/s, buffer 10 000) | {start} KiB | {end} KiB | {:+} KiB | {consumed} | {} (buffered {}) |",
-            end as i64 - start as i64,
-            pc.discarded,
-            pc.buffered
-        );
-    }
+    memory_row(
+        "slow consumer (1 ms/event, max 10)",
+        stageflow::producer(Endless(0)),
+        false,
+        secs,
+    );
+    memory_row(
+        "push producer (100k events/s, buffer 10 000)",
+        stageflow::producer(Push(0)).buffer_size(10_000),
+        true,
+        secs,
+    );
     println!();
 }
 

@@ -9,8 +9,8 @@ use common::{collect_events, joined, next, Numbers, Recorder, Report, LIMIT};
 use crossbeam_channel::{Receiver, Sender};
 use stageflow::dispatcher::BroadcastDispatcher;
 use stageflow::{
-    BuildError, CancelMode, Consumer, ConsumerContext, ConsumerHandle, Context, DemandMode, Events,
-    Producer, ProducerHandle, Reason, Reply, SubscribeError, SubscribeOptions, Subscription,
+    BuildError, CancelMode, ConsumerHandle, Context, DemandMode, Producer, ProducerHandle, Reason,
+    Reply, SubscribeError, SubscribeOptions,
 };
 
 enum Cmd {
@@ -77,48 +77,13 @@ fn sync(p: &ProducerHandle<Source>) {
     p.call(Cmd::Sync, LIMIT).unwrap();
 }
 
-/// Like `Recorder`, and it answers a sync call (its message is the reply), so a test knows it
-/// has handled everything sent to it before.
-struct Sink {
-    tx: Sender<Report<u64>>,
+/// A running `Synced` with no subscription yet.
+fn sink(
+    name: &str,
     mode: DemandMode,
-}
-
-impl Consumer for Sink {
-    type In = u64;
-    type Message = Reply<()>;
-
-    fn handle_events(&mut self, events: Events<'_, u64>, _: &mut ConsumerContext<'_, Reply<()>>) {
-        let _ = self.tx.send(Report::Batch(events.collect()));
-    }
-
-    fn handle_message(&mut self, reply: Reply<()>, ctx: &mut ConsumerContext<'_, Reply<()>>) {
-        ctx.reply(reply, ());
-    }
-
-    fn handle_subscribe(
-        &mut self,
-        _: &Subscription,
-        _: &mut ConsumerContext<'_, Reply<()>>,
-    ) -> DemandMode {
-        let _ = self.tx.send(Report::Subscribed);
-        self.mode
-    }
-
-    fn handle_cancel(
-        &mut self,
-        _: &Subscription,
-        reason: &Reason,
-        _: &mut ConsumerContext<'_, Reply<()>>,
-    ) {
-        let _ = self.tx.send(Report::Cancelled(reason.clone()));
-    }
-}
-
-/// A running `Sink` with no subscription yet.
-fn sink(name: &str, mode: DemandMode) -> (ConsumerHandle<Sink>, Receiver<Report<u64>>) {
+) -> (ConsumerHandle<common::Synced<u64>>, Receiver<Report<u64>>) {
     let (tx, rx) = crossbeam_channel::unbounded();
-    let c = stageflow::consumer(Sink { tx, mode })
+    let c = stageflow::consumer(common::Synced { tx, mode })
         .name(name)
         .spawn()
         .unwrap();

@@ -11,9 +11,8 @@ use common::{collect_events, joined, next, Numbers, Recorder, Report, LIMIT};
 use crossbeam_channel::{Receiver, Sender};
 use stageflow::dispatcher::PartitionDispatcher;
 use stageflow::{
-    BuildError, CancelMode, Consumer, ConsumerContext, ConsumerHandle, Context, DemandMode, Events,
-    Producer, ProducerHandle, Reason, Reply, SubscribeError, SubscribeOptions, Subscription,
-    SubscriptionId,
+    BuildError, CancelMode, ConsumerHandle, Context, DemandMode, Producer, ProducerHandle, Reason,
+    Reply, SubscribeError, SubscribeOptions, SubscriptionId,
 };
 
 enum Cmd<T> {
@@ -82,57 +81,23 @@ fn on(partition: u64) -> SubscribeOptions {
     SubscribeOptions::new().partition(partition)
 }
 
-/// Like `Recorder`, and it answers a sync call, so that a test knows it has handled what was
-/// sent to it before (its asks included).
-struct Sink<T> {
-    tx: Sender<Report<T>>,
+/// A running `Synced` with no subscription yet.
+fn sink<T: Send + 'static>(
     mode: DemandMode,
-}
-
-impl<T: Send + 'static> Consumer for Sink<T> {
-    type In = T;
-    type Message = Reply<()>;
-
-    fn handle_events(&mut self, events: Events<'_, T>, _: &mut ConsumerContext<'_, Reply<()>>) {
-        let _ = self.tx.send(Report::Batch(events.collect()));
-    }
-
-    fn handle_message(&mut self, reply: Reply<()>, ctx: &mut ConsumerContext<'_, Reply<()>>) {
-        ctx.reply(reply, ());
-    }
-
-    fn handle_subscribe(
-        &mut self,
-        _: &Subscription,
-        _: &mut ConsumerContext<'_, Reply<()>>,
-    ) -> DemandMode {
-        let _ = self.tx.send(Report::Subscribed);
-        self.mode
-    }
-
-    fn handle_cancel(
-        &mut self,
-        _: &Subscription,
-        reason: &Reason,
-        _: &mut ConsumerContext<'_, Reply<()>>,
-    ) {
-        let _ = self.tx.send(Report::Cancelled(reason.clone()));
-    }
-}
-
-/// A running `Sink` with no subscription yet.
-fn sink<T: Send + 'static>(mode: DemandMode) -> (ConsumerHandle<Sink<T>>, Receiver<Report<T>>) {
+) -> (ConsumerHandle<common::Synced<T>>, Receiver<Report<T>>) {
     let (tx, rx) = crossbeam_channel::unbounded();
-    let c = stageflow::consumer(Sink { tx, mode }).spawn().unwrap();
+    let c = stageflow::consumer(common::Synced { tx, mode })
+        .spawn()
+        .unwrap();
     (c, rx)
 }
 
-/// A `Sink` on manual demand subscribed to `partition` of `p`, with its subscription id.
+/// A `Synced` on manual demand subscribed to `partition` of `p`, with its subscription id.
 fn manual(
     p: &ProducerHandle<Commanded<u64>>,
     partition: u64,
 ) -> (
-    ConsumerHandle<Sink<u64>>,
+    ConsumerHandle<common::Synced<u64>>,
     SubscriptionId,
     Receiver<Report<u64>>,
 ) {
@@ -145,7 +110,7 @@ fn manual(
 
 /// Asks `n` on a manual subscription and waits until the producer has handled the ask.
 fn ask(
-    c: &ConsumerHandle<Sink<u64>>,
+    c: &ConsumerHandle<common::Synced<u64>>,
     sub: SubscriptionId,
     n: usize,
     p: &ProducerHandle<Commanded<u64>>,

@@ -431,7 +431,10 @@ fn a_timed_out_subscription_does_not_reach_or_end_the_consumer() {
 #[test]
 fn a_name_with_a_nul_is_refused_at_spawn() {
     let (n, _rx) = Numbers::new(None);
-    let err = stageflow::producer(n).name("bad\0name").spawn().unwrap_err();
+    let err = stageflow::producer(n)
+        .name("bad\0name")
+        .spawn()
+        .unwrap_err();
     assert!(
         matches!(err, BuildError::InvalidOption { option: "name", .. }),
         "{err}"

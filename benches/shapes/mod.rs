@@ -99,28 +99,44 @@ pub(crate) fn stageflow_pair(n: u64, max: usize, min: usize) -> Duration {
     stageflow_chain(n, 0, max, min)
 }
 
-/// producer (demand dispatcher) -> `consumers` consumers; events counted in total.
-pub(crate) fn stageflow_fan(n: u64, consumers: usize, max: usize, min: usize) -> Duration {
+/// One producer with `dispatcher` feeding `consumers` consumers (consumer `i` subscribed with
+/// `options(i)`); returns the time and the events each consumer received. The producer
+/// accumulates demand until every consumer has subscribed.
+fn stageflow_spread(
+    n: u64,
+    consumers: usize,
+    dispatcher: Box<dyn stageflow::dispatcher::Dispatcher<u64>>,
+    options: impl Fn(usize) -> SubscribeOptions,
+) -> (Duration, Vec<u64>) {
     let start = Instant::now();
     let p = stageflow::producer(Emit { next: 0, limit: n })
+        .dispatcher(dispatcher)
+        .demand(stageflow::ProducerDemand::Accumulate)
         .spawn()
         .expect("producer");
     let cs: Vec<_> = (0..consumers)
-        .map(|_| {
+        .map(|i| {
             stageflow::consumer(Count(0))
-                .subscribe_to(&p, opts(max, min))
+                .subscribe_to(&p, options(i))
                 .expect("options")
                 .spawn()
                 .expect("consumer")
         })
         .collect();
-    let mut total = 0;
+    p.set_demand(stageflow::ProducerDemand::Forward)
+        .expect("producer running");
     for c in &cs {
         c.join();
-        total += c.counters().events_in;
     }
     let elapsed = start.elapsed();
-    assert_eq!(total, n, "stageflow lost events");
+    (elapsed, cs.iter().map(|c| c.counters().events_in).collect())
+}
+
+/// producer (demand dispatcher) -> `consumers` consumers; events counted in total.
+pub(crate) fn stageflow_fan(n: u64, consumers: usize, max: usize, min: usize) -> Duration {
+    let dispatcher = Box::new(stageflow::dispatcher::DemandDispatcher::new());
+    let (elapsed, got) = stageflow_spread(n, consumers, dispatcher, |_| opts(max, min));
+    assert_eq!(got.iter().sum::<u64>(), n, "stageflow lost events");
     elapsed
 }
 
@@ -369,61 +385,22 @@ pub(crate) fn baseline_fan(n: u64, consumers: usize, max: usize, min: usize) -> 
 
 /// producer (broadcast) -> `consumers` consumers; each consumer must see all `n` events.
 pub(crate) fn stageflow_broadcast(n: u64, consumers: usize, max: usize, min: usize) -> Duration {
-    let start = Instant::now();
-    // Accumulate until every consumer has subscribed, as GenStage advises for broadcasts.
-    let p = stageflow::producer(Emit { next: 0, limit: n })
-        .dispatcher(stageflow::dispatcher::BroadcastDispatcher::new())
-        .demand(stageflow::ProducerDemand::Accumulate)
-        .spawn()
-        .expect("producer");
-    let cs: Vec<_> = (0..consumers)
-        .map(|_| {
-            stageflow::consumer(Count(0))
-                .subscribe_to(&p, opts(max, min))
-                .expect("options")
-                .spawn()
-                .expect("consumer")
-        })
-        .collect();
-    p.set_demand(stageflow::ProducerDemand::Forward)
-        .expect("producer running");
-    for c in &cs {
-        c.join();
-    }
-    let elapsed = start.elapsed();
-    for c in &cs {
-        assert_eq!(c.counters().events_in, n, "stageflow lost events");
-    }
+    let dispatcher = Box::new(stageflow::dispatcher::BroadcastDispatcher::new());
+    let (elapsed, got) = stageflow_spread(n, consumers, dispatcher, |_| opts(max, min));
+    assert!(got.iter().all(|&c| c == n), "stageflow lost events");
     elapsed
 }
 
 /// producer (partition by x mod `consumers`) -> one consumer per partition; events in total.
 pub(crate) fn stageflow_partition(n: u64, consumers: usize, max: usize, min: usize) -> Duration {
-    let start = Instant::now();
     let parts = consumers as u64;
     let dispatcher =
         stageflow::dispatcher::PartitionDispatcher::new(consumers, move |x: &u64| Some(*x % parts))
             .expect("partitions");
-    let p = stageflow::producer(Emit { next: 0, limit: n })
-        .dispatcher(dispatcher)
-        .spawn()
-        .expect("producer");
-    let cs: Vec<_> = (0..parts)
-        .map(|i| {
-            stageflow::consumer(Count(0))
-                .subscribe_to(&p, opts(max, min).partition(i))
-                .expect("options")
-                .spawn()
-                .expect("consumer")
-        })
-        .collect();
-    let mut total = 0;
-    for c in &cs {
-        c.join();
-        total += c.counters().events_in;
-    }
-    let elapsed = start.elapsed();
-    assert_eq!(total, n, "stageflow lost events");
+    let (elapsed, got) = stageflow_spread(n, consumers, Box::new(dispatcher), |i| {
+        opts(max, min).partition(i as u64)
+    });
+    assert_eq!(got.iter().sum::<u64>(), n, "stageflow lost events");
     elapsed
 }
 

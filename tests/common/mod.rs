@@ -148,3 +148,49 @@ impl ProducerConsumer for Pass {
         ctx.emit_all(events);
     }
 }
+
+/// Like [`Recorder`], and it answers a sync call (its message is the reply), so that a test
+/// knows it has handled everything sent to it before (its asks included).
+pub struct Synced<T> {
+    pub tx: Sender<Report<T>>,
+    pub mode: DemandMode,
+}
+
+impl<T: Send + 'static> Consumer for Synced<T> {
+    type In = T;
+    type Message = stageflow::Reply<()>;
+
+    fn handle_events(
+        &mut self,
+        events: Events<'_, T>,
+        _: &mut ConsumerContext<'_, stageflow::Reply<()>>,
+    ) {
+        let _ = self.tx.send(Report::Batch(events.collect()));
+    }
+
+    fn handle_message(
+        &mut self,
+        reply: stageflow::Reply<()>,
+        ctx: &mut ConsumerContext<'_, stageflow::Reply<()>>,
+    ) {
+        ctx.reply(reply, ());
+    }
+
+    fn handle_subscribe(
+        &mut self,
+        _: &Subscription,
+        _: &mut ConsumerContext<'_, stageflow::Reply<()>>,
+    ) -> DemandMode {
+        let _ = self.tx.send(Report::Subscribed);
+        self.mode
+    }
+
+    fn handle_cancel(
+        &mut self,
+        _: &Subscription,
+        reason: &Reason,
+        _: &mut ConsumerContext<'_, stageflow::Reply<()>>,
+    ) {
+        let _ = self.tx.send(Report::Cancelled(reason.clone()));
+    }
+}
