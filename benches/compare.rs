@@ -254,6 +254,15 @@ fn throughput(s: &Settings) {
         || shapes::stageflow_partition(n, 2, 1000, 500),
         || shapes::baseline_partition(n, 2, 1000, 500),
     );
+    let nj = 2_000_000 / scale;
+    row(
+        s,
+        "j",
+        "producer → consumer, small batches, 10/5",
+        nj,
+        || shapes::stageflow_pair(nj, 10, 5),
+        || shapes::baseline_pair(nj, 10, 5),
+    );
     let nf = 200_000 / scale;
     row(
         s,

@@ -279,6 +279,8 @@ pub(crate) struct Runner<S: Callbacks> {
     finishing: Option<Reason>,
     /// Demand a dispatcher created while dispatching, served on the next turn.
     pending_demand: usize,
+    /// Consumer links marked closed and not yet removed (they wait for their backlog).
+    closed_links: usize,
     /// A timer is due and waits behind this many queued messages.
     timer_gate: Option<usize>,
     /// Producer in accumulate mode: what it holds back, oldest first.
@@ -318,6 +320,7 @@ impl<S: Callbacks> Runner<S> {
             accumulating: S::KIND == Kind::Producer && config.demand == ProducerDemand::Accumulate,
             held: VecDeque::new(),
             timer_gate: None,
+            closed_links: 0,
             exit: None,
         }
     }
@@ -338,10 +341,17 @@ impl<S: Callbacks> Runner<S> {
             if self.unreachable() {
                 return self.finishing.take().unwrap_or(Reason::Normal);
             }
-            self.flush_backlogs();
+            let backlog = self.any_backlog();
+            if backlog || self.closed_links > 0 {
+                self.flush_backlogs();
+            }
             // A timer that is due takes its place behind the messages already queued, as a
             // message sent to itself would: they are handled first, then it fires.
-            let deadline = self.fx.timers.next_deadline();
+            let deadline = if self.fx.timers.is_empty() {
+                None
+            } else {
+                self.fx.timers.next_deadline()
+            };
             if let Some(d) = deadline {
                 if self.timer_gate.is_none() && Instant::now() >= d {
                     self.timer_gate = Some(self.inbox.len());
@@ -531,8 +541,15 @@ impl<S: Callbacks> Runner<S> {
                 l.out.backlog.clear();
             }
         }
-        self.downs
-            .retain(|l| !(l.closed && l.out.backlog.is_empty()));
+        self.drop_closed_links();
+    }
+
+    /// Removes closed consumer links whose backlog (ending with the cancel) is delivered.
+    fn drop_closed_links(&mut self) {
+        if self.closed_links > 0 {
+            self.downs.retain(|l| !(l.closed && l.out.backlog.is_empty()));
+            self.closed_links = self.downs.iter().filter(|l| l.closed).count();
+        }
     }
 
     /// A consumer's inbox is gone: what waited for it is lost; the consumer leaves.
@@ -975,6 +992,7 @@ impl<S: Callbacks> Runner<S> {
             return;
         };
         link.closed = true;
+        self.closed_links += 1;
         if notify {
             // Confirm to the consumer; it may be gone already, which is fine.
             let _ = link.out.send(Down::Cancel {
@@ -984,8 +1002,7 @@ impl<S: Callbacks> Runner<S> {
         }
         let info = link.info.clone();
         self.shared.remove_sub(sub, Direction::Downstream);
-        self.downs
-            .retain(|l| !(l.closed && l.out.backlog.is_empty()));
+        self.drop_closed_links();
         self.invoke(|s, ctx| s.cancelled(&info, &reason, ctx));
         let demand = self.route(|d, out| d.cancel(sub, out));
         if demand > 0 {
@@ -1167,6 +1184,7 @@ impl<S: Callbacks> Runner<S> {
         for link in &mut self.downs {
             if !link.closed {
                 link.closed = true;
+                self.closed_links += 1;
                 let sub = link.info.id;
                 let _ = link.out.send(Down::Cancel {
                     sub,
