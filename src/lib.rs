@@ -64,7 +64,8 @@
 //! subscribe, send it messages, read its [`Counters`], stop it and join it.
 //!
 //! Types are checked end to end: a consumer of `u64` can only subscribe to a producer of `u64`.
-//! Events are moved from stage to stage, never cloned.
+//! Events are moved from stage to stage, never cloned. For the simple cases, the [`fns`] module
+//! makes stages from closures (`Map`, `FlatMap`, `Filter`, `ForEach`, `Batches`, `Generate`).
 //!
 //! # The credit protocol
 //!
@@ -208,6 +209,7 @@ pub mod dispatcher;
 mod envelope;
 mod error;
 mod events;
+pub mod fns;
 mod handle;
 mod reason;
 mod runner;

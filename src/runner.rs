@@ -547,7 +547,8 @@ impl<S: Callbacks> Runner<S> {
     /// Removes closed consumer links whose backlog (ending with the cancel) is delivered.
     fn drop_closed_links(&mut self) {
         if self.closed_links > 0 {
-            self.downs.retain(|l| !(l.closed && l.out.backlog.is_empty()));
+            self.downs
+                .retain(|l| !(l.closed && l.out.backlog.is_empty()));
             self.closed_links = self.downs.iter().filter(|l| l.closed).count();
         }
     }

@@ -1,0 +1,256 @@
+//! Stages from closures, for the simple cases that need no struct: [`Map`], [`FlatMap`] and
+//! [`Filter`] are producer-consumers, [`ForEach`] and [`Batches`] are consumers, [`Generate`]
+//! is a producer.
+//!
+//! ```
+//! use stageflow::fns::{Filter, ForEach, Map};
+//! use stageflow::SubscribeOptions;
+//!
+//! let numbers = stageflow::from_iter(1..=10u64).spawn()?;
+//! let squares = stageflow::producer_consumer(Map::new(|x: u64| x * x))
+//!     .subscribe_to(&numbers, SubscribeOptions::new())?
+//!     .spawn()?;
+//! let even = stageflow::producer_consumer(Filter::new(|x: &u64| x % 2 == 0))
+//!     .subscribe_to(&squares, SubscribeOptions::new())?
+//!     .spawn()?;
+//! let (tx, rx) = std::sync::mpsc::channel();
+//! let print = stageflow::consumer(ForEach::new(move |x: u64| tx.send(x).unwrap()))
+//!     .subscribe_to(&even, SubscribeOptions::new())?
+//!     .spawn()?;
+//! print.join();
+//! assert_eq!(rx.iter().collect::<Vec<_>>(), vec![4, 16, 36, 64, 100]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use crate::context::{ConsumerContext, Context};
+use crate::events::Events;
+use crate::stage::{Consumer, Producer, ProducerConsumer};
+
+macro_rules! closure_debug {
+    ($name:ident<$($p:ident),*>) => {
+        impl<$($p),*> fmt::Debug for $name<$($p),*> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($name), " { .. }"))
+            }
+        }
+    };
+}
+
+/// A producer-consumer that turns each event into one: `f(event)`.
+pub struct Map<F, In, Out> {
+    f: F,
+    _types: PhantomData<fn(In) -> Out>,
+}
+
+impl<F, In, Out> Map<F, In, Out>
+where
+    F: FnMut(In) -> Out + Send + 'static,
+{
+    /// Maps each event with `f`.
+    pub fn new(f: F) -> Map<F, In, Out> {
+        Map {
+            f,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F, In, Out> ProducerConsumer for Map<F, In, Out>
+where
+    F: FnMut(In) -> Out + Send + 'static,
+    In: Send + 'static,
+    Out: Send + 'static,
+{
+    type In = In;
+    type Out = Out;
+    type Message = ();
+
+    fn handle_events(&mut self, events: Events<'_, In>, ctx: &mut Context<'_, Out>) {
+        ctx.emit_all(events.map(&mut self.f));
+    }
+}
+
+closure_debug!(Map<F, In, Out>);
+
+/// A producer-consumer that turns each event into any number: every item of `f(event)`.
+pub struct FlatMap<F, In, Out> {
+    f: F,
+    _types: PhantomData<fn(In) -> Out>,
+}
+
+impl<F, In, I> FlatMap<F, In, I>
+where
+    F: FnMut(In) -> I + Send + 'static,
+    I: IntoIterator,
+{
+    /// Emits every item of `f(event)` for each event, in order.
+    pub fn new(f: F) -> FlatMap<F, In, I> {
+        FlatMap {
+            f,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F, In, I> ProducerConsumer for FlatMap<F, In, I>
+where
+    F: FnMut(In) -> I + Send + 'static,
+    In: Send + 'static,
+    I: IntoIterator + 'static,
+    I::Item: Send + 'static,
+{
+    type In = In;
+    type Out = I::Item;
+    type Message = ();
+
+    fn handle_events(&mut self, events: Events<'_, In>, ctx: &mut Context<'_, I::Item>) {
+        for event in events {
+            ctx.emit_all((self.f)(event));
+        }
+    }
+}
+
+closure_debug!(FlatMap<F, In, Out>);
+
+/// A producer-consumer that passes on the events `f` accepts and drops the others (they were
+/// consumed: they are not counted as discarded).
+pub struct Filter<F, T> {
+    f: F,
+    _types: PhantomData<fn(T) -> T>,
+}
+
+impl<F, T> Filter<F, T>
+where
+    F: FnMut(&T) -> bool + Send + 'static,
+{
+    /// Keeps the events for which `f` returns `true`.
+    pub fn new(f: F) -> Filter<F, T> {
+        Filter {
+            f,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F, T> ProducerConsumer for Filter<F, T>
+where
+    F: FnMut(&T) -> bool + Send + 'static,
+    T: Send + 'static,
+{
+    type In = T;
+    type Out = T;
+    type Message = ();
+
+    fn handle_events(&mut self, events: Events<'_, T>, ctx: &mut Context<'_, T>) {
+        let f = &mut self.f;
+        ctx.emit_all(events.filter(|e| f(e)));
+    }
+}
+
+closure_debug!(Filter<F, T>);
+
+/// A consumer that calls `f` with each event.
+pub struct ForEach<F, T> {
+    f: F,
+    _types: PhantomData<fn(T)>,
+}
+
+impl<F, T> ForEach<F, T>
+where
+    F: FnMut(T) + Send + 'static,
+{
+    /// Calls `f` with each event, in order.
+    pub fn new(f: F) -> ForEach<F, T> {
+        ForEach {
+            f,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F, T> Consumer for ForEach<F, T>
+where
+    F: FnMut(T) + Send + 'static,
+    T: Send + 'static,
+{
+    type In = T;
+    type Message = ();
+
+    fn handle_events(&mut self, events: Events<'_, T>, _: &mut ConsumerContext<'_>) {
+        events.for_each(&mut self.f);
+    }
+}
+
+closure_debug!(ForEach<F, T>);
+
+/// A consumer that calls `f` with each batch, as the credit protocol cuts them.
+pub struct Batches<F, T> {
+    f: F,
+    _types: PhantomData<fn(T)>,
+}
+
+impl<F, T> Batches<F, T>
+where
+    F: FnMut(Events<'_, T>) + Send + 'static,
+{
+    /// Calls `f` with each batch.
+    pub fn new(f: F) -> Batches<F, T> {
+        Batches {
+            f,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F, T> Consumer for Batches<F, T>
+where
+    F: FnMut(Events<'_, T>) + Send + 'static,
+    T: Send + 'static,
+{
+    type In = T;
+    type Message = ();
+
+    fn handle_events(&mut self, events: Events<'_, T>, _: &mut ConsumerContext<'_>) {
+        (self.f)(events);
+    }
+}
+
+closure_debug!(Batches<F, T>);
+
+/// A producer that calls `f(demand, ctx)` for each demand: `f` emits with
+/// [`Context::emit`] and can [`finish`](Context::finish).
+pub struct Generate<F, Out> {
+    f: F,
+    _types: PhantomData<fn() -> Out>,
+}
+
+impl<F, Out> Generate<F, Out>
+where
+    F: FnMut(usize, &mut Context<'_, Out>) + Send + 'static,
+{
+    /// Produces with `f`.
+    pub fn new(f: F) -> Generate<F, Out> {
+        Generate {
+            f,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F, Out> Producer for Generate<F, Out>
+where
+    F: FnMut(usize, &mut Context<'_, Out>) + Send + 'static,
+    Out: Send + 'static,
+{
+    type Out = Out;
+    type Message = ();
+
+    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, Out>) {
+        (self.f)(demand, ctx)
+    }
+}
+
+closure_debug!(Generate<F, Out>);

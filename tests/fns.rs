@@ -1,0 +1,91 @@
+//! Stages from closures (`stageflow::fns`): each behaves like the hand-written stage it
+//! replaces, under the same credit protocol.
+
+mod common;
+
+use std::sync::mpsc;
+
+use common::joined;
+use stageflow::fns::{Batches, Filter, FlatMap, ForEach, Generate, Map};
+use stageflow::{Reason, SubscribeOptions};
+
+#[test]
+fn smoke() {
+    let p = stageflow::from_iter(0..5u64).spawn().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let c = stageflow::consumer(ForEach::new(move |x: u64| tx.send(x).unwrap()))
+        .subscribe_to(&p, SubscribeOptions::new())
+        .unwrap()
+        .spawn()
+        .unwrap();
+    assert_eq!(joined(&c), Reason::Normal);
+    assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn map_flat_map_and_filter_in_a_chain() {
+    let p = stageflow::from_iter(1..=4u64).spawn().unwrap();
+    let words = stageflow::producer_consumer(Map::new(|x: u64| format!("w{x}")))
+        .subscribe_to(&p, SubscribeOptions::new().max_demand(2))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let letters =
+        stageflow::producer_consumer(FlatMap::new(|w: String| w.chars().collect::<Vec<_>>()))
+            .subscribe_to(&words, SubscribeOptions::new().max_demand(3))
+            .unwrap()
+            .spawn()
+            .unwrap();
+    let digits = stageflow::producer_consumer(Filter::new(|c: &char| c.is_ascii_digit()))
+        .subscribe_to(&letters, SubscribeOptions::new())
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let got: String = stageflow::stream(&digits, SubscribeOptions::new())
+        .unwrap()
+        .collect();
+    assert_eq!(got, "1234");
+    assert_eq!(joined(&digits), Reason::Normal);
+}
+
+#[test]
+fn batches_are_cut_by_the_subscription() {
+    let p = stageflow::from_iter(0..100u64).spawn().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let c = stageflow::consumer(Batches::new(move |events: stageflow::Events<'_, u64>| {
+        tx.send(events.len()).unwrap()
+    }))
+    .subscribe_to(&p, SubscribeOptions::new().max_demand(10).min_demand(7))
+    .unwrap()
+    .spawn()
+    .unwrap();
+    assert_eq!(joined(&c), Reason::Normal);
+    let sizes: Vec<usize> = rx.try_iter().collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 100);
+    assert!(
+        sizes.iter().all(|&n| n <= 3),
+        "chunks of max - min = 3: {sizes:?}"
+    );
+}
+
+#[test]
+fn generate_emits_on_demand_and_finishes() {
+    let mut next = 0u64;
+    let p = stageflow::producer(Generate::new(move |demand, ctx| {
+        for _ in 0..demand.min(7) {
+            ctx.emit(next);
+            next += 1;
+        }
+        if next >= 20 {
+            ctx.finish();
+        }
+    }))
+    .spawn()
+    .unwrap();
+    let got: Vec<u64> = stageflow::stream(&p, SubscribeOptions::new().max_demand(5))
+        .unwrap()
+        .collect();
+    assert_eq!(got, (0..got.len() as u64).collect::<Vec<_>>());
+    assert!(got.len() >= 20);
+    assert_eq!(joined(&p), Reason::Normal);
+}
