@@ -486,6 +486,45 @@ fn latency(s: &Settings) {
     println!();
 }
 
+/// Jobs per second through a `Supervisor` with trivial jobs (what running a job on a worker
+/// costs), beside the same jobs run by hand on a new thread each, 8 at a time.
+fn supervisor(s: &Settings) {
+    if s.only.as_ref().is_some_and(|o| !o.iter().any(|x| x == "k")) {
+        return;
+    }
+    let n = if s.quick { 5_000u64 } else { 20_000 };
+    let start = Instant::now();
+    let jobs = stageflow::from_iter(0..n).spawn().expect("producer");
+    let sup = stageflow::consumer(stageflow::Supervisor::new(|x: u64| {
+        std::hint::black_box(x);
+        Ok(())
+    }))
+    .subscribe_to(&jobs, SubscribeOptions::new().max_demand(8).min_demand(4))
+    .expect("options")
+    .spawn()
+    .expect("supervisor");
+    sup.join();
+    let pooled = n as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let mut x = 0;
+    while x < n {
+        let threads: Vec<_> = (x..(x + 8).min(n))
+            .map(|job| std::thread::spawn(move || std::hint::black_box(job)))
+            .collect();
+        for t in threads {
+            t.join().expect("job");
+        }
+        x += 8;
+    }
+    let by_hand = n as f64 / start.elapsed().as_secs_f64();
+    println!("## k: supervisor, {n} trivial jobs, max_demand 8 (jobs/s)");
+    println!();
+    println!("| stageflow `Supervisor` (pooled worker threads) | by hand, a thread per job, 8 at a time |");
+    println!("|---|---|");
+    println!("| {:.0} k | {:.0} k |", pooled / 1e3, by_hand / 1e3);
+    println!();
+}
+
 fn main() {
     let s = settings();
     let started = Instant::now();
@@ -497,6 +536,7 @@ fn main() {
     );
     println!();
     throughput(&s);
+    supervisor(&s);
     allocation_table(&s);
     if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "g")) {
         memory(&s);

@@ -193,3 +193,22 @@ fn transient_restarts_keep_the_slot_and_have_a_limit() {
         Reason::error("more than 2 worker restarts within 5s")
     );
 }
+
+#[test]
+fn worker_threads_are_reused() {
+    // 200 jobs, at most 4 at once: at most 4 threads ever run them.
+    let threads = Arc::new(parking_lot::Mutex::new(std::collections::HashSet::new()));
+    let t = threads.clone();
+    let jobs = stageflow::from_iter(0..200u64).spawn().unwrap();
+    let sup = stageflow::consumer(Supervisor::new(move |_: u64| {
+        t.lock().insert(std::thread::current().id());
+        Ok(())
+    }))
+    .subscribe_to(&jobs, SubscribeOptions::new().max_demand(4).min_demand(2))
+    .unwrap()
+    .spawn()
+    .unwrap();
+    assert_eq!(joined(&sup), Reason::Normal);
+    let n = threads.lock().len();
+    assert!((1..=4).contains(&n), "{n} worker threads for 200 jobs");
+}
