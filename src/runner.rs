@@ -59,6 +59,10 @@ pub(crate) trait Callbacks: Send + 'static {
         reason: &Reason,
         ctx: &mut Context<'_, Self::Out, Self::Msg>,
     );
+    fn format_discarded(&mut self, count: usize) -> bool {
+        let _ = count;
+        true
+    }
 }
 
 pub(crate) struct AsProducer<S>(pub(crate) S);
@@ -70,6 +74,10 @@ impl<S: Producer> Callbacks for AsProducer<S> {
     type Out = S::Out;
     type Msg = S::Message;
     const KIND: Kind = Kind::Producer;
+
+    fn format_discarded(&mut self, count: usize) -> bool {
+        self.0.format_discarded(count)
+    }
 
     fn demand(&mut self, n: usize, ctx: &mut Context<'_, S::Out, S::Message>) {
         self.0.handle_demand(n, ctx)
@@ -101,6 +109,10 @@ impl<S: ProducerConsumer> Callbacks for AsProducerConsumer<S> {
     type Out = S::Out;
     type Msg = S::Message;
     const KIND: Kind = Kind::ProducerConsumer;
+
+    fn format_discarded(&mut self, count: usize) -> bool {
+        self.0.format_discarded(count)
+    }
 
     fn demand(&mut self, _: usize, _: &mut Context<'_, S::Out, S::Message>) {}
     fn events(&mut self, events: Events<'_, S::In>, ctx: &mut Context<'_, S::Out, S::Message>) {
@@ -975,11 +987,14 @@ impl<S: Callbacks> Runner<S> {
     fn store(&mut self, events: Vec<S::Out>) {
         let discarded = self.buffer.store(events);
         if discarded > 0 {
-            warn!(
-                "stage {}: discarded {discarded} events from buffer",
-                self.shared.name
-            );
             bump(&self.shared.cells.discarded, discarded as u64);
+            // The stage may log it its own way, or not at all (GenStage's format_discarded).
+            if self.stage.format_discarded(discarded) {
+                warn!(
+                    "stage {}: discarded {discarded} events from buffer",
+                    self.shared.name
+                );
+            }
         }
     }
 

@@ -92,6 +92,15 @@ pub trait Producer: Send + 'static {
     ) {
         let _ = (consumer, reason, ctx);
     }
+
+    /// The buffer was full and `count` events were discarded by its keep policy (they are
+    /// counted in any case). Return `true` to have the runtime log the usual warning, `false`
+    /// if you logged it yourself or want it quiet (GenStage's `format_discarded`). Defaults to
+    /// `true`.
+    fn format_discarded(&mut self, count: usize) -> bool {
+        let _ = count;
+        true
+    }
 }
 
 /// A stage in the middle: it consumes events from producers and emits events to consumers
@@ -168,6 +177,15 @@ pub trait ProducerConsumer: Send + 'static {
         ctx: &mut Context<'_, Self::Out, Self::Message>,
     ) {
         let _ = (subscription, reason, ctx);
+    }
+
+    /// The buffer was full and `count` events were discarded by its keep policy (they are
+    /// counted in any case). Return `true` to have the runtime log the usual warning, `false`
+    /// if you logged it yourself or want it quiet (GenStage's `format_discarded`). Defaults to
+    /// `true`.
+    fn format_discarded(&mut self, count: usize) -> bool {
+        let _ = count;
+        true
     }
 }
 

@@ -315,3 +315,39 @@ fn buffer_size_zero_fails_at_spawn() {
         .expect_err("buffer_size 0 must be refused");
     assert_buffer_size_error(err);
 }
+
+#[test]
+fn format_discarded_sees_each_store_and_can_silence_the_warning() {
+    // GenStage's format_discarded: called after each store that dropped events, with that
+    // store's count; the events are counted either way.
+    struct Quiet(crossbeam_channel::Sender<usize>);
+    impl stageflow::Producer for Quiet {
+        type Out = u32;
+        type Message = Vec<u32>;
+        fn handle_demand(&mut self, _: usize, _: &mut stageflow::Context<'_, u32, Vec<u32>>) {}
+        fn handle_message(
+            &mut self,
+            events: Vec<u32>,
+            ctx: &mut stageflow::Context<'_, u32, Vec<u32>>,
+        ) {
+            ctx.emit_all(events);
+        }
+        fn format_discarded(&mut self, count: usize) -> bool {
+            let _ = self.0.send(count);
+            false
+        }
+    }
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let p = stageflow::producer(Quiet(tx))
+        .buffer_size(5)
+        .spawn()
+        .unwrap();
+    p.cast(vec![1, 2, 3, 4, 5]).unwrap();
+    p.cast(vec![6, 7, 8]).unwrap();
+    p.cast(vec![9]).unwrap();
+    assert_eq!(common::next(&rx), 3);
+    assert_eq!(common::next(&rx), 1);
+    assert_eq!(p.counters().discarded, 4);
+    p.stop();
+    common::joined(&p);
+}
