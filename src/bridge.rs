@@ -26,6 +26,30 @@ use crate::subscription::{SubscribeOptions, SubscriptionId};
 /// pull, one ask later (as in GenStage).
 pub struct IterProducer<I> {
     iter: I,
+    stop_on_cancel: bool,
+    consumers: usize,
+}
+
+impl<I> IterProducer<I>
+where
+    I: Iterator + Send + 'static,
+    I::Item: Send + 'static,
+{
+    /// A producer of the items of `iter` (what [`from_iter`] builds, to configure further).
+    pub fn new(iter: impl IntoIterator<IntoIter = I>) -> IterProducer<I> {
+        IterProducer {
+            iter: iter.into_iter(),
+            stop_on_cancel: false,
+            consumers: 0,
+        }
+    }
+
+    /// Ends the producer ([`Reason::Normal`]) once every consumer that subscribed has left,
+    /// instead of waiting for another (GenStage's `on_cancel: :stop`). Defaults to off.
+    pub fn stop_on_cancel(mut self) -> IterProducer<I> {
+        self.stop_on_cancel = true;
+        self
+    }
 }
 
 impl<I> fmt::Debug for IterProducer<I> {
@@ -53,6 +77,22 @@ where
             }
         }
     }
+
+    fn handle_subscribe(&mut self, _: &crate::Subscription, _: &mut Context<'_, I::Item>) {
+        self.consumers += 1;
+    }
+
+    fn handle_cancel(
+        &mut self,
+        _: &crate::Subscription,
+        _: &Reason,
+        ctx: &mut Context<'_, I::Item>,
+    ) {
+        self.consumers -= 1;
+        if self.stop_on_cancel && self.consumers == 0 {
+            ctx.stop(Reason::Normal);
+        }
+    }
 }
 
 /// Builds a producer that emits the items of `iter` as they are asked for, then finishes.
@@ -73,9 +113,7 @@ where
     I::IntoIter: Send + 'static,
     I::Item: Send + 'static,
 {
-    producer(IterProducer {
-        iter: iter.into_iter(),
-    })
+    producer(IterProducer::new(iter))
 }
 
 type StreamEnvelope<T> = Envelope<T, Infallible, ()>;

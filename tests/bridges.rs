@@ -160,3 +160,16 @@ fn stream_of_a_pipeline() {
     assert_eq!(total, 385);
     assert_eq!(joined(&sq), Reason::Normal);
 }
+
+#[test]
+fn stop_on_cancel_ends_the_producer_with_its_last_consumer() {
+    let p = stageflow::producer(stageflow::IterProducer::new(0..1000u64).stop_on_cancel())
+        .spawn()
+        .unwrap();
+    let first: Vec<u64> = stageflow::stream(&p, SubscribeOptions::new().max_demand(10))
+        .unwrap()
+        .take(3)
+        .collect();
+    assert_eq!(first, vec![0, 1, 2]);
+    assert_eq!(joined(&p), Reason::Normal);
+}
