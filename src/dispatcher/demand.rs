@@ -60,16 +60,6 @@ impl DemandDispatcher {
         self.pending
     }
 
-    fn insert(&mut self, demand: usize, sub: SubscriptionId) {
-        // Before the first entry with strictly lower demand: equals stay ahead.
-        let at = self
-            .entries
-            .iter()
-            .position(|&(d, _)| d < demand)
-            .unwrap_or(self.entries.len());
-        self.entries.insert(at, (demand, sub));
-    }
-
     fn remove(&mut self, sub: SubscriptionId) -> Option<usize> {
         let i = self.entries.iter().position(|&(_, s)| s == sub)?;
         Some(self.entries.remove(i).0)
@@ -115,10 +105,16 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
                 self.name.as_deref().unwrap_or("?"),
             );
         }
-        let Some(current) = self.remove(sub) else {
+        let Some(mut i) = self.entries.iter().position(|&(_, s)| s == sub) else {
             return 0;
         };
-        self.insert(current.saturating_add(n), sub);
+        // Raise its demand and move it up past entries with strictly lower demand: where
+        // removing it and inserting it before the first strictly lower entry would put it.
+        self.entries[i].0 = self.entries[i].0.saturating_add(n);
+        while i > 0 && self.entries[i - 1].0 < self.entries[i].0 {
+            self.entries.swap(i - 1, i);
+            i -= 1;
+        }
         let covered = self.pending.min(n);
         self.pending -= covered;
         n - covered
@@ -138,8 +134,14 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
             } else {
                 events.drain(..k).collect()
             };
-            self.entries.remove(0);
-            self.insert(demand - k, sub);
+            // Lower its demand and move it down past entries with demand at least as high:
+            // where removing it and inserting it before the first strictly lower entry would.
+            self.entries[0].0 = demand - k;
+            let mut i = 0;
+            while i + 1 < self.entries.len() && self.entries[i + 1].0 >= self.entries[i].0 {
+                self.entries.swap(i, i + 1);
+                i += 1;
+            }
             out.send(sub, batch);
         }
         self.pending = self.pending.saturating_sub(events.len());
@@ -232,5 +234,53 @@ mod tests {
         let got = dispatch(&mut d, &mut ev);
         assert_eq!(got[0].1.as_ptr(), ptr);
         assert_eq!(d.demand_of(s[0]), 90);
+    }
+
+    /// GenStage's own bookkeeping: remove the entry, re-insert it before the first entry with
+    /// strictly lower demand.
+    fn reference_insert(
+        entries: &mut Vec<(usize, SubscriptionId)>,
+        demand: usize,
+        sub: SubscriptionId,
+    ) {
+        let at = entries
+            .iter()
+            .position(|&(d, _)| d < demand)
+            .unwrap_or(entries.len());
+        entries.insert(at, (demand, sub));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn in_place_moves_match_genstage_remove_and_insert(
+            ops in proptest::collection::vec((0usize..4, 1usize..8, proptest::bool::ANY), 1..60)
+        ) {
+            let s = subs(4);
+            let mut d = DemandDispatcher::new();
+            let mut model: Vec<(usize, SubscriptionId)> = Vec::new();
+            for &x in &s {
+                Dispatcher::<u32>::subscribe(&mut d, x, &SubscribeOptions::new()).unwrap();
+                model.push((0, x));
+            }
+            for (who, n, is_ask) in ops {
+                if is_ask {
+                    ask(&mut d, s[who], n);
+                    let i = model.iter().position(|&(_, x)| x == s[who]).unwrap();
+                    let (demand, sub) = model.remove(i);
+                    reference_insert(&mut model, demand + n, sub);
+                } else {
+                    let mut events: Vec<u32> = (0..n as u32).collect();
+                    dispatch(&mut d, &mut events);
+                    let mut left = n;
+                    while left > 0 && model[0].0 > 0 {
+                        let (demand, sub) = model.remove(0);
+                        let k = demand.min(left);
+                        left -= k;
+                        reference_insert(&mut model, demand - k, sub);
+                    }
+                }
+                proptest::prop_assert_eq!(&order(&d), &model);
+            }
+        }
     }
 }
