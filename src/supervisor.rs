@@ -88,9 +88,8 @@ impl<T> fmt::Debug for SupervisorMsg<T> {
 type Work<T> = dyn Fn(T) -> Result<(), String> + Send + Sync;
 type Cloner<T> = fn(&T) -> T;
 
-/// Per producer: workers running, workers finished since the last ask, and the limits.
+/// Per producer: workers finished since the last ask, and when to ask again.
 struct Slots {
-    running: usize,
     finished: usize,
     min: usize,
 }
@@ -109,8 +108,10 @@ struct Slots {
 /// in a pool: a thread that finished a job takes the next one, so the pool grows only to the
 /// most workers that ever ran at once (at most `max_demand` per producer), and its threads
 /// end with the supervisor. (`cargo bench --bench compare -- --only k` measures it: on 2
-/// vCPUs, trivial jobs went from 40 k/s with a thread per event to about 200 k/s.) Threads cannot be killed: workers still running when the supervisor is stopped
-/// finish on their own (when it ends because its producer did, it first waits for them up to
+/// vCPUs, trivial jobs went from 40 k/s with a thread per event to about 200 k/s.)
+///
+/// Threads cannot be killed: workers still running when the supervisor is stopped finish on
+/// their own (when it ends because its producer did, it first waits for them up to
 /// [`shutdown`](Supervisor::shutdown)).
 ///
 /// # Examples
@@ -207,7 +208,7 @@ impl<T: Send + 'static> Supervisor<T> {
         // An idle worker thread takes it; otherwise a new one starts (at most one per slot).
         if let Some(id) = self.idle.pop() {
             match self.workers[id].send(job) {
-                Ok(()) => return self.started(sub),
+                Ok(()) => return self.started(),
                 Err(e) => job = e.into_inner(),
             }
         }
@@ -222,7 +223,7 @@ impl<T: Send + 'static> Supervisor<T> {
             Ok(_) => {
                 let _ = tx.send(job);
                 self.workers.push(tx);
-                self.started(sub);
+                self.started();
             }
             Err(e) => {
                 // Counts as a worker that finished at once, as GenStage counts a failed start.
@@ -233,12 +234,9 @@ impl<T: Send + 'static> Supervisor<T> {
         }
     }
 
-    fn started(&mut self, sub: SubscriptionId) {
+    fn started(&mut self) {
         self.stats.running += 1;
         self.stats.peak = self.stats.peak.max(self.stats.running);
-        if let Some(slots) = self.slots.get_mut(&sub) {
-            slots.running += 1;
-        }
     }
 
     /// A worker's slot is free: ask again once `min_demand` slots are.
@@ -252,45 +250,46 @@ impl<T: Send + 'static> Supervisor<T> {
         }
     }
 
-    /// Handles one worker's report.
-    fn exited(&mut self, exit: Exit<T>, ctx: &mut ConsumerContext<'_, SupervisorMsg<T>>) {
-        let Exit {
-            sub,
-            outcome,
-            retry,
-            worker,
-        } = exit;
-        self.idle.push(worker);
+    /// Books a worker's report: its thread is idle again, the stats count it, a failure is
+    /// logged. Returns the event to run again if the failure may be retried.
+    fn account(&mut self, exit: Exit<T>, stage: &str) -> Option<T> {
+        self.idle.push(exit.worker);
         self.stats.running -= 1;
-        if let Some(slots) = self.slots.get_mut(&sub) {
-            slots.running -= 1;
-        }
-        match outcome {
-            Ok(()) => self.stats.succeeded += 1,
+        match exit.outcome {
+            Ok(()) => {
+                self.stats.succeeded += 1;
+                None
+            }
             Err(message) => {
                 self.stats.failed += 1;
-                error!("stage {}: a worker failed: {message}", ctx.name());
-                if let Some(event) = retry {
-                    if self.may_restart() {
-                        self.stats.restarted += 1;
-                        self.start(sub, event, ctx);
-                        return;
-                    }
-                    if let Restart::Transient {
-                        max_restarts,
-                        within,
-                    } = self.restart
-                    {
-                        warn!(
-                            "stage {}: more than {max_restarts} worker restarts within {within:?}; stopping",
-                            ctx.name()
-                        );
-                        ctx.stop(Reason::error(format!(
-                            "more than {max_restarts} worker restarts within {within:?}"
-                        )));
-                        return;
-                    }
-                }
+                error!("stage {stage}: a worker failed: {message}");
+                exit.retry
+            }
+        }
+    }
+
+    /// Handles one worker's report: restart it, or free its slot.
+    fn exited(&mut self, exit: Exit<T>, ctx: &mut ConsumerContext<'_, SupervisorMsg<T>>) {
+        let sub = exit.sub;
+        if let Some(event) = self.account(exit, ctx.name()) {
+            if self.may_restart() {
+                self.stats.restarted += 1;
+                self.start(sub, event, ctx);
+                return;
+            }
+            if let Restart::Transient {
+                max_restarts,
+                within,
+            } = self.restart
+            {
+                warn!(
+                    "stage {}: more than {max_restarts} worker restarts within {within:?}; stopping",
+                    ctx.name()
+                );
+                ctx.stop(Reason::error(format!(
+                    "more than {max_restarts} worker restarts within {within:?}"
+                )));
+                return;
             }
         }
         self.finished(sub, ctx);
@@ -346,7 +345,6 @@ impl<T: Send + 'static> Consumer for Supervisor<T> {
         self.slots.insert(
             producer.id(),
             Slots {
-                running: 0,
                 finished: 0,
                 min: opts.get_min_demand(),
             },
@@ -394,17 +392,8 @@ impl<T: Send + 'static> Consumer for Supervisor<T> {
             let deadline = crate::timer::deadline(self.shutdown);
             while self.stats.running > 0 {
                 match self.reports.recv_deadline(deadline) {
-                    Ok(exit) => {
-                        self.idle.push(exit.worker);
-                        self.stats.running -= 1;
-                        match exit.outcome {
-                            Ok(()) => self.stats.succeeded += 1,
-                            Err(message) => {
-                                self.stats.failed += 1;
-                                error!("stage {}: a worker failed: {message}", ctx.name());
-                            }
-                        }
-                    }
+                    // No restarts now: the stage is ending.
+                    Ok(exit) => drop(self.account(exit, ctx.name())),
                     Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
                         warn!(
                             "stage {}: ending with {} workers still running",
