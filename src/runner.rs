@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender};
 use log::{error, info, warn};
@@ -353,9 +353,10 @@ impl<S: Callbacks> Runner<S> {
             if self.unreachable() {
                 return self.finishing.take().unwrap_or(Reason::Normal);
             }
-            let backlog = self.any_backlog();
+            let mut backlog = self.any_backlog();
             if backlog || self.closed_links > 0 {
                 self.flush_backlogs();
+                backlog = self.any_backlog();
             }
             // A timer that is due takes its place behind the messages already queued, as a
             // message sent to itself would: they are handled first, then it fires.
@@ -378,7 +379,7 @@ impl<S: Callbacks> Runner<S> {
                 } else {
                     deadline
                 };
-                match self.wait(wait_until) {
+                match self.wait(wait_until, backlog) {
                     Wait::Msg(env) => {
                         if let Some(gate) = &mut self.timer_gate {
                             *gate = gate.saturating_sub(1);
@@ -428,9 +429,10 @@ impl<S: Callbacks> Runner<S> {
             || self.downs.iter().any(|l| !l.out.backlog.is_empty())
     }
 
-    /// Waits for an envelope, or for room at a peer whose backlog is not empty.
-    fn wait(&mut self, deadline: Option<Instant>) -> Wait<Env<S>> {
-        if !self.any_backlog() {
+    /// Waits for an envelope, or, when `backlog` says some peer's backlog is not empty, for
+    /// room at that peer.
+    fn wait(&mut self, deadline: Option<Instant>, backlog: bool) -> Wait<Env<S>> {
+        if !backlog {
             return match deadline {
                 None => match self.inbox.recv() {
                     Ok(env) => Wait::Msg(env),
@@ -1215,7 +1217,6 @@ impl<S: Callbacks> Runner<S> {
                 reason: reason.clone(),
             });
         }
-        let deadline = Instant::now() + Duration::from_secs(3600);
         loop {
             self.flush_backlogs();
             for l in &mut self.ups {
@@ -1226,12 +1227,8 @@ impl<S: Callbacks> Runner<S> {
             if !self.any_backlog() {
                 break;
             }
-            match self.wait(Some(deadline)) {
-                Wait::Msg(env) => lost += self.drop_late(env, reason),
-                Wait::Timeout => {}
-                // Nobody can send here any more, so the select would not block: pace the
-                // retries while the last peers make room.
-                Wait::Disconnected => std::thread::sleep(Duration::from_millis(1)),
+            if let Wait::Msg(env) = self.wait(None, true) {
+                lost += self.drop_late(env, reason);
             }
         }
         while let Ok(env) = self.inbox.try_recv() {
