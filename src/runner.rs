@@ -1204,6 +1204,7 @@ impl<S: Callbacks> Runner<S> {
                 link.closed = true;
                 self.closed_links += 1;
                 let sub = link.info.id;
+                self.shared.remove_sub(sub, Direction::Downstream);
                 let _ = link.out.send(Down::Cancel {
                     sub,
                     reason: reason.clone(),
@@ -1235,9 +1236,6 @@ impl<S: Callbacks> Runner<S> {
             lost += self.drop_late(env, reason);
         }
         self.discard(lost, &format!("the stage ended ({reason})"));
-        for link in &self.downs {
-            self.shared.remove_sub(link.info.id, Direction::Downstream);
-        }
         for link in &self.ups {
             self.shared.remove_sub(link.info.id, Direction::Upstream);
         }
