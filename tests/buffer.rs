@@ -337,8 +337,10 @@ fn format_discarded_sees_each_store_and_can_silence_the_warning() {
             false
         }
     }
+    let logs = common::capture_logs();
     let (tx, rx) = crossbeam_channel::unbounded();
     let p = stageflow::producer(Quiet(tx))
+        .name("quiet")
         .buffer_size(5)
         .spawn()
         .unwrap();
@@ -348,6 +350,24 @@ fn format_discarded_sees_each_store_and_can_silence_the_warning() {
     assert_eq!(common::next(&rx), 3);
     assert_eq!(common::next(&rx), 1);
     assert_eq!(p.counters().discarded, 4);
+    assert_eq!(common::logged(&logs, "stage quiet: discarded"), vec![]);
     p.stop();
     common::joined(&p);
+}
+
+#[test]
+fn every_discard_is_logged_at_warn_level_with_the_stage_and_the_count() {
+    let logs = common::capture_logs();
+    let (p, _rx) = emitter("overflowing", |b| b.buffer_size(5));
+    emit(&p, vec![1u32, 2, 3, 4, 5]);
+    emit(&p, vec![6, 7, 8]);
+    assert_eq!(
+        common::logged(&logs, "stage overflowing: discarded"),
+        vec![(
+            log::Level::Warn,
+            "stage overflowing: discarded 3 events from buffer".to_string()
+        )]
+    );
+    p.stop();
+    joined(&p);
 }

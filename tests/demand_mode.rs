@@ -123,3 +123,39 @@ fn events_emitted_while_accumulating_are_held_back_in_order() {
     joined(&p);
     joined(&c);
 }
+
+#[test]
+fn events_held_back_are_not_limited_by_buffer_size() {
+    // While accumulating, emitted events bypass the buffer (GenStage's probe p5): a buffer of
+    // 2 does not drop any of the 5 held back.
+    struct Caster;
+    impl Producer for Caster {
+        type Out = u32;
+        type Message = u32;
+        fn handle_demand(&mut self, _: usize, _: &mut Context<'_, u32, u32>) {}
+        fn handle_message(&mut self, x: u32, ctx: &mut Context<'_, u32, u32>) {
+            ctx.emit(x);
+        }
+    }
+    let p = stageflow::producer(Caster)
+        .buffer_size(2)
+        .demand(ProducerDemand::Accumulate)
+        .spawn()
+        .unwrap();
+    let (rec, rx) = Recorder::new();
+    let c = stageflow::consumer(rec)
+        .subscribe_to(&p, SubscribeOptions::new().max_demand(10))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    assert_eq!(next(&rx), Report::Subscribed);
+    for x in 1..=5 {
+        p.cast(x).unwrap();
+    }
+    p.set_demand(ProducerDemand::Forward).unwrap();
+    assert_eq!(collect_events(&rx, 5).concat(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(p.counters().discarded, 0);
+    p.stop();
+    joined(&p);
+    joined(&c);
+}

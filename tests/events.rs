@@ -57,3 +57,36 @@ fn slices_sizes_and_folds_agree() {
     });
     assert_eq!(got.concat(), (0..20).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_batch_knows_its_subscription() {
+    // A consumer of two producers tells their batches apart by subscription.
+    let evens = stageflow::from_iter((0..10u64).map(|x| x * 2))
+        .spawn()
+        .unwrap();
+    let odds = stageflow::from_iter((0..10u64).map(|x| x * 2 + 1))
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let c = stageflow::consumer(Batches::new(move |events: Events<'_, u64>| {
+        let from = events.subscription();
+        for x in events {
+            tx.send((from, x)).unwrap();
+        }
+    }))
+    .spawn()
+    .unwrap();
+    let opts = SubscribeOptions::new().cancel(stageflow::CancelMode::Transient);
+    let e = c.subscribe_to(&evens, opts.clone()).unwrap();
+    let o = c.subscribe_to(&odds, opts).unwrap();
+    let got: Vec<_> = (0..20)
+        .map(|_| rx.recv_timeout(common::LIMIT).expect("20 events"))
+        .collect();
+    joined(&evens);
+    joined(&odds);
+    c.stop();
+    joined(&c);
+    for (from, x) in got {
+        assert_eq!(from, if x % 2 == 0 { e } else { o }, "event {x}");
+    }
+}

@@ -73,6 +73,7 @@ fn excess_is_handled_and_not_asked_for() {
             }
         }
     }
+    let logs = common::capture_logs();
     let (tx, demands) = crossbeam_channel::unbounded();
     let p = stageflow::producer(Eight(tx, 0))
         .dispatcher(Greedy::default())
@@ -80,6 +81,7 @@ fn excess_is_handled_and_not_asked_for() {
         .unwrap();
     let (rec, rx) = Recorder::new();
     let c = stageflow::consumer(rec)
+        .name("greedy-consumer")
         .subscribe_to(&p, SubscribeOptions::new().max_demand(5).min_demand(0))
         .unwrap()
         .spawn()
@@ -87,6 +89,9 @@ fn excess_is_handled_and_not_asked_for() {
     assert_eq!(next(&rx), Report::Subscribed);
     assert_eq!(next(&rx), Report::Batch(vec![0, 1, 2, 3, 4]));
     assert_eq!(next(&rx), Report::Batch(vec![5, 6, 7]));
+    let excess = common::logged(&logs, "stage greedy-consumer: received 3 events in excess");
+    assert_eq!(excess.len(), 1, "{excess:?}");
+    assert_eq!(excess[0].0, log::Level::Error);
     assert_eq!(next(&demands), Report::Demand(5));
     assert_eq!(
         next(&demands),

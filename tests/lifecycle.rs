@@ -160,11 +160,20 @@ fn temporary_never_ends() {
 
 #[test]
 fn stop_from_outside_is_a_shutdown() {
+    let logs = common::capture_logs();
     let (p, c, rx) = consumer_of_idle(CancelMode::Permanent);
     p.stop();
     assert_eq!(joined(&p), Reason::Shutdown);
     assert_eq!(next(&rx), Report::Cancelled(Reason::Shutdown));
     assert_eq!(joined(&c), Reason::Shutdown);
+    // The consumer says why it stops, at info level, naming itself.
+    let why = common::logged(
+        &logs,
+        &format!("stage {}: stopping after subscription", c.name()),
+    );
+    assert_eq!(why.len(), 1, "{why:?}");
+    assert_eq!(why[0].0, log::Level::Info);
+    assert!(why[0].1.ends_with("ended: shutdown"), "{}", why[0].1);
 }
 
 #[test]
@@ -404,5 +413,159 @@ fn a_mailbox_delivers_from_another_thread() {
     got.sort_unstable();
     assert_eq!(got, vec![0, 10, 20, 30, 40]);
     c.stop();
+    joined(&c);
+}
+
+#[test]
+fn stop_discards_what_is_buffered_and_counts_it() {
+    enum Msg {
+        Emit(Vec<u64>),
+        Sync(stageflow::Reply<()>),
+    }
+    struct Caster;
+    impl Producer for Caster {
+        type Out = u64;
+        type Message = Msg;
+        fn handle_demand(&mut self, _: usize, _: &mut Context<'_, u64, Msg>) {}
+        fn handle_message(&mut self, msg: Msg, ctx: &mut Context<'_, u64, Msg>) {
+            match msg {
+                Msg::Emit(events) => ctx.emit_all(events),
+                Msg::Sync(reply) => ctx.reply(reply, ()),
+            }
+        }
+    }
+    let p = stageflow::producer(Caster).spawn().unwrap();
+    // Nobody is subscribed: all 7 are buffered.
+    p.cast(Msg::Emit((0..7).collect())).unwrap();
+    p.call(Msg::Sync, Duration::from_secs(5)).unwrap();
+    assert_eq!(p.counters().buffered, 7);
+    p.stop();
+    assert_eq!(joined(&p), Reason::Shutdown);
+    let counters = p.counters();
+    assert_eq!((counters.discarded, counters.buffered), (7, 0));
+}
+
+#[test]
+fn counters_balance_for_a_finished_pipeline() {
+    let (numbers, _) = Numbers::new(Some(5_000));
+    let p = stageflow::producer(numbers).spawn().unwrap();
+    let (rec, _rx) = Recorder::new();
+    let c = stageflow::consumer(rec)
+        .subscribe_to(&p, SubscribeOptions::new().max_demand(64))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    assert_eq!(joined(&c), Reason::Normal);
+    assert_eq!(joined(&p), Reason::Normal);
+    let (pc, cc) = (p.counters(), c.counters());
+    assert_eq!(pc.events_out, 5_000);
+    assert_eq!(cc.events_in, pc.events_out);
+    assert_eq!((pc.discarded, pc.buffered, cc.discarded), (0, 0, 0));
+    assert!(pc.subscriptions.is_empty() && cc.subscriptions.is_empty());
+}
+
+#[test]
+fn a_stage_thread_is_named_after_the_stage() {
+    struct Named(Sender<Option<String>>);
+    impl Producer for Named {
+        type Out = u64;
+        type Message = ();
+        fn handle_demand(&mut self, _: usize, _: &mut Context<'_, u64>) {}
+        fn handle_message(&mut self, _: (), _: &mut Context<'_, u64>) {
+            let _ = self.0.send(std::thread::current().name().map(String::from));
+        }
+    }
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let p = stageflow::producer(Named(tx.clone()))
+        .name("reader")
+        .spawn()
+        .unwrap();
+    p.cast(()).unwrap();
+    assert_eq!(next(&rx).as_deref(), Some("reader"));
+    // Unnamed stages are named after their type, with a number.
+    let q = stageflow::producer(Named(tx)).spawn().unwrap();
+    assert!(q.name().starts_with("Named-"), "{}", q.name());
+    q.cast(()).unwrap();
+    assert_eq!(next(&rx).as_deref(), Some(q.name()));
+    for s in [&p, &q] {
+        s.stop();
+        joined(s);
+    }
+}
+
+#[test]
+fn a_consumer_that_finishes_ends_normally() {
+    struct Three(usize);
+    impl Consumer for Three {
+        type In = u64;
+        type Message = ();
+        fn handle_events(&mut self, events: Events<'_, u64>, ctx: &mut ConsumerContext<'_>) {
+            self.0 += events.len();
+            if self.0 >= 3 {
+                ctx.finish();
+            }
+        }
+    }
+    let (numbers, _) = Numbers::new(None);
+    let p = stageflow::producer(numbers).spawn().unwrap();
+    let c = stageflow::consumer(Three(0))
+        .subscribe_to(&p, SubscribeOptions::new().max_demand(2))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    assert_eq!(joined(&c), Reason::Normal);
+    // The producer keeps running without its consumer.
+    assert!(!p.is_finished());
+    p.stop();
+    joined(&p);
+}
+
+#[test]
+fn a_tag_reaches_both_sides_of_a_subscription() {
+    struct Tags(Sender<(stageflow::Direction, Option<String>)>);
+    impl Producer for Tags {
+        type Out = u64;
+        type Message = ();
+        fn handle_demand(&mut self, _: usize, _: &mut Context<'_, u64>) {}
+        fn handle_subscribe(&mut self, s: &stageflow::Subscription, _: &mut Context<'_, u64>) {
+            let _ = self
+                .0
+                .send((s.direction(), s.options().get_tag().map(String::from)));
+        }
+    }
+    impl Consumer for Tags {
+        type In = u64;
+        type Message = ();
+        fn handle_events(&mut self, _: Events<'_, u64>, _: &mut ConsumerContext<'_>) {}
+        fn handle_subscribe(
+            &mut self,
+            s: &stageflow::Subscription,
+            _: &mut ConsumerContext<'_>,
+        ) -> stageflow::DemandMode {
+            let _ = self
+                .0
+                .send((s.direction(), s.options().get_tag().map(String::from)));
+            stageflow::DemandMode::Automatic
+        }
+    }
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let p = stageflow::producer(Tags(tx.clone())).spawn().unwrap();
+    let c = stageflow::consumer(Tags(tx))
+        .subscribe_to(&p, SubscribeOptions::new().tag("interval=100"))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let mut seen = vec![next(&rx), next(&rx)];
+    seen.sort_by_key(|(d, _)| *d == stageflow::Direction::Upstream);
+    let tag = Some("interval=100".to_string());
+    assert_eq!(
+        seen,
+        vec![
+            (stageflow::Direction::Downstream, tag.clone()),
+            (stageflow::Direction::Upstream, tag)
+        ]
+    );
+    p.stop();
+    joined(&p);
     joined(&c);
 }

@@ -194,3 +194,41 @@ impl<T: Send + 'static> Consumer for Synced<T> {
         let _ = self.tx.send(Report::Cancelled(reason.clone()));
     }
 }
+
+/// Log records captured by [`capture_logs`]: (level, message).
+pub type Logs = std::sync::Arc<parking_lot::Mutex<Vec<(log::Level, String)>>>;
+
+struct Capture(Logs);
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        self.0
+            .lock()
+            .push((record.level(), record.args().to_string()));
+    }
+    fn flush(&self) {}
+}
+
+/// Installs, once per test binary, a logger that keeps every record; returns them.
+pub fn capture_logs() -> Logs {
+    static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Logs::default();
+        log::set_boxed_logger(Box::new(Capture(logs.clone()))).expect("one logger per binary");
+        log::set_max_level(log::LevelFilter::Trace);
+        logs
+    })
+    .clone()
+}
+
+/// The captured records whose message contains `needle`.
+pub fn logged(logs: &Logs, needle: &str) -> Vec<(log::Level, String)> {
+    logs.lock()
+        .iter()
+        .filter(|(_, m)| m.contains(needle))
+        .cloned()
+        .collect()
+}
