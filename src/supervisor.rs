@@ -419,14 +419,8 @@ fn worker<T>(id: usize, jobs: Receiver<Job<T>>, work: Arc<Work<T>>, report_to: S
             retry,
             mailbox,
         } = job;
-        let outcome = match catch_unwind(AssertUnwindSafe(|| work(event))) {
-            Ok(result) => result,
-            Err(payload) => Err(payload
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "worker panicked".to_owned())),
-        };
+        let outcome = catch_unwind(AssertUnwindSafe(|| work(event)))
+            .unwrap_or_else(|payload| Err(crate::unwind::panic_message(payload.as_ref())));
         let exit = Exit {
             sub,
             outcome,

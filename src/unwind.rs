@@ -31,7 +31,8 @@ pub(crate) fn stage_main<S: Callbacks>(mut runner: Runner<S>) {
     shared.set_outcome(reason);
 }
 
-fn panic_message(payload: &(dyn Any + Send)) -> String {
+/// The message of a panic, from its payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {
