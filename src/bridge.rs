@@ -223,15 +223,12 @@ impl<T: Send + 'static> Stream<T> {
         producer: &impl Upstream<T>,
         options: SubscribeOptions,
     ) -> Result<SubscriptionId, SubscribeError> {
-        let port = Counted::new(self.tx.clone(), self.shared.clone());
-        let sub = subscribe(
-            &producer.source(),
-            Box::new(port),
-            self.name.clone(),
-            options,
-        )?;
+        let port = Counted::new(self.tx.clone(), None, self.shared.clone());
+        // The stream registers the subscription when it next reads its channel, on this very
+        // thread: no waiting for that here.
+        let pending = subscribe(&producer.source(), Box::new(port), &self.shared, options)?;
         self.expecting += 1;
-        Ok(sub)
+        Ok(pending.sub)
     }
 
     /// How the last subscription ended, once the stream has ended.
@@ -325,23 +322,39 @@ impl<T: Send + 'static> Iterator for Stream<T> {
     }
 }
 
+/// How long a dropped stream waits for its producers to confirm its cancels.
+const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl<T: Send + 'static> Drop for Stream<T> {
+    /// Cancels every subscription with [`Reason::Normal`] and waits (a few seconds at most)
+    /// for each producer to confirm, as GenStage's stream does, so that every producer sees
+    /// the cancel (and not a consumer that vanished) and nothing is still on its way here.
     fn drop(&mut self) {
         for s in &self.subs {
-            let _ = s.port.try_send(Up::Cancel {
+            let _ = s.port.send_urgent(Up::Cancel {
                 sub: s.id,
                 reason: Reason::Normal,
             });
         }
-        // Subscriptions confirmed but not read yet are cancelled too.
-        while self.expecting > 0 {
-            match self.rx.try_recv() {
+        let deadline = crate::timer::deadline(CANCEL_WAIT);
+        while !self.subs.is_empty() || self.expecting > 0 {
+            match self.rx.recv_deadline(deadline) {
+                // Subscriptions confirmed but not read yet are cancelled too.
                 Ok(Envelope::Down(Down::Subscribed(s))) => {
-                    self.expecting -= 1;
-                    let _ = s.producer.try_send(Up::Cancel {
-                        sub: s.info.id,
+                    self.expecting = self.expecting.saturating_sub(1);
+                    let sub = s.info.id;
+                    let _ = s.producer.send_urgent(Up::Cancel {
+                        sub,
                         reason: Reason::Normal,
                     });
+                    self.subs.push(StreamSub {
+                        id: sub,
+                        port: s.producer,
+                        demand: Demand::new(1, 0),
+                    });
+                }
+                Ok(Envelope::Down(Down::Cancel { sub, .. })) => {
+                    self.subs.retain(|s| s.id != sub);
                 }
                 Ok(_) => {}
                 Err(_) => break,

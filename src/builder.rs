@@ -5,20 +5,23 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crossbeam_channel::bounded;
+use crossbeam_channel::{bounded, unbounded};
 
 use crate::dispatcher::{DemandDispatcher, Dispatcher};
 use crate::envelope::{Counted, Down, Envelope, Port, Up};
 use crate::error::{BuildError, SubscribeError};
 use crate::handle::{
-    subscribe, ConsumerRole, Consumes, Emits, ProducerConsumerRole, ProducerRole, Role, Source,
-    Stage, Upstream,
+    subscribe, ConsumerRole, Consumes, Emits, Pending, ProducerConsumerRole, ProducerRole, Role,
+    Source, Stage, Upstream,
 };
 use crate::reason::Reason;
 use crate::runner::{AsConsumer, AsProducer, AsProducerConsumer, Callbacks, Config, Runner};
 use crate::shared::Shared;
 use crate::stage::{Consumer, Producer, ProducerConsumer};
-use crate::subscription::{BufferKeep, ProducerDemand, SubscribeOptions};
+use crate::subscription::{
+    BufferKeep, CancelMode, Direction, ProducerDemand, SubscribeOptions, Subscription,
+    SubscriptionId,
+};
 use crate::unwind::stage_main;
 
 /// The default inbox capacity, in messages.
@@ -299,7 +302,8 @@ impl<S, R: Role<S>> StageBuilder<S, R> {
     }
 }
 
-/// Creates the inbox, makes the build-time subscriptions, and starts the thread.
+/// Creates the inbox, makes the build-time subscriptions, starts the thread, and returns once
+/// the stage holds its subscriptions (so their ids work at once).
 fn launch<C: Callbacks, S, R>(
     callbacks: C,
     parts: Parts<C::In, C::Out>,
@@ -314,20 +318,30 @@ where
         subscriptions,
     } = parts;
     let (tx, rx) = bounded::<Envelope<C::In, C::Out, C::Msg>>(inbox_capacity);
+    let (ctl_tx, ctl_rx) = unbounded::<Envelope<C::In, C::Out, C::Msg>>();
     let shared = Arc::new(Shared::new(name.clone()));
-    let handle = Counted::new(tx.clone(), shared.clone());
-    let mut made: Vec<(Source<C::In>, crate::SubscriptionId)> = Vec::new();
+    let handle = Counted::new(tx.clone(), Some(ctl_tx), shared.clone());
+    let mut made: Vec<(Source<C::In>, Pending)> = Vec::new();
+    let mut failed: Vec<Subscription> = Vec::new();
     for (source, options) in subscriptions {
         let port: Box<dyn Port<Down<C::In>>> = Box::new(handle.clone());
-        match subscribe(&source, port, name.clone(), options) {
-            Ok(sub) => made.push((source, sub)),
+        let temporary = options.get_cancel() == CancelMode::Temporary;
+        match subscribe(&source, port, &shared, options.clone()) {
+            Ok(pending) => made.push((source, pending)),
+            // A temporary subscription is optional: the stage starts and sees it fail.
+            Err(SubscribeError::ProducerGone { .. }) if temporary => failed.push(Subscription {
+                id: SubscriptionId::next(),
+                direction: Direction::Upstream,
+                peer: source.name().into(),
+                options,
+            }),
             Err(e) => {
                 withdraw(&made);
                 return Err(BuildError::Subscribe(e));
             }
         }
     }
-    let runner = Runner::new(callbacks, shared.clone(), tx, rx, config);
+    let runner = Runner::new(callbacks, shared.clone(), tx, rx, ctl_rx, config, failed);
     let thread = std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || stage_main(runner));
@@ -338,14 +352,18 @@ where
             return Err(BuildError::Spawn(e));
         }
     }
+    for (_, pending) in made {
+        // A stage that ended meanwhile is reported by its outcome, not here.
+        let _ = pending.registered();
+    }
     Ok(Stage::new(shared, handle))
 }
 
 /// Cancels subscriptions made for a stage that will not start.
-fn withdraw<T: Send + 'static>(made: &[(Source<T>, crate::SubscriptionId)]) {
-    for (source, sub) in made {
+fn withdraw<T: Send + 'static>(made: &[(Source<T>, Pending)]) {
+    for (source, pending) in made {
         source.send_up(Up::Cancel {
-            sub: *sub,
+            sub: pending.sub,
             reason: Reason::Shutdown,
         });
     }

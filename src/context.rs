@@ -269,7 +269,7 @@ impl<M> Mailbox<M> {
     pub fn try_cast(&self, msg: M) -> Result<(), CastError<M>> {
         self.port.try_send(Msg(msg)).map_err(|e| match e {
             PortError::Full(m) => CastError::Full(m.0),
-            PortError::Gone(m) | PortError::Timeout(m) => CastError::Stopped(m.0),
+            PortError::Gone(m) => CastError::Stopped(m.0),
         })
     }
 }

@@ -7,9 +7,8 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
-use crossbeam_channel::{Select, SelectedOperation, SendTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Select, SelectedOperation, Sender, TrySendError};
 
 use crate::error::SubscribeError;
 use crate::reason::Reason;
@@ -45,6 +44,9 @@ pub(crate) struct Subscribed<T> {
     pub(crate) producer: Box<dyn Port<Up<T>>>,
     /// As the consumer sees it: direction upstream, peer the producer.
     pub(crate) info: Subscription,
+    /// Told (and dropped) once the consumer holds the subscription, so that whoever
+    /// subscribed it can return a subscription id that works at once.
+    pub(crate) registered: Option<Sender<()>>,
 }
 
 /// Consumer to producer.
@@ -62,6 +64,11 @@ pub(crate) struct SubscribeRequest<T> {
     pub(crate) producer_name: std::sync::Arc<str>,
     pub(crate) options: SubscribeOptions,
     pub(crate) ack: Sender<Result<(), SubscribeError>>,
+    /// Passed on to the consumer in [`Subscribed`].
+    pub(crate) registered: Option<Sender<()>>,
+    /// Identifies the consuming stage (or stream), for dispatchers that take one
+    /// subscription per consumer.
+    pub(crate) consumer_id: usize,
 }
 
 /// From a handle to its stage.
@@ -87,15 +94,17 @@ pub(crate) enum Control {
 pub(crate) enum PortError<M> {
     Full(M),
     Gone(M),
-    Timeout(M),
 }
 
 /// One stage's handle on another's inbox, for messages of type `M`.
 pub(crate) trait Port<M>: Send + Sync {
     fn try_send(&self, msg: M) -> Result<(), PortError<M>>;
-    fn send_deadline(&self, msg: M, deadline: Instant) -> Result<(), PortError<M>>;
     /// Blocks while the inbox is full; gives the message back if the stage is gone.
     fn send(&self, msg: M) -> Result<(), M>;
+    /// Sends on the stage's control path, which data cannot crowd out: never blocks, and the
+    /// stage handles it at the start of its next turn. Gives the message back if the stage is
+    /// gone.
+    fn send_urgent(&self, msg: M) -> Result<(), M>;
     /// Adds a send operation on this port to `sel`; returns its index.
     fn register<'a>(&'a self, sel: &mut Select<'a>) -> usize;
     /// Completes a send operation that `sel` selected; gives the message back if the peer is
@@ -149,27 +158,46 @@ impl<In, Out, M> Wrap<Msg<M>> for Envelope<In, Out, M> {
 /// and the ports peers hold are all `Counted`; the stage's own thread keeps a plain sender. When
 /// the count falls to zero the stage is woken to check whether anything can still reach it
 /// (see `Runner::unreachable`).
+///
+/// Beside the bounded inbox, a stage has an unbounded *control* channel for what handles send
+/// (stop, cancel, ask, subscribe, demand mode): the runtime's own `try_send`s of events can
+/// keep an inbox full for as long as traffic flows, and control must not wait behind them.
+/// Control is bounded by what users do, not by event traffic.
 pub(crate) struct Counted<E: Wrap<Control> + Send + 'static> {
     tx: Sender<E>,
+    ctl: Option<Sender<E>>,
     shared: Arc<Shared>,
 }
 
 impl<E: Wrap<Control> + Send + 'static> Counted<E> {
-    pub(crate) fn new(tx: Sender<E>, shared: Arc<Shared>) -> Counted<E> {
+    /// A reference to a stage with inbox `tx` and control channel `ctl` (`None`: control goes
+    /// through the inbox, for a [`Stream`](crate::Stream), which no handle controls).
+    pub(crate) fn new(tx: Sender<E>, ctl: Option<Sender<E>>, shared: Arc<Shared>) -> Counted<E> {
         shared.refs.fetch_add(1, Ordering::AcqRel);
-        Counted { tx, shared }
+        Counted { tx, ctl, shared }
     }
-}
 
-impl<E: Wrap<Control> + Send + 'static> Counted<E> {
     pub(crate) fn sender(&self) -> &Sender<E> {
         &self.tx
+    }
+
+    /// Sends `env` on the control path and wakes the stage if it is idle (a full inbox means it
+    /// is busy, and it reads the control channel at the start of every turn).
+    pub(crate) fn urgent(&self, env: E) -> Result<(), E> {
+        match &self.ctl {
+            Some(ctl) => {
+                ctl.send(env).map_err(|e| e.into_inner())?;
+                let _ = self.tx.try_send(E::wrap(Control::Wake));
+                Ok(())
+            }
+            None => self.tx.send(env).map_err(|e| e.into_inner()),
+        }
     }
 }
 
 impl<E: Wrap<Control> + Send + 'static> Clone for Counted<E> {
     fn clone(&self) -> Self {
-        Counted::new(self.tx.clone(), self.shared.clone())
+        Counted::new(self.tx.clone(), self.ctl.clone(), self.shared.clone())
     }
 }
 
@@ -188,11 +216,11 @@ where
     fn try_send(&self, msg: M) -> Result<(), PortError<M>> {
         Port::try_send(&self.tx, msg)
     }
-    fn send_deadline(&self, msg: M, deadline: Instant) -> Result<(), PortError<M>> {
-        Port::send_deadline(&self.tx, msg, deadline)
-    }
     fn send(&self, msg: M) -> Result<(), M> {
         Port::send(&self.tx, msg)
+    }
+    fn send_urgent(&self, msg: M) -> Result<(), M> {
+        self.urgent(E::wrap(msg)).map_err(Wrap::unwrap)
     }
     fn register<'a>(&'a self, sel: &mut Select<'a>) -> usize {
         sel.send(&self.tx)
@@ -216,15 +244,12 @@ where
         })
     }
 
-    fn send_deadline(&self, msg: M, deadline: Instant) -> Result<(), PortError<M>> {
-        Sender::send_deadline(self, E::wrap(msg), deadline).map_err(|e| match e {
-            SendTimeoutError::Timeout(e) => PortError::Timeout(e.unwrap()),
-            SendTimeoutError::Disconnected(e) => PortError::Gone(e.unwrap()),
-        })
-    }
-
     fn send(&self, msg: M) -> Result<(), M> {
         Sender::send(self, E::wrap(msg)).map_err(|e| e.into_inner().unwrap())
+    }
+
+    fn send_urgent(&self, msg: M) -> Result<(), M> {
+        Port::send(self, msg)
     }
 
     fn register<'a>(&'a self, sel: &mut Select<'a>) -> usize {
@@ -246,6 +271,11 @@ where
 pub(crate) trait Coalesce: Sized {
     /// Merges `next` into `self` if it can; otherwise hands it back.
     fn coalesce(&mut self, next: Self) -> Option<Self>;
+
+    /// How many events the message carries.
+    fn event_count(&self) -> usize {
+        0
+    }
 }
 
 impl<T> Coalesce for Down<T> {
@@ -262,6 +292,13 @@ impl<T> Coalesce for Down<T> {
                 None
             }
             (_, next) => Some(next),
+        }
+    }
+
+    fn event_count(&self) -> usize {
+        match self {
+            Down::Events { events, .. } => events.len(),
+            _ => 0,
         }
     }
 }

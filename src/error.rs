@@ -37,6 +37,11 @@ pub enum SubscribeError {
         /// The dispatcher's reason.
         message: String,
     },
+    /// A stage asked to subscribe to itself (a cycle of one stage could never finish).
+    SelfSubscription {
+        /// The stage's name.
+        stage: String,
+    },
     /// The producer did not confirm the subscription within the subscribe timeout
     /// ([`SubscribeOptions::timeout`](crate::SubscribeOptions::timeout)); the request was
     /// cancelled.
@@ -66,6 +71,12 @@ impl fmt::Display for SubscribeError {
             }
             SubscribeError::Rejected { producer, message } => {
                 write!(f, "subscription rejected by producer {producer}: {message}")
+            }
+            SubscribeError::SelfSubscription { stage } => {
+                write!(
+                    f,
+                    "cannot subscribe: stage {stage} cannot subscribe to itself"
+                )
             }
             SubscribeError::Timeout { producer } => {
                 write!(
@@ -156,7 +167,8 @@ impl Error for CallError {}
 pub enum CastError<M> {
     /// The stage has ended.
     Stopped(M),
-    /// The stage's inbox is full (only from [`try_cast`](crate::Stage::try_cast)).
+    /// The stage's inbox is full (only from [`try_cast`](crate::Stage::try_cast), or
+    /// [`cast_timeout`](crate::Stage::cast_timeout) when the time ran out).
     Full(M),
 }
 

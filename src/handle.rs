@@ -6,12 +6,14 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, RecvTimeoutError, SendTimeoutError, TrySendError};
+use crossbeam_channel::{
+    bounded, Receiver, RecvTimeoutError, Select, SendTimeoutError, TrySendError,
+};
 
 use crate::context::Reply;
-use crate::envelope::{Control, Counted, Down, Envelope, Port, PortError, SubscribeRequest, Up};
+use crate::envelope::{Control, Counted, Down, Envelope, Port, SubscribeRequest, Up};
 use crate::error::{CallError, CastError, SubscribeError};
 use crate::reason::Reason;
 use crate::shared::{Counters, Shared};
@@ -140,8 +142,8 @@ impl<S, R: Role<S>> Stage<S, R> {
     /// [`Stage::join`].
     pub fn stop(&self) {
         self.shared.stop_requested.store(true, Ordering::Relaxed);
-        // Wake it up if it is idle; a full inbox means it is busy and will see the flag.
-        let _ = self.tx.sender().try_send(Envelope::Control(Control::Stop));
+        // On the control path: it never waits behind events, and wakes an idle stage.
+        let _ = self.tx.urgent(Envelope::Control(Control::Stop));
     }
 
     /// Waits until the stage has ended and its thread has exited; returns how it ended.
@@ -177,6 +179,12 @@ impl<S, R: Role<S>> Stage<S, R> {
 
     /// Sends `msg` to the stage's `handle_message`, waiting while its inbox is full.
     ///
+    /// The inbox is shared with the stage's producers and consumers, so while events keep it
+    /// full this can wait as long as the traffic lasts: use [`Stage::try_cast`] or
+    /// [`Stage::cast_timeout`] where that matters. (Control — [`Stage::stop`],
+    /// [`Stage::cancel`], [`Stage::ask`], subscribing — takes a separate path and never waits
+    /// behind events.)
+    ///
     /// # Errors
     ///
     /// [`CastError::Stopped`] with the message if the stage has ended.
@@ -202,6 +210,27 @@ impl<S, R: Role<S>> Stage<S, R> {
             .map_err(|e| match e {
                 TrySendError::Full(Envelope::Message(m)) => CastError::Full(m),
                 TrySendError::Disconnected(Envelope::Message(m)) => CastError::Stopped(m),
+                _ => unreachable!(),
+            })
+    }
+
+    /// Like [`Stage::cast`], but waits at most `timeout` for room in the inbox.
+    ///
+    /// # Errors
+    ///
+    /// [`CastError::Full`] if the time ran out, [`CastError::Stopped`] if the stage has ended;
+    /// both hand the message back.
+    pub fn cast_timeout(
+        &self,
+        msg: R::Message,
+        timeout: Duration,
+    ) -> Result<(), CastError<R::Message>> {
+        self.tx
+            .sender()
+            .send_deadline(Envelope::Message(msg), crate::timer::deadline(timeout))
+            .map_err(|e| match e {
+                SendTimeoutError::Timeout(Envelope::Message(m)) => CastError::Full(m),
+                SendTimeoutError::Disconnected(Envelope::Message(m)) => CastError::Stopped(m),
                 _ => unreachable!(),
             })
     }
@@ -265,10 +294,24 @@ impl<S, R: Role<S>> Stage<S, R> {
             Err(SendTimeoutError::Timeout(_)) => return Err(CallError::Timeout),
             Err(SendTimeoutError::Disconnected(_)) => return Err(CallError::Stopped),
         }
-        match rx.recv_deadline(deadline) {
+        // Wait for the reply or for the stage to end, whichever comes first: a message that
+        // reached the stage after its last look at the inbox is never answered.
+        let ended = self.shared.ended();
+        let mut sel = Select::new();
+        let reply_op = sel.recv(&rx);
+        sel.recv(ended);
+        let result = match sel.select_deadline(deadline) {
+            Err(_) => return Err(CallError::Timeout),
+            Ok(op) if op.index() == reply_op => op.recv(&rx),
+            Ok(op) => {
+                let _ = op.recv(ended);
+                // It may have replied just before it ended.
+                rx.try_recv().map_err(|_| crossbeam_channel::RecvError)
+            }
+        };
+        match result {
             Ok(result) => result,
-            Err(RecvTimeoutError::Timeout) => Err(CallError::Timeout),
-            Err(RecvTimeoutError::Disconnected) => {
+            Err(_) => {
                 if self.shared.outcome().is_some()
                     || self.shared.stop_requested.load(Ordering::Relaxed)
                 {
@@ -306,6 +349,11 @@ impl<S, R: Consumes<S>> Stage<S, R> {
     /// [`SubscribeError::InvalidOption`] for bad options (nothing is sent), and the other
     /// variants when the producer or this stage has ended, refuses, or does not answer within
     /// [`SubscribeOptions::timeout`].
+    ///
+    /// It returns once both sides hold the subscription (the producer has accepted it and
+    /// this stage has run its `handle_subscribe`), so the id works at once with
+    /// [`Stage::ask`] and [`Stage::cancel`]. Called from this stage's own callback it cannot
+    /// see the second half happen, and returns after the subscribe timeout.
     pub fn subscribe_to(
         &self,
         producer: &impl Upstream<R::In>,
@@ -316,12 +364,36 @@ impl<S, R: Consumes<S>> Stage<S, R> {
                 consumer: self.shared.name.to_string(),
             });
         }
-        subscribe(
+        let pending = subscribe(
             &producer.source(),
             Box::new(self.tx.clone()),
-            self.shared.name.clone(),
+            &self.shared,
             options,
-        )
+        )?;
+        pending.registered()
+    }
+
+    /// Cancels subscription `old` with `reason` and subscribes to `producer` anew, in that
+    /// order, as one request (GenStage's `sync_resubscribe`). The cancel takes effect as with
+    /// [`Stage::cancel`], so if `old` is permanent this stage ends by its cancel mode; use a
+    /// transient or temporary subscription for the one you replace.
+    ///
+    /// # Errors
+    ///
+    /// As [`Stage::subscribe_to`]; the cancel is sent in any case.
+    pub fn resubscribe(
+        &self,
+        old: SubscriptionId,
+        reason: Reason,
+        producer: &impl Upstream<R::In>,
+        options: SubscribeOptions,
+    ) -> Result<SubscriptionId, SubscribeError> {
+        options.validate()?;
+        self.cancel(old, reason)
+            .map_err(|_| SubscribeError::ConsumerGone {
+                consumer: self.shared.name.to_string(),
+            })?;
+        self.subscribe_to(producer, options)
     }
 
     /// Cancels one of this stage's subscriptions with `reason`. The stage's `handle_cancel`
@@ -361,8 +433,7 @@ impl<S, R: Consumes<S>> Stage<S, R> {
 
     fn control(&self, c: Control) -> Result<(), CastError<()>> {
         self.tx
-            .sender()
-            .send(Envelope::Control(c))
+            .urgent(Envelope::Control(c))
             .map_err(|_| CastError::Stopped(()))
     }
 }
@@ -378,8 +449,7 @@ impl<S: Producer> Stage<S, ProducerRole> {
     /// [`CastError::Stopped`] (carrying `()`) if the stage has ended.
     pub fn set_demand(&self, mode: ProducerDemand) -> Result<(), CastError<()>> {
         self.tx
-            .sender()
-            .send(Envelope::Control(Control::SetDemand(mode)))
+            .urgent(Envelope::Control(Control::SetDemand(mode)))
             .map_err(|_| CastError::Stopped(()))
     }
 
@@ -392,14 +462,12 @@ impl<S: Producer> Stage<S, ProducerRole> {
     pub fn demand(&self, timeout: Duration) -> Result<ProducerDemand, CallError> {
         let deadline = crate::timer::deadline(timeout);
         let (tx, rx) = bounded(1);
-        match self
+        if self
             .tx
-            .sender()
-            .send_deadline(Envelope::Control(Control::GetDemand(tx)), deadline)
+            .urgent(Envelope::Control(Control::GetDemand(tx)))
+            .is_err()
         {
-            Ok(()) => {}
-            Err(SendTimeoutError::Timeout(_)) => return Err(CallError::Timeout),
-            Err(SendTimeoutError::Disconnected(_)) => return Err(CallError::Stopped),
+            return Err(CallError::Stopped);
         }
         rx.recv_deadline(deadline).map_err(|e| match e {
             RecvTimeoutError::Timeout => CallError::Timeout,
@@ -419,6 +487,7 @@ impl<S, R: Emits<S>> Upstream<<R as Role<S>>::Out> for Stage<S, R> {
         Source {
             port: Box::new(self.tx.clone()),
             name: self.shared.name.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -434,6 +503,7 @@ impl<T> Upstream<T> for Source<T> {
 pub struct Source<T> {
     port: Box<dyn Port<Up<T>>>,
     name: Arc<str>,
+    shared: Arc<Shared>,
 }
 
 impl<T> Clone for Source<T> {
@@ -441,6 +511,7 @@ impl<T> Clone for Source<T> {
         Source {
             port: self.port.clone_box(),
             name: self.name.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -459,33 +530,43 @@ impl<T> Source<T> {
         &self.name
     }
 
-    /// Best effort: used only to withdraw subscriptions.
+    /// On the producer's control path, which never blocks and never drops the message: used
+    /// to withdraw subscriptions.
     pub(crate) fn send_up(&self, msg: Up<T>) {
-        let _ = self.port.try_send(msg);
+        let _ = self.port.send_urgent(msg);
     }
 }
 
-/// Subscribes the consumer whose inbox is `consumer` to `source`: validate, send the request,
-/// wait for the producer's answer. The producer tells the consumer itself (`Subscribed`), so
-/// the consumer learns of the subscription before any event or cancel on it.
+/// Subscribes the consumer whose inbox is `consumer` to `source`: validate, send the request
+/// (on the producer's control path), wait for the producer's answer. The producer tells the
+/// consumer itself (`Subscribed`), so the consumer learns of the subscription before any event
+/// or cancel on it; [`Pending::registered`] waits until it has.
 pub(crate) fn subscribe<T: Send + 'static>(
     source: &Source<T>,
     consumer: Box<dyn Port<Down<T>>>,
-    consumer_name: Arc<str>,
+    consumer_shared: &Arc<Shared>,
     options: SubscribeOptions,
-) -> Result<SubscriptionId, SubscribeError> {
+) -> Result<Pending, SubscribeError> {
     options.validate()?;
+    if Arc::ptr_eq(&source.shared, consumer_shared) {
+        return Err(SubscribeError::SelfSubscription {
+            stage: source.name.to_string(),
+        });
+    }
     let sub = SubscriptionId::next();
     let deadline = crate::timer::deadline(options.timeout);
     let (ack, answer) = bounded(1);
+    let (registered_tx, registered) = bounded(1);
     let request = Up::Subscribe(Box::new(SubscribeRequest {
         sub,
         consumer,
-        consumer_name,
+        consumer_name: consumer_shared.name.clone(),
         producer: source.port.clone_box(),
         producer_name: source.name.clone(),
         options,
         ack,
+        registered: Some(registered_tx),
+        consumer_id: Arc::as_ptr(consumer_shared) as usize,
     }));
     let gone = || SubscribeError::ProducerGone {
         producer: source.name.to_string(),
@@ -493,21 +574,70 @@ pub(crate) fn subscribe<T: Send + 'static>(
     let timeout = || SubscribeError::Timeout {
         producer: source.name.to_string(),
     };
-    match source.port.send_deadline(request, deadline) {
-        Ok(()) => {}
-        Err(PortError::Gone(_)) => return Err(gone()),
-        Err(PortError::Timeout(_) | PortError::Full(_)) => return Err(timeout()),
+    if source.port.send_urgent(request).is_err() {
+        return Err(gone());
     }
-    match answer.recv_deadline(deadline) {
-        Ok(result) => result.map(|()| sub),
+    let result = match answer.recv_deadline(deadline) {
+        Ok(result) => result,
         Err(RecvTimeoutError::Disconnected) => Err(gone()),
         Err(RecvTimeoutError::Timeout) => match answer.try_recv() {
             // The answer came just as the time ran out.
-            Ok(result) => result.map(|()| sub),
+            Ok(result) => result,
             // Withdrawn: dropping `answer` tells the producer, which then drops the request
             // without telling the consumer (it acknowledges before anything else).
             Err(_) => Err(timeout()),
         },
+    };
+    result.map(|()| Pending {
+        sub,
+        registered,
+        consumer: consumer_shared.clone(),
+        deadline,
+    })
+}
+
+/// A subscription the producer accepted, which the consumer may not hold yet.
+pub(crate) struct Pending {
+    pub(crate) sub: SubscriptionId,
+    registered: Receiver<()>,
+    consumer: Arc<Shared>,
+    deadline: Instant,
+}
+
+impl Pending {
+    /// Waits until the consumer holds the subscription (or has ended, or the subscribe
+    /// timeout has passed: then the subscription is still made, only not yet seen).
+    pub(crate) fn registered(self) -> Result<SubscriptionId, SubscribeError> {
+        let ended = self.consumer.ended();
+        let mut sel = Select::new();
+        let mine = sel.recv(&self.registered);
+        sel.recv(ended);
+        match sel.select_deadline(self.deadline) {
+            Ok(op) if op.index() == mine => match op.recv(&self.registered) {
+                Ok(()) => Ok(self.sub),
+                Err(_) => Err(SubscribeError::ConsumerGone {
+                    consumer: self.consumer.name.to_string(),
+                }),
+            },
+            Ok(op) => {
+                let _ = op.recv(ended);
+                match self.registered.try_recv() {
+                    Ok(()) => Ok(self.sub),
+                    Err(_) => Err(SubscribeError::ConsumerGone {
+                        consumer: self.consumer.name.to_string(),
+                    }),
+                }
+            }
+            Err(_) => {
+                log::warn!(
+                    "stage {}: subscription {} accepted but not yet registered when the \
+                     subscribe timeout passed",
+                    self.consumer.name,
+                    self.sub
+                );
+                Ok(self.sub)
+            }
+        }
     }
 }
 
@@ -548,7 +678,7 @@ impl StageRef {
     /// Asks the stage to stop; see [`Stage::stop`].
     pub fn stop(&self) {
         self.shared.stop_requested.store(true, Ordering::Relaxed);
-        let _ = self.control.try_send(Control::Stop);
+        let _ = self.control.send_urgent(Control::Stop);
     }
 
     /// Waits until the stage has ended; see [`Stage::join`].

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender};
 use log::{error, info, warn};
@@ -176,56 +176,90 @@ pub(crate) struct Config<Out> {
     pub(crate) buffer_keep: BufferKeep,
 }
 
+/// How long an ending stage waits for its producers to confirm its cancels (so that nothing
+/// they sent is left uncounted in its inbox) before it gives up on a producer that is stuck in
+/// a callback.
+const CONFIRM_WAIT: Duration = Duration::from_secs(2);
+
+/// At most this many control messages are handled per turn, so that a flood of them cannot
+/// starve the inbox either.
+const CONTROL_PER_TURN: usize = 64;
+
 /// Sends to one peer, keeping what does not fit in a backlog (protocol rules 4 and 5).
 struct Outlet<M> {
     port: Box<dyn Port<M>>,
     backlog: VecDeque<M>,
+    /// Where events count as sent (`events_out`) once they are in the peer's inbox: a
+    /// producer's consumer links only.
+    counts: Option<Arc<Shared>>,
 }
 
-/// A send found the peer gone; the message comes back.
-struct Gone<M>(M);
-
 impl<M: Coalesce> Outlet<M> {
-    fn new(port: Box<dyn Port<M>>) -> Outlet<M> {
+    fn new(port: Box<dyn Port<M>>, counts: Option<Arc<Shared>>) -> Outlet<M> {
         Outlet {
             port,
             backlog: VecDeque::new(),
+            counts,
         }
     }
 
-    fn send(&mut self, msg: M) -> Result<(), Gone<M>> {
+    fn sent(&self, events: usize) {
+        if events > 0 {
+            if let Some(shared) = &self.counts {
+                bump(&shared.cells.events_out, events as u64);
+            }
+        }
+    }
+
+    /// Sends `msg`, or keeps it in the backlog if the peer's inbox is full. `Err` if the peer
+    /// is gone: the message is then at the back of the backlog, for the caller to account for.
+    fn send(&mut self, msg: M) -> Result<(), ()> {
         if let Some(last) = self.backlog.back_mut() {
             if let Some(msg) = last.coalesce(msg) {
                 self.backlog.push_back(msg);
             }
             return Ok(());
         }
+        let events = msg.event_count();
         match self.port.try_send(msg) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.sent(events);
+                Ok(())
+            }
             Err(PortError::Full(m)) => {
                 self.backlog.push_back(m);
                 Ok(())
             }
-            Err(PortError::Gone(m) | PortError::Timeout(m)) => Err(Gone(m)),
+            Err(PortError::Gone(m)) => {
+                self.backlog.push_back(m);
+                Err(())
+            }
         }
     }
 
-    /// Sends what fits of the backlog. `Err` with the rest if the peer is gone.
-    fn flush(&mut self) -> Result<(), VecDeque<M>> {
+    /// Sends what fits of the backlog. `Err` if the peer is gone (the rest stays in the
+    /// backlog).
+    fn flush(&mut self) -> Result<(), ()> {
         while let Some(msg) = self.backlog.pop_front() {
+            let events = msg.event_count();
             match self.port.try_send(msg) {
-                Ok(()) => {}
+                Ok(()) => self.sent(events),
                 Err(PortError::Full(m)) => {
                     self.backlog.push_front(m);
                     return Ok(());
                 }
-                Err(PortError::Gone(m) | PortError::Timeout(m)) => {
+                Err(PortError::Gone(m)) => {
                     self.backlog.push_front(m);
-                    return Err(std::mem::take(&mut self.backlog));
+                    return Err(());
                 }
             }
         }
         Ok(())
+    }
+
+    /// Events waiting in the backlog.
+    fn backlog_events(&self) -> usize {
+        self.backlog.iter().map(Coalesce::event_count).sum()
     }
 }
 
@@ -246,6 +280,8 @@ struct UpLink<T> {
 struct DownLink<T> {
     info: Subscription,
     out: Outlet<Down<T>>,
+    /// Identifies the consuming stage.
+    consumer_id: usize,
     /// Asked for and not yet sent.
     owed: usize,
     /// Cancelled: kept only until its backlog (ending with the cancel) is delivered.
@@ -278,6 +314,8 @@ pub(crate) struct Runner<S: Callbacks> {
     stage: S,
     shared: Arc<Shared>,
     inbox: Receiver<Env<S>>,
+    /// What handles send: stop, cancel, ask, subscribe, demand mode (see `Counted`).
+    control: Receiver<Env<S>>,
     fx: Effects<S::Out, S::Msg>,
     ups: Vec<UpLink<S::In>>,
     downs: Vec<DownLink<S::Out>>,
@@ -289,15 +327,26 @@ pub(crate) struct Runner<S: Callbacks> {
     counter: usize,
     /// Deliver what is buffered, then end with this reason.
     finishing: Option<Reason>,
-    /// Demand a dispatcher created while dispatching, served on the next turn.
+    /// A permanent subscription ended normally while others remained: end (normally) once the
+    /// last one has ended too (fan-in finishes with its last producer).
+    finish_with_last_producer: Option<Reason>,
+    /// Demand that a dispatcher created, served on the next turn (never in a loop inside one).
     pending_demand: usize,
+    /// Consumers whose inbox was found gone, to be removed at the end of the turn (removing
+    /// them in the middle of a dispatch would hand out demand before its leftovers are stored).
+    gone: Vec<SubscriptionId>,
     /// Consumer links marked closed and not yet removed (they wait for their backlog).
     closed_links: usize,
+    /// Whether a consumer ever subscribed (a finishing stage whose consumers have all left has
+    /// nobody to deliver to).
+    had_consumers: bool,
     /// A timer is due and waits behind this many queued messages.
     timer_gate: Option<usize>,
     /// Producer in accumulate mode: what it holds back, oldest first.
     accumulating: bool,
     held: VecDeque<Held<S::Out>>,
+    /// Build-time temporary subscriptions whose producer had already ended.
+    failed: Vec<Subscription>,
     exit: Option<Reason>,
 }
 
@@ -307,18 +356,25 @@ impl<S: Callbacks> Runner<S> {
         shared: Arc<Shared>,
         self_tx: Sender<Env<S>>,
         inbox: Receiver<Env<S>>,
+        control: Receiver<Env<S>>,
         config: Config<S::Out>,
+        failed: Vec<Subscription>,
     ) -> Runner<S> {
         let mut dispatcher = config.dispatcher;
         dispatcher.attach(&shared.name);
         let mint_shared = shared.clone();
         let mint = Box::new(move || {
-            Mailbox::new(Box::new(Counted::new(self_tx.clone(), mint_shared.clone())))
+            Mailbox::new(Box::new(Counted::new(
+                self_tx.clone(),
+                None,
+                mint_shared.clone(),
+            )))
         });
         Runner {
             stage,
             shared,
             inbox,
+            control,
             fx: Effects::new(mint),
             ups: Vec::new(),
             downs: Vec::new(),
@@ -328,11 +384,15 @@ impl<S: Callbacks> Runner<S> {
             inbound_events: 0,
             counter: 0,
             finishing: None,
+            finish_with_last_producer: None,
             pending_demand: 0,
+            gone: Vec::new(),
             accumulating: S::KIND == Kind::Producer && config.demand == ProducerDemand::Accumulate,
             held: VecDeque::new(),
             timer_gate: None,
             closed_links: 0,
+            had_consumers: false,
+            failed,
             exit: None,
         }
     }
@@ -342,13 +402,29 @@ impl<S: Callbacks> Runner<S> {
     }
 
     /// Runs until the stage ends; returns why.
+    ///
+    /// Every turn handles at most one envelope from the inbox (plus what handles sent on the
+    /// control path), then settles what that left to do, and comes back: no loop inside a
+    /// turn is unbounded, so calls and stops are always served.
     pub(crate) fn run(&mut self) -> Reason {
+        for info in std::mem::take(&mut self.failed) {
+            let reason = Reason::error(format!("noproc: producer {} has ended", info.peer));
+            warn!(
+                "stage {}: subscription to {} failed: {reason}",
+                self.shared.name, info.peer
+            );
+            self.invoke(|s, ctx| s.cancelled(&info, &reason, ctx));
+        }
         loop {
             if let Some(reason) = self.exit.take() {
                 return reason;
             }
             if self.shared.stop_requested.load(Ordering::Relaxed) {
                 return Reason::Shutdown;
+            }
+            self.handle_control();
+            if self.exit.is_some() {
+                continue;
             }
             if self.unreachable() {
                 return self.finishing.take().unwrap_or(Reason::Normal);
@@ -374,7 +450,10 @@ impl<S: Callbacks> Runner<S> {
                 self.timer_gate = None;
                 self.fire_timers();
             } else {
-                let wait_until = if self.timer_gate.is_some() {
+                let wait_until = if self.pending_demand > 0 || !self.gone.is_empty() {
+                    // Work is waiting: look at the inbox without blocking.
+                    Some(Instant::now())
+                } else if self.timer_gate.is_some() {
                     None
                 } else {
                     deadline
@@ -390,13 +469,44 @@ impl<S: Callbacks> Runner<S> {
                     Wait::Disconnected => return self.finishing.take().unwrap_or(Reason::Normal),
                 }
             }
-            while self.pending_demand > 0 && self.exit.is_none() {
-                let demand = std::mem::take(&mut self.pending_demand);
-                self.demand_arrived(demand);
-            }
-            self.check_finished();
-            self.publish_buffered();
+            self.settle();
         }
+    }
+
+    /// Handles what handles sent on the control path (at most [`CONTROL_PER_TURN`]).
+    fn handle_control(&mut self) {
+        for _ in 0..CONTROL_PER_TURN {
+            match self.control.try_recv() {
+                Ok(env) => self.handle(env),
+                Err(_) => return,
+            }
+            if self.exit.is_some() {
+                return;
+            }
+        }
+    }
+
+    /// The end of a turn: remove consumers found gone, serve demand a dispatcher created (once:
+    /// more of it waits for the next turn), deliver what the buffer holds to the demand the
+    /// dispatcher has, and see whether a finishing stage is done.
+    fn settle(&mut self) {
+        if self.exit.is_some() {
+            return;
+        }
+        self.reap_gone();
+        if self.pending_demand > 0 && self.exit.is_none() {
+            let demand = std::mem::take(&mut self.pending_demand);
+            self.demand_arrived(demand);
+        }
+        if self.exit.is_none() && !self.accumulating {
+            if S::KIND == Kind::ProducerConsumer {
+                self.pump();
+            } else {
+                self.flush_buffer();
+            }
+        }
+        self.check_finished();
+        self.publish_buffered();
     }
 
     /// Nothing can ever send this stage a message again (no handle, mailbox or peer holds a
@@ -406,8 +516,12 @@ impl<S: Callbacks> Runner<S> {
         self.shared.refs.load(Ordering::Acquire) == 0
             && self.fx.timers.is_empty()
             && self.inbox.is_empty()
+            && self.control.is_empty()
+            && self.pending_demand == 0
     }
 
+    /// Publishes the `buffered` counter: events in the buffer, received and not yet handled,
+    /// held back, or waiting in a backlog for room in a consumer's inbox.
     fn publish_buffered(&self) {
         let held: usize = if self.held.is_empty() {
             0
@@ -420,8 +534,21 @@ impl<S: Callbacks> Runner<S> {
                 })
                 .sum()
         };
-        let n = (self.buffer.event_count() + self.inbound_events + held) as u64;
-        self.shared.cells.buffered.store(n, Ordering::Relaxed);
+        let backlogs: usize = self
+            .downs
+            .iter()
+            .filter(|l| !l.out.backlog.is_empty())
+            .map(|l| l.out.backlog_events())
+            .sum();
+        let n = self.buffer.event_count()
+            + self.inbound_events
+            + held
+            + backlogs
+            + self.dispatcher.held();
+        self.shared
+            .cells
+            .buffered
+            .store(n as u64, Ordering::Relaxed);
     }
 
     fn any_backlog(&self) -> bool {
@@ -484,23 +611,29 @@ impl<S: Callbacks> Runner<S> {
                     Err(_) => Wait::Disconnected,
                 }
             } else {
-                let &(_, down, k) = ops
-                    .iter()
-                    .find(|o| o.0 == index)
-                    .expect("selected operation was registered");
+                let Some(&(_, down, k)) = ops.iter().find(|o| o.0 == index) else {
+                    // Not one of ours (cannot happen): nothing was taken.
+                    break 'select Wait::Timeout;
+                };
                 if down {
                     let (i, msg) = &mut downs[k];
-                    let msg = msg.take().expect("message in hand");
-                    if let Err(m) = self.downs[*i].out.port.send_selected(op, msg) {
-                        downs[k].1 = Some(m);
-                        gone_down = Some(downs[k].0);
+                    if let Some(msg) = msg.take() {
+                        let events = msg.event_count();
+                        match self.downs[*i].out.port.send_selected(op, msg) {
+                            Ok(()) => self.downs[*i].out.sent(events),
+                            Err(m) => {
+                                downs[k].1 = Some(m);
+                                gone_down = Some(downs[k].0);
+                            }
+                        }
                     }
                 } else {
                     let (i, msg) = &mut ups[k];
-                    let msg = msg.take().expect("message in hand");
-                    if let Err(m) = self.ups[*i].out.port.send_selected(op, msg) {
-                        ups[k].1 = Some(m);
-                        gone_up = Some(ups[k].0);
+                    if let Some(msg) = msg.take() {
+                        if let Err(m) = self.ups[*i].out.port.send_selected(op, msg) {
+                            ups[k].1 = Some(m);
+                            gone_up = Some(ups[k].0);
+                        }
                     }
                 }
                 Wait::Timeout
@@ -508,10 +641,10 @@ impl<S: Callbacks> Runner<S> {
         };
         let result = self.restore(downs, ups, result);
         if let Some(i) = gone_down {
-            let rest = std::mem::take(&mut self.downs[i].out.backlog);
-            self.consumer_unreachable(i, rest);
+            self.gone.push(self.downs[i].info.id);
         }
         if let Some(i) = gone_up {
+            // The producer ended; its cancel is already in the inbox.
             self.ups[i].out.backlog.clear();
         }
         result
@@ -538,16 +671,10 @@ impl<S: Callbacks> Runner<S> {
 
     /// Sends what fits of every backlog; drops closed links whose backlog is delivered.
     fn flush_backlogs(&mut self) {
-        let mut gone = Vec::new();
-        for (i, l) in self.downs.iter_mut().enumerate() {
-            if !l.out.backlog.is_empty() {
-                if let Err(rest) = l.out.flush() {
-                    gone.push((i, rest));
-                }
+        for l in &mut self.downs {
+            if !l.out.backlog.is_empty() && l.out.flush().is_err() {
+                self.gone.push(l.info.id);
             }
-        }
-        for (i, rest) in gone.into_iter().rev() {
-            self.consumer_unreachable(i, rest);
         }
         for l in &mut self.ups {
             if !l.out.backlog.is_empty() && l.out.flush().is_err() {
@@ -567,21 +694,21 @@ impl<S: Callbacks> Runner<S> {
         }
     }
 
-    /// A consumer's inbox is gone: what waited for it is lost; the consumer leaves.
-    fn consumer_unreachable(&mut self, i: usize, rest: VecDeque<Down<S::Out>>) {
-        let lost: usize = rest
-            .iter()
-            .map(|m| match m {
-                Down::Events { events, .. } => events.len(),
-                _ => 0,
-            })
-            .sum();
-        self.discard(lost, "its consumer ended");
-        let link = &mut self.downs[i];
-        link.out.backlog.clear();
-        if !link.closed {
-            let sub = link.info.id;
-            self.remove_consumer(sub, Reason::Shutdown, false);
+    /// Consumers whose inbox is gone: what waited for them is lost (counted); they leave.
+    fn reap_gone(&mut self) {
+        while let Some(sub) = self.gone.pop() {
+            let Some(link) = self.downs.iter_mut().find(|l| l.info.id == sub) else {
+                continue;
+            };
+            let lost = link.out.backlog_events();
+            link.out.backlog.clear();
+            let closed = link.closed;
+            self.discard(lost, "its consumer ended");
+            if closed {
+                self.drop_closed_links();
+            } else {
+                self.remove_consumer(sub, Reason::Shutdown, false);
+            }
         }
     }
 
@@ -645,14 +772,11 @@ impl<S: Callbacks> Runner<S> {
     /// Dispatches what the last callback emitted, then applies its other effects.
     fn apply_effects(&mut self) {
         if !self.fx.emitted.is_empty() {
-            let mut events = std::mem::take(&mut self.fx.emitted);
+            let events = std::mem::take(&mut self.fx.emitted);
             if self.accumulating {
                 self.held.push_back(Held::Dispatch(events));
             } else {
-                self.dispatch(&mut events);
-                if !events.is_empty() {
-                    self.store(events);
-                }
+                self.emit_out(events);
             }
         }
         if self.fx.has_side_effects() {
@@ -660,9 +784,24 @@ impl<S: Callbacks> Runner<S> {
         }
     }
 
+    /// Sends newly emitted events on their way. Buffered events go first: while the buffer
+    /// holds any, new ones queue behind them (the end of the turn delivers them in order).
+    fn emit_out(&mut self, mut events: Vec<S::Out>) {
+        if self.buffer.event_count() == 0 {
+            self.dispatch(&mut events);
+        }
+        if !events.is_empty() {
+            self.store(events);
+        }
+    }
+
     fn apply_side_effects(&mut self) {
-        for reply in std::mem::take(&mut self.fx.replies) {
-            reply();
+        if !self.fx.replies.is_empty() {
+            // Counters read right after a call returns show everything done before the reply.
+            self.publish_buffered();
+            for reply in std::mem::take(&mut self.fx.replies) {
+                reply();
+            }
         }
         for (sub, n) in std::mem::take(&mut self.fx.asks) {
             self.manual_ask(sub, n);
@@ -693,7 +832,10 @@ impl<S: Callbacks> Runner<S> {
             return;
         }
         self.accumulating = mode == ProducerDemand::Accumulate;
-        while !self.accumulating && self.exit.is_none() {
+        // Bounded: each step takes one entry that was held before the switch.
+        let mut left = self.held.len();
+        while !self.accumulating && self.exit.is_none() && left > 0 {
+            left -= 1;
             match self.held.pop_front() {
                 None => break,
                 Some(Held::Demand(n)) => {
@@ -701,25 +843,27 @@ impl<S: Callbacks> Runner<S> {
                         self.handle_demand(n);
                     }
                 }
-                Some(Held::Dispatch(mut events)) => {
-                    self.dispatch(&mut events);
-                    if !events.is_empty() {
-                        self.store(events);
-                    }
-                }
+                Some(Held::Dispatch(events)) => self.emit_out(events),
             }
         }
     }
 
-    /// Ends the stage once a finishing producer has delivered everything it held.
+    /// Ends the stage once a finishing producer has delivered everything it held, or when
+    /// nobody is left to deliver it to.
     fn check_finished(&mut self) {
-        if self.exit.is_none()
-            && self.finishing.is_some()
-            && self.buffer.is_empty()
+        if self.exit.is_some() || self.finishing.is_none() {
+            return;
+        }
+        let done = self.buffer.is_empty()
             && self.inbound.is_empty()
             && self.held.is_empty()
-            && self.dispatcher.held() == 0
-        {
+            && self.dispatcher.held() == 0;
+        // Every consumer it had has left: what it holds can reach nobody (the end counts it
+        // as discarded).
+        let deserted = self.had_consumers
+            && S::KIND != Kind::Consumer
+            && !self.downs.iter().any(|l| !l.closed);
+        if done || deserted {
             self.exit = self.finishing.take();
         }
     }
@@ -734,12 +878,18 @@ impl<S: Callbacks> Runner<S> {
         }
     }
 
-    /// An info: to `handle_message` once the events buffered before it have left.
+    /// An info: to `handle_message` once the events buffered (or, in a producer-consumer,
+    /// received) before it have left.
     fn queue_info(&mut self, msg: S::Msg) {
         if S::KIND == Kind::ProducerConsumer && !self.inbound.is_empty() {
             self.inbound.push_back(Inbound::Info(msg));
             return;
         }
+        self.info_after_buffer(msg);
+    }
+
+    /// An info behind the events buffered now (at once, if there are none).
+    fn info_after_buffer(&mut self, msg: S::Msg) {
         let msg = match S::KIND {
             Kind::Consumer => msg,
             _ => match self.buffer.push_info(msg) {
@@ -762,7 +912,25 @@ impl<S: Callbacks> Runner<S> {
             producer_name,
             options,
             ack,
+            registered,
+            consumer_id,
         } = req;
+        if self.dispatcher.one_subscription_per_consumer()
+            && self
+                .downs
+                .iter()
+                .any(|l| !l.closed && l.consumer_id == consumer_id)
+        {
+            error!(
+                "stage {}: {consumer_name} is already subscribed; the new subscription is refused",
+                self.shared.name
+            );
+            let _ = ack.send(Err(SubscribeError::Rejected {
+                producer: self.shared.name.to_string(),
+                message: format!("{consumer_name} is already subscribed"),
+            }));
+            return;
+        }
         if let Err(e) = self.dispatcher.subscribe(sub, &options) {
             let _ = ack.send(Err(e));
             return;
@@ -770,7 +938,8 @@ impl<S: Callbacks> Runner<S> {
         // Acknowledge first: a subscriber that gave up waiting has dropped its end, and then
         // the request is dropped without the consumer ever hearing of it.
         if ack.try_send(Ok(())).is_err() {
-            self.route(|d, out| d.cancel(sub, out));
+            let demand = self.route(|d, out| d.cancel(sub, out));
+            self.pending_demand = self.pending_demand.saturating_add(demand);
             return;
         }
         let info = Subscription {
@@ -779,7 +948,7 @@ impl<S: Callbacks> Runner<S> {
             peer: consumer_name.clone(),
             options: options.clone(),
         };
-        let mut out = Outlet::new(consumer);
+        let mut out = Outlet::new(consumer, Some(self.shared.clone()));
         let subscribed = Down::Subscribed(Box::new(Subscribed {
             producer,
             info: Subscription {
@@ -788,18 +957,22 @@ impl<S: Callbacks> Runner<S> {
                 peer: producer_name,
                 options,
             },
+            registered,
         }));
         if out.send(subscribed).is_err() {
             // The consumer ended meanwhile; its subscription ends with it.
-            self.route(|d, out| d.cancel(sub, out));
+            let demand = self.route(|d, out| d.cancel(sub, out));
+            self.pending_demand = self.pending_demand.saturating_add(demand);
             return;
         }
         let cell = self
             .shared
             .add_sub(sub, Direction::Downstream, consumer_name);
+        self.had_consumers = true;
         self.downs.push(DownLink {
             info: info.clone(),
             out,
+            consumer_id,
             owed: 0,
             closed: false,
             cell,
@@ -839,8 +1012,8 @@ impl<S: Callbacks> Runner<S> {
                 }
             }
             Kind::Producer => {
-                let taken = self.flush_buffer(demand);
-                let rest = demand - taken;
+                let taken = self.flush_buffer();
+                let rest = demand.saturating_sub(taken);
                 if rest > 0 && self.finishing.is_none() && self.exit.is_none() {
                     self.handle_demand(rest);
                 }
@@ -862,19 +1035,15 @@ impl<S: Callbacks> Runner<S> {
     }
 
     /// Producer-consumer: deliver the buffer, then handle queued input while there is demand.
+    /// Bounded: every step takes one entry off the inbound queue.
     fn pump(&mut self) {
         loop {
             if self.exit.is_some() {
                 return;
             }
-            if !self.buffer.is_empty() {
-                if self.counter == 0 {
-                    return;
-                }
-                self.flush_buffer(self.counter);
-                if !self.buffer.is_empty() {
-                    return;
-                }
+            self.flush_buffer();
+            if self.buffer.event_count() > 0 {
+                return;
             }
             match self.inbound.front() {
                 None => return,
@@ -887,31 +1056,38 @@ impl<S: Callbacks> Runner<S> {
                     self.handle_events(sub, events);
                 }
                 Some(Inbound::Cancel(sub, reason)) => self.producer_gone(sub, reason),
-                Some(Inbound::Info(msg)) => self.queue_info(msg),
+                // Its place in the queue is reached: behind the buffer now, never back in
+                // the queue.
+                Some(Inbound::Info(msg)) => self.info_after_buffer(msg),
                 None => return,
             }
         }
     }
 
-    /// Dispatches up to `limit` buffered events, stopping at info markers to deliver them.
-    /// Returns how many events left the buffer.
-    fn flush_buffer(&mut self, limit: usize) -> usize {
+    /// Delivers buffered events to the demand the dispatcher has, in order, delivering each
+    /// info when the events before it have left. Returns how many events left the buffer.
+    fn flush_buffer(&mut self) -> usize {
         let mut taken = 0;
         loop {
             while let Some(info) = self.buffer.pop_due_info() {
                 self.invoke(|s, ctx| s.message(info, ctx));
             }
-            if taken >= limit || self.buffer.event_count() == 0 {
+            if self.exit.is_some() || self.accumulating || self.buffer.event_count() == 0 {
                 break;
             }
-            let mut batch = self.buffer.take(limit - taken);
+            let ready = self.dispatcher.ready();
+            if ready == 0 {
+                break;
+            }
+            let mut batch = self.buffer.take(ready);
             if batch.is_empty() {
+                // An info marker is next: it is due now.
                 continue;
             }
-            taken += batch.len();
+            let n = batch.len();
             self.dispatch(&mut batch);
+            taken += n - batch.len();
             if !batch.is_empty() {
-                taken -= batch.len();
                 self.buffer.unget(batch);
                 break;
             }
@@ -920,11 +1096,9 @@ impl<S: Callbacks> Runner<S> {
     }
 
     /// Hands `events` to the dispatcher and sends each consumer its message; what no consumer
-    /// has demand for stays in `events`.
+    /// has demand for stays in `events`. The dispatcher sees every event, with consumers or
+    /// without, so that its accounting of what is pending agrees with the buffer.
     fn dispatch(&mut self, events: &mut Vec<S::Out>) {
-        if self.downs.is_empty() {
-            return;
-        }
         let before = events.len();
         self.route(|d, out| d.dispatch(events, out));
         if S::KIND == Kind::ProducerConsumer {
@@ -935,26 +1109,28 @@ impl<S: Callbacks> Runner<S> {
     }
 
     /// Runs `f` on the dispatcher with an outbox that sends to the consumers, then accounts for
-    /// what the dispatcher did: events out, discards, demand it created.
+    /// what the dispatcher did: discards, and demand it created (served at the end of the
+    /// turn). Consumers found gone are removed at the end of the turn too.
     fn route<R>(
         &mut self,
         f: impl FnOnce(&mut dyn Dispatcher<S::Out>, &mut Outbox<'_, S::Out>) -> R,
     ) -> R {
         let downs = &mut self.downs;
         let shared = &self.shared;
-        let mut gone = Vec::new();
-        let mut delivered = 0usize;
+        let gone = &mut self.gone;
+        let mut lost = 0usize;
         let (r, discarded, demand) = {
             let mut send = |sub: SubscriptionId, batch: Vec<S::Out>| {
-                let Some(i) = downs.iter().position(|l| l.info.id == sub && !l.closed) else {
+                let n = batch.len();
+                let Some(link) = downs.iter_mut().find(|l| l.info.id == sub && !l.closed) else {
                     error!(
-                        "stage {}: dispatcher sent events to unknown subscription {sub}",
+                        "stage {}: dispatcher sent {n} events to unknown subscription {sub}; \
+                         discarded",
                         shared.name
                     );
+                    lost += n;
                     return;
                 };
-                let link = &mut downs[i];
-                let n = batch.len();
                 if n == 0 {
                     return;
                 }
@@ -966,20 +1142,16 @@ impl<S: Callbacks> Runner<S> {
                 }
                 link.owed = link.owed.saturating_sub(n);
                 link.cell.store(link.owed as u64, Ordering::Relaxed);
-                match link.out.send(Down::Events { sub, events: batch }) {
-                    Ok(()) => delivered += n,
-                    Err(Gone(_)) => gone.push(i),
+                if link.out.send(Down::Events { sub, events: batch }).is_err() {
+                    // Its events stay in the backlog, counted when the link is reaped.
+                    gone.push(sub);
                 }
             };
             let mut out = Outbox::new(&mut send);
             let r = f(&mut *self.dispatcher, &mut out);
             (r, out.discarded(), out.upstream_demand())
         };
-        bump(&self.shared.cells.events_out, delivered as u64);
-        gone.dedup();
-        for i in gone.into_iter().rev() {
-            self.consumer_unreachable(i, VecDeque::new());
-        }
+        self.discard(lost, "no such subscription");
         self.discard(discarded, "dropped by the dispatcher");
         self.pending_demand = self.pending_demand.saturating_add(demand);
         r
@@ -1012,26 +1184,34 @@ impl<S: Callbacks> Runner<S> {
         link.closed = true;
         self.closed_links += 1;
         if notify {
-            // Confirm to the consumer; it may be gone already, which is fine.
-            let _ = link.out.send(Down::Cancel {
-                sub,
-                reason: reason.clone(),
-            });
+            // Confirm to the consumer; it may be gone already, which the backlog shows.
+            if link
+                .out
+                .send(Down::Cancel {
+                    sub,
+                    reason: reason.clone(),
+                })
+                .is_err()
+            {
+                self.gone.push(sub);
+            }
         }
         let info = link.info.clone();
         self.shared.remove_sub(sub, Direction::Downstream);
         self.drop_closed_links();
         self.invoke(|s, ctx| s.cancelled(&info, &reason, ctx));
         let demand = self.route(|d, out| d.cancel(sub, out));
-        if demand > 0 {
-            self.demand_arrived(demand);
-        }
+        self.pending_demand = self.pending_demand.saturating_add(demand);
     }
 
     // ----- Consumer side -------------------------------------------------------------------
 
     fn on_subscribed(&mut self, s: Subscribed<S::In>) {
-        let Subscribed { producer, info } = s;
+        let Subscribed {
+            producer,
+            info,
+            registered,
+        } = s;
         let sub = info.id;
         let opts = &info.options;
         let demand = Demand::new(opts.get_max_demand(), opts.get_min_demand());
@@ -1041,7 +1221,7 @@ impl<S: Callbacks> Runner<S> {
         let link_info = info.clone();
         self.ups.push(UpLink {
             info: link_info,
-            out: Outlet::new(producer),
+            out: Outlet::new(producer, None),
             demand,
             mode: DemandMode::Automatic,
             manual_outstanding: 0,
@@ -1060,6 +1240,9 @@ impl<S: Callbacks> Runner<S> {
             }
         }
         self.apply_effects();
+        if let Some(registered) = registered {
+            let _ = registered.try_send(());
+        }
     }
 
     fn on_events(&mut self, sub: SubscriptionId, events: Vec<S::In>) {
@@ -1072,9 +1255,6 @@ impl<S: Callbacks> Runner<S> {
             return;
         }
         self.handle_events(sub, events);
-        if S::KIND == Kind::ProducerConsumer {
-            self.pump();
-        }
     }
 
     /// Cuts a message into batches by the subscription's demand and hands each to
@@ -1130,6 +1310,10 @@ impl<S: Callbacks> Runner<S> {
     }
 
     /// A subscription to a producer ended: tell the stage, then end or not by cancel mode.
+    ///
+    /// Fan-in: a permanent subscription that ends normally ends the stage only once every
+    /// subscription it holds has ended (the other producers' events are not cut off); an
+    /// abnormal end ends it at once.
     fn producer_gone(&mut self, sub: SubscriptionId, reason: Reason) {
         let Some(i) = self.ups.iter().position(|l| l.info.id == sub) else {
             return;
@@ -1138,16 +1322,41 @@ impl<S: Callbacks> Runner<S> {
         self.shared.remove_sub(sub, Direction::Upstream);
         let info = link.info;
         self.invoke(|s, ctx| s.cancelled(&info, &reason, ctx));
-        if info.options.get_cancel().exits_on(&reason) && self.exit.is_none() {
-            info!(
-                "stage {}: stopping after subscription {sub} to {} ended: {reason}",
-                self.shared.name, info.peer
-            );
-            if S::KIND == Kind::ProducerConsumer && reason.is_normal() {
-                // Nothing is lost on a normal finish: drain, then end.
-                self.finishing.get_or_insert(reason);
-            } else {
+        if self.exit.is_some() {
+            return;
+        }
+        let name = &self.shared.name;
+        if info.options.get_cancel().exits_on(&reason) {
+            if !reason.is_normal() {
+                info!(
+                    "stage {name}: stopping after subscription {sub} to {} ended: {reason}",
+                    info.peer
+                );
                 self.exit = Some(reason);
+                return;
+            }
+            if !self.ups.is_empty() {
+                info!(
+                    "stage {name}: subscription {sub} to {} ended: {reason}; stopping once \
+                     its {} other subscriptions have ended",
+                    info.peer,
+                    self.ups.len()
+                );
+            }
+            self.finish_with_last_producer.get_or_insert(reason);
+        }
+        if self.ups.is_empty() {
+            if let Some(reason) = self.finish_with_last_producer.take() {
+                info!(
+                    "stage {name}: stopping after subscription {sub} to {} ended: {reason}",
+                    info.peer
+                );
+                if S::KIND == Kind::ProducerConsumer {
+                    // Nothing is lost on a normal finish: drain, then end.
+                    self.finishing.get_or_insert(reason);
+                } else {
+                    self.exit = Some(reason);
+                }
             }
         }
     }
@@ -1185,8 +1394,9 @@ impl<S: Callbacks> Runner<S> {
 
     // ----- The end -------------------------------------------------------------------------
 
-    /// Tells every peer the stage ended and waits until they have been told (receiving all the
-    /// while, so that no peer can wait on this stage), then drops what is left.
+    /// Tells every peer the stage ended; waits until its consumers have been told and its
+    /// producers have confirmed (receiving all the while, so that no peer can wait on this
+    /// stage, and counting every event that still arrives), then drops what is left.
     pub(crate) fn terminate(&mut self, reason: &Reason) {
         let mut lost = self.fx.emitted.len();
         self.fx.emitted.clear();
@@ -1197,7 +1407,13 @@ impl<S: Callbacks> Runner<S> {
                 lost += events.len();
             }
         }
-        self.inbound.clear();
+        // Producers whose end is queued behind inbound events have confirmed already.
+        for entry in self.inbound.drain(..) {
+            if let Inbound::Cancel(sub, _) = entry {
+                self.ups.retain(|l| l.info.id != sub);
+                self.shared.remove_sub(sub, Direction::Upstream);
+            }
+        }
         self.inbound_events = 0;
         for link in &mut self.downs {
             if !link.closed {
@@ -1212,44 +1428,79 @@ impl<S: Callbacks> Runner<S> {
             }
         }
         for link in &mut self.ups {
-            let sub = link.info.id;
-            let _ = link.out.send(Up::Cancel {
-                sub,
-                reason: reason.clone(),
-            });
+            if !link.cancelling {
+                link.cancelling = true;
+                let sub = link.info.id;
+                let _ = link.out.send(Up::Cancel {
+                    sub,
+                    reason: reason.clone(),
+                });
+            }
         }
+        let deadline = crate::timer::deadline(CONFIRM_WAIT);
         loop {
             self.flush_backlogs();
-            for l in &mut self.ups {
-                if l.out.flush().is_err() {
+            for sub in std::mem::take(&mut self.gone) {
+                if let Some(l) = self.downs.iter_mut().find(|l| l.info.id == sub) {
+                    lost += l.out.backlog_events();
                     l.out.backlog.clear();
                 }
             }
-            if !self.any_backlog() {
+            self.drop_closed_links();
+            let backlog = self.any_backlog();
+            if !backlog && self.ups.is_empty() {
                 break;
             }
-            if let Wait::Msg(env) = self.wait(None, true) {
+            if Instant::now() >= deadline {
+                if !self.ups.is_empty() {
+                    warn!(
+                        "stage {}: {} producers did not confirm the end within {CONFIRM_WAIT:?}; \
+                         events they send now are counted by them",
+                        self.shared.name,
+                        self.ups.len()
+                    );
+                }
+                for l in &self.downs {
+                    lost += l.out.backlog_events();
+                }
+                break;
+            }
+            while let Ok(env) = self.control.try_recv() {
                 lost += self.drop_late(env, reason);
+            }
+            match self.wait(Some(deadline), backlog) {
+                Wait::Msg(env) => lost += self.drop_late(env, reason),
+                Wait::Timeout => {}
+                Wait::Disconnected => break,
             }
         }
         while let Ok(env) = self.inbox.try_recv() {
+            lost += self.drop_late(env, reason);
+        }
+        while let Ok(env) = self.control.try_recv() {
             lost += self.drop_late(env, reason);
         }
         self.discard(lost, &format!("the stage ended ({reason})"));
         for link in &self.ups {
             self.shared.remove_sub(link.info.id, Direction::Upstream);
         }
+        self.downs.clear();
         self.publish_buffered();
     }
 
-    /// Something that reached an ending stage; returns the events it held.
+    /// Something that reached an ending stage; returns the events it held (counted as
+    /// received, and then as discarded).
     fn drop_late(&mut self, env: Env<S>, reason: &Reason) -> usize {
         match env {
-            Envelope::Down(Down::Events { events, .. }) => events.len(),
+            Envelope::Down(Down::Events { events, .. }) => {
+                bump(&self.shared.cells.events_in, events.len() as u64);
+                events.len()
+            }
             Envelope::Down(Down::Subscribed(s)) => {
-                // A subscription confirmed too late: cancel it at once.
+                // A subscription confirmed too late: cancel it at once, and wait for the
+                // producer's confirmation like the others.
                 let sub = s.info.id;
-                let mut out = Outlet::new(s.producer);
+                let mut out = Outlet::new(s.producer, None);
                 let _ = out.send(Up::Cancel {
                     sub,
                     reason: reason.clone(),
@@ -1266,8 +1517,9 @@ impl<S: Callbacks> Runner<S> {
                 0
             }
             Envelope::Down(Down::Cancel { sub, .. }) => {
-                if let Some(l) = self.ups.iter_mut().find(|l| l.info.id == sub) {
-                    l.out.backlog.clear();
+                if let Some(i) = self.ups.iter().position(|l| l.info.id == sub) {
+                    let link = self.ups.remove(i);
+                    self.shared.remove_sub(link.info.id, Direction::Upstream);
                 }
                 0
             }

@@ -2,11 +2,13 @@
 //! outcome. The stage's thread is the only writer of the counters (plain stores, no locked
 //! read-modify-write); handles read them at any time.
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
 use crate::reason::Reason;
@@ -87,11 +89,19 @@ pub(crate) struct Shared {
     subs: Mutex<Vec<SubCell>>,
     done: Mutex<Done>,
     done_cond: Condvar,
+    /// Dropped when the stage ends, so that `ended` disconnects: a waiter can select on it
+    /// beside its own channel (a reply, a registration) and never wait for a stage that is
+    /// gone.
+    ended_tx: Mutex<Option<Sender<Infallible>>>,
+    ended: Receiver<Infallible>,
 }
 
 impl Shared {
     pub(crate) fn new(name: Arc<str>) -> Shared {
+        let (ended_tx, ended) = crossbeam_channel::bounded(0);
         Shared {
+            ended_tx: Mutex::new(Some(ended_tx)),
+            ended,
             name,
             stop_requested: AtomicBool::new(false),
             refs: AtomicUsize::new(0),
@@ -158,6 +168,13 @@ impl Shared {
         let mut done = self.done.lock();
         done.outcome = Some(reason);
         self.done_cond.notify_all();
+        drop(done);
+        self.ended_tx.lock().take();
+    }
+
+    /// A channel that disconnects when the stage has ended (it never carries a message).
+    pub(crate) fn ended(&self) -> &Receiver<Infallible> {
+        &self.ended
     }
 
     pub(crate) fn outcome(&self) -> Option<Reason> {

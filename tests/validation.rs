@@ -343,7 +343,11 @@ fn a_refused_build_makes_no_subscription() {
 struct Gate;
 
 enum GateMsg {
-    Block(crossbeam_channel::Receiver<()>),
+    /// Says it is blocked on the first channel, then blocks until the second says go.
+    Block(
+        crossbeam_channel::Sender<()>,
+        crossbeam_channel::Receiver<()>,
+    ),
     Sync(stageflow::Reply<()>),
 }
 
@@ -355,7 +359,8 @@ impl stageflow::Producer for Gate {
 
     fn handle_message(&mut self, msg: GateMsg, ctx: &mut Context<'_, u64, GateMsg>) {
         match msg {
-            GateMsg::Block(release) => {
+            GateMsg::Block(blocked, release) => {
+                blocked.send(()).expect("the test waits for it");
                 release.recv_timeout(LIMIT).expect("released");
             }
             GateMsg::Sync(reply) => ctx.reply(reply, ()),
@@ -369,7 +374,10 @@ fn subscribe_timeout_is_reported_with_the_producer_name() {
     let (rec, _crx) = Recorder::<u64>::new();
     let c = stageflow::consumer(rec).name("waiting").spawn().unwrap();
     let (release, released) = crossbeam_channel::bounded(1);
-    p.cast(GateMsg::Block(released)).unwrap();
+    // Control (a subscribe request) overtakes data: wait until the producer is blocked.
+    let (blocked, is_blocked) = crossbeam_channel::bounded(1);
+    p.cast(GateMsg::Block(blocked, released)).unwrap();
+    next(&is_blocked);
     let timeout = Duration::from_millis(50);
     let start = std::time::Instant::now();
     let err = c
@@ -403,7 +411,10 @@ fn a_timed_out_subscription_does_not_reach_or_end_the_consumer() {
     let (rec, crx) = Recorder::<u64>::new();
     let c = stageflow::consumer(rec).name("waiting").spawn().unwrap();
     let (release, released) = crossbeam_channel::bounded(1);
-    p.cast(GateMsg::Block(released)).unwrap();
+    // Control (a subscribe request) overtakes data: wait until the producer is blocked.
+    let (blocked, is_blocked) = crossbeam_channel::bounded(1);
+    p.cast(GateMsg::Block(blocked, released)).unwrap();
+    next(&is_blocked);
     let r = c.subscribe_to(
         &p,
         SubscribeOptions::new().timeout(Duration::from_millis(50)),

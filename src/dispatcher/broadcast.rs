@@ -265,6 +265,18 @@ impl<T: Clone + Send + 'static> Dispatcher<T> for BroadcastDispatcher<T> {
         Ok(())
     }
 
+    fn ready(&self) -> usize {
+        if self.entries.is_empty() {
+            0
+        } else {
+            self.waiting
+        }
+    }
+
+    fn one_subscription_per_consumer(&self) -> bool {
+        true
+    }
+
     fn cancel(&mut self, sub: SubscriptionId, _out: &mut Outbox<'_, T>) -> usize {
         let Some(i) = self.entries.iter().position(|e| e.sub == sub) else {
             return 0;

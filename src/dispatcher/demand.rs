@@ -44,8 +44,12 @@ use crate::subscription::{SubscribeOptions, SubscriptionId};
 pub struct DemandDispatcher {
     /// (demand, subscription), sorted by demand, highest first; stable among equals.
     entries: Vec<(usize, SubscriptionId)>,
+    /// The sum of the entries' demands.
+    total: usize,
     pending: usize,
     max_demand: Option<usize>,
+    /// Shuffle the entries on the next dispatch (once).
+    shuffle: bool,
     name: Option<String>,
 }
 
@@ -55,6 +59,23 @@ impl DemandDispatcher {
         DemandDispatcher::default()
     }
 
+    /// Shuffles the consumers on the first dispatch, so that consumers that subscribed at the
+    /// same time and asked the same do not always get the first events in subscription order
+    /// (GenStage's `shuffle_demands_on_first_dispatch`, which Broadway's producers use). Like
+    /// GenStage, the shuffled order is not re-sorted by demand for that one dispatch. Defaults
+    /// to off.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dispatcher = stageflow::dispatcher::DemandDispatcher::new().shuffle_demands_on_first_dispatch();
+    /// # let _ = dispatcher;
+    /// ```
+    pub fn shuffle_demands_on_first_dispatch(mut self) -> DemandDispatcher {
+        self.shuffle = true;
+        self
+    }
+
     /// Demand already requested upstream for consumers that have left.
     pub fn pending(&self) -> usize {
         self.pending
@@ -62,7 +83,52 @@ impl DemandDispatcher {
 
     fn remove(&mut self, sub: SubscriptionId) -> Option<usize> {
         let i = self.entries.iter().position(|&(_, s)| s == sub)?;
-        Some(self.entries.remove(i).0)
+        let demand = self.entries.remove(i).0;
+        self.total -= demand;
+        Some(demand)
+    }
+
+    /// Shuffles the entries (Fisher–Yates, with a small xorshift generator seeded from the
+    /// clock: a fair order, not a cryptographic one).
+    fn shuffle_entries(&mut self) {
+        let mut seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9E37_79B9_7F4A_7C15, |d| d.as_nanos() as u64)
+            | 1;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for i in (1..self.entries.len()).rev() {
+            let j = (next() % (i as u64 + 1)) as usize;
+            self.entries.swap(i, j);
+        }
+    }
+
+    /// A dispatch walking the shuffled entries in order, each taking what its demand allows.
+    fn dispatch_shuffled<T>(&mut self, events: &mut Vec<T>, out: &mut Outbox<'_, T>) {
+        for entry in &mut self.entries {
+            if events.is_empty() {
+                break;
+            }
+            let k = entry.0.min(events.len());
+            if k == 0 {
+                // GenStage stops at the first entry with no demand.
+                break;
+            }
+            let batch = if k == events.len() {
+                std::mem::take(events)
+            } else {
+                events.drain(..k).collect()
+            };
+            entry.0 -= k;
+            self.total -= k;
+            out.send(entry.1, batch);
+        }
+        // Back to sorted order (stable): highest demand first.
+        self.entries.sort_by_key(|&(demand, _)| std::cmp::Reverse(demand));
     }
 
     /// The outstanding demand of one consumer (0 for an unknown one).
@@ -90,9 +156,13 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
 
     fn cancel(&mut self, sub: SubscriptionId, _out: &mut Outbox<'_, T>) -> usize {
         if let Some(demand) = self.remove(sub) {
-            self.pending += demand;
+            self.pending = self.pending.saturating_add(demand);
         }
         0
+    }
+
+    fn ready(&self) -> usize {
+        self.total
     }
 
     fn ask(&mut self, sub: SubscriptionId, n: usize, _out: &mut Outbox<'_, T>) -> usize {
@@ -110,7 +180,9 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
         };
         // Raise its demand and move it up past entries with strictly lower demand: where
         // removing it and inserting it before the first strictly lower entry would put it.
-        self.entries[i].0 = self.entries[i].0.saturating_add(n);
+        let before = self.entries[i].0;
+        self.entries[i].0 = before.saturating_add(n);
+        self.total = self.total.saturating_add(self.entries[i].0 - before);
         while i > 0 && self.entries[i - 1].0 < self.entries[i].0 {
             self.entries.swap(i - 1, i);
             i -= 1;
@@ -121,6 +193,11 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
     }
 
     fn dispatch(&mut self, events: &mut Vec<T>, out: &mut Outbox<'_, T>) {
+        if self.shuffle && !events.is_empty() && !self.entries.is_empty() {
+            self.shuffle = false;
+            self.shuffle_entries();
+            self.dispatch_shuffled(events, out);
+        }
         while !events.is_empty() {
             let Some(&(demand, sub)) = self.entries.first() else {
                 break;
@@ -137,6 +214,7 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
             // Lower its demand and move it down past entries with demand at least as high:
             // where removing it and inserting it before the first strictly lower entry would.
             self.entries[0].0 = demand - k;
+            self.total -= k;
             let mut i = 0;
             while i + 1 < self.entries.len() && self.entries[i + 1].0 >= self.entries[i].0 {
                 self.entries.swap(i, i + 1);

@@ -212,6 +212,26 @@ pub trait Dispatcher<T>: Send + 'static {
     /// `events`, for the producer's buffer.
     fn dispatch(&mut self, events: &mut Vec<T>, out: &mut Outbox<'_, T>);
 
+    /// How many events [`dispatch`](Dispatcher::dispatch) would take right now (send, or
+    /// drop on purpose) if it were given that many: the consumers' outstanding demand, as the
+    /// dispatcher counts it. The producer uses it to deliver its buffer: while events wait
+    /// there, newly emitted events queue behind them, and the buffer is offered to the
+    /// dispatcher as soon as it has demand, however that demand arose (an ask, a cancel, a
+    /// subscription). A dispatcher that does not know returns `usize::MAX` (the default): the
+    /// producer then offers it the whole buffer and takes back what it leaves.
+    fn ready(&self) -> usize {
+        usize::MAX
+    }
+
+    /// Whether a consumer may hold only one subscription to this producer at a time. A second
+    /// subscription from the same consumer is then refused with
+    /// [`SubscribeError::Rejected`] (`"… is already subscribed"`), and the first one is kept.
+    /// Defaults to `false`; the [`BroadcastDispatcher`] says `true` (a consumer subscribed
+    /// twice would get every event twice), as GenStage's does.
+    fn one_subscription_per_consumer(&self) -> bool {
+        false
+    }
+
     /// How many events the dispatcher holds itself (in per-consumer queues, say). A finishing
     /// producer waits until they have been delivered; a producer that stops counts them as
     /// discarded. Defaults to 0.
@@ -242,6 +262,12 @@ impl<T: 'static> Dispatcher<T> for Box<dyn Dispatcher<T>> {
     }
     fn held(&self) -> usize {
         (**self).held()
+    }
+    fn ready(&self) -> usize {
+        (**self).ready()
+    }
+    fn one_subscription_per_consumer(&self) -> bool {
+        (**self).one_subscription_per_consumer()
     }
 }
 

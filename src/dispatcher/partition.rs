@@ -431,6 +431,10 @@ impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
         self.queued()
     }
 
+    fn ready(&self) -> usize {
+        self.waiting
+    }
+
     fn dispatch(&mut self, events: &mut Vec<T>, out: &mut Outbox<'_, T>) {
         if self.waiting == 0 || events.is_empty() {
             return;
