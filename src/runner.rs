@@ -854,10 +854,18 @@ impl<S: Callbacks> Runner<S> {
         if self.exit.is_some() || self.finishing.is_none() {
             return;
         }
+        // Infos and timers that are due (an info sent to itself when nothing was buffered,
+        // say) are handled before it ends.
+        let due = self
+            .fx
+            .timers
+            .next_deadline()
+            .is_some_and(|d| d <= Instant::now());
         let done = self.buffer.is_empty()
             && self.inbound.is_empty()
             && self.held.is_empty()
-            && self.dispatcher.held() == 0;
+            && self.dispatcher.held() == 0
+            && !due;
         // Every consumer it had has left: what it holds can reach nobody (the end counts it
         // as discarded).
         let deserted = self.had_consumers
@@ -1056,9 +1064,12 @@ impl<S: Callbacks> Runner<S> {
                     self.handle_events(sub, events);
                 }
                 Some(Inbound::Cancel(sub, reason)) => self.producer_gone(sub, reason),
-                // Its place in the queue is reached: behind the buffer now, never back in
-                // the queue.
-                Some(Inbound::Info(msg)) => self.info_after_buffer(msg),
+                // Its place in the queue is reached: behind what is buffered, or handled now
+                // (as GenStage does), never back in the queue.
+                Some(Inbound::Info(msg)) => match self.buffer.push_info(msg) {
+                    Ok(()) => {}
+                    Err(msg) => self.invoke(|s, ctx| s.message(msg, ctx)),
+                },
                 None => return,
             }
         }
