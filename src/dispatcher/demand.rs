@@ -84,7 +84,7 @@ impl DemandDispatcher {
     fn remove(&mut self, sub: SubscriptionId) -> Option<usize> {
         let i = self.entries.iter().position(|&(_, s)| s == sub)?;
         let demand = self.entries.remove(i).0;
-        self.total -= demand;
+        self.total = self.total.saturating_sub(demand);
         Some(demand)
     }
 
@@ -124,7 +124,7 @@ impl DemandDispatcher {
                 events.drain(..k).collect()
             };
             entry.0 -= k;
-            self.total -= k;
+            self.total = self.total.saturating_sub(k);
             out.send(entry.1, batch);
         }
         // Back to sorted order (stable): highest demand first.
@@ -214,7 +214,7 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
             // Lower its demand and move it down past entries with demand at least as high:
             // where removing it and inserting it before the first strictly lower entry would.
             self.entries[0].0 = demand - k;
-            self.total -= k;
+            self.total = self.total.saturating_sub(k);
             let mut i = 0;
             while i + 1 < self.entries.len() && self.entries[i + 1].0 >= self.entries[i].0 {
                 self.entries.swap(i, i + 1);
@@ -298,6 +298,65 @@ mod tests {
         assert_eq!(d.pending(), 5);
         assert_eq!(ask(&mut d, s[1], 10), 5);
         assert_eq!(d.pending(), 0);
+    }
+
+    #[test]
+    fn huge_demands_saturate_instead_of_overflowing() {
+        let s = subs(3);
+        let mut d = DemandDispatcher::new();
+        for &x in &s {
+            Dispatcher::<u32>::subscribe(&mut d, x, &SubscribeOptions::new()).unwrap();
+        }
+        let huge = usize::MAX - 1;
+        assert_eq!(ask(&mut d, s[0], huge), huge);
+        assert_eq!(ask(&mut d, s[1], huge), huge);
+        assert_eq!(Dispatcher::<u32>::ready(&d), usize::MAX);
+        cancel(&mut d, s[0]);
+        cancel(&mut d, s[1]);
+        assert_eq!(d.pending(), usize::MAX);
+        assert_eq!(ask(&mut d, s[2], 10), 0, "covered by what is pending");
+        let mut ev: Vec<u32> = (0..20).collect();
+        let out = dispatch(&mut d, &mut ev);
+        assert_eq!(out, vec![(s[2], (0..10).collect())]);
+    }
+
+    #[test]
+    fn ready_is_the_sum_of_the_demands() {
+        let s = subs(2);
+        let mut d = DemandDispatcher::new();
+        for &x in &s {
+            Dispatcher::<u32>::subscribe(&mut d, x, &SubscribeOptions::new()).unwrap();
+        }
+        ask(&mut d, s[0], 4);
+        ask(&mut d, s[1], 3);
+        assert_eq!(Dispatcher::<u32>::ready(&d), 7);
+        dispatch(&mut d, &mut (0..5).collect());
+        assert_eq!(Dispatcher::<u32>::ready(&d), 2);
+        cancel(&mut d, s[1]);
+        assert_eq!(Dispatcher::<u32>::ready(&d), d.demand_of(s[0]));
+    }
+
+    #[test]
+    fn shuffle_on_first_dispatch_gives_anyone_the_first_events() {
+        // Two consumers with equal demand: without the shuffle the first always wins; with
+        // it, over 64 fresh dispatchers both must win at least once (odds of failing: 2^-63).
+        let mut winners = std::collections::HashSet::new();
+        for _ in 0..64 {
+            let s = subs(2);
+            let mut d = DemandDispatcher::new().shuffle_demands_on_first_dispatch();
+            for &x in &s {
+                Dispatcher::<u32>::subscribe(&mut d, x, &SubscribeOptions::new()).unwrap();
+            }
+            ask(&mut d, s[0], 5);
+            ask(&mut d, s[1], 5);
+            let out = dispatch(&mut d, &mut (0..3).collect());
+            winners.insert(s.iter().position(|&x| x == out[0].0).unwrap());
+            // Only the first dispatch is shuffled: the order is sorted again after it.
+            let out = dispatch(&mut d, &mut (0..7).collect());
+            assert_eq!(out.len(), 2);
+            assert_eq!(Dispatcher::<u32>::ready(&d), 0);
+        }
+        assert_eq!(winners.len(), 2, "the shuffle never changed the order");
     }
 
     #[test]

@@ -1,0 +1,185 @@
+//! Buffered events are never stranded and never overtaken, under every dispatcher; an info
+//! queued behind buffered events is delivered as soon as they leave the buffer, by dispatch or
+//! by discard.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{joined, next, Recorder, Report, LIMIT};
+use crossbeam_channel::Sender;
+use stageflow::dispatcher::{BroadcastDispatcher, DemandDispatcher, Dispatcher};
+use stageflow::{BufferKeep, CancelMode, Context, Producer, Reason, Reply, SubscribeOptions};
+
+enum Tick {
+    Tick,
+}
+
+/// The guide's pattern for blocking sources: it keeps its unmet demand and emits from a timer,
+/// a few events per tick, counting up to `limit`, then finishes.
+struct Trickle {
+    next: u64,
+    limit: u64,
+    demand: usize,
+    ticking: bool,
+}
+
+impl Producer for Trickle {
+    type Out = u64;
+    type Message = Tick;
+
+    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, u64, Tick>) {
+        self.demand += demand;
+        if !self.ticking {
+            self.ticking = true;
+            ctx.send_after(Tick::Tick, Duration::from_millis(1));
+        }
+    }
+
+    fn handle_message(&mut self, Tick::Tick: Tick, ctx: &mut Context<'_, u64, Tick>) {
+        let k = self.demand.min(3) as u64;
+        let end = (self.next + k).min(self.limit);
+        ctx.emit_all(self.next..end);
+        self.demand -= (end - self.next) as usize;
+        self.next = end;
+        if self.next == self.limit {
+            ctx.finish();
+        } else if self.demand > 0 {
+            ctx.send_after(Tick::Tick, Duration::from_millis(1));
+        } else {
+            self.ticking = false;
+        }
+    }
+}
+
+/// A consumer takes a few events and leaves with unmet demand; events keep coming while nobody
+/// is subscribed; a second consumer subscribes. It must get every remaining event, in order,
+/// and the finishing producer must end.
+fn nothing_stranded_nothing_overtaken(dispatcher: impl Dispatcher<u64>) {
+    const LIMIT_EVENTS: u64 = 300;
+    let p = stageflow::producer(Trickle {
+        next: 0,
+        limit: LIMIT_EVENTS,
+        demand: 0,
+        ticking: false,
+    })
+    .dispatcher(dispatcher)
+    .spawn()
+    .unwrap();
+    let (rec, rx) = Recorder::<u64>::new();
+    let leaver = stageflow::consumer(rec)
+        .subscribe_to(
+            &p,
+            SubscribeOptions::new()
+                .max_demand(100)
+                .cancel(CancelMode::Temporary),
+        )
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let mut first = Vec::new();
+    while first.is_empty() {
+        if let Report::Batch(b) = next(&rx) {
+            first = b;
+        }
+    }
+    let sub = leaver.counters().subscriptions[0].id;
+    leaver.cancel(sub, Reason::Normal).unwrap();
+    loop {
+        if let Report::Cancelled(_) = next(&rx) {
+            break;
+        }
+    }
+    let mut got: Vec<u64> = first;
+    got.extend(rx.try_iter().flat_map(|r| match r {
+        Report::Batch(b) => b,
+        _ => Vec::new(),
+    }));
+    // Events emitted meanwhile are buffered (the producer still owes the leaver's demand).
+    std::thread::sleep(Duration::from_millis(20));
+    let (rec, rx) = Recorder::<u64>::new();
+    let late = stageflow::consumer(rec)
+        .subscribe_to(&p, SubscribeOptions::new().max_demand(50))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    assert_eq!(joined(&p), Reason::Normal, "the producer delivers and ends");
+    assert_eq!(joined(&late), Reason::Normal);
+    let mut later = Vec::new();
+    for r in rx.try_iter() {
+        if let Report::Batch(b) = r {
+            later.extend(b);
+        }
+    }
+    assert!(
+        later.windows(2).all(|w| w[0] + 1 == w[1]),
+        "the late consumer's sequence has gaps or goes backwards: {later:?}"
+    );
+    got.extend(later);
+    assert_eq!(
+        got,
+        (0..LIMIT_EVENTS).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    leaver.stop();
+    joined(&leaver);
+}
+
+#[test]
+fn smoke() {
+    nothing_stranded_nothing_overtaken(DemandDispatcher::new());
+}
+
+#[test]
+fn broadcast_buffered_events_go_out_first() {
+    nothing_stranded_nothing_overtaken(BroadcastDispatcher::new());
+}
+
+enum Cmd {
+    Emit(Vec<char>),
+    Info(u32),
+    Sync(Reply<()>),
+}
+
+/// Emits on command, reports infos.
+struct OnCommand {
+    infos: Sender<u32>,
+}
+
+impl Producer for OnCommand {
+    type Out = char;
+    type Message = Cmd;
+
+    fn handle_demand(&mut self, _: usize, _: &mut Context<'_, char, Cmd>) {}
+
+    fn handle_message(&mut self, msg: Cmd, ctx: &mut Context<'_, char, Cmd>) {
+        match msg {
+            Cmd::Emit(events) => ctx.emit_all(events),
+            Cmd::Info(n) => {
+                let _ = self.infos.send(n);
+            }
+            Cmd::Sync(reply) => ctx.reply(reply, ()),
+        }
+    }
+}
+
+#[test]
+fn an_info_is_delivered_when_its_events_are_discarded() {
+    let (tx, infos) = crossbeam_channel::unbounded();
+    let p = stageflow::producer(OnCommand { infos: tx })
+        .buffer_size(2)
+        .buffer_keep(BufferKeep::Last)
+        .spawn()
+        .unwrap();
+    p.cast(Cmd::Emit(vec!['a', 'b'])).unwrap();
+    p.info(Cmd::Info(1)).unwrap();
+    p.call(Cmd::Sync, LIMIT).unwrap();
+    assert!(infos.try_recv().is_err(), "a and b are still buffered");
+    // c and d push a and b out: the info behind them is due at once, with no demand at all.
+    p.cast(Cmd::Emit(vec!['c', 'd'])).unwrap();
+    assert_eq!(next(&infos), 1);
+    let c = p.counters();
+    assert_eq!((c.discarded, c.buffered), (2, 2));
+    p.stop();
+    joined(&p);
+}
