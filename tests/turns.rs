@@ -188,7 +188,9 @@ fn an_info_keeps_its_place_between_inbound_events() {
     pc.info(TraceMsg::Info(1)).unwrap();
     // More events arrive behind the info, from a second producer.
     let (more, _) = Numbers::new(Some(103));
-    let more = stageflow::producer(Numbers { next: 100, ..more }).spawn().unwrap();
+    let more = stageflow::producer(Numbers { next: 100, ..more })
+        .spawn()
+        .unwrap();
     pc.subscribe_to(&more, SubscribeOptions::new().max_demand(10))
         .unwrap();
     let deadline = Instant::now() + LIMIT;

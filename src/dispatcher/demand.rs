@@ -128,7 +128,8 @@ impl DemandDispatcher {
             out.send(entry.1, batch);
         }
         // Back to sorted order (stable): highest demand first.
-        self.entries.sort_by_key(|&(demand, _)| std::cmp::Reverse(demand));
+        self.entries
+            .sort_by_key(|&(demand, _)| std::cmp::Reverse(demand));
     }
 
     /// The outstanding demand of one consumer (0 for an unknown one).
