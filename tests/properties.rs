@@ -1,10 +1,12 @@
 //! Property tests of the credit protocol over random pipelines: random max/min demand, random
 //! producer behaviour (emits exactly what is asked, less and the rest later from a timer, or
 //! more, which is buffered), random event counts, random consumer slowness, with or without a
-//! producer-consumer in the middle. Whatever the draw: no subscription is ever sent more than it
-//! asked for, nor has more than `max_demand` asked and not received; every batch fits the
-//! `max_demand - min_demand` chunk; a single consumer gets every event exactly once, in order;
-//! and every stage ends normally within the bounded join.
+//! producer-consumer in the middle, and fan-in shapes: several sources merged into one consumer,
+//! and one source split over two producer-consumers that merge again (a diamond). Whatever the
+//! draw: no subscription is ever sent more than it asked for, nor has more than `max_demand`
+//! asked and not received; every batch fits the `max_demand - min_demand` chunk; the consumer
+//! gets every event exactly once (in order along each path); the counters of every stage
+//! balance; and every stage ends normally within the bounded join.
 
 mod common;
 
@@ -287,25 +289,71 @@ struct Case {
     delay: Duration,
     /// The producer-consumer's own (max, min) upstream, if there is one.
     middle: Option<(usize, usize)>,
+    /// Fan-in: how many sources feed the sink (each through its own producer-consumer when
+    /// `middle` is set), or, with `diamond`, how the one source splits.
+    fan_in: FanIn,
 }
 
-/// Runs one pipeline; returns the problems found, empty if none.
-fn run(case: &Case) -> Vec<String> {
-    let violations: Violations = Arc::default();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let source = stageflow::producer(Source {
-        next: 0,
-        total: case.total,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FanIn {
+    /// One path.
+    None,
+    /// This many sources, each emitting its own range, merged in the sink.
+    Merge(usize),
+    /// One source, two producer-consumers (the default dispatcher splits), one sink.
+    Diamond,
+}
+
+/// Where source `i` starts counting.
+fn base(i: usize) -> u64 {
+    i as u64 * 1_000_000
+}
+
+fn source(case: &Case, i: usize, violations: &Violations) -> stageflow::ProducerHandle<Source> {
+    stageflow::producer(Source {
+        next: base(i),
+        total: base(i) + case.total,
         emission: case.emission,
         started: false,
         early: 0,
         owed: 0,
         timer_armed: false,
     })
-    .name("source")
-    .dispatcher(Audited::new(&violations))
+    .name(format!("source-{i}"))
+    .dispatcher(Audited::new(violations))
     .spawn()
-    .expect("spawn source");
+    .expect("spawn source")
+}
+
+fn pass(
+    name: String,
+    upstream: &stageflow::ProducerHandle<Source>,
+    (max, min): (usize, usize),
+    violations: &Violations,
+) -> stageflow::ProducerConsumerHandle<common::Pass> {
+    stageflow::producer_consumer(common::Pass)
+        .name(name)
+        .dispatcher(Audited::new(violations))
+        .subscribe_to(
+            upstream,
+            SubscribeOptions::new().max_demand(max).min_demand(min),
+        )
+        .unwrap()
+        .spawn()
+        .unwrap()
+}
+
+/// Runs one pipeline; returns the problems found, empty if none.
+fn run(case: &Case) -> Vec<String> {
+    let violations: Violations = Arc::default();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let n_sources = match case.fan_in {
+        FanIn::Merge(k) => k,
+        FanIn::None | FanIn::Diamond => 1,
+    };
+    let sources: Vec<_> = (0..n_sources)
+        .map(|i| source(case, i, &violations))
+        .collect();
     let collector = Collector {
         chunk: case.max - case.min,
         delay: case.delay,
@@ -315,41 +363,38 @@ fn run(case: &Case) -> Vec<String> {
     let options = SubscribeOptions::new()
         .max_demand(case.max)
         .min_demand(case.min);
-    let mut outcomes = Vec::new();
-    match case.middle {
-        None => {
-            let sink = stageflow::consumer(collector)
-                .name("sink")
-                .subscribe_to(&source, options)
-                .unwrap()
-                .spawn()
-                .unwrap();
-            source.cast(Msg::Go).unwrap();
-            outcomes.push(("sink", joined(&sink)));
+    let mut middles = Vec::new();
+    if case.fan_in == FanIn::Diamond {
+        let m = case.middle.unwrap_or((case.max, case.min));
+        for k in 0..2 {
+            middles.push(pass(format!("pass-{k}"), &sources[0], m, &violations));
         }
-        Some((pmax, pmin)) => {
-            let pass = stageflow::producer_consumer(common::Pass)
-                .name("pass")
-                .dispatcher(Audited::new(&violations))
-                .subscribe_to(
-                    &source,
-                    SubscribeOptions::new().max_demand(pmax).min_demand(pmin),
-                )
-                .unwrap()
-                .spawn()
-                .unwrap();
-            let sink = stageflow::consumer(collector)
-                .name("sink")
-                .subscribe_to(&pass, options)
-                .unwrap()
-                .spawn()
-                .unwrap();
-            source.cast(Msg::Go).unwrap();
-            outcomes.push(("sink", joined(&sink)));
-            outcomes.push(("pass", joined(&pass)));
+    } else if let Some(m) = case.middle {
+        for (i, s) in sources.iter().enumerate() {
+            middles.push(pass(format!("pass-{i}"), s, m, &violations));
         }
     }
-    outcomes.push(("source", joined(&source)));
+    let mut sink = stageflow::consumer(collector).name("sink");
+    if middles.is_empty() {
+        for s in &sources {
+            sink = sink.subscribe_to(s, options.clone()).unwrap();
+        }
+    } else {
+        for m in &middles {
+            sink = sink.subscribe_to(m, options.clone()).unwrap();
+        }
+    }
+    let sink = sink.spawn().unwrap();
+    for s in &sources {
+        s.cast(Msg::Go).unwrap();
+    }
+    let mut outcomes = vec![("sink".to_string(), joined(&sink))];
+    for m in &middles {
+        outcomes.push((m.name().to_string(), joined(m)));
+    }
+    for s in &sources {
+        outcomes.push((s.name().to_string(), joined(s)));
+    }
 
     let mut problems = violations.lock().unwrap().clone();
     for (stage, outcome) in outcomes {
@@ -358,19 +403,43 @@ fn run(case: &Case) -> Vec<String> {
         }
     }
     let got = got.lock().unwrap();
-    if *got != (0..case.total).collect::<Vec<_>>() {
-        let dups = got.len() as i64 - case.total as i64;
-        problems.push(format!(
-            "expected 0..{} once each, in order; got {} events (difference {dups}), first \
-             out of place at {:?}",
-            case.total,
-            got.len(),
-            got.iter().enumerate().position(|(i, &e)| e != i as u64)
-        ));
+    for i in 0..n_sources {
+        // Along each path, in order; with a diamond, each pass keeps its own order, so the
+        // whole is only checked as a set.
+        let mut mine: Vec<u64> = got
+            .iter()
+            .copied()
+            .filter(|&e| e >= base(i) && e < base(i + 1))
+            .collect();
+        if case.fan_in == FanIn::Diamond {
+            mine.sort_unstable();
+        }
+        let want: Vec<u64> = (base(i)..base(i) + case.total).collect();
+        if mine != want {
+            problems.push(format!(
+                "source {i}: expected {}..{} once each, in order; got {} events, first out of \
+                 place at {:?}",
+                base(i),
+                base(i) + case.total,
+                mine.len(),
+                mine.iter().zip(&want).position(|(a, b)| a != b)
+            ));
+        }
     }
-    let c = source.counters();
-    if c.events_out != case.total || c.discarded != 0 {
-        problems.push(format!("source counters {c:?}"));
+    if got.len() as u64 != n_sources as u64 * case.total {
+        problems.push(format!("{} events in all", got.len()));
+    }
+    for s in &sources {
+        let c = s.counters();
+        if c.events_out != case.total || c.discarded != 0 {
+            problems.push(format!("{} counters {c:?}", s.name()));
+        }
+    }
+    for m in &middles {
+        let c = m.counters();
+        if c.events_in != c.events_out + c.discarded + c.buffered || c.discarded != 0 {
+            problems.push(format!("{} counters do not balance: {c:?}", m.name()));
+        }
     }
     problems
 }
@@ -390,15 +459,23 @@ fn cases() -> impl Strategy<Value = Case> {
         ],
         prop_oneof![Just(0u64), 1u64..5],
         proptest::option::of(demand_options()),
+        prop_oneof![
+            Just(FanIn::None),
+            (2usize..=3).prop_map(FanIn::Merge),
+            Just(FanIn::Diamond)
+        ],
     )
-        .prop_map(|((max, min), total, emission, delay_us, middle)| Case {
-            max,
-            min,
-            total,
-            emission,
-            delay: Duration::from_micros(delay_us),
-            middle,
-        })
+        .prop_map(
+            |((max, min), total, emission, delay_us, middle, fan_in)| Case {
+                max,
+                min,
+                total,
+                emission,
+                delay: Duration::from_micros(delay_us),
+                middle,
+                fan_in,
+            },
+        )
 }
 
 #[test]
@@ -412,6 +489,7 @@ fn smoke() {
                 emission,
                 delay: Duration::ZERO,
                 middle,
+                fan_in: FanIn::None,
             };
             assert_eq!(run(&case), Vec::<String>::new(), "{case:?}");
         }
@@ -427,12 +505,31 @@ fn lock_step_through_a_producer_consumer() {
         emission: Emission::Less,
         delay: Duration::from_micros(2),
         middle: Some((1, 0)),
+        fan_in: FanIn::None,
     };
     assert_eq!(run(&case), Vec::<String>::new(), "{case:?}");
 }
 
+#[test]
+fn fan_in_shapes() {
+    for fan_in in [FanIn::Merge(3), FanIn::Diamond] {
+        for middle in [None, Some((7, 3))] {
+            let case = Case {
+                max: 10,
+                min: 5,
+                total: 500,
+                emission: Emission::Less,
+                delay: Duration::ZERO,
+                middle,
+                fan_in,
+            };
+            assert_eq!(run(&case), Vec::<String>::new(), "{case:?}");
+        }
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(32))]
 
     #[test]
     fn credit_bound_exactly_once_in_order_and_termination(case in cases()) {
