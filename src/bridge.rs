@@ -132,7 +132,9 @@ struct StreamSub<T> {
 /// only when the item after that batch is requested. The iterator ends when every subscription
 /// has ended (each producer finished or stopped); [`Stream::reason`] says how the last one
 /// ended. Dropping the stream cancels its subscriptions ([`Reason::Normal`]): the producers'
-/// `handle_cancel` runs and they keep running.
+/// `handle_cancel` runs and they keep running. The drop waits (five seconds at most) until
+/// every producer has confirmed, so none of them mistakes the stream for a consumer that
+/// vanished.
 pub struct Stream<T: Send + 'static> {
     name: Arc<str>,
     shared: Arc<Shared>,

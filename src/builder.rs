@@ -249,8 +249,11 @@ impl<S: ProducerConsumer> StageBuilder<S, ProducerConsumerRole> {
     /// # Errors
     ///
     /// [`BuildError::InvalidOption`] for a bad option, [`BuildError::Subscribe`] if a producer
-    /// has ended or refused (then no subscription is kept), [`BuildError::Spawn`] if the thread
-    /// could not start.
+    /// has ended or refused (then no subscription is kept; a *temporary* subscription to a
+    /// producer that has ended does not fail the build: the stage starts and sees it fail in
+    /// `handle_cancel`), [`BuildError::Spawn`] if the thread could not start.
+    ///
+    /// It returns once the stage holds its subscriptions, so their ids work at once.
     pub fn spawn(self) -> Result<Stage<S, ProducerConsumerRole>, BuildError> {
         let (parts, stage) = self.into_parts()?;
         launch(AsProducerConsumer(stage), parts)
@@ -264,7 +267,11 @@ impl<S: Consumer> StageBuilder<S, ConsumerRole> {
     /// # Errors
     ///
     /// [`BuildError::Subscribe`] if a producer has ended or refused (then no subscription is
-    /// kept), [`BuildError::Spawn`] if the thread could not start.
+    /// kept; a *temporary* subscription to a producer that has ended does not fail the build:
+    /// the stage starts and sees it fail in `handle_cancel`), [`BuildError::Spawn`] if the
+    /// thread could not start.
+    ///
+    /// It returns once the stage holds its subscriptions, so their ids work at once.
     pub fn spawn(self) -> Result<Stage<S, ConsumerRole>, BuildError> {
         let (parts, stage) = self.into_parts()?;
         launch(AsConsumer(stage), parts)

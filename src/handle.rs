@@ -399,7 +399,8 @@ impl<S, R: Consumes<S>> Stage<S, R> {
     /// Cancels one of this stage's subscriptions with `reason`. The stage's `handle_cancel`
     /// runs once the producer confirms, and the stage then ends or not by the subscription's
     /// cancel mode (so a permanent subscription cancelled this way ends the stage, as in
-    /// GenStage: use transient or temporary when you cancel on purpose).
+    /// GenStage, once its other subscriptions have ended too if the reason is normal: use
+    /// transient or temporary when you cancel on purpose). Never waits behind events.
     ///
     /// # Errors
     ///

@@ -183,14 +183,84 @@
 //! A producer ends normally with [`Context::finish`]: it delivers its buffer, then each
 //! consumer sees the subscription end with [`Reason::Normal`] and reacts by its
 //! [`CancelMode`]: a permanent subscription (the default) ends the consumer, a transient one
-//! only for abnormal reasons, a temporary one never. A producer-consumer whose producer
-//! finishes normally handles what it received and delivers its buffer before it ends: nothing
-//! is lost on a normal finish.
+//! only for abnormal reasons, a temporary one never. A consumer with several producers (fan-in)
+//! ends normally only once *all* its subscriptions have ended, so one producer finishing never
+//! cuts off the others' events; an abnormal end still ends it at once. A producer-consumer
+//! whose producer finishes normally handles what it received and delivers its buffer before it
+//! ends: nothing is lost on a normal finish.
+//!
+//! Whatever ends a stage, every event it received, buffered or had in flight to it is either
+//! delivered or counted as discarded: for a stage that passes events on one for one,
+//! `events_in = events_out + discarded + buffered` at every moment ([`Counters`]), and summed
+//! over a pipeline the counters balance. (An ending stage waits, two seconds at most, for its
+//! producers to confirm its end, and counts what they still sent.)
 //!
 //! A callback that panics ends its stage with [`Reason::Panicked`]; the panic is caught on
 //! that stage's thread, its consumers react by their cancel mode, and [`Stage::join`] reports
 //! it. [`Stage::stop`] stops a stage from outside ([`Reason::Shutdown`]). [`Topology`] joins
 //! or stops many stages at once.
+//!
+//! # Control never waits behind events
+//!
+//! What handles send to control a stage — [`Stage::stop`], [`Stage::cancel`], [`Stage::ask`],
+//! [`Stage::subscribe_to`], [`Stage::set_demand`] — takes a path of its own that events cannot
+//! crowd out: it never blocks, and the stage handles it at the start of its next turn, ahead of
+//! events already queued. Every turn of a stage's loop handles at most one message and comes
+//! back, so a stage answers calls and stops promptly whatever its traffic. Casts, calls and
+//! infos share the inbox with events and keep their order with them; [`Stage::cast`] waits
+//! while that inbox is full ([`Stage::try_cast`] and [`Stage::cast_timeout`] do not).
+//!
+//! # Where stageflow differs from GenStage
+//!
+//! GenStage's demand rules are followed number for number. Where stageflow does something
+//! else, it is on purpose:
+//!
+//! - **Bad options fail at once**, naming the option, when a stage is built or subscribes
+//!   (GenStage logs and skips a bad `subscribe_to`); `buffer_size` 0 is an error.
+//! - **Nothing is lost on a normal finish.** A finishing producer delivers its buffer first; a
+//!   producer-consumer whose producer finishes drains what it received (GenStage drops a
+//!   producer-consumer's buffered output when its producer exits).
+//! - **Fan-in finishes with its last producer.** A permanent subscription that ends normally
+//!   ends the consumer only once every subscription it holds has ended (GenStage ends the
+//!   consumer at the first producer's exit and loses the others' events in flight). An abnormal
+//!   end still ends it at once.
+//! - **Every event is accounted for.** Events sent to a stage that ends are counted as
+//!   discarded where they are lost, never dropped silently; a finishing stage whose consumers
+//!   have all left ends and counts what it held as discarded (a GenStage producer never ends
+//!   because its consumers left, but it never "finishes" either).
+//! - **Buffered events go first, always.** While a producer's buffer holds events, newly
+//!   emitted ones queue behind them, and the buffer is offered to the dispatcher as soon as the
+//!   dispatcher has demand, however it arose (GenStage flushes only on a new ask, which can
+//!   strand buffered events: its broadcast quirk, probe p13). A producer's leftovers after a
+//!   dispatch go back to the *front* of its buffer (GenStage appends them). An info queued behind
+//!   buffered events is delivered as soon as they leave, by dispatch or discard.
+//! - **Control overtakes data.** Stop, cancel, ask, subscribe and demand-mode changes from
+//!   handles are handled ahead of queued events (GenStage's mailbox is one FIFO); they would
+//!   otherwise wait behind a full inbox for as long as traffic lasts.
+//! - **`subscribe_to` returns once both sides hold the subscription** (GenStage's
+//!   `sync_subscribe` returns once the request is sent), so its id works at once.
+//! - **Refusals are values.** A second subscription of one consumer to a broadcasting producer
+//!   is refused with [`SubscribeError::Rejected`] (GenStage cancels it with
+//!   `:already_subscribed`); a partition dispatcher's subscribe errors are returned (GenStage
+//!   crashes the producer); a stage subscribing to itself gets
+//!   [`SubscribeError::SelfSubscription`]. Cycles of several stages are accepted, but a cycle
+//!   never finishes by itself (each stage waits for the other): stop it.
+//! - **A partition hash that maps an event nowhere** (or to an unknown partition) drops it,
+//!   counts it as discarded and asks the producer for a replacement, one round per turn of its
+//!   loop (GenStage drops `:none` without a replacement, and crashes on an unknown partition).
+//! - **A temporary subscription is optional at build time:** a stage built with one to a
+//!   producer that has already ended starts, and sees that subscription fail in
+//!   `handle_cancel` with a `noproc` error; permanent and transient ones fail the build (GenStage
+//!   fails `init` with `:noproc`).
+//! - **Manual demand belongs to a subscription:** [`Stage::ask`] sends events to that
+//!   subscription's consumer, never to the caller.
+//! - **Errors are values, panics are contained:** a panicking callback ends its stage with
+//!   [`Reason::Panicked`], reported by [`Stage::join`]; an unhandled call gets
+//!   [`CallError::NoReply`]; only producers have a demand mode (a type error elsewhere, where
+//!   GenStage crashes a producer-consumer asked for it).
+//! - **Completion is explicit** ([`Context::finish`]), and a dropped [`Stream`] cancels with
+//!   [`Reason::Normal`] and waits (a few seconds at most) for its producers to confirm, as
+//!   GenStage's stream does.
 //!
 //! # Logging
 //!

@@ -244,7 +244,10 @@ pub trait Consumer: Send + 'static {
     }
 
     /// A subscription ended with `reason` (after every event sent on it was handled). The
-    /// consumer then ends or not by the subscription's cancel mode. The default does nothing.
+    /// consumer then ends or not by the subscription's cancel mode (with several producers, a
+    /// normal end of a permanent subscription ends it once its last subscription has ended).
+    /// A temporary subscription given at build time to a producer that had already ended is
+    /// reported here too, with a `noproc` [`Reason::Error`]. The default does nothing.
     fn handle_cancel(
         &mut self,
         producer: &Subscription,

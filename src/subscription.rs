@@ -44,6 +44,11 @@ impl fmt::Display for SubscriptionId {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum CancelMode {
     /// The consumer ends, with the subscription's reason, whatever that reason is. The default.
+    ///
+    /// With a normal reason ([`Reason::is_normal`](crate::Reason::is_normal)) and other
+    /// subscriptions still open (fan-in), the consumer ends once the last of them has ended
+    /// too, so no producer's events are cut off; with an abnormal reason it ends at once. (A
+    /// difference from GenStage, which ends it at the first producer's exit.)
     #[default]
     Permanent,
     /// The consumer ends only if the reason is not normal (see [`Reason::is_normal`](crate::Reason::is_normal)).
