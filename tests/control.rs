@@ -176,10 +176,11 @@ fn build_time_subscriptions_work_at_once_too() {
     }
 }
 
-/// Reports its cancels' reasons.
+/// Reports its cancels' reasons; `slow` sleeps a little in every `handle_demand`.
 struct CancelSpy {
     next: u64,
     tx: crossbeam_channel::Sender<Reason>,
+    slow: bool,
 }
 
 impl Producer for CancelSpy {
@@ -187,6 +188,9 @@ impl Producer for CancelSpy {
     type Message = ();
 
     fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, u64>) {
+        if self.slow {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         ctx.emit_all(self.next..self.next + demand as u64);
         self.next += demand as u64;
     }
@@ -199,12 +203,17 @@ impl Producer for CancelSpy {
 #[test]
 fn resubscribe_cancels_then_subscribes() {
     let (tx, cancels) = crossbeam_channel::unbounded();
-    let old = stageflow::producer(CancelSpy { next: 0, tx })
-        .spawn()
-        .unwrap();
+    let old = stageflow::producer(CancelSpy {
+        next: 0,
+        tx,
+        slow: false,
+    })
+    .spawn()
+    .unwrap();
     let new = stageflow::producer(CancelSpy {
         next: 1000,
         tx: crossbeam_channel::unbounded().0,
+        slow: false,
     })
     .spawn()
     .unwrap();
@@ -350,19 +359,28 @@ fn a_temporary_subscription_to_an_ended_producer_does_not_stop_the_build() {
 
 #[test]
 fn dropping_a_stream_early_cancels_with_normal() {
-    for max in [1, 2, 5, 1000] {
-        let (tx, cancels) = crossbeam_channel::unbounded();
-        let p = stageflow::producer(CancelSpy { next: 0, tx })
-            .spawn()
-            .unwrap();
-        let got: Vec<u64> = stageflow::stream(&p, SubscribeOptions::new().max_demand(max))
-            .unwrap()
-            .take(3)
-            .collect();
-        assert_eq!(got, vec![0, 1, 2]);
-        assert_eq!(next(&cancels), Reason::Normal, "max_demand {max}");
-        p.stop();
-        joined(&p);
+    // A slow producer and a small max_demand: asks are in flight when the stream is dropped.
+    for slow in [false, true] {
+        for max in [1, 2, 5, 1000] {
+            for _ in 0..10 {
+                let (tx, cancels) = crossbeam_channel::unbounded();
+                let p = stageflow::producer(CancelSpy { next: 0, tx, slow })
+                    .spawn()
+                    .unwrap();
+                let got: Vec<u64> = stageflow::stream(&p, SubscribeOptions::new().max_demand(max))
+                    .unwrap()
+                    .take(3)
+                    .collect();
+                assert_eq!(got, vec![0, 1, 2]);
+                assert_eq!(
+                    next(&cancels),
+                    Reason::Normal,
+                    "max_demand {max}, slow {slow}"
+                );
+                p.stop();
+                joined(&p);
+            }
+        }
     }
 }
 
@@ -394,6 +412,51 @@ fn a_call_racing_a_stop_never_waits_out_its_timeout() {
         );
         joined(&p);
     }
+}
+
+/// Answers pings; says when it is being dropped, and takes its time about it.
+struct SlowToDrop {
+    dropping: crossbeam_channel::Sender<()>,
+}
+
+impl Producer for SlowToDrop {
+    type Out = u64;
+    type Message = Cmd;
+
+    fn handle_demand(&mut self, _: usize, _: &mut Context<'_, u64, Cmd>) {}
+
+    fn handle_message(&mut self, msg: Cmd, ctx: &mut Context<'_, u64, Cmd>) {
+        if let Cmd::Ping(reply) = msg {
+            ctx.reply(reply, ());
+        }
+    }
+}
+
+impl Drop for SlowToDrop {
+    fn drop(&mut self) {
+        let _ = self.dropping.send(());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_call_that_reaches_a_stage_after_its_last_look_at_its_inbox_returns_stopped() {
+    // While the stage's own value is dropped, its inbox is no longer read but still open: a
+    // call sent then must not wait out its timeout.
+    let (tx, dropping) = crossbeam_channel::unbounded();
+    let p = stageflow::producer(SlowToDrop { dropping: tx })
+        .spawn()
+        .unwrap();
+    p.call(Cmd::Ping, LIMIT).unwrap();
+    p.stop();
+    next(&dropping);
+    let start = Instant::now();
+    assert_eq!(
+        p.call(Cmd::Ping, Duration::from_secs(60)),
+        Err(CallError::Stopped)
+    );
+    assert!(start.elapsed() < PROMPT, "waited {:?}", start.elapsed());
+    joined(&p);
 }
 
 #[test]
