@@ -1,0 +1,203 @@
+//! The consumer side of a stage: subscriptions to producers, cutting messages into batches
+//! and asking after each (the credit protocol of [`crate::demand`]), and what ends a consumer.
+
+use std::sync::atomic::Ordering;
+
+use log::{error, info, warn};
+
+use super::links::{Inbound, Outlet, UpLink};
+use super::{Callbacks, Kind, Runner};
+use crate::demand::Demand;
+use crate::envelope::{Subscribed, Up};
+use crate::events::Events;
+use crate::reason::Reason;
+use crate::shared::bump;
+use crate::subscription::{DemandMode, Direction, SubscriptionId};
+
+impl<S: Callbacks> Runner<S> {
+    pub(super) fn on_subscribed(&mut self, s: Subscribed<S::In>) {
+        let Subscribed {
+            producer,
+            info,
+            registered,
+        } = s;
+        let sub = info.id;
+        let opts = &info.options;
+        let demand = Demand::new(opts.get_max_demand(), opts.get_min_demand());
+        let cell = self
+            .shared
+            .add_sub(sub, Direction::Upstream, info.peer.clone());
+        let link_info = info.clone();
+        self.ups.push(UpLink {
+            info: link_info,
+            out: Outlet::new(producer, None),
+            demand,
+            mode: DemandMode::Automatic,
+            manual_outstanding: 0,
+            cancelling: false,
+            cell,
+        });
+        // The mode is set before the callback's effects apply, so that a manual consumer
+        // can ask from `handle_subscribe`.
+        let mode = self.call(|s, ctx| s.subscribed(&info, ctx));
+        if let Some(link) = self.ups.iter_mut().find(|l| l.info.id == sub) {
+            link.mode = mode;
+            if mode == DemandMode::Automatic && !link.cancelling {
+                let n = link.demand.max();
+                link.cell.store(n as u64, Ordering::Relaxed);
+                let _ = link.out.send(Up::Ask { sub, n });
+            }
+        }
+        self.apply_effects();
+        if let Some(registered) = registered {
+            let _ = registered.try_send(());
+        }
+    }
+
+    pub(super) fn on_events(&mut self, sub: SubscriptionId, events: Vec<S::In>) {
+        bump(&self.shared.cells.events_in, events.len() as u64);
+        if S::KIND == Kind::ProducerConsumer && (self.counter == 0 || !self.inbound.is_empty()) {
+            // Gate: handle input only while downstream has demand (it produces no asks
+            // until then, so upstream stops too).
+            self.inbound_events += events.len();
+            self.inbound.push_back(Inbound::Events(sub, events));
+            return;
+        }
+        self.handle_events(sub, events);
+    }
+
+    /// Cuts a message into batches by the subscription's demand and hands each to
+    /// `handle_events`, asking after each batch as the protocol says.
+    pub(super) fn handle_events(&mut self, sub: SubscriptionId, events: Vec<S::In>) {
+        let len = events.len();
+        let Some(link) = self.ups.iter_mut().find(|l| l.info.id == sub) else {
+            self.discard(len, "they came from an unknown subscription");
+            return;
+        };
+        if link.mode == DemandMode::Manual {
+            link.manual_outstanding = link.manual_outstanding.saturating_sub(len);
+            link.cell
+                .store(link.manual_outstanding as u64, Ordering::Relaxed);
+            let mut iter = events.into_iter();
+            self.invoke(|s, ctx| s.events(Events::new(&mut iter, len, sub), ctx));
+            return;
+        }
+        let batches = link.demand.receive(len);
+        link.cell
+            .store(link.demand.outstanding() as u64, Ordering::Relaxed);
+        let mut iter = events.into_iter();
+        for batch in batches {
+            if batch.excess > 0 {
+                error!(
+                    "stage {}: received {} events in excess from subscription {sub}",
+                    self.shared.name, batch.excess
+                );
+            }
+            if S::KIND == Kind::ProducerConsumer {
+                self.fx.emitted.reserve(batch.len);
+            }
+            let rest = iter.len() - batch.len;
+            self.invoke(|s, ctx| s.events(Events::new(&mut iter, batch.len, sub), ctx));
+            // A batch mapped and left half-consumed leaves events behind: drop them.
+            while iter.len() > rest {
+                iter.next();
+            }
+            if self.exit.is_some() {
+                // The stage stopped: the rest is not handled and not asked for.
+                let rest = iter.len();
+                self.discard(rest, "the stage stopped while handling them");
+                return;
+            }
+            if batch.ask > 0 && self.finishing.is_none() {
+                if let Some(link) = self.ups.iter_mut().find(|l| l.info.id == sub) {
+                    if !link.cancelling {
+                        let _ = link.out.send(Up::Ask { sub, n: batch.ask });
+                    }
+                }
+            }
+        }
+    }
+
+    /// A subscription to a producer ended: tell the stage, then end or not by cancel mode.
+    ///
+    /// Fan-in: a permanent subscription that ends normally ends the stage only once every
+    /// subscription it holds has ended (the other producers' events are not cut off); an
+    /// abnormal end ends it at once.
+    pub(super) fn producer_gone(&mut self, sub: SubscriptionId, reason: Reason) {
+        let Some(i) = self.ups.iter().position(|l| l.info.id == sub) else {
+            return;
+        };
+        let link = self.ups.remove(i);
+        self.shared.remove_sub(sub, Direction::Upstream);
+        let info = link.info;
+        self.invoke(|s, ctx| s.cancelled(&info, &reason, ctx));
+        if self.exit.is_some() {
+            return;
+        }
+        let name = &self.shared.name;
+        if info.options.get_cancel().exits_on(&reason) {
+            if !reason.is_normal() {
+                info!(
+                    "stage {name}: stopping after subscription {sub} to {} ended: {reason}",
+                    info.peer
+                );
+                self.exit = Some(reason);
+                return;
+            }
+            if !self.ups.is_empty() {
+                info!(
+                    "stage {name}: subscription {sub} to {} ended: {reason}; stopping once \
+                     its {} other subscriptions have ended",
+                    info.peer,
+                    self.ups.len()
+                );
+            }
+            self.finish_with_last_producer.get_or_insert(reason);
+        }
+        if self.ups.is_empty() {
+            if let Some(reason) = self.finish_with_last_producer.take() {
+                info!(
+                    "stage {name}: stopping after subscription {sub} to {} ended: {reason}",
+                    info.peer
+                );
+                if S::KIND == Kind::ProducerConsumer {
+                    // Nothing is lost on a normal finish: drain, then end.
+                    self.finishing.get_or_insert(reason);
+                } else {
+                    self.exit = Some(reason);
+                }
+            }
+        }
+    }
+
+    /// Cancels a subscription of this stage, either side.
+    pub(super) fn cancel(&mut self, sub: SubscriptionId, reason: Reason) {
+        if let Some(link) = self.ups.iter_mut().find(|l| l.info.id == sub) {
+            if !link.cancelling {
+                link.cancelling = true;
+                let _ = link.out.send(Up::Cancel { sub, reason });
+            }
+        } else {
+            self.remove_consumer(sub, reason, true);
+        }
+    }
+
+    pub(super) fn manual_ask(&mut self, sub: SubscriptionId, n: usize) {
+        let name = &self.shared.name;
+        let Some(link) = self.ups.iter_mut().find(|l| l.info.id == sub) else {
+            warn!("stage {name}: ask on unknown subscription {sub} ignored");
+            return;
+        };
+        if link.mode != DemandMode::Manual {
+            warn!("stage {name}: ask on automatic subscription {sub} ignored");
+            return;
+        }
+        if n == 0 || link.cancelling {
+            return;
+        }
+        link.manual_outstanding = link.manual_outstanding.saturating_add(n);
+        link.cell
+            .store(link.manual_outstanding as u64, Ordering::Relaxed);
+        let _ = link.out.send(Up::Ask { sub, n });
+    }
+}

@@ -1,0 +1,638 @@
+//! The stage loop: one thread, one inbox, the credit protocol of [`crate::demand`] applied to
+//! every message.
+//!
+//! The loop waits on the inbox (with the earliest timer as deadline), handles one envelope,
+//! applies the effects its callback asked for, and checks whether the stage is done. Only this
+//! thread touches the stage's state; handles see it through [`Shared`].
+//!
+//! The loop and effects are here; `producer` and `consumer` hold each side of the protocol,
+//! `backlog` the waiting, `end` the termination, `links` the per-subscription state.
+
+mod backlog;
+mod consumer;
+mod end;
+mod links;
+mod producer;
+
+use links::{DownLink, Held, Inbound, UpLink};
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use log::warn;
+
+use crate::buffer::Buffer;
+use crate::context::{Context, Effects, End, Mailbox};
+use crate::dispatcher::Dispatcher;
+use crate::envelope::{Control, Counted, Down, Envelope, Up};
+use crate::events::Events;
+use crate::reason::Reason;
+use crate::shared::{bump, Shared};
+use crate::stage::{Consumer, Producer, ProducerConsumer};
+use crate::subscription::{BufferKeep, DemandMode, ProducerDemand, Subscription, SubscriptionId};
+
+/// What kind of stage a runner drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Producer,
+    ProducerConsumer,
+    Consumer,
+}
+
+/// The three user traits seen through one interface.
+pub(crate) trait Callbacks: Send + 'static {
+    type In: Send + 'static;
+    type Out: Send + 'static;
+    type Msg: Send + 'static;
+    const KIND: Kind;
+
+    fn demand(&mut self, n: usize, ctx: &mut Context<'_, Self::Out, Self::Msg>);
+    fn events(&mut self, events: Events<'_, Self::In>, ctx: &mut Context<'_, Self::Out, Self::Msg>);
+    fn message(&mut self, msg: Self::Msg, ctx: &mut Context<'_, Self::Out, Self::Msg>);
+    fn subscribed(
+        &mut self,
+        sub: &Subscription,
+        ctx: &mut Context<'_, Self::Out, Self::Msg>,
+    ) -> DemandMode;
+    fn cancelled(
+        &mut self,
+        sub: &Subscription,
+        reason: &Reason,
+        ctx: &mut Context<'_, Self::Out, Self::Msg>,
+    );
+    fn format_discarded(&mut self, count: usize) -> bool {
+        let _ = count;
+        true
+    }
+}
+
+pub(crate) struct AsProducer<S>(pub(crate) S);
+pub(crate) struct AsProducerConsumer<S>(pub(crate) S);
+pub(crate) struct AsConsumer<S>(pub(crate) S);
+
+impl<S: Producer> Callbacks for AsProducer<S> {
+    type In = Infallible;
+    type Out = S::Out;
+    type Msg = S::Message;
+    const KIND: Kind = Kind::Producer;
+
+    fn format_discarded(&mut self, count: usize) -> bool {
+        self.0.format_discarded(count)
+    }
+
+    fn demand(&mut self, n: usize, ctx: &mut Context<'_, S::Out, S::Message>) {
+        self.0.handle_demand(n, ctx)
+    }
+    fn events(&mut self, _: Events<'_, Infallible>, _: &mut Context<'_, S::Out, S::Message>) {}
+    fn message(&mut self, msg: S::Message, ctx: &mut Context<'_, S::Out, S::Message>) {
+        self.0.handle_message(msg, ctx)
+    }
+    fn subscribed(
+        &mut self,
+        sub: &Subscription,
+        ctx: &mut Context<'_, S::Out, S::Message>,
+    ) -> DemandMode {
+        self.0.handle_subscribe(sub, ctx);
+        DemandMode::Automatic
+    }
+    fn cancelled(
+        &mut self,
+        sub: &Subscription,
+        reason: &Reason,
+        ctx: &mut Context<'_, S::Out, S::Message>,
+    ) {
+        self.0.handle_cancel(sub, reason, ctx)
+    }
+}
+
+impl<S: ProducerConsumer> Callbacks for AsProducerConsumer<S> {
+    type In = S::In;
+    type Out = S::Out;
+    type Msg = S::Message;
+    const KIND: Kind = Kind::ProducerConsumer;
+
+    fn format_discarded(&mut self, count: usize) -> bool {
+        self.0.format_discarded(count)
+    }
+
+    fn demand(&mut self, _: usize, _: &mut Context<'_, S::Out, S::Message>) {}
+    fn events(&mut self, events: Events<'_, S::In>, ctx: &mut Context<'_, S::Out, S::Message>) {
+        self.0.handle_events(events, ctx)
+    }
+    fn message(&mut self, msg: S::Message, ctx: &mut Context<'_, S::Out, S::Message>) {
+        self.0.handle_message(msg, ctx)
+    }
+    fn subscribed(
+        &mut self,
+        sub: &Subscription,
+        ctx: &mut Context<'_, S::Out, S::Message>,
+    ) -> DemandMode {
+        self.0.handle_subscribe(sub, ctx)
+    }
+    fn cancelled(
+        &mut self,
+        sub: &Subscription,
+        reason: &Reason,
+        ctx: &mut Context<'_, S::Out, S::Message>,
+    ) {
+        self.0.handle_cancel(sub, reason, ctx)
+    }
+}
+
+impl<S: Consumer> Callbacks for AsConsumer<S> {
+    type In = S::In;
+    type Out = Infallible;
+    type Msg = S::Message;
+    const KIND: Kind = Kind::Consumer;
+
+    fn demand(&mut self, _: usize, _: &mut Context<'_, Infallible, S::Message>) {}
+    fn events(&mut self, events: Events<'_, S::In>, ctx: &mut Context<'_, Infallible, S::Message>) {
+        self.0.handle_events(events, ctx)
+    }
+    fn message(&mut self, msg: S::Message, ctx: &mut Context<'_, Infallible, S::Message>) {
+        self.0.handle_message(msg, ctx)
+    }
+    fn subscribed(
+        &mut self,
+        sub: &Subscription,
+        ctx: &mut Context<'_, Infallible, S::Message>,
+    ) -> DemandMode {
+        self.0.handle_subscribe(sub, ctx)
+    }
+    fn cancelled(
+        &mut self,
+        sub: &Subscription,
+        reason: &Reason,
+        ctx: &mut Context<'_, Infallible, S::Message>,
+    ) {
+        self.0.handle_cancel(sub, reason, ctx)
+    }
+}
+
+/// The producer-side settings of a stage.
+pub(crate) struct Config<Out> {
+    pub(crate) dispatcher: Box<dyn Dispatcher<Out>>,
+    pub(crate) demand: ProducerDemand,
+    pub(crate) buffer_size: Option<usize>,
+    pub(crate) buffer_keep: BufferKeep,
+}
+
+/// How long an ending stage waits for its producers to confirm its cancels (so that nothing
+/// they sent is left uncounted in its inbox) before it gives up on a producer that is stuck in
+/// a callback.
+const CONFIRM_WAIT: Duration = Duration::from_secs(2);
+
+/// At most this many control messages are handled per turn, so that a flood of them cannot
+/// starve the inbox either.
+const CONTROL_PER_TURN: usize = 64;
+
+enum Wait<E> {
+    Msg(E),
+    Timeout,
+    Disconnected,
+}
+
+type Env<S> = Envelope<<S as Callbacks>::In, <S as Callbacks>::Out, <S as Callbacks>::Msg>;
+
+pub(crate) struct Runner<S: Callbacks> {
+    stage: S,
+    shared: Arc<Shared>,
+    inbox: Receiver<Env<S>>,
+    /// What handles send: stop, cancel, ask, subscribe, demand mode (see `Counted`).
+    control: Receiver<Env<S>>,
+    fx: Effects<S::Out, S::Msg>,
+    ups: Vec<UpLink<S::In>>,
+    downs: Vec<DownLink<S::Out>>,
+    dispatcher: Box<dyn Dispatcher<S::Out>>,
+    buffer: Buffer<S::Out, S::Msg>,
+    inbound: VecDeque<Inbound<S::In, S::Msg>>,
+    inbound_events: usize,
+    /// Producer-consumer: downstream demand not yet met.
+    counter: usize,
+    /// Deliver what is buffered, then end with this reason.
+    finishing: Option<Reason>,
+    /// A permanent subscription ended normally while others remained: end (normally) once the
+    /// last one has ended too (fan-in finishes with its last producer).
+    finish_with_last_producer: Option<Reason>,
+    /// Demand that a dispatcher created, served on the next turn (never in a loop inside one).
+    pending_demand: usize,
+    /// Consumers whose inbox was found gone, to be removed at the end of the turn (removing
+    /// them in the middle of a dispatch would hand out demand before its leftovers are stored).
+    gone: Vec<SubscriptionId>,
+    /// Consumer links marked closed and not yet removed (they wait for their backlog).
+    closed_links: usize,
+    /// Whether a consumer ever subscribed (a finishing stage whose consumers have all left has
+    /// nobody to deliver to).
+    had_consumers: bool,
+    /// A timer is due and waits behind this many queued messages.
+    timer_gate: Option<usize>,
+    /// Producer in accumulate mode: what it holds back, oldest first.
+    accumulating: bool,
+    held: VecDeque<Held<S::Out>>,
+    /// Build-time temporary subscriptions whose producer had already ended.
+    failed: Vec<Subscription>,
+    exit: Option<Reason>,
+}
+
+impl<S: Callbacks> Runner<S> {
+    pub(crate) fn new(
+        stage: S,
+        shared: Arc<Shared>,
+        self_tx: Sender<Env<S>>,
+        inbox: Receiver<Env<S>>,
+        control: Receiver<Env<S>>,
+        config: Config<S::Out>,
+        failed: Vec<Subscription>,
+    ) -> Runner<S> {
+        let mut dispatcher = config.dispatcher;
+        dispatcher.attach(&shared.name);
+        let mint_shared = shared.clone();
+        let mint = Box::new(move || {
+            Mailbox::new(Box::new(Counted::new(
+                self_tx.clone(),
+                None,
+                mint_shared.clone(),
+            )))
+        });
+        Runner {
+            stage,
+            shared,
+            inbox,
+            control,
+            fx: Effects::new(mint),
+            ups: Vec::new(),
+            downs: Vec::new(),
+            dispatcher,
+            buffer: Buffer::new(config.buffer_size, config.buffer_keep),
+            inbound: VecDeque::new(),
+            inbound_events: 0,
+            counter: 0,
+            finishing: None,
+            finish_with_last_producer: None,
+            pending_demand: 0,
+            gone: Vec::new(),
+            accumulating: S::KIND == Kind::Producer && config.demand == ProducerDemand::Accumulate,
+            held: VecDeque::new(),
+            timer_gate: None,
+            closed_links: 0,
+            had_consumers: false,
+            failed,
+            exit: None,
+        }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Runs until the stage ends; returns why.
+    ///
+    /// Every turn handles at most one envelope from the inbox (plus what handles sent on the
+    /// control path), then settles what that left to do, and comes back: no loop inside a
+    /// turn is unbounded, so calls and stops are always served.
+    pub(crate) fn run(&mut self) -> Reason {
+        for info in std::mem::take(&mut self.failed) {
+            let reason = Reason::error(format!("noproc: producer {} has ended", info.peer));
+            warn!(
+                "stage {}: subscription to {} failed: {reason}",
+                self.shared.name, info.peer
+            );
+            self.invoke(|s, ctx| s.cancelled(&info, &reason, ctx));
+        }
+        loop {
+            if let Some(reason) = self.exit.take() {
+                return reason;
+            }
+            if self.shared.stop_requested.load(Ordering::Relaxed) {
+                return Reason::Shutdown;
+            }
+            self.handle_control();
+            if self.exit.is_some() {
+                continue;
+            }
+            if self.unreachable() {
+                return self.finishing.take().unwrap_or(Reason::Normal);
+            }
+            let mut backlog = self.any_backlog();
+            if backlog || self.closed_links > 0 {
+                self.flush_backlogs();
+                backlog = self.any_backlog();
+            }
+            // A timer that is due takes its place behind the messages already queued, as a
+            // message sent to itself would: they are handled first, then it fires.
+            let deadline = if self.fx.timers.is_empty() {
+                None
+            } else {
+                self.fx.timers.next_deadline()
+            };
+            if let Some(d) = deadline {
+                if self.timer_gate.is_none() && Instant::now() >= d {
+                    self.timer_gate = Some(self.inbox.len());
+                }
+            }
+            if self.timer_gate == Some(0) {
+                self.timer_gate = None;
+                self.fire_timers();
+            } else {
+                let wait_until = if self.pending_demand > 0 || !self.gone.is_empty() {
+                    // Work is waiting: look at the inbox without blocking.
+                    Some(Instant::now())
+                } else if self.timer_gate.is_some() {
+                    None
+                } else {
+                    deadline
+                };
+                match self.wait(wait_until, backlog) {
+                    Wait::Msg(env) => {
+                        if let Some(gate) = &mut self.timer_gate {
+                            *gate = gate.saturating_sub(1);
+                        }
+                        self.handle(env);
+                    }
+                    Wait::Timeout => {}
+                    Wait::Disconnected => return self.finishing.take().unwrap_or(Reason::Normal),
+                }
+            }
+            self.settle();
+        }
+    }
+
+    /// Handles what handles sent on the control path (at most [`CONTROL_PER_TURN`]).
+    fn handle_control(&mut self) {
+        for _ in 0..CONTROL_PER_TURN {
+            match self.control.try_recv() {
+                Ok(env) => self.handle(env),
+                Err(_) => return,
+            }
+            if self.exit.is_some() {
+                return;
+            }
+        }
+    }
+
+    /// The end of a turn: remove consumers found gone, serve demand a dispatcher created (once:
+    /// more of it waits for the next turn), deliver what the buffer holds to the demand the
+    /// dispatcher has, and see whether a finishing stage is done.
+    fn settle(&mut self) {
+        if self.exit.is_some() {
+            return;
+        }
+        self.reap_gone();
+        if self.pending_demand > 0 && self.exit.is_none() {
+            let demand = std::mem::take(&mut self.pending_demand);
+            self.demand_arrived(demand);
+        }
+        if self.exit.is_none() && !self.accumulating {
+            if S::KIND == Kind::ProducerConsumer {
+                self.pump();
+            } else {
+                self.flush_buffer();
+            }
+        }
+        self.check_finished();
+        self.publish_buffered();
+    }
+
+    /// Nothing can ever send this stage a message again (no handle, mailbox or peer holds a
+    /// reference, and its inbox is empty) and it has no timer left: it can only idle forever,
+    /// so it ends.
+    fn unreachable(&self) -> bool {
+        self.shared.refs.load(Ordering::Acquire) == 0
+            && self.fx.timers.is_empty()
+            && self.inbox.is_empty()
+            && self.control.is_empty()
+            && self.pending_demand == 0
+    }
+
+    /// Publishes the `buffered` counter: events in the buffer, received and not yet handled,
+    /// held back, or waiting in a backlog for room in a consumer's inbox.
+    fn publish_buffered(&self) {
+        let held: usize = if self.held.is_empty() {
+            0
+        } else {
+            self.held
+                .iter()
+                .map(|h| match h {
+                    Held::Dispatch(events) => events.len(),
+                    Held::Demand(_) => 0,
+                })
+                .sum()
+        };
+        let backlogs: usize = self
+            .downs
+            .iter()
+            .filter(|l| !l.out.backlog.is_empty())
+            .map(|l| l.out.backlog_events())
+            .sum();
+        let n = self.buffer.event_count()
+            + self.inbound_events
+            + held
+            + backlogs
+            + self.dispatcher.held();
+        self.shared
+            .cells
+            .buffered
+            .store(n as u64, Ordering::Relaxed);
+    }
+
+    fn discard(&mut self, n: usize, why: &str) {
+        if n > 0 {
+            warn!("stage {}: discarded {n} events: {why}", self.shared.name);
+            bump(&self.shared.cells.discarded, n as u64);
+        }
+    }
+
+    fn handle(&mut self, env: Env<S>) {
+        match env {
+            Envelope::Down(Down::Events { sub, events }) => self.on_events(sub, events),
+            Envelope::Up(Up::Ask { sub, n }) => self.on_ask(sub, n),
+            Envelope::Down(Down::Subscribed(s)) => self.on_subscribed(*s),
+            Envelope::Down(Down::Cancel { sub, reason }) => {
+                if S::KIND == Kind::ProducerConsumer && !self.inbound.is_empty() {
+                    self.inbound.push_back(Inbound::Cancel(sub, reason));
+                } else {
+                    self.producer_gone(sub, reason);
+                }
+            }
+            Envelope::Up(Up::Subscribe(req)) => self.on_subscribe(*req),
+            Envelope::Up(Up::Cancel { sub, reason }) => self.remove_consumer(sub, reason, true),
+            Envelope::Message(msg) => self.invoke(|s, ctx| s.message(msg, ctx)),
+            Envelope::Info(msg) => self.queue_info(msg),
+            Envelope::Control(Control::Stop) => {
+                self.exit.get_or_insert(Reason::Shutdown);
+            }
+            Envelope::Control(Control::Wake) => {}
+            Envelope::Control(Control::SetDemand(mode)) => self.set_demand(mode),
+            Envelope::Control(Control::GetDemand(reply)) => {
+                let _ = reply.send(if self.accumulating {
+                    ProducerDemand::Accumulate
+                } else {
+                    ProducerDemand::Forward
+                });
+            }
+            Envelope::Control(Control::Cancel { sub, reason }) => self.cancel(sub, reason),
+            Envelope::Control(Control::Ask { sub, n }) => self.manual_ask(sub, n),
+        }
+    }
+
+    /// Runs one callback, then applies what it asked for.
+    fn invoke<R>(&mut self, f: impl FnOnce(&mut S, &mut Context<'_, S::Out, S::Msg>) -> R) -> R {
+        let r = self.call(f);
+        self.apply_effects();
+        r
+    }
+
+    /// Runs one callback; its effects wait in `fx` until [`Runner::apply_effects`].
+    fn call<R>(&mut self, f: impl FnOnce(&mut S, &mut Context<'_, S::Out, S::Msg>) -> R) -> R {
+        let mut ctx = Context {
+            fx: &mut self.fx,
+            name: &self.shared.name,
+            stop_requested: &self.shared.stop_requested,
+        };
+        f(&mut self.stage, &mut ctx)
+    }
+
+    /// Dispatches what the last callback emitted, then applies its other effects.
+    fn apply_effects(&mut self) {
+        if !self.fx.emitted.is_empty() {
+            let events = std::mem::take(&mut self.fx.emitted);
+            if self.accumulating {
+                self.held.push_back(Held::Dispatch(events));
+            } else {
+                self.emit_out(events);
+            }
+        }
+        if self.fx.has_side_effects() {
+            self.apply_side_effects();
+        }
+    }
+
+    /// Sends newly emitted events on their way. Buffered events go first: while the buffer
+    /// holds any, new ones queue behind them (the end of the turn delivers them in order).
+    fn emit_out(&mut self, mut events: Vec<S::Out>) {
+        if self.buffer.event_count() == 0 {
+            self.dispatch(&mut events);
+        }
+        if !events.is_empty() {
+            self.store(events);
+        }
+    }
+
+    fn apply_side_effects(&mut self) {
+        if !self.fx.replies.is_empty() {
+            // Counters read right after a call returns show everything done before the reply.
+            self.publish_buffered();
+            for reply in std::mem::take(&mut self.fx.replies) {
+                reply();
+            }
+        }
+        for (sub, n) in std::mem::take(&mut self.fx.asks) {
+            self.manual_ask(sub, n);
+        }
+        for (sub, reason) in std::mem::take(&mut self.fx.cancels) {
+            self.cancel(sub, reason);
+        }
+        for msg in std::mem::take(&mut self.fx.infos) {
+            self.queue_info(msg);
+        }
+        match self.fx.end.take() {
+            None => {}
+            Some(End::Stop(reason)) => self.exit = Some(reason),
+            Some(End::Finish) => {
+                if S::KIND == Kind::Consumer {
+                    self.exit.get_or_insert(Reason::Normal);
+                } else {
+                    self.finishing.get_or_insert(Reason::Normal);
+                }
+            }
+        }
+    }
+
+    /// Switches a producer between accumulating and forwarding demand. Forwarding replays what
+    /// accumulated, oldest first, each demand on its own.
+    fn set_demand(&mut self, mode: ProducerDemand) {
+        if S::KIND != Kind::Producer {
+            return;
+        }
+        self.accumulating = mode == ProducerDemand::Accumulate;
+        // Bounded: each step takes one entry that was held before the switch.
+        let mut left = self.held.len();
+        while !self.accumulating && self.exit.is_none() && left > 0 {
+            left -= 1;
+            match self.held.pop_front() {
+                None => break,
+                Some(Held::Demand(n)) => {
+                    if self.finishing.is_none() {
+                        self.handle_demand(n);
+                    }
+                }
+                Some(Held::Dispatch(events)) => self.emit_out(events),
+            }
+        }
+    }
+
+    /// Ends the stage once a finishing producer has delivered everything it held, or when
+    /// nobody is left to deliver it to.
+    fn check_finished(&mut self) {
+        if self.exit.is_some() || self.finishing.is_none() {
+            return;
+        }
+        // Infos and timers that are due (an info sent to itself when nothing was buffered,
+        // say) are handled before it ends.
+        let due = self
+            .fx
+            .timers
+            .next_deadline()
+            .is_some_and(|d| d <= Instant::now());
+        let done = self.buffer.is_empty()
+            && self.inbound.is_empty()
+            && self.held.is_empty()
+            && self.dispatcher.held() == 0
+            && !due;
+        // Every consumer it had has left: what it holds can reach nobody (the end counts it
+        // as discarded).
+        let deserted = self.had_consumers
+            && S::KIND != Kind::Consumer
+            && !self.downs.iter().any(|l| !l.closed);
+        if done || deserted {
+            self.exit = self.finishing.take();
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(msg) = self.fx.timers.pop_due(now) {
+            self.invoke(|s, ctx| s.message(msg, ctx));
+            if self.exit.is_some() {
+                return;
+            }
+        }
+    }
+
+    /// An info: to `handle_message` once the events buffered (or, in a producer-consumer,
+    /// received) before it have left.
+    fn queue_info(&mut self, msg: S::Msg) {
+        if S::KIND == Kind::ProducerConsumer && !self.inbound.is_empty() {
+            self.inbound.push_back(Inbound::Info(msg));
+            return;
+        }
+        self.info_after_buffer(msg);
+    }
+
+    /// An info behind the events buffered now (at once, if there are none).
+    fn info_after_buffer(&mut self, msg: S::Msg) {
+        let msg = match S::KIND {
+            Kind::Consumer => msg,
+            _ => match self.buffer.push_info(msg) {
+                Ok(()) => return,
+                Err(msg) => msg,
+            },
+        };
+        // Nothing buffered: deliver it on the next turn, like a message sent to itself.
+        self.fx.timers.schedule(Instant::now(), msg);
+    }
+}
