@@ -324,8 +324,9 @@ impl<S, R: Role<S>> Stage<S, R> {
     }
 
     /// Sends `msg` to `handle_message` once every event the stage has buffered so far has
-    /// been dispatched (GenStage's `async_info`); at once if nothing is buffered. Waits while
-    /// the inbox is full.
+    /// left the buffer, dispatched or discarded (GenStage's `async_info`); at once if nothing
+    /// is buffered. Like [`Stage::cast`], it waits while the inbox is full (which lasts as long
+    /// as traffic keeps it full).
     ///
     /// # Errors
     ///
