@@ -493,3 +493,24 @@ fn counters_after_a_call_show_what_the_stage_did_before_replying() {
     joined(&p);
     joined(&c);
 }
+
+#[test]
+fn switching_to_forward_can_finish_a_producer_at_once() {
+    // Replaying the accumulated demand finishes the producer (nothing to emit): it ends, with
+    // no further message to wake it.
+    for _ in 0..50 {
+        let p = stageflow::from_iter(0..0u64)
+            .demand(stageflow::ProducerDemand::Accumulate)
+            .spawn()
+            .unwrap();
+        let (rec, _rx) = Recorder::<u64>::new();
+        let c = stageflow::consumer(rec)
+            .subscribe_to(&p, SubscribeOptions::new())
+            .unwrap()
+            .spawn()
+            .unwrap();
+        p.set_demand(stageflow::ProducerDemand::Forward).unwrap();
+        assert_eq!(joined(&p), Reason::Normal);
+        assert_eq!(joined(&c), Reason::Normal);
+    }
+}

@@ -230,3 +230,83 @@ fn a_failed_build_withdraws_its_subscriptions_even_from_a_full_inbox() {
         s.join();
     }
 }
+
+#[test]
+fn an_ended_partition_producer_reports_nothing_buffered() {
+    // Events queued for a partition nobody took are discarded at the end, and no longer shown
+    // as buffered.
+    let (p, _) =
+        gated_with(|b| b.dispatcher(PartitionDispatcher::new(2, |x: &u64| Some(x % 2)).unwrap()));
+    let (rec, _rx) = Recorder::<u64>::new();
+    let c = stageflow::consumer(rec)
+        .subscribe_to(
+            &p,
+            SubscribeOptions::new()
+                .partition(0u64)
+                .max_demand(100)
+                .cancel(CancelMode::Temporary),
+        )
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let release = block(&p, 20);
+    release.send(()).unwrap();
+    p.call(Cmd::Sync, LIMIT).unwrap();
+    p.stop();
+    joined(&p);
+    let counters = p.counters();
+    assert_eq!(counters.buffered, 0);
+    assert_eq!(counters.events_out + counters.discarded, 20);
+    c.stop();
+    joined(&c);
+}
+
+/// Panics on the event `at`; reports how many events it handled before.
+struct PanicsAt {
+    at: u64,
+    handled: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl stageflow::Consumer for PanicsAt {
+    type In = u64;
+    type Message = ();
+
+    fn handle_events(
+        &mut self,
+        events: stageflow::Events<'_, u64>,
+        _: &mut stageflow::ConsumerContext<'_>,
+    ) {
+        for e in events {
+            if e == self.at {
+                panic!("boom at {e}");
+            }
+            self.handled
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+#[test]
+fn a_consumer_that_panics_mid_message_counts_the_rest_as_discarded() {
+    // One message of 100 events, cut into batches of 10; the panic comes in the third batch.
+    let (p, _) = gated();
+    let handled = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let c = stageflow::consumer(PanicsAt {
+        at: 25,
+        handled: handled.clone(),
+    })
+    .subscribe_to(&p, SubscribeOptions::new().max_demand(100).min_demand(90))
+    .unwrap()
+    .spawn()
+    .unwrap();
+    let release = block(&p, 100);
+    release.send(()).unwrap();
+    assert!(matches!(joined(&c), Reason::Panicked(_)));
+    let counters = c.counters();
+    assert_eq!(counters.events_in, 100);
+    // 25 handled, the batch it panicked in (20..30) was its own, the 70 after it discarded.
+    assert_eq!(handled.load(std::sync::atomic::Ordering::Relaxed), 25);
+    assert_eq!(counters.discarded, 70);
+    p.stop();
+    joined(&p);
+}

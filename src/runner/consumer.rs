@@ -56,7 +56,11 @@ impl<S: Callbacks> Runner<S> {
 
     pub(super) fn on_events(&mut self, sub: SubscriptionId, events: Vec<S::In>) {
         bump(&self.shared.cells.events_in, events.len() as u64);
-        if S::KIND == Kind::ProducerConsumer && (self.counter == 0 || !self.inbound.is_empty()) {
+        if S::KIND == Kind::ProducerConsumer
+            && (self.downstream_ready() == 0
+                || !self.inbound.is_empty()
+                || self.buffer.event_count() > 0)
+        {
             // Gate: handle input only while downstream has demand (it produces no asks
             // until then, so upstream stops too).
             self.inbound_events += events.len();
@@ -78,6 +82,7 @@ impl<S: Callbacks> Runner<S> {
             link.manual_outstanding = link.manual_outstanding.saturating_sub(len);
             link.cell
                 .store(link.manual_outstanding as u64, Ordering::Relaxed);
+            self.in_hand = 0;
             let mut iter = events.into_iter();
             self.invoke(|s, ctx| s.events(Events::new(&mut iter, len, sub), ctx));
             return;
@@ -85,6 +90,7 @@ impl<S: Callbacks> Runner<S> {
         let batches = link.demand.receive(len);
         link.cell
             .store(link.demand.outstanding() as u64, Ordering::Relaxed);
+        self.in_hand = len;
         let mut iter = events.into_iter();
         for batch in batches {
             if batch.excess > 0 {
@@ -97,6 +103,7 @@ impl<S: Callbacks> Runner<S> {
                 self.fx.emitted.reserve(batch.len);
             }
             let rest = iter.len() - batch.len;
+            self.in_hand = rest;
             self.invoke(|s, ctx| s.events(Events::new(&mut iter, batch.len, sub), ctx));
             // A batch mapped and left half-consumed leaves events behind: drop them.
             while iter.len() > rest {
@@ -105,6 +112,7 @@ impl<S: Callbacks> Runner<S> {
             if self.exit.is_some() {
                 // The stage stopped: the rest is not handled and not asked for.
                 let rest = iter.len();
+                self.in_hand = 0;
                 self.discard(rest, "the stage stopped while handling them");
                 return;
             }

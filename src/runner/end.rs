@@ -24,7 +24,10 @@ impl<S: Callbacks> Runner<S> {
         let mut lost = self.fx.emitted.len();
         self.fx.emitted.clear();
         let (buffered, _) = self.buffer.clear();
-        lost += buffered + self.inbound_events + self.dispatcher.held();
+        lost += buffered + self.inbound_events + self.dispatcher.held() + self.in_hand;
+        self.in_hand = 0;
+        // What the dispatcher held is counted above: drop it with the dispatcher.
+        self.dispatcher = Box::new(crate::dispatcher::DemandDispatcher::new());
         for held in self.held.drain(..) {
             if let Held::Dispatch(events) = held {
                 lost += events.len();

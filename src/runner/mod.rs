@@ -235,6 +235,9 @@ pub(crate) struct Runner<S: Callbacks> {
     held: VecDeque<Held<S::Out>>,
     /// Build-time temporary subscriptions whose producer had already ended.
     failed: Vec<Subscription>,
+    /// Events of the message being handled that were not yet handed to `handle_events` (if
+    /// a callback panics, the end counts them as discarded).
+    in_hand: usize,
     exit: Option<Reason>,
 }
 
@@ -281,6 +284,7 @@ impl<S: Callbacks> Runner<S> {
             closed_links: 0,
             had_consumers: false,
             failed,
+            in_hand: 0,
             exit: None,
         }
     }
@@ -310,8 +314,10 @@ impl<S: Callbacks> Runner<S> {
             if self.shared.stop_requested.load(Ordering::Relaxed) {
                 return Reason::Shutdown;
             }
-            self.handle_control();
-            if self.exit.is_some() {
+            if self.handle_control() {
+                // Control was this turn's work: settle it (a switch to forward demand can
+                // finish the stage, say) before waiting on the inbox.
+                self.settle();
                 continue;
             }
             if self.unreachable() {
@@ -362,16 +368,20 @@ impl<S: Callbacks> Runner<S> {
     }
 
     /// Handles what handles sent on the control path (at most [`CONTROL_PER_TURN`]).
-    fn handle_control(&mut self) {
+    /// Returns whether it handled any.
+    fn handle_control(&mut self) -> bool {
+        let mut any = false;
         for _ in 0..CONTROL_PER_TURN {
             match self.control.try_recv() {
                 Ok(env) => self.handle(env),
-                Err(_) => return,
+                Err(_) => break,
             }
+            any = true;
             if self.exit.is_some() {
-                return;
+                break;
             }
         }
+        any
     }
 
     /// The end of a turn: remove consumers found gone, serve demand a dispatcher created (once:
@@ -395,6 +405,13 @@ impl<S: Callbacks> Runner<S> {
         }
         self.check_finished();
         self.publish_buffered();
+    }
+
+    /// Producer-consumer: the downstream demand it may still serve (GenStage's counter, and
+    /// never more than its dispatcher can take now: a broadcast's demand falls to the slowest
+    /// consumer's when one subscribes).
+    fn downstream_ready(&self) -> usize {
+        self.counter.min(self.dispatcher.ready())
     }
 
     /// Nothing can ever send this stage a message again (no handle, mailbox or peer holds a
@@ -514,7 +531,15 @@ impl<S: Callbacks> Runner<S> {
     /// Sends newly emitted events on their way. Buffered events go first: while the buffer
     /// holds any, new ones queue behind them (the end of the turn delivers them in order).
     fn emit_out(&mut self, mut events: Vec<S::Out>) {
-        if self.buffer.event_count() == 0 {
+        if self.buffer.event_count() > 0 {
+            // The buffer first, to whatever demand there is.
+            self.flush_buffer();
+        }
+        // With events still buffered, a dispatcher that knows its demand has none: it takes
+        // these as leftovers only, and its accounting (what is pending, what was requested)
+        // sees them. One that does not know could send them ahead of the buffer: it does not
+        // see them until they leave the buffer.
+        if self.buffer.event_count() == 0 || self.dispatcher.ready() == 0 {
             self.dispatch(&mut events);
         }
         if !events.is_empty() {

@@ -159,7 +159,7 @@ impl<S: Callbacks> Runner<S> {
             }
             match self.inbound.front() {
                 None => return,
-                Some(Inbound::Events(..)) if self.counter == 0 => return,
+                Some(Inbound::Events(..)) if self.downstream_ready() == 0 => return,
                 Some(_) => {}
             }
             match self.inbound.pop_front() {
