@@ -235,6 +235,8 @@ pub(crate) struct Runner<S: Callbacks> {
     held: VecDeque<Held<S::Out>>,
     /// Build-time temporary subscriptions whose producer had already ended.
     failed: Vec<Subscription>,
+    /// The last turn handled control: this one looks at the inbox first.
+    control_turn: bool,
     /// Events of the message being handled that were not yet handed to `handle_events` (if
     /// a callback panics, the end counts them as discarded).
     in_hand: usize,
@@ -285,6 +287,7 @@ impl<S: Callbacks> Runner<S> {
             had_consumers: false,
             failed,
             in_hand: 0,
+            control_turn: false,
             exit: None,
         }
     }
@@ -314,9 +317,11 @@ impl<S: Callbacks> Runner<S> {
             if self.shared.stop_requested.load(Ordering::Relaxed) {
                 return Reason::Shutdown;
             }
-            if self.handle_control() {
+            // Control and the inbox take turns when both have work, so neither starves.
+            if !std::mem::take(&mut self.control_turn) && self.handle_control() {
                 // Control was this turn's work: settle it (a switch to forward demand can
                 // finish the stage, say) before waiting on the inbox.
+                self.control_turn = true;
                 self.settle();
                 continue;
             }
