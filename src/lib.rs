@@ -281,6 +281,8 @@ mod error;
 mod events;
 pub mod fns;
 mod handle;
+#[cfg(feature = "http")]
+pub mod http;
 mod reason;
 mod runner;
 mod shared;
