@@ -323,8 +323,9 @@ fn keep_reading_drops_by_the_buffer_policy_and_counts_every_discard() {
         Some(Reason::Normal),
         "finished at the end"
     );
-    let rest: Vec<u32> = rx.try_iter().map(|e| e.n).collect();
+    let rest: Vec<u32> = take(&rx, 10).into_iter().map(|e| e.n).collect();
     assert_eq!(rest, (990..1000).collect::<Vec<_>>(), "the last ten kept");
+    none_for(&rx, Duration::from_millis(50));
     assert_eq!(stats.snapshot().discarded, 989);
     assert_eq!(producer.counters().discarded, 989);
     assert_eq!(stats.snapshot().pauses, 0, "never paused for demand");
