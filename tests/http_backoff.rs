@@ -1,0 +1,160 @@
+//! Reconnects against a loopback server: a 429 waits for its `Retry-After`, a 500 backs off
+//! exponentially, a server that never recovers makes the producer give up with the status and
+//! body excerpt, and a silent server is detected as a stall.
+
+mod http_common;
+
+use std::time::Duration;
+
+use http_common::{sink, stop, take, Server, LIMIT};
+use serde_json::json;
+use stageflow::http::{self, Backoff};
+use stageflow::Reason;
+
+/// Short, exact backoffs for tests.
+fn quick() -> Backoff {
+    Backoff::new()
+        .network(Duration::from_millis(50), Duration::from_millis(200))
+        .http(Duration::from_millis(100), Duration::from_millis(400))
+        .rate_limit(Duration::from_millis(100), Duration::from_millis(400))
+        .jitter(0.0)
+}
+
+#[test]
+fn smoke() {
+    let server = Server::start(|c| {
+        if c.request.index == 0 {
+            let _ = c.respond(503, &[], b"busy");
+        } else {
+            let _ = c.head(200, &[]);
+            let _ = c.write(b"{\"ok\":true}\n");
+            c.hold(LIMIT);
+        }
+    });
+    let stream = http::stream(server.url("/"))
+        .backoff(quick())
+        .build()
+        .unwrap();
+    let stats = stream.stats();
+    let producer = stageflow::producer(stream).spawn().unwrap();
+    let (_c, rx) = sink(&producer, 10);
+    assert_eq!(take(&rx, 1), [json!({"ok": true})]);
+    let s = stats.snapshot();
+    assert_eq!((s.requests, s.reconnects, s.last_status), (2, 1, Some(200)));
+    assert_eq!(s.last_error.as_deref(), Some("status 503: busy"));
+    stop(&producer);
+}
+
+#[test]
+fn a_429_waits_for_its_retry_after() {
+    let server = Server::start(|c| {
+        if c.request.index == 0 {
+            let _ = c.respond(429, &[("Retry-After", "1")], b"slow down");
+        } else {
+            let _ = c.head(200, &[]);
+            let _ = c.write(b"{\"n\":1}\n");
+            c.hold(LIMIT);
+        }
+    });
+    // Without the header the wait would be 100 ms.
+    let stream = http::stream(server.url("/"))
+        .backoff(quick())
+        .build()
+        .unwrap();
+    let producer = stageflow::producer(stream).spawn().unwrap();
+    let (_c, rx) = sink(&producer, 10);
+    let first = server.next_request(LIMIT);
+    let second = server.next_request(LIMIT);
+    let waited = second.at - first.at;
+    assert!(waited >= Duration::from_secs(1), "retried after {waited:?}");
+    assert!(waited < Duration::from_secs(3), "retried after {waited:?}");
+    assert_eq!(take(&rx, 1), [json!({"n": 1})]);
+    stop(&producer);
+}
+
+#[test]
+fn a_500_backs_off_exponentially_then_gives_up_with_code_and_excerpt() {
+    let server = Server::start(|c| {
+        let _ = c.respond(500, &[], b"  database on fire  ");
+    });
+    let stream = http::stream(server.url("/"))
+        .backoff(quick().max_attempts(4))
+        .build()
+        .unwrap();
+    let stats = stream.stats();
+    let producer = stageflow::producer(stream).spawn().unwrap();
+    let (consumer, _rx) = sink(&producer, 10);
+    let reason = producer.join_timeout(LIMIT).expect("gave up");
+    let Reason::Error(message) = &reason else {
+        panic!("{reason:?}")
+    };
+    assert!(message.contains("giving up after 4 failures"), "{message}");
+    assert!(
+        message.contains("status 500: database on fire"),
+        "{message}"
+    );
+    let at: Vec<_> = server.pending_requests().iter().map(|r| r.at).collect();
+    assert_eq!(at.len(), 4, "four attempts");
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    for (gap, least) in gaps.iter().zip([100, 200, 400]) {
+        assert!(*gap >= Duration::from_millis(least), "gaps {gaps:?}");
+    }
+    assert!(gaps[2] < Duration::from_millis(2000), "gaps {gaps:?}");
+    assert_eq!(stats.snapshot().last_status, Some(500));
+    // The consumer's permanent subscription ends it with the same reason.
+    assert_eq!(consumer.join_timeout(LIMIT), Some(reason));
+}
+
+#[test]
+fn a_silent_server_is_a_stall_and_the_stream_reconnects() {
+    let server = Server::start(|c| {
+        let _ = c.head(200, &[]);
+        let _ = c.write(format!("{{\"n\":{}}}\n", c.request.index).as_bytes());
+        // Then nothing, not even a heartbeat.
+        c.hold(LIMIT);
+    });
+    let stream = http::stream(server.url("/"))
+        .stall_timeout(Duration::from_millis(300))
+        .backoff(quick())
+        .build()
+        .unwrap();
+    let stats = stream.stats();
+    let producer = stageflow::producer(stream).spawn().unwrap();
+    let (_c, rx) = sink(&producer, 10);
+    assert_eq!(take(&rx, 2), [json!({"n": 0}), json!({"n": 1})]);
+    let first = server.next_request(LIMIT);
+    let second = server.next_request(LIMIT);
+    let waited = second.at - first.at;
+    assert!(
+        waited >= Duration::from_millis(300),
+        "reconnected after {waited:?}"
+    );
+    let s = stats.snapshot();
+    assert!(s.stalls >= 1, "{s:?}");
+    assert!(s.last_error.unwrap().contains("stalled"));
+    stop(&producer);
+}
+
+#[test]
+fn a_refused_connection_backs_off_as_a_network_error() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let stream = http::stream(format!("http://127.0.0.1:{port}/"))
+        .backoff(quick().max_attempts(3))
+        .build()
+        .unwrap();
+    let stats = stream.stats();
+    let producer = stageflow::producer(stream).spawn().unwrap();
+    let (_c, _rx) = sink(&producer, 10);
+    let reason = producer.join_timeout(LIMIT).expect("gave up");
+    assert!(
+        matches!(&reason, Reason::Error(m) if m.contains("request failed")),
+        "{reason:?}"
+    );
+    let s = stats.snapshot();
+    assert_eq!((s.requests, s.reconnects, s.last_status), (3, 2, None));
+}
