@@ -3,6 +3,8 @@
 //! prints events/s median (min-max) for both and the ratio stageflow/baseline, then memory
 //! (g) and latency (h). See benches/README.md for the shapes.
 
+#[cfg(feature = "http")]
+mod http_decode;
 mod shapes;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -537,6 +539,10 @@ fn main() {
     println!();
     throughput(&s);
     supervisor(&s);
+    #[cfg(feature = "http")]
+    if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "l")) {
+        http_decode::table(s.quick, s.rounds);
+    }
     allocation_table(&s);
     if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "g")) {
         memory(&s);

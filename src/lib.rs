@@ -170,6 +170,53 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Reading HTTP streams
+//!
+//! The [`http`] module (feature `http`, on by default) applies the same rule to HTTP: a
+//! streaming response body is read on a thread the producer owns, **only while its consumers
+//! have demand**, so a slow pipeline holds the server back through TCP instead of queueing.
+//! It cuts the body into frames (NDJSON, length-prefixed, Server-Sent Events, lines), decodes
+//! them into `serde_json::Value`s or your own types, reconnects by the providers' backoff
+//! rules, and counts what it sees. [`http::poll`] fetches pages from a cursor instead.
+//!
+//! ```
+//! # #[cfg(not(feature = "http"))] fn main() {}
+//! # #[cfg(feature = "http")] fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::io::{Read, Write};
+//! use stageflow::SubscribeOptions;
+//!
+//! // A local server that streams three JSON lines and a heartbeat, then ends.
+//! let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+//! let url = format!("http://{}/stream", listener.local_addr()?);
+//! let server = std::thread::spawn(move || {
+//!     let (mut socket, _) = listener.accept().unwrap();
+//!     let _ = socket.read(&mut [0; 1024]); // the request
+//!     let body = "{\"n\":1}\r\n\r\n{\"n\":2}\r\n{\"n\":3}\r\n";
+//!     let head = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n";
+//!     socket.write_all(format!("{head}{body}").as_bytes()).unwrap();
+//! });
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Event {
+//!     n: u32,
+//! }
+//!
+//! let events = stageflow::http::stream(url)
+//!     .json::<Event>()
+//!     .finish_at_end(true) // a finite body: finish at its end instead of reconnecting
+//!     .build()?;
+//! let stats = events.stats();
+//! let producer = stageflow::producer(events).spawn()?;
+//! let got: Vec<u32> = stageflow::stream(&producer, SubscribeOptions::new().max_demand(2))?
+//!     .map(|e| e.n)
+//!     .collect();
+//! assert_eq!(got, [1, 2, 3]);
+//! assert_eq!(stats.snapshot().heartbeats, 1);
+//! server.join().unwrap();
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Messages and timers
 //!
 //! Each stage has a `Message` type. [`Stage::cast`] sends one to its `handle_message`,

@@ -2,6 +2,8 @@
 //! exponentially, a server that never recovers makes the producer give up with the status and
 //! body excerpt, and a silent server is detected as a stall.
 
+#![cfg(feature = "http")]
+
 mod http_common;
 
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! socket buffers fill, and the server's writes block. When the consumer asks again, every
 //! frame arrives, in order, none lost or duplicated.
 
+#![cfg(feature = "http")]
+
 mod http_common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,5 +1,7 @@
 //! The HTTP examples, run offline as tests: each one's `run` and what its story promises.
 
+#![cfg(feature = "http")]
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 

@@ -2,6 +2,8 @@
 //! twice, it fetches only when demand exceeds what it holds, and an empty page makes it wait
 //! its interval before asking again.
 
+#![cfg(feature = "http")]
+
 mod http_common;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -3,6 +3,8 @@
 //! stage answering and stopping while its reader is blocked, the keep-reading policy, and
 //! build-time errors.
 
+#![cfg(feature = "http")]
+
 mod http_common;
 
 use std::time::{Duration, Instant};
