@@ -141,8 +141,21 @@ fn through_producer<T: DeserializeOwned + Send + 'static>(url: &str, n: usize) -
 }
 
 /// ureq, a `BufReader`, `read_until` and `from_slice` on one thread.
-fn plain_loop<T: DeserializeOwned>(url: &str, n: usize) -> Duration {
+fn plain_loop<T: DeserializeOwned + Send + 'static>(url: &str, n: usize) -> Duration {
+    read_loop::<T>(url, n, false)
+}
+
+/// The same loop handing its events, 500 at a time, to another thread that drops them: the
+/// least any pipeline does with them.
+fn plain_handoff<T: DeserializeOwned + Send + 'static>(url: &str, n: usize) -> Duration {
+    read_loop::<T>(url, n, true)
+}
+
+fn read_loop<T: DeserializeOwned + Send + 'static>(url: &str, n: usize, handoff: bool) -> Duration {
     let t = Instant::now();
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<T>>(4);
+    let dropper = std::thread::spawn(move || rx.iter().for_each(drop));
+    let mut batch = Vec::with_capacity(500);
     let response = ureq::get(url).call().unwrap();
     let mut reader = BufReader::with_capacity(64 * 1024, response.into_body().into_reader());
     let mut line = Vec::new();
@@ -157,9 +170,19 @@ fn plain_loop<T: DeserializeOwned>(url: &str, n: usize) -> Duration {
         if l.is_empty() {
             continue;
         }
-        let _: T = std::hint::black_box(serde_json::from_slice(l).unwrap());
+        let event: T = std::hint::black_box(serde_json::from_slice(l).unwrap());
+        if handoff {
+            batch.push(event);
+            if batch.len() == 500 {
+                tx.send(std::mem::replace(&mut batch, Vec::with_capacity(500)))
+                    .unwrap();
+            }
+        }
         count += 1;
     }
+    tx.send(batch).unwrap();
+    drop(tx);
+    dropper.join().unwrap();
     assert_eq!(count, n);
     t.elapsed()
 }
@@ -184,40 +207,46 @@ pub(crate) fn table(quick: bool, rounds: usize) {
         bytes as f64 / 1e6
     );
     println!();
-    println!("| id | into | HTTP producer → consumer | plain read_until + from_slice | ratio |");
-    println!("|---|---|---|---|---|");
-    type Run<'a> = (
-        &'a str,
-        &'a str,
-        fn(&str, usize) -> Duration,
-        fn(&str, usize) -> Duration,
+    println!(
+        "| id | into | HTTP producer → consumer | plain read_until + from_slice | ratio | \
+         plain loop, events dropped on another thread |"
     );
-    let rows: [Run<'_>; 2] = [
+    println!("|---|---|---|---|---|---|");
+    type Run = fn(&str, usize) -> Duration;
+    let rows: [(&str, &str, [Run; 3]); 2] = [
         (
             "l1",
             "`serde_json::Value`",
-            through_producer::<serde_json::Value>,
-            plain_loop::<serde_json::Value>,
+            [
+                through_producer::<serde_json::Value>,
+                plain_loop::<serde_json::Value>,
+                plain_handoff::<serde_json::Value>,
+            ],
         ),
         (
             "l2",
             "a typed struct",
-            through_producer::<Message>,
-            plain_loop::<Message>,
+            [
+                through_producer::<Message>,
+                plain_loop::<Message>,
+                plain_handoff::<Message>,
+            ],
         ),
     ];
-    for (id, into, a, b) in rows {
-        a(&server.url, n);
-        b(&server.url, n);
-        let (mut ta, mut tb) = (Vec::new(), Vec::new());
-        for _ in 0..rounds {
-            ta.push(a(&server.url, n));
-            tb.push(b(&server.url, n));
+    for (id, into, runs) in rows {
+        let mut times: [Vec<Duration>; 3] = Default::default();
+        for run in &runs {
+            run(&server.url, n); // Warm up.
         }
-        let (ma, la, ha) = mb_per_s(bytes, &mut ta);
-        let (mb, lb, hb) = mb_per_s(bytes, &mut tb);
+        for _ in 0..rounds {
+            for (run, t) in runs.iter().zip(&mut times) {
+                t.push(run(&server.url, n));
+            }
+        }
+        let [(ma, la, ha), (mb, lb, hb), (mc, lc, hc)] = times.map(|mut t| mb_per_s(bytes, &mut t));
         println!(
-            "| {id} | {into} | {ma:.0} ({la:.0}–{ha:.0}) | {mb:.0} ({lb:.0}–{hb:.0}) | {:.2}× |",
+            "| {id} | {into} | {ma:.0} ({la:.0}–{ha:.0}) | {mb:.0} ({lb:.0}–{hb:.0}) | {:.2}× | \
+             {mc:.0} ({lc:.0}–{hc:.0}) |",
             ma / mb
         );
     }

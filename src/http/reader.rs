@@ -237,7 +237,10 @@ impl<T: Send + 'static> Reader<T> {
         }
         let n = conn.batch.len() as u64;
         self.stats.add(|c| &c.frames, n);
-        wire.report(Report::Events(std::mem::take(&mut conn.batch)))
+        // The next batch gets room for the credits held, so it does not grow step by step.
+        let room = (conn.held as usize).clamp(16, MAX_BATCH);
+        let batch = std::mem::replace(&mut conn.batch, Vec::with_capacity(room));
+        wire.report(Report::Events(batch))
     }
 
     /// Out of credits: stop reading until the stage hands out more. `false` when it has gone.
