@@ -187,6 +187,7 @@ impl<E: Wrap<Control> + Send + 'static> Counted<E> {
         match &self.ctl {
             Some(ctl) => {
                 ctl.send(env).map_err(|e| e.into_inner())?;
+                self.shared.control_pending.store(true, Ordering::Release);
                 let _ = self.tx.try_send(E::wrap(Control::Wake));
                 Ok(())
             }

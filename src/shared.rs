@@ -83,6 +83,9 @@ struct Done {
 pub(crate) struct Shared {
     pub(crate) name: Arc<str>,
     pub(crate) stop_requested: AtomicBool,
+    /// Something waits on the control channel (set after each push; a stage's turn reads one
+    /// flag instead of polling the channel).
+    pub(crate) control_pending: AtomicBool,
     /// Handles, mailboxes and peer ports that can reach the stage (see `Counted`).
     pub(crate) refs: AtomicUsize,
     pub(crate) cells: Cells,
@@ -104,6 +107,7 @@ impl Shared {
             ended,
             name,
             stop_requested: AtomicBool::new(false),
+            control_pending: AtomicBool::new(false),
             refs: AtomicUsize::new(0),
             cells: Cells::default(),
             subs: Mutex::new(Vec::new()),

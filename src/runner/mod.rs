@@ -375,17 +375,24 @@ impl<S: Callbacks> Runner<S> {
     /// Handles what handles sent on the control path (at most [`CONTROL_PER_TURN`]).
     /// Returns whether it handled any.
     fn handle_control(&mut self) -> bool {
+        if !self.shared.control_pending.load(Ordering::Relaxed)
+            || !self.shared.control_pending.swap(false, Ordering::Acquire)
+        {
+            return false;
+        }
         let mut any = false;
         for _ in 0..CONTROL_PER_TURN {
             match self.control.try_recv() {
                 Ok(env) => self.handle(env),
-                Err(_) => break,
+                Err(_) => return any,
             }
             any = true;
             if self.exit.is_some() {
                 break;
             }
         }
+        // More may wait: look again next time.
+        self.shared.control_pending.store(true, Ordering::Relaxed);
         any
     }
 
@@ -404,7 +411,7 @@ impl<S: Callbacks> Runner<S> {
         if self.exit.is_none() && !self.accumulating {
             if S::KIND == Kind::ProducerConsumer {
                 self.pump();
-            } else {
+            } else if !self.buffer.is_empty() {
                 self.flush_buffer();
             }
         }
@@ -433,28 +440,20 @@ impl<S: Callbacks> Runner<S> {
     /// Publishes the `buffered` counter: events in the buffer, received and not yet handled,
     /// held back, or waiting in a backlog for room in a consumer's inbox.
     fn publish_buffered(&self) {
-        let held: usize = if self.held.is_empty() {
-            0
-        } else {
-            self.held
-                .iter()
-                .map(|h| match h {
-                    Held::Dispatch(events) => events.len(),
-                    Held::Demand(_) => 0,
-                })
-                .sum()
-        };
-        let backlogs: usize = self
-            .downs
-            .iter()
-            .filter(|l| !l.out.backlog.is_empty())
-            .map(|l| l.out.backlog_events())
-            .sum();
-        let n = self.buffer.event_count()
-            + self.inbound_events
-            + held
-            + backlogs
-            + self.dispatcher.held();
+        let mut n = self.buffer.event_count() + self.inbound_events;
+        for h in &self.held {
+            if let Held::Dispatch(events) = h {
+                n += events.len();
+            }
+        }
+        if S::KIND != Kind::Consumer {
+            for l in &self.downs {
+                if !l.out.backlog.is_empty() {
+                    n += l.out.backlog_events();
+                }
+            }
+            n += self.dispatcher.held();
+        }
         self.shared
             .cells
             .buffered
