@@ -26,6 +26,12 @@ struct Eager {
 enum Cmd {
     Ping(Reply<()>),
     Emit(u64, Reply<()>),
+    /// Says it is blocked, then blocks until released.
+    Block(
+        crossbeam_channel::Sender<()>,
+        crossbeam_channel::Receiver<()>,
+    ),
+    Noop(u32),
 }
 
 impl Producer for Eager {
@@ -45,6 +51,11 @@ impl Producer for Eager {
                 self.next += n;
                 ctx.reply(reply, ());
             }
+            Cmd::Block(blocked, release) => {
+                let _ = blocked.send(());
+                release.recv_timeout(LIMIT).expect("released");
+            }
+            Cmd::Noop(_) => {}
         }
     }
 }
@@ -513,4 +524,30 @@ fn switching_to_forward_can_finish_a_producer_at_once() {
         assert_eq!(joined(&p), Reason::Normal);
         assert_eq!(joined(&c), Reason::Normal);
     }
+}
+
+#[test]
+fn cast_timeout_gives_up_on_a_full_inbox_and_hands_the_message_back() {
+    // A producer blocked in a callback, its one-slot inbox full: a cast cannot get in.
+    let p = stageflow::producer(Commanded(Eager { next: 0 }))
+        .inbox_capacity(1)
+        .spawn()
+        .unwrap();
+    let (blocked, is_blocked) = crossbeam_channel::bounded(1);
+    let (release, released) = crossbeam_channel::bounded(1);
+    p.cast(Cmd::Block(blocked, released)).unwrap();
+    next(&is_blocked);
+    while p.try_cast(Cmd::Noop(0)).is_ok() {}
+    let start = Instant::now();
+    match p.cast_timeout(Cmd::Noop(7), Duration::from_millis(50)) {
+        Err(stageflow::CastError::Full(Cmd::Noop(7))) => {}
+        Err(e) => panic!("expected Full with the message back, got {e:?}"),
+        Ok(()) => panic!("the inbox was full"),
+    }
+    assert!(start.elapsed() >= Duration::from_millis(50));
+    release.send(()).unwrap();
+    // Once there is room, it gets in.
+    p.cast_timeout(Cmd::Noop(8), LIMIT).unwrap();
+    p.stop();
+    joined(&p);
 }

@@ -310,3 +310,55 @@ fn a_consumer_that_panics_mid_message_counts_the_rest_as_discarded() {
     p.stop();
     joined(&p);
 }
+
+/// Emits `n` events when told, then finishes.
+struct EmitThenFinish;
+
+impl Producer for EmitThenFinish {
+    type Out = u64;
+    type Message = u64;
+
+    fn handle_demand(&mut self, _: usize, _: &mut Context<'_, u64, u64>) {}
+
+    fn handle_message(&mut self, n: u64, ctx: &mut Context<'_, u64, u64>) {
+        ctx.emit_all(0..n);
+        ctx.finish();
+    }
+}
+
+#[test]
+fn a_finishing_producer_whose_consumers_all_left_ends_and_counts_the_rest() {
+    let p = stageflow::producer(EmitThenFinish).spawn().unwrap();
+    let (mut rec, rx) = Recorder::<u64>::new();
+    rec.mode = stageflow::DemandMode::Manual;
+    let c = stageflow::consumer(rec)
+        .subscribe_to(
+            &p,
+            SubscribeOptions::new()
+                .max_demand(10)
+                .cancel(CancelMode::Temporary),
+        )
+        .unwrap()
+        .spawn()
+        .unwrap();
+    // 50 events for a consumer that asked 10: 40 wait in the buffer while it finishes.
+    let sub = c.counters().subscriptions[0].id;
+    c.ask(sub, 10).unwrap();
+    p.cast(50).unwrap();
+    let mut got = 0;
+    while got < 10 {
+        if let Report::Batch(b) = next(&rx) {
+            got += b.len();
+        }
+    }
+    // The consumer leaves without asking again: nobody can take the rest.
+    c.cancel(sub, Reason::Normal).unwrap();
+    assert_eq!(joined(&p), Reason::Normal);
+    let counters = p.counters();
+    assert_eq!(
+        (counters.events_out, counters.discarded, counters.buffered),
+        (10, 40, 0)
+    );
+    c.stop();
+    joined(&c);
+}
