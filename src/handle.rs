@@ -8,9 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{
-    bounded, Receiver, RecvTimeoutError, Select, SendTimeoutError, TrySendError,
-};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, TrySendError};
 
 use crate::context::Reply;
 use crate::envelope::{Control, Counted, Down, Envelope, Port, SubscribeRequest, Up};
@@ -296,22 +294,10 @@ impl<S, R: Role<S>> Stage<S, R> {
         }
         // Wait for the reply or for the stage to end, whichever comes first: a message that
         // reached the stage after its last look at the inbox is never answered.
-        let ended = self.shared.ended();
-        let mut sel = Select::new();
-        let reply_op = sel.recv(&rx);
-        sel.recv(ended);
-        let result = match sel.select_deadline(deadline) {
-            Err(_) => return Err(CallError::Timeout),
-            Ok(op) if op.index() == reply_op => op.recv(&rx),
-            Ok(op) => {
-                let _ = op.recv(ended);
-                // It may have replied just before it ended.
-                rx.try_recv().map_err(|_| crossbeam_channel::RecvError)
-            }
-        };
-        match result {
-            Ok(result) => result,
-            Err(_) => {
+        match self.shared.recv_unless_ended(&rx, deadline) {
+            Err(()) => Err(CallError::Timeout),
+            Ok(Some(result)) => result,
+            Ok(None) => {
                 if self.shared.outcome().is_some()
                     || self.shared.stop_requested.load(Ordering::Relaxed)
                 {
@@ -610,27 +596,15 @@ impl Pending {
     /// Waits until the consumer holds the subscription (or has ended, or the subscribe
     /// timeout has passed: then the subscription is still made, only not yet seen).
     pub(crate) fn registered(self) -> Result<SubscriptionId, SubscribeError> {
-        let ended = self.consumer.ended();
-        let mut sel = Select::new();
-        let mine = sel.recv(&self.registered);
-        sel.recv(ended);
-        match sel.select_deadline(self.deadline) {
-            Ok(op) if op.index() == mine => match op.recv(&self.registered) {
-                Ok(()) => Ok(self.sub),
-                Err(_) => Err(SubscribeError::ConsumerGone {
-                    consumer: self.consumer.name.to_string(),
-                }),
-            },
-            Ok(op) => {
-                let _ = op.recv(ended);
-                match self.registered.try_recv() {
-                    Ok(()) => Ok(self.sub),
-                    Err(_) => Err(SubscribeError::ConsumerGone {
-                        consumer: self.consumer.name.to_string(),
-                    }),
-                }
-            }
-            Err(_) => {
+        match self
+            .consumer
+            .recv_unless_ended(&self.registered, self.deadline)
+        {
+            Ok(Some(())) => Ok(self.sub),
+            Ok(None) => Err(SubscribeError::ConsumerGone {
+                consumer: self.consumer.name.to_string(),
+            }),
+            Err(()) => {
                 log::warn!(
                     "stage {}: subscription {} accepted but not yet registered when the \
                      subscribe timeout passed",

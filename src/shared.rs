@@ -176,9 +176,26 @@ impl Shared {
         self.ended_tx.lock().take();
     }
 
-    /// A channel that disconnects when the stage has ended (it never carries a message).
-    pub(crate) fn ended(&self) -> &Receiver<Infallible> {
-        &self.ended
+    /// Receives from `rx` (a reply, a registration) until `deadline`, giving up as soon as the
+    /// stage has ended: `Ok(Some(value))`, `Ok(None)` if `rx` disconnected or the stage ended
+    /// without sending, `Err(())` at the deadline. A value sent just before the end is still
+    /// received.
+    pub(crate) fn recv_unless_ended<T>(
+        &self,
+        rx: &Receiver<T>,
+        deadline: Instant,
+    ) -> Result<Option<T>, ()> {
+        let mut sel = crossbeam_channel::Select::new();
+        let mine = sel.recv(rx);
+        sel.recv(&self.ended);
+        match sel.select_deadline(deadline) {
+            Err(_) => Err(()),
+            Ok(op) if op.index() == mine => Ok(op.recv(rx).ok()),
+            Ok(op) => {
+                let _ = op.recv(&self.ended);
+                Ok(rx.try_recv().ok())
+            }
+        }
     }
 
     pub(crate) fn outcome(&self) -> Option<Reason> {
