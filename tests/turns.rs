@@ -126,6 +126,16 @@ impl ProducerConsumer for Tracer {
     }
 }
 
+/// Waits (boundedly) until the tracer has received `n` events; no channel can say when they
+/// are in its inbound queue, so this polls its counters.
+fn received(pc: &stageflow::ProducerConsumerHandle<Tracer>, n: u64) {
+    let deadline = Instant::now() + LIMIT;
+    while pc.counters().events_in < n {
+        assert!(Instant::now() < deadline, "the events never arrived");
+        std::thread::yield_now();
+    }
+}
+
 /// A tracer subscribed to an endless producer with max demand 10, with no consumer: it holds
 /// the first 10 events inbound (no downstream demand) and asks no more.
 fn holding_tracer() -> (
@@ -142,11 +152,7 @@ fn holding_tracer() -> (
         .spawn()
         .unwrap();
     // The events arrive and wait inbound.
-    let deadline = Instant::now() + LIMIT;
-    while pc.counters().events_in < 10 {
-        assert!(Instant::now() < deadline, "the events never arrived");
-        std::thread::yield_now();
-    }
+    received(&pc, 10);
     (pc, p, rx)
 }
 
@@ -193,11 +199,7 @@ fn an_info_keeps_its_place_between_inbound_events() {
         .unwrap();
     pc.subscribe_to(&more, SubscribeOptions::new().max_demand(10))
         .unwrap();
-    let deadline = Instant::now() + LIMIT;
-    while pc.counters().events_in < 13 {
-        assert!(Instant::now() < deadline, "the events never arrived");
-        std::thread::yield_now();
-    }
+    received(&pc, 13);
     let (rec, _crx) = Recorder::<u64>::new();
     let c = stageflow::consumer(rec)
         .subscribe_to(&pc, SubscribeOptions::new().max_demand(100))
