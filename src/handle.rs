@@ -144,6 +144,24 @@ impl<S, R: Role<S>> Stage<S, R> {
         let _ = self.tx.urgent(Envelope::Control(Control::Stop));
     }
 
+    /// Asks the stage to finish gracefully, as if its input had run out: nothing it holds is
+    /// lost. Does not wait; see [`Stage::join`], or [`Topology::drain`](crate::Topology::drain)
+    /// for a whole pipeline.
+    ///
+    /// - A **producer** is not asked for events again (`handle_demand` is no longer called,
+    ///   as after [`Context::finish`](crate::Context::finish)); it delivers what it buffered
+    ///   to the demand its consumers give, then ends with [`Reason::Normal`].
+    /// - A **consumer** or **producer-consumer** keeps handling (and asking for) events until
+    ///   every producer it subscribes to has ended, whatever the subscriptions' cancel modes;
+    ///   then it ends normally (a producer-consumer first delivers what it holds). With no
+    ///   producer, it ends at once.
+    ///
+    /// Finishing every stage of a pipeline at once therefore drains it from its sources to its
+    /// sinks. Handled on the control path, like [`Stage::stop`]: it never waits behind events.
+    pub fn finish(&self) {
+        let _ = self.tx.urgent(Envelope::Control(Control::Finish));
+    }
+
     /// Waits until the stage has ended and its thread has exited; returns how it ended.
     ///
     /// Calling it from the stage's own callbacks deadlocks.
@@ -655,6 +673,11 @@ impl StageRef {
     pub fn stop(&self) {
         self.shared.stop_requested.store(true, Ordering::Relaxed);
         let _ = self.control.send_urgent(Control::Stop);
+    }
+
+    /// Asks the stage to finish gracefully; see [`Stage::finish`].
+    pub fn finish(&self) {
+        let _ = self.control.send_urgent(Control::Finish);
     }
 
     /// Waits until the stage has ended; see [`Stage::join`].

@@ -358,4 +358,4 @@ pub use subscription::{
 };
 pub use supervisor::{Restart, Supervisor, SupervisorMsg, SupervisorStats};
 pub use timer::TimerId;
-pub use topology::{AsStageRef, Topology};
+pub use topology::{AsStageRef, DrainReport, Topology};
