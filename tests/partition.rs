@@ -298,6 +298,28 @@ fn subscribe_errors_are_returned_at_build_time() {
             message: "expected partition to be one of [0, 1], got 2".into(),
         }
     );
+    // Partitions by the types users hold: a literal, a `usize` (as `PartitionDispatcher::new`
+    // counts them), a `u32`. A negative literal names no partition.
+    let two: usize = 2;
+    assert_eq!(
+        build_error(SubscribeOptions::new().partition(two)),
+        build_error(on(2))
+    );
+    assert_eq!(
+        build_error(SubscribeOptions::new().partition(2u32)),
+        build_error(on(2))
+    );
+    assert_eq!(
+        build_error(SubscribeOptions::new().partition(2)),
+        build_error(on(2))
+    );
+    assert_eq!(
+        build_error(SubscribeOptions::new().partition(-1)),
+        SubscribeError::InvalidOption {
+            option: "partition",
+            message: "expected partition to be one of [0, 1], got \"-1\"".into(),
+        }
+    );
     let (first, first_rx) = recorder(&p, on(0)).unwrap();
     match build_error(on(0)) {
         SubscribeError::Rejected { producer, message } => {

@@ -10,6 +10,7 @@
 
 mod backlog;
 mod consumer;
+mod discards;
 mod end;
 mod links;
 mod producer;
@@ -233,6 +234,8 @@ pub(crate) struct Runner<S: Callbacks> {
     finish_with_last_producer: Option<Reason>,
     /// Asked to finish (`Stage::finish`): end normally once every producer has ended.
     draining: bool,
+    /// Discard warnings, at most one line per reason per second.
+    discard_log: discards::DiscardLog,
     /// Demand that a dispatcher created, served on the next turn (never in a loop inside one).
     pending_demand: usize,
     /// Consumers whose inbox was found gone, to be removed at the end of the turn (removing
@@ -294,6 +297,7 @@ impl<S: Callbacks> Runner<S> {
             finishing: None,
             finish_with_last_producer: None,
             draining: false,
+            discard_log: discards::DiscardLog::default(),
             pending_demand: 0,
             gone: Vec::new(),
             accumulating: S::KIND == Kind::Producer && config.demand == ProducerDemand::Accumulate,
@@ -439,6 +443,9 @@ impl<S: Callbacks> Runner<S> {
         if self.draining {
             self.drained();
         }
+        if self.discard_log.is_pending() {
+            self.discard_log.tick(&self.shared.name);
+        }
         self.check_finished();
         self.publish_buffered();
     }
@@ -507,10 +514,12 @@ impl<S: Callbacks> Runner<S> {
             .store(n as u64, Ordering::Relaxed);
     }
 
+    /// Counts `n` discarded events, and logs them (at most one line per reason per second).
     fn discard(&mut self, n: usize, why: &str) {
         if n > 0 {
-            warn!("stage {}: discarded {n} events: {why}", self.shared.name);
             bump(&self.shared.cells.discarded, n as u64);
+            self.discard_log
+                .note(&self.shared.name, n, &format!(": {why}"));
         }
     }
 
