@@ -174,6 +174,23 @@ impl<S, R: Role<S>> Stage<S, R> {
         self.shared.wait(Some(crate::timer::deadline(timeout)))
     }
 
+    /// Waits until the stage has ended, like [`Stage::join`], and hands back the stage's value
+    /// as it was at the end (after its `terminate`), if it was built with
+    /// [`keep_state`](crate::StageBuilder::keep_state). `None` without it, or when another
+    /// handle took the value already: there is one value, so only the first call gets it.
+    pub fn join_state(&self) -> (Reason, Option<S>)
+    where
+        S: 'static,
+    {
+        let reason = self.join();
+        let state = self
+            .shared
+            .take_state()
+            .and_then(|b| b.downcast::<S>().ok())
+            .map(|b| *b);
+        (reason, state)
+    }
+
     /// How the stage ended, or `None` while it runs.
     pub fn outcome(&self) -> Option<Reason> {
         self.shared.outcome()

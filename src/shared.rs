@@ -73,10 +73,21 @@ pub(crate) struct SubCell {
     pub(crate) demand: Arc<AtomicU64>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Done {
     outcome: Option<Reason>,
     thread: Option<JoinHandle<()>>,
+    /// The stage's value, kept for `Stage::join_state`.
+    state: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl std::fmt::Debug for Done {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Done")
+            .field("outcome", &self.outcome)
+            .field("state", &self.state.is_some())
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -166,6 +177,16 @@ impl Shared {
         }
         // A stage that already ended has nothing left to join but its handle, which is
         // dropped here (the thread is exiting or gone).
+    }
+
+    /// Keeps the stage's value (before the outcome is published).
+    pub(crate) fn set_state(&self, state: Box<dyn std::any::Any + Send>) {
+        self.done.lock().state = Some(state);
+    }
+
+    /// Takes the kept value of an ended stage.
+    pub(crate) fn take_state(&self) -> Option<Box<dyn std::any::Any + Send>> {
+        self.done.lock().state.take()
     }
 
     pub(crate) fn set_outcome(&self, reason: Reason) {
