@@ -238,7 +238,7 @@ impl<S, R: Consumes<S>> StageBuilder<S, R> {
     /// [`SubscribeError::InvalidOption`] naming the option and the value.
     pub fn subscribe_to(
         mut self,
-        producer: &impl Upstream<R::In>,
+        producer: &(impl Upstream<R::In> + ?Sized),
         options: SubscribeOptions,
     ) -> Result<Self, SubscribeError> {
         options.validate()?;

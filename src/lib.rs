@@ -346,9 +346,21 @@ pub use context::{ConsumerContext, Context, Mailbox, Reply};
 pub use error::{BuildError, CallError, CastError, SubscribeError};
 pub use events::Events;
 pub use handle::{
-    ConsumerHandle, ConsumerRole, Consumes, Emits, ProducerConsumerHandle, ProducerConsumerRole,
-    ProducerHandle, ProducerRole, Role, Source, Stage, StageRef, Upstream,
+    ConsumerHandle, ProducerConsumerHandle, ProducerHandle, Source, Stage, StageRef, Upstream,
 };
+// The plumbing behind `Stage<S, R>`, documented in `role`; also at the root, where code
+// written before `role` existed finds it.
+#[doc(hidden)]
+pub use handle::{ConsumerRole, Consumes, Emits, ProducerConsumerRole, ProducerRole, Role};
+
+/// The roles a [`Stage`] handle is typed by: which events it emits and consumes, and which
+/// messages it takes. Sealed: the three roles are the only ones. Name [`Role`] in
+/// code generic over handles, e.g. `fn wait<S, R: Role<S>>(stage: &Stage<S, R>)`.
+pub mod role {
+    pub use crate::handle::{
+        ConsumerRole, Consumes, Emits, ProducerConsumerRole, ProducerRole, Role,
+    };
+}
 pub use reason::Reason;
 pub use shared::{Counters, SubscriptionCounters};
 pub use stage::{Consumer, Producer, ProducerConsumer};
