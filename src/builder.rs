@@ -293,6 +293,7 @@ impl<S: Consumer> StageBuilder<S, ConsumerRole> {
     ///
     /// # Errors
     ///
+    /// [`BuildError::InvalidOption`] for a bad option (an `inbox_capacity` of 0, say),
     /// [`BuildError::Subscribe`] if a producer has ended or refused (then no subscription is
     /// kept; a *temporary* subscription to a producer that has ended does not fail the build:
     /// the stage starts and sees it fail in `handle_cancel`), [`BuildError::Spawn`] if the

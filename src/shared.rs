@@ -24,8 +24,14 @@ use crate::subscription::{Direction, SubscriptionId};
 pub struct Counters {
     /// Events received from producers.
     pub events_in: u64,
-    /// Events sent to consumers.
+    /// Events sent to consumers: each copy counts, so with a
+    /// [`BroadcastDispatcher`](crate::dispatcher::BroadcastDispatcher) an event sent to three
+    /// consumers counts three times. See `emitted` for each event once.
     pub events_out: u64,
+    /// Events the stage emitted, each once however many consumers received it. For a producer
+    /// at the end of its life, `emitted = events_out + discarded` (one consumer per event),
+    /// and with a broadcast every consumer's `events_in` is at most `emitted`.
+    pub emitted: u64,
     /// Events dropped by the buffer's keep policy, or left behind when the stage ended.
     pub discarded: u64,
     /// Events waiting in the stage: in its producer buffer, or (for a producer-consumer)
@@ -55,6 +61,7 @@ pub struct SubscriptionCounters {
 pub(crate) struct Cells {
     pub(crate) events_in: AtomicU64,
     pub(crate) events_out: AtomicU64,
+    pub(crate) emitted: AtomicU64,
     pub(crate) discarded: AtomicU64,
     pub(crate) buffered: AtomicU64,
 }
@@ -154,6 +161,7 @@ impl Shared {
         Counters {
             events_in: c.events_in.load(Ordering::Relaxed),
             events_out: c.events_out.load(Ordering::Relaxed),
+            emitted: c.emitted.load(Ordering::Relaxed),
             discarded: c.discarded.load(Ordering::Relaxed),
             buffered: c.buffered.load(Ordering::Relaxed),
             subscriptions: self

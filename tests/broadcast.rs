@@ -171,7 +171,9 @@ fn every_consumer_gets_the_same_sequence() {
     }
     assert_eq!(joined(&p), Reason::Normal);
     let counters = p.counters();
+    // Each copy counts in `events_out`; `emitted` counts each event once.
     assert_eq!((counters.events_out, counters.discarded), (3000, 0));
+    assert_eq!(counters.emitted, 1000);
 }
 
 #[test]

@@ -612,6 +612,7 @@ impl<S: Callbacks> Runner<S> {
     fn apply_effects(&mut self) {
         if !self.fx.emitted.is_empty() {
             let events = std::mem::take(&mut self.fx.emitted);
+            bump(&self.shared.cells.emitted, events.len() as u64);
             if self.accumulating {
                 self.held.push_back(Held::Dispatch(events));
             } else {
