@@ -376,6 +376,8 @@
 //! info level.
 
 #![forbid(unsafe_code)]
+// On docs.rs, items behind a feature say which.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The README's examples are doc tests too.
 #[cfg(doctest)]
