@@ -222,14 +222,14 @@ fn events_hashed_to_none_are_dropped_counted_and_replaced() {
     // A producer that emits exactly its demand: the events the hash drops used none of the
     // demand, so the dispatcher must ask for replacements, or everyone would wait forever.
     let (numbers, _demands) = Numbers::new(None);
-    let dispatcher = PartitionDispatcher::new(2, |x: &u64| (x % 5 != 0).then_some(x % 2));
+    let dispatcher = PartitionDispatcher::new(2, |x: &u64| (!x.is_multiple_of(5)).then_some(x % 2));
     let p = stageflow::producer(numbers)
         .dispatcher(dispatcher.unwrap())
         .spawn()
         .unwrap();
     let (even, even_rx) = recorder(&p, on(0).max_demand(4)).unwrap();
     let (odd, odd_rx) = recorder(&p, on(1).max_demand(4)).unwrap();
-    let keep = |x: &u64| x % 5 != 0;
+    let keep = |x: &u64| !x.is_multiple_of(5);
     let evens = flat(collect_events(&even_rx, 40));
     let odds = flat(collect_events(&odd_rx, 40));
     let expected = |from: u64| {
