@@ -387,6 +387,7 @@ struct ReadmeDoctests;
 mod bridge;
 mod buffer;
 mod builder;
+mod chain;
 mod context;
 mod demand;
 pub mod dispatcher;
@@ -410,6 +411,7 @@ mod unwind;
 
 pub use bridge::{from_iter, stream, IterProducer, Stream};
 pub use builder::{consumer, producer, producer_consumer, StageBuilder};
+pub use chain::{Chain, ChainEnd, IntoBuilder, Lanes};
 pub use context::{ConsumerContext, Context, Mailbox, Reply};
 pub use error::{BuildError, CallError, CastError, SubscribeError};
 pub use events::Events;
