@@ -438,6 +438,6 @@ pub use subscription::{
     BufferKeep, CancelMode, DemandMode, Direction, Partition, ProducerDemand, Selector,
     SubscribeOptions, Subscription, SubscriptionId,
 };
-pub use supervisor::{Restart, Supervisor, SupervisorMsg, SupervisorStats};
+pub use supervisor::{JobFailure, JobResult, Restart, Supervisor, SupervisorMsg, SupervisorStats};
 pub use timer::TimerId;
 pub use topology::{AsStageRef, DrainReport, Topology};
