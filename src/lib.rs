@@ -350,7 +350,7 @@ pub use handle::{
     ProducerHandle, ProducerRole, Role, Source, Stage, StageRef, Upstream,
 };
 pub use reason::Reason;
-pub use shared::{Counters, SubscriptionCounters};
+pub use shared::{Counters, StageKind, SubscriptionCounters};
 pub use stage::{Consumer, Producer, ProducerConsumer};
 pub use subscription::{
     BufferKeep, CancelMode, DemandMode, Direction, Partition, ProducerDemand, Selector,
