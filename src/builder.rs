@@ -76,6 +76,7 @@ pub struct StageBuilder<S, R: Role<S>> {
     buffer_keep: BufferKeep,
     dispatcher: Option<Box<dyn Dispatcher<R::Out>>>,
     demand: ProducerDemand,
+    keep_state: bool,
     subscriptions: Vec<(Source<R::In>, SubscribeOptions)>,
 }
 
@@ -101,8 +102,34 @@ impl<S, R: Role<S>> StageBuilder<S, R> {
             buffer_keep: BufferKeep::Last,
             dispatcher: None,
             demand: ProducerDemand::Forward,
+            keep_state: false,
             subscriptions: Vec::new(),
         }
+    }
+
+    /// Keeps the stage's value when it ends, for [`Stage::join_state`] to hand back: the way to
+    /// get a result out of a stage (a sum, a collected `Vec`, a model it trained) without a
+    /// channel or a shared lock. Without it, the value is dropped on the stage's thread as the
+    /// stage ends, before `join` returns. With it, the value is dropped when the last handle
+    /// on the stage is, unless `join_state` took it.
+    ///
+    /// ```
+    /// use stageflow::fns::Fold;
+    /// use stageflow::SubscribeOptions;
+    ///
+    /// let numbers = stageflow::from_iter(1..=100u64).spawn()?;
+    /// let sum = stageflow::consumer(Fold::new(0u64, |sum, x: u64| sum + x))
+    ///     .keep_state()
+    ///     .subscribe_to(&numbers, SubscribeOptions::new())?
+    ///     .spawn()?;
+    /// let (reason, fold) = sum.join_state();
+    /// assert!(reason.is_normal());
+    /// assert_eq!(fold.map(Fold::into_inner), Some(5050));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn keep_state(mut self) -> Self {
+        self.keep_state = true;
+        self
     }
 
     /// The stage's name, used in logs, counters and as its thread's name (so it cannot contain
@@ -211,7 +238,7 @@ impl<S, R: Consumes<S>> StageBuilder<S, R> {
     /// [`SubscribeError::InvalidOption`] naming the option and the value.
     pub fn subscribe_to(
         mut self,
-        producer: &impl Upstream<R::In>,
+        producer: &(impl Upstream<R::In> + ?Sized),
         options: SubscribeOptions,
     ) -> Result<Self, SubscribeError> {
         options.validate()?;
@@ -266,6 +293,7 @@ impl<S: Consumer> StageBuilder<S, ConsumerRole> {
     ///
     /// # Errors
     ///
+    /// [`BuildError::InvalidOption`] for a bad option (an `inbox_capacity` of 0, say),
     /// [`BuildError::Subscribe`] if a producer has ended or refused (then no subscription is
     /// kept; a *temporary* subscription to a producer that has ended does not fail the build:
     /// the stage starts and sees it fail in `handle_cancel`), [`BuildError::Spawn`] if the
@@ -302,6 +330,7 @@ impl<S, R: Role<S>> StageBuilder<S, R> {
                 buffer_size: self.buffer_size,
                 buffer_keep: self.buffer_keep,
                 demand: self.demand,
+                keep_state: self.keep_state,
             },
             subscriptions: self.subscriptions,
         };

@@ -145,6 +145,8 @@ pub struct Supervisor<T> {
     workers: Vec<Sender<Job<T>>>,
     /// Workers waiting for a job.
     idle: Vec<usize>,
+    /// The stage's name, for the logs of `terminate` (which has no context).
+    name: String,
 }
 
 /// One event for a worker thread, with what it needs to report back.
@@ -180,13 +182,14 @@ impl<T: Send + 'static> Supervisor<T> {
             stats: SupervisorStats::default(),
             workers: Vec::new(),
             idle: Vec::new(),
+            name: String::new(),
         }
     }
 
-    /// When the supervisor ends because its producer did, how long it waits for running
-    /// workers to finish (threads cannot be killed: workers still running then are left to
-    /// finish on their own, and a warning is logged). Defaults to 5 seconds, GenStage's child
-    /// shutdown.
+    /// When the supervisor ends (its producer finished, a [drain](crate::Topology::drain), a
+    /// stop), how long it waits for running workers to finish (threads cannot be killed:
+    /// workers still running then are left to finish on their own, and a warning is logged).
+    /// Defaults to 5 seconds, GenStage's child shutdown.
     pub fn shutdown(mut self, timeout: Duration) -> Supervisor<T> {
         self.shutdown = timeout;
         self
@@ -342,6 +345,9 @@ impl<T: Send + 'static> Consumer for Supervisor<T> {
         ctx: &mut ConsumerContext<'_, SupervisorMsg<T>>,
     ) -> DemandMode {
         let opts = producer.options();
+        if self.name.is_empty() {
+            self.name = ctx.name().to_owned();
+        }
         self.slots.insert(
             producer.id(),
             Slots {
@@ -387,25 +393,31 @@ impl<T: Send + 'static> Consumer for Supervisor<T> {
         reason: &Reason,
         ctx: &mut ConsumerContext<'_, SupervisorMsg<T>>,
     ) {
-        if producer.options().get_cancel().exits_on(reason) {
-            // The stage ends after this callback: let running workers finish first.
-            let deadline = crate::timer::deadline(self.shutdown);
-            while self.stats.running > 0 {
-                match self.reports.recv_deadline(deadline) {
-                    // No restarts now: the stage is ending.
-                    Ok(exit) => drop(self.account(exit, ctx.name())),
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                        warn!(
-                            "stage {}: ending with {} workers still running",
-                            ctx.name(),
-                            self.stats.running
-                        );
-                        break;
-                    }
+        let _ = (reason, ctx);
+        self.slots.remove(&producer.id());
+    }
+
+    /// The supervisor ends: running workers finish first (no restarts now), up to the
+    /// [`shutdown`](Supervisor::shutdown) timeout, so their work is done when `join` returns.
+    fn terminate(&mut self, reason: &Reason) {
+        let _ = reason;
+        let deadline = crate::timer::deadline(self.shutdown);
+        while self.stats.running > 0 {
+            match self.reports.recv_deadline(deadline) {
+                Ok(exit) => {
+                    let name = std::mem::take(&mut self.name);
+                    drop(self.account(exit, &name));
+                    self.name = name;
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                    warn!(
+                        "stage {}: ending with {} workers still running",
+                        self.name, self.stats.running
+                    );
+                    break;
                 }
             }
         }
-        self.slots.remove(&producer.id());
     }
 }
 

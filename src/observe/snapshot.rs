@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::{
-    AsStageRef, Direction, Reason, Role, Stage, StageKind, StageRef, SubscriptionId, Topology,
+    role::Role, AsStageRef, Direction, Reason, Stage, StageKind, StageRef, SubscriptionId, Topology,
 };
 
 /// A picture of a pipeline at one moment: every stage, every subscription between them, and
