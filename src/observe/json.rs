@@ -26,7 +26,7 @@ impl Serialize for Snapshot {
 /// `state` (`"running"` or the outcome).
 impl Serialize for StageSnapshot {
     fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        let mut s = ser.serialize_struct("StageSnapshot", 16)?;
+        let mut s = ser.serialize_struct("StageSnapshot", 17)?;
         s.serialize_field("name", &self.name)?;
         s.serialize_field("thread", &self.thread)?;
         s.serialize_field("kind", self.kind.as_str())?;
@@ -34,6 +34,7 @@ impl Serialize for StageSnapshot {
         s.serialize_field("outcome", &self.outcome.as_ref().map(|r| r.to_string()))?;
         s.serialize_field("events_in", &self.events_in)?;
         s.serialize_field("events_out", &self.events_out)?;
+        s.serialize_field("emitted", &self.emitted)?;
         s.serialize_field("discarded", &self.discarded)?;
         s.serialize_field("buffered", &self.buffered)?;
         s.serialize_field("inbox_len", &self.inbox_len)?;

@@ -19,8 +19,8 @@
 //! millisecond (see `BENCHMARKS.md`, row o).
 //!
 //! ```
-//! use stageflow::observe::{Observe, Observer};
-//! use stageflow::fns::{ForEach, Map};
+//! use stageflow::fns::Map;
+//! use stageflow::observe::Observe;
 //! use stageflow::{Reason, SubscribeOptions, Topology};
 //!
 //! let numbers = stageflow::from_iter(0..1_000u64).name("numbers").spawn()?;
@@ -28,23 +28,28 @@
 //!     .name("double")
 //!     .subscribe_to(&numbers, SubscribeOptions::new().max_demand(100))?
 //!     .spawn()?;
-//! let sink = stageflow::consumer(ForEach::new(|_: u64| {}))
-//!     .name("sink")
-//!     .subscribe_to(&double, SubscribeOptions::new().max_demand(10))?
-//!     .spawn()?;
-//! let topology = Topology::new().with(&numbers).with(&double).with(&sink);
-//! topology.join();
+//! let topology = Topology::new().with(&numbers).with(&double);
+//! let mut events = stageflow::stream(&double, SubscribeOptions::new().max_demand(10))?;
+//! let first: Vec<u64> = events.by_ref().take(5).collect();
 //!
+//! // While the stream pauses, a snapshot shows where everything is.
+//! let snapshot = topology.snapshot();
+//! println!("{snapshot}"); // the table
+//! let edge = snapshot.edges_between("numbers", "double").next().unwrap();
+//! assert_eq!((edge.max_demand, edge.min_demand), (100, 50));
+//! assert!(snapshot.edges.iter().any(|e| e.producer == "double" && e.max_demand == 10));
+//! assert!(snapshot.to_dot().contains("\"numbers\" -> \"double\""));
+//!
+//! assert_eq!(first.len() + events.count(), 1_000);
+//! topology.join();
+//! // Ended: the counters are final and balance; the subscriptions are gone.
 //! let snapshot = topology.snapshot();
 //! let double = snapshot.stage("double").unwrap();
 //! assert_eq!((double.events_in, double.events_out), (1_000, 1_000));
 //! assert_eq!(double.outcome, Some(Reason::Normal));
-//! let edge = snapshot.edges_between("double", "sink").next().unwrap();
-//! assert_eq!((edge.events, edge.max_demand), (1_000, 10));
-//!
-//! println!("{snapshot}"); // the table
-//! assert!(snapshot.to_dot().contains("\"numbers\" -> \"double\""));
-//! assert!(snapshot.to_prometheus().contains("stageflow_events_in_total{stage=\"sink\",kind=\"consumer\"} 1000"));
+//! assert!(snapshot.edges.is_empty());
+//! let metrics = snapshot.to_prometheus();
+//! assert!(metrics.contains("stageflow_events_in_total{stage=\"double\",kind=\"producer_consumer\"} 1000"));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!

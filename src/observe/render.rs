@@ -160,7 +160,7 @@ impl Snapshot {
 
     /// The snapshot in the Prometheus text exposition format (version 0.0.4): counters
     /// `stageflow_events_in_total`, `stageflow_events_out_total`,
-    /// `stageflow_events_discarded_total` and `stageflow_subscription_events_total`; gauges
+    /// `stageflow_events_emitted_total`, `stageflow_events_discarded_total` and `stageflow_subscription_events_total`; gauges
     /// `stageflow_stage_running`, `stageflow_events_buffered`, `stageflow_inbox_messages`,
     /// `stageflow_inbox_capacity_messages`, `stageflow_stage_bottleneck`,
     /// `stageflow_subscription_demand`, `stageflow_subscription_owed` and
@@ -200,6 +200,13 @@ impl Snapshot {
             "counter",
             "Events a stage sent to its consumers.",
             &|_, s| s.events_out as f64,
+        );
+        stage_metric(
+            &mut out,
+            "stageflow_events_emitted_total",
+            "counter",
+            "Events a stage emitted, each once however many consumers received it.",
+            &|_, s| s.emitted as f64,
         );
         stage_metric(
             &mut out,

@@ -25,6 +25,7 @@ pub struct Snapshot {
     /// The stages, in the order they were given (a topology's order).
     pub stages: Vec<StageSnapshot>,
     /// The subscriptions, as edges from producer to consumer, ordered by subscription id.
+    /// A subscription that has ended (cancelled, or one of its stages ended) is not listed.
     pub edges: Vec<EdgeSnapshot>,
     /// The index in `stages` of the stage holding the pipeline back, if any (see
     /// [`StageSnapshot::busy`]).
@@ -45,8 +46,11 @@ pub struct StageSnapshot {
     pub outcome: Option<Reason>,
     /// Events received from producers.
     pub events_in: u64,
-    /// Events sent to consumers.
+    /// Events sent to consumers (an event a broadcast sends to three consumers counts three
+    /// times).
     pub events_out: u64,
+    /// Events the stage emitted, each once however many consumers received it.
+    pub emitted: u64,
     /// Events dropped (by the buffer's keep policy, or left behind when the stage ended).
     pub discarded: u64,
     /// Events waiting in the stage (its producer buffer, or received and not yet handled).
@@ -344,6 +348,7 @@ fn take(stages: &[StageRef], last: Option<&Previous>) -> Snapshot {
             outcome,
             events_in: c.events_in,
             events_out: c.events_out,
+            emitted: c.emitted,
             discarded: c.discarded,
             buffered: c.buffered,
             inbox_len,

@@ -120,6 +120,7 @@ fn prometheus_text_follows_the_exposition_format() {
     for line in [
         "stageflow_events_out_total{stage=\"src\",kind=\"producer\"} 4",
         "stageflow_events_in_total{stage=\"sink\",kind=\"consumer\"} 4",
+        "stageflow_events_emitted_total{stage=\"src\",kind=\"producer\"} 4",
         "stageflow_stage_running{stage=\"say \\\"hi\\\"\\\\\",kind=\"producer\"} 0",
         "stageflow_stage_bottleneck{stage=\"src\",kind=\"producer\"} 1",
         "stageflow_inbox_capacity_messages{stage=\"sink\",kind=\"consumer\"} 1024",
@@ -150,6 +151,7 @@ fn json_has_stages_edges_and_the_bottleneck() {
     assert_eq!(stages[0]["state"], "running");
     assert_eq!(stages[0]["outcome"], serde_json::Value::Null);
     assert_eq!(stages[0]["events_out"], 4);
+    assert_eq!(stages[0]["emitted"], 4);
     assert_eq!(stages[0]["owed"], 6);
     assert_eq!(stages[0]["busy"], true);
     assert_eq!(stages[1]["inbox_capacity"], 1024);
