@@ -15,8 +15,9 @@
 //! counters with plain relaxed stores from its own thread; a snapshot reads them, and the
 //! inbox's length, from the observer's thread. It never sends a stage a message, never waits
 //! for one, and takes no lock a stage takes while events flow (a stage's subscription list is
-//! locked only when subscriptions change). A snapshot of 1 000 stages takes about a
-//! millisecond (see `BENCHMARKS.md`, row o).
+//! locked only when subscriptions change). A snapshot of 1 000 stages takes about half a
+//! millisecond (`BENCHMARKS.md`, row o). `docs/observe.md` is the long form of this guide,
+//! with a picture of the dashboard page.
 //!
 //! ```
 //! use stageflow::fns::Map;
