@@ -420,3 +420,94 @@ fn bottleneck(stages: &[StageSnapshot]) -> Option<usize> {
     }
     best.map(|(i, _)| i)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(name: &str, kind: StageKind, inbox: usize, buffered: u64, owed: u64) -> StageSnapshot {
+        let mut s = StageSnapshot {
+            name: name.into(),
+            thread: name.into(),
+            kind,
+            outcome: None,
+            events_in: 0,
+            events_out: 0,
+            emitted: 0,
+            discarded: 0,
+            buffered,
+            inbox_len: inbox,
+            inbox_capacity: 8,
+            owed,
+            in_per_sec: 0.0,
+            out_per_sec: 0.0,
+            busy: false,
+        };
+        s.busy = busy(&s);
+        s
+    }
+
+    use StageKind::{Consumer as C, Producer as P, ProducerConsumer as PC};
+
+    #[test]
+    fn who_is_busy() {
+        assert!(
+            stage("p", P, 0, 0, 5).busy,
+            "a producer its consumers wait on"
+        );
+        assert!(!stage("p", P, 0, 100, 0).busy, "a producer nobody asks");
+        assert!(
+            stage("pc", PC, 2, 0, 5).busy,
+            "input waiting, consumers waiting"
+        );
+        assert!(
+            stage("pc", PC, 0, 7, 5).busy,
+            "input queued, consumers waiting"
+        );
+        assert!(
+            !stage("pc", PC, 2, 0, 0).busy,
+            "input waiting but nobody asks: held back"
+        );
+        assert!(stage("pc", PC, 8, 0, 0).busy, "a full inbox");
+        assert!(stage("c", C, 1, 0, 0).busy, "a consumer with input waiting");
+        assert!(!stage("c", C, 0, 0, 0).busy, "a starved consumer");
+        let mut ended = stage("c", C, 3, 0, 0);
+        ended.outcome = Some(Reason::Normal);
+        assert!(!busy(&ended), "an ended stage");
+    }
+
+    #[test]
+    fn the_bottleneck_is_the_fullest_busy_stage() {
+        // source -> slow -> sink: the slow stage has input and its consumer waits.
+        let chain = [
+            stage("source", P, 0, 0, 0),
+            stage("slow", PC, 1, 0, 50),
+            stage("sink", C, 0, 0, 0),
+        ];
+        assert_eq!(bottleneck(&chain), Some(1));
+        // A slow sink: input waiting, the middle stage holds back (nobody asks it).
+        let chain = [
+            stage("source", P, 0, 0, 0),
+            stage("mid", PC, 0, 500, 0),
+            stage("sink", C, 3, 0, 0),
+        ];
+        assert_eq!(bottleneck(&chain), Some(2));
+        // A full inbox beats a stage whose consumers wait with an emptier one.
+        let chain = [stage("a", PC, 2, 0, 10), stage("b", C, 8, 0, 0)];
+        assert_eq!(bottleneck(&chain), Some(1));
+        // Nothing busy: no bottleneck.
+        assert_eq!(bottleneck(&[stage("idle", C, 0, 0, 0)]), None);
+    }
+
+    #[test]
+    fn rates_need_an_interval() {
+        assert_eq!(per_sec(100, 0, None), 0.0);
+        assert_eq!(per_sec(100, 0, Some(Duration::ZERO)), 0.0);
+        assert_eq!(per_sec(300, 100, Some(Duration::from_millis(500))), 400.0);
+        assert_eq!(
+            per_sec(5, 10, Some(Duration::from_secs(1))),
+            0.0,
+            "never negative"
+        );
+    }
+}
