@@ -297,7 +297,12 @@ fn accept_loop(listener: TcpListener, server: Arc<Server>, stopping: Arc<AtomicB
         if server.active.fetch_add(1, Ordering::SeqCst) >= server.options.max_connections {
             server.active.fetch_sub(1, Ordering::SeqCst);
             let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-            respond(stream, &Response::text(503, "too many connections\n"));
+            // No lingering here: the acceptor must not wait on a client.
+            respond(
+                stream,
+                &Response::text(503, "too many connections\n"),
+                false,
+            );
             continue;
         }
         let s = server.clone();
@@ -348,7 +353,8 @@ fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-fn respond(mut stream: TcpStream, r: &Response) {
+/// Writes `r` and closes; with `linger`, first drains what the client still sends (briefly).
+fn respond(mut stream: TcpStream, r: &Response, linger: bool) {
     let allow = if r.allow { "Allow: GET\r\n" } else { "" };
     let head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{allow}Connection: close\r\n\r\n",
@@ -361,8 +367,23 @@ fn respond(mut stream: TcpStream, r: &Response) {
         .write_all(head.as_bytes())
         .and_then(|()| stream.write_all(&r.body))
         .and_then(|()| stream.flush());
-    // Tell the client we are done; what it still sends is discarded with the socket.
+    // Tell the client we are done, then read (and drop) what it still sends for a moment
+    // before closing: closing a socket with unread input resets the connection, and the
+    // reset can destroy the response before the client reads it (a client cut off mid-head
+    // would never see its 431).
     let _ = stream.shutdown(std::net::Shutdown::Write);
+    if !linger {
+        return;
+    }
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < 256 * 1024 {
+        match stream.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
 }
 
 /// What reading a request head gave.
@@ -378,10 +399,10 @@ enum Head {
 fn serve_connection(server: &Server, mut stream: TcpStream) {
     match read_head(&mut stream, server.options.max_request_bytes) {
         Head::Gone => {}
-        Head::Refused(r) => respond(stream, &r),
+        Head::Refused(r) => respond(stream, &r, true),
         Head::Request(method, path) => {
             let r = route(server, &method, &path);
-            respond(stream, &r);
+            respond(stream, &r, true);
         }
     }
 }
