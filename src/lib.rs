@@ -396,6 +396,7 @@ struct ReadmeDoctests;
 mod bridge;
 mod buffer;
 mod builder;
+mod chain;
 mod context;
 mod demand;
 pub mod dispatcher;
@@ -420,6 +421,7 @@ mod unwind;
 
 pub use bridge::{from_iter, stream, IterProducer, Stream};
 pub use builder::{consumer, producer, producer_consumer, StageBuilder};
+pub use chain::{Chain, ChainEnd, IntoBuilder, Lanes};
 pub use context::{ConsumerContext, Context, Mailbox, Reply};
 pub use error::{BuildError, CallError, CastError, SubscribeError};
 pub use events::Events;
@@ -446,6 +448,6 @@ pub use subscription::{
     BufferKeep, CancelMode, DemandMode, Direction, Partition, ProducerDemand, Selector,
     SubscribeOptions, Subscription, SubscriptionId,
 };
-pub use supervisor::{Restart, Supervisor, SupervisorMsg, SupervisorStats};
+pub use supervisor::{JobFailure, JobResult, Restart, Supervisor, SupervisorMsg, SupervisorStats};
 pub use timer::TimerId;
 pub use topology::{AsStageRef, DrainReport, Topology};
