@@ -73,7 +73,7 @@
 //!
 //! # The dashboard
 //!
-//! With feature `dashboard`, [`Dashboard::serve`] answers `GET /metrics` (Prometheus),
+//! With feature `dashboard`, `Dashboard::serve` answers `GET /metrics` (Prometheus),
 //! `GET /snapshot.json` and `GET /`, a single self-contained page that draws the stages as a
 //! graph with live rates, demand and buffer fill, refreshed every second. It runs on its own
 //! threads, refuses anything but those three GETs (404/405), limits request heads, refuses
