@@ -330,6 +330,7 @@ pub mod fns;
 mod handle;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod pipeline;
 mod reason;
 mod runner;
 mod shared;
