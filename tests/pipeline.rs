@@ -17,6 +17,45 @@ mod order_rate;
 #[path = "pipeline/shutdown.rs"]
 mod shutdown;
 
+#[cfg(feature = "http")]
+#[allow(dead_code)]
+#[path = "../examples/tweet_pipeline.rs"]
+mod tweet_pipeline;
+
+#[cfg(feature = "http")]
+#[test]
+fn tweet_pipeline_acknowledges_every_tweet_read() {
+    let s = tweet_pipeline::run(tweet_pipeline::Options {
+        count: 100,
+        fail_every: Some(7),
+        batch_timeout: Duration::from_millis(200),
+        print: false,
+        ..tweet_pipeline::Options::default()
+    })
+    .unwrap();
+    assert_eq!(s.read, 100, "{s:?}");
+    assert_eq!((s.successful, s.failed), (86, 14), "{s:?}");
+    assert_eq!(s.batches.iter().sum::<usize>(), 86);
+    assert!(
+        s.batches.iter().all(|&n| (1..=20).contains(&n)),
+        "{:?}",
+        s.batches
+    );
+    let mut texts = s.texts.clone();
+    texts.sort();
+    texts.dedup();
+    assert_eq!(texts.len(), 86);
+    assert!(
+        texts
+            .iter()
+            .all(|t| t.ends_with("BACK-PRESSURE REACHES THE SERVER")),
+        "{texts:?}"
+    );
+    // Tweet 6 (the 7th) failed; tweet 5 went through.
+    assert!(texts.contains(&"TWEET 5: BACK-PRESSURE REACHES THE SERVER".to_string()));
+    assert!(!texts.contains(&"TWEET 6: BACK-PRESSURE REACHES THE SERVER".to_string()));
+}
+
 /// Generous bound for every wait.
 const WAIT: Duration = Duration::from_secs(10);
 
