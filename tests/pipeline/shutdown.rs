@@ -105,6 +105,16 @@ fn past_its_timeout_shutdown_stops_and_counts_what_is_left() {
     entered
         .recv_timeout(WAIT)
         .expect("the first batch reached the handler");
+    // Counters per layer: the processor has handled all 12; the batcher, which never asks for
+    // more than a batch (5), holds 5, and the other 7 wait in the processor's buffer.
+    let c = p.counters();
+    assert_eq!(
+        (c.processors.messages_in, c.processors.successful),
+        (12, 12),
+        "{c:?}"
+    );
+    let b = &c.batchers[0].1;
+    assert_eq!((b.messages_in, b.in_flight, b.batches), (5, 5, 0), "{c:?}");
     let t = Instant::now();
     let report = p.shutdown_timeout(Duration::from_millis(300));
     assert!(t.elapsed() < WAIT, "{:?}", t.elapsed());
