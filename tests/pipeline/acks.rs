@@ -104,8 +104,8 @@ fn run(case: &Case) -> Result<(), String> {
                 .batch_timeout(Duration::from_millis(20)),
             move |batch: &mut Batch<u64>| {
                 let first = batch.messages[0].data;
-                if first % every == 0 {
-                    if first % 2 == 0 {
+                if first.is_multiple_of(every) {
+                    if first.is_multiple_of(2) {
                         return Err("batch error".to_string());
                     }
                     panic!("batch panic");
