@@ -6,6 +6,7 @@
 #[cfg(feature = "http")]
 mod http_decode;
 mod observe_shape;
+mod pipeline_shape;
 mod shapes;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -620,6 +621,9 @@ fn main() {
     }
     if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "o")) {
         observe_shape::table(s.quick, s.rounds);
+    }
+    if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "m")) {
+        pipeline_shape::table(&s);
     }
     allocation_table(&s);
     if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "g")) {

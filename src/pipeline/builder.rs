@@ -1,0 +1,710 @@
+//! The pipeline builder, typed end to end: producers of `Message<I>`, processors from
+//! `Message<I>` to `Message<O>`, batchers of `Message<O>`; the options of each layer with
+//! Broadway's defaults, checked once in [`start`](WithProcessors::start).
+
+use std::fmt;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::batch::BatchSize;
+use super::batcher::{BatchHandler, BatchProcessor, Batcher, Fused, KeyFn};
+use super::counters::Cells;
+use super::error::PipelineError;
+use super::handle::{Pipeline, Push};
+use super::message::Message;
+use super::processor::{Core, FailedHook, Gate, Handler, Processor, ProcessorMsg, Route, Sink};
+use super::rate::{Limiter, RateLimit};
+use super::Batch;
+use crate::dispatcher::{DemandDispatcher, PartitionDispatcher};
+use crate::{
+    BuildError, CastError, Partition, Producer, ProducerDemand, ProducerRole, Source, StageBuilder,
+    StageRef, SubscribeOptions, Topology, Upstream,
+};
+
+/// Starts a pipeline named `name` (the prefix of its stages' names). See the
+/// [module docs](super) for a whole example.
+pub fn builder(name: impl Into<String>) -> Builder {
+    Builder {
+        name: name.into(),
+        shutdown: Duration::from_secs(30),
+    }
+}
+
+/// The first step: a name and a shutdown timeout; next, the producers.
+#[derive(Debug)]
+pub struct Builder {
+    name: String,
+    shutdown: Duration,
+}
+
+impl Builder {
+    /// How long [`Pipeline::shutdown`] waits for everything in flight to be acknowledged
+    /// before it stops what is left (and counts it). Defaults to `30 s` (Broadway's
+    /// `:shutdown`).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Builder {
+        self.shutdown = timeout;
+        self
+    }
+
+    /// One producer, made by `factory(0)` (Broadway's default `concurrency: 1`); see
+    /// [`producers`](Builder::producers).
+    pub fn producer<P, I, F>(self, factory: F) -> WithProducers<I>
+    where
+        P: Producer<Out = Message<I>>,
+        I: Send + 'static,
+        F: FnMut(usize) -> StageBuilder<P, ProducerRole> + 'static,
+    {
+        self.producers(1, factory)
+    }
+
+    /// The producers: `concurrency` stages made by `factory(i)` for `i` in
+    /// `0..concurrency` (Broadway's `producer: [module:, concurrency:]`, default 1). Each
+    /// emits [`Message`]s; set its buffer options on the builder you return. The pipeline
+    /// names the stages and sets their dispatcher (a [`DemandDispatcher`] that shuffles
+    /// demands on first dispatch, or a [`PartitionDispatcher`] with the processors'
+    /// `partition_by`).
+    pub fn producers<P, I, F>(self, concurrency: usize, factory: F) -> WithProducers<I>
+    where
+        P: Producer<Out = Message<I>>,
+        I: Send + 'static,
+        F: FnMut(usize) -> StageBuilder<P, ProducerRole> + 'static,
+    {
+        let mut factory = factory;
+        let spawn: SpawnProducer<I> = Box::new(move |i, name, partitions| {
+            // Nothing flows until every stage is wired (a finite producer could otherwise
+            // finish before the last processor subscribed).
+            let b = factory(i).name(name).demand(ProducerDemand::Accumulate);
+            let stage = match partitions {
+                None => b
+                    .dispatcher(DemandDispatcher::new().shuffle_demands_on_first_dispatch())
+                    .spawn()?,
+                Some((n, key)) => b
+                    .dispatcher(PartitionDispatcher::new(n, move |m: &Message<I>| {
+                        Some(key(m) % n as u64)
+                    })?)
+                    .spawn()?,
+            };
+            let (source, stage_ref) = (stage.source(), stage.stage_ref());
+            let release: Release = Box::new(move || stage.set_demand(ProducerDemand::Forward));
+            Ok((source, stage_ref, release))
+        });
+        WithProducers {
+            base: self,
+            concurrency,
+            spawn,
+            rate: None,
+        }
+    }
+}
+
+type SpawnProducer<I> = Box<
+    dyn FnMut(
+        usize,
+        String,
+        Option<(usize, KeyFn<I>)>,
+    ) -> Result<(Source<Message<I>>, StageRef, Release), BuildError>,
+>;
+
+/// Lets a producer's demand through, once the pipeline is wired.
+type Release = Box<dyn FnOnce() -> Result<(), CastError<()>>>;
+
+/// The second step: producers of `Message<I>`; next, the processors.
+pub struct WithProducers<I> {
+    base: Builder,
+    concurrency: usize,
+    spawn: SpawnProducer<I>,
+    rate: Option<RateLimit>,
+}
+
+impl<I> fmt::Debug for WithProducers<I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WithProducers")
+            .field("name", &self.base.name)
+            .field("concurrency", &self.concurrency)
+            .field("rate_limiting", &self.rate)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<I: Send + 'static> WithProducers<I> {
+    /// At most `limit.allowed_messages` messages per `limit.interval` leave the producers, all
+    /// of them together; change it while the pipeline runs with
+    /// [`Pipeline::update_rate_limiting`]. Defaults to no limit.
+    ///
+    /// Broadway holds the demand in its producers; here the processors draw their demand from
+    /// the shared window (they ask their producers themselves, for what it grants), so any
+    /// stageflow producer can be rate limited unchanged. What is counted is the same: messages
+    /// leaving the producers.
+    pub fn rate_limiting(mut self, limit: RateLimit) -> WithProducers<I> {
+        self.rate = Some(limit);
+        self
+    }
+
+    /// The processors: `handle_message` runs on each message, on `options.concurrency`
+    /// threads. It gets the message by reference (to read its data and metadata, route it
+    /// with [`Message::put_batcher`], fail it, or
+    /// [acknowledge it now](Message::ack_immediately)) and returns the new data, or an error:
+    /// the message then fails (as it does if the handler panics or calls
+    /// [`Message::fail`]), goes through `options`' `handle_failed` and is acknowledged as
+    /// failed. Each thread gets a clone of `handle_message`.
+    pub fn processors<O, E, H>(
+        self,
+        options: ProcessorOptions<I>,
+        handle_message: H,
+    ) -> WithProcessors<I, O>
+    where
+        O: Send + 'static,
+        E: fmt::Display,
+        H: FnMut(&mut Message<I>) -> Result<O, E> + Clone + Send + 'static,
+    {
+        let make: MakeHandler<I, O> = Box::new(move || {
+            let mut h = handle_message.clone();
+            Box::new(move |m: &mut Message<I>| h(m).map_err(|e| e.to_string()))
+        });
+        WithProcessors {
+            producers: self,
+            options,
+            make,
+            batchers: Vec::new(),
+        }
+    }
+}
+
+type MakeHandler<I, O> = Box<dyn Fn() -> Handler<I, O>>;
+
+/// The processors' options (Broadway's `processors: [default: [...]]`).
+pub struct ProcessorOptions<I> {
+    concurrency: usize,
+    max_demand: usize,
+    min_demand: Option<usize>,
+    partition_by: Option<KeyFn<I>>,
+    on_failed: Option<FailedHook<I>>,
+}
+
+impl<I> fmt::Debug for ProcessorOptions<I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessorOptions")
+            .field("concurrency", &self.concurrency)
+            .field("max_demand", &self.max_demand)
+            .field("min_demand", &self.min_demand)
+            .field("partition_by", &self.partition_by.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<I> Default for ProcessorOptions<I> {
+    fn default() -> Self {
+        ProcessorOptions::new()
+    }
+}
+
+impl<I> ProcessorOptions<I> {
+    /// The defaults: see each setter.
+    pub fn new() -> ProcessorOptions<I> {
+        ProcessorOptions {
+            concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_demand: 10,
+            min_demand: None,
+            partition_by: None,
+            on_failed: None,
+        }
+    }
+
+    /// How many processor threads. Defaults to the number of CPUs
+    /// (`std::thread::available_parallelism`).
+    ///
+    /// Broadway defaults to twice the schedulers, because BEAM processes are cheap and many
+    /// handlers wait on I/O. A processor here is an OS thread: CPU-bound handlers gain nothing
+    /// past one per core, and every extra thread costs a stack and context switches. Handlers
+    /// that mostly wait (HTTP calls, say) should ask for more.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// Each processor's `max_demand` on each producer. Defaults to `10`.
+    pub fn max_demand(mut self, n: usize) -> Self {
+        self.max_demand = n;
+        self
+    }
+
+    /// Each processor's `min_demand`. Defaults to `max_demand / 2` (`5`).
+    pub fn min_demand(mut self, n: usize) -> Self {
+        self.min_demand = Some(n);
+        self
+    }
+
+    /// Sends every message with the same `key(message) % concurrency` to the same processor,
+    /// so that messages of one key are processed in order (and, with a batcher's
+    /// `partition_by` on the same key, batched and acknowledged in order). Defaults to none:
+    /// a message goes to whichever processor has demand.
+    pub fn partition_by(
+        mut self,
+        key: impl Fn(&Message<I>) -> u64 + Send + Sync + 'static,
+    ) -> Self {
+        self.partition_by = Some(Arc::new(key));
+        self
+    }
+
+    /// Called with the messages that failed in a processor (one call per batch of events),
+    /// before they are acknowledged as failed (Broadway's `handle_failed`). It may change
+    /// their metadata; it cannot make them successful. Defaults to none.
+    pub fn handle_failed(mut self, f: impl Fn(&mut [Message<I>]) + Send + Sync + 'static) -> Self {
+        self.on_failed = Some(Arc::new(f));
+        self
+    }
+}
+
+/// A batcher's options (Broadway's `batchers: [name: [...]]`).
+pub struct BatcherOptions<T> {
+    concurrency: usize,
+    batch_size: BatchSize<T>,
+    max_demand: Option<usize>,
+    batch_timeout: Duration,
+    partition_by: Option<KeyFn<T>>,
+    on_failed: Option<FailedHook<T>>,
+}
+
+impl<T> fmt::Debug for BatcherOptions<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatcherOptions")
+            .field("concurrency", &self.concurrency)
+            .field("batch_size", &self.batch_size)
+            .field("max_demand", &self.max_demand)
+            .field("batch_timeout", &self.batch_timeout)
+            .field("partition_by", &self.partition_by.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Default for BatcherOptions<T> {
+    fn default() -> Self {
+        BatcherOptions::new()
+    }
+}
+
+impl<T> BatcherOptions<T> {
+    /// The defaults: see each setter.
+    pub fn new() -> BatcherOptions<T> {
+        BatcherOptions {
+            concurrency: 1,
+            batch_size: BatchSize::Count(100),
+            max_demand: None,
+            batch_timeout: Duration::from_secs(1),
+            partition_by: None,
+            on_failed: None,
+        }
+    }
+
+    /// How many batch processors (threads running `handle_batch`) behind the batcher. There
+    /// is always one batcher thread per name; with one batch processor and no `partition_by`,
+    /// `handle_batch` runs on the batcher's thread (see the [module docs](super)). Defaults to
+    /// `1`.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// How many messages make a batch, or a [`BatchSize::weight`] function. Defaults to
+    /// `100`.
+    pub fn batch_size(mut self, size: impl Into<BatchSize<T>>) -> Self {
+        self.batch_size = size.into();
+        self
+    }
+
+    /// The batcher's `max_demand` on each processor (it never asks for more than this from
+    /// one processor; `min_demand` is half of it). Defaults to the batch size; required with a
+    /// weight function.
+    pub fn max_demand(mut self, n: usize) -> Self {
+        self.max_demand = Some(n);
+        self
+    }
+
+    /// A batch that has not reached its size is emitted this long after its first message.
+    /// Defaults to `1 s`.
+    pub fn batch_timeout(mut self, timeout: Duration) -> Self {
+        self.batch_timeout = timeout;
+        self
+    }
+
+    /// Batches are made per partition `key(message) % concurrency`, and each partition's
+    /// batches go to its own batch processor, in order. Defaults to none (one batch in the
+    /// making; batches go to whichever batch processor is free).
+    pub fn partition_by(
+        mut self,
+        key: impl Fn(&Message<T>) -> u64 + Send + Sync + 'static,
+    ) -> Self {
+        self.partition_by = Some(Arc::new(key));
+        self
+    }
+
+    /// Called with the messages of a batch that failed (by `handle_batch`'s error or panic,
+    /// or [`Message::fail`]), before they are acknowledged as failed. Defaults to none.
+    pub fn handle_failed(mut self, f: impl Fn(&mut [Message<T>]) + Send + Sync + 'static) -> Self {
+        self.on_failed = Some(Arc::new(f));
+        self
+    }
+}
+
+struct BatcherSpec<T> {
+    name: Arc<str>,
+    options: BatcherOptions<T>,
+    make: Box<dyn Fn() -> BatchHandler<T>>,
+}
+
+/// The last step: producers and processors, and zero or more batchers; then
+/// [`start`](WithProcessors::start).
+pub struct WithProcessors<I, O> {
+    producers: WithProducers<I>,
+    options: ProcessorOptions<I>,
+    make: MakeHandler<I, O>,
+    batchers: Vec<BatcherSpec<O>>,
+}
+
+impl<I, O> fmt::Debug for WithProcessors<I, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WithProcessors")
+            .field("producers", &self.producers)
+            .field("processors", &self.options)
+            .field(
+                "batchers",
+                &self.batchers.iter().map(|b| &b.name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
+    /// Adds a batcher named `name`: messages routed to it (with [`Message::put_batcher`], or
+    /// all of them if it is the first batcher and they name none) are grouped into batches,
+    /// and `handle_batch` runs on each batch on one of `options.concurrency` threads. An error
+    /// or a panic fails every message of the batch; [`Message::fail`] fails one. Then the
+    /// batch is acknowledged: one call per acknowledger. Each thread gets a clone of
+    /// `handle_batch`.
+    pub fn batcher<E, H>(mut self, name: &str, options: BatcherOptions<O>, handle_batch: H) -> Self
+    where
+        E: fmt::Display,
+        H: FnMut(&mut Batch<O>) -> Result<(), E> + Clone + Send + 'static,
+    {
+        let make = Box::new(move || -> BatchHandler<O> {
+            let mut h = handle_batch.clone();
+            Box::new(move |b: &mut Batch<O>| h(b).map_err(|e| e.to_string()))
+        });
+        self.batchers.push(BatcherSpec {
+            name: name.into(),
+            options,
+            make,
+        });
+        self
+    }
+
+    fn validate(&self) -> Result<(), PipelineError> {
+        let p = &self.producers;
+        if p.concurrency == 0 {
+            return Err(PipelineError::invalid(
+                "producer.concurrency",
+                "expected concurrency to be at least 1, got 0",
+            ));
+        }
+        if let Some(rate) = &p.rate {
+            rate.validate()?;
+        }
+        let o = &self.options;
+        if o.concurrency == 0 {
+            return Err(PipelineError::invalid(
+                "processors.concurrency",
+                "expected concurrency to be at least 1, got 0",
+            ));
+        }
+        check_demand("processors", o.max_demand, o.min_demand)?;
+        for (i, b) in self.batchers.iter().enumerate() {
+            if b.name.is_empty() {
+                return Err(PipelineError::invalid(
+                    "batchers.name",
+                    "expected a batcher name, got an empty string",
+                ));
+            }
+            if self.batchers[..i].iter().any(|x| x.name == b.name) {
+                return Err(PipelineError::invalid(
+                    "batchers.name",
+                    format!(
+                        "expected batcher names to be unique, got {:?} twice",
+                        b.name
+                    ),
+                ));
+            }
+            let bo = &b.options;
+            if bo.concurrency == 0 {
+                return Err(PipelineError::invalid(
+                    "batchers.concurrency",
+                    format!(
+                        "batcher {:?}: expected concurrency to be at least 1, got 0",
+                        b.name
+                    ),
+                ));
+            }
+            match (&bo.batch_size, bo.max_demand) {
+                (BatchSize::Count(0), _) | (BatchSize::Weight { limit: 0, .. }, _) => {
+                    return Err(PipelineError::invalid(
+                        "batchers.batch_size",
+                        format!(
+                            "batcher {:?}: expected batch_size to be at least 1, got 0",
+                            b.name
+                        ),
+                    ));
+                }
+                (BatchSize::Weight { .. }, None) => {
+                    return Err(PipelineError::invalid(
+                        "batchers.max_demand",
+                        format!(
+                            "batcher {:?}: expected a max_demand with a batch_size function, got none",
+                            b.name
+                        ),
+                    ));
+                }
+                (_, Some(0)) => {
+                    return Err(PipelineError::invalid(
+                        "batchers.max_demand",
+                        format!(
+                            "batcher {:?}: expected max_demand to be at least 1, got 0",
+                            b.name
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+            if bo.batch_timeout.is_zero() {
+                return Err(PipelineError::invalid(
+                    "batchers.batch_timeout",
+                    format!("batcher {:?}: expected a batch_timeout above zero", b.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every option and starts the pipeline's stages: producers, processors, batchers,
+    /// batch processors.
+    ///
+    /// # Errors
+    ///
+    /// [`PipelineError::InvalidOption`] naming the option (a concurrency of 0, `min_demand`
+    /// not below `max_demand`, a batch size of 0, a weight function without `max_demand`, a
+    /// batcher name given twice, a rate limit of 0); [`PipelineError::Build`] or
+    /// [`PipelineError::Subscribe`] if a stage could not start (what had started is stopped).
+    pub fn start(self) -> Result<Pipeline<I>, PipelineError> {
+        self.validate()?;
+        let WithProcessors {
+            producers,
+            options,
+            make,
+            batchers,
+        } = self;
+        let WithProducers {
+            base,
+            concurrency,
+            mut spawn,
+            rate,
+        } = producers;
+        let name = base.name;
+        // Stopped as a whole if a later stage fails to start.
+        let mut topology = Topology::new();
+        let mut sources = Vec::new();
+        let mut producer_refs = Vec::new();
+        let mut releases = Vec::new();
+        let n = options.concurrency;
+        for i in 0..concurrency {
+            let partitions = options.partition_by.clone().map(|k| (n, k));
+            let (source, stage, release) = spawn(i, format!("{name}.producer.{i}"), partitions)?;
+            releases.push(release);
+            topology.add(&stage);
+            producer_refs.push(stage);
+            sources.push(source);
+        }
+        let limiter = rate.map(|r| Arc::new(Limiter::new(r, Instant::now())));
+        let min_demand = options.min_demand.unwrap_or(options.max_demand / 2);
+        let processor_cells = Arc::new(Cells::default());
+        let totals = Arc::new(Cells::default());
+        let names: Arc<[Arc<str>]> = batchers.iter().map(|b| b.name.clone()).collect();
+        let sub_opts = |i: usize| {
+            let o = SubscribeOptions::new()
+                .max_demand(options.max_demand)
+                .min_demand(min_demand);
+            if options.partition_by.is_some() {
+                o.partition(i as u64)
+            } else {
+                o
+            }
+        };
+        let mut push: Vec<Push<I>> = Vec::new();
+        let mut processor_sources: Vec<Source<Message<O>>> = Vec::new();
+        for i in 0..n {
+            let core = Core {
+                handler: make(),
+                on_failed: options.on_failed.clone(),
+                route: if names.is_empty() {
+                    Route::Ack
+                } else {
+                    Route::Batchers(names.clone())
+                },
+                cells: processor_cells.clone(),
+                totals: totals.clone(),
+                gate: limiter
+                    .as_ref()
+                    .map(|l| Gate::new(l.clone(), options.max_demand, min_demand)),
+            };
+            let stage_name = format!("{name}.processor.{i}");
+            if names.is_empty() {
+                let mut b = crate::consumer(Sink(core)).name(stage_name);
+                for s in &sources {
+                    b = b.subscribe_to(s, sub_opts(i))?;
+                }
+                let stage = b.spawn()?;
+                topology.add(&stage);
+                push.push(Box::new(move |m: ProcessorMsg<I>| {
+                    stage.cast(m).map_err(|_| PipelineError::Ended)
+                }));
+            } else {
+                let mut b = crate::producer_consumer(Processor(core)).name(stage_name);
+                for s in &sources {
+                    b = b.subscribe_to(s, sub_opts(i))?;
+                }
+                let stage = if names.len() == 1 {
+                    b.dispatcher(DemandDispatcher::new().shuffle_demands_on_first_dispatch())
+                        .spawn()?
+                } else {
+                    let parts: Vec<Partition> =
+                        names.iter().map(|n| Partition::Name(n.clone())).collect();
+                    let default = parts[0].clone();
+                    let hash = move |m: &Message<O>| {
+                        Some(match m.batcher_arc() {
+                            Some(b) => Partition::Name(b.clone()),
+                            None => default.clone(),
+                        })
+                    };
+                    b.dispatcher(PartitionDispatcher::named(parts, hash)?)
+                        .spawn()?
+                };
+                topology.add(&stage);
+                processor_sources.push(stage.source());
+                push.push(Box::new(move |m: ProcessorMsg<I>| {
+                    stage.cast(m).map_err(|_| PipelineError::Ended)
+                }));
+            }
+        }
+        let mut batcher_cells = Vec::new();
+        for spec in batchers {
+            let bo = spec.options;
+            let cells = Arc::new(Cells::default());
+            batcher_cells.push((spec.name.to_string(), cells.clone()));
+            let max = bo.max_demand.unwrap_or(match bo.batch_size {
+                BatchSize::Count(n) => n,
+                BatchSize::Weight { limit, .. } => limit,
+            });
+            let parts = if bo.partition_by.is_some() {
+                bo.concurrency
+            } else {
+                1
+            };
+            let batcher = Batcher::new(
+                spec.name.clone(),
+                bo.batch_size.clone(),
+                bo.batch_timeout,
+                bo.partition_by.clone(),
+                parts,
+                cells.clone(),
+            );
+            let mut opts = SubscribeOptions::new().max_demand(max).min_demand(max / 2);
+            if names.len() > 1 {
+                opts = opts.partition(Partition::Name(spec.name.clone()));
+            }
+            let batch_processor = || BatchProcessor {
+                handler: (spec.make)(),
+                on_failed: bo.on_failed.clone(),
+                cells: cells.clone(),
+                totals: totals.clone(),
+            };
+            if bo.concurrency == 1 && bo.partition_by.is_none() {
+                // One thread does both (see `Fused`).
+                let fused = Fused {
+                    batcher,
+                    processor: batch_processor(),
+                };
+                let mut b = crate::consumer(fused).name(format!("{name}.batcher.{}", spec.name));
+                for s in &processor_sources {
+                    b = b.subscribe_to(s, opts.clone())?;
+                }
+                topology.add(&b.spawn()?);
+                continue;
+            }
+            let mut b =
+                crate::producer_consumer(batcher).name(format!("{name}.batcher.{}", spec.name));
+            for s in &processor_sources {
+                b = b.subscribe_to(s, opts.clone())?;
+            }
+            let batcher = if bo.partition_by.is_some() {
+                let n = bo.concurrency;
+                b.dispatcher(PartitionDispatcher::new(n, |b: &Batch<O>| {
+                    Some(b.info.partition as u64)
+                })?)
+                .spawn()?
+            } else {
+                b.dispatcher(DemandDispatcher::new().shuffle_demands_on_first_dispatch())
+                    .spawn()?
+            };
+            topology.add(&batcher);
+            for i in 0..bo.concurrency {
+                let mut opts = SubscribeOptions::new().max_demand(1).min_demand(0);
+                if bo.partition_by.is_some() {
+                    opts = opts.partition(i as u64);
+                }
+                let stage = crate::consumer(batch_processor())
+                    .name(format!("{name}.batch_processor.{}.{i}", spec.name))
+                    .subscribe_to(&batcher, opts)?
+                    .spawn()?;
+                topology.add(&stage);
+            }
+        }
+        for release in releases {
+            release().map_err(|_| PipelineError::Ended)?;
+        }
+        Ok(Pipeline {
+            name,
+            topology,
+            producers: producer_refs,
+            push,
+            partition_by: options.partition_by,
+            processor_cells,
+            batcher_cells,
+            totals,
+            pushed: AtomicU64::new(0),
+            next: AtomicU64::new(0),
+            limiter,
+            shutdown: base.shutdown,
+        })
+    }
+}
+
+fn check_demand(layer: &'static str, max: usize, min: Option<usize>) -> Result<(), PipelineError> {
+    let option = if layer == "processors" {
+        ("processors.max_demand", "processors.min_demand")
+    } else {
+        ("batchers.max_demand", "batchers.min_demand")
+    };
+    if max == 0 {
+        return Err(PipelineError::invalid(
+            option.0,
+            "expected max_demand to be at least 1, got 0",
+        ));
+    }
+    if let Some(min) = min {
+        if min >= max {
+            return Err(PipelineError::invalid(
+                option.1,
+                format!("expected min_demand to be below max_demand ({max}), got {min}"),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,343 @@
+//! [`Message`]: the data a pipeline carries with its metadata, its status and its
+//! acknowledger; [`Acknowledger`] and the grouping of acknowledgements (pure, no threads).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use log::error;
+
+/// Free-form metadata a producer attaches to a message (a queue's delivery tag, a partition,
+/// an offset). An empty map allocates nothing.
+pub type Metadata = BTreeMap<String, String>;
+
+/// Whether a message has failed, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Status {
+    /// Nothing failed (yet).
+    Ok,
+    /// A handler returned an error, panicked, or called [`Message::fail`]; the string says
+    /// which and why (a panic reads `panicked: <message>`).
+    Failed(String),
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Status::Ok => f.write_str("ok"),
+            Status::Failed(reason) => write!(f, "failed: {reason}"),
+        }
+    }
+}
+
+/// What an [`Acknowledger`] learns of one message: the id its producer gave it, its metadata
+/// and its final status. The data itself is not handed back (its type changes along the
+/// pipeline; the id is what a queue needs to acknowledge a delivery).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Acked {
+    /// The id given with [`Message::acknowledger`].
+    pub id: u64,
+    /// The message's metadata.
+    pub metadata: Metadata,
+    /// [`Status::Ok`] in the successful list, [`Status::Failed`] in the failed one.
+    pub status: Status,
+}
+
+/// Told once for every message that has gone through the pipeline, successful or failed
+/// (Broadway's `Broadway.Acknowledger`).
+///
+/// Calls come **in groups**: one call per acknowledger per processed batch (or, without
+/// batchers, per batch of events a processor handled), never one per message. A message is
+/// acknowledged exactly once; after [`Message::ack_immediately`], never again.
+///
+/// # For implementors
+///
+/// `ack` runs on the thread of the stage that finished the messages (a processor or a batch
+/// processor), so it should be quick: hand the ids to the queue's client and return. A panic
+/// in it is caught and logged; the messages count as acknowledged anyway. Any
+/// `Fn(Vec<Acked>, Vec<Acked>) + Send + Sync` closure is an acknowledger.
+pub trait Acknowledger: Send + Sync + 'static {
+    /// Acknowledges `successful` and `failed` messages (either list may be empty, not both).
+    fn ack(&self, successful: Vec<Acked>, failed: Vec<Acked>);
+}
+
+impl<F> Acknowledger for F
+where
+    F: Fn(Vec<Acked>, Vec<Acked>) + Send + Sync + 'static,
+{
+    fn ack(&self, successful: Vec<Acked>, failed: Vec<Acked>) {
+        self(successful, failed)
+    }
+}
+
+/// An acknowledger and the id it knows the message by.
+#[derive(Clone)]
+struct Ack {
+    by: Arc<dyn Acknowledger>,
+    id: u64,
+}
+
+/// One unit of work in a pipeline: `data`, `metadata`, a [`Status`], an optional
+/// [`Acknowledger`], and the batcher it goes to (Broadway's `%Broadway.Message{}`).
+///
+/// Producers of a pipeline emit `Message<T>`; processors turn a `Message<I>` into a
+/// `Message<O>` (keeping metadata, acknowledger and batcher); batchers group them.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use stageflow::pipeline::{Acked, Message, Status};
+///
+/// let ack = Arc::new(|ok: Vec<Acked>, failed: Vec<Acked>| {
+///     println!("{} ok, {} failed", ok.len(), failed.len());
+/// });
+/// let mut m = Message::new("hello").acknowledger(ack, 7);
+/// m.metadata.insert("topic".into(), "greetings".into());
+/// m.put_batcher("s3");
+/// assert_eq!(m.ack_id(), Some(7));
+/// assert_eq!(m.batcher(), Some("s3"));
+/// m.fail("no such bucket");
+/// assert_eq!(m.status(), &Status::Failed("no such bucket".into()));
+/// ```
+pub struct Message<T> {
+    /// The payload.
+    pub data: T,
+    /// Free-form metadata.
+    pub metadata: Metadata,
+    status: Status,
+    ack: Option<Ack>,
+    batcher: Option<Arc<str>>,
+}
+
+impl<T: fmt::Debug> fmt::Debug for Message<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("data", &self.data)
+            .field("metadata", &self.metadata)
+            .field("status", &self.status)
+            .field("ack_id", &self.ack_id())
+            .field("batcher", &self.batcher)
+            .finish()
+    }
+}
+
+impl<T> Message<T> {
+    /// A message with no metadata and no acknowledger (nothing is told when it is done).
+    pub fn new(data: T) -> Message<T> {
+        Message {
+            data,
+            metadata: Metadata::new(),
+            status: Status::Ok,
+            ack: None,
+            batcher: None,
+        }
+    }
+
+    /// Sets who is told when the message is done, and the `id` it is known by (Broadway's
+    /// `configure_ack`; a delivery tag, an offset, an index).
+    pub fn acknowledger(mut self, acknowledger: Arc<dyn Acknowledger>, id: u64) -> Message<T> {
+        self.ack = Some(Ack {
+            by: acknowledger,
+            id,
+        });
+        self
+    }
+
+    /// The id its acknowledger knows it by; `None` without an acknowledger, or once
+    /// acknowledged by [`ack_immediately`](Message::ack_immediately).
+    pub fn ack_id(&self) -> Option<u64> {
+        self.ack.as_ref().map(|a| a.id)
+    }
+
+    /// Its status.
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// Whether it has failed.
+    pub fn is_failed(&self) -> bool {
+        matches!(self.status, Status::Failed(_))
+    }
+
+    /// Marks it failed: it goes to `handle_failed` and is acknowledged as failed (Broadway's
+    /// `Message.failed/2`). In a processor, the message then never reaches a batcher.
+    pub fn fail(&mut self, reason: impl Into<String>) {
+        self.status = Status::Failed(reason.into());
+    }
+
+    /// Sends it to the batcher named `name` (Broadway's `put_batcher`). Without it, a message
+    /// goes to the pipeline's first batcher. A name the pipeline does not have fails the
+    /// message (`unknown batcher`).
+    pub fn put_batcher(&mut self, name: &str) {
+        if self.batcher.as_deref() != Some(name) {
+            self.batcher = Some(name.into());
+        }
+    }
+
+    /// The batcher it goes to, if one was put.
+    pub fn batcher(&self) -> Option<&str> {
+        self.batcher.as_deref()
+    }
+
+    /// Acknowledges it now, with its current status, on its own (one `ack` call); when it
+    /// later finishes the pipeline, nothing more is acknowledged (Broadway's
+    /// `ack_immediately`). For messages whose side effect is done early.
+    pub fn ack_immediately(&mut self) {
+        if let Some(ack) = self.ack.take() {
+            let acked = Acked {
+                id: ack.id,
+                metadata: self.metadata.clone(),
+                status: self.status.clone(),
+            };
+            let (ok, failed) = if self.is_failed() {
+                (Vec::new(), vec![acked])
+            } else {
+                (vec![acked], Vec::new())
+            };
+            call(&*ack.by, ok, failed);
+        }
+    }
+
+    /// The same message carrying `data` instead (metadata, status, acknowledger and batcher
+    /// are kept).
+    pub fn with_data<U>(self, data: U) -> Message<U> {
+        Message {
+            data,
+            metadata: self.metadata,
+            status: self.status,
+            ack: self.ack,
+            batcher: self.batcher,
+        }
+    }
+
+    /// The batcher's name as a shared string (for the processors' routing).
+    pub(crate) fn batcher_arc(&self) -> Option<&Arc<str>> {
+        self.batcher.as_ref()
+    }
+}
+
+/// Calls an acknowledger, containing a panic.
+fn call(by: &dyn Acknowledger, ok: Vec<Acked>, failed: Vec<Acked>) {
+    if catch_unwind(AssertUnwindSafe(|| by.ack(ok, failed))).is_err() {
+        error!("pipeline: an acknowledger panicked; its messages count as acknowledged");
+    }
+}
+
+/// Acknowledges messages in groups: one call per distinct acknowledger. Returns how many
+/// were successful and how many failed (messages without an acknowledger included).
+pub(crate) fn ack_all<T>(messages: impl IntoIterator<Item = Message<T>>) -> (u64, u64) {
+    struct Group {
+        by: Arc<dyn Acknowledger>,
+        ok: Vec<Acked>,
+        failed: Vec<Acked>,
+    }
+    let mut groups: Vec<Group> = Vec::new();
+    let (mut ok, mut failed) = (0, 0);
+    for m in messages {
+        let is_failed = m.is_failed();
+        if is_failed {
+            failed += 1;
+        } else {
+            ok += 1;
+        }
+        let Some(ack) = m.ack else { continue };
+        let acked = Acked {
+            id: ack.id,
+            metadata: m.metadata,
+            status: m.status,
+        };
+        let key = Arc::as_ptr(&ack.by) as *const ();
+        let group = match groups
+            .iter_mut()
+            .position(|g| Arc::as_ptr(&g.by) as *const () == key)
+        {
+            Some(i) => &mut groups[i],
+            None => {
+                groups.push(Group {
+                    by: ack.by,
+                    ok: Vec::new(),
+                    failed: Vec::new(),
+                });
+                groups.last_mut().expect("just pushed")
+            }
+        };
+        if is_failed {
+            group.failed.push(acked);
+        } else {
+            group.ok.push(acked);
+        }
+    }
+    for g in groups {
+        call(&*g.by, g.ok, g.failed);
+    }
+    (ok, failed)
+}
+
+/// The message of a panic, from its payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        format!("panicked: {s}")
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("panicked: {s}")
+    } else {
+        "panicked: a non-string payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parking_lot::Mutex;
+
+    type Log = Arc<Mutex<Vec<(Vec<u64>, Vec<u64>)>>>;
+
+    fn recorder() -> (Arc<dyn Acknowledger>, Log) {
+        let log: Log = Arc::default();
+        let l = log.clone();
+        let ack = move |ok: Vec<Acked>, failed: Vec<Acked>| {
+            l.lock().push((
+                ok.iter().map(|a| a.id).collect(),
+                failed.iter().map(|a| a.id).collect(),
+            ));
+        };
+        (Arc::new(ack), log)
+    }
+
+    #[test]
+    fn one_call_per_acknowledger_per_group() {
+        let (a, log_a) = recorder();
+        let (b, log_b) = recorder();
+        let mut msgs: Vec<Message<u32>> = (0..6)
+            .map(|i| {
+                let by = if i % 2 == 0 { a.clone() } else { b.clone() };
+                Message::new(i).acknowledger(by, u64::from(i))
+            })
+            .collect();
+        msgs[2].fail("bad");
+        msgs.push(Message::new(9)); // no acknowledger: counted, told to nobody
+        assert_eq!(ack_all(msgs), (6, 1));
+        assert_eq!(*log_a.lock(), vec![(vec![0, 4], vec![2])]);
+        assert_eq!(*log_b.lock(), vec![(vec![1, 3, 5], vec![])]);
+    }
+
+    #[test]
+    fn ack_immediately_acks_once() {
+        let (a, log) = recorder();
+        let mut m = Message::new(1).acknowledger(a, 3);
+        m.ack_immediately();
+        m.ack_immediately();
+        assert_eq!(m.ack_id(), None);
+        assert_eq!(ack_all([m]), (1, 0));
+        assert_eq!(*log.lock(), vec![(vec![3], vec![])]);
+    }
+
+    #[test]
+    fn a_panicking_acknowledger_is_contained() {
+        let by: Arc<dyn Acknowledger> = Arc::new(|_: Vec<Acked>, _: Vec<Acked>| panic!("boom"));
+        assert_eq!(ack_all([Message::new(1).acknowledger(by, 1)]), (1, 0));
+    }
+}

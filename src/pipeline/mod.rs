@@ -1,0 +1,151 @@
+//! Broadway's shape on threads: producers → processors → batchers → batch processors, with
+//! acknowledgements, failed messages, partitioning, rate limits and a graceful shutdown.
+//!
+//! A pipeline is a [`Topology`](crate::Topology) of ordinary stages the [`builder`] wires for
+//! you. Its producers emit [`Message`]s (data, metadata, a [`Status`] and an
+//! [`Acknowledger`]); `concurrency` processors run `handle_message` on each, and zero or more
+//! named batchers group the results into [`Batch`]es for `handle_batch`. Every message that
+//! goes through is **acknowledged exactly once**, successful or failed, **in groups**: one
+//! `ack` call per acknowledger per batch (or per batch of events a processor handled, without
+//! batchers). A handler that returns an error or panics fails that message only (or that
+//! batch): it goes through `handle_failed` and is acknowledged as failed; the pipeline runs
+//! on. This module uses nothing but the crate's public API.
+//!
+//! ```
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use stageflow::pipeline::{self, Acked, BatcherOptions, Message, ProcessorOptions};
+//!
+//! // The acknowledger a queue's client would be: here, it counts.
+//! let acked = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+//! let a = acked.clone();
+//! let ack = Arc::new(move |ok: Vec<Acked>, failed: Vec<Acked>| {
+//!     a.0.fetch_add(ok.len() as u64, Ordering::Relaxed);
+//!     a.1.fetch_add(failed.len() as u64, Ordering::Relaxed);
+//! });
+//!
+//! let p = pipeline::builder("words")
+//!     .producers(1, move |_| {
+//!         let ack = ack.clone();
+//!         let words = ["apple", "", "banana", "cherry"].into_iter().enumerate();
+//!         stageflow::from_iter(words.map(move |(i, w)| {
+//!             Message::new(w.to_owned()).acknowledger(ack.clone(), i as u64)
+//!         }))
+//!     })
+//!     .processors(ProcessorOptions::new().concurrency(2), |m: &mut Message<String>| {
+//!         if m.data.is_empty() {
+//!             return Err("empty word"); // this message fails, the others go on
+//!         }
+//!         Ok(m.data.to_uppercase())
+//!     })
+//!     .batcher(
+//!         "print",
+//!         BatcherOptions::new().batch_size(2).batch_timeout(Duration::from_millis(50)),
+//!         |batch: &mut pipeline::Batch<String>| {
+//!             let words: Vec<&str> = batch.messages.iter().map(|m| m.data.as_str()).collect();
+//!             println!("Got batch of {}: {words:?}", words.len());
+//!             Ok::<(), String>(())
+//!         },
+//!     )
+//!     .start()?;
+//! p.join(); // the producer finishes, and the pipeline after it
+//! assert_eq!(acked.0.load(Ordering::Relaxed), 3);
+//! assert_eq!(acked.1.load(Ordering::Relaxed), 1);
+//! assert_eq!(p.counters().unacknowledged(), 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # The shape
+//!
+//! | layer | threads | what runs there | Broadway's default, and ours |
+//! |---|---|---|---|
+//! | producers | `concurrency` (1) | your [`Producer`](crate::Producer) of `Message<I>` | the same |
+//! | processors | [`ProcessorOptions::concurrency`] | `handle_message`, `max_demand` 10 / `min_demand` 5 on each producer | Broadway: schedulers × 2; here one per CPU (a processor is an OS thread, not a BEAM process: see the option) |
+//! | batchers | one per name | grouping by [`BatchSize`] (100) or `batch_timeout` (1 s); `max_demand` the batch size on each processor | the same |
+//! | batch processors | [`BatcherOptions::concurrency`] (1) per batcher | `handle_batch`, `max_demand` 1 / `min_demand` 0 | the same; with one batch processor and no `partition_by`, `handle_batch` runs on the batcher's own thread (see below) |
+//!
+//! Types are checked end to end: producers emit `Message<I>`, `handle_message` turns a
+//! `Message<I>` into a `Message<O>` (keeping metadata, acknowledger and batcher), and every
+//! batcher's handler takes `Batch<O>`.
+//!
+//! # Failures and acknowledgements
+//!
+//! A message fails when `handle_message` returns `Err`, panics, or calls [`Message::fail`];
+//! a batch's messages fail when `handle_batch` returns `Err` or panics (or one by one with
+//! [`Message::fail`]). Failed messages go to the layer's `handle_failed` hook, then to their
+//! acknowledger's failed list. Successful ones are acknowledged after `handle_batch` (or after
+//! `handle_message`, without batchers). [`Message::ack_immediately`] acknowledges one at once
+//! and never again. There are no retries: as in Broadway, redelivery is the source's job.
+//!
+//! # Batching
+//!
+//! A batch is emitted when it reaches its size, or when `batch_timeout` has passed since its
+//! first message; it is never empty. A message goes to the batcher it names with
+//! [`Message::put_batcher`], or to the first batcher. When its processors have all ended
+//! (the producers finished, or a shutdown), a batcher flushes what it holds.
+//!
+//! # Ordering
+//!
+//! [`ProcessorOptions::partition_by`] sends messages of one key to one processor, in order;
+//! [`BatcherOptions::partition_by`] makes batches per partition, each handled by its own batch
+//! processor, in order. With both on the same key, per-key order holds end to end.
+//!
+//! # Rate limiting
+//!
+//! [`WithProducers::rate_limiting`]: at most N messages per interval leave the producers, all
+//! of them together, changeable while the pipeline runs ([`Pipeline::update_rate_limiting`]).
+//! Broadway holds demand in its producers; here processors draw their demand from a shared
+//! window (demand asked and not yet delivered counts against the next interval), so any
+//! stageflow producer is rate limited unchanged.
+//!
+//! # Shutting down
+//!
+//! [`Pipeline::shutdown`] drains the pipeline ([`Topology::drain`](crate::Topology::drain)):
+//! the producers stop producing and deliver what they hold, every message in flight is
+//! processed, batched and acknowledged, then every stage ends, within the shutdown timeout
+//! (30 s, Broadway's `:shutdown`). What is still in flight at the timeout is stopped and
+//! reported ([`ShutdownReport::unacknowledged`]), never dropped silently. A finite producer
+//! that finishes ends the pipeline the same way: [`Pipeline::join`].
+//!
+//! # Where this differs from Broadway
+//!
+//! - **No restarts.** Processors subscribe to producers with permanent subscriptions: a
+//!   producer that finishes ends the pipeline once all have (fan-in), and one that crashes
+//!   ends its processors, whose messages in flight are counted as discarded (Broadway
+//!   restarts it under a supervisor and resubscribes after 100 ms).
+//! - **Acknowledgers see ids, not data**: [`Acked`] carries the id the producer gave, the
+//!   metadata and the status (the data's type changes along the pipeline).
+//! - **Processor concurrency** defaults to one thread per CPU, not schedulers × 2.
+//! - **One batch processor runs on its batcher's thread.** A stageflow producer-consumer takes
+//!   events only while its consumers have demand, so a batcher in front of a single batch
+//!   processor (demand 1 / 0) waits while each batch is handled anyway; running `handle_batch` on
+//!   the batcher's thread saves a thread and a hand-off per batch and changes nothing else
+//!   (batches, order, acknowledgements, counters, shutdown are the same). With `concurrency` above
+//!   1 or `partition_by`, batch processors are their own stages, as in Broadway.
+//! - **Rate limiting** is applied to the processors' demand (see above).
+//! - **Testing**: [`Pipeline::test_messages`] pushes messages into the processors directly
+//!   (Broadway pushes them through its producer); use a [`DummyProducer`] to have a pipeline
+//!   that runs until it is shut down.
+
+mod batch;
+mod batcher;
+mod builder;
+mod counters;
+mod error;
+mod handle;
+mod message;
+mod processor;
+mod rate;
+mod testing;
+
+pub use batch::{Batch, BatchInfo, BatchSize, Trigger, WeightFn};
+pub use builder::{
+    builder, BatcherOptions, Builder, ProcessorOptions, WithProcessors, WithProducers,
+};
+pub use counters::{LayerCounters, PipelineCounters, ProducerCounters};
+pub use error::PipelineError;
+pub use handle::{AckReport, Pipeline, ShutdownReport, TestAcks};
+pub use message::{Acked, Acknowledger, Message, Metadata, Status};
+pub use rate::RateLimit;
+pub use testing::DummyProducer;

@@ -1,0 +1,332 @@
+//! The processor stages: `handle_message` on each message, a panic or an error failing that
+//! message only; failed messages through `handle_failed` and acknowledged in one group per
+//! batch of events; the rest passed on to the batchers (or acknowledged, without batchers).
+//! With a rate limit, a processor asks its producers itself, for what the shared window
+//! grants.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::counters::Cells;
+use super::message::{ack_all, panic_message, Message};
+use super::rate::Limiter;
+use crate::{
+    Consumer, ConsumerContext, Context, DemandMode, Direction, Events, ProducerConsumer, Reason,
+    Subscription, SubscriptionId,
+};
+
+/// A processor's `handle_message`, its error turned into a string.
+pub(crate) type Handler<I, O> = Box<dyn FnMut(&mut Message<I>) -> Result<O, String> + Send>;
+/// A `handle_failed` hook.
+pub(crate) type FailedHook<I> = Arc<dyn Fn(&mut [Message<I>]) + Send + Sync>;
+
+/// A processor's own messages.
+#[derive(Debug)]
+pub(crate) enum ProcessorMsg<I> {
+    /// Messages pushed from outside (tests), handled as if a producer had sent them.
+    Push(Vec<Message<I>>),
+    /// The rate limit's window has reset: ask again.
+    Refill,
+}
+
+/// Where successful messages go.
+pub(crate) enum Route {
+    /// Nowhere: acknowledged by the processor (no batchers).
+    Ack,
+    /// To the batchers with these names (the first is the default).
+    Batchers(Arc<[Arc<str>]>),
+}
+
+/// What both kinds of processor share.
+pub(crate) struct Core<I, O> {
+    pub(crate) handler: Handler<I, O>,
+    pub(crate) on_failed: Option<FailedHook<I>>,
+    pub(crate) route: Route,
+    pub(crate) cells: Arc<Cells>,
+    pub(crate) totals: Arc<Cells>,
+    pub(crate) gate: Option<Gate>,
+}
+
+impl<I, O> Core<I, O> {
+    /// Runs `handle_message` on each message; returns what goes on to the batchers.
+    fn process(&mut self, messages: impl Iterator<Item = Message<I>>) -> Vec<Message<O>> {
+        let mut out = Vec::with_capacity(messages.size_hint().0);
+        let mut failed = Vec::new();
+        let mut done = Vec::new();
+        let mut n = 0u64;
+        for mut m in messages {
+            n += 1;
+            let result = catch_unwind(AssertUnwindSafe(|| (self.handler)(&mut m)));
+            match result {
+                Ok(Ok(data)) if !m.is_failed() => {
+                    let m = m.with_data(data);
+                    match &self.route {
+                        Route::Ack => done.push(m),
+                        Route::Batchers(names) => match m.batcher() {
+                            Some(b) if !names.iter().any(|n| &**n == b) => {
+                                let reason = format!("unknown batcher {b:?}");
+                                failed.push(Failed::Out(m.with_failure(reason)));
+                            }
+                            _ => out.push(m),
+                        },
+                    }
+                }
+                Ok(Ok(_)) => failed.push(Failed::In(m)),
+                Ok(Err(reason)) => {
+                    m.fail(reason);
+                    failed.push(Failed::In(m));
+                }
+                Err(payload) => {
+                    m.fail(panic_message(payload.as_ref()));
+                    failed.push(Failed::In(m));
+                }
+            }
+        }
+        Cells::add(&self.cells.messages_in, n);
+        Cells::add(&self.cells.batches, 1);
+        Cells::add(&self.cells.successful, (out.len() + done.len()) as u64);
+        let mut failed_in: Vec<Message<I>> = Vec::new();
+        let mut failed_out: Vec<Message<O>> = Vec::new();
+        for f in failed {
+            match f {
+                Failed::In(m) => failed_in.push(m),
+                Failed::Out(m) => failed_out.push(m),
+            }
+        }
+        if !failed_in.is_empty() {
+            if let Some(hook) = &self.on_failed {
+                if catch_unwind(AssertUnwindSafe(|| hook(&mut failed_in))).is_err() {
+                    log::error!("pipeline: handle_failed panicked; the messages stay failed");
+                }
+                // A hook cannot make a failed message successful.
+                for m in &mut failed_in {
+                    if !m.is_failed() {
+                        m.fail("failed in a processor");
+                    }
+                }
+            }
+        }
+        Cells::add(
+            &self.cells.failed,
+            (failed_in.len() + failed_out.len()) as u64,
+        );
+        let (ok1, f1) = ack_all(failed_in);
+        let (ok2, f2) = ack_all(done.into_iter().chain(failed_out));
+        Cells::add(&self.totals.successful, ok1 + ok2);
+        Cells::add(&self.totals.failed, f1 + f2);
+        out
+    }
+}
+
+enum Failed<I, O> {
+    In(Message<I>),
+    Out(Message<O>),
+}
+
+impl<T> Message<T> {
+    fn with_failure(mut self, reason: String) -> Message<T> {
+        self.fail(reason);
+        self
+    }
+}
+
+/// Manual demand from a shared rate limit: GenStage's rule (ask up to `max_demand` once the
+/// outstanding demand is `min_demand` or less), for what the window grants.
+pub(crate) struct Gate {
+    pub(crate) limiter: Arc<Limiter>,
+    pub(crate) max_demand: usize,
+    pub(crate) min_demand: usize,
+    outstanding: HashMap<SubscriptionId, usize>,
+    refill_set: bool,
+}
+
+impl Gate {
+    pub(crate) fn new(limiter: Arc<Limiter>, max_demand: usize, min_demand: usize) -> Gate {
+        Gate {
+            limiter,
+            max_demand,
+            min_demand,
+            outstanding: HashMap::new(),
+            refill_set: false,
+        }
+    }
+
+    fn refill<Out, I>(&mut self, ctx: &mut Context<'_, Out, ProcessorMsg<I>>) {
+        let now = Instant::now();
+        let mut short = None;
+        for (&sub, outstanding) in self.outstanding.iter_mut() {
+            if *outstanding > self.min_demand {
+                continue;
+            }
+            let want = self.max_demand - *outstanding;
+            let (granted, reset) = self.limiter.take(want, now);
+            if granted > 0 {
+                *outstanding += granted;
+                ctx.ask(sub, granted);
+            }
+            if granted < want {
+                short = Some(reset);
+            }
+        }
+        if let (Some(reset), false) = (short, self.refill_set) {
+            self.refill_set = true;
+            let delay = reset.saturating_duration_since(Instant::now());
+            ctx.send_after(ProcessorMsg::Refill, delay);
+        }
+    }
+
+    fn arrived(&mut self, sub: SubscriptionId, n: usize) {
+        if let Some(o) = self.outstanding.get_mut(&sub) {
+            *o = o.saturating_sub(n);
+        }
+        self.limiter.delivered(n);
+    }
+}
+
+impl<I, O> Core<I, O> {
+    /// `handle_message` for both kinds; returns what goes on to the batchers.
+    fn message<Out>(
+        &mut self,
+        msg: ProcessorMsg<I>,
+        ctx: &mut Context<'_, Out, ProcessorMsg<I>>,
+    ) -> Vec<Message<O>> {
+        match msg {
+            ProcessorMsg::Push(messages) => self.process(messages.into_iter()),
+            ProcessorMsg::Refill => {
+                if let Some(g) = &mut self.gate {
+                    g.refill_set = false;
+                    g.refill(ctx);
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// After a batch of events from `sub`: with a rate limit, ask for more.
+    fn arrived<Out>(
+        &mut self,
+        sub: SubscriptionId,
+        n: usize,
+        ctx: &mut Context<'_, Out, ProcessorMsg<I>>,
+    ) {
+        if let Some(g) = &mut self.gate {
+            g.arrived(sub, n);
+            g.refill(ctx);
+        }
+    }
+
+    fn subscribe<Out>(
+        &mut self,
+        subscription: &Subscription,
+        ctx: &mut Context<'_, Out, ProcessorMsg<I>>,
+    ) -> DemandMode {
+        match &mut self.gate {
+            Some(g) if subscription.direction() == Direction::Upstream => {
+                g.outstanding.insert(subscription.id(), 0);
+                g.refill(ctx);
+                DemandMode::Manual
+            }
+            _ => DemandMode::Automatic,
+        }
+    }
+
+    fn cancelled(&mut self, subscription: &Subscription) {
+        if let Some(g) = &mut self.gate {
+            if let Some(left) = g.outstanding.remove(&subscription.id()) {
+                g.limiter.forget(left);
+            }
+        }
+    }
+}
+
+/// A processor followed by batchers: a producer-consumer of messages.
+pub(crate) struct Processor<I, O>(pub(crate) Core<I, O>);
+
+impl<I: Send + 'static, O: Send + 'static> ProducerConsumer for Processor<I, O> {
+    type In = Message<I>;
+    type Out = Message<O>;
+    type Message = ProcessorMsg<I>;
+
+    fn handle_events(
+        &mut self,
+        events: Events<'_, Message<I>>,
+        ctx: &mut Context<'_, Message<O>, ProcessorMsg<I>>,
+    ) {
+        let (sub, n) = (events.subscription(), events.len());
+        let out = self.0.process(events);
+        ctx.emit_all(out);
+        self.0.arrived(sub, n, ctx);
+    }
+
+    fn handle_message(
+        &mut self,
+        msg: ProcessorMsg<I>,
+        ctx: &mut Context<'_, Message<O>, ProcessorMsg<I>>,
+    ) {
+        let out = self.0.message(msg, ctx);
+        ctx.emit_all(out);
+    }
+
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        ctx: &mut Context<'_, Message<O>, ProcessorMsg<I>>,
+    ) -> DemandMode {
+        self.0.subscribe(subscription, ctx)
+    }
+
+    fn handle_cancel(
+        &mut self,
+        subscription: &Subscription,
+        _reason: &Reason,
+        _ctx: &mut Context<'_, Message<O>, ProcessorMsg<I>>,
+    ) {
+        self.0.cancelled(subscription);
+    }
+}
+
+/// A processor with no batchers after it: a consumer that acknowledges what it handled.
+pub(crate) struct Sink<I, O>(pub(crate) Core<I, O>);
+
+impl<I: Send + 'static, O: Send + 'static> Consumer for Sink<I, O> {
+    type In = Message<I>;
+    type Message = ProcessorMsg<I>;
+
+    fn handle_events(
+        &mut self,
+        events: Events<'_, Message<I>>,
+        ctx: &mut ConsumerContext<'_, ProcessorMsg<I>>,
+    ) {
+        let (sub, n) = (events.subscription(), events.len());
+        let out = self.0.process(events);
+        debug_assert!(out.is_empty());
+        self.0.arrived(sub, n, ctx);
+    }
+
+    fn handle_message(
+        &mut self,
+        msg: ProcessorMsg<I>,
+        ctx: &mut ConsumerContext<'_, ProcessorMsg<I>>,
+    ) {
+        self.0.message(msg, ctx);
+    }
+
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        ctx: &mut ConsumerContext<'_, ProcessorMsg<I>>,
+    ) -> DemandMode {
+        self.0.subscribe(subscription, ctx)
+    }
+
+    fn handle_cancel(
+        &mut self,
+        subscription: &Subscription,
+        _reason: &Reason,
+        _ctx: &mut ConsumerContext<'_, ProcessorMsg<I>>,
+    ) {
+        self.0.cancelled(subscription);
+    }
+}
