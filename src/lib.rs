@@ -332,6 +332,8 @@ mod handle;
 pub mod http;
 pub mod pipeline;
 mod reason;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod runner;
 mod shared;
 mod stage;
