@@ -44,6 +44,13 @@ impl Entry {
     }
 
     pub(crate) fn from_reply(s: StreamId) -> Entry {
+        Entry::from(s)
+    }
+}
+
+impl From<StreamId> for Entry {
+    /// An entry of the client's reply (`XRANGE`, `XREADGROUP`), its values as bytes.
+    fn from(s: StreamId) -> Entry {
         let fields = s
             .map
             .into_iter()

@@ -239,7 +239,7 @@ impl<T: Send + 'static> Producer for StreamProducer<T> {
 
     fn handle_message(&mut self, _: ReadTurn, ctx: &mut Context<'_, Message<T>, ReadTurn>) {
         self.scheduled = false;
-        if self.demand == 0 || ctx.is_stop_requested() {
+        if self.demand == 0 || ctx.is_stop_requested() || ctx.is_finishing() {
             return;
         }
         let shared = self.source.shared.clone();
