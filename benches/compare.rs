@@ -5,6 +5,7 @@
 
 #[cfg(feature = "http")]
 mod http_decode;
+mod pipeline_shape;
 mod shapes;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -542,6 +543,9 @@ fn main() {
     #[cfg(feature = "http")]
     if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "l")) {
         http_decode::table(s.quick, s.rounds);
+    }
+    if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "m")) {
+        pipeline_shape::table(&s);
     }
     allocation_table(&s);
     if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "g")) {

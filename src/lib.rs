@@ -217,6 +217,17 @@
 //! # }
 //! ```
 //!
+//! # Broadway's shape: pipelines of messages
+//!
+//! The [`pipeline`] module wires a whole consumer of a queue or stream for you, as Elixir's
+//! Broadway does: producers of [`pipeline::Message`]s → processors (`handle_message`) →
+//! named batchers (by size or timeout) → batch handlers. Every message is acknowledged
+//! exactly once, successful or failed, in groups (one call per acknowledger per batch); a
+//! handler's error or panic fails that message only. It adds `partition_by` (per-key order end
+//! to end), a rate limit shared by all producers, counters per layer, test helpers, and a
+//! graceful shutdown that drains everything in flight within a timeout and counts what it
+//! could not.
+//!
 //! # Messages and timers
 //!
 //! Each stage has a `Message` type. [`Stage::cast`] sends one to its `handle_message`,

@@ -133,7 +133,7 @@ fn smoke() {
     let rec = Recorder::default();
     let r = rec.clone();
     let p = pipeline::builder("smoke")
-        .producers(1, move |_| source(&r, 100))
+        .producer(move |_| source(&r, 100))
         .processors(
             pipeline::ProcessorOptions::new().concurrency(2),
             |m: &mut Message<u64>| Ok::<_, String>(m.data * 2),

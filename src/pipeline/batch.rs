@@ -133,6 +133,10 @@ impl<T> Accumulator<T> {
         let started = self.pending.is_empty();
         let full = match size {
             BatchSize::Count(n) => {
+                if started {
+                    // One allocation per batch, not one per doubling.
+                    self.pending.reserve(*n);
+                }
                 self.pending.push(m);
                 self.pending.len() >= *n
             }

@@ -47,6 +47,17 @@ impl Builder {
         self
     }
 
+    /// One producer, made by `factory(0)` (Broadway's default `concurrency: 1`); see
+    /// [`producers`](Builder::producers).
+    pub fn producer<P, I, F>(self, factory: F) -> WithProducers<I>
+    where
+        P: Producer<Out = Message<I>>,
+        I: Send + 'static,
+        F: FnMut(usize) -> StageBuilder<P, ProducerRole> + 'static,
+    {
+        self.producers(1, factory)
+    }
+
     /// The producers: `concurrency` stages made by `factory(i)` for `i` in
     /// `0..concurrency` (Broadway's `producer: [module:, concurrency:]`, default 1). Each
     /// emits [`Message`]s; set its buffer options on the builder you return. The pipeline

@@ -1,0 +1,157 @@
+//! Row m of `compare`: Broadway's shape through `stageflow::pipeline` (a producer → 8
+//! processors → 1 batcher of 100 → its batch processor, acknowledging each batch) beside the
+//! same shape written by hand on crossbeam channels (a producer thread handing out chunks of
+//! `max_demand / 2` to 8 worker threads, a batcher thread, a batch thread that acknowledges), alternately.
+//!
+//! Both carry a data word and an acknowledgement id per message and acknowledge once per
+//! batch; the pipeline's messages also carry metadata, a status and their acknowledger, and
+//! its processors and batch handlers contain panics, as a real pipeline needs.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::bounded;
+use stageflow::pipeline::{self, Acked, Batch, BatcherOptions, Message, ProcessorOptions};
+
+const PROCESSORS: usize = 8;
+const BATCH: usize = 100;
+
+/// The pipeline: `n` messages, each acknowledged (counted) once per batch; processors with
+/// `max_demand` `md` (and `min_demand` half of it).
+fn with_pipeline(n: u64, md: usize) -> Duration {
+    let acked = Arc::new(AtomicU64::new(0));
+    let a = acked.clone();
+    let ack: Arc<dyn pipeline::Acknowledger> = Arc::new(move |ok: Vec<Acked>, _: Vec<Acked>| {
+        a.fetch_add(ok.len() as u64, Ordering::Relaxed);
+    });
+    let start = Instant::now();
+    let p = pipeline::builder("bench")
+        .producers(1, move |_| {
+            let ack = ack.clone();
+            stageflow::from_iter((0..n).map(move |i| Message::new(i).acknowledger(ack.clone(), i)))
+        })
+        .processors(
+            ProcessorOptions::new()
+                .concurrency(PROCESSORS)
+                .max_demand(md),
+            |m: &mut Message<u64>| Ok::<u64, String>(m.data.wrapping_mul(2)),
+        )
+        .batcher(
+            "b",
+            BatcherOptions::new()
+                .batch_size(BATCH)
+                .batch_timeout(Duration::from_secs(60)),
+            |b: &mut Batch<u64>| {
+                black_box(b.messages.iter().map(|m| m.data).sum::<u64>());
+                Ok::<(), String>(())
+            },
+        )
+        .start()
+        .expect("start the pipeline");
+    p.join();
+    let t = start.elapsed();
+    assert_eq!(acked.load(Ordering::Relaxed), n);
+    t
+}
+
+/// A message by hand: its data and its acknowledgement id.
+struct Plain {
+    data: u64,
+    id: u64,
+}
+
+/// The same shape by hand, handing out chunks of `md / 2` (what the processors' demand cuts).
+fn by_hand(n: u64, md: usize) -> Duration {
+    let acked = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let (work_tx, work_rx) = bounded::<Vec<Plain>>(PROCESSORS * 2);
+    let (out_tx, out_rx) = bounded::<Vec<Plain>>(PROCESSORS * 2);
+    let (batch_tx, batch_rx) = bounded::<Vec<Plain>>(1);
+    let producer = std::thread::spawn(move || {
+        let mut i = 0;
+        while i < n {
+            let end = (i + (md / 2) as u64).min(n);
+            let chunk: Vec<Plain> = (i..end).map(|x| Plain { data: x, id: x }).collect();
+            work_tx.send(chunk).unwrap();
+            i = end;
+        }
+    });
+    let workers: Vec<_> = (0..PROCESSORS)
+        .map(|_| {
+            let (rx, tx) = (work_rx.clone(), out_tx.clone());
+            std::thread::spawn(move || {
+                for mut chunk in rx {
+                    for m in &mut chunk {
+                        m.data = m.data.wrapping_mul(2);
+                    }
+                    tx.send(chunk).unwrap();
+                }
+            })
+        })
+        .collect();
+    drop((work_rx, out_tx));
+    let batcher = std::thread::spawn(move || {
+        let mut pending = Vec::with_capacity(BATCH);
+        for chunk in out_rx {
+            for m in chunk {
+                pending.push(m);
+                if pending.len() == BATCH {
+                    batch_tx
+                        .send(std::mem::replace(&mut pending, Vec::with_capacity(BATCH)))
+                        .unwrap();
+                }
+            }
+        }
+        if !pending.is_empty() {
+            batch_tx.send(pending).unwrap();
+        }
+    });
+    let a = acked.clone();
+    let batches = std::thread::spawn(move || {
+        for batch in batch_rx {
+            black_box(batch.iter().map(|m| m.data).sum::<u64>());
+            let ids: Vec<u64> = batch.iter().map(|m| m.id).collect();
+            a.fetch_add(black_box(ids).len() as u64, Ordering::Relaxed);
+        }
+    });
+    producer.join().unwrap();
+    for w in workers {
+        w.join().unwrap();
+    }
+    batcher.join().unwrap();
+    batches.join().unwrap();
+    let t = start.elapsed();
+    assert_eq!(acked.load(Ordering::Relaxed), n);
+    t
+}
+
+/// Prints row m (messages/s), through `compare`'s alternating `row`.
+pub(crate) fn table(s: &super::Settings) {
+    println!(
+        "## m: Broadway's shape (messages/s: median (min–max) of {} rounds, run alternately)",
+        s.rounds
+    );
+    println!();
+    println!("| id | shape | stageflow::pipeline | by hand (crossbeam) | ratio |");
+    println!("|---|---|---|---|---|");
+    let n = if s.quick { 200_000 } else { 1_000_000 };
+    super::row(
+        s,
+        "m",
+        "producer → 8 processors (10/5, Broadway's default) → batcher of 100 → acknowledger",
+        n,
+        || with_pipeline(n, 10),
+        || by_hand(n, 10),
+    );
+    super::row(
+        s,
+        "m100",
+        "producer → 8 processors (100/50) → batcher of 100 → acknowledger",
+        n,
+        || with_pipeline(n, 100),
+        || by_hand(n, 100),
+    );
+    println!();
+}
