@@ -6,6 +6,8 @@
 #[cfg(feature = "http")]
 mod http_decode;
 mod pipeline_shape;
+#[cfg(feature = "redis")]
+mod redis_shape;
 mod shapes;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -546,6 +548,10 @@ fn main() {
     }
     if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "m")) {
         pipeline_shape::table(&s);
+    }
+    #[cfg(feature = "redis")]
+    if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "r")) {
+        redis_shape::table(&s);
     }
     allocation_table(&s);
     if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "g")) {

@@ -1,6 +1,8 @@
 //! Stages from closures, for the simple cases that need no struct: [`Map`], [`FlatMap`] and
 //! [`Filter`] are producer-consumers, [`ForEach`] and [`Batches`] are consumers, [`Generate`]
-//! is a producer.
+//! is a producer. [`Fold`] and [`Collect`] are consumers whose result comes back from their
+//! handle: build them with [`keep_state`](crate::StageBuilder::keep_state) and take it with
+//! [`Stage::join_state`](crate::Stage::join_state).
 //!
 //! ```
 //! use stageflow::fns::{Filter, ForEach, Map};
@@ -185,6 +187,121 @@ where
 }
 
 closure_debug!(ForEach<F, T>);
+
+/// A consumer that folds every event into an accumulator: `acc = f(acc, event)`. Its result
+/// comes back with [`Stage::join_state`](crate::Stage::join_state) (build it with
+/// [`keep_state`](crate::StageBuilder::keep_state)), then [`Fold::into_inner`].
+pub struct Fold<F, T, A> {
+    f: F,
+    acc: Option<A>,
+    _types: PhantomData<fn(T)>,
+}
+
+impl<F, T, A> Fold<F, T, A>
+where
+    F: FnMut(A, T) -> A + Send + 'static,
+{
+    /// Starts from `init` and folds each event in with `f`, in order.
+    pub fn new(init: A, f: F) -> Fold<F, T, A> {
+        Fold {
+            f,
+            acc: Some(init),
+            _types: PhantomData,
+        }
+    }
+
+    /// The accumulator.
+    pub fn into_inner(self) -> A {
+        self.acc
+            .expect("a fold always holds its accumulator between callbacks")
+    }
+
+    /// The accumulator so far.
+    pub fn get(&self) -> &A {
+        self.acc
+            .as_ref()
+            .expect("a fold always holds its accumulator between callbacks")
+    }
+}
+
+impl<F, T, A> Consumer for Fold<F, T, A>
+where
+    F: FnMut(A, T) -> A + Send + 'static,
+    T: Send + 'static,
+    A: Send + 'static,
+{
+    type In = T;
+    type Message = ();
+
+    fn handle_events(&mut self, events: Events<'_, T>, _: &mut ConsumerContext<'_>) {
+        if let Some(acc) = self.acc.take() {
+            // A panicking `f` ends the stage; the accumulator is gone with it.
+            self.acc = Some(events.fold(acc, &mut self.f));
+        }
+    }
+}
+
+impl<F, T, A: fmt::Debug> fmt::Debug for Fold<F, T, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fold").field("acc", &self.acc).finish()
+    }
+}
+
+/// A consumer that collects every event into a `Vec`, in the order received. Its result comes
+/// back with [`Stage::join_state`](crate::Stage::join_state) (build it with
+/// [`keep_state`](crate::StageBuilder::keep_state)), then [`Collect::into_vec`].
+///
+/// It holds everything it receives: for a bounded input, or a test.
+///
+/// ```
+/// use stageflow::fns::Collect;
+/// use stageflow::SubscribeOptions;
+///
+/// let words = stageflow::from_iter(["demand", "flows", "up"]).spawn()?;
+/// let sink = stageflow::consumer(Collect::new())
+///     .keep_state()
+///     .subscribe_to(&words, SubscribeOptions::new())?
+///     .spawn()?;
+/// let (_, collected) = sink.join_state();
+/// assert_eq!(collected.unwrap().into_vec(), ["demand", "flows", "up"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Collect<T> {
+    events: Vec<T>,
+}
+
+impl<T> Collect<T> {
+    /// An empty collection.
+    pub fn new() -> Collect<T> {
+        Collect { events: Vec::new() }
+    }
+
+    /// What it collected.
+    pub fn into_vec(self) -> Vec<T> {
+        self.events
+    }
+
+    /// What it collected so far.
+    pub fn as_slice(&self) -> &[T] {
+        &self.events
+    }
+}
+
+impl<T> Default for Collect<T> {
+    fn default() -> Self {
+        Collect::new()
+    }
+}
+
+impl<T: Send + 'static> Consumer for Collect<T> {
+    type In = T;
+    type Message = ();
+
+    fn handle_events(&mut self, events: Events<'_, T>, _: &mut ConsumerContext<'_>) {
+        self.events.extend(events);
+    }
+}
 
 /// A consumer that calls `f` with each batch, as the credit protocol cuts them.
 pub struct Batches<F, T> {

@@ -174,6 +174,23 @@ impl<S, R: Role<S>> Stage<S, R> {
         self.shared.wait(Some(crate::timer::deadline(timeout)))
     }
 
+    /// Waits until the stage has ended, like [`Stage::join`], and hands back the stage's value
+    /// as it was at the end (after its `terminate`), if it was built with
+    /// [`keep_state`](crate::StageBuilder::keep_state). `None` without it, or when another
+    /// handle took the value already: there is one value, so only the first call gets it.
+    pub fn join_state(&self) -> (Reason, Option<S>)
+    where
+        S: 'static,
+    {
+        let reason = self.join();
+        let state = self
+            .shared
+            .take_state()
+            .and_then(|b| b.downcast::<S>().ok())
+            .map(|b| *b);
+        (reason, state)
+    }
+
     /// How the stage ended, or `None` while it runs.
     pub fn outcome(&self) -> Option<Reason> {
         self.shared.outcome()
@@ -361,7 +378,7 @@ impl<S, R: Consumes<S>> Stage<S, R> {
     /// see the second half happen, and returns after the subscribe timeout.
     pub fn subscribe_to(
         &self,
-        producer: &impl Upstream<R::In>,
+        producer: &(impl Upstream<R::In> + ?Sized),
         options: SubscribeOptions,
     ) -> Result<SubscriptionId, SubscribeError> {
         if self.is_finished() {
@@ -390,7 +407,7 @@ impl<S, R: Consumes<S>> Stage<S, R> {
         &self,
         old: SubscriptionId,
         reason: Reason,
-        producer: &impl Upstream<R::In>,
+        producer: &(impl Upstream<R::In> + ?Sized),
         options: SubscribeOptions,
     ) -> Result<SubscriptionId, SubscribeError> {
         options.validate()?;
@@ -492,6 +509,7 @@ impl<S, R: Emits<S>> Upstream<<R as Role<S>>::Out> for Stage<S, R> {
     fn source(&self) -> Source<<R as Role<S>>::Out> {
         Source {
             port: Box::new(self.tx.clone()),
+            control: Box::new(self.tx.clone()),
             name: self.shared.name.clone(),
             shared: self.shared.clone(),
         }
@@ -506,8 +524,33 @@ impl<T> Upstream<T> for Source<T> {
 
 /// A producer's subscription endpoint, for events of type `T`. Obtained from a producer or
 /// producer-consumer handle through [`Upstream::source`]; it keeps the producer reachable.
+///
+/// It is the type-erased handle on a producer: producers of different stage types but the
+/// same events have the same `Source<T>`, so one can be chosen at run time (a `&dyn
+/// Upstream<T>` works too). It can join a [`Topology`](crate::Topology).
+///
+/// ```
+/// use stageflow::fns::ForEach;
+/// use stageflow::{Source, SubscribeOptions, Topology, Upstream};
+///
+/// let from_a_range = stageflow::from_iter(0..3u64).spawn()?;
+/// let from_a_vec = stageflow::from_iter(vec![7u64, 8]).spawn()?;
+/// let chosen: Source<u64> = if std::env::args().count() > 99 {
+///     from_a_vec.source()
+/// } else {
+///     from_a_range.source()
+/// };
+/// let sink = stageflow::consumer(ForEach::new(|_: u64| {}))
+///     .subscribe_to(&chosen, SubscribeOptions::new())?
+///     .spawn()?;
+/// let pipeline = Topology::new().with(&chosen).with(&sink);
+/// # from_a_vec.stop();
+/// pipeline.join();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Source<T> {
     port: Box<dyn Port<Up<T>>>,
+    control: Box<dyn Port<Control>>,
     name: Arc<str>,
     shared: Arc<Shared>,
 }
@@ -516,6 +559,7 @@ impl<T> Clone for Source<T> {
     fn clone(&self) -> Self {
         Source {
             port: self.port.clone_box(),
+            control: self.control.clone_box(),
             name: self.name.clone(),
             shared: self.shared.clone(),
         }
@@ -534,6 +578,14 @@ impl<T> Source<T> {
     /// The producer's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// An untyped handle on the producer, to stop, finish or join it.
+    pub fn stage_ref(&self) -> StageRef {
+        StageRef {
+            shared: self.shared.clone(),
+            control: self.control.clone_box(),
+        }
     }
 
     /// On the producer's control path, which never blocks and never drops the message: used

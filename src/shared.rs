@@ -24,8 +24,14 @@ use crate::subscription::{Direction, SubscriptionId};
 pub struct Counters {
     /// Events received from producers.
     pub events_in: u64,
-    /// Events sent to consumers.
+    /// Events sent to consumers: each copy counts, so with a
+    /// [`BroadcastDispatcher`](crate::dispatcher::BroadcastDispatcher) an event sent to three
+    /// consumers counts three times. See `emitted` for each event once.
     pub events_out: u64,
+    /// Events the stage emitted, each once however many consumers received it. For a producer
+    /// at the end of its life, `emitted = events_out + discarded` (one consumer per event),
+    /// and with a broadcast every consumer's `events_in` is at most `emitted`.
+    pub emitted: u64,
     /// Events dropped by the buffer's keep policy, or left behind when the stage ended.
     pub discarded: u64,
     /// Events waiting in the stage: in its producer buffer, or (for a producer-consumer)
@@ -55,6 +61,7 @@ pub struct SubscriptionCounters {
 pub(crate) struct Cells {
     pub(crate) events_in: AtomicU64,
     pub(crate) events_out: AtomicU64,
+    pub(crate) emitted: AtomicU64,
     pub(crate) discarded: AtomicU64,
     pub(crate) buffered: AtomicU64,
 }
@@ -73,10 +80,21 @@ pub(crate) struct SubCell {
     pub(crate) demand: Arc<AtomicU64>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Done {
     outcome: Option<Reason>,
     thread: Option<JoinHandle<()>>,
+    /// The stage's value, kept for `Stage::join_state`.
+    state: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl std::fmt::Debug for Done {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Done")
+            .field("outcome", &self.outcome)
+            .field("state", &self.state.is_some())
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -143,6 +161,7 @@ impl Shared {
         Counters {
             events_in: c.events_in.load(Ordering::Relaxed),
             events_out: c.events_out.load(Ordering::Relaxed),
+            emitted: c.emitted.load(Ordering::Relaxed),
             discarded: c.discarded.load(Ordering::Relaxed),
             buffered: c.buffered.load(Ordering::Relaxed),
             subscriptions: self
@@ -166,6 +185,16 @@ impl Shared {
         }
         // A stage that already ended has nothing left to join but its handle, which is
         // dropped here (the thread is exiting or gone).
+    }
+
+    /// Keeps the stage's value (before the outcome is published).
+    pub(crate) fn set_state(&self, state: Box<dyn std::any::Any + Send>) {
+        self.done.lock().state = Some(state);
+    }
+
+    /// Takes the kept value of an ended stage.
+    pub(crate) fn take_state(&self) -> Option<Box<dyn std::any::Any + Send>> {
+        self.done.lock().state.take()
     }
 
     pub(crate) fn set_outcome(&self, reason: Reason) {

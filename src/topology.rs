@@ -54,6 +54,12 @@ impl<S, R: crate::handle::Role<S>> AsStageRef for crate::Stage<S, R> {
     }
 }
 
+impl<T> AsStageRef for crate::Source<T> {
+    fn stage_ref(&self) -> StageRef {
+        crate::Source::stage_ref(self)
+    }
+}
+
 impl AsStageRef for StageRef {
     fn stage_ref(&self) -> StageRef {
         self.clone()
@@ -67,13 +73,13 @@ impl Topology {
     }
 
     /// Adds a stage.
-    pub fn add(&mut self, stage: &impl AsStageRef) -> &mut Topology {
+    pub fn add(&mut self, stage: &(impl AsStageRef + ?Sized)) -> &mut Topology {
         self.stages.push(stage.stage_ref());
         self
     }
 
     /// Adds a stage, builder style.
-    pub fn with(mut self, stage: &impl AsStageRef) -> Topology {
+    pub fn with(mut self, stage: &(impl AsStageRef + ?Sized)) -> Topology {
         self.stages.push(stage.stage_ref());
         self
     }

@@ -10,6 +10,7 @@
 
 mod backlog;
 mod consumer;
+mod discards;
 mod end;
 mod links;
 mod producer;
@@ -69,6 +70,8 @@ pub(crate) trait Callbacks: Send + 'static {
         true
     }
     fn terminate(&mut self, reason: &Reason);
+    /// The user's stage value, for `Stage::join_state`.
+    fn into_state(self) -> Box<dyn std::any::Any + Send>;
 }
 
 pub(crate) struct AsProducer<S>(pub(crate) S);
@@ -87,6 +90,10 @@ impl<S: Producer> Callbacks for AsProducer<S> {
 
     fn terminate(&mut self, reason: &Reason) {
         self.0.terminate(reason)
+    }
+
+    fn into_state(self) -> Box<dyn std::any::Any + Send> {
+        Box::new(self.0)
     }
 
     fn demand(&mut self, n: usize, ctx: &mut Context<'_, S::Out, S::Message>) {
@@ -128,6 +135,10 @@ impl<S: ProducerConsumer> Callbacks for AsProducerConsumer<S> {
         self.0.terminate(reason)
     }
 
+    fn into_state(self) -> Box<dyn std::any::Any + Send> {
+        Box::new(self.0)
+    }
+
     fn demand(&mut self, _: usize, _: &mut Context<'_, S::Out, S::Message>) {}
     fn events(&mut self, events: Events<'_, S::In>, ctx: &mut Context<'_, S::Out, S::Message>) {
         self.0.handle_events(events, ctx)
@@ -162,6 +173,10 @@ impl<S: Consumer> Callbacks for AsConsumer<S> {
         self.0.terminate(reason)
     }
 
+    fn into_state(self) -> Box<dyn std::any::Any + Send> {
+        Box::new(self.0)
+    }
+
     fn demand(&mut self, _: usize, _: &mut Context<'_, Infallible, S::Message>) {}
     fn events(&mut self, events: Events<'_, S::In>, ctx: &mut Context<'_, Infallible, S::Message>) {
         self.0.handle_events(events, ctx)
@@ -192,6 +207,8 @@ pub(crate) struct Config<Out> {
     pub(crate) demand: ProducerDemand,
     pub(crate) buffer_size: Option<usize>,
     pub(crate) buffer_keep: BufferKeep,
+    /// Keep the stage's value for `Stage::join_state` when it ends.
+    pub(crate) keep_state: bool,
 }
 
 /// How long an ending stage waits for its producers to confirm its cancels (so that nothing
@@ -233,6 +250,9 @@ pub(crate) struct Runner<S: Callbacks> {
     finish_with_last_producer: Option<Reason>,
     /// Asked to finish (`Stage::finish`): end normally once every producer has ended.
     draining: bool,
+    /// Discard warnings, at most one line per reason per second.
+    discard_log: discards::DiscardLog,
+    keep_state: bool,
     /// Demand that a dispatcher created, served on the next turn (never in a loop inside one).
     pending_demand: usize,
     /// Consumers whose inbox was found gone, to be removed at the end of the turn (removing
@@ -294,6 +314,8 @@ impl<S: Callbacks> Runner<S> {
             finishing: None,
             finish_with_last_producer: None,
             draining: false,
+            discard_log: discards::DiscardLog::default(),
+            keep_state: config.keep_state,
             pending_demand: 0,
             gone: Vec::new(),
             accumulating: S::KIND == Kind::Producer && config.demand == ProducerDemand::Accumulate,
@@ -310,6 +332,16 @@ impl<S: Callbacks> Runner<S> {
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Whether the stage's value is kept for `Stage::join_state`.
+    pub(crate) fn keeps_state(&self) -> bool {
+        self.keep_state
+    }
+
+    /// The stage's value; the rest of the runner is dropped.
+    pub(crate) fn into_stage(self) -> S {
+        self.stage
     }
 
     /// The stage's own `terminate` callback.
@@ -439,6 +471,9 @@ impl<S: Callbacks> Runner<S> {
         if self.draining {
             self.drained();
         }
+        if self.discard_log.is_pending() {
+            self.discard_log.tick(&self.shared.name);
+        }
         self.check_finished();
         self.publish_buffered();
     }
@@ -507,10 +542,12 @@ impl<S: Callbacks> Runner<S> {
             .store(n as u64, Ordering::Relaxed);
     }
 
+    /// Counts `n` discarded events, and logs them (at most one line per reason per second).
     fn discard(&mut self, n: usize, why: &str) {
         if n > 0 {
-            warn!("stage {}: discarded {n} events: {why}", self.shared.name);
             bump(&self.shared.cells.discarded, n as u64);
+            self.discard_log
+                .note(&self.shared.name, n, &format!(": {why}"));
         }
     }
 
@@ -576,6 +613,7 @@ impl<S: Callbacks> Runner<S> {
     fn apply_effects(&mut self) {
         if !self.fx.emitted.is_empty() {
             let events = std::mem::take(&mut self.fx.emitted);
+            bump(&self.shared.cells.emitted, events.len() as u64);
             if self.accumulating {
                 self.held.push_back(Held::Dispatch(events));
             } else {

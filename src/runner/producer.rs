@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use log::{error, warn};
+use log::error;
 
 use super::links::{DownLink, Held, Inbound, Outlet};
 use super::{Callbacks, Kind, Runner};
@@ -279,10 +279,8 @@ impl<S: Callbacks> Runner<S> {
             bump(&self.shared.cells.discarded, discarded as u64);
             // The stage may log it its own way, or not at all (GenStage's format_discarded).
             if self.stage.format_discarded(discarded) {
-                warn!(
-                    "stage {}: discarded {discarded} events from buffer",
-                    self.shared.name
-                );
+                self.discard_log
+                    .note(&self.shared.name, discarded, " from buffer");
             }
         }
     }
