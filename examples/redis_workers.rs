@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use stageflow::pipeline::{self, Batch, BatcherOptions, Message, ProcessorOptions};
 
 #[path = "support/redis_server.rs"]
-mod redis_server;
+pub(crate) mod redis_server;
 
 /// A worker process is this program with this variable set to its consumer name.
 pub(crate) const WORKER_ENV: &str = "STAGEFLOW_REDIS_WORKER";

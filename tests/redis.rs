@@ -10,9 +10,6 @@
 mod faults;
 #[path = "redis/groups.rs"]
 mod groups;
-#[allow(dead_code)]
-#[path = "../examples/support/redis_server.rs"]
-mod redis_server;
 #[path = "redis/sink.rs"]
 mod sink;
 
@@ -24,7 +21,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use redis_server::RedisServer;
+use redis_workers::redis_server::RedisServer;
 
 /// A server for one test, or `None` (the test returns) outside CI without a binary.
 pub(crate) fn server() -> Option<RedisServer> {

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use stageflow::pipeline::{self, Batch, BatcherOptions, Message, ProcessorOptions};
 use stageflow::redis::Entry;
 
-#[allow(dead_code)]
 #[path = "../../examples/support/redis_server.rs"]
 mod redis_server;
 

@@ -103,7 +103,7 @@ fn failed_entries_are_retried_then_dead_lettered() {
             ProcessorOptions::new().concurrency(1),
             move |m: &mut Message<Job>| {
                 tx.send(m.data.n).unwrap();
-                if m.data.n % 5 == 0 {
+                if m.data.n.is_multiple_of(5) {
                     return Err(format!("job {} always fails", m.data.n));
                 }
                 Ok(())
