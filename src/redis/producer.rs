@@ -264,6 +264,10 @@ impl<T: Send + 'static> Producer for StreamProducer<T> {
                 warn!("redis {}: read failed: {e}", shared.settings.stream);
                 if conn::is_fault(&e) {
                     self.con = None;
+                } else if matches!(self.phase, Phase::OwnPending(_)) {
+                    // A pending list the client cannot read (say, entries deleted from the
+                    // stream meanwhile): claiming recovers them instead.
+                    self.phase = Phase::Claim("0-0".into());
                 }
                 let delay = self.backoff.next_delay();
                 self.schedule(ctx, delay);
