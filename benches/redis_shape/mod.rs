@@ -53,7 +53,7 @@ fn handle(fields: &stageflow::redis::Fields) -> u64 {
     std::str::from_utf8(&fields["n"]).unwrap().parse().unwrap()
 }
 
-fn with_pipeline(url: &str, n: u64) -> Duration {
+fn with_pipeline(url: &str, n: u64, demand: usize) -> Duration {
     fill(url, "bench", n);
     let source = stageflow::redis::stream(url, "bench")
         .group("g")
@@ -68,8 +68,8 @@ fn with_pipeline(url: &str, n: u64) -> Duration {
         .processors(
             ProcessorOptions::new()
                 .concurrency(2)
-                .max_demand(BATCH)
-                .min_demand(BATCH / 2),
+                .max_demand(demand)
+                .min_demand(demand / 2),
             |m: &mut Message<Entry>| Ok::<u64, String>(handle(&m.data.fields)),
         )
         .batcher(
@@ -157,9 +157,17 @@ pub(crate) fn table(s: &super::Settings) {
     super::row(
         s,
         "r",
-        "XREADGROUP → 2 processors → batcher of 100 → XACK, beside an XREADGROUP COUNT 100 / XACK loop",
+        "XREADGROUP → 2 processors (100 / 50) → batcher of 100 → XACK, beside an XREADGROUP COUNT 100 / XACK loop",
         n,
-        || with_pipeline(&url, n),
+        || with_pipeline(&url, n, BATCH),
+        || by_hand(&url, n),
+    );
+    super::row(
+        s,
+        "r200",
+        "the same with processors at 200 / 100 (reads of about 100)",
+        n,
+        || with_pipeline(&url, n, 2 * BATCH),
         || by_hand(&url, n),
     );
     println!();
