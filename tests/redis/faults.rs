@@ -89,7 +89,7 @@ fn failed_entries_are_retried_then_dead_lettered() {
         .unwrap();
     let source = rs::stream(server.url(), "jobs")
         .group("g")
-        .claim_idle(Duration::from_millis(100))
+        .claim_idle(Duration::from_millis(250))
         .claim_interval(Duration::from_millis(50))
         .dead_letter("jobs:dead", 3)
         .json::<Job>("json")
