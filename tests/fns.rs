@@ -142,3 +142,50 @@ fn without_keep_state_the_value_is_dropped_before_join_returns() {
     assert!(state.is_none());
     assert!(dropped.load(Ordering::SeqCst));
 }
+
+#[test]
+fn closure_stages_see_their_context_and_their_end() {
+    use stageflow::fns::{Process, Sink};
+    use stageflow::{ConsumerContext, Context, Events};
+    // A producer-consumer that emits each event twice and ends itself at 10.
+    let twice = Process::new(|events: Events<'_, u64>, ctx: &mut Context<'_, u64>| {
+        for x in events {
+            ctx.emit(x);
+            ctx.emit(x);
+            if x == 10 {
+                ctx.finish();
+            }
+        }
+    });
+    let (end_tx, end_rx) = mpsc::channel();
+    let (seen_tx, seen_rx) = mpsc::channel();
+    let numbers = stageflow::from_iter(0..1_000u64).spawn().unwrap();
+    let doubled =
+        stageflow::producer_consumer(twice.on_terminate(move |r| end_tx.send(r.clone()).unwrap()))
+            .subscribe_to(&numbers, SubscribeOptions::new().max_demand(1))
+            .unwrap()
+            .spawn()
+            .unwrap();
+    let (sink_end_tx, sink_end_rx) = mpsc::channel();
+    let sink = stageflow::consumer(
+        Sink::new(
+            move |events: Events<'_, u64>, _: &mut ConsumerContext<'_>| {
+                seen_tx.send(events.collect::<Vec<_>>()).unwrap();
+            },
+        )
+        .on_terminate(move |r| sink_end_tx.send(r.clone()).unwrap()),
+    )
+    .subscribe_to(&doubled, SubscribeOptions::new())
+    .unwrap()
+    .spawn()
+    .unwrap();
+    assert_eq!(joined(&sink), Reason::Normal);
+    let seen: Vec<u64> = seen_rx.try_iter().flatten().collect();
+    let expected: Vec<u64> = (0..=10).flat_map(|x| [x, x]).collect();
+    assert_eq!(seen, expected);
+    // Its terminate has run by the time its join returns.
+    assert_eq!(joined(&doubled), Reason::Normal);
+    assert_eq!(end_rx.try_recv().ok(), Some(Reason::Normal));
+    assert_eq!(sink_end_rx.try_recv().ok(), Some(Reason::Normal));
+    numbers.stop();
+}

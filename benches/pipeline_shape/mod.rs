@@ -1,7 +1,8 @@
 //! Row m of `compare`: Broadway's shape through `stageflow::pipeline` (a producer → 8
-//! processors → 1 batcher of 100 → its batch processor, acknowledging each batch) beside the
-//! same shape written by hand on crossbeam channels (a producer thread handing out chunks of
-//! `max_demand / 2` to 8 worker threads, a batcher thread, a batch thread that acknowledges), alternately.
+//! processors → 1 batcher of 100, which with one batch processor handles and acknowledges
+//! each batch on its own thread) beside the same shape written by hand on crossbeam channels
+//! (a producer thread handing out chunks of `max_demand / 2` to 8 worker threads over one
+//! channel, a batcher thread that handles and acknowledges each batch), alternately.
 //!
 //! Both carry a data word and an acknowledgement id per message and acknowledge once per
 //! batch; the pipeline's messages also carry metadata, a status and their acknowledger, and
@@ -68,7 +69,6 @@ fn by_hand(n: u64, md: usize) -> Duration {
     let start = Instant::now();
     let (work_tx, work_rx) = bounded::<Vec<Plain>>(PROCESSORS * 2);
     let (out_tx, out_rx) = bounded::<Vec<Plain>>(PROCESSORS * 2);
-    let (batch_tx, batch_rx) = bounded::<Vec<Plain>>(1);
     let producer = std::thread::spawn(move || {
         let mut i = 0;
         while i < n {
@@ -92,28 +92,26 @@ fn by_hand(n: u64, md: usize) -> Duration {
         })
         .collect();
     drop((work_rx, out_tx));
+    // The batcher handles and acknowledges each batch itself, as the pipeline's batcher does
+    // with one batch processor.
+    let a = acked.clone();
     let batcher = std::thread::spawn(move || {
+        let handle = |batch: Vec<Plain>| {
+            black_box(batch.iter().map(|m| m.data).sum::<u64>());
+            let ids: Vec<u64> = batch.iter().map(|m| m.id).collect();
+            a.fetch_add(black_box(ids).len() as u64, Ordering::Relaxed);
+        };
         let mut pending = Vec::with_capacity(BATCH);
         for chunk in out_rx {
             for m in chunk {
                 pending.push(m);
                 if pending.len() == BATCH {
-                    batch_tx
-                        .send(std::mem::replace(&mut pending, Vec::with_capacity(BATCH)))
-                        .unwrap();
+                    handle(std::mem::replace(&mut pending, Vec::with_capacity(BATCH)));
                 }
             }
         }
         if !pending.is_empty() {
-            batch_tx.send(pending).unwrap();
-        }
-    });
-    let a = acked.clone();
-    let batches = std::thread::spawn(move || {
-        for batch in batch_rx {
-            black_box(batch.iter().map(|m| m.data).sum::<u64>());
-            let ids: Vec<u64> = batch.iter().map(|m| m.id).collect();
-            a.fetch_add(black_box(ids).len() as u64, Ordering::Relaxed);
+            handle(pending);
         }
     });
     producer.join().unwrap();
@@ -121,7 +119,6 @@ fn by_hand(n: u64, md: usize) -> Duration {
         w.join().unwrap();
     }
     batcher.join().unwrap();
-    batches.join().unwrap();
     let t = start.elapsed();
     assert_eq!(acked.load(Ordering::Relaxed), n);
     t

@@ -70,18 +70,16 @@ impl<T> Batcher<T> {
     }
 }
 
-impl<T: Send + 'static> ProducerConsumer for Batcher<T> {
-    type In = Message<T>;
-    type Out = Batch<T>;
-    type Message = Due;
-
-    fn handle_events(
+impl<T> Batcher<T> {
+    /// Takes a batch of events; returns the batches that are full.
+    fn on_events<Out>(
         &mut self,
         events: Events<'_, Message<T>>,
-        ctx: &mut Context<'_, Batch<T>, Due>,
-    ) {
+        ctx: &mut Context<'_, Out, Due>,
+    ) -> Vec<Batch<T>> {
         Cells::add(&self.cells.messages_in, events.len() as u64);
         let n = self.parts.len() as u64;
+        let mut out = Vec::new();
         for m in events {
             let p = match &self.partition_by {
                 Some(key) => (key(&m) % n) as usize,
@@ -90,7 +88,7 @@ impl<T: Send + 'static> ProducerConsumer for Batcher<T> {
             let generation = self.parts[p].generation();
             let (full, started) = self.parts[p].push(m, &self.size);
             match full {
-                Some(messages) => ctx.emit(self.batch(messages, p, Trigger::Size)),
+                Some(messages) => out.push(self.batch(messages, p, Trigger::Size)),
                 None if started => {
                     ctx.send_after(
                         Due {
@@ -103,11 +101,58 @@ impl<T: Send + 'static> ProducerConsumer for Batcher<T> {
                 None => {}
             }
         }
+        out
+    }
+
+    /// A timer: the batch it was set for, if it is still in the making.
+    fn on_due(&mut self, due: Due) -> Option<Batch<T>> {
+        self.parts[due.partition]
+            .take_if(due.generation)
+            .map(|messages| self.batch(messages, due.partition, Trigger::Timeout))
+    }
+
+    fn on_subscribe(&mut self, subscription: &Subscription) {
+        if subscription.direction() == Direction::Upstream {
+            self.upstreams += 1;
+        }
+    }
+
+    /// A subscription ended; once every processor has, what is left goes out (never empty).
+    fn on_cancel(&mut self, subscription: &Subscription) -> Vec<Batch<T>> {
+        if subscription.direction() != Direction::Upstream {
+            return Vec::new();
+        }
+        self.upstreams = self.upstreams.saturating_sub(1);
+        if self.upstreams > 0 {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for p in 0..self.parts.len() {
+            if let Some(messages) = self.parts[p].take() {
+                out.push(self.batch(messages, p, Trigger::Flush));
+            }
+        }
+        out
+    }
+}
+
+impl<T: Send + 'static> ProducerConsumer for Batcher<T> {
+    type In = Message<T>;
+    type Out = Batch<T>;
+    type Message = Due;
+
+    fn handle_events(
+        &mut self,
+        events: Events<'_, Message<T>>,
+        ctx: &mut Context<'_, Batch<T>, Due>,
+    ) {
+        let out = self.on_events(events, ctx);
+        ctx.emit_all(out);
     }
 
     fn handle_message(&mut self, due: Due, ctx: &mut Context<'_, Batch<T>, Due>) {
-        if let Some(messages) = self.parts[due.partition].take_if(due.generation) {
-            ctx.emit(self.batch(messages, due.partition, Trigger::Timeout));
+        if let Some(batch) = self.on_due(due) {
+            ctx.emit(batch);
         }
     }
 
@@ -116,9 +161,7 @@ impl<T: Send + 'static> ProducerConsumer for Batcher<T> {
         subscription: &Subscription,
         _ctx: &mut Context<'_, Batch<T>, Due>,
     ) -> DemandMode {
-        if subscription.direction() == Direction::Upstream {
-            self.upstreams += 1;
-        }
+        self.on_subscribe(subscription);
         DemandMode::Automatic
     }
 
@@ -128,17 +171,57 @@ impl<T: Send + 'static> ProducerConsumer for Batcher<T> {
         _reason: &Reason,
         ctx: &mut Context<'_, Batch<T>, Due>,
     ) {
-        if subscription.direction() != Direction::Upstream {
-            return;
+        let out = self.on_cancel(subscription);
+        ctx.emit_all(out);
+    }
+}
+
+/// A batcher with one batch processor and no partitions, on one thread: `handle_batch` runs
+/// on the batcher's own thread. Behind a separate batch processor with demand 1 / 0 the
+/// batcher would wait for each batch to be handled anyway (a producer-consumer takes events
+/// only while its consumers have demand); this saves a thread and a hand-off per batch.
+pub(crate) struct Fused<T> {
+    pub(crate) batcher: Batcher<T>,
+    pub(crate) processor: BatchProcessor<T>,
+}
+
+impl<T: Send + 'static> Consumer for Fused<T> {
+    type In = Message<T>;
+    type Message = Due;
+
+    fn handle_events(
+        &mut self,
+        events: Events<'_, Message<T>>,
+        ctx: &mut ConsumerContext<'_, Due>,
+    ) {
+        for batch in self.batcher.on_events(events, ctx) {
+            self.processor.handle(batch);
         }
-        self.upstreams = self.upstreams.saturating_sub(1);
-        if self.upstreams == 0 {
-            // Every processor has ended: what is left goes out now, never empty.
-            for p in 0..self.parts.len() {
-                if let Some(messages) = self.parts[p].take() {
-                    ctx.emit(self.batch(messages, p, Trigger::Flush));
-                }
-            }
+    }
+
+    fn handle_message(&mut self, due: Due, _ctx: &mut ConsumerContext<'_, Due>) {
+        if let Some(batch) = self.batcher.on_due(due) {
+            self.processor.handle(batch);
+        }
+    }
+
+    fn handle_subscribe(
+        &mut self,
+        subscription: &Subscription,
+        _ctx: &mut ConsumerContext<'_, Due>,
+    ) -> DemandMode {
+        self.batcher.on_subscribe(subscription);
+        DemandMode::Automatic
+    }
+
+    fn handle_cancel(
+        &mut self,
+        subscription: &Subscription,
+        _reason: &Reason,
+        _ctx: &mut ConsumerContext<'_, Due>,
+    ) {
+        for batch in self.batcher.on_cancel(subscription) {
+            self.processor.handle(batch);
         }
     }
 }
@@ -167,7 +250,16 @@ impl<T: Send + 'static> Consumer for BatchProcessor<T> {
     type Message = ();
 
     fn handle_events(&mut self, events: Events<'_, Batch<T>>, _ctx: &mut ConsumerContext<'_>) {
-        for mut batch in events {
+        for batch in events {
+            self.handle(batch);
+        }
+    }
+}
+
+impl<T> BatchProcessor<T> {
+    /// `handle_batch`, `handle_failed`, then the acknowledgements.
+    fn handle(&mut self, mut batch: Batch<T>) {
+        {
             let outcome = catch_unwind(AssertUnwindSafe(|| (self.handler)(&mut batch)));
             let all_failed = match outcome {
                 Ok(Ok(())) => None,
@@ -181,7 +273,7 @@ impl<T: Send + 'static> Consumer for BatchProcessor<T> {
                 let (s, f) = ack_all(batch.messages);
                 Cells::add(&self.totals.successful, s);
                 Cells::add(&self.totals.failed, f);
-                continue;
+                return;
             }
             let (mut ok, mut failed): (Vec<_>, Vec<_>) = batch
                 .messages

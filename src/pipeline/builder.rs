@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::batch::BatchSize;
-use super::batcher::{BatchHandler, BatchProcessor, Batcher, KeyFn};
+use super::batcher::{BatchHandler, BatchProcessor, Batcher, Fused, KeyFn};
 use super::counters::Cells;
 use super::error::PipelineError;
 use super::handle::{Pipeline, Push};
@@ -298,7 +298,9 @@ impl<T> BatcherOptions<T> {
     }
 
     /// How many batch processors (threads running `handle_batch`) behind the batcher. There
-    /// is always one batcher thread per name. Defaults to `1`.
+    /// is always one batcher thread per name; with one batch processor and no `partition_by`,
+    /// `handle_batch` runs on the batcher's thread (see the [module docs](super)). Defaults to
+    /// `1`.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n;
         self
@@ -613,12 +615,31 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
                 parts,
                 cells.clone(),
             );
-            let mut b =
-                crate::producer_consumer(batcher).name(format!("{name}.batcher.{}", spec.name));
             let mut opts = SubscribeOptions::new().max_demand(max).min_demand(max / 2);
             if names.len() > 1 {
                 opts = opts.partition(Partition::Name(spec.name.clone()));
             }
+            let batch_processor = || BatchProcessor {
+                handler: (spec.make)(),
+                on_failed: bo.on_failed.clone(),
+                cells: cells.clone(),
+                totals: totals.clone(),
+            };
+            if bo.concurrency == 1 && bo.partition_by.is_none() {
+                // One thread does both (see `Fused`).
+                let fused = Fused {
+                    batcher,
+                    processor: batch_processor(),
+                };
+                let mut b = crate::consumer(fused).name(format!("{name}.batcher.{}", spec.name));
+                for s in &processor_sources {
+                    b = b.subscribe_to(s, opts.clone())?;
+                }
+                topology.add(&b.spawn()?);
+                continue;
+            }
+            let mut b =
+                crate::producer_consumer(batcher).name(format!("{name}.batcher.{}", spec.name));
             for s in &processor_sources {
                 b = b.subscribe_to(s, opts.clone())?;
             }
@@ -634,17 +655,11 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
             };
             topology.add(&batcher);
             for i in 0..bo.concurrency {
-                let bp = BatchProcessor {
-                    handler: (spec.make)(),
-                    on_failed: bo.on_failed.clone(),
-                    cells: cells.clone(),
-                    totals: totals.clone(),
-                };
                 let mut opts = SubscribeOptions::new().max_demand(1).min_demand(0);
                 if bo.partition_by.is_some() {
                     opts = opts.partition(i as u64);
                 }
-                let stage = crate::consumer(bp)
+                let stage = crate::consumer(batch_processor())
                     .name(format!("{name}.batch_processor.{}.{i}", spec.name))
                     .subscribe_to(&batcher, opts)?
                     .spawn()?;

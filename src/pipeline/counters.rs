@@ -41,8 +41,9 @@ impl Cells {
 pub struct LayerCounters {
     /// Messages received.
     pub messages_in: u64,
-    /// Messages the layer finished successfully: processors, passed on to a batcher (or
-    /// acknowledged, without batchers); batchers, acknowledged after `handle_batch`.
+    /// Messages the layer finished successfully: processors, handled and emitted towards a
+    /// batcher (they may still wait in the processor's output buffer until the batcher asks),
+    /// or acknowledged, without batchers; batchers, acknowledged after `handle_batch`.
     pub successful: u64,
     /// Messages that failed in this layer (and were acknowledged as failed).
     pub failed: u64,

@@ -131,6 +131,7 @@ impl<I: Send + 'static> Pipeline<I> {
     /// Pushes messages straight into the processors, as if a producer had emitted them
     /// (Broadway's `push_messages`): by the processors' `partition_by` if there is one, else
     /// to one processor in turn. For tests; see [`test_messages`](Pipeline::test_messages).
+    /// Pushed messages do not pass the producers, so the rate limit does not count them.
     ///
     /// # Errors
     ///

@@ -23,6 +23,8 @@ struct Case {
     batchers: usize,
     batch_size: usize,
     batch_fail_every: u64,
+    /// Batch processors per batcher: 1 runs them on the batcher's thread, more as stages.
+    batch_concurrency: usize,
 }
 
 fn cases() -> impl Strategy<Value = Case> {
@@ -33,9 +35,18 @@ fn cases() -> impl Strategy<Value = Case> {
         0usize..3,
         1usize..20,
         2u64..7,
+        1usize..3,
     )
         .prop_flat_map(
-            |(n, producers, processors, batchers, batch_size, batch_fail_every)| {
+            |(
+                n,
+                producers,
+                processors,
+                batchers,
+                batch_size,
+                batch_fail_every,
+                batch_concurrency,
+            )| {
                 proptest::collection::vec(
                     prop_oneof![6 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8), 1 => Just(3u8)],
                     n as usize,
@@ -48,6 +59,7 @@ fn cases() -> impl Strategy<Value = Case> {
                     batchers,
                     batch_size,
                     batch_fail_every,
+                    batch_concurrency,
                 })
             },
         )
@@ -87,12 +99,13 @@ fn run(case: &Case) -> Result<(), String> {
         b = b.batcher(
             &name,
             BatcherOptions::new()
+                .concurrency(case.batch_concurrency)
                 .batch_size(case.batch_size)
                 .batch_timeout(Duration::from_millis(20)),
             move |batch: &mut Batch<u64>| {
                 let first = batch.messages[0].data;
-                if first % every == 0 {
-                    if first % 2 == 0 {
+                if first.is_multiple_of(every) {
+                    if first.is_multiple_of(2) {
                         return Err("batch error".to_string());
                     }
                     panic!("batch panic");

@@ -34,7 +34,7 @@ fn partition_by_keeps_per_key_order_end_to_end() {
                 .concurrency(4)
                 .partition_by(|m: &Message<(u64, u64)>| m.data.0),
             |m: &mut Message<(u64, u64)>| {
-                if m.data.1 % 3 == 0 {
+                if m.data.1.is_multiple_of(3) {
                     std::thread::yield_now(); // uneven processing times
                 }
                 Ok::<_, String>(m.data)
