@@ -16,7 +16,7 @@ use crate::handle::{
 };
 use crate::reason::Reason;
 use crate::runner::{AsConsumer, AsProducer, AsProducerConsumer, Callbacks, Config, Runner};
-use crate::shared::Shared;
+use crate::shared::{Probe, Shared};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 use crate::subscription::{
     BufferKeep, CancelMode, Direction, ProducerDemand, SubscribeOptions, Subscription,
@@ -403,6 +403,10 @@ where
     let (tx, rx) = bounded::<Envelope<C::In, C::Out, C::Msg>>(inbox_capacity);
     let (ctl_tx, ctl_rx) = unbounded::<Envelope<C::In, C::Out, C::Msg>>();
     let shared = Arc::new(Shared::new(name.clone()));
+    let _ = shared.probe.set(Probe {
+        kind: C::KIND.into(),
+        inbox: Box::new(tx.clone()),
+    });
     let handle = Counted::new(tx.clone(), Some(ctl_tx), shared.clone());
     let mut made: Vec<(Source<C::In>, Pending)> = Vec::new();
     let mut failed: Vec<Subscription> = Vec::new();

@@ -14,7 +14,7 @@ use crate::context::Reply;
 use crate::envelope::{Control, Counted, Down, Envelope, Port, SubscribeRequest, Up};
 use crate::error::{CallError, CastError, SubscribeError};
 use crate::reason::Reason;
-use crate::shared::{Counters, Shared};
+use crate::shared::{Counters, Shared, StageKind};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 use crate::subscription::{ProducerDemand, SubscribeOptions, SubscriptionId};
 
@@ -131,6 +131,25 @@ impl<S, R: Role<S>> Stage<S, R> {
     /// A snapshot of the stage's counters.
     pub fn counters(&self) -> Counters {
         self.shared.counters()
+    }
+
+    /// Whether the stage is a producer, a producer-consumer or a consumer.
+    pub fn kind(&self) -> StageKind {
+        self.shared.kind()
+    }
+
+    /// How many messages wait in the stage's inbox now (a batch of events is one message, as
+    /// are casts and calls; control has a path of its own and is not counted). Reads the
+    /// channel's length: never waits, never touches the stage. Observers compare it with
+    /// [`inbox_capacity`](Self::inbox_capacity): a full inbox is a stage that cannot keep up.
+    pub fn inbox_len(&self) -> usize {
+        self.shared.inbox().0
+    }
+
+    /// The capacity of the stage's inbox, in messages (see
+    /// [`StageBuilder::inbox_capacity`](crate::StageBuilder::inbox_capacity)).
+    pub fn inbox_capacity(&self) -> usize {
+        self.shared.inbox().1
     }
 
     /// Asks the stage to stop. It stops after the callback it is running, if any, returns
@@ -719,6 +738,25 @@ impl StageRef {
     /// A snapshot of the stage's counters.
     pub fn counters(&self) -> Counters {
         self.shared.counters()
+    }
+
+    /// Whether the stage is a producer, a producer-consumer or a consumer.
+    pub fn kind(&self) -> StageKind {
+        self.shared.kind()
+    }
+
+    /// How many messages wait in the stage's inbox now (a batch of events is one message, as
+    /// are casts and calls; control has a path of its own and is not counted). Reads the
+    /// channel's length: never waits, never touches the stage. Observers compare it with
+    /// [`inbox_capacity`](Self::inbox_capacity): a full inbox is a stage that cannot keep up.
+    pub fn inbox_len(&self) -> usize {
+        self.shared.inbox().0
+    }
+
+    /// The capacity of the stage's inbox, in messages (see
+    /// [`StageBuilder::inbox_capacity`](crate::StageBuilder::inbox_capacity)).
+    pub fn inbox_capacity(&self) -> usize {
+        self.shared.inbox().1
     }
 
     /// Asks the stage to stop; see [`Stage::stop`].

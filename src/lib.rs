@@ -234,6 +234,15 @@
 //! # }
 //! ```
 //!
+//! # Seeing a running pipeline
+//!
+//! The [`observe`] module takes [`observe::Snapshot`]s of a topology (every stage's counters,
+//! inbox and state, every subscription's demand, rates, and the bottleneck) without ever
+//! waiting on a stage, and renders them as a table, Graphviz DOT, Prometheus metrics or JSON
+//! (feature `observe-json`); an [`observe::Reporter`] logs them periodically, and with
+//! feature `dashboard` an HTTP endpoint serves `/metrics` and a live page of the pipeline.
+//! `examples/top.rs` redraws the table in place, like `top`.
+//!
 //! # Broadway's shape: pipelines of messages
 //!
 //! The [`pipeline`] module wires a whole consumer of a queue or stream for you, as Elixir's
@@ -419,6 +428,7 @@ pub mod fns;
 mod handle;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod observe;
 pub mod pipeline;
 pub mod protocol;
 mod reason;
@@ -456,7 +466,7 @@ pub mod role {
     };
 }
 pub use reason::Reason;
-pub use shared::{Counters, SubscriptionCounters};
+pub use shared::{Counters, StageKind, SubscriptionCounters};
 pub use stage::{Consumer, Producer, ProducerConsumer};
 pub use subscription::{
     BufferKeep, CancelMode, DemandMode, Direction, Partition, ProducerDemand, Selector,

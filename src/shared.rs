@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
 use crate::reason::Reason;
-use crate::subscription::{Direction, SubscriptionId};
+use crate::subscription::{Direction, SubscribeOptions, SubscriptionId};
 
 /// A snapshot of a stage's counters, read with [`Stage::counters`](crate::Stage::counters).
 ///
@@ -55,6 +55,76 @@ pub struct SubscriptionCounters {
     pub peer: String,
     /// Outstanding demand (see `direction`).
     pub demand: u64,
+    /// The subscription's `max_demand` (see [`SubscribeOptions::max_demand`]).
+    pub max_demand: u64,
+    /// The subscription's `min_demand` (see [`SubscribeOptions::min_demand`]).
+    pub min_demand: u64,
+    /// Events that went through this subscription so far. [`Direction::Upstream`]: events
+    /// from `peer` that this stage has handled (events still waiting in its inbox or input
+    /// queue are not counted yet). [`Direction::Downstream`]: events this stage dispatched to
+    /// `peer` (including any still on their way to its inbox).
+    pub events: u64,
+}
+
+/// What kind of stage a handle is on, read with [`StageRef::kind`](crate::StageRef::kind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StageKind {
+    /// A [`Producer`](crate::Producer).
+    Producer,
+    /// A [`ProducerConsumer`](crate::ProducerConsumer).
+    ProducerConsumer,
+    /// A [`Consumer`](crate::Consumer) (a [`Supervisor`](crate::Supervisor) is one too).
+    Consumer,
+}
+
+impl StageKind {
+    /// `"producer"`, `"producer_consumer"` or `"consumer"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageKind::Producer => "producer",
+            StageKind::ProducerConsumer => "producer_consumer",
+            StageKind::Consumer => "consumer",
+        }
+    }
+}
+
+impl std::fmt::Display for StageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<crate::runner::Kind> for StageKind {
+    fn from(kind: crate::runner::Kind) -> StageKind {
+        match kind {
+            crate::runner::Kind::Producer => StageKind::Producer,
+            crate::runner::Kind::ProducerConsumer => StageKind::ProducerConsumer,
+            crate::runner::Kind::Consumer => StageKind::Consumer,
+        }
+    }
+}
+
+/// The length and capacity of a stage's inbox, read without touching the stage.
+pub(crate) trait InboxGauge: Send + Sync + std::fmt::Debug {
+    fn len(&self) -> usize;
+    fn capacity(&self) -> usize;
+}
+
+impl<T: Send> InboxGauge for Sender<T> {
+    fn len(&self) -> usize {
+        Sender::len(self)
+    }
+    fn capacity(&self) -> usize {
+        Sender::capacity(self).unwrap_or(usize::MAX)
+    }
+}
+
+/// What an observer reads beside the counters, set once when the stage is launched.
+#[derive(Debug)]
+pub(crate) struct Probe {
+    pub(crate) kind: StageKind,
+    pub(crate) inbox: Box<dyn InboxGauge>,
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +148,9 @@ pub(crate) struct SubCell {
     pub(crate) direction: Direction,
     pub(crate) peer: Arc<str>,
     pub(crate) demand: Arc<AtomicU64>,
+    pub(crate) events: Arc<AtomicU64>,
+    pub(crate) max_demand: u64,
+    pub(crate) min_demand: u64,
 }
 
 #[derive(Default)]
@@ -107,6 +180,8 @@ pub(crate) struct Shared {
     /// Handles, mailboxes and peer ports that can reach the stage (see `Counted`).
     pub(crate) refs: AtomicUsize,
     pub(crate) cells: Cells,
+    /// The stage's kind and inbox, for observers (set by the builder).
+    pub(crate) probe: OnceLock<Probe>,
     subs: Mutex<Vec<SubCell>>,
     done: Mutex<Done>,
     done_cond: Condvar,
@@ -128,26 +203,34 @@ impl Shared {
             control_pending: AtomicBool::new(false),
             refs: AtomicUsize::new(0),
             cells: Cells::default(),
+            probe: OnceLock::new(),
             subs: Mutex::new(Vec::new()),
             done: Mutex::new(Done::default()),
             done_cond: Condvar::new(),
         }
     }
 
+    /// Registers a subscription's cells: its outstanding demand, and the events that went
+    /// through it.
     pub(crate) fn add_sub(
         &self,
         id: SubscriptionId,
         direction: Direction,
         peer: Arc<str>,
-    ) -> Arc<AtomicU64> {
+        options: &SubscribeOptions,
+    ) -> (Arc<AtomicU64>, Arc<AtomicU64>) {
         let demand = Arc::new(AtomicU64::new(0));
+        let events = Arc::new(AtomicU64::new(0));
         self.subs.lock().push(SubCell {
             id,
             direction,
             peer,
             demand: demand.clone(),
+            events: events.clone(),
+            max_demand: options.get_max_demand() as u64,
+            min_demand: options.get_min_demand() as u64,
         });
-        demand
+        (demand, events)
     }
 
     pub(crate) fn remove_sub(&self, id: SubscriptionId, direction: Direction) {
@@ -173,9 +256,25 @@ impl Shared {
                     direction: s.direction,
                     peer: s.peer.to_string(),
                     demand: s.demand.load(Ordering::Relaxed),
+                    max_demand: s.max_demand,
+                    min_demand: s.min_demand,
+                    events: s.events.load(Ordering::Relaxed),
                 })
                 .collect(),
         }
+    }
+
+    /// The stage's kind (a consumer if the builder did not say).
+    pub(crate) fn kind(&self) -> StageKind {
+        self.probe.get().map_or(StageKind::Consumer, |p| p.kind)
+    }
+
+    /// Messages waiting in the stage's inbox, and its capacity (0 and 0 if the builder did not
+    /// say).
+    pub(crate) fn inbox(&self) -> (usize, usize) {
+        self.probe
+            .get()
+            .map_or((0, 0), |p| (p.inbox.len(), p.inbox.capacity()))
     }
 
     pub(crate) fn set_thread(&self, handle: JoinHandle<()>) {

@@ -141,6 +141,7 @@ impl<S: Callbacks> Runner<S> {
                     manual_outstanding: 0,
                     cancelling: true,
                     cell: Arc::new(AtomicU64::new(0)),
+                    events: Arc::new(AtomicU64::new(0)),
                 });
                 0
             }
