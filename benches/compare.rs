@@ -7,6 +7,8 @@
 mod http_decode;
 mod observe_shape;
 mod pipeline_shape;
+#[cfg(feature = "redis")]
+mod redis_shape;
 mod shapes;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -624,6 +626,10 @@ fn main() {
     }
     if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "m")) {
         pipeline_shape::table(&s);
+    }
+    #[cfg(feature = "redis")]
+    if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "r")) {
+        redis_shape::table(&s);
     }
     allocation_table(&s);
     if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "g")) {

@@ -27,6 +27,7 @@ pub struct Context<'a, Out, M = ()> {
     pub(crate) fx: &'a mut Effects<Out, M>,
     pub(crate) name: &'a str,
     pub(crate) stop_requested: &'a AtomicBool,
+    pub(crate) finishing: bool,
 }
 
 /// The context of a consumer: like [`Context`], without events to emit.
@@ -118,6 +119,60 @@ impl<Out, M> Context<'_, Out, M> {
     /// socket, say) should check this between blocking steps, so that the stage stops promptly.
     pub fn is_stop_requested(&self) -> bool {
         self.stop_requested.load(Ordering::Relaxed)
+    }
+
+    /// Whether the stage has been asked to finish: by [`Stage::finish`](crate::Stage::finish)
+    /// (a [`Topology::drain`](crate::Topology::drain)), or by [`Context::finish`] in an earlier
+    /// callback. A producer that reads its source in turns (a zero-delay
+    /// [`send_after`](Context::send_after) per read) must stop scheduling reads once it is
+    /// finishing: a timer that is always due keeps the stage from ending.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use stageflow::fns::ForEach;
+    /// use stageflow::{Context, Producer, SubscribeOptions, Topology};
+    ///
+    /// /// Reads an endless source one turn at a time, while it has demand.
+    /// struct Turns {
+    ///     demand: usize,
+    ///     next: u64,
+    /// }
+    ///
+    /// impl Producer for Turns {
+    ///     type Out = u64;
+    ///     type Message = ();
+    ///
+    ///     fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, u64>) {
+    ///         if self.demand == 0 {
+    ///             ctx.send_after((), Duration::ZERO);
+    ///         }
+    ///         self.demand += demand;
+    ///     }
+    ///
+    ///     fn handle_message(&mut self, (): (), ctx: &mut Context<'_, u64>) {
+    ///         if ctx.is_finishing() {
+    ///             return; // no more turns: the stage delivers what it emitted, then ends
+    ///         }
+    ///         ctx.emit(self.next);
+    ///         self.next += 1;
+    ///         self.demand -= 1;
+    ///         if self.demand > 0 {
+    ///             ctx.send_after((), Duration::ZERO);
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let source = stageflow::producer(Turns { demand: 0, next: 0 }).spawn()?;
+    /// let sink = stageflow::consumer(ForEach::new(|_: u64| {}))
+    ///     .subscribe_to(&source, SubscribeOptions::new())?
+    ///     .spawn()?;
+    /// let report = Topology::new().with(&source).with(&sink).drain(Duration::from_secs(5));
+    /// assert!(report.is_complete(), "{report:?}");
+    /// assert_eq!(source.counters().events_out, sink.counters().events_in);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_finishing(&self) -> bool {
+        self.finishing
     }
 
     /// The stage's name.

@@ -254,6 +254,16 @@
 //! graceful shutdown that drains everything in flight within a timeout and counts what it
 //! could not.
 //!
+//! # Beyond one machine: Redis Streams
+//!
+//! The `redis` module (feature `redis`, off by default) connects pipelines on several
+//! machines through a Redis Streams consumer group: its producer reads entries with
+//! `XREADGROUP` only as far as its demand goes, the pipeline's acknowledgements become `XACK`s
+//! in groups, failed entries are retried or dead-lettered, a dead consumer's entries are
+//! claimed by the others (`XAUTOCLAIM`), and dropped connections are made again; its sink
+//! appends with `XADD`. Producers that read in turns like it stop reading once
+//! [`Context::is_finishing`] says a drain began.
+//!
 //! # Messages and timers
 //!
 //! Each stage has a `Message` type. [`Stage::cast`] sends one to its `handle_message`,
@@ -422,6 +432,8 @@ pub mod observe;
 pub mod pipeline;
 pub mod protocol;
 mod reason;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod runner;
 mod shared;
 mod stage;

@@ -604,6 +604,7 @@ impl<S: Callbacks> Runner<S> {
             fx: &mut self.fx,
             name: &self.shared.name,
             stop_requested: &self.shared.stop_requested,
+            finishing: self.draining || self.finishing.is_some(),
         };
         f(&mut self.stage, &mut ctx)
     }

@@ -1,0 +1,401 @@
+//! [`stream`]: the builder of a [`StreamSource`], a consumer group's reader whose producers
+//! emit [`Message`]s acknowledged through the group; its options and their validation.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use redis::{Client, Connection};
+
+use super::ack::Acker;
+use super::counters::{Cells, StreamCounters};
+use super::entry::{decode_json, Entry};
+use super::error::StreamError;
+use super::producer::StreamProducer;
+use crate::pipeline::{Acknowledger, Message};
+
+/// The metadata key under which each [`Message`] of a stream source carries its entry's id.
+pub const ID_KEY: &str = "redis.id";
+
+/// Turns an entry into the source's type, or says why not.
+pub(crate) type Decoder<T> = Arc<dyn Fn(Entry) -> Result<T, (String, String)> + Send + Sync>;
+
+/// The validated options, shared by the producers and the acknowledger.
+pub(crate) struct Settings {
+    pub(crate) client: Client,
+    pub(crate) stream: String,
+    pub(crate) group: String,
+    pub(crate) consumer: String,
+    pub(crate) start_id: String,
+    pub(crate) block: Duration,
+    pub(crate) max_count: usize,
+    pub(crate) claim_idle: Duration,
+    pub(crate) claim_interval: Duration,
+    pub(crate) dead_letter: Option<(String, u64)>,
+    pub(crate) timeout: Duration,
+    pub(crate) ack_timeout: Duration,
+    pub(crate) backoff: (Duration, Duration),
+}
+
+/// What a source's producers and its acknowledger share.
+pub(crate) struct Shared {
+    pub(crate) settings: Settings,
+    pub(crate) cells: Cells,
+    /// Ids of the entries emitted and not yet acknowledged, in this process.
+    pub(crate) in_flight: Mutex<HashSet<String>>,
+    /// The acknowledger's connection, and whether one was ever made (to count reconnects).
+    pub(crate) ack_con: Mutex<(Option<Connection>, bool)>,
+}
+
+/// Starts the builder of a source reading `stream` on the server at `url`
+/// (`redis://host:port/db`) through a consumer group. Nothing connects until a producer runs.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use stageflow::redis::StreamError;
+///
+/// let source = stageflow::redis::stream("redis://127.0.0.1:6379/", "jobs")
+///     .group("workers")
+///     .consumer("worker-1")
+///     .claim_idle(Duration::from_secs(60))
+///     .dead_letter("jobs:dead", 3)
+///     .build()?;
+/// assert_eq!(source.counters().acked, 0);
+///
+/// let bad = stageflow::redis::stream("redis://127.0.0.1:6379/", "jobs").max_count(0).build();
+/// assert!(matches!(bad, Err(StreamError::InvalidOption { option: "max_count", .. })));
+/// # Ok::<(), StreamError>(())
+/// ```
+pub fn stream(url: impl Into<String>, stream: impl Into<String>) -> StreamBuilder<Entry> {
+    StreamBuilder {
+        url: url.into(),
+        stream: stream.into(),
+        group: "stageflow".into(),
+        consumer: format!("consumer-{}", std::process::id()),
+        start_id: "0".into(),
+        block: Duration::from_millis(100),
+        max_count: 1000,
+        claim_idle: Duration::from_secs(30),
+        claim_interval: Duration::from_secs(5),
+        dead_letter: None,
+        timeout: Duration::from_secs(5),
+        ack_timeout: Duration::from_secs(30),
+        backoff: (Duration::from_millis(50), Duration::from_secs(2)),
+        decode: Arc::new(|e: Entry| Ok(e)),
+        _t: PhantomData,
+    }
+}
+
+/// The options of a [`StreamSource`]; see [`stream`]. Every setter's doc gives its default.
+pub struct StreamBuilder<T> {
+    url: String,
+    stream: String,
+    group: String,
+    consumer: String,
+    start_id: String,
+    block: Duration,
+    max_count: usize,
+    claim_idle: Duration,
+    claim_interval: Duration,
+    dead_letter: Option<(String, u64)>,
+    timeout: Duration,
+    ack_timeout: Duration,
+    backoff: (Duration, Duration),
+    decode: Decoder<T>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for StreamBuilder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamBuilder")
+            .field("url", &self.url)
+            .field("stream", &self.stream)
+            .field("group", &self.group)
+            .field("consumer", &self.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Send + 'static> StreamBuilder<T> {
+    /// The consumer group (created at [`start_id`](Self::start_id), with the stream if
+    /// missing, when a producer first connects). Defaults to `"stageflow"`.
+    pub fn group(mut self, name: impl Into<String>) -> Self {
+        self.group = name.into();
+        self
+    }
+
+    /// This consumer's name in the group: give each process its own, and the same one again
+    /// when it restarts (it then resumes its own pending entries first). Defaults to
+    /// `"consumer-<pid>"`.
+    pub fn consumer(mut self, name: impl Into<String>) -> Self {
+        self.consumer = name.into();
+        self
+    }
+
+    /// Where a group created by this source starts reading: `"0"` for the whole stream, `"$"`
+    /// for entries added from now on. Defaults to `"0"` (a job queue's entries added before
+    /// the first worker started are work too).
+    pub fn start_id(mut self, id: impl Into<String>) -> Self {
+        self.start_id = id.into();
+        self
+    }
+
+    /// How long one `XREADGROUP` waits for new entries (`BLOCK`) before the producer's loop
+    /// turns again (to see stops, calls and the claim interval). Defaults to `100 ms`.
+    pub fn block(mut self, block: Duration) -> Self {
+        self.block = block;
+        self
+    }
+
+    /// The most entries one read asks for (`COUNT` is the unmet demand, at most this).
+    /// Defaults to `1000`.
+    pub fn max_count(mut self, n: usize) -> Self {
+        self.max_count = n;
+        self
+    }
+
+    /// How long an entry must have been pending, unacknowledged, before this consumer claims
+    /// it (`XAUTOCLAIM`'s min-idle-time): entries of a dead consumer, and failed entries
+    /// due for a retry. Make it longer than an entry can take to go through the pipeline, or
+    /// a slow entry is claimed (and handled) twice. Defaults to `30 s`.
+    pub fn claim_idle(mut self, idle: Duration) -> Self {
+        self.claim_idle = idle;
+        self
+    }
+
+    /// How often the producer claims idle entries before reading new ones (it also does on
+    /// start and after a reconnect). Defaults to `5 s`.
+    pub fn claim_interval(mut self, every: Duration) -> Self {
+        self.claim_interval = every;
+        self
+    }
+
+    /// Moves a failed entry delivered `after_deliveries` times or more to the stream `dead`
+    /// (its fields, plus `stageflow.id`, `stageflow.reason` and `stageflow.deliveries`) and
+    /// acknowledges it. Defaults to none: failed entries stay pending and are retried after
+    /// [`claim_idle`](Self::claim_idle), forever.
+    pub fn dead_letter(mut self, dead: impl Into<String>, after_deliveries: u64) -> Self {
+        self.dead_letter = Some((dead.into(), after_deliveries));
+        self
+    }
+
+    /// The timeout for connecting and for each reply (beyond the `BLOCK` time). Defaults to
+    /// `5 s`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long an acknowledgement is retried through connection faults before it is given
+    /// up (counted in [`StreamCounters::ack_failures`]; the entries stay pending and are
+    /// claimed again). Defaults to `30 s`.
+    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
+        self.ack_timeout = timeout;
+        self
+    }
+
+    /// The delays between reconnection attempts: `first`, doubling up to `max`. Defaults to
+    /// `50 ms` and `2 s`.
+    pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.backoff = (first, max);
+        self
+    }
+
+    /// Emits `U`s decoded from the JSON in the field `field` of each entry (what
+    /// [`StreamSink`](super::StreamSink)'s `json` writes). An entry that does not decode is
+    /// failed at once (counted as malformed) and handled as any failed entry.
+    pub fn json<U: serde::de::DeserializeOwned + Send + 'static>(
+        self,
+        field: impl Into<String>,
+    ) -> StreamBuilder<U> {
+        let field = field.into();
+        self.decode(move |e: &Entry| decode_json(e, &field))
+    }
+
+    /// Emits `U`s made by `decode` from each entry; an `Err` fails the entry at once (counted
+    /// as malformed) and it is handled as any failed entry.
+    pub fn decode<U: Send + 'static>(
+        self,
+        decode: impl Fn(&Entry) -> Result<U, String> + Send + Sync + 'static,
+    ) -> StreamBuilder<U> {
+        StreamBuilder {
+            url: self.url,
+            stream: self.stream,
+            group: self.group,
+            consumer: self.consumer,
+            start_id: self.start_id,
+            block: self.block,
+            max_count: self.max_count,
+            claim_idle: self.claim_idle,
+            claim_interval: self.claim_interval,
+            dead_letter: self.dead_letter,
+            timeout: self.timeout,
+            ack_timeout: self.ack_timeout,
+            backoff: self.backoff,
+            decode: Arc::new(move |e: Entry| decode(&e).map_err(|why| (e.id, why))),
+            _t: PhantomData,
+        }
+    }
+
+    /// Validates the options.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::InvalidOption`] naming the first bad option: an unparsable `url`, an
+    /// empty `stream`, `group`, `consumer` or `start_id`, a zero `block`, `max_count`,
+    /// `claim_idle`, `claim_interval`, `timeout` or backoff delay, a `block` not shorter than
+    /// `timeout`, a dead-letter stream that is the stream itself or empty, or
+    /// `after_deliveries` 0.
+    pub fn build(self) -> Result<StreamSource<T>, StreamError> {
+        let client = Client::open(self.url.as_str())
+            .map_err(|e| StreamError::invalid("url", format!("{:?}: {e}", self.url)))?;
+        for (option, value) in [
+            ("stream", &self.stream),
+            ("group", &self.group),
+            ("consumer", &self.consumer),
+            ("start_id", &self.start_id),
+        ] {
+            if value.is_empty() {
+                return Err(StreamError::invalid(option, "expected a name, got \"\""));
+            }
+        }
+        for (option, value) in [
+            ("block", self.block),
+            ("claim_idle", self.claim_idle),
+            ("claim_interval", self.claim_interval),
+            ("timeout", self.timeout),
+            ("backoff", self.backoff.0.min(self.backoff.1)),
+        ] {
+            if value.is_zero() {
+                return Err(StreamError::invalid(option, "expected a positive duration"));
+            }
+        }
+        if self.block >= self.timeout {
+            return Err(StreamError::invalid(
+                "block",
+                format!(
+                    "expected less than the timeout ({:?}), got {:?}",
+                    self.timeout, self.block
+                ),
+            ));
+        }
+        if self.max_count == 0 {
+            return Err(StreamError::invalid(
+                "max_count",
+                "expected at least 1, got 0",
+            ));
+        }
+        if let Some((dead, after)) = &self.dead_letter {
+            if dead.is_empty() || *dead == self.stream {
+                return Err(StreamError::invalid(
+                    "dead_letter",
+                    format!(
+                        "expected another stream than {:?}, got {dead:?}",
+                        self.stream
+                    ),
+                ));
+            }
+            if *after == 0 {
+                return Err(StreamError::invalid(
+                    "dead_letter",
+                    "expected after_deliveries to be at least 1, got 0",
+                ));
+            }
+        }
+        let settings = Settings {
+            client,
+            stream: self.stream,
+            group: self.group,
+            consumer: self.consumer,
+            start_id: self.start_id,
+            block: self.block,
+            max_count: self.max_count,
+            claim_idle: self.claim_idle,
+            claim_interval: self.claim_interval,
+            dead_letter: self.dead_letter,
+            timeout: self.timeout,
+            ack_timeout: self.ack_timeout,
+            backoff: self.backoff,
+        };
+        let shared = Arc::new(Shared {
+            settings,
+            cells: Cells::default(),
+            in_flight: Mutex::new(HashSet::new()),
+            ack_con: Mutex::new((None, false)),
+        });
+        let ack: Arc<dyn Acknowledger> = Arc::new(Acker(shared.clone()));
+        Ok(StreamSource {
+            shared,
+            ack,
+            decode: self.decode,
+        })
+    }
+}
+
+/// A consumer group's reader: make its [`producer`](StreamSource::producer)s (each with its
+/// own connection; they share the acknowledger and the counters) and read its
+/// [`counters`](StreamSource::counters). Cheap to clone.
+pub struct StreamSource<T> {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) ack: Arc<dyn Acknowledger>,
+    pub(crate) decode: Decoder<T>,
+}
+
+impl<T> Clone for StreamSource<T> {
+    fn clone(&self) -> Self {
+        StreamSource {
+            shared: self.shared.clone(),
+            ack: self.ack.clone(),
+            decode: self.decode.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for StreamSource<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.shared.settings;
+        f.debug_struct("StreamSource")
+            .field("stream", &s.stream)
+            .field("group", &s.group)
+            .field("consumer", &s.consumer)
+            .field("counters", &self.counters())
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> StreamSource<T> {
+    /// A producer of [`Message<T>`](Message)s reading the group as this source's consumer,
+    /// for [`stageflow::producer`](crate::producer) or a pipeline's
+    /// [`producers`](crate::pipeline::Builder::producers). Several producers of one source
+    /// share its consumer name, acknowledger and counters, each with its own connection.
+    pub fn producer(&self) -> StreamProducer<T> {
+        StreamProducer::new(self.clone())
+    }
+}
+
+impl<T> StreamSource<T> {
+    /// What its producers and acknowledger have done so far.
+    pub fn counters(&self) -> StreamCounters {
+        self.shared.cells.snapshot()
+    }
+
+    /// The acknowledger its messages carry (`XACK`s in groups, dead-letters).
+    pub fn acknowledger(&self) -> Arc<dyn Acknowledger> {
+        self.ack.clone()
+    }
+
+    /// Entries emitted and not yet acknowledged, in this process.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.lock().len()
+    }
+}
+
+/// A message's entry id (its [`ID_KEY`] metadata), if it came from a stream source.
+pub fn entry_id<T>(message: &Message<T>) -> Option<&str> {
+    message.metadata.get(ID_KEY).map(String::as_str)
+}
