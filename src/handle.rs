@@ -177,6 +177,10 @@ impl<S, R: Role<S>> Stage<S, R> {
     ///
     /// Finishing every stage of a pipeline at once therefore drains it from its sources to its
     /// sinks. Handled on the control path, like [`Stage::stop`]: it never waits behind events.
+    ///
+    /// A producer that drives itself with zero-delay timers (one read per turn) must stop
+    /// scheduling them once [`Context::is_finishing`](crate::Context::is_finishing) is true:
+    /// a timer that is always due keeps the stage from ending.
     pub fn finish(&self) {
         let _ = self.tx.urgent(Envelope::Control(Control::Finish));
     }

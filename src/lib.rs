@@ -126,7 +126,8 @@
 //! A producer whose source blocks (a socket, a file, an HTTP body) reads it only while it has
 //! demand: read at most what `handle_demand` asks for, keep the unmet demand, and let the
 //! stage's loop run between chunks of reads with a zero-delay timer, so asks, calls and stops
-//! are seen. Read a chunk per turn, not one item: a turn costs about as much as handing a
+//! are seen, and stop when [`Context::is_finishing`] says a drain has begun. Read a chunk per
+//! turn, not one item: a turn costs about as much as handing a
 //! batch downstream, and one line per turn runs three times slower than `from_iter` over the
 //! same lines.
 //! When demand runs out nothing is read, and the source's own flow control (TCP's window, say)
@@ -162,6 +163,9 @@
 //!     }
 //!
 //!     fn handle_message(&mut self, Msg::Read: Msg, ctx: &mut Context<'_, String, Msg>) {
+//!         if ctx.is_finishing() {
+//!             return; // asked to finish (a drain): stop reading, so the stage can end
+//!         }
 //!         for _ in 0..self.demand.min(CHUNK) {
 //!             let mut line = String::new();
 //!             match self.reader.read_line(&mut line) {

@@ -288,3 +288,72 @@ fn terminate_runs_however_a_stage_ends() {
         );
     }
 }
+
+/// Emits one event per turn of its loop, with a zero-delay timer; `polite` ones stop when
+/// asked to finish.
+struct Turns {
+    demand: usize,
+    next: u64,
+    polite: bool,
+}
+
+impl Producer for Turns {
+    type Out = u64;
+    type Message = ();
+
+    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, u64, ()>) {
+        if self.demand == 0 {
+            ctx.send_after((), Duration::ZERO);
+        }
+        self.demand += demand;
+    }
+
+    fn handle_message(&mut self, (): (), ctx: &mut Context<'_, u64, ()>) {
+        if self.polite && ctx.is_finishing() {
+            return;
+        }
+        ctx.emit(self.next);
+        self.next += 1;
+        self.demand -= 1;
+        if self.demand > 0 || !self.polite {
+            self.demand = self.demand.max(1);
+            ctx.send_after((), Duration::ZERO);
+        }
+    }
+}
+
+#[test]
+fn a_producer_driven_by_timers_drains_when_it_watches_is_finishing() {
+    for polite in [true, false] {
+        let source = stageflow::producer(Turns {
+            demand: 0,
+            next: 0,
+            polite,
+        })
+        .name("turns")
+        .spawn()
+        .unwrap();
+        let (seen_tx, seen) = crossbeam_channel::unbounded();
+        let sink = stageflow::consumer(ForEach::new(move |x: u64| {
+            let _ = seen_tx.send(x);
+        }))
+        .subscribe_to(&source, SubscribeOptions::new().max_demand(4))
+        .unwrap()
+        .spawn()
+        .unwrap();
+        seen.recv_timeout(LIMIT).expect("events flow");
+        let report = Topology::new()
+            .with(&source)
+            .with(&sink)
+            .drain(Duration::from_millis(500));
+        if polite {
+            assert!(report.is_complete(), "{report:?}");
+            assert_eq!(source.counters().events_out, sink.counters().events_in);
+        } else {
+            // A timer always due keeps it (and so its consumer) from ending: the drain stops
+            // them and says so.
+            assert!(report.stopped.contains(&"turns".to_string()), "{report:?}");
+            assert!(report.outcomes.iter().all(|(_, r)| r.is_some()));
+        }
+    }
+}
