@@ -326,6 +326,7 @@ pub mod dispatcher;
 mod envelope;
 mod error;
 mod events;
+pub mod flow;
 pub mod fns;
 mod handle;
 #[cfg(feature = "http")]
