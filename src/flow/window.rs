@@ -568,3 +568,266 @@ impl<T, A: Clone> Windows<T, A> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Ev = u64;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn ms(m: u64) -> Duration {
+        Duration::from_millis(m)
+    }
+
+    /// Windows collecting events into a `Vec`, timestamps being the event in seconds.
+    fn windows(w: Window<Ev>) -> Windows<Ev, Vec<Ev>> {
+        Windows::new(
+            &w,
+            Arc::new(Vec::new),
+            Arc::new(|acc: &mut Vec<Ev>, e| acc.push(e)),
+            Duration::ZERO,
+        )
+    }
+
+    fn fire(index: u64, window: WindowId, fired: Fired, value: &[Ev]) -> Action<Vec<Ev>> {
+        Action::Fire {
+            index,
+            window,
+            fired,
+            value: value.to_vec(),
+        }
+    }
+
+    fn push_all(w: &mut Windows<Ev, Vec<Ev>>, events: &[Ev], now: Duration) -> Vec<Action<Vec<Ev>>> {
+        let mut out = Vec::new();
+        for &e in events {
+            w.push(e, now, &mut out);
+        }
+        out
+    }
+
+    fn finish(w: &mut Windows<Ev, Vec<Ev>>) -> Vec<Action<Vec<Ev>>> {
+        let mut out = Vec::new();
+        w.finish(&mut out);
+        out
+    }
+
+    fn tick(w: &mut Windows<Ev, Vec<Ev>>, now: Duration) -> Vec<Action<Vec<Ev>>> {
+        let mut out = Vec::new();
+        w.tick(now, &mut out);
+        out
+    }
+
+    #[test]
+    fn global_emits_once_when_the_input_completes() {
+        let mut w = windows(Window::global());
+        assert_eq!(push_all(&mut w, &[1, 2, 3], secs(100)), vec![]);
+        assert_eq!(tick(&mut w, secs(1000)), vec![]);
+        assert_eq!(finish(&mut w), vec![fire(0, WindowId::Global, Fired::Done, &[1, 2, 3])]);
+    }
+
+    #[test]
+    fn global_without_events_still_emits_its_initial_state() {
+        let mut w = windows(Window::global());
+        assert_eq!(finish(&mut w), vec![fire(0, WindowId::Global, Fired::Done, &[])]);
+    }
+
+    #[test]
+    fn trigger_every_emits_the_state_so_far_and_keeps_it() {
+        let mut w = windows(Window::global().trigger_every(2));
+        let every = Fired::Trigger(Trigger::Every(2));
+        assert_eq!(
+            push_all(&mut w, &[1, 2, 3, 4, 5], Duration::ZERO),
+            vec![
+                fire(0, WindowId::Global, every, &[1, 2]),
+                fire(0, WindowId::Global, every, &[1, 2, 3, 4]),
+            ]
+        );
+        assert_eq!(
+            finish(&mut w),
+            vec![fire(0, WindowId::Global, Fired::Done, &[1, 2, 3, 4, 5])]
+        );
+    }
+
+    #[test]
+    fn count_windows_close_every_n_events_and_the_last_at_completion() {
+        let mut w = windows(Window::count(3));
+        assert_eq!(
+            push_all(&mut w, &[1, 2, 3, 4, 5, 6, 7], Duration::ZERO),
+            vec![
+                fire(0, WindowId::Count(0), Fired::Closed, &[1, 2, 3]),
+                Action::ClosedBelow(1),
+                fire(1, WindowId::Count(1), Fired::Closed, &[4, 5, 6]),
+                Action::ClosedBelow(2),
+            ]
+        );
+        assert_eq!(finish(&mut w), vec![fire(2, WindowId::Count(2), Fired::Done, &[7])]);
+    }
+
+    #[test]
+    fn count_windows_with_a_trigger_fire_inside_each_window() {
+        let mut w = windows(Window::count(4).trigger_every(2));
+        let every = Fired::Trigger(Trigger::Every(2));
+        assert_eq!(
+            push_all(&mut w, &[1, 2, 3, 4, 5, 6], Duration::ZERO),
+            vec![
+                fire(0, WindowId::Count(0), every, &[1, 2]),
+                fire(0, WindowId::Count(0), Fired::Closed, &[1, 2, 3, 4]),
+                Action::ClosedBelow(1),
+                fire(1, WindowId::Count(1), every, &[5, 6]),
+            ]
+        );
+    }
+
+    #[test]
+    fn periodic_windows_follow_the_clock() {
+        let mut w = windows(Window::periodic(secs(5)));
+        let span = |k: u64| WindowId::Periodic {
+            start: secs(5 * k),
+            end: secs(5 * k + 5),
+        };
+        assert_eq!(push_all(&mut w, &[1, 2], secs(1)), vec![]);
+        assert_eq!(tick(&mut w, ms(4999)), vec![]);
+        assert_eq!(
+            tick(&mut w, secs(5)),
+            vec![fire(0, span(0), Fired::Closed, &[1, 2]), Action::ClosedBelow(1)]
+        );
+        assert_eq!(tick(&mut w, secs(6)), vec![]);
+        assert_eq!(push_all(&mut w, &[3], secs(6)), vec![]);
+        // An event in a later period closes the earlier ones even before a tick.
+        assert_eq!(
+            push_all(&mut w, &[4], secs(16)),
+            vec![fire(1, span(1), Fired::Closed, &[3]), Action::ClosedBelow(3)]
+        );
+        assert_eq!(finish(&mut w), vec![fire(3, span(3), Fired::Done, &[4])]);
+    }
+
+    #[test]
+    fn periodic_windows_without_events_emit_nothing_but_progress() {
+        let mut w = windows(Window::periodic(secs(1)));
+        assert_eq!(tick(&mut w, secs(3)), vec![Action::ClosedBelow(3)]);
+        assert_eq!(tick(&mut w, ms(3500)), vec![]);
+        assert_eq!(finish(&mut w), vec![]);
+    }
+
+    #[test]
+    fn trigger_periodically_fires_once_per_period_passed() {
+        let mut w = windows(Window::global().trigger_periodically(secs(1)));
+        let periodic = Fired::Trigger(Trigger::Periodically(secs(1)));
+        push_all(&mut w, &[1], Duration::ZERO);
+        assert_eq!(tick(&mut w, ms(999)), vec![]);
+        assert_eq!(tick(&mut w, secs(1)), vec![fire(0, WindowId::Global, periodic, &[1])]);
+        assert_eq!(tick(&mut w, ms(1500)), vec![]);
+        push_all(&mut w, &[2], ms(1500));
+        // Two periods passed between ticks: one firing.
+        assert_eq!(tick(&mut w, ms(3200)), vec![fire(0, WindowId::Global, periodic, &[1, 2])]);
+        assert_eq!(tick(&mut w, ms(3900)), vec![]);
+    }
+
+    #[test]
+    fn fixed_windows_close_when_event_time_passes_their_end() {
+        let w = Window::fixed(secs(10), |e: &Ev| secs(*e));
+        let late = w.late_events();
+        let mut w = windows(w);
+        let span = |k: u64| WindowId::Fixed {
+            start: secs(10 * k),
+            end: secs(10 * k + 10),
+        };
+        // Processing time plays no part.
+        assert_eq!(push_all(&mut w, &[1, 5, 9], secs(1000)), vec![]);
+        assert_eq!(tick(&mut w, secs(5000)), vec![]);
+        assert_eq!(
+            push_all(&mut w, &[12], Duration::ZERO),
+            vec![fire(0, span(0), Fired::Closed, &[1, 5, 9]), Action::ClosedBelow(1)]
+        );
+        // Too late: window 0 is closed.
+        assert_eq!(push_all(&mut w, &[3], Duration::ZERO), vec![]);
+        assert_eq!(late.get(), 1);
+        // Out of order within open windows is fine; a jump closes every window passed.
+        assert_eq!(push_all(&mut w, &[19, 11], Duration::ZERO), vec![]);
+        assert_eq!(
+            push_all(&mut w, &[25], Duration::ZERO),
+            vec![fire(1, span(1), Fired::Closed, &[12, 19, 11]), Action::ClosedBelow(2)]
+        );
+        assert_eq!(
+            push_all(&mut w, &[41], Duration::ZERO),
+            vec![fire(2, span(2), Fired::Closed, &[25]), Action::ClosedBelow(4)]
+        );
+        assert_eq!(finish(&mut w), vec![fire(4, span(4), Fired::Done, &[41])]);
+    }
+
+    #[test]
+    fn allowed_lateness_emits_at_the_watermark_then_takes_late_events_until_it_passes() {
+        let w = Window::fixed(secs(10), |e: &Ev| secs(*e)).allowed_lateness(secs(5));
+        let late = w.late_events();
+        let mut w = windows(w);
+        let span0 = WindowId::Fixed {
+            start: Duration::ZERO,
+            end: secs(10),
+        };
+        let span1 = WindowId::Fixed {
+            start: secs(10),
+            end: secs(20),
+        };
+        assert_eq!(push_all(&mut w, &[1], Duration::ZERO), vec![]);
+        assert_eq!(
+            push_all(&mut w, &[12], Duration::ZERO),
+            vec![fire(0, span0, Fired::Watermark, &[1])]
+        );
+        // Late, but within the allowed lateness: taken, no new watermark emission.
+        assert_eq!(push_all(&mut w, &[3, 14], Duration::ZERO), vec![]);
+        assert_eq!(
+            push_all(&mut w, &[15], Duration::ZERO),
+            vec![fire(0, span0, Fired::Closed, &[1, 3]), Action::ClosedBelow(1)]
+        );
+        // Beyond the allowed lateness: dropped and counted.
+        assert_eq!(push_all(&mut w, &[4, 9], Duration::ZERO), vec![]);
+        assert_eq!(late.get(), 2);
+        assert_eq!(
+            push_all(&mut w, &[20], Duration::ZERO),
+            vec![fire(1, span1, Fired::Watermark, &[12, 14, 15])]
+        );
+        assert_eq!(
+            finish(&mut w),
+            vec![
+                fire(1, span1, Fired::Done, &[12, 14, 15]),
+                fire(2, WindowId::Fixed { start: secs(20), end: secs(30) }, Fired::Done, &[20]),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_options_are_errors_naming_the_option() {
+        let cases: Vec<(Window<Ev>, &str)> = vec![
+            (Window::count(0), "window"),
+            (Window::periodic(Duration::ZERO), "window"),
+            (Window::fixed(Duration::ZERO, |_| Duration::ZERO), "window"),
+            (Window::global().trigger_every(0), "trigger"),
+            (Window::global().trigger_periodically(Duration::ZERO), "trigger"),
+            (Window::periodic(secs(1)).tick(Duration::ZERO), "tick"),
+        ];
+        for (w, name) in cases {
+            match w.validate() {
+                Err(FlowError::InvalidOption { option, .. }) => assert_eq!(option, name, "{w:?}"),
+                other => panic!("{w:?}: {other:?}"),
+            }
+        }
+        assert!(Window::<Ev>::periodic(secs(1)).validate().is_ok());
+    }
+
+    #[test]
+    fn ticks_only_when_time_matters() {
+        assert_eq!(Window::<Ev>::global().tick_period(), None);
+        assert_eq!(Window::<Ev>::count(3).trigger_every(1).tick_period(), None);
+        assert_eq!(Window::<Ev>::periodic(secs(5)).tick_period(), Some(ms(100)));
+        assert_eq!(Window::<Ev>::periodic(ms(100)).tick_period(), Some(ms(5)));
+        assert_eq!(
+            Window::<Ev>::global().trigger_periodically(secs(1)).tick(ms(7)).tick_period(),
+            Some(ms(7))
+        );
+    }
+}
