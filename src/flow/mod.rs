@@ -112,7 +112,9 @@ impl<S: Send + 'static> Flow<S, S> {
     }
 
     /// A flow of what several producers of one type emit, merged.
-    pub fn from_producers<P: Producer<Out = S>>(producers: impl IntoIterator<Item = P>) -> Flow<S, S> {
+    pub fn from_producers<P: Producer<Out = S>>(
+        producers: impl IntoIterator<Item = P>,
+    ) -> Flow<S, S> {
         let producers: Vec<P> = producers.into_iter().collect();
         Flow::from_sources(Box::new(move |b: &mut Build| {
             let mut outs = Vec::new();
@@ -139,14 +141,42 @@ impl<S: Send + 'static> Flow<S, S> {
     /// Take each one's endpoint with [`Upstream::source`](crate::Upstream::source). The flow
     /// subscribes to them when it runs (permanently: it ends once they have all finished) and
     /// does not stop them when it ends.
+    ///
+    /// A finite producer that is already forwarding demand can finish before every mapper
+    /// stage has subscribed, and the run then fails with a
+    /// [`ProducerGone`](crate::SubscribeError::ProducerGone) error: start such producers with
+    /// [`ProducerDemand::Accumulate`] and hand their handles to
+    /// [`from_producer_stages`](Flow::from_producer_stages) instead.
     pub fn from_stages(stages: impl IntoIterator<Item = Source<S>>) -> Flow<S, S> {
         let stages: Vec<Source<S>> = stages.into_iter().collect();
         Flow::from_sources(Box::new(move |_: &mut Build| Ok(stages)))
     }
+
+    /// A flow of what running producers emit, merged, switching them to
+    /// [`ProducerDemand::Forward`] once every stage of the flow has subscribed (as Flow does
+    /// with `GenStage.demand/2`): start them with [`ProducerDemand::Accumulate`] and none of
+    /// their events can go before the flow is whole. The flow does not stop them when it ends.
+    pub fn from_producer_stages<P: Producer<Out = S>>(
+        stages: impl IntoIterator<Item = crate::ProducerHandle<P>>,
+    ) -> Flow<S, S> {
+        let stages: Vec<crate::ProducerHandle<P>> = stages.into_iter().collect();
+        Flow::from_sources(Box::new(move |b: &mut Build| {
+            let outs = stages.iter().map(crate::Upstream::source).collect();
+            b.on_release(move || {
+                for s in &stages {
+                    let _ = s.set_demand(ProducerDemand::Forward);
+                }
+            });
+            Ok(outs)
+        }))
+    }
 }
 
 impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
-    fn then<U: Send + 'static>(self, op: impl Fn(Vec<T>) -> Vec<U> + Send + Sync + 'static) -> Flow<S, U> {
+    fn then<U: Send + 'static>(
+        self,
+        op: impl Fn(Vec<T>) -> Vec<U> + Send + Sync + 'static,
+    ) -> Flow<S, U> {
         let prev = self.chain;
         Flow {
             sources: self.sources,
@@ -243,7 +273,10 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
         let options = self.subscribe_options()?;
         let stages = self.stages.unwrap_or_else(cores);
         if stages == 0 {
-            return Err(FlowError::invalid("stages", "expected stages to be at least 1, got 0"));
+            return Err(FlowError::invalid(
+                "stages",
+                "expected stages to be at least 1, got 0",
+            ));
         }
         let sources = (self.sources)(b)?;
         if !self.fused && dispatcher.is_none() {

@@ -534,7 +534,11 @@ where
         }
     }
 
-    fn handle_subscribe(&mut self, sub: &Subscription, ctx: &mut Context<'_, O, Tick>) -> DemandMode {
+    fn handle_subscribe(
+        &mut self,
+        sub: &Subscription,
+        ctx: &mut Context<'_, O, Tick>,
+    ) -> DemandMode {
         if sub.direction() == Direction::Upstream {
             self.live += 1;
             if let (false, Some(every)) = (self.ticking, self.tick) {
@@ -556,7 +560,12 @@ where
             self.windows.finish(&mut self.actions);
             self.send(ctx);
             let mut out = Vec::new();
-            (self.emit)(Part::Done { partition: self.partition }, &mut out);
+            (self.emit)(
+                Part::Done {
+                    partition: self.partition,
+                },
+                &mut out,
+            );
             ctx.emit_all(out);
         }
     }

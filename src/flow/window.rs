@@ -291,9 +291,17 @@ impl<T> Window<T> {
             Err(FlowError::InvalidOption { option, message })
         };
         match &self.kind {
-            Kind::Count(0) => return bad("window", "expected a count window of at least 1 event, got 0".into()),
+            Kind::Count(0) => {
+                return bad(
+                    "window",
+                    "expected a count window of at least 1 event, got 0".into(),
+                )
+            }
             Kind::Periodic(d) if d.is_zero() => {
-                return bad("window", "expected a periodic window longer than zero".into())
+                return bad(
+                    "window",
+                    "expected a periodic window longer than zero".into(),
+                )
             }
             Kind::Fixed { size, .. } if size.is_zero() => {
                 return bad("window", "expected a fixed window longer than zero".into())
@@ -303,10 +311,16 @@ impl<T> Window<T> {
         for t in &self.triggers {
             match t {
                 Trigger::Every(0) => {
-                    return bad("trigger", "expected trigger_every of at least 1 event, got 0".into())
+                    return bad(
+                        "trigger",
+                        "expected trigger_every of at least 1 event, got 0".into(),
+                    )
                 }
                 Trigger::Periodically(d) if d.is_zero() => {
-                    return bad("trigger", "expected trigger_periodically longer than zero".into())
+                    return bad(
+                        "trigger",
+                        "expected trigger_periodically longer than zero".into(),
+                    )
                 }
                 _ => {}
             }
@@ -602,7 +616,11 @@ mod tests {
         }
     }
 
-    fn push_all(w: &mut Windows<Ev, Vec<Ev>>, events: &[Ev], now: Duration) -> Vec<Action<Vec<Ev>>> {
+    fn push_all(
+        w: &mut Windows<Ev, Vec<Ev>>,
+        events: &[Ev],
+        now: Duration,
+    ) -> Vec<Action<Vec<Ev>>> {
         let mut out = Vec::new();
         for &e in events {
             w.push(e, now, &mut out);
@@ -627,13 +645,19 @@ mod tests {
         let mut w = windows(Window::global());
         assert_eq!(push_all(&mut w, &[1, 2, 3], secs(100)), vec![]);
         assert_eq!(tick(&mut w, secs(1000)), vec![]);
-        assert_eq!(finish(&mut w), vec![fire(0, WindowId::Global, Fired::Done, &[1, 2, 3])]);
+        assert_eq!(
+            finish(&mut w),
+            vec![fire(0, WindowId::Global, Fired::Done, &[1, 2, 3])]
+        );
     }
 
     #[test]
     fn global_without_events_still_emits_its_initial_state() {
         let mut w = windows(Window::global());
-        assert_eq!(finish(&mut w), vec![fire(0, WindowId::Global, Fired::Done, &[])]);
+        assert_eq!(
+            finish(&mut w),
+            vec![fire(0, WindowId::Global, Fired::Done, &[])]
+        );
     }
 
     #[test]
@@ -665,7 +689,10 @@ mod tests {
                 Action::ClosedBelow(2),
             ]
         );
-        assert_eq!(finish(&mut w), vec![fire(2, WindowId::Count(2), Fired::Done, &[7])]);
+        assert_eq!(
+            finish(&mut w),
+            vec![fire(2, WindowId::Count(2), Fired::Done, &[7])]
+        );
     }
 
     #[test]
@@ -694,14 +721,20 @@ mod tests {
         assert_eq!(tick(&mut w, ms(4999)), vec![]);
         assert_eq!(
             tick(&mut w, secs(5)),
-            vec![fire(0, span(0), Fired::Closed, &[1, 2]), Action::ClosedBelow(1)]
+            vec![
+                fire(0, span(0), Fired::Closed, &[1, 2]),
+                Action::ClosedBelow(1)
+            ]
         );
         assert_eq!(tick(&mut w, secs(6)), vec![]);
         assert_eq!(push_all(&mut w, &[3], secs(6)), vec![]);
         // An event in a later period closes the earlier ones even before a tick.
         assert_eq!(
             push_all(&mut w, &[4], secs(16)),
-            vec![fire(1, span(1), Fired::Closed, &[3]), Action::ClosedBelow(3)]
+            vec![
+                fire(1, span(1), Fired::Closed, &[3]),
+                Action::ClosedBelow(3)
+            ]
         );
         assert_eq!(finish(&mut w), vec![fire(3, span(3), Fired::Done, &[4])]);
     }
@@ -720,11 +753,17 @@ mod tests {
         let periodic = Fired::Trigger(Trigger::Periodically(secs(1)));
         push_all(&mut w, &[1], Duration::ZERO);
         assert_eq!(tick(&mut w, ms(999)), vec![]);
-        assert_eq!(tick(&mut w, secs(1)), vec![fire(0, WindowId::Global, periodic, &[1])]);
+        assert_eq!(
+            tick(&mut w, secs(1)),
+            vec![fire(0, WindowId::Global, periodic, &[1])]
+        );
         assert_eq!(tick(&mut w, ms(1500)), vec![]);
         push_all(&mut w, &[2], ms(1500));
         // Two periods passed between ticks: one firing.
-        assert_eq!(tick(&mut w, ms(3200)), vec![fire(0, WindowId::Global, periodic, &[1, 2])]);
+        assert_eq!(
+            tick(&mut w, ms(3200)),
+            vec![fire(0, WindowId::Global, periodic, &[1, 2])]
+        );
         assert_eq!(tick(&mut w, ms(3900)), vec![]);
     }
 
@@ -742,7 +781,10 @@ mod tests {
         assert_eq!(tick(&mut w, secs(5000)), vec![]);
         assert_eq!(
             push_all(&mut w, &[12], Duration::ZERO),
-            vec![fire(0, span(0), Fired::Closed, &[1, 5, 9]), Action::ClosedBelow(1)]
+            vec![
+                fire(0, span(0), Fired::Closed, &[1, 5, 9]),
+                Action::ClosedBelow(1)
+            ]
         );
         // Too late: window 0 is closed.
         assert_eq!(push_all(&mut w, &[3], Duration::ZERO), vec![]);
@@ -751,11 +793,17 @@ mod tests {
         assert_eq!(push_all(&mut w, &[19, 11], Duration::ZERO), vec![]);
         assert_eq!(
             push_all(&mut w, &[25], Duration::ZERO),
-            vec![fire(1, span(1), Fired::Closed, &[12, 19, 11]), Action::ClosedBelow(2)]
+            vec![
+                fire(1, span(1), Fired::Closed, &[12, 19, 11]),
+                Action::ClosedBelow(2)
+            ]
         );
         assert_eq!(
             push_all(&mut w, &[41], Duration::ZERO),
-            vec![fire(2, span(2), Fired::Closed, &[25]), Action::ClosedBelow(4)]
+            vec![
+                fire(2, span(2), Fired::Closed, &[25]),
+                Action::ClosedBelow(4)
+            ]
         );
         assert_eq!(finish(&mut w), vec![fire(4, span(4), Fired::Done, &[41])]);
     }
@@ -782,7 +830,10 @@ mod tests {
         assert_eq!(push_all(&mut w, &[3, 14], Duration::ZERO), vec![]);
         assert_eq!(
             push_all(&mut w, &[15], Duration::ZERO),
-            vec![fire(0, span0, Fired::Closed, &[1, 3]), Action::ClosedBelow(1)]
+            vec![
+                fire(0, span0, Fired::Closed, &[1, 3]),
+                Action::ClosedBelow(1)
+            ]
         );
         // Beyond the allowed lateness: dropped and counted.
         assert_eq!(push_all(&mut w, &[4, 9], Duration::ZERO), vec![]);
@@ -795,7 +846,15 @@ mod tests {
             finish(&mut w),
             vec![
                 fire(1, span1, Fired::Done, &[12, 14, 15]),
-                fire(2, WindowId::Fixed { start: secs(20), end: secs(30) }, Fired::Done, &[20]),
+                fire(
+                    2,
+                    WindowId::Fixed {
+                        start: secs(20),
+                        end: secs(30)
+                    },
+                    Fired::Done,
+                    &[20]
+                ),
             ]
         );
     }
@@ -807,7 +866,10 @@ mod tests {
             (Window::periodic(Duration::ZERO), "window"),
             (Window::fixed(Duration::ZERO, |_| Duration::ZERO), "window"),
             (Window::global().trigger_every(0), "trigger"),
-            (Window::global().trigger_periodically(Duration::ZERO), "trigger"),
+            (
+                Window::global().trigger_periodically(Duration::ZERO),
+                "trigger",
+            ),
             (Window::periodic(secs(1)).tick(Duration::ZERO), "tick"),
         ];
         for (w, name) in cases {
@@ -826,7 +888,10 @@ mod tests {
         assert_eq!(Window::<Ev>::periodic(secs(5)).tick_period(), Some(ms(100)));
         assert_eq!(Window::<Ev>::periodic(ms(100)).tick_period(), Some(ms(5)));
         assert_eq!(
-            Window::<Ev>::global().trigger_periodically(secs(1)).tick(ms(7)).tick_period(),
+            Window::<Ev>::global()
+                .trigger_periodically(secs(1))
+                .tick(ms(7))
+                .tick_period(),
             Some(ms(7))
         );
     }
