@@ -53,10 +53,13 @@ impl Default for Options {
     }
 }
 
+/// Tags and their counts, greatest first.
+pub(crate) type Top = Vec<(String, u64)>;
+
 /// What a run saw: each window's top tags, in window order.
 #[derive(Debug, Default)]
 pub(crate) struct Summary {
-    pub(crate) windows: Vec<(WindowId, Fired, Vec<(String, u64)>)>,
+    pub(crate) windows: Vec<(WindowId, Fired, Top)>,
 }
 
 /// The hashtags the synthetic streams use, the first ones far more often.
@@ -112,7 +115,7 @@ fn next_random(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The `i`th tweet of the stream seeded `seed`: one to three hashtags, skewed.
+/// The next tweet of a stream: one to three hashtags, the first of `TAGS` most often.
 fn tweet(state: &mut u64) -> String {
     let n = 1 + next_random(state) % 3;
     let mut text = String::from("reading about");
@@ -125,7 +128,8 @@ fn tweet(state: &mut u64) -> String {
     text
 }
 
-/// The tweets of the two synthetic streams.
+/// The tweets of a synthetic stream, as [`TweetStream`] emits them.
+#[allow(dead_code)] // Read by the tests, through `expected_top`.
 fn synthetic(seed: u64, count: usize) -> impl Iterator<Item = String> {
     let mut state = seed;
     (0..count).map(move |_| tweet(&mut state))
@@ -142,6 +146,7 @@ pub(crate) fn hashtags(text: &str) -> Vec<String> {
 }
 
 /// The top tags of both synthetic streams, counted on one thread.
+#[allow(dead_code)] // Read by the tests.
 pub(crate) fn expected_top(opts: &Options) -> Vec<(String, u64)> {
     let mut counts: HashMap<String, u64> = HashMap::new();
     for text in synthetic(1, opts.tweets).chain(synthetic(2, opts.tweets)) {
@@ -222,7 +227,7 @@ impl Producer for TweetStream {
 fn top_per_window<S: Send + 'static>(
     tweets: Flow<S, String>,
     opts: &Options,
-) -> Result<FlowStream<Emitted<Vec<(String, u64)>>>, FlowError> {
+) -> Result<FlowStream<Emitted<Top>>, FlowError> {
     let top = opts.top;
     let window = match &opts.clock {
         Some(clock) => Window::periodic(opts.window).clock(clock.clone()),
@@ -272,7 +277,7 @@ fn from_url(url: &str) -> Result<Flow<Message, String>, Box<dyn std::error::Erro
 }
 
 /// Prints one window's table.
-fn show(e: &Emitted<Vec<(String, u64)>>, clear: bool) {
+fn show(e: &Emitted<Top>, clear: bool) {
     let mut out = std::io::stdout().lock();
     if clear {
         let _ = write!(out, "\x1b[2J\x1b[H");

@@ -1,7 +1,146 @@
 //! Flow's shape on threads: a few lines that become a parallel, partitioned, windowed
 //! computation over stages (Elixir's `Flow`), with back-pressure from end to end.
 //!
-//! GUIDE
+//! A [`Flow`] starts from sources (iterators, producers, running stages), applies mapper
+//! operations (`map`, `flat_map`, `filter`, `inspect`, `map_batch`) fused into one stage per
+//! parallel lane, and either runs as it is or is [partitioned](Flow::partition) by key into
+//! reducer stages, where every event of a key meets the others. Each reducer folds its events
+//! into an accumulator per [`Window`]; [`Trigger`]s emit a window's accumulator before it
+//! closes; a [`departition`](Reduced::departition) merges each window's results from every
+//! partition into one stage. The layer uses nothing but the crate's public API: every stage is
+//! an ordinary [`ProducerConsumer`](crate::ProducerConsumer) on its own thread, subscribed with
+//! ordinary demand.
+//!
+//! # Word count
+//!
+//! ```
+//! use stageflow::flow::{Flow, Partitions};
+//!
+//! let lines = ["the cat", "the dog", "a cat and the bird"];
+//! let counts = Flow::from_iter(lines)
+//!     .stages(2) // two mapper stages
+//!     .flat_map(|line: &str| line.split(' ').map(str::to_owned).collect::<Vec<_>>())
+//!     .partition(Partitions::by_key(|word: &String| word.clone()).stages(2))
+//!     .count_by_key(|word| word.clone())
+//!     // One stage merges the partitions' counts, then ranks them.
+//!     .departition(
+//!         Vec::new,
+//!         |all: &mut Vec<(String, u64)>, part| all.extend(part),
+//!         |all| stageflow::flow::top_n(all, 3, |(_, n)| *n),
+//!     )
+//!     .collect()?;
+//! assert_eq!(counts.len(), 1); // one window: the global window, emitted at the end
+//! assert_eq!(
+//!     counts[0].value,
+//!     [("the".to_string(), 3), ("cat".to_string(), 2), ("a".to_string(), 1)]
+//! );
+//! # Ok::<(), stageflow::flow::FlowError>(())
+//! ```
+//!
+//! # The shape
+//!
+//! | phase | stages (names) | how many | subscribed to |
+//! |---|---|---|---|
+//! | sources | `flow-source-i` | one per iterator or producer | |
+//! | mappers | `flow-map-i` | [`Flow::stages`], default: the cores | every source |
+//! | reducers | `flow-reduce-i` | [`Partitions::stages`], default: the cores | every mapper, partition `i` |
+//! | departition | `flow-departition-0` | one | every reducer |
+//!
+//! Mapper stages share the sources' events by demand (the
+//! [`DemandDispatcher`](crate::dispatcher::DemandDispatcher)); each one sends every event to the
+//! reducer of its key's partition through a
+//! [`PartitionDispatcher`] (`hash(event) % stages`).
+//! Sources the flow starts wait with [`ProducerDemand::Accumulate`] until every stage has
+//! subscribed, so a short input cannot end before the flow is whole. The flow ends when its
+//! sources finish: each stage finishes once all its producers have, reducers emit every open
+//! window first ([`Fired::Done`]), and the last stage's consumer sees the end.
+//!
+//! # Windows and triggers
+//!
+//! A reducer keeps one accumulator per open [`Window`]: the global window (the default), count
+//! windows of `n` events, periodic windows of processing time, or fixed windows of event time
+//! with an allowed lateness. A window's accumulator is emitted when the window closes
+//! ([`Fired::Closed`]), when the input completes ([`Fired::Done`]), and whenever one of its
+//! triggers fires ([`Trigger::Every`] `n` events, [`Trigger::Periodically`]); a trigger emits
+//! the accumulator so far and keeps it. Each emission is an [`Emitted`]: the window
+//! ([`WindowId`]), why it fired, the partition, the value.
+//!
+//! Processing time comes from a [`Clock`]: the system's by default, a [`ManualClock`] in tests,
+//! which move time by hand and never sleep. A reducer whose window or triggers depend on
+//! processing time reads its clock on each batch and on a timer
+//! ([`Context::send_after`](crate::Context::send_after), every [`Window::tick`]). The windows
+//! and triggers themselves are pure code, tested without threads.
+//!
+//! ```
+//! use std::time::Duration;
+//! use stageflow::flow::{Fired, Flow, ManualClock, Partitions, Window, WindowId};
+//!
+//! // The clock never moves: the events stay in the first 5-second window, which closes when
+//! // the input completes.
+//! let clock = ManualClock::new();
+//! let window = Window::periodic(Duration::from_secs(5)).clock(clock.clone());
+//! let emitted = Flow::from_iter(1..=10u64)
+//!     .partition(Partitions::by_event().stages(2).window(window))
+//!     .reduce(|| 0u64, |sum: &mut u64, x| *sum += x)
+//!     .departition(|| 0u64, |all: &mut u64, part| *all += part, |all| all)
+//!     .collect()?;
+//! let start = Duration::ZERO;
+//! let end = Duration::from_secs(5);
+//! assert_eq!(emitted.len(), 1);
+//! assert_eq!(emitted[0].window, WindowId::Periodic { start, end });
+//! assert_eq!((emitted[0].fired, emitted[0].value), (Fired::Done, 55));
+//! # Ok::<(), stageflow::flow::FlowError>(())
+//! ```
+//!
+//! # What a reduction emits
+//!
+//! [`Partitioned::reduce`] (and [`group_by`](Partitioned::group_by),
+//! [`count_by_key`](Partitioned::count_by_key), [`take_top`](Partitioned::take_top)) gives a
+//! [`Reduced`] flow; [`map_state`](Reduced::map_state) and [`take_top`](Reduced::take_top)
+//! shape each emission; then choose what leaves the reducers:
+//! [`emit_state`](Reduced::emit_state) (each emission, with its window),
+//! [`emit_events`](Reduced::emit_events) (the items of each emission, Flow's default), or
+//! [`departition`](Reduced::departition) (one merged result per window). Each gives a new
+//! [`Flow`], to run or to continue with more operations and partitions (in stages of their
+//! own: operations after a reduction are not fused into the reducers).
+//!
+//! # Running
+//!
+//! [`collect`](Flow::collect) and [`stream`](Flow::stream) consume the output on the calling
+//! thread; [`into_consumer`](Flow::into_consumer) runs it into a consumer stage of yours;
+//! [`start`](Flow::start) runs it on its own as a [`RunningFlow`] (a [`Topology`](crate::Topology))
+//! until its input ends or you stop it; [`run`](Flow::run) runs it to its end. Bad options are
+//! [`FlowError::InvalidOption`]s naming the option; a stage that fails (a closure that panics)
+//! fails the run with [`FlowError::Failed`] naming the stage.
+//!
+//! # Back-pressure and memory
+//!
+//! Every hop is a demand-driven subscription, so a slow reducer slows the mappers, which slow
+//! the sources: an iterator is pulled only as far as demand reaches. What is in flight is
+//! bounded by the demands (`max_demand` of the mappers' subscriptions, [`Flow::max_demand`],
+//! and of the reducers', [`Partitions::max_demand`]), never by the size of the input. What a
+//! reducer holds is its open windows' accumulators; a departition holds each window until every
+//! partition has closed it.
+//!
+//! # Where this differs from Elixir's Flow
+//!
+//! - **Types.** A flow is `Flow<S, T>`: what its sources emit and what its mappers make of it;
+//!   operations are `Fn + Send + Sync` closures, shared by the lanes.
+//! - **Periodic windows are aligned on the clock** (multiples of the period since its epoch)
+//!   rather than started with each partition, so window `k` is the same span in every
+//!   partition and a departition can merge them.
+//! - **Triggers keep the accumulator** and emit it whole (Flow's default `on_trigger`); to
+//!   change what is emitted use [`map_state`](Reduced::map_state); there is no way to reset
+//!   the accumulator at a trigger.
+//! - **A departition emits each window once**, merged from every partition's final result;
+//!   intermediate emissions stay in the partitions.
+//! - **Ties in [`top_n`] go to the smaller item**, so a top list does not depend on how events
+//!   were partitioned.
+//! - **Running stages as sources** are subscribed as they are ([`Flow::from_stages`]) or,
+//!   started accumulating, released by the flow ([`Flow::from_producer_stages`]); Flow calls
+//!   `GenStage.demand/2` on every producer.
+//! - Not here (yet): joins (`bounded_join`, `window_join`), `uniq`, `emit_and_reduce`,
+//!   `shuffle`, `merge` of flows, custom trigger functions.
 
 mod clock;
 mod departition;
@@ -104,9 +243,9 @@ impl<S: Send + 'static> Flow<S, S> {
         )
     }
 
-    /// A flow of what `producer` emits: any [`Producer`] (an HTTP stream from
-    /// [`http`](crate::http), a [`Generate`](crate::fns::Generate), your own), started when
-    /// the flow runs and stopped with it.
+    /// A flow of what `producer` emits: any [`Producer`] (an HTTP stream of the `http` module,
+    /// a [`Generate`](crate::fns::Generate), your own), started when the flow runs and stopped
+    /// with it.
     pub fn from_producer<P: Producer<Out = S>>(producer: P) -> Flow<S, S> {
         Flow::from_producers([producer])
     }
@@ -279,6 +418,12 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
             ));
         }
         let sources = (self.sources)(b)?;
+        if sources.is_empty() {
+            return Err(FlowError::invalid(
+                "sources",
+                "expected at least one source, got none",
+            ));
+        }
         if !self.fused && dispatcher.is_none() {
             // No operation: the sources are the output (S is T).
             let any: Box<dyn Any> = Box::new(sources);
