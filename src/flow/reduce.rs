@@ -2,7 +2,6 @@
 //! [`Partitioned`] (the reductions), [`Reduced`] (what is emitted), and the reducer stage that
 //! feeds a partition's [`Windows`] and sends on what they fire.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -35,8 +34,8 @@ type HashFn<T> = Arc<dyn Fn(&T) -> u64 + Send + Sync>;
 /// `partition/2` options).
 ///
 /// An event goes to partition `hash(event) % stages`. With [`by_key`](Partitions::by_key) the
-/// hash is the standard library's SipHash of the key with fixed keys, so it is the same in
-/// every run (Flow's `:erlang.phash2`).
+/// hash is a fast fixed hash of the key (FxHash's steps with a final mix), the same in every
+/// run and on every machine of one endianness (Flow's `:erlang.phash2`).
 pub struct Partitions<T> {
     hash: HashFn<T>,
     stages: Option<usize>,
@@ -58,9 +57,58 @@ impl<T> fmt::Debug for Partitions<T> {
 
 /// The hash [`Partitions::by_key`] uses.
 fn hash_of<K: Hash>(key: &K) -> u64 {
-    let mut h = DefaultHasher::new();
+    let mut h = Mix(0);
     key.hash(&mut h);
     h.finish()
+}
+
+/// A fast, fixed hash for choosing partitions (FxHash's word step, then SplitMix64's
+/// finalizer so that the low bits, which `% stages` reads, depend on every input bit). Not
+/// for hash tables facing untrusted keys: it only spreads keys over stages.
+struct Mix(u64);
+
+impl Hasher for Mix {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(last));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn finish(&self) -> u64 {
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+impl Mix {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517C_C1B7_2722_0A95);
+    }
 }
 
 impl<T: 'static> Partitions<T> {
@@ -568,5 +616,43 @@ where
             );
             ctx.emit_all(out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_hash_spreads_similar_keys_over_few_partitions() {
+        for n in [2u64, 3, 4, 7] {
+            let mut per = vec![0u64; n as usize];
+            for i in 0..10_000 {
+                per[(hash_of(&format!("w{i}")) % n) as usize] += 1;
+            }
+            let fair = 10_000 / n;
+            for (p, c) in per.iter().enumerate() {
+                assert!(
+                    c.abs_diff(fair) < fair / 10,
+                    "{n} partitions: {p} got {c} ({per:?})"
+                );
+            }
+        }
+        // Integers too (the low bits of the product alone would not spread these).
+        let mut per = [0u64; 4];
+        for i in 0..10_000u64 {
+            per[(hash_of(&(i * 4)) % 4) as usize] += 1;
+        }
+        assert!(per.iter().all(|c| c.abs_diff(2500) < 250), "{per:?}");
+    }
+
+    #[test]
+    fn top_lists_break_ties_by_the_smaller_item() {
+        let items = vec![("b", 1), ("c", 3), ("a", 1), ("d", 3)];
+        assert_eq!(
+            top_n(items, 3, |(_, n)| *n),
+            vec![("c", 3), ("d", 3), ("a", 1)]
+        );
+        assert_eq!(top_n(Vec::<(u8, u8)>::new(), 3, |x| x.1), vec![]);
     }
 }
