@@ -556,6 +556,95 @@ fn a_slow_reducer_holds_the_sources_back() {
     assert_eq!(pulled.load(Ordering::Relaxed), N);
 }
 
+/// Sends what it receives to a channel.
+struct Collect<T>(crossbeam_channel::Sender<T>);
+
+impl<T: Send + 'static> stageflow::Consumer for Collect<T> {
+    type In = T;
+    type Message = ();
+
+    fn handle_events(
+        &mut self,
+        events: stageflow::Events<'_, T>,
+        _: &mut stageflow::ConsumerContext<'_>,
+    ) {
+        for e in events {
+            let _ = self.0.send(e);
+        }
+    }
+}
+
+#[test]
+fn a_flow_runs_into_a_consumer_stage_or_on_its_own_until_stopped() {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let running = Flow::from_iter(0..500u64)
+        .stages(2)
+        .partition(Partitions::by_event().stages(2))
+        .reduce(|| vec![0u64], |sum: &mut Vec<u64>, x| sum[0] += x)
+        .emit_events()
+        .into_consumer(Collect(tx))
+        .unwrap();
+    assert_eq!(running.stages().last().unwrap().name(), "flow-consumer-0");
+    running.join().unwrap();
+    assert_eq!(rx.try_iter().sum::<u64>(), 500 * 499 / 2);
+
+    // An endless flow, on its own, until stopped.
+    let seen = Arc::new(AtomicU64::new(0));
+    let counter = seen.clone();
+    let running = Flow::from_iter(0u64..)
+        .stages(2)
+        .inspect(move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        })
+        .start()
+        .unwrap();
+    wait_until("events to flow", || seen.load(Ordering::Relaxed) > 10_000);
+    running.stop();
+    running.join().unwrap();
+}
+
+#[cfg(feature = "http")]
+#[test]
+fn an_http_stream_is_a_source() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/stream", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        let _ = socket.read(&mut [0; 4096]);
+        let mut body = String::new();
+        for i in 0..300 {
+            body.push_str(&format!("{{\"text\":\"tweet {i} #t{}\"}}\r\n", i % 7));
+        }
+        let head = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n";
+        socket
+            .write_all(format!("{head}{body}").as_bytes())
+            .unwrap();
+    });
+    #[derive(serde::Deserialize)]
+    struct Tweet {
+        text: String,
+    }
+    let tweets = stageflow::http::stream(url)
+        .json::<Tweet>()
+        .finish_at_end(true)
+        .build()
+        .unwrap();
+    let counts = Flow::from_producer(tweets)
+        .stages(2)
+        .flat_map(|t: Tweet| top_hashtags::hashtags(&t.text))
+        .partition(Partitions::by_key(|t: &String| t.clone()).stages(2))
+        .count_by_key(|t| t.clone())
+        .departition(HashMap::new, merge_counts, |all| sorted(&all))
+        .collect()
+        .unwrap();
+    server.join().unwrap();
+    let expected: Vec<(String, u64)> = (0..7)
+        .map(|k| (format!("t{k}"), if k < 300 % 7 { 43 } else { 42 }))
+        .collect();
+    assert_eq!(counts[0].value, expected);
+}
+
 #[test]
 fn dropping_the_stream_stops_an_endless_flow() {
     let mut stream = Flow::from_iter(0u64..)

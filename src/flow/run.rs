@@ -185,15 +185,15 @@ impl RunningFlow {
         self.topology.stop();
     }
 
-    /// Waits until every stage has ended.
+    /// Waits until every stage has ended: the input ended, or the flow was
+    /// [stopped](RunningFlow::stop) (both are normal ends).
     ///
     /// # Errors
     ///
-    /// [`FlowError::Failed`] naming the first stage that ended abnormally (stopped, or a
-    /// callback panicked).
+    /// [`FlowError::Failed`] naming the first stage that failed (a callback panicked, say).
     pub fn join(self) -> Result<(), FlowError> {
         let outcomes = self.topology.join();
-        match outcomes.into_iter().find(|(_, r)| *r != Reason::Normal) {
+        match outcomes.into_iter().find(|(_, r)| !r.is_normal()) {
             Some((stage, reason)) => Err(FlowError::Failed { stage, reason }),
             None => Ok(()),
         }
