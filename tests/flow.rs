@@ -588,6 +588,27 @@ fn a_flow_runs_into_a_consumer_stage_or_on_its_own_until_stopped() {
     running.join().unwrap();
     assert_eq!(rx.try_iter().sum::<u64>(), 500 * 499 / 2);
 
+    // Two consumers share the output.
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let running = Flow::from_iter(0..5000u64)
+        .stages(2)
+        .map(|x| x + 1)
+        .max_demand(10)
+        .into_consumers([Collect(tx.clone()), Collect(tx)])
+        .unwrap();
+    running.join().unwrap();
+    let mut got: Vec<u64> = rx.try_iter().collect();
+    got.sort_unstable();
+    assert_eq!(got, (1..=5000).collect::<Vec<u64>>());
+    let none: Vec<Collect<u64>> = Vec::new();
+    assert!(matches!(
+        Flow::from_iter(0..1u64).into_consumers(none),
+        Err(FlowError::InvalidOption {
+            option: "consumers",
+            ..
+        })
+    ));
+
     // An endless flow, on its own, until stopped.
     let seen = Arc::new(AtomicU64::new(0));
     let counter = seen.clone();

@@ -87,10 +87,31 @@ fn rayon_fold(corpus: &'static [&'static str]) -> (Duration, Counts) {
     (start.elapsed(), counts)
 }
 
+/// CPU time of the whole process so far (user + system, every thread), from
+/// `/proc/self/stat`, in clock ticks of 10 ms; zero where there is no such file.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<u64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    Duration::from_millis(fields.iter().sum::<u64>() * 10)
+}
+
 fn rate(words: u64, t: &mut [Duration]) -> (f64, f64, f64) {
     let mut r: Vec<f64> = t.iter().map(|d| words as f64 / d.as_secs_f64()).collect();
     r.sort_by(|a, b| a.partial_cmp(b).expect("rates are finite"));
     (r[r.len() / 2], r[0], r[r.len() - 1])
+}
+
+/// Median CPU nanoseconds per word.
+fn cpu_per_word(words: u64, cpu: &mut [Duration]) -> f64 {
+    cpu.sort();
+    cpu[cpu.len() / 2].as_nanos() as f64 / words as f64
 }
 
 fn m(r: f64) -> String {
@@ -104,15 +125,15 @@ pub(crate) fn table(quick: bool, rounds: usize) {
     let words = lines as u64 * 10;
     let (_, expected) = single_loop(corpus);
     println!(
-        "## n: word count, {lines} lines, {words} words, {} distinct (words/s: median (min–max) of {rounds} rounds, run alternately)",
+        "## n: word count, {lines} lines, {words} words, {} distinct (words/s: median (min–max) of {rounds} rounds, run alternately; CPU ns/word: median, all threads)",
         expected.len()
     );
     println!();
     println!(
-        "| id | flow: 2 mappers → partition(4) → count → departition | single-threaded HashMap loop | rayon fold/reduce ({} threads) | flow / loop | flow / rayon |",
+        "| id | flow: 2 mappers → partition(4) → count → departition | single-threaded HashMap loop | rayon fold/reduce ({} threads) | flow / loop | flow / rayon | CPU ns/word: flow, loop, rayon |",
         rayon::current_num_threads()
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     type Run = fn(&'static [&'static str]) -> (Duration, Counts);
     let runs: [Run; 3] = [through_flow, single_loop, rayon_fold];
     for run in &runs {
@@ -120,14 +141,18 @@ pub(crate) fn table(quick: bool, rounds: usize) {
         assert_eq!(counts, expected, "every way counts the same");
     }
     let mut times: [Vec<Duration>; 3] = Default::default();
+    let mut cpu: [Vec<Duration>; 3] = Default::default();
     for _ in 0..rounds {
-        for (run, t) in runs.iter().zip(&mut times) {
+        for ((run, t), c) in runs.iter().zip(&mut times).zip(&mut cpu) {
+            let before = cpu_time();
             t.push(run(corpus).0);
+            c.push(cpu_time().saturating_sub(before));
         }
     }
     let [(fa, fl, fh), (la, ll, lh), (ra, rl, rh)] = times.map(|mut t| rate(words, &mut t));
+    let [cf, cl, cr] = cpu.map(|mut c| cpu_per_word(words, &mut c));
     println!(
-        "| n | {} ({}–{}) | {} ({}–{}) | {} ({}–{}) | {:.2}× | {:.2}× |",
+        "| n | {} ({}–{}) | {} ({}–{}) | {} ({}–{}) | {:.2}× | {:.2}× | {cf:.0}, {cl:.0}, {cr:.0} |",
         m(fa),
         m(fl),
         m(fh),

@@ -174,6 +174,17 @@ use crate::{
 ///
 /// `S` is the type the sources emit, `T` the type the mapper operations turn it into; you
 /// rarely need to name them.
+///
+/// # Examples
+///
+/// ```
+/// use stageflow::flow::Flow;
+///
+/// let mut squares = Flow::from_iter(1..=5u64).stages(2).map(|x| x * x).collect()?;
+/// squares.sort_unstable(); // two mapper stages: the order between them is not kept
+/// assert_eq!(squares, [1, 4, 9, 16, 25]);
+/// # Ok::<(), stageflow::flow::FlowError>(())
+/// ```
 pub struct Flow<S, T = S> {
     sources: Sources<S>,
     chain: Chain<S, T>,
@@ -513,13 +524,36 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     ///
     /// As [`stream`](Flow::stream).
     pub fn into_consumer<C: Consumer<In = T>>(self, consumer: C) -> Result<RunningFlow, FlowError> {
-        let (mut b, outs, options) = self.build()?;
-        let mut builder = crate::consumer(consumer).name(b.name("consumer"));
-        for o in &outs {
-            builder = builder.subscribe_to(o, options.clone())?;
+        self.into_consumers([consumer])
+    }
+
+    /// Runs the flow into several consumer stages, each subscribed to every output stage;
+    /// the output stages share their events among them by demand.
+    ///
+    /// # Errors
+    ///
+    /// As [`stream`](Flow::stream), and [`FlowError::InvalidOption`] naming `consumers` if
+    /// there is none.
+    pub fn into_consumers<C: Consumer<In = T>>(
+        self,
+        consumers: impl IntoIterator<Item = C>,
+    ) -> Result<RunningFlow, FlowError> {
+        let consumers: Vec<C> = consumers.into_iter().collect();
+        if consumers.is_empty() {
+            return Err(FlowError::invalid(
+                "consumers",
+                "expected at least one consumer, got none",
+            ));
         }
-        let stage = builder.spawn()?;
-        b.add(&stage);
+        let (mut b, outs, options) = self.build()?;
+        for consumer in consumers {
+            let mut builder = crate::consumer(consumer).name(b.name("consumer"));
+            for o in &outs {
+                builder = builder.subscribe_to(o, options.clone())?;
+            }
+            let stage = builder.spawn()?;
+            b.add(&stage);
+        }
         b.release();
         Ok(RunningFlow {
             topology: std::mem::take(&mut b.topology),
