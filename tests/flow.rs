@@ -258,6 +258,20 @@ fn reduce_group_by_emit_events_and_departition() {
     sums.sort_unstable();
     assert_eq!(sums, vec![2500, 2550]); // odd, even
 
+    // A reduced flow goes on: more operations (in stages of their own), another partition.
+    let total = Flow::from_iter(1..=100u64)
+        .stages(2)
+        .partition(Partitions::by_hash(|x: &u64| x % 4).stages(4))
+        .reduce(|| vec![0u64], |acc: &mut Vec<u64>, x| acc[0] += x)
+        .emit_events()
+        .map(|sum| sum * 2)
+        .partition(Partitions::by_hash(|_: &u64| 0).stages(1))
+        .reduce(|| vec![0u64], |acc: &mut Vec<u64>, x| acc[0] += x)
+        .emit_events()
+        .collect()
+        .unwrap();
+    assert_eq!(total, vec![2 * 5050]);
+
     // group_by, departitioned into one sorted map.
     let groups = Flow::from_iter(0..30u32)
         .partition(Partitions::by_key(|x: &u32| x % 3).stages(2))
