@@ -282,10 +282,12 @@ fn show(e: &Emitted<Top>, clear: bool) {
     if clear {
         let _ = write!(out, "\x1b[2J\x1b[H");
     }
+    let hms = |d: Duration| {
+        let s = d.as_secs() % 86_400;
+        format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    };
     let span = match e.window {
-        WindowId::Periodic { start, end } => {
-            format!("{}s-{}s", start.as_secs() % 86_400, end.as_secs() % 86_400)
-        }
+        WindowId::Periodic { start, end } => format!("{}–{} UTC", hms(start), hms(end)),
         other => format!("{other:?}"),
     };
     let why = if e.fired == Fired::Done {
@@ -293,7 +295,7 @@ fn show(e: &Emitted<Top>, clear: bool) {
     } else {
         ""
     };
-    let _ = writeln!(out, "window {span} of the day (UTC){why}");
+    let _ = writeln!(out, "top {} hashtags, {span}{why}", e.value.len());
     let _ = writeln!(out, "{:>4}  {:<16} {:>6}", "rank", "hashtag", "count");
     for (i, (tag, n)) in e.value.iter().enumerate() {
         let _ = writeln!(out, "{:>4}  #{:<15} {:>6}", i + 1, tag, n);
