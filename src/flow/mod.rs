@@ -293,9 +293,9 @@ impl<S: Send + 'static> Flow<S, S> {
     /// does not stop them when it ends.
     ///
     /// A finite producer that is already forwarding demand can finish before every mapper
-    /// stage has subscribed, and the run then fails with a
-    /// [`ProducerGone`](crate::SubscribeError::ProducerGone) error: start such producers with
-    /// [`ProducerDemand::Accumulate`] and hand their handles to
+    /// stage has subscribed (and an empty one before the reducers have), and the run then
+    /// fails with a [`ProducerGone`](crate::SubscribeError::ProducerGone) error: start such
+    /// producers with [`ProducerDemand::Accumulate`] and hand their handles to
     /// [`from_producer_stages`](Flow::from_producer_stages) instead.
     pub fn from_stages(stages: impl IntoIterator<Item = Source<S>>) -> Flow<S, S> {
         let stages: Vec<Source<S>> = stages.into_iter().collect();
