@@ -188,7 +188,7 @@ impl<T: Send + 'static> fmt::Debug for Stream<T> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn stream<T: Send + 'static>(
-    producer: &impl Upstream<T>,
+    producer: &(impl Upstream<T> + ?Sized),
     options: SubscribeOptions,
 ) -> Result<Stream<T>, SubscribeError> {
     let mut stream = Stream::new();
@@ -222,7 +222,7 @@ impl<T: Send + 'static> Stream<T> {
     /// As [`stream`].
     pub fn subscribe_to(
         &mut self,
-        producer: &impl Upstream<T>,
+        producer: &(impl Upstream<T> + ?Sized),
         options: SubscribeOptions,
     ) -> Result<SubscriptionId, SubscribeError> {
         let port = Counted::new(self.tx.clone(), None, self.shared.clone());

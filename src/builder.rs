@@ -16,7 +16,7 @@ use crate::handle::{
 };
 use crate::reason::Reason;
 use crate::runner::{AsConsumer, AsProducer, AsProducerConsumer, Callbacks, Config, Runner};
-use crate::shared::Shared;
+use crate::shared::{Probe, Shared};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 use crate::subscription::{
     BufferKeep, CancelMode, Direction, ProducerDemand, SubscribeOptions, Subscription,
@@ -76,6 +76,7 @@ pub struct StageBuilder<S, R: Role<S>> {
     buffer_keep: BufferKeep,
     dispatcher: Option<Box<dyn Dispatcher<R::Out>>>,
     demand: ProducerDemand,
+    keep_state: bool,
     subscriptions: Vec<(Source<R::In>, SubscribeOptions)>,
 }
 
@@ -101,8 +102,34 @@ impl<S, R: Role<S>> StageBuilder<S, R> {
             buffer_keep: BufferKeep::Last,
             dispatcher: None,
             demand: ProducerDemand::Forward,
+            keep_state: false,
             subscriptions: Vec::new(),
         }
+    }
+
+    /// Keeps the stage's value when it ends, for [`Stage::join_state`] to hand back: the way to
+    /// get a result out of a stage (a sum, a collected `Vec`, a model it trained) without a
+    /// channel or a shared lock. Without it, the value is dropped on the stage's thread as the
+    /// stage ends, before `join` returns. With it, the value is dropped when the last handle
+    /// on the stage is, unless `join_state` took it.
+    ///
+    /// ```
+    /// use stageflow::fns::Fold;
+    /// use stageflow::SubscribeOptions;
+    ///
+    /// let numbers = stageflow::from_iter(1..=100u64).spawn()?;
+    /// let sum = stageflow::consumer(Fold::new(0u64, |sum, x: u64| sum + x))
+    ///     .keep_state()
+    ///     .subscribe_to(&numbers, SubscribeOptions::new())?
+    ///     .spawn()?;
+    /// let (reason, fold) = sum.join_state();
+    /// assert!(reason.is_normal());
+    /// assert_eq!(fold.map(Fold::into_inner), Some(5050));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn keep_state(mut self) -> Self {
+        self.keep_state = true;
+        self
     }
 
     /// The stage's name, used in logs, counters and as its thread's name (so it cannot contain
@@ -202,6 +229,53 @@ impl<S, R: Emits<S>> StageBuilder<S, R> {
     }
 }
 
+/// A linear pipeline from this producer, in one expression: see [`Chain`](crate::Chain).
+impl<S: Producer> StageBuilder<S, ProducerRole> {
+    /// Starts a [`Chain`](crate::Chain) from this producer (the shortcuts below start one too).
+    pub fn chain(self) -> crate::Chain<S::Out> {
+        crate::Chain::start(self)
+    }
+
+    /// A chain whose next link is one producer-consumer; see [`Chain::via`](crate::Chain::via).
+    pub fn via<P, B>(self, stage: B) -> crate::Chain<P::Out>
+    where
+        P: ProducerConsumer<In = S::Out>,
+        B: crate::IntoBuilder<P, ProducerConsumerRole>,
+    {
+        self.chain().via(stage)
+    }
+
+    /// A chain fanned out into `n` lanes; see [`Chain::parallel`](crate::Chain::parallel).
+    pub fn parallel(self, n: usize) -> crate::Lanes<S::Out> {
+        self.chain().parallel(n)
+    }
+
+    /// A chain partitioned into `n` lanes by `key`; see
+    /// [`Chain::partition`](crate::Chain::partition).
+    pub fn partition<K: std::hash::Hash>(
+        self,
+        n: usize,
+        key: impl Fn(&S::Out) -> K + Send + Sync + 'static,
+    ) -> crate::Lanes<S::Out> {
+        self.chain().partition(n, key)
+    }
+
+    /// A chain whose next link's subscriptions take `options`; see
+    /// [`Chain::options`](crate::Chain::options).
+    pub fn options(self, options: SubscribeOptions) -> crate::Chain<S::Out> {
+        self.chain().options(options)
+    }
+
+    /// A chain ending at one consumer; see [`Chain::to`](crate::Chain::to).
+    pub fn to<C, B>(self, stage: B) -> crate::ChainEnd<C>
+    where
+        C: Consumer<In = S::Out>,
+        B: crate::IntoBuilder<C, ConsumerRole>,
+    {
+        self.chain().to(stage)
+    }
+}
+
 impl<S, R: Consumes<S>> StageBuilder<S, R> {
     /// Subscribes the stage, when it starts, to `producer` (GenStage's `subscribe_to`). The
     /// options are checked now; the producer is asked when [`spawn`](StageBuilder::spawn) runs.
@@ -211,7 +285,7 @@ impl<S, R: Consumes<S>> StageBuilder<S, R> {
     /// [`SubscribeError::InvalidOption`] naming the option and the value.
     pub fn subscribe_to(
         mut self,
-        producer: &impl Upstream<R::In>,
+        producer: &(impl Upstream<R::In> + ?Sized),
         options: SubscribeOptions,
     ) -> Result<Self, SubscribeError> {
         options.validate()?;
@@ -266,6 +340,7 @@ impl<S: Consumer> StageBuilder<S, ConsumerRole> {
     ///
     /// # Errors
     ///
+    /// [`BuildError::InvalidOption`] for a bad option (an `inbox_capacity` of 0, say),
     /// [`BuildError::Subscribe`] if a producer has ended or refused (then no subscription is
     /// kept; a *temporary* subscription to a producer that has ended does not fail the build:
     /// the stage starts and sees it fail in `handle_cancel`), [`BuildError::Spawn`] if the
@@ -302,6 +377,7 @@ impl<S, R: Role<S>> StageBuilder<S, R> {
                 buffer_size: self.buffer_size,
                 buffer_keep: self.buffer_keep,
                 demand: self.demand,
+                keep_state: self.keep_state,
             },
             subscriptions: self.subscriptions,
         };
@@ -327,6 +403,10 @@ where
     let (tx, rx) = bounded::<Envelope<C::In, C::Out, C::Msg>>(inbox_capacity);
     let (ctl_tx, ctl_rx) = unbounded::<Envelope<C::In, C::Out, C::Msg>>();
     let shared = Arc::new(Shared::new(name.clone()));
+    let _ = shared.probe.set(Probe {
+        kind: C::KIND.into(),
+        inbox: Box::new(tx.clone()),
+    });
     let handle = Counted::new(tx.clone(), Some(ctl_tx), shared.clone());
     let mut made: Vec<(Source<C::In>, Pending)> = Vec::new();
     let mut failed: Vec<Subscription> = Vec::new();

@@ -1,60 +1,6 @@
 //! The credit protocol, and the consumer side's pure demand accounting.
 //!
-//! # The protocol
-//!
-//! A subscription links one consumer to one producer. Events flow down in batches, credits
-//! (demand) flow up, each as messages on bounded `crossbeam-channel` channels. The rules,
-//! GenStage's, in the words of the Reactive Streams specification:
-//!
-//! 1. A producer MUST NOT send a subscription more events than its consumer has asked for on
-//!    it. Every dispatcher that ships with the crate holds to this; the consumer still handles
-//!    any excess it is sent and logs it at error level.
-//! 2. A consumer with automatic demand MUST ask `max_demand` when the subscription is
-//!    confirmed, and after that MUST ask only *after* a batch has been handled: each incoming
-//!    message is cut into chunks of `max_demand - min_demand` events; after each chunk's
-//!    `handle_events` returns, if the outstanding demand `D'` is at most `min_demand` it asks
-//!    `max_demand - D'`. It MUST NOT ask early: asking before the batch is handled would let
-//!    `2 * max_demand` events be in flight and break `max_demand` as a memory bound.
-//! 3. An ask MUST carry at least one credit; an ask of 0 is never sent.
-//! 4. A stage MUST NOT block on a send to another stage. Every send to a peer is a
-//!    `try_send`; a message that does not fit waits in that subscription's *backlog* (events
-//!    for the same subscription are appended to the last waiting batch), and while any backlog
-//!    is non-empty the stage waits on its own inbox *and* on room in the peers' inboxes at
-//!    once. Two stages that each wait for room in the other's inbox therefore still receive,
-//!    so neither can deadlock.
-//! 5. Messages on one subscription MUST keep their order: a message is sent directly only when
-//!    that subscription's backlog is empty. Hence a consumer handles every batch a producer
-//!    sent before that producer's cancel, and only then the cancel.
-//! 6. A stage MUST tell every peer when it ends (a cancel to each producer and each consumer),
-//!    whatever the reason, panics included, so that nobody waits on a dead stage.
-//!
-//! Consequences that bound memory: by rule 1 the events in flight on a subscription are at
-//! most its `max_demand`, and by rule 2 the asks in flight are at most
-//! `max_demand / (max_demand - min_demand) + 1`. The inbox of a stage is sized in *messages*
-//! (see [`StageBuilder::inbox_capacity`](crate::StageBuilder::inbox_capacity)), never in events,
-//! because `crossbeam_channel::bounded` allocates all its slots up front; rule 4 keeps an
-//! undersized inbox correct, only slower.
-//!
-//! The only unbounded queues are the ones GenStage defines as unbounded: a producer-consumer's
-//! output buffer (its default `buffer_size`), which holds what one inbound message produced
-//! beyond downstream demand (see [`StageBuilder::buffer_size`](crate::StageBuilder::buffer_size)),
-//! and a backlog, which holds at most what the credit bound lets a peer be sent.
-//!
-//! # The picture
-//!
-//! ```text
-//!   producer thread                 consumer thread
-//!  +-----------------+   Events    +-----------------+
-//!  | handle_demand   | ==========> | inbox (bounded) |
-//!  | buffer          |             | handle_events   |
-//!  | dispatcher      |    Ask n    |                 |
-//!  | inbox (bounded) | <========== | Demand (max/min)|
-//!  +-----------------+             +-----------------+
-//! ```
-//!
-//! Each stage has one bounded inbox that receives everything addressed to it: events from its
-//! producers, asks and cancels from its consumers, messages from user code and control
-//! requests. One inbox means one blocking `recv` on the hot path.
+//! The rules are written out in the public [`protocol`](crate::protocol) page.
 
 /// The consumer side's view of one automatic subscription: the demand `D` it still expects.
 ///

@@ -74,6 +74,9 @@ pub(crate) struct SubscribeRequest<T> {
 /// From a handle to its stage.
 pub(crate) enum Control {
     Stop,
+    /// Finish gracefully: a producer stops producing and delivers what it holds; a stage with
+    /// producers ends once they have all ended (see `Stage::finish`).
+    Finish,
     /// The last reference to the stage is gone: check whether it can still be reached.
     Wake,
     /// Producers: accumulate demand, or forward it (replaying what accumulated).

@@ -60,7 +60,7 @@ impl<'a, T> Events<'a, T> {
     pub fn map<B, F: FnMut(T) -> B>(
         mut self,
         f: F,
-    ) -> std::iter::Map<std::iter::Take<&'a mut std::vec::IntoIter<T>>, F> {
+    ) -> impl ExactSizeIterator<Item = B> + use<'a, T, B, F> {
         let n = std::mem::take(&mut self.n);
         let iter = self.iter.take().expect("a batch is mapped once");
         iter.take(n).map(f)

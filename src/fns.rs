@@ -1,6 +1,10 @@
 //! Stages from closures, for the simple cases that need no struct: [`Map`], [`FlatMap`] and
 //! [`Filter`] are producer-consumers, [`ForEach`] and [`Batches`] are consumers, [`Generate`]
-//! is a producer.
+//! is a producer. [`Process`] and [`Sink`] take a closure that also gets the stage's context
+//! (to emit, ask, set timers, end the stage) and an `on_terminate` hook: a stage in a few lines
+//! without a struct or `type Message = ()`. [`Fold`] and [`Collect`] are consumers whose result comes back from their
+//! handle: build them with [`keep_state`](crate::StageBuilder::keep_state) and take it with
+//! [`Stage::join_state`](crate::Stage::join_state).
 //!
 //! ```
 //! use stageflow::fns::{Filter, ForEach, Map};
@@ -27,6 +31,7 @@ use std::marker::PhantomData;
 
 use crate::context::{ConsumerContext, Context};
 use crate::events::Events;
+use crate::reason::Reason;
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 
 macro_rules! closure_debug {
@@ -185,6 +190,255 @@ where
 }
 
 closure_debug!(ForEach<F, T>);
+
+/// What runs when a closure stage ends ([`Process::on_terminate`], [`Sink::on_terminate`]).
+type OnTerminate = Option<Box<dyn FnMut(&Reason) + Send>>;
+
+/// A producer-consumer from a closure that sees each batch and the stage's [`Context`]: it may
+/// emit any number of events, set timers, finish or stop the stage. `on_terminate` runs when
+/// it ends. For a stage that needs more than [`Map`] or [`FlatMap`] and no struct of its own.
+///
+/// ```
+/// use stageflow::fns::{Collect, Process};
+/// use stageflow::SubscribeOptions;
+///
+/// // Emits running totals, and finishes once past 100 (what it already received is still
+/// // handled: nothing is lost on a finish).
+/// let mut total = 0u64;
+/// let totals = Process::new(move |events: stageflow::Events<'_, u64>, ctx: &mut stageflow::Context<'_, u64>| {
+///     for x in events {
+///         total += x;
+///         ctx.emit(total);
+///     }
+///     if total > 100 {
+///         ctx.finish();
+///     }
+/// });
+/// let numbers = stageflow::from_iter(1..=1000u64).spawn()?;
+/// let running = stageflow::producer_consumer(totals)
+///     .subscribe_to(&numbers, SubscribeOptions::new().max_demand(5))?
+///     .spawn()?;
+/// let sink = stageflow::consumer(Collect::new())
+///     .keep_state()
+///     .subscribe_to(&running, SubscribeOptions::new())?
+///     .spawn()?;
+/// let got = sink.join_state().1.unwrap().into_vec();
+/// assert_eq!(got[..4], [1, 3, 6, 10]);
+/// assert!(got.last() > Some(&100) && got.len() < 1000);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Process<F, In, Out> {
+    f: F,
+    on_terminate: OnTerminate,
+    _types: PhantomData<fn(In) -> Out>,
+}
+
+impl<F, In, Out> Process<F, In, Out>
+where
+    F: for<'a, 'c> FnMut(Events<'a, In>, &mut Context<'c, Out>) + Send + 'static,
+{
+    /// Calls `f` with each batch and the stage's context.
+    pub fn new(f: F) -> Process<F, In, Out> {
+        Process {
+            f,
+            on_terminate: None,
+            _types: PhantomData,
+        }
+    }
+
+    /// Runs `g` with the stage's reason when it ends, however it ends.
+    pub fn on_terminate(mut self, g: impl FnMut(&Reason) + Send + 'static) -> Self {
+        self.on_terminate = Some(Box::new(g));
+        self
+    }
+}
+
+impl<F, In, Out> ProducerConsumer for Process<F, In, Out>
+where
+    F: for<'a, 'c> FnMut(Events<'a, In>, &mut Context<'c, Out>) + Send + 'static,
+    In: Send + 'static,
+    Out: Send + 'static,
+{
+    type In = In;
+    type Out = Out;
+    type Message = ();
+
+    fn handle_events(&mut self, events: Events<'_, In>, ctx: &mut Context<'_, Out>) {
+        (self.f)(events, ctx);
+    }
+
+    fn terminate(&mut self, reason: &Reason) {
+        if let Some(g) = &mut self.on_terminate {
+            g(reason);
+        }
+    }
+}
+
+closure_debug!(Process<F, In, Out>);
+
+/// A consumer from a closure that sees each batch and the stage's [`ConsumerContext`] (to ask,
+/// cancel, set timers or end the stage); `on_terminate` runs when it ends.
+pub struct Sink<F, T> {
+    f: F,
+    on_terminate: OnTerminate,
+    _types: PhantomData<fn(T)>,
+}
+
+impl<F, T> Sink<F, T>
+where
+    F: for<'a, 'c> FnMut(Events<'a, T>, &mut ConsumerContext<'c>) + Send + 'static,
+{
+    /// Calls `f` with each batch and the stage's context.
+    pub fn new(f: F) -> Sink<F, T> {
+        Sink {
+            f,
+            on_terminate: None,
+            _types: PhantomData,
+        }
+    }
+
+    /// Runs `g` with the stage's reason when it ends, however it ends.
+    pub fn on_terminate(mut self, g: impl FnMut(&Reason) + Send + 'static) -> Self {
+        self.on_terminate = Some(Box::new(g));
+        self
+    }
+}
+
+impl<F, T> Consumer for Sink<F, T>
+where
+    F: for<'a, 'c> FnMut(Events<'a, T>, &mut ConsumerContext<'c>) + Send + 'static,
+    T: Send + 'static,
+{
+    type In = T;
+    type Message = ();
+
+    fn handle_events(&mut self, events: Events<'_, T>, ctx: &mut ConsumerContext<'_>) {
+        (self.f)(events, ctx);
+    }
+
+    fn terminate(&mut self, reason: &Reason) {
+        if let Some(g) = &mut self.on_terminate {
+            g(reason);
+        }
+    }
+}
+
+closure_debug!(Sink<F, T>);
+
+/// A consumer that folds every event into an accumulator: `acc = f(acc, event)`. Its result
+/// comes back with [`Stage::join_state`](crate::Stage::join_state) (build it with
+/// [`keep_state`](crate::StageBuilder::keep_state)), then [`Fold::into_inner`].
+pub struct Fold<F, T, A> {
+    f: F,
+    acc: Option<A>,
+    _types: PhantomData<fn(T)>,
+}
+
+impl<F, T, A> Fold<F, T, A>
+where
+    F: FnMut(A, T) -> A + Send + 'static,
+{
+    /// Starts from `init` and folds each event in with `f`, in order.
+    pub fn new(init: A, f: F) -> Fold<F, T, A> {
+        Fold {
+            f,
+            acc: Some(init),
+            _types: PhantomData,
+        }
+    }
+
+    /// The accumulator.
+    pub fn into_inner(self) -> A {
+        self.acc
+            .expect("a fold always holds its accumulator between callbacks")
+    }
+
+    /// The accumulator so far.
+    pub fn get(&self) -> &A {
+        self.acc
+            .as_ref()
+            .expect("a fold always holds its accumulator between callbacks")
+    }
+}
+
+impl<F, T, A> Consumer for Fold<F, T, A>
+where
+    F: FnMut(A, T) -> A + Send + 'static,
+    T: Send + 'static,
+    A: Send + 'static,
+{
+    type In = T;
+    type Message = ();
+
+    fn handle_events(&mut self, events: Events<'_, T>, _: &mut ConsumerContext<'_>) {
+        if let Some(acc) = self.acc.take() {
+            // A panicking `f` ends the stage; the accumulator is gone with it.
+            self.acc = Some(events.fold(acc, &mut self.f));
+        }
+    }
+}
+
+impl<F, T, A: fmt::Debug> fmt::Debug for Fold<F, T, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fold").field("acc", &self.acc).finish()
+    }
+}
+
+/// A consumer that collects every event into a `Vec`, in the order received. Its result comes
+/// back with [`Stage::join_state`](crate::Stage::join_state) (build it with
+/// [`keep_state`](crate::StageBuilder::keep_state)), then [`Collect::into_vec`].
+///
+/// It holds everything it receives: for a bounded input, or a test.
+///
+/// ```
+/// use stageflow::fns::Collect;
+/// use stageflow::SubscribeOptions;
+///
+/// let words = stageflow::from_iter(["demand", "flows", "up"]).spawn()?;
+/// let sink = stageflow::consumer(Collect::new())
+///     .keep_state()
+///     .subscribe_to(&words, SubscribeOptions::new())?
+///     .spawn()?;
+/// let (_, collected) = sink.join_state();
+/// assert_eq!(collected.unwrap().into_vec(), ["demand", "flows", "up"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Collect<T> {
+    events: Vec<T>,
+}
+
+impl<T> Collect<T> {
+    /// An empty collection.
+    pub fn new() -> Collect<T> {
+        Collect { events: Vec::new() }
+    }
+
+    /// What it collected.
+    pub fn into_vec(self) -> Vec<T> {
+        self.events
+    }
+
+    /// What it collected so far.
+    pub fn as_slice(&self) -> &[T] {
+        &self.events
+    }
+}
+
+impl<T> Default for Collect<T> {
+    fn default() -> Self {
+        Collect::new()
+    }
+}
+
+impl<T: Send + 'static> Consumer for Collect<T> {
+    type In = T;
+    type Message = ();
+
+    fn handle_events(&mut self, events: Events<'_, T>, _: &mut ConsumerContext<'_>) {
+        self.events.extend(events);
+    }
+}
 
 /// A consumer that calls `f` with each batch, as the credit protocol cuts them.
 pub struct Batches<F, T> {

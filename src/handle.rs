@@ -14,7 +14,7 @@ use crate::context::Reply;
 use crate::envelope::{Control, Counted, Down, Envelope, Port, SubscribeRequest, Up};
 use crate::error::{CallError, CastError, SubscribeError};
 use crate::reason::Reason;
-use crate::shared::{Counters, Shared};
+use crate::shared::{Counters, Shared, StageKind};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 use crate::subscription::{ProducerDemand, SubscribeOptions, SubscriptionId};
 
@@ -133,6 +133,25 @@ impl<S, R: Role<S>> Stage<S, R> {
         self.shared.counters()
     }
 
+    /// Whether the stage is a producer, a producer-consumer or a consumer.
+    pub fn kind(&self) -> StageKind {
+        self.shared.kind()
+    }
+
+    /// How many messages wait in the stage's inbox now (a batch of events is one message, as
+    /// are casts and calls; control has a path of its own and is not counted). Reads the
+    /// channel's length: never waits, never touches the stage. Observers compare it with
+    /// [`inbox_capacity`](Self::inbox_capacity): a full inbox is a stage that cannot keep up.
+    pub fn inbox_len(&self) -> usize {
+        self.shared.inbox().0
+    }
+
+    /// The capacity of the stage's inbox, in messages (see
+    /// [`StageBuilder::inbox_capacity`](crate::StageBuilder::inbox_capacity)).
+    pub fn inbox_capacity(&self) -> usize {
+        self.shared.inbox().1
+    }
+
     /// Asks the stage to stop. It stops after the callback it is running, if any, returns
     /// (a blocking callback can watch [`Context::is_stop_requested`](crate::Context::is_stop_requested)),
     /// ends with [`Reason::Shutdown`], and its consumers react by their cancel mode. Events it
@@ -142,6 +161,24 @@ impl<S, R: Role<S>> Stage<S, R> {
         self.shared.stop_requested.store(true, Ordering::Relaxed);
         // On the control path: it never waits behind events, and wakes an idle stage.
         let _ = self.tx.urgent(Envelope::Control(Control::Stop));
+    }
+
+    /// Asks the stage to finish gracefully, as if its input had run out: nothing it holds is
+    /// lost. Does not wait; see [`Stage::join`], or [`Topology::drain`](crate::Topology::drain)
+    /// for a whole pipeline.
+    ///
+    /// - A **producer** is not asked for events again (`handle_demand` is no longer called,
+    ///   as after [`Context::finish`](crate::Context::finish)); it delivers what it buffered
+    ///   to the demand its consumers give, then ends with [`Reason::Normal`].
+    /// - A **consumer** or **producer-consumer** keeps handling (and asking for) events until
+    ///   every producer it subscribes to has ended, whatever the subscriptions' cancel modes;
+    ///   then it ends normally (a producer-consumer first delivers what it holds). With no
+    ///   producer, it ends at once.
+    ///
+    /// Finishing every stage of a pipeline at once therefore drains it from its sources to its
+    /// sinks. Handled on the control path, like [`Stage::stop`]: it never waits behind events.
+    pub fn finish(&self) {
+        let _ = self.tx.urgent(Envelope::Control(Control::Finish));
     }
 
     /// Waits until the stage has ended and its thread has exited; returns how it ended.
@@ -154,6 +191,23 @@ impl<S, R: Role<S>> Stage<S, R> {
     /// Like [`Stage::join`], but gives up after `timeout` and returns `None`.
     pub fn join_timeout(&self, timeout: Duration) -> Option<Reason> {
         self.shared.wait(Some(crate::timer::deadline(timeout)))
+    }
+
+    /// Waits until the stage has ended, like [`Stage::join`], and hands back the stage's value
+    /// as it was at the end (after its `terminate`), if it was built with
+    /// [`keep_state`](crate::StageBuilder::keep_state). `None` without it, or when another
+    /// handle took the value already: there is one value, so only the first call gets it.
+    pub fn join_state(&self) -> (Reason, Option<S>)
+    where
+        S: 'static,
+    {
+        let reason = self.join();
+        let state = self
+            .shared
+            .take_state()
+            .and_then(|b| b.downcast::<S>().ok())
+            .map(|b| *b);
+        (reason, state)
     }
 
     /// How the stage ended, or `None` while it runs.
@@ -343,7 +397,7 @@ impl<S, R: Consumes<S>> Stage<S, R> {
     /// see the second half happen, and returns after the subscribe timeout.
     pub fn subscribe_to(
         &self,
-        producer: &impl Upstream<R::In>,
+        producer: &(impl Upstream<R::In> + ?Sized),
         options: SubscribeOptions,
     ) -> Result<SubscriptionId, SubscribeError> {
         if self.is_finished() {
@@ -372,7 +426,7 @@ impl<S, R: Consumes<S>> Stage<S, R> {
         &self,
         old: SubscriptionId,
         reason: Reason,
-        producer: &impl Upstream<R::In>,
+        producer: &(impl Upstream<R::In> + ?Sized),
         options: SubscribeOptions,
     ) -> Result<SubscriptionId, SubscribeError> {
         options.validate()?;
@@ -474,6 +528,7 @@ impl<S, R: Emits<S>> Upstream<<R as Role<S>>::Out> for Stage<S, R> {
     fn source(&self) -> Source<<R as Role<S>>::Out> {
         Source {
             port: Box::new(self.tx.clone()),
+            control: Box::new(self.tx.clone()),
             name: self.shared.name.clone(),
             shared: self.shared.clone(),
         }
@@ -488,8 +543,33 @@ impl<T> Upstream<T> for Source<T> {
 
 /// A producer's subscription endpoint, for events of type `T`. Obtained from a producer or
 /// producer-consumer handle through [`Upstream::source`]; it keeps the producer reachable.
+///
+/// It is the type-erased handle on a producer: producers of different stage types but the
+/// same events have the same `Source<T>`, so one can be chosen at run time (a `&dyn
+/// Upstream<T>` works too). It can join a [`Topology`](crate::Topology).
+///
+/// ```
+/// use stageflow::fns::ForEach;
+/// use stageflow::{Source, SubscribeOptions, Topology, Upstream};
+///
+/// let from_a_range = stageflow::from_iter(0..3u64).spawn()?;
+/// let from_a_vec = stageflow::from_iter(vec![7u64, 8]).spawn()?;
+/// let chosen: Source<u64> = if std::env::args().count() > 99 {
+///     from_a_vec.source()
+/// } else {
+///     from_a_range.source()
+/// };
+/// let sink = stageflow::consumer(ForEach::new(|_: u64| {}))
+///     .subscribe_to(&chosen, SubscribeOptions::new())?
+///     .spawn()?;
+/// let pipeline = Topology::new().with(&chosen).with(&sink);
+/// # from_a_vec.stop();
+/// pipeline.join();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Source<T> {
     port: Box<dyn Port<Up<T>>>,
+    control: Box<dyn Port<Control>>,
     name: Arc<str>,
     shared: Arc<Shared>,
 }
@@ -498,6 +578,7 @@ impl<T> Clone for Source<T> {
     fn clone(&self) -> Self {
         Source {
             port: self.port.clone_box(),
+            control: self.control.clone_box(),
             name: self.name.clone(),
             shared: self.shared.clone(),
         }
@@ -516,6 +597,14 @@ impl<T> Source<T> {
     /// The producer's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// An untyped handle on the producer, to stop, finish or join it.
+    pub fn stage_ref(&self) -> StageRef {
+        StageRef {
+            shared: self.shared.clone(),
+            control: self.control.clone_box(),
+        }
     }
 
     /// On the producer's control path, which never blocks and never drops the message: used
@@ -651,10 +740,34 @@ impl StageRef {
         self.shared.counters()
     }
 
+    /// Whether the stage is a producer, a producer-consumer or a consumer.
+    pub fn kind(&self) -> StageKind {
+        self.shared.kind()
+    }
+
+    /// How many messages wait in the stage's inbox now (a batch of events is one message, as
+    /// are casts and calls; control has a path of its own and is not counted). Reads the
+    /// channel's length: never waits, never touches the stage. Observers compare it with
+    /// [`inbox_capacity`](Self::inbox_capacity): a full inbox is a stage that cannot keep up.
+    pub fn inbox_len(&self) -> usize {
+        self.shared.inbox().0
+    }
+
+    /// The capacity of the stage's inbox, in messages (see
+    /// [`StageBuilder::inbox_capacity`](crate::StageBuilder::inbox_capacity)).
+    pub fn inbox_capacity(&self) -> usize {
+        self.shared.inbox().1
+    }
+
     /// Asks the stage to stop; see [`Stage::stop`].
     pub fn stop(&self) {
         self.shared.stop_requested.store(true, Ordering::Relaxed);
         let _ = self.control.send_urgent(Control::Stop);
+    }
+
+    /// Asks the stage to finish gracefully; see [`Stage::finish`].
+    pub fn finish(&self) {
+        let _ = self.control.send_urgent(Control::Finish);
     }
 
     /// Waits until the stage has ended; see [`Stage::join`].

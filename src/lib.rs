@@ -63,9 +63,16 @@
 //! [`spawn`](StageBuilder::spawn) it: you get a [`Stage`] handle, typed by your stage, to
 //! subscribe, send it messages, read its [`Counters`], stop it and join it.
 //!
-//! Types are checked end to end: a consumer of `u64` can only subscribe to a producer of `u64`.
-//! Events are moved from stage to stage, never cloned. For the simple cases, the [`fns`] module
-//! makes stages from closures (`Map`, `FlatMap`, `Filter`, `ForEach`, `Batches`, `Generate`).
+//! The compiler checks what it can: a consumer of `u64` can only subscribe to a producer of
+//! `u64`, only producers and producer-consumers can be subscribed to, and a stage's messages
+//! have its `Message` type. What depends on values is checked when a stage is built or
+//! subscribes, and fails with an error naming the option: demand bounds, buffer and inbox
+//! sizes, a partition that does not exist, a broadcast [`Selector`] made for another event
+//! type (options carry selectors of any type, so that one `SubscribeOptions` type serves
+//! every producer). Events are moved from stage to stage, never cloned (a broadcast clones
+//! one per extra consumer). For the simple cases, the [`fns`] module makes stages from
+//! closures (`Map`, `FlatMap`, `Filter`, `ForEach`, `Batches`, `Generate`, and `Fold` and
+//! `Collect`, whose result comes back from [`Stage::join_state`]).
 //!
 //! # The credit protocol
 //!
@@ -73,8 +80,8 @@
 //! `max_demand / 2`). The consumer asks `max_demand` at first; it cuts each incoming message
 //! into batches of `max_demand - min_demand` events, and after handling a batch, if the demand
 //! still outstanding is `min_demand` or less, it asks for the difference up to `max_demand`.
-//! This is GenStage's rule, number for number; see the `demand` module's source for the
-//! protocol as MUST sentences, and `docs/design.md` for the picture.
+//! This is GenStage's rule, number for number; the [`protocol`] page writes the rules out as
+//! MUST sentences and says exactly which queues are bounded and how.
 //!
 //! A producer emits in `handle_demand`; events beyond the demand go to its buffer
 //! ([`StageBuilder::buffer_size`], default 10 000 for producers; [`BufferKeep`] says which
@@ -118,7 +125,10 @@
 //!
 //! A producer whose source blocks (a socket, a file, an HTTP body) reads it only while it has
 //! demand: read at most what `handle_demand` asks for, keep the unmet demand, and let the
-//! stage's loop run between reads with a zero-delay timer, so asks, calls and stops are seen.
+//! stage's loop run between chunks of reads with a zero-delay timer, so asks, calls and stops
+//! are seen. Read a chunk per turn, not one item: a turn costs about as much as handing a
+//! batch downstream, and one line per turn runs three times slower than `from_iter` over the
+//! same lines.
 //! When demand runs out nothing is read, and the source's own flow control (TCP's window, say)
 //! pushes back. [`Context::is_stop_requested`] tells a long read to give up early.
 //!
@@ -127,7 +137,8 @@
 //! use std::time::Duration;
 //! use stageflow::{Context, Producer, SubscribeOptions};
 //!
-//! /// Emits the lines of a reader, one read per turn of the stage's loop.
+//! /// Emits the lines of a reader: per turn of the stage's loop, as many as are asked for
+//! /// (up to a chunk, so the loop comes back often enough to see asks, calls and stops).
 //! struct Lines<R> {
 //!     reader: R,
 //!     demand: usize,
@@ -136,6 +147,8 @@
 //! enum Msg {
 //!     Read,
 //! }
+//!
+//! const CHUNK: usize = 256;
 //!
 //! impl<R: BufRead + Send + 'static> Producer for Lines<R> {
 //!     type Out = String;
@@ -149,16 +162,20 @@
 //!     }
 //!
 //!     fn handle_message(&mut self, Msg::Read: Msg, ctx: &mut Context<'_, String, Msg>) {
-//!         let mut line = String::new();
-//!         match self.reader.read_line(&mut line) {
-//!             Ok(0) | Err(_) => ctx.finish(), // the end (a real source would report errors)
-//!             Ok(_) => {
-//!                 ctx.emit(line.trim_end().to_owned());
-//!                 self.demand -= 1;
-//!                 if self.demand > 0 && !ctx.is_stop_requested() {
-//!                     ctx.send_after(Msg::Read, Duration::ZERO);
-//!                 }
+//!         for _ in 0..self.demand.min(CHUNK) {
+//!             let mut line = String::new();
+//!             match self.reader.read_line(&mut line) {
+//!                 // The end (a real source would report errors).
+//!                 Ok(0) | Err(_) => return ctx.finish(),
+//!                 Ok(_) => ctx.emit(line.trim_end().to_owned()),
 //!             }
+//!             self.demand -= 1;
+//!             if ctx.is_stop_requested() {
+//!                 return;
+//!             }
+//!         }
+//!         if self.demand > 0 {
+//!             ctx.send_after(Msg::Read, Duration::ZERO);
 //!         }
 //!     }
 //! }
@@ -226,6 +243,15 @@
 //! Demand reaches from the last stage back to the sources, so memory is bounded by demand,
 //! never by the input.
 //!
+//! # Seeing a running pipeline
+//!
+//! The [`observe`] module takes [`observe::Snapshot`]s of a topology (every stage's counters,
+//! inbox and state, every subscription's demand, rates, and the bottleneck) without ever
+//! waiting on a stage, and renders them as a table, Graphviz DOT, Prometheus metrics or JSON
+//! (feature `observe-json`); an [`observe::Reporter`] logs them periodically, and with
+//! feature `dashboard` an HTTP endpoint serves `/metrics` and a live page of the pipeline.
+//! `examples/top.rs` redraws the table in place, like `top`.
+//!
 //! # Messages and timers
 //!
 //! Each stage has a `Message` type. [`Stage::cast`] sends one to its `handle_message`,
@@ -255,6 +281,49 @@
 //! that stage's thread, its consumers react by their cancel mode, and [`Stage::join`] reports
 //! it. [`Stage::stop`] stops a stage from outside ([`Reason::Shutdown`]). [`Topology`] joins
 //! or stops many stages at once.
+//!
+//! # Fan-in: a consumer with several producers
+//!
+//! A consumer (or producer-consumer) may subscribe to many producers; their events interleave
+//! in its inbox, each subscription's in order. What ends it depends on each subscription's
+//! [`CancelMode`] and on how its producer ended:
+//!
+//! | the producer ends | permanent (default) | transient | temporary |
+//! |---|---|---|---|
+//! | normally (finished) | ends the consumer once its **last** subscription has ended | nothing | nothing |
+//! | abnormally (panic, error, stop) | ends the consumer at once, with that reason | ends it at once | nothing |
+//!
+//! So a consumer of two finite producers ends normally after both have finished and every
+//! event of both was handled; a consumer with only temporary subscriptions never ends because
+//! its producers did: stop it, or [finish](Stage::finish) it, which ends it once all its
+//! producers have ended, whatever the modes. [`Context::cancel`] and [`Stage::cancel`] end one
+//! subscription, with the same rules.
+//!
+//! # Ending gracefully, and getting results out
+//!
+//! [`Stage::finish`] asks a stage to finish as if its input had run out; [`Topology::drain`]
+//! does it for a whole pipeline at once: the sources stop producing, every event already in
+//! flight reaches the end, every stage ends normally, and what could not drain within the
+//! timeout is stopped and counted in the [`DrainReport`]. A [`Supervisor`] waits for its
+//! running workers first. A stage built with [`StageBuilder::keep_state`] hands its final
+//! value back from [`Stage::join_state`]:
+//!
+//! ```
+//! use std::time::Duration;
+//! use stageflow::fns::Fold;
+//! use stageflow::{SubscribeOptions, Topology};
+//!
+//! let source = stageflow::from_iter(0u64..).spawn()?; // endless
+//! let count = stageflow::consumer(Fold::new(0u64, |n, _: u64| n + 1))
+//!     .keep_state()
+//!     .subscribe_to(&source, SubscribeOptions::new())?
+//!     .spawn()?;
+//! let report = Topology::new().with(&source).with(&count).drain(Duration::from_secs(5));
+//! assert!(report.is_complete());
+//! let counted = count.join_state().1.unwrap().into_inner();
+//! assert_eq!(counted, source.counters().events_out); // nothing in flight was lost
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! # Control never waits behind events
 //!
@@ -325,10 +394,18 @@
 //! info level.
 
 #![forbid(unsafe_code)]
+// On docs.rs, items behind a feature say which.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+// The README's examples are doc tests too.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 mod bridge;
 mod buffer;
 mod builder;
+mod chain;
 mod context;
 mod demand;
 pub mod dispatcher;
@@ -340,6 +417,8 @@ pub mod fns;
 mod handle;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod observe;
+pub mod protocol;
 mod reason;
 mod runner;
 mod shared;
@@ -352,20 +431,33 @@ mod unwind;
 
 pub use bridge::{from_iter, stream, IterProducer, Stream};
 pub use builder::{consumer, producer, producer_consumer, StageBuilder};
+pub use chain::{Chain, ChainEnd, IntoBuilder, Lanes};
 pub use context::{ConsumerContext, Context, Mailbox, Reply};
 pub use error::{BuildError, CallError, CastError, SubscribeError};
 pub use events::Events;
 pub use handle::{
-    ConsumerHandle, ConsumerRole, Consumes, Emits, ProducerConsumerHandle, ProducerConsumerRole,
-    ProducerHandle, ProducerRole, Role, Source, Stage, StageRef, Upstream,
+    ConsumerHandle, ProducerConsumerHandle, ProducerHandle, Source, Stage, StageRef, Upstream,
 };
+// The plumbing behind `Stage<S, R>`, documented in `role`; also at the root, where code
+// written before `role` existed finds it.
+#[doc(hidden)]
+pub use handle::{ConsumerRole, Consumes, Emits, ProducerConsumerRole, ProducerRole, Role};
+
+/// The roles a [`Stage`] handle is typed by: which events it emits and consumes, and which
+/// messages it takes. Sealed: the three roles are the only ones. Name [`Role`] in
+/// code generic over handles, e.g. `fn wait<S, R: Role<S>>(stage: &Stage<S, R>)`.
+pub mod role {
+    pub use crate::handle::{
+        ConsumerRole, Consumes, Emits, ProducerConsumerRole, ProducerRole, Role,
+    };
+}
 pub use reason::Reason;
-pub use shared::{Counters, SubscriptionCounters};
+pub use shared::{Counters, StageKind, SubscriptionCounters};
 pub use stage::{Consumer, Producer, ProducerConsumer};
 pub use subscription::{
     BufferKeep, CancelMode, DemandMode, Direction, Partition, ProducerDemand, Selector,
     SubscribeOptions, Subscription, SubscriptionId,
 };
-pub use supervisor::{Restart, Supervisor, SupervisorMsg, SupervisorStats};
+pub use supervisor::{JobFailure, JobResult, Restart, Supervisor, SupervisorMsg, SupervisorStats};
 pub use timer::TimerId;
-pub use topology::{AsStageRef, Topology};
+pub use topology::{AsStageRef, DrainReport, Topology};

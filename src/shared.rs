@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
 use crate::reason::Reason;
-use crate::subscription::{Direction, SubscriptionId};
+use crate::subscription::{Direction, SubscribeOptions, SubscriptionId};
 
 /// A snapshot of a stage's counters, read with [`Stage::counters`](crate::Stage::counters).
 ///
@@ -24,8 +24,14 @@ use crate::subscription::{Direction, SubscriptionId};
 pub struct Counters {
     /// Events received from producers.
     pub events_in: u64,
-    /// Events sent to consumers.
+    /// Events sent to consumers: each copy counts, so with a
+    /// [`BroadcastDispatcher`](crate::dispatcher::BroadcastDispatcher) an event sent to three
+    /// consumers counts three times. See `emitted` for each event once.
     pub events_out: u64,
+    /// Events the stage emitted, each once however many consumers received it. For a producer
+    /// at the end of its life, `emitted = events_out + discarded` (one consumer per event),
+    /// and with a broadcast every consumer's `events_in` is at most `emitted`.
+    pub emitted: u64,
     /// Events dropped by the buffer's keep policy, or left behind when the stage ended.
     pub discarded: u64,
     /// Events waiting in the stage: in its producer buffer, or (for a producer-consumer)
@@ -49,12 +55,83 @@ pub struct SubscriptionCounters {
     pub peer: String,
     /// Outstanding demand (see `direction`).
     pub demand: u64,
+    /// The subscription's `max_demand` (see [`SubscribeOptions::max_demand`]).
+    pub max_demand: u64,
+    /// The subscription's `min_demand` (see [`SubscribeOptions::min_demand`]).
+    pub min_demand: u64,
+    /// Events that went through this subscription so far. [`Direction::Upstream`]: events
+    /// from `peer` that this stage has handled (events still waiting in its inbox or input
+    /// queue are not counted yet). [`Direction::Downstream`]: events this stage dispatched to
+    /// `peer` (including any still on their way to its inbox).
+    pub events: u64,
+}
+
+/// What kind of stage a handle is on, read with [`StageRef::kind`](crate::StageRef::kind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StageKind {
+    /// A [`Producer`](crate::Producer).
+    Producer,
+    /// A [`ProducerConsumer`](crate::ProducerConsumer).
+    ProducerConsumer,
+    /// A [`Consumer`](crate::Consumer) (a [`Supervisor`](crate::Supervisor) is one too).
+    Consumer,
+}
+
+impl StageKind {
+    /// `"producer"`, `"producer_consumer"` or `"consumer"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageKind::Producer => "producer",
+            StageKind::ProducerConsumer => "producer_consumer",
+            StageKind::Consumer => "consumer",
+        }
+    }
+}
+
+impl std::fmt::Display for StageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<crate::runner::Kind> for StageKind {
+    fn from(kind: crate::runner::Kind) -> StageKind {
+        match kind {
+            crate::runner::Kind::Producer => StageKind::Producer,
+            crate::runner::Kind::ProducerConsumer => StageKind::ProducerConsumer,
+            crate::runner::Kind::Consumer => StageKind::Consumer,
+        }
+    }
+}
+
+/// The length and capacity of a stage's inbox, read without touching the stage.
+pub(crate) trait InboxGauge: Send + Sync + std::fmt::Debug {
+    fn len(&self) -> usize;
+    fn capacity(&self) -> usize;
+}
+
+impl<T: Send> InboxGauge for Sender<T> {
+    fn len(&self) -> usize {
+        Sender::len(self)
+    }
+    fn capacity(&self) -> usize {
+        Sender::capacity(self).unwrap_or(usize::MAX)
+    }
+}
+
+/// What an observer reads beside the counters, set once when the stage is launched.
+#[derive(Debug)]
+pub(crate) struct Probe {
+    pub(crate) kind: StageKind,
+    pub(crate) inbox: Box<dyn InboxGauge>,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct Cells {
     pub(crate) events_in: AtomicU64,
     pub(crate) events_out: AtomicU64,
+    pub(crate) emitted: AtomicU64,
     pub(crate) discarded: AtomicU64,
     pub(crate) buffered: AtomicU64,
 }
@@ -71,12 +148,26 @@ pub(crate) struct SubCell {
     pub(crate) direction: Direction,
     pub(crate) peer: Arc<str>,
     pub(crate) demand: Arc<AtomicU64>,
+    pub(crate) events: Arc<AtomicU64>,
+    pub(crate) max_demand: u64,
+    pub(crate) min_demand: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Done {
     outcome: Option<Reason>,
     thread: Option<JoinHandle<()>>,
+    /// The stage's value, kept for `Stage::join_state`.
+    state: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl std::fmt::Debug for Done {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Done")
+            .field("outcome", &self.outcome)
+            .field("state", &self.state.is_some())
+            .finish()
+    }
 }
 
 #[derive(Debug)]
@@ -89,6 +180,8 @@ pub(crate) struct Shared {
     /// Handles, mailboxes and peer ports that can reach the stage (see `Counted`).
     pub(crate) refs: AtomicUsize,
     pub(crate) cells: Cells,
+    /// The stage's kind and inbox, for observers (set by the builder).
+    pub(crate) probe: OnceLock<Probe>,
     subs: Mutex<Vec<SubCell>>,
     done: Mutex<Done>,
     done_cond: Condvar,
@@ -110,26 +203,34 @@ impl Shared {
             control_pending: AtomicBool::new(false),
             refs: AtomicUsize::new(0),
             cells: Cells::default(),
+            probe: OnceLock::new(),
             subs: Mutex::new(Vec::new()),
             done: Mutex::new(Done::default()),
             done_cond: Condvar::new(),
         }
     }
 
+    /// Registers a subscription's cells: its outstanding demand, and the events that went
+    /// through it.
     pub(crate) fn add_sub(
         &self,
         id: SubscriptionId,
         direction: Direction,
         peer: Arc<str>,
-    ) -> Arc<AtomicU64> {
+        options: &SubscribeOptions,
+    ) -> (Arc<AtomicU64>, Arc<AtomicU64>) {
         let demand = Arc::new(AtomicU64::new(0));
+        let events = Arc::new(AtomicU64::new(0));
         self.subs.lock().push(SubCell {
             id,
             direction,
             peer,
             demand: demand.clone(),
+            events: events.clone(),
+            max_demand: options.get_max_demand() as u64,
+            min_demand: options.get_min_demand() as u64,
         });
-        demand
+        (demand, events)
     }
 
     pub(crate) fn remove_sub(&self, id: SubscriptionId, direction: Direction) {
@@ -143,6 +244,7 @@ impl Shared {
         Counters {
             events_in: c.events_in.load(Ordering::Relaxed),
             events_out: c.events_out.load(Ordering::Relaxed),
+            emitted: c.emitted.load(Ordering::Relaxed),
             discarded: c.discarded.load(Ordering::Relaxed),
             buffered: c.buffered.load(Ordering::Relaxed),
             subscriptions: self
@@ -154,9 +256,25 @@ impl Shared {
                     direction: s.direction,
                     peer: s.peer.to_string(),
                     demand: s.demand.load(Ordering::Relaxed),
+                    max_demand: s.max_demand,
+                    min_demand: s.min_demand,
+                    events: s.events.load(Ordering::Relaxed),
                 })
                 .collect(),
         }
+    }
+
+    /// The stage's kind (a consumer if the builder did not say).
+    pub(crate) fn kind(&self) -> StageKind {
+        self.probe.get().map_or(StageKind::Consumer, |p| p.kind)
+    }
+
+    /// Messages waiting in the stage's inbox, and its capacity (0 and 0 if the builder did not
+    /// say).
+    pub(crate) fn inbox(&self) -> (usize, usize) {
+        self.probe
+            .get()
+            .map_or((0, 0), |p| (p.inbox.len(), p.inbox.capacity()))
     }
 
     pub(crate) fn set_thread(&self, handle: JoinHandle<()>) {
@@ -166,6 +284,16 @@ impl Shared {
         }
         // A stage that already ended has nothing left to join but its handle, which is
         // dropped here (the thread is exiting or gone).
+    }
+
+    /// Keeps the stage's value (before the outcome is published).
+    pub(crate) fn set_state(&self, state: Box<dyn std::any::Any + Send>) {
+        self.done.lock().state = Some(state);
+    }
+
+    /// Takes the kept value of an ended stage.
+    pub(crate) fn take_state(&self) -> Option<Box<dyn std::any::Any + Send>> {
+        self.done.lock().state.take()
     }
 
     pub(crate) fn set_outcome(&self, reason: Reason) {

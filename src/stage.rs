@@ -93,6 +93,15 @@ pub trait Producer: Send + 'static {
         let _ = (consumer, reason, ctx);
     }
 
+    /// The stage is ending with `reason`, after its peers were told and before its handles'
+    /// [`join`](crate::Stage::join) returns: release what it holds, wait for work it started
+    /// elsewhere (a [`Supervisor`](crate::Supervisor) waits for its running workers here).
+    /// Called however the stage ends, even after a panic. GenStage's `terminate/2`. The
+    /// default does nothing.
+    fn terminate(&mut self, reason: &Reason) {
+        let _ = reason;
+    }
+
     /// The buffer was full and `count` events were discarded by its keep policy (they are
     /// counted in any case). Return `true` to have the runtime log the usual warning, `false`
     /// if you logged it yourself or want it quiet (GenStage's `format_discarded`). Defaults to
@@ -179,6 +188,15 @@ pub trait ProducerConsumer: Send + 'static {
         let _ = (subscription, reason, ctx);
     }
 
+    /// The stage is ending with `reason`, after its peers were told and before its handles'
+    /// [`join`](crate::Stage::join) returns: release what it holds, wait for work it started
+    /// elsewhere (a [`Supervisor`](crate::Supervisor) waits for its running workers here).
+    /// Called however the stage ends, even after a panic. GenStage's `terminate/2`. The
+    /// default does nothing.
+    fn terminate(&mut self, reason: &Reason) {
+        let _ = reason;
+    }
+
     /// The buffer was full and `count` events were discarded by its keep policy (they are
     /// counted in any case). Return `true` to have the runtime log the usual warning, `false`
     /// if you logged it yourself or want it quiet (GenStage's `format_discarded`). Defaults to
@@ -255,6 +273,15 @@ pub trait Consumer: Send + 'static {
         ctx: &mut ConsumerContext<'_, Self::Message>,
     ) {
         let _ = (producer, reason, ctx);
+    }
+
+    /// The stage is ending with `reason`, after its peers were told and before its handles'
+    /// [`join`](crate::Stage::join) returns: release what it holds, wait for work it started
+    /// elsewhere (a [`Supervisor`](crate::Supervisor) waits for its running workers here).
+    /// Called however the stage ends, even after a panic. GenStage's `terminate/2`. The
+    /// default does nothing.
+    fn terminate(&mut self, reason: &Reason) {
+        let _ = reason;
     }
 }
 

@@ -150,6 +150,32 @@ impl From<u64> for Partition {
     }
 }
 
+impl From<usize> for Partition {
+    /// Partition number `n`, as [`PartitionDispatcher::new`](crate::dispatcher::PartitionDispatcher::new)
+    /// numbers them.
+    fn from(n: usize) -> Partition {
+        Partition::Index(n as u64)
+    }
+}
+
+impl From<u32> for Partition {
+    fn from(n: u32) -> Partition {
+        Partition::Index(u64::from(n))
+    }
+}
+
+impl From<i32> for Partition {
+    /// Partition number `n`, so that `partition(0)` reads as it should. A negative number names
+    /// no partition: subscribing with it fails with
+    /// [`SubscribeError::InvalidOption`](crate::SubscribeError::InvalidOption) naming it.
+    fn from(n: i32) -> Partition {
+        match u64::try_from(n) {
+            Ok(n) => Partition::Index(n),
+            Err(_) => Partition::Name(n.to_string().into()),
+        }
+    }
+}
+
 impl From<&str> for Partition {
     fn from(name: &str) -> Partition {
         Partition::Name(name.into())

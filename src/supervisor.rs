@@ -86,6 +86,34 @@ impl<T> fmt::Debug for SupervisorMsg<T> {
 }
 
 type Work<T> = dyn Fn(T) -> Result<(), String> + Send + Sync;
+
+/// What one job of a [`Supervisor::with_results`] came to: the job, and what its worker
+/// returned or how it failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobResult<T, R, E> {
+    /// The job: the event the worker ran on.
+    pub job: T,
+    /// The worker's value, or its failure.
+    pub outcome: Result<R, JobFailure<E>>,
+}
+
+/// How a worker failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobFailure<E> {
+    /// The worker returned this error.
+    Error(E),
+    /// The worker panicked with this message.
+    Panicked(String),
+}
+
+impl<E: fmt::Display> fmt::Display for JobFailure<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JobFailure::Error(e) => e.fmt(f),
+            JobFailure::Panicked(msg) => write!(f, "panicked: {msg}"),
+        }
+    }
+}
 type Cloner<T> = fn(&T) -> T;
 
 /// Per producer: workers finished since the last ask, and when to ask again.
@@ -145,6 +173,8 @@ pub struct Supervisor<T> {
     workers: Vec<Sender<Job<T>>>,
     /// Workers waiting for a job.
     idle: Vec<usize>,
+    /// The stage's name, for the logs of `terminate` (which has no context).
+    name: String,
 }
 
 /// One event for a worker thread, with what it needs to report back.
@@ -180,13 +210,80 @@ impl<T: Send + 'static> Supervisor<T> {
             stats: SupervisorStats::default(),
             workers: Vec::new(),
             idle: Vec::new(),
+            name: String::new(),
         }
     }
 
-    /// When the supervisor ends because its producer did, how long it waits for running
-    /// workers to finish (threads cannot be killed: workers still running then are left to
-    /// finish on their own, and a warning is logged). Defaults to 5 seconds, GenStage's child
-    /// shutdown.
+    /// A supervisor whose workers return values: `work(&job)` gives `Ok(value)` or
+    /// `Err(error)`, and every job comes back with its outcome (a panic included, as
+    /// [`JobFailure::Panicked`]) on the returned channel, in the order the jobs finished.
+    ///
+    /// The channel holds `capacity` results: when nobody reads them, workers wait to hand
+    /// theirs over, their slots stay taken, and the supervisor asks its producer for no more
+    /// jobs. Back-pressure reaches the source. It ends (its iterator returns `None`) once the
+    /// supervisor and its workers have ended; drop it if the results are not wanted. It is an
+    /// iterator, so [`from_iter`](crate::from_iter) makes a producer of it for the next stage.
+    /// With [`Restart::Transient`], every attempt of a job is reported.
+    ///
+    /// ```
+    /// use stageflow::{JobFailure, SubscribeOptions, Supervisor};
+    ///
+    /// let jobs = stageflow::from_iter(1..=6u64).spawn()?;
+    /// let (supervisor, results) = Supervisor::with_results(
+    ///     |job: &u64| if job % 3 == 0 { Err(format!("{job} is a multiple of 3")) } else { Ok(job * 10) },
+    ///     16,
+    /// );
+    /// let supervisor = stageflow::consumer(supervisor)
+    ///     .subscribe_to(&jobs, SubscribeOptions::new().max_demand(2).min_demand(1))?
+    ///     .spawn()?;
+    /// let mut ok: Vec<u64> = Vec::new();
+    /// let mut failed: Vec<u64> = Vec::new();
+    /// for r in results {
+    ///     match r.outcome {
+    ///         Ok(value) => ok.push(value),
+    ///         Err(JobFailure::Error(_)) => failed.push(r.job),
+    ///         Err(JobFailure::Panicked(msg)) => panic!("{msg}"),
+    ///     }
+    /// }
+    /// ok.sort();
+    /// failed.sort();
+    /// assert_eq!(ok, [10, 20, 40, 50]);
+    /// assert_eq!(failed, [3, 6]); // each failure says which job
+    /// supervisor.join();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_results<R, E>(
+        work: impl Fn(&T) -> Result<R, E> + Send + Sync + 'static,
+        capacity: usize,
+    ) -> (Supervisor<T>, Receiver<JobResult<T, R, E>>)
+    where
+        R: Send + 'static,
+        E: fmt::Display + Send + 'static,
+    {
+        let (tx, rx) = bounded(capacity);
+        let supervisor = Supervisor::new(move |job: T| {
+            let outcome = match catch_unwind(AssertUnwindSafe(|| work(&job))) {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(e)) => Err(JobFailure::Error(e)),
+                Err(payload) => Err(JobFailure::Panicked(crate::unwind::panic_message(
+                    payload.as_ref(),
+                ))),
+            };
+            let status = match &outcome {
+                Ok(_) => Ok(()),
+                Err(failure) => Err(failure.to_string()),
+            };
+            // Nobody reading (the receiver dropped) is not the worker's failure.
+            let _ = tx.send(JobResult { job, outcome });
+            status
+        });
+        (supervisor, rx)
+    }
+
+    /// When the supervisor ends (its producer finished, a [drain](crate::Topology::drain), a
+    /// stop), how long it waits for running workers to finish (threads cannot be killed:
+    /// workers still running then are left to finish on their own, and a warning is logged).
+    /// Defaults to 5 seconds, GenStage's child shutdown.
     pub fn shutdown(mut self, timeout: Duration) -> Supervisor<T> {
         self.shutdown = timeout;
         self
@@ -342,6 +439,9 @@ impl<T: Send + 'static> Consumer for Supervisor<T> {
         ctx: &mut ConsumerContext<'_, SupervisorMsg<T>>,
     ) -> DemandMode {
         let opts = producer.options();
+        if self.name.is_empty() {
+            self.name = ctx.name().to_owned();
+        }
         self.slots.insert(
             producer.id(),
             Slots {
@@ -387,25 +487,31 @@ impl<T: Send + 'static> Consumer for Supervisor<T> {
         reason: &Reason,
         ctx: &mut ConsumerContext<'_, SupervisorMsg<T>>,
     ) {
-        if producer.options().get_cancel().exits_on(reason) {
-            // The stage ends after this callback: let running workers finish first.
-            let deadline = crate::timer::deadline(self.shutdown);
-            while self.stats.running > 0 {
-                match self.reports.recv_deadline(deadline) {
-                    // No restarts now: the stage is ending.
-                    Ok(exit) => drop(self.account(exit, ctx.name())),
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                        warn!(
-                            "stage {}: ending with {} workers still running",
-                            ctx.name(),
-                            self.stats.running
-                        );
-                        break;
-                    }
+        let _ = (reason, ctx);
+        self.slots.remove(&producer.id());
+    }
+
+    /// The supervisor ends: running workers finish first (no restarts now), up to the
+    /// [`shutdown`](Supervisor::shutdown) timeout, so their work is done when `join` returns.
+    fn terminate(&mut self, reason: &Reason) {
+        let _ = reason;
+        let deadline = crate::timer::deadline(self.shutdown);
+        while self.stats.running > 0 {
+            match self.reports.recv_deadline(deadline) {
+                Ok(exit) => {
+                    let name = std::mem::take(&mut self.name);
+                    drop(self.account(exit, &name));
+                    self.name = name;
+                }
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                    warn!(
+                        "stage {}: ending with {} workers still running",
+                        self.name, self.stats.running
+                    );
+                    break;
                 }
             }
         }
-        self.slots.remove(&producer.id());
     }
 }
 

@@ -54,6 +54,12 @@ impl<S, R: crate::handle::Role<S>> AsStageRef for crate::Stage<S, R> {
     }
 }
 
+impl<T> AsStageRef for crate::Source<T> {
+    fn stage_ref(&self) -> StageRef {
+        crate::Source::stage_ref(self)
+    }
+}
+
 impl AsStageRef for StageRef {
     fn stage_ref(&self) -> StageRef {
         self.clone()
@@ -67,13 +73,13 @@ impl Topology {
     }
 
     /// Adds a stage.
-    pub fn add(&mut self, stage: &impl AsStageRef) -> &mut Topology {
+    pub fn add(&mut self, stage: &(impl AsStageRef + ?Sized)) -> &mut Topology {
         self.stages.push(stage.stage_ref());
         self
     }
 
     /// Adds a stage, builder style.
-    pub fn with(mut self, stage: &impl AsStageRef) -> Topology {
+    pub fn with(mut self, stage: &(impl AsStageRef + ?Sized)) -> Topology {
         self.stages.push(stage.stage_ref());
         self
     }
@@ -99,6 +105,76 @@ impl Topology {
             .collect()
     }
 
+    /// Drains the pipeline: asks every stage to [finish](crate::Stage::finish), so that the
+    /// sources stop producing (as if their input had run out) and every event already in
+    /// flight reaches the end; then joins every stage.
+    ///
+    /// Stages still running when `timeout` has passed (a consumer that stopped asking, a
+    /// callback that blocks) are stopped: what they held is discarded and counted, and the
+    /// report says which stages they were and how many events they discarded. Nothing is
+    /// dropped silently.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use stageflow::fns::ForEach;
+    /// use stageflow::{SubscribeOptions, Topology};
+    ///
+    /// // An endless source: only a drain (or a stop) ends it.
+    /// let source = stageflow::from_iter(0u64..).spawn()?;
+    /// let sink = stageflow::consumer(ForEach::new(|_: u64| {}))
+    ///     .subscribe_to(&source, SubscribeOptions::new())?
+    ///     .spawn()?;
+    /// let pipeline = Topology::new().with(&source).with(&sink);
+    /// let report = pipeline.drain(Duration::from_secs(5));
+    /// assert!(report.is_complete(), "{report:?}");
+    /// // Every event the source emitted reached the sink.
+    /// assert_eq!(source.counters().events_out, sink.counters().events_in);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn drain(&self, timeout: Duration) -> DrainReport {
+        let deadline = crate::timer::deadline(timeout);
+        for s in &self.stages {
+            s.finish();
+        }
+        let mut outcomes: Vec<(String, Option<Reason>)> = self
+            .stages
+            .iter()
+            .map(|s| {
+                let left = deadline.saturating_duration_since(Instant::now());
+                (s.name().to_owned(), s.join_timeout(left))
+            })
+            .collect();
+        let late: Vec<usize> = (0..outcomes.len())
+            .filter(|&i| outcomes[i].1.is_none())
+            .collect();
+        let before: Vec<u64> = late
+            .iter()
+            .map(|&i| self.stages[i].counters().discarded)
+            .collect();
+        for &i in &late {
+            log::warn!(
+                "stage {}: still running when the drain timed out after {timeout:?}; stopping it",
+                self.stages[i].name()
+            );
+            self.stages[i].stop();
+        }
+        let mut discarded = 0;
+        for (k, &i) in late.iter().enumerate() {
+            // A stopped stage ends after the callback it runs returns: wait a little for it,
+            // never forever (a callback may block).
+            outcomes[i].1 = self.stages[i].join_timeout(STOP_WAIT);
+            discarded += self.stages[i].counters().discarded - before[k];
+        }
+        DrainReport {
+            outcomes,
+            stopped: late
+                .iter()
+                .map(|&i| self.stages[i].name().to_owned())
+                .collect(),
+            discarded,
+        }
+    }
+
     /// Like [`Topology::join`], but gives up at `timeout`: stages still running then have
     /// `None`.
     pub fn join_timeout(&self, timeout: Duration) -> Vec<(String, Option<Reason>)> {
@@ -110,6 +186,31 @@ impl Topology {
                 (s.name().to_owned(), s.join_timeout(left))
             })
             .collect()
+    }
+}
+
+/// How long [`Topology::drain`] waits for a stage it had to stop.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// What [`Topology::drain`] saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DrainReport {
+    /// Every stage's name and outcome, in the order they were added. `None`: the stage was
+    /// still running even after it was stopped (a callback that does not return).
+    pub outcomes: Vec<(String, Option<Reason>)>,
+    /// The stages still running at the timeout, which were stopped.
+    pub stopped: Vec<String>,
+    /// Events the stopped stages discarded as they ended (also counted in their
+    /// [`Counters::discarded`](crate::Counters::discarded)).
+    pub discarded: u64,
+}
+
+impl DrainReport {
+    /// Whether every stage finished by itself within the timeout: nothing was stopped, and
+    /// every event in flight reached the end.
+    pub fn is_complete(&self) -> bool {
+        self.stopped.is_empty()
     }
 }
 

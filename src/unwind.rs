@@ -9,7 +9,7 @@ use crate::reason::Reason;
 use crate::runner::{Callbacks, Runner};
 
 /// The body of every stage thread: run the loop, turn a panic into [`Reason::Panicked`], tell
-/// the peers, drop the stage, and publish the outcome last.
+/// the peers, run the stage's `terminate`, drop the stage, and publish the outcome last.
 pub(crate) fn stage_main<S: Callbacks>(mut runner: Runner<S>) {
     let shared = runner.shared().clone();
     let reason = match catch_unwind(AssertUnwindSafe(|| runner.run())) {
@@ -24,8 +24,14 @@ pub(crate) fn stage_main<S: Callbacks>(mut runner: Runner<S>) {
     if catch_unwind(AssertUnwindSafe(|| runner.terminate(&reason))).is_err() {
         error!("stage {}: panicked while ending", shared.name);
     }
+    if catch_unwind(AssertUnwindSafe(|| runner.terminate_stage(&reason))).is_err() {
+        error!("stage {}: its terminate callback panicked", shared.name);
+    }
+    if runner.keeps_state() {
+        // For `Stage::join_state`: the stage's value outlives its thread.
+        shared.set_state(runner.into_stage().into_state());
     // The user's Drop runs here; a panic in it must not keep the outcome from being published.
-    if catch_unwind(AssertUnwindSafe(move || drop(runner))).is_err() {
+    } else if catch_unwind(AssertUnwindSafe(move || drop(runner))).is_err() {
         error!("stage {}: panicked while being dropped", shared.name);
     }
     shared.set_outcome(reason);

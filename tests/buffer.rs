@@ -371,3 +371,44 @@ fn every_discard_is_logged_at_warn_level_with_the_stage_and_the_count() {
     p.stop();
     joined(&p);
 }
+
+#[test]
+fn a_stage_that_keeps_discarding_logs_a_line_per_second_and_counts_every_event() {
+    let logs = common::capture_logs();
+    let (p, _rx) = emitter("flooded", |b| b.buffer_size(5));
+    emit(&p, vec![0u32; 5]);
+    // 2 000 stores that each discard 3 events, well within a second on any machine.
+    for _ in 0..2_000 {
+        emit(&p, vec![1, 2, 3]);
+    }
+    p.stop();
+    joined(&p);
+    // The stop discards the 5 events still buffered.
+    assert_eq!(p.counters().discarded, 6_000 + 5);
+    let lines = common::logged(&logs, "stage flooded: discarded");
+    // The first store logs at once; the rest is summed into a line a second (or at the end).
+    assert!(
+        lines.len() < 20,
+        "one line per second at most, got {}",
+        lines.len()
+    );
+    assert_eq!(
+        lines[0],
+        (
+            log::Level::Warn,
+            "stage flooded: discarded 3 events from buffer".to_string()
+        )
+    );
+    let logged: u64 = lines
+        .iter()
+        .filter_map(|(_, l)| {
+            l.strip_prefix("stage flooded: discarded ")?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    // Every discarded event is in some line.
+    assert_eq!(logged, 6_000 + 5, "{lines:?}");
+}

@@ -5,6 +5,9 @@ mod common;
 use std::time::Duration;
 
 #[allow(dead_code)]
+#[path = "../examples/drain.rs"]
+mod drain;
+#[allow(dead_code)]
 #[path = "../examples/fan_out.rs"]
 mod fan_out;
 #[allow(dead_code)]
@@ -48,4 +51,23 @@ fn supervisor_never_runs_more_than_max_demand() {
         summary.peak_in_flight >= 2,
         "workers ran concurrently: {summary:?}"
     );
+}
+
+#[test]
+fn drain_counts_every_line_the_source_emitted() {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    // Stop once lines have flowed for a moment (any moment will do: nothing may be lost).
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = tx.send(());
+    });
+    let summary = drain::run(rx, false).unwrap();
+    assert!(summary.complete, "{summary:?}");
+    assert!(summary.emitted > 0);
+    assert_eq!(
+        summary.counted.values().sum::<u64>(),
+        summary.emitted,
+        "{summary:?}"
+    );
+    assert_eq!(summary.counted.len(), 4, "{summary:?}");
 }

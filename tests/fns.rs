@@ -3,10 +3,11 @@
 
 mod common;
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 
 use common::joined;
-use stageflow::fns::{Batches, Filter, FlatMap, ForEach, Generate, Map};
+use stageflow::fns::{Batches, Collect, Filter, FlatMap, Fold, ForEach, Generate, Map};
 use stageflow::{Reason, SubscribeOptions};
 
 #[test]
@@ -88,4 +89,103 @@ fn generate_emits_on_demand_and_finishes() {
     assert_eq!(got, (0..got.len() as u64).collect::<Vec<_>>());
     assert!(got.len() >= 20);
     assert_eq!(joined(&p), Reason::Normal);
+}
+
+#[test]
+fn fold_and_collect_hand_their_result_back_from_the_handle() {
+    let numbers = stageflow::from_iter(1..=1000u64).spawn().unwrap();
+    let sum = stageflow::consumer(Fold::new(0u64, |acc, x: u64| acc + x))
+        .keep_state()
+        .subscribe_to(&numbers, SubscribeOptions::new().max_demand(7))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let (reason, fold) = sum.join_state();
+    assert_eq!(reason, Reason::Normal);
+    assert_eq!(fold.expect("kept").into_inner(), 500_500);
+    // There is one value: the second call gets none.
+    assert_eq!(sum.join_state().1.map(Fold::into_inner), None);
+
+    let words = stageflow::from_iter(["a", "b", "c"]).spawn().unwrap();
+    let all = stageflow::consumer(Collect::new())
+        .keep_state()
+        .subscribe_to(&words, SubscribeOptions::new().max_demand(1))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    assert_eq!(
+        all.join_state().1.expect("kept").into_vec(),
+        vec!["a", "b", "c"]
+    );
+}
+
+#[test]
+fn without_keep_state_the_value_is_dropped_before_join_returns() {
+    struct Flag(Arc<AtomicBool>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = Flag(dropped.clone());
+    let numbers = stageflow::from_iter(0..3u64).spawn().unwrap();
+    let sink = stageflow::consumer(ForEach::new(move |_: u64| {
+        let _ = &flag;
+    }))
+    .subscribe_to(&numbers, SubscribeOptions::new())
+    .unwrap()
+    .spawn()
+    .unwrap();
+    let (reason, state) = sink.join_state();
+    assert_eq!(reason, Reason::Normal);
+    assert!(state.is_none());
+    assert!(dropped.load(Ordering::SeqCst));
+}
+
+#[test]
+fn closure_stages_see_their_context_and_their_end() {
+    use stageflow::fns::{Process, Sink};
+    use stageflow::{ConsumerContext, Context, Events};
+    // A producer-consumer that emits each event twice and ends itself at 10.
+    let twice = Process::new(|events: Events<'_, u64>, ctx: &mut Context<'_, u64>| {
+        for x in events {
+            ctx.emit(x);
+            ctx.emit(x);
+            if x == 10 {
+                ctx.finish();
+            }
+        }
+    });
+    let (end_tx, end_rx) = mpsc::channel();
+    let (seen_tx, seen_rx) = mpsc::channel();
+    let numbers = stageflow::from_iter(0..1_000u64).spawn().unwrap();
+    let doubled =
+        stageflow::producer_consumer(twice.on_terminate(move |r| end_tx.send(r.clone()).unwrap()))
+            .subscribe_to(&numbers, SubscribeOptions::new().max_demand(1))
+            .unwrap()
+            .spawn()
+            .unwrap();
+    let (sink_end_tx, sink_end_rx) = mpsc::channel();
+    let sink = stageflow::consumer(
+        Sink::new(
+            move |events: Events<'_, u64>, _: &mut ConsumerContext<'_>| {
+                seen_tx.send(events.collect::<Vec<_>>()).unwrap();
+            },
+        )
+        .on_terminate(move |r| sink_end_tx.send(r.clone()).unwrap()),
+    )
+    .subscribe_to(&doubled, SubscribeOptions::new())
+    .unwrap()
+    .spawn()
+    .unwrap();
+    assert_eq!(joined(&sink), Reason::Normal);
+    let seen: Vec<u64> = seen_rx.try_iter().flatten().collect();
+    let expected: Vec<u64> = (0..=10).flat_map(|x| [x, x]).collect();
+    assert_eq!(seen, expected);
+    // Its terminate has run by the time its join returns.
+    assert_eq!(joined(&doubled), Reason::Normal);
+    assert_eq!(end_rx.try_recv().ok(), Some(Reason::Normal));
+    assert_eq!(sink_end_rx.try_recv().ok(), Some(Reason::Normal));
+    numbers.stop();
 }

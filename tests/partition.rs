@@ -222,14 +222,14 @@ fn events_hashed_to_none_are_dropped_counted_and_replaced() {
     // A producer that emits exactly its demand: the events the hash drops used none of the
     // demand, so the dispatcher must ask for replacements, or everyone would wait forever.
     let (numbers, _demands) = Numbers::new(None);
-    let dispatcher = PartitionDispatcher::new(2, |x: &u64| (x % 5 != 0).then_some(x % 2));
+    let dispatcher = PartitionDispatcher::new(2, |x: &u64| (!x.is_multiple_of(5)).then_some(x % 2));
     let p = stageflow::producer(numbers)
         .dispatcher(dispatcher.unwrap())
         .spawn()
         .unwrap();
     let (even, even_rx) = recorder(&p, on(0).max_demand(4)).unwrap();
     let (odd, odd_rx) = recorder(&p, on(1).max_demand(4)).unwrap();
-    let keep = |x: &u64| x % 5 != 0;
+    let keep = |x: &u64| !x.is_multiple_of(5);
     let evens = flat(collect_events(&even_rx, 40));
     let odds = flat(collect_events(&odd_rx, 40));
     let expected = |from: u64| {
@@ -296,6 +296,28 @@ fn subscribe_errors_are_returned_at_build_time() {
         SubscribeError::InvalidOption {
             option: "partition",
             message: "expected partition to be one of [0, 1], got 2".into(),
+        }
+    );
+    // Partitions by the types users hold: a literal, a `usize` (as `PartitionDispatcher::new`
+    // counts them), a `u32`. A negative literal names no partition.
+    let two: usize = 2;
+    assert_eq!(
+        build_error(SubscribeOptions::new().partition(two)),
+        build_error(on(2))
+    );
+    assert_eq!(
+        build_error(SubscribeOptions::new().partition(2u32)),
+        build_error(on(2))
+    );
+    assert_eq!(
+        build_error(SubscribeOptions::new().partition(2)),
+        build_error(on(2))
+    );
+    assert_eq!(
+        build_error(SubscribeOptions::new().partition(-1)),
+        SubscribeError::InvalidOption {
+            option: "partition",
+            message: "expected partition to be one of [0, 1], got \"-1\"".into(),
         }
     );
     let (first, first_rx) = recorder(&p, on(0)).unwrap();

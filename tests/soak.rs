@@ -718,7 +718,7 @@ fn dispatcher_for(node: &Node) -> Box<dyn Dispatcher<u64>> {
             let parts = node.downs.len() as u64;
             let d = PartitionDispatcher::new(node.downs.len(), move |x: &u64| {
                 let h = mix(*x);
-                if drop_some && h % 8 == 0 {
+                if drop_some && h.is_multiple_of(8) {
                     None
                 } else {
                     Some((h >> 3) % parts)
@@ -1480,7 +1480,7 @@ fn soak() {
         let i = only.unwrap_or(iter);
         iter += 1;
         let seed = mix(master ^ mix(i.wrapping_add(1)));
-        let clean = i % 2 == 0;
+        let clean = i.is_multiple_of(2);
         let plan = draw_plan(seed, clean);
         let result = catch_unwind(AssertUnwindSafe(|| {
             if plan.clean {

@@ -212,3 +212,72 @@ fn worker_threads_are_reused() {
     let n = threads.lock().len();
     assert!((1..=4).contains(&n), "{n} worker threads for 200 jobs");
 }
+
+#[test]
+fn results_say_which_job_failed_and_how() {
+    let jobs = stageflow::from_iter(0..30u64).spawn().unwrap();
+    let (supervisor, results) = Supervisor::with_results(
+        |job: &u64| match job % 10 {
+            3 => Err(format!("job {job} refused")),
+            7 => panic!("job {job} exploded"),
+            _ => Ok(job * 2),
+        },
+        4,
+    );
+    let sup = stageflow::consumer(supervisor)
+        .subscribe_to(&jobs, SubscribeOptions::new().max_demand(3).min_demand(1))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let mut seen: Vec<u64> = Vec::new();
+    for r in results.iter() {
+        seen.push(r.job);
+        match (r.job % 10, r.outcome) {
+            (3, Err(stageflow::JobFailure::Error(e))) => {
+                assert_eq!(e, format!("job {} refused", r.job))
+            }
+            (7, Err(stageflow::JobFailure::Panicked(m))) => {
+                assert_eq!(m, format!("job {} exploded", r.job))
+            }
+            (_, Ok(v)) => assert_eq!(v, r.job * 2),
+            (_, other) => panic!("job {}: unexpected {other:?}", r.job),
+        }
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..30).collect::<Vec<_>>(), "every job once");
+    assert_eq!(joined(&sup), Reason::Normal);
+}
+
+#[test]
+fn unread_results_hold_the_producer_back() {
+    let jobs = stageflow::from_iter(0..50u64).spawn().unwrap();
+    let (started_tx, started) = crossbeam_channel::unbounded();
+    let (supervisor, results) = Supervisor::with_results(
+        move |job: &u64| -> Result<u64, String> {
+            started_tx.send(*job).unwrap();
+            Ok(*job)
+        },
+        1,
+    );
+    let sup = stageflow::consumer(supervisor)
+        .subscribe_to(&jobs, SubscribeOptions::new().max_demand(2).min_demand(1))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    // Two slots and one result's room: at most three jobs start while nobody reads.
+    for _ in 0..2 {
+        common::next(&started);
+    }
+    let mut more = 0;
+    while started.recv_timeout(Duration::from_millis(200)).is_ok() {
+        more += 1;
+        assert!(
+            more <= 1,
+            "a job started with every slot waiting on unread results"
+        );
+    }
+    assert!(jobs.counters().events_out <= 4, "{:?}", jobs.counters());
+    // Reading lets the rest through.
+    assert_eq!(results.iter().count(), 50);
+    assert_eq!(joined(&sup), Reason::Normal);
+}

@@ -40,3 +40,29 @@ fn handles_and_values_are_send_and_sync() {
     send::<BroadcastDispatcher<u64>>();
     send::<PartitionDispatcher<u64>>();
 }
+
+#[test]
+fn producers_of_different_types_are_chosen_at_run_time() {
+    use stageflow::fns::Collect;
+    use stageflow::{Topology, Upstream};
+    // Two stage types (`IterProducer<Range<u64>>`, `IterProducer<vec::IntoIter<u64>>`).
+    let range = stageflow::from_iter(0..3u64).spawn().unwrap();
+    let generated = stageflow::from_iter(vec![11u64, 12]).spawn().unwrap();
+    let choices: Vec<&dyn Upstream<u64>> = vec![&range, &generated];
+    for (i, chosen) in choices.into_iter().enumerate() {
+        let sink = stageflow::consumer(Collect::new())
+            .keep_state()
+            .subscribe_to(chosen, stageflow::SubscribeOptions::new())
+            .unwrap()
+            .spawn()
+            .unwrap();
+        // The erased producer joins a topology by its `Source`.
+        let outcomes = Topology::new()
+            .with(&chosen.source())
+            .with(&sink)
+            .join_timeout(common::LIMIT);
+        assert!(outcomes.iter().all(|(_, r)| r.is_some()), "{outcomes:?}");
+        let got = sink.join_state().1.unwrap().into_vec();
+        assert_eq!(got, [vec![0, 1, 2], vec![11, 12]][i]);
+    }
+}

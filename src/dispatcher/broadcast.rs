@@ -501,7 +501,7 @@ mod tests {
         .unwrap();
         d.subscribe(
             s[1],
-            &SubscribeOptions::new().selector(|x: &u32| x % 2 == 0),
+            &SubscribeOptions::new().selector(|x: &u32| x.is_multiple_of(2)),
         )
         .unwrap();
         ask(&mut d, s[0], 2);

@@ -639,7 +639,8 @@ mod tests {
     #[test]
     fn none_drops_without_using_demand() {
         let a = SubscriptionId::unique();
-        let mut d = PartitionDispatcher::new(1, |x: &u32| (x % 3 != 0).then_some(0)).unwrap();
+        let mut d =
+            PartitionDispatcher::new(1, |x: &u32| (!x.is_multiple_of(3)).then_some(0)).unwrap();
         d.subscribe(a, &on(0)).unwrap();
         ask(&mut d, a, 4);
         let r = dispatch(&mut d, &[0, 1, 2, 3, 4, 5, 6, 7, 8]);

@@ -24,9 +24,9 @@ impl<S: Callbacks> Runner<S> {
         let sub = info.id;
         let opts = &info.options;
         let demand = Demand::new(opts.get_max_demand(), opts.get_min_demand());
-        let cell = self
+        let (cell, events) = self
             .shared
-            .add_sub(sub, Direction::Upstream, info.peer.clone());
+            .add_sub(sub, Direction::Upstream, info.peer.clone(), opts);
         let link_info = info.clone();
         self.ups.push(UpLink {
             info: link_info,
@@ -36,6 +36,7 @@ impl<S: Callbacks> Runner<S> {
             manual_outstanding: 0,
             cancelling: false,
             cell,
+            events,
         });
         // The mode is set before the callback's effects apply, so that a manual consumer
         // can ask from `handle_subscribe`.
@@ -78,6 +79,7 @@ impl<S: Callbacks> Runner<S> {
             self.discard(len, "they came from an unknown subscription");
             return;
         };
+        bump(&link.events, len as u64);
         if link.mode == DemandMode::Manual {
             link.manual_outstanding = link.manual_outstanding.saturating_sub(len);
             link.cell

@@ -107,6 +107,8 @@ impl<S: Callbacks> Runner<S> {
             lost += self.drop_late(env, reason);
         }
         self.discard(lost, &format!("the stage ended ({reason})"));
+        // The last word: every discard not yet logged.
+        self.discard_log.flush(&self.shared.name);
         for link in &self.ups {
             self.shared.remove_sub(link.info.id, Direction::Upstream);
         }
@@ -139,6 +141,7 @@ impl<S: Callbacks> Runner<S> {
                     manual_outstanding: 0,
                     cancelling: true,
                     cell: Arc::new(AtomicU64::new(0)),
+                    events: Arc::new(AtomicU64::new(0)),
                 });
                 0
             }

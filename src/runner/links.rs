@@ -100,6 +100,8 @@ pub(super) struct UpLink<T> {
     /// This stage sent a cancel and waits for the producer's confirmation.
     pub(super) cancelling: bool,
     pub(super) cell: Arc<AtomicU64>,
+    /// Events handled from this subscription (observers read it).
+    pub(super) events: Arc<AtomicU64>,
 }
 
 /// This stage as the producer of one consumer.
@@ -113,6 +115,8 @@ pub(super) struct DownLink<T> {
     /// Cancelled: kept only until its backlog (ending with the cancel) is delivered.
     pub(super) closed: bool,
     pub(super) cell: Arc<AtomicU64>,
+    /// Events dispatched to this consumer (observers read it).
+    pub(super) events: Arc<AtomicU64>,
 }
 
 /// What an accumulating producer holds back until it forwards.

@@ -10,6 +10,7 @@
 
 mod backlog;
 mod consumer;
+mod discards;
 mod end;
 mod links;
 mod producer;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use log::warn;
+use log::{info, warn};
 
 use crate::buffer::Buffer;
 use crate::context::{Context, Effects, End, Mailbox};
@@ -68,6 +69,9 @@ pub(crate) trait Callbacks: Send + 'static {
         let _ = count;
         true
     }
+    fn terminate(&mut self, reason: &Reason);
+    /// The user's stage value, for `Stage::join_state`.
+    fn into_state(self) -> Box<dyn std::any::Any + Send>;
 }
 
 pub(crate) struct AsProducer<S>(pub(crate) S);
@@ -82,6 +86,14 @@ impl<S: Producer> Callbacks for AsProducer<S> {
 
     fn format_discarded(&mut self, count: usize) -> bool {
         self.0.format_discarded(count)
+    }
+
+    fn terminate(&mut self, reason: &Reason) {
+        self.0.terminate(reason)
+    }
+
+    fn into_state(self) -> Box<dyn std::any::Any + Send> {
+        Box::new(self.0)
     }
 
     fn demand(&mut self, n: usize, ctx: &mut Context<'_, S::Out, S::Message>) {
@@ -119,6 +131,14 @@ impl<S: ProducerConsumer> Callbacks for AsProducerConsumer<S> {
         self.0.format_discarded(count)
     }
 
+    fn terminate(&mut self, reason: &Reason) {
+        self.0.terminate(reason)
+    }
+
+    fn into_state(self) -> Box<dyn std::any::Any + Send> {
+        Box::new(self.0)
+    }
+
     fn demand(&mut self, _: usize, _: &mut Context<'_, S::Out, S::Message>) {}
     fn events(&mut self, events: Events<'_, S::In>, ctx: &mut Context<'_, S::Out, S::Message>) {
         self.0.handle_events(events, ctx)
@@ -148,6 +168,14 @@ impl<S: Consumer> Callbacks for AsConsumer<S> {
     type Out = Infallible;
     type Msg = S::Message;
     const KIND: Kind = Kind::Consumer;
+
+    fn terminate(&mut self, reason: &Reason) {
+        self.0.terminate(reason)
+    }
+
+    fn into_state(self) -> Box<dyn std::any::Any + Send> {
+        Box::new(self.0)
+    }
 
     fn demand(&mut self, _: usize, _: &mut Context<'_, Infallible, S::Message>) {}
     fn events(&mut self, events: Events<'_, S::In>, ctx: &mut Context<'_, Infallible, S::Message>) {
@@ -179,6 +207,8 @@ pub(crate) struct Config<Out> {
     pub(crate) demand: ProducerDemand,
     pub(crate) buffer_size: Option<usize>,
     pub(crate) buffer_keep: BufferKeep,
+    /// Keep the stage's value for `Stage::join_state` when it ends.
+    pub(crate) keep_state: bool,
 }
 
 /// How long an ending stage waits for its producers to confirm its cancels (so that nothing
@@ -218,6 +248,11 @@ pub(crate) struct Runner<S: Callbacks> {
     /// A permanent subscription ended normally while others remained: end (normally) once the
     /// last one has ended too (fan-in finishes with its last producer).
     finish_with_last_producer: Option<Reason>,
+    /// Asked to finish (`Stage::finish`): end normally once every producer has ended.
+    draining: bool,
+    /// Discard warnings, at most one line per reason per second.
+    discard_log: discards::DiscardLog,
+    keep_state: bool,
     /// Demand that a dispatcher created, served on the next turn (never in a loop inside one).
     pending_demand: usize,
     /// Consumers whose inbox was found gone, to be removed at the end of the turn (removing
@@ -278,6 +313,9 @@ impl<S: Callbacks> Runner<S> {
             counter: 0,
             finishing: None,
             finish_with_last_producer: None,
+            draining: false,
+            discard_log: discards::DiscardLog::default(),
+            keep_state: config.keep_state,
             pending_demand: 0,
             gone: Vec::new(),
             accumulating: S::KIND == Kind::Producer && config.demand == ProducerDemand::Accumulate,
@@ -294,6 +332,21 @@ impl<S: Callbacks> Runner<S> {
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Whether the stage's value is kept for `Stage::join_state`.
+    pub(crate) fn keeps_state(&self) -> bool {
+        self.keep_state
+    }
+
+    /// The stage's value; the rest of the runner is dropped.
+    pub(crate) fn into_stage(self) -> S {
+        self.stage
+    }
+
+    /// The stage's own `terminate` callback.
+    pub(crate) fn terminate_stage(&mut self, reason: &Reason) {
+        self.stage.terminate(reason);
     }
 
     /// Runs until the stage ends; returns why.
@@ -415,8 +468,37 @@ impl<S: Callbacks> Runner<S> {
                 self.flush_buffer();
             }
         }
+        if self.draining {
+            self.drained();
+        }
+        if self.discard_log.is_pending() {
+            self.discard_log.tick(&self.shared.name);
+        }
         self.check_finished();
         self.publish_buffered();
+    }
+
+    /// A stage asked to finish whose producers have all ended (and whose inbox holds no
+    /// subscription it has yet to hear of) finishes: a consumer ends, a producer-consumer
+    /// delivers what it holds first.
+    fn drained(&mut self) {
+        if S::KIND == Kind::Producer
+            || self.finishing.is_some()
+            || self.exit.is_some()
+            || !self.ups.is_empty()
+            || !self.inbox.is_empty()
+        {
+            return;
+        }
+        info!(
+            "stage {}: asked to finish and no producer left: finishing",
+            self.shared.name
+        );
+        if S::KIND == Kind::Consumer {
+            self.exit = Some(Reason::Normal);
+        } else {
+            self.finishing = Some(Reason::Normal);
+        }
     }
 
     /// Producer-consumer: the downstream demand it may still serve (GenStage's counter, and
@@ -460,10 +542,12 @@ impl<S: Callbacks> Runner<S> {
             .store(n as u64, Ordering::Relaxed);
     }
 
+    /// Counts `n` discarded events, and logs them (at most one line per reason per second).
     fn discard(&mut self, n: usize, why: &str) {
         if n > 0 {
-            warn!("stage {}: discarded {n} events: {why}", self.shared.name);
             bump(&self.shared.cells.discarded, n as u64);
+            self.discard_log
+                .note(&self.shared.name, n, &format!(": {why}"));
         }
     }
 
@@ -485,6 +569,13 @@ impl<S: Callbacks> Runner<S> {
             Envelope::Info(msg) => self.queue_info(msg),
             Envelope::Control(Control::Stop) => {
                 self.exit.get_or_insert(Reason::Shutdown);
+            }
+            Envelope::Control(Control::Finish) => {
+                self.draining = true;
+                if S::KIND == Kind::Producer {
+                    // As `Context::finish`: no more `handle_demand`, deliver, end.
+                    self.finishing.get_or_insert(Reason::Normal);
+                }
             }
             Envelope::Control(Control::Wake) => {}
             Envelope::Control(Control::SetDemand(mode)) => self.set_demand(mode),
@@ -521,6 +612,7 @@ impl<S: Callbacks> Runner<S> {
     fn apply_effects(&mut self) {
         if !self.fx.emitted.is_empty() {
             let events = std::mem::take(&mut self.fx.emitted);
+            bump(&self.shared.cells.emitted, events.len() as u64);
             if self.accumulating {
                 self.held.push_back(Held::Dispatch(events));
             } else {

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use log::{error, warn};
+use log::error;
 
 use super::links::{DownLink, Held, Inbound, Outlet};
 use super::{Callbacks, Kind, Runner};
@@ -77,9 +77,9 @@ impl<S: Callbacks> Runner<S> {
             self.pending_demand = self.pending_demand.saturating_add(demand);
             return;
         }
-        let cell = self
-            .shared
-            .add_sub(sub, Direction::Downstream, consumer_name);
+        let (cell, events) =
+            self.shared
+                .add_sub(sub, Direction::Downstream, consumer_name, &info.options);
         self.had_consumers = true;
         self.downs.push(DownLink {
             info: info.clone(),
@@ -88,6 +88,7 @@ impl<S: Callbacks> Runner<S> {
             owed: 0,
             closed: false,
             cell,
+            events,
         });
         self.invoke(|s, ctx| {
             s.subscribed(&info, ctx);
@@ -257,6 +258,7 @@ impl<S: Callbacks> Runner<S> {
                 }
                 link.owed = link.owed.saturating_sub(n);
                 link.cell.store(link.owed as u64, Ordering::Relaxed);
+                bump(&link.events, n as u64);
                 if link.out.send(Down::Events { sub, events: batch }).is_err() {
                     // Its events stay in the backlog, counted when the link is reaped.
                     gone.push(sub);
@@ -279,10 +281,8 @@ impl<S: Callbacks> Runner<S> {
             bump(&self.shared.cells.discarded, discarded as u64);
             // The stage may log it its own way, or not at all (GenStage's format_discarded).
             if self.stage.format_discarded(discarded) {
-                warn!(
-                    "stage {}: discarded {discarded} events from buffer",
-                    self.shared.name
-                );
+                self.discard_log
+                    .note(&self.shared.name, discarded, " from buffer");
             }
         }
     }

@@ -1,0 +1,513 @@
+//! [`Snapshot`]: what every stage of a pipeline is doing, read from the counters the stages
+//! publish (never waiting on a stage), with rates between two snapshots and the bottleneck.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::{
+    role::Role, AsStageRef, Direction, Reason, Stage, StageKind, StageRef, SubscriptionId, Topology,
+};
+
+/// A picture of a pipeline at one moment: every stage, every subscription between them, and
+/// (from an [`Observer`]) the rates since the previous picture.
+///
+/// Each stage's counters are read one stage after another, not all at once, so events moving
+/// while the snapshot is taken can be counted out by one stage and not yet in by the next.
+/// For an ended pipeline the figures are exact.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// When the snapshot was taken.
+    pub taken: Instant,
+    /// The time since the previous snapshot, which the rates cover; `None` for a first
+    /// snapshot (then every rate is 0).
+    pub interval: Option<Duration>,
+    /// The stages, in the order they were given (a topology's order).
+    pub stages: Vec<StageSnapshot>,
+    /// The subscriptions, as edges from producer to consumer, ordered by subscription id.
+    /// A subscription that has ended (cancelled, or one of its stages ended) is not listed.
+    pub edges: Vec<EdgeSnapshot>,
+    /// The index in `stages` of the stage holding the pipeline back, if any (see
+    /// [`StageSnapshot::busy`]).
+    pub bottleneck: Option<usize>,
+}
+
+/// One stage in a [`Snapshot`].
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct StageSnapshot {
+    /// The stage's name.
+    pub name: String,
+    /// The name of the stage's thread (every stage's thread is named after the stage).
+    pub thread: String,
+    /// Producer, producer-consumer or consumer.
+    pub kind: StageKind,
+    /// `None` while the stage runs; how it ended otherwise.
+    pub outcome: Option<Reason>,
+    /// Events received from producers.
+    pub events_in: u64,
+    /// Events sent to consumers (an event a broadcast sends to three consumers counts three
+    /// times).
+    pub events_out: u64,
+    /// Events the stage emitted, each once however many consumers received it.
+    pub emitted: u64,
+    /// Events dropped (by the buffer's keep policy, or left behind when the stage ended).
+    pub discarded: u64,
+    /// Events waiting in the stage (its producer buffer, or received and not yet handled).
+    pub buffered: u64,
+    /// Messages waiting in the stage's inbox (a batch of events is one message).
+    pub inbox_len: usize,
+    /// The inbox's capacity, in messages.
+    pub inbox_capacity: usize,
+    /// Demand the stage's consumers are waiting for: asked of it and not yet sent, summed
+    /// over its consumers.
+    pub owed: u64,
+    /// Events received per second since the previous snapshot.
+    pub in_per_sec: f64,
+    /// Events sent per second since the previous snapshot.
+    pub out_per_sec: f64,
+    /// The stage had work waiting that others wait on: its inbox was full, or it had input
+    /// (or, for a producer, nothing but demand) while its consumers waited on it. A slow stage
+    /// is busy in most snapshots; the busiest one is the snapshot's
+    /// [`bottleneck`](Snapshot::bottleneck).
+    pub busy: bool,
+}
+
+impl StageSnapshot {
+    /// Whether the stage is still running.
+    pub fn is_running(&self) -> bool {
+        self.outcome.is_none()
+    }
+
+    /// How full the inbox is, from 0 to 1.
+    pub fn inbox_fill(&self) -> f64 {
+        if self.inbox_capacity == 0 {
+            0.0
+        } else {
+            self.inbox_len as f64 / self.inbox_capacity as f64
+        }
+    }
+
+    /// `"running"`, or how the stage ended (`"normal"`, `"shutdown"`, `"error: …"`,
+    /// `"panicked: …"`).
+    pub fn state(&self) -> String {
+        match &self.outcome {
+            None => "running".to_owned(),
+            Some(r) => r.to_string(),
+        }
+    }
+}
+
+/// One subscription in a [`Snapshot`]: events flow from `producer` to `consumer`, demand the
+/// other way.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct EdgeSnapshot {
+    /// The subscription.
+    pub subscription: SubscriptionId,
+    /// The producing stage's name.
+    pub producer: String,
+    /// The consuming stage's name.
+    pub consumer: String,
+    /// The consumer's outstanding demand: asked for and not yet received (events on their way
+    /// count as outstanding). `None` if the consumer is not among the observed stages.
+    pub demand: Option<u64>,
+    /// The producer's side: asked of it and not yet sent. `None` if the producer is not among
+    /// the observed stages.
+    pub owed: Option<u64>,
+    /// The subscription's `max_demand`.
+    pub max_demand: u64,
+    /// The subscription's `min_demand`.
+    pub min_demand: u64,
+    /// Events that went through the subscription: dispatched by the producer if it is
+    /// observed, else handled by the consumer.
+    pub events: u64,
+    /// Events per second through the subscription since the previous snapshot.
+    pub per_sec: f64,
+}
+
+/// Anything a [`Snapshot`] can be taken of: a [`Topology`], a stage handle, a list of stages.
+pub trait Observe {
+    /// The stages to read, in order.
+    fn observed(&self) -> Vec<StageRef>;
+
+    /// A snapshot of the stages, without rates (see [`Observer`] for rates).
+    ///
+    /// Reads the counters each stage publishes: it never waits on a stage and never takes a
+    /// lock a stage's event path takes.
+    fn snapshot(&self) -> Snapshot {
+        Snapshot::of(&self.observed())
+    }
+}
+
+impl Observe for Topology {
+    fn observed(&self) -> Vec<StageRef> {
+        self.stages().to_vec()
+    }
+}
+
+impl Observe for StageRef {
+    fn observed(&self) -> Vec<StageRef> {
+        vec![self.clone()]
+    }
+}
+
+impl<S, R: Role<S>> Observe for Stage<S, R> {
+    fn observed(&self) -> Vec<StageRef> {
+        vec![self.stage_ref()]
+    }
+}
+
+impl Observe for [StageRef] {
+    fn observed(&self) -> Vec<StageRef> {
+        self.to_vec()
+    }
+}
+
+impl Observe for Vec<StageRef> {
+    fn observed(&self) -> Vec<StageRef> {
+        self.clone()
+    }
+}
+
+impl Snapshot {
+    /// A snapshot of `stages`, without rates.
+    pub fn of(stages: &[StageRef]) -> Snapshot {
+        take(stages, None)
+    }
+
+    /// The stage named `name`, if observed.
+    pub fn stage(&self, name: &str) -> Option<&StageSnapshot> {
+        self.stages.iter().find(|s| s.name == name)
+    }
+
+    /// The edge of subscription `id`, if either of its stages is observed.
+    pub fn edge(&self, id: SubscriptionId) -> Option<&EdgeSnapshot> {
+        self.edges.iter().find(|e| e.subscription == id)
+    }
+
+    /// The edges from `producer` to `consumer` (several if it subscribed more than once).
+    pub fn edges_between<'a>(
+        &'a self,
+        producer: &'a str,
+        consumer: &'a str,
+    ) -> impl Iterator<Item = &'a EdgeSnapshot> + 'a {
+        self.edges
+            .iter()
+            .filter(move |e| e.producer == producer && e.consumer == consumer)
+    }
+
+    /// The bottleneck stage, if any.
+    pub fn bottleneck_stage(&self) -> Option<&StageSnapshot> {
+        self.bottleneck.map(|i| &self.stages[i])
+    }
+
+    /// Whether every observed stage has ended.
+    pub fn all_ended(&self) -> bool {
+        self.stages.iter().all(|s| !s.is_running())
+    }
+}
+
+/// Takes snapshots of a fixed list of stages and computes each one's rates from the one
+/// before: events per second in and out of every stage and through every subscription.
+///
+/// The observer holds [`StageRef`]s, as a [`Topology`] does: while it lives, the stages stay
+/// reachable (a stage that would end because no handle can reach it keeps running). Give it
+/// the stages of a topology that you hold anyway, and drop it with the topology.
+///
+/// # Examples
+///
+/// ```
+/// use stageflow::observe::{Observe, Observer};
+/// use stageflow::{SubscribeOptions, Topology};
+///
+/// let numbers = stageflow::from_iter(0..1000u64).name("numbers").spawn()?;
+/// let sink = stageflow::consumer(stageflow::fns::ForEach::new(|_: u64| {}))
+///     .name("sink")
+///     .subscribe_to(&numbers, SubscribeOptions::new())?
+///     .spawn()?;
+/// let topology = Topology::new().with(&numbers).with(&sink);
+/// let mut observer = Observer::new(&topology);
+/// topology.join();
+/// let snapshot = observer.snapshot();
+/// assert_eq!(snapshot.stage("sink").unwrap().events_in, 1000);
+/// assert!(snapshot.all_ended());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Observer {
+    stages: Vec<StageRef>,
+    last: Option<Previous>,
+}
+
+#[derive(Debug)]
+struct Previous {
+    taken: Instant,
+    stages: Vec<(u64, u64)>,
+    edges: HashMap<SubscriptionId, u64>,
+}
+
+impl Observer {
+    /// An observer of `stages` (a [`Topology`], a handle, a list of [`StageRef`]s).
+    pub fn new(stages: &(impl Observe + ?Sized)) -> Observer {
+        Observer {
+            stages: stages.observed(),
+            last: None,
+        }
+    }
+
+    /// Adds a stage to observe.
+    pub fn add(&mut self, stage: &impl AsStageRef) -> &mut Observer {
+        self.stages.push(stage.stage_ref());
+        self.last = None;
+        self
+    }
+
+    /// The observed stages.
+    pub fn stages(&self) -> &[StageRef] {
+        &self.stages
+    }
+
+    /// A snapshot, with rates since the previous one (none for the first).
+    pub fn snapshot(&mut self) -> Snapshot {
+        let snapshot = take(&self.stages, self.last.as_ref());
+        self.last = Some(Previous {
+            taken: snapshot.taken,
+            stages: snapshot
+                .stages
+                .iter()
+                .map(|s| (s.events_in, s.events_out))
+                .collect(),
+            edges: snapshot
+                .edges
+                .iter()
+                .map(|e| (e.subscription, e.events))
+                .collect(),
+        });
+        snapshot
+    }
+}
+
+fn per_sec(now: u64, before: u64, interval: Option<Duration>) -> f64 {
+    match interval {
+        Some(d) if !d.is_zero() => now.saturating_sub(before) as f64 / d.as_secs_f64(),
+        _ => 0.0,
+    }
+}
+
+#[derive(Default)]
+struct EdgeParts {
+    producer: Option<String>,
+    consumer: Option<String>,
+    demand: Option<u64>,
+    owed: Option<u64>,
+    limits: (u64, u64),
+    dispatched: Option<u64>,
+    handled: Option<u64>,
+}
+
+fn take(stages: &[StageRef], last: Option<&Previous>) -> Snapshot {
+    let taken = Instant::now();
+    let interval = last.map(|l| taken.saturating_duration_since(l.taken));
+    let mut edges: HashMap<SubscriptionId, EdgeParts> = HashMap::new();
+    let mut out = Vec::with_capacity(stages.len());
+    for (i, stage) in stages.iter().enumerate() {
+        // The outcome first: a stage seen ended has published its final counters.
+        let outcome = stage.outcome();
+        let c = stage.counters();
+        let mut owed = 0;
+        for sub in &c.subscriptions {
+            let e = edges.entry(sub.id).or_default();
+            e.limits = (sub.max_demand, sub.min_demand);
+            match sub.direction {
+                Direction::Downstream => {
+                    owed += sub.demand;
+                    e.producer = Some(stage.name().to_owned());
+                    e.consumer.get_or_insert_with(|| sub.peer.clone());
+                    e.owed = Some(sub.demand);
+                    e.dispatched = Some(sub.events);
+                }
+                _ => {
+                    e.consumer = Some(stage.name().to_owned());
+                    e.producer.get_or_insert_with(|| sub.peer.clone());
+                    e.demand = Some(sub.demand);
+                    e.handled = Some(sub.events);
+                }
+            }
+        }
+        let (before_in, before_out) = last
+            .and_then(|l| l.stages.get(i).copied())
+            .unwrap_or((c.events_in, c.events_out));
+        let kind = stage.kind();
+        let inbox_len = stage.inbox_len();
+        let inbox_capacity = stage.inbox_capacity();
+        let mut s = StageSnapshot {
+            name: stage.name().to_owned(),
+            thread: stage.name().to_owned(),
+            kind,
+            outcome,
+            events_in: c.events_in,
+            events_out: c.events_out,
+            emitted: c.emitted,
+            discarded: c.discarded,
+            buffered: c.buffered,
+            inbox_len,
+            inbox_capacity,
+            owed,
+            in_per_sec: per_sec(c.events_in, before_in, interval),
+            out_per_sec: per_sec(c.events_out, before_out, interval),
+            busy: false,
+        };
+        s.busy = busy(&s);
+        out.push(s);
+    }
+    let mut edge_list: Vec<EdgeSnapshot> = edges
+        .into_iter()
+        .map(|(id, e)| {
+            let events = e.dispatched.or(e.handled).unwrap_or(0);
+            let before = last
+                .and_then(|l| l.edges.get(&id).copied())
+                .unwrap_or(events);
+            EdgeSnapshot {
+                subscription: id,
+                producer: e.producer.unwrap_or_default(),
+                consumer: e.consumer.unwrap_or_default(),
+                demand: e.demand,
+                owed: e.owed,
+                max_demand: e.limits.0,
+                min_demand: e.limits.1,
+                events,
+                per_sec: per_sec(events, before, interval),
+            }
+        })
+        .collect();
+    edge_list.sort_by_key(|e| e.subscription);
+    let bottleneck = bottleneck(&out);
+    Snapshot {
+        taken,
+        interval,
+        stages: out,
+        edges: edge_list,
+        bottleneck,
+    }
+}
+
+/// A stage others wait on: a full inbox, or work in hand while its consumers wait.
+fn busy(s: &StageSnapshot) -> bool {
+    if !s.is_running() {
+        return false;
+    }
+    let full = s.inbox_capacity > 0 && s.inbox_len >= s.inbox_capacity;
+    let has_input = s.inbox_len > 0 || (s.kind != StageKind::Producer && s.buffered > 0);
+    full || match s.kind {
+        StageKind::Producer => s.owed > 0,
+        StageKind::Consumer => has_input,
+        _ => has_input && s.owed > 0,
+    }
+}
+
+/// The busy stage with the fullest inbox; among equals, one whose consumers wait on it, then
+/// the one furthest down the list (a topology lists stages from source to sink, and the
+/// furthest busy stage is the one the others queue behind).
+fn bottleneck(stages: &[StageSnapshot]) -> Option<usize> {
+    let score = |s: &StageSnapshot| s.inbox_fill() + if s.owed > 0 { 0.5 } else { 0.0 };
+    let mut best: Option<(usize, f64)> = None;
+    for (i, s) in stages.iter().enumerate().filter(|(_, s)| s.busy) {
+        let sc = score(s);
+        if best.is_none_or(|(_, b)| sc >= b) {
+            best = Some((i, sc));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(name: &str, kind: StageKind, inbox: usize, buffered: u64, owed: u64) -> StageSnapshot {
+        let mut s = StageSnapshot {
+            name: name.into(),
+            thread: name.into(),
+            kind,
+            outcome: None,
+            events_in: 0,
+            events_out: 0,
+            emitted: 0,
+            discarded: 0,
+            buffered,
+            inbox_len: inbox,
+            inbox_capacity: 8,
+            owed,
+            in_per_sec: 0.0,
+            out_per_sec: 0.0,
+            busy: false,
+        };
+        s.busy = busy(&s);
+        s
+    }
+
+    use StageKind::{Consumer as C, Producer as P, ProducerConsumer as PC};
+
+    #[test]
+    fn who_is_busy() {
+        assert!(
+            stage("p", P, 0, 0, 5).busy,
+            "a producer its consumers wait on"
+        );
+        assert!(!stage("p", P, 0, 100, 0).busy, "a producer nobody asks");
+        assert!(
+            stage("pc", PC, 2, 0, 5).busy,
+            "input waiting, consumers waiting"
+        );
+        assert!(
+            stage("pc", PC, 0, 7, 5).busy,
+            "input queued, consumers waiting"
+        );
+        assert!(
+            !stage("pc", PC, 2, 0, 0).busy,
+            "input waiting but nobody asks: held back"
+        );
+        assert!(stage("pc", PC, 8, 0, 0).busy, "a full inbox");
+        assert!(stage("c", C, 1, 0, 0).busy, "a consumer with input waiting");
+        assert!(!stage("c", C, 0, 0, 0).busy, "a starved consumer");
+        let mut ended = stage("c", C, 3, 0, 0);
+        ended.outcome = Some(Reason::Normal);
+        assert!(!busy(&ended), "an ended stage");
+    }
+
+    #[test]
+    fn the_bottleneck_is_the_fullest_busy_stage() {
+        // source -> slow -> sink: the slow stage has input and its consumer waits.
+        let chain = [
+            stage("source", P, 0, 0, 0),
+            stage("slow", PC, 1, 0, 50),
+            stage("sink", C, 0, 0, 0),
+        ];
+        assert_eq!(bottleneck(&chain), Some(1));
+        // A slow sink: input waiting, the middle stage holds back (nobody asks it).
+        let chain = [
+            stage("source", P, 0, 0, 0),
+            stage("mid", PC, 0, 500, 0),
+            stage("sink", C, 3, 0, 0),
+        ];
+        assert_eq!(bottleneck(&chain), Some(2));
+        // A full inbox beats a stage whose consumers wait with an emptier one.
+        let chain = [stage("a", PC, 2, 0, 10), stage("b", C, 8, 0, 0)];
+        assert_eq!(bottleneck(&chain), Some(1));
+        // Nothing busy: no bottleneck.
+        assert_eq!(bottleneck(&[stage("idle", C, 0, 0, 0)]), None);
+    }
+
+    #[test]
+    fn rates_need_an_interval() {
+        assert_eq!(per_sec(100, 0, None), 0.0);
+        assert_eq!(per_sec(100, 0, Some(Duration::ZERO)), 0.0);
+        assert_eq!(per_sec(300, 100, Some(Duration::from_millis(500))), 400.0);
+        assert_eq!(
+            per_sec(5, 10, Some(Duration::from_secs(1))),
+            0.0,
+            "never negative"
+        );
+    }
+}

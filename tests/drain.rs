@@ -1,0 +1,290 @@
+//! Graceful endings: `Stage::finish` and `Topology::drain`. Sources stop producing, every event
+//! in flight reaches the end, every stage ends normally; past the timeout, what is left is
+//! stopped and counted.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{joined, LIMIT};
+use stageflow::fns::{ForEach, Map};
+use stageflow::{
+    CancelMode, Consumer, ConsumerContext, Context, DemandMode, Events, Producer, Reason,
+    SubscribeOptions, Subscription, Supervisor, Topology,
+};
+
+/// Emits `burst` events on every demand, far beyond it: most of them wait in its buffer.
+struct Bursts {
+    next: u64,
+    burst: u64,
+}
+
+impl Producer for Bursts {
+    type Out = u64;
+    type Message = ();
+
+    fn handle_demand(&mut self, _: usize, ctx: &mut Context<'_, u64>) {
+        ctx.emit_all(self.next..self.next + self.burst);
+        self.next += self.burst;
+    }
+}
+
+#[test]
+fn drain_delivers_every_event_in_flight_through_a_chain() {
+    let source = stageflow::from_iter(0u64..).name("source").spawn().unwrap();
+    let map = stageflow::producer_consumer(Map::new(|x: u64| x * 2))
+        .name("map")
+        .subscribe_to(&source, SubscribeOptions::new().max_demand(100))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let (seen_tx, seen) = crossbeam_channel::unbounded();
+    let sink = stageflow::consumer(ForEach::new(move |x: u64| seen_tx.send(x).unwrap()))
+        .name("sink")
+        .subscribe_to(&map, SubscribeOptions::new().max_demand(10))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    // Let events flow before the drain.
+    seen.recv_timeout(LIMIT).expect("an event reaches the sink");
+    let pipeline = Topology::new().with(&source).with(&map).with(&sink);
+    let report = pipeline.drain(LIMIT);
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!(report.discarded, 0);
+    for (name, outcome) in &report.outcomes {
+        assert_eq!(outcome, &Some(Reason::Normal), "stage {name}");
+    }
+    let (s, m, k) = (source.counters(), map.counters(), sink.counters());
+    assert_eq!(s.events_out, m.events_in);
+    assert_eq!(m.events_out, k.events_in);
+    assert_eq!(m.events_in, m.events_out);
+    assert_eq!(s.discarded + m.discarded + k.discarded, 0);
+    // In order, none missing.
+    let got: Vec<u64> = seen.try_iter().collect();
+    assert_eq!(got.len() as u64 + 1, k.events_in);
+    assert!(got.windows(2).all(|w| w[1] == w[0] + 2));
+}
+
+#[test]
+fn a_finished_producer_delivers_its_buffer_first() {
+    let source = stageflow::producer(Bursts {
+        next: 0,
+        burst: 5_000,
+    })
+    .buffer_size(10_000)
+    .spawn()
+    .unwrap();
+    let count = Arc::new(AtomicU64::new(0));
+    let c = count.clone();
+    let sink = stageflow::consumer(ForEach::new(move |_: u64| {
+        c.fetch_add(1, Ordering::Relaxed);
+    }))
+    .subscribe_to(&source, SubscribeOptions::new().max_demand(10))
+    .unwrap()
+    .spawn()
+    .unwrap();
+    source.finish();
+    assert_eq!(joined(&source), Reason::Normal);
+    assert_eq!(joined(&sink), Reason::Normal);
+    let emitted = source.counters().events_out + source.counters().discarded;
+    assert!(emitted >= 5_000, "one burst at least: {emitted}");
+    assert_eq!(source.counters().discarded, 0);
+    assert_eq!(count.load(Ordering::Relaxed), source.counters().events_out);
+    assert_eq!(sink.counters().events_in, source.counters().events_out);
+}
+
+#[test]
+fn fan_in_with_temporary_subscriptions_drains_from_every_producer() {
+    let a = stageflow::from_iter(0u64..).name("a").spawn().unwrap();
+    let b = stageflow::from_iter(0u64..).name("b").spawn().unwrap();
+    let temporary = SubscribeOptions::new()
+        .max_demand(50)
+        .cancel(CancelMode::Temporary);
+    let sink = stageflow::consumer(ForEach::new(|_: u64| {}))
+        .name("sink")
+        .subscribe_to(&a, temporary.clone())
+        .unwrap()
+        .subscribe_to(&b, temporary)
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let report = Topology::new().with(&a).with(&b).with(&sink).drain(LIMIT);
+    assert!(report.is_complete(), "{report:?}");
+    // A temporary subscription alone would leave the sink running: the drain ends it.
+    assert_eq!(joined(&sink), Reason::Normal);
+    assert_eq!(
+        sink.counters().events_in,
+        a.counters().events_out + b.counters().events_out
+    );
+}
+
+/// Takes a manual subscription and never asks.
+struct Stuck;
+
+impl Consumer for Stuck {
+    type In = u64;
+    type Message = ();
+
+    fn handle_subscribe(&mut self, _: &Subscription, _: &mut ConsumerContext<'_>) -> DemandMode {
+        DemandMode::Manual
+    }
+
+    fn handle_events(&mut self, _: Events<'_, u64>, _: &mut ConsumerContext<'_>) {}
+}
+
+#[test]
+fn what_cannot_drain_in_time_is_stopped_and_counted() {
+    let source = stageflow::producer(Bursts { next: 0, burst: 7 })
+        .name("bursts")
+        .spawn()
+        .unwrap();
+    let stuck = stageflow::consumer(Stuck)
+        .name("stuck")
+        .subscribe_to(&source, SubscribeOptions::new())
+        .unwrap()
+        .spawn()
+        .unwrap();
+    // Nobody asks: the producer never runs, and holds nothing. Make it hold something.
+    let (fed_tx, fed) = crossbeam_channel::unbounded();
+    let feeder = stageflow::consumer(ForEach::new(move |x: u64| fed_tx.send(x).unwrap()))
+        .name("feeder")
+        .subscribe_to(&source, SubscribeOptions::new().max_demand(1))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    fed.recv_timeout(LIMIT).expect("the feeder gets an event");
+    feeder.stop();
+    joined(&feeder);
+    let report = Topology::new()
+        .with(&source)
+        .with(&stuck)
+        .drain(Duration::from_millis(300));
+    assert!(!report.is_complete());
+    assert!(
+        report.stopped.contains(&"stuck".to_string()),
+        "the stuck consumer was stopped: {report:?}"
+    );
+    for (name, outcome) in &report.outcomes {
+        assert!(outcome.is_some(), "stage {name} ended after the stop");
+    }
+    // Nothing silently lost: everything the producer emitted is delivered or counted.
+    let s = source.counters();
+    let emitted = s.events_out + s.discarded;
+    assert!(emitted >= 7, "{s:?}");
+    assert_eq!(
+        report.discarded,
+        s.discarded + stuck.counters().discarded,
+        "{report:?}"
+    );
+}
+
+#[test]
+fn a_drained_supervisor_waits_for_its_running_workers() {
+    let jobs = stageflow::from_iter(0u64..).name("jobs").spawn().unwrap();
+    let done = Arc::new(AtomicU64::new(0));
+    let d = done.clone();
+    let (started_tx, started) = crossbeam_channel::unbounded();
+    let supervisor = stageflow::consumer(Supervisor::new(move |_: u64| {
+        let _ = started_tx.send(());
+        std::thread::sleep(Duration::from_millis(20));
+        d.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }))
+    .name("supervisor")
+    .subscribe_to(
+        &jobs,
+        SubscribeOptions::new()
+            .max_demand(4)
+            .min_demand(2)
+            .cancel(CancelMode::Temporary),
+    )
+    .unwrap()
+    .spawn()
+    .unwrap();
+    started.recv_timeout(LIMIT).expect("a job starts");
+    let report = Topology::new().with(&jobs).with(&supervisor).drain(LIMIT);
+    assert!(report.is_complete(), "{report:?}");
+    // Every job it received ran to the end before the drain returned.
+    assert_eq!(done.load(Ordering::SeqCst), supervisor.counters().events_in);
+    assert_eq!(supervisor.counters().events_in, jobs.counters().events_out);
+}
+
+#[test]
+fn finishing_a_consumer_without_producers_ends_it() {
+    let sink = stageflow::consumer(ForEach::new(|_: u64| {}))
+        .spawn()
+        .unwrap();
+    sink.finish();
+    assert_eq!(joined(&sink), Reason::Normal);
+}
+
+#[test]
+fn a_stopped_supervisor_joins_after_its_running_workers() {
+    let jobs = stageflow::from_iter(0u64..).spawn().unwrap();
+    let done = Arc::new(AtomicU64::new(0));
+    let d = done.clone();
+    let (started_tx, started) = crossbeam_channel::unbounded();
+    let supervisor = stageflow::consumer(Supervisor::new(move |_: u64| {
+        let _ = started_tx.send(());
+        std::thread::sleep(Duration::from_millis(50));
+        d.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }))
+    .subscribe_to(&jobs, SubscribeOptions::new().max_demand(2).min_demand(1))
+    .unwrap()
+    .spawn()
+    .unwrap();
+    started.recv_timeout(LIMIT).expect("a job starts");
+    supervisor.stop();
+    assert_eq!(joined(&supervisor), Reason::Shutdown);
+    // The job that was running when it stopped has finished (not abandoned after the join).
+    assert!(done.load(Ordering::SeqCst) >= 1);
+    assert_eq!(
+        done.load(Ordering::SeqCst),
+        started.try_iter().count() as u64 + 1
+    );
+    jobs.stop();
+}
+
+/// Reports its `terminate` call.
+struct Terminates(crossbeam_channel::Sender<Reason>);
+
+impl Consumer for Terminates {
+    type In = u64;
+    type Message = ();
+
+    fn handle_events(&mut self, events: Events<'_, u64>, _: &mut ConsumerContext<'_>) {
+        for e in events {
+            assert_ne!(e, 3, "three is not allowed");
+        }
+    }
+
+    fn terminate(&mut self, reason: &Reason) {
+        self.0.send(reason.clone()).unwrap();
+    }
+}
+
+#[test]
+fn terminate_runs_however_a_stage_ends() {
+    for (input, expected) in [
+        (0..3u64, Reason::Normal),
+        (0..5u64, Reason::Panicked(String::new())),
+    ] {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let source = stageflow::from_iter(input).spawn().unwrap();
+        let sink = stageflow::consumer(Terminates(tx))
+            .subscribe_to(&source, SubscribeOptions::new().max_demand(1))
+            .unwrap()
+            .spawn()
+            .unwrap();
+        let reason = joined(&sink);
+        // By the time join returns, terminate has run with the same reason.
+        assert_eq!(rx.try_recv().ok(), Some(reason.clone()));
+        assert_eq!(
+            std::mem::discriminant(&reason),
+            std::mem::discriminant(&expected)
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! The observability layer (`stageflow::observe`) and the core API it reads: snapshots, their
+//! renderings, the reporter, the dashboard endpoint and the `top` example. One test binary;
+//! one module per concept.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod core_api;
+#[cfg(all(feature = "dashboard", feature = "http"))]
+mod dashboard;
+mod examples;
+mod fixtures;
+mod render;
+mod reporter;
+mod snapshot;
