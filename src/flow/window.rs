@@ -511,7 +511,7 @@ impl<T, A: Clone> Windows<T, A> {
     }
 
     fn trigger_every(&mut self, index: u64, events: u64, out: &mut Vec<Action<A>>) {
-        let Some(&n) = self.every.iter().find(|&&n| events % n == 0) else {
+        let Some(&n) = self.every.iter().find(|&&n| events.is_multiple_of(n)) else {
             return;
         };
         if let Some(w) = self.open.get(&index) {
