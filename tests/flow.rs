@@ -638,6 +638,28 @@ fn a_flow_runs_into_a_consumer_stage_or_on_its_own_until_stopped() {
     running.join().unwrap();
 }
 
+#[test]
+fn draining_an_endless_flow_emits_its_open_windows() {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let running = Flow::from_iter(0u64..)
+        .stages(2)
+        .partition(Partitions::by_key(|x: &u64| x % 10).stages(2))
+        .count_by_key(|x| x % 10)
+        .emit_state()
+        .into_consumer(Collect(tx))
+        .unwrap();
+    let source = running.stages()[0].clone();
+    wait_until("events to flow", || source.counters().events_out > 10_000);
+    let report = running.drain(LIMIT);
+    assert!(report.is_complete(), "{report:?}");
+    let emitted: Vec<Emitted<HashMap<u64, u64>>> = rx.try_iter().collect();
+    assert_eq!(emitted.len(), 2, "one global window per partition");
+    assert!(emitted.iter().all(|e| e.fired == Fired::Done));
+    // Every event the source emitted was counted.
+    let counted: u64 = emitted.iter().flat_map(|e| e.value.values()).sum();
+    assert_eq!(counted, source.counters().events_out);
+}
+
 #[cfg(feature = "http")]
 #[test]
 fn an_http_stream_is_a_source() {

@@ -109,7 +109,8 @@
 //! [`collect`](Flow::collect) and [`stream`](Flow::stream) consume the output on the calling
 //! thread; [`into_consumer`](Flow::into_consumer) runs it into a consumer stage of yours;
 //! [`start`](Flow::start) runs it on its own as a [`RunningFlow`] (a [`Topology`](crate::Topology))
-//! until its input ends or you stop it; [`run`](Flow::run) runs it to its end. Bad options are
+//! until its input ends, you [drain](RunningFlow::drain) it (every event in flight reaches the
+//! end and open windows are emitted) or you stop it; [`run`](Flow::run) runs it to its end. Bad options are
 //! [`FlowError::InvalidOption`]s naming the option; a stage that fails (a closure that panics)
 //! fails the run with [`FlowError::Failed`] naming the stage.
 //!

@@ -180,9 +180,18 @@ impl RunningFlow {
         &self.topology
     }
 
-    /// Asks every stage to stop, without waiting.
+    /// Asks every stage to stop, without waiting. What the stages hold is discarded (and
+    /// counted); windows still open are not emitted.
     pub fn stop(&self) {
         self.topology.stop();
+    }
+
+    /// Ends the flow gracefully ([`Topology::drain`]): the sources stop producing as if their
+    /// input had run out, every event in flight reaches the end, and the reducers emit their
+    /// open windows ([`Fired::Done`](super::Fired::Done)) before the consumers end. Stages
+    /// still running after `timeout` are stopped; the report names them.
+    pub fn drain(&self, timeout: Duration) -> crate::DrainReport {
+        self.topology.drain(timeout)
     }
 
     /// Waits until every stage has ended: the input ended, or the flow was
