@@ -3,6 +3,7 @@
 //! prints events/s median (min-max) for both and the ratio stageflow/baseline, then memory
 //! (g) and latency (h). See benches/README.md for the shapes.
 
+mod flow_shape;
 #[cfg(feature = "http")]
 mod http_decode;
 mod observe_shape;
@@ -620,6 +621,9 @@ fn main() {
     #[cfg(feature = "http")]
     if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "l")) {
         http_decode::table(s.quick, s.rounds);
+    }
+    if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "n")) {
+        flow_shape::table(s.quick, s.rounds);
     }
     if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "o")) {
         observe_shape::table(s.quick, s.rounds);

@@ -238,6 +238,15 @@
 //! # }
 //! ```
 //!
+//! # Flows: partitioned, windowed reductions
+//!
+//! The [`flow`] module is Elixir's Flow on these stages: a few lines from sources, through
+//! mapper operations fused into parallel stages, partitioned by key into reducer stages that
+//! fold each window's events (global, count, periodic or event-time windows, with triggers and
+//! a controllable clock), to a departition that merges every partition's result per window.
+//! Demand reaches from the last stage back to the sources, so memory is bounded by demand,
+//! never by the input.
+//!
 //! # Seeing a running pipeline
 //!
 //! The [`observe`] module takes [`observe::Snapshot`]s of a topology (every stage's counters,
@@ -428,6 +437,7 @@ pub mod dispatcher;
 mod envelope;
 mod error;
 mod events;
+pub mod flow;
 pub mod fns;
 mod handle;
 #[cfg(feature = "http")]

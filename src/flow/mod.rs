@@ -1,0 +1,595 @@
+//! Flow's shape on threads: a few lines that become a parallel, partitioned, windowed
+//! computation over stages (Elixir's `Flow`), with back-pressure from end to end.
+//!
+//! A [`Flow`] starts from sources (iterators, producers, running stages), applies mapper
+//! operations (`map`, `flat_map`, `filter`, `inspect`, `map_batch`) fused into one stage per
+//! parallel lane, and either runs as it is or is [partitioned](Flow::partition) by key into
+//! reducer stages, where every event of a key meets the others. Each reducer folds its events
+//! into an accumulator per [`Window`]; [`Trigger`]s emit a window's accumulator before it
+//! closes; a [`departition`](Reduced::departition) merges each window's results from every
+//! partition into one stage. The layer uses nothing but the crate's public API: every stage is
+//! an ordinary [`ProducerConsumer`](crate::ProducerConsumer) on its own thread, subscribed with
+//! ordinary demand.
+//!
+//! # Word count
+//!
+//! ```
+//! use stageflow::flow::{Flow, Partitions};
+//!
+//! let lines = ["the cat", "the dog", "a cat and the bird"];
+//! let counts = Flow::from_iter(lines)
+//!     .stages(2) // two mapper stages
+//!     .flat_map(|line: &str| line.split(' ').map(str::to_owned).collect::<Vec<_>>())
+//!     .partition(Partitions::by_key(|word: &String| word.clone()).stages(2))
+//!     .count_by_key(|word| word.clone())
+//!     // One stage merges the partitions' counts, then ranks them.
+//!     .departition(
+//!         Vec::new,
+//!         |all: &mut Vec<(String, u64)>, part| all.extend(part),
+//!         |all| stageflow::flow::top_n(all, 3, |(_, n)| *n),
+//!     )
+//!     .collect()?;
+//! assert_eq!(counts.len(), 1); // one window: the global window, emitted at the end
+//! assert_eq!(
+//!     counts[0].value,
+//!     [("the".to_string(), 3), ("cat".to_string(), 2), ("a".to_string(), 1)]
+//! );
+//! # Ok::<(), stageflow::flow::FlowError>(())
+//! ```
+//!
+//! # The shape
+//!
+//! | phase | stages (names) | how many | subscribed to |
+//! |---|---|---|---|
+//! | sources | `flow-source-i` | one per iterator or producer | |
+//! | mappers | `flow-map-i` | [`Flow::stages`], default: the cores | every source |
+//! | reducers | `flow-reduce-i` | [`Partitions::stages`], default: the cores | every mapper, partition `i` |
+//! | departition | `flow-departition-0` | one | every reducer |
+//!
+//! Mapper stages share the sources' events by demand (the
+//! [`DemandDispatcher`](crate::dispatcher::DemandDispatcher)); each one sends every event to the
+//! reducer of its key's partition through a
+//! [`PartitionDispatcher`] (`hash(event) % stages`).
+//! Sources the flow starts wait with [`ProducerDemand::Accumulate`] until every stage has
+//! subscribed, so a short input cannot end before the flow is whole. The flow ends when its
+//! sources finish: each stage finishes once all its producers have, reducers emit every open
+//! window first ([`Fired::Done`]), and the last stage's consumer sees the end.
+//!
+//! # Windows and triggers
+//!
+//! A reducer keeps one accumulator per open [`Window`]: the global window (the default), count
+//! windows of `n` events, periodic windows of processing time, or fixed windows of event time
+//! with an allowed lateness. A window's accumulator is emitted when the window closes
+//! ([`Fired::Closed`]), when the input completes ([`Fired::Done`]), and whenever one of its
+//! triggers fires ([`Trigger::Every`] `n` events, [`Trigger::Periodically`]); a trigger emits
+//! the accumulator so far and keeps it. Each emission is an [`Emitted`]: the window
+//! ([`WindowId`]), why it fired, the partition, the value.
+//!
+//! Processing time comes from a [`Clock`]: the system's by default, a [`ManualClock`] in tests,
+//! which move time by hand and never sleep. A reducer whose window or triggers depend on
+//! processing time reads its clock on each batch and on a timer
+//! ([`Context::send_after`](crate::Context::send_after), every [`Window::tick`]). The windows
+//! and triggers themselves are pure code, tested without threads.
+//!
+//! ```
+//! use std::time::Duration;
+//! use stageflow::flow::{Fired, Flow, ManualClock, Partitions, Window, WindowId};
+//!
+//! // The clock never moves: the events stay in the first 5-second window, which closes when
+//! // the input completes.
+//! let clock = ManualClock::new();
+//! let window = Window::periodic(Duration::from_secs(5)).clock(clock.clone());
+//! let emitted = Flow::from_iter(1..=10u64)
+//!     .partition(Partitions::by_event().stages(2).window(window))
+//!     .reduce(|| 0u64, |sum: &mut u64, x| *sum += x)
+//!     .departition(|| 0u64, |all: &mut u64, part| *all += part, |all| all)
+//!     .collect()?;
+//! let start = Duration::ZERO;
+//! let end = Duration::from_secs(5);
+//! assert_eq!(emitted.len(), 1);
+//! assert_eq!(emitted[0].window, WindowId::Periodic { start, end });
+//! assert_eq!((emitted[0].fired, emitted[0].value), (Fired::Done, 55));
+//! # Ok::<(), stageflow::flow::FlowError>(())
+//! ```
+//!
+//! # What a reduction emits
+//!
+//! [`Partitioned::reduce`] (and [`group_by`](Partitioned::group_by),
+//! [`count_by_key`](Partitioned::count_by_key), [`take_top`](Partitioned::take_top)) gives a
+//! [`Reduced`] flow; [`map_state`](Reduced::map_state) and [`take_top`](Reduced::take_top)
+//! shape each emission; then choose what leaves the reducers:
+//! [`emit_state`](Reduced::emit_state) (each emission, with its window),
+//! [`emit_events`](Reduced::emit_events) (the items of each emission, Flow's default), or
+//! [`departition`](Reduced::departition) (one merged result per window). Each gives a new
+//! [`Flow`], to run or to continue with more operations and partitions (in stages of their
+//! own: operations after a reduction are not fused into the reducers).
+//!
+//! # Running
+//!
+//! [`collect`](Flow::collect) and [`stream`](Flow::stream) consume the output on the calling
+//! thread; [`into_consumer`](Flow::into_consumer) runs it into a consumer stage of yours;
+//! [`start`](Flow::start) runs it on its own as a [`RunningFlow`] (a [`Topology`](crate::Topology))
+//! until its input ends, you [drain](RunningFlow::drain) it (every event in flight reaches the
+//! end and open windows are emitted) or you stop it; [`run`](Flow::run) runs it to its end. Bad options are
+//! [`FlowError::InvalidOption`]s naming the option; a stage that fails (a closure that panics)
+//! fails the run with [`FlowError::Failed`] naming the stage.
+//!
+//! # Back-pressure and memory
+//!
+//! Every hop is a demand-driven subscription, so a slow reducer slows the mappers, which slow
+//! the sources: an iterator is pulled only as far as demand reaches. What is in flight is
+//! bounded by the demands (`max_demand` of the mappers' subscriptions, [`Flow::max_demand`],
+//! and of the reducers', [`Partitions::max_demand`]), never by the size of the input. What a
+//! reducer holds is its open windows' accumulators; a departition holds each window until every
+//! partition has closed it.
+//!
+//! # Where this differs from Elixir's Flow
+//!
+//! - **Types.** A flow is `Flow<S, T>`: what its sources emit and what its mappers make of it;
+//!   operations are `Fn + Send + Sync` closures, shared by the lanes.
+//! - **Periodic windows are aligned on the clock** (multiples of the period since its epoch)
+//!   rather than started with each partition, so window `k` is the same span in every
+//!   partition and a departition can merge them.
+//! - **Triggers keep the accumulator** and emit it whole (Flow's default `on_trigger`); to
+//!   change what is emitted use [`map_state`](Reduced::map_state); there is no way to reset
+//!   the accumulator at a trigger.
+//! - **A departition emits each window once**, merged from every partition's final result;
+//!   intermediate emissions stay in the partitions.
+//! - **Ties in [`top_n`] go to the smaller item**, so a top list does not depend on how events
+//!   were partitioned.
+//! - **Running stages as sources** are subscribed as they are ([`Flow::from_stages`]) or,
+//!   started accumulating, released by the flow ([`Flow::from_producer_stages`]); Flow calls
+//!   `GenStage.demand/2` on every producer.
+//! - Not here (yet): joins (`bounded_join`, `window_join`), `uniq`, `emit_and_reduce`,
+//!   `shuffle`, `merge` of flows, custom trigger functions.
+
+mod clock;
+mod departition;
+mod error;
+mod reduce;
+mod run;
+mod window;
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::FlowError;
+pub use reduce::{top_n, Partitioned, Partitions, Reduced};
+pub use run::{FlowStream, RunningFlow};
+pub use window::{Emitted, Fired, LateEvents, Trigger, Window, WindowId};
+
+use run::{checked, settle, Build, Chain, Lane, Sources};
+
+use crate::dispatcher::PartitionDispatcher;
+use crate::{
+    Consumer, ConsumerContext, Events, IterProducer, Producer, ProducerDemand, Source,
+    SubscribeOptions,
+};
+
+/// A flow: sources, then mapper operations fused into one stage per parallel lane. Nothing
+/// runs until a terminal method ([`collect`](Flow::collect), [`stream`](Flow::stream),
+/// [`start`](Flow::start), [`into_consumer`](Flow::into_consumer), [`run`](Flow::run)) is
+/// called; [`partition`](Flow::partition) continues into reducers.
+///
+/// `S` is the type the sources emit, `T` the type the mapper operations turn it into; you
+/// rarely need to name them.
+///
+/// # Examples
+///
+/// ```
+/// use stageflow::flow::Flow;
+///
+/// let mut squares = Flow::from_iter(1..=5u64).stages(2).map(|x| x * x).collect()?;
+/// squares.sort_unstable(); // two mapper stages: the order between them is not kept
+/// assert_eq!(squares, [1, 4, 9, 16, 25]);
+/// # Ok::<(), stageflow::flow::FlowError>(())
+/// ```
+pub struct Flow<S, T = S> {
+    sources: Sources<S>,
+    chain: Chain<S, T>,
+    /// Whether any mapper operation was added (without any, the sources are the output).
+    fused: bool,
+    stages: Option<usize>,
+    max_demand: usize,
+    min_demand: Option<usize>,
+    name: String,
+}
+
+impl<S, T> fmt::Debug for Flow<S, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Flow")
+            .field("name", &self.name)
+            .field("fused", &self.fused)
+            .field("stages", &self.stages)
+            .field("max_demand", &self.max_demand)
+            .finish()
+    }
+}
+
+/// The default number of stages per phase: the machine's cores (Flow's
+/// `System.schedulers_online()`).
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl<S: Send + 'static> Flow<S, S> {
+    fn from_sources(sources: Sources<S>) -> Flow<S, S> {
+        Flow {
+            sources,
+            chain: Arc::new(|batch| batch),
+            fused: false,
+            stages: None,
+            max_demand: 1000,
+            min_demand: None,
+            name: "flow".into(),
+        }
+    }
+
+    /// A flow of the items of `iter`, pulled by a producer stage as the mapper stages ask
+    /// (Flow's `from_enumerable`).
+    // Named like `stageflow::from_iter`; `FromIterator` cannot be implemented, as the flow needs
+    // the iterator itself to be `Send + 'static`.
+    #[allow(clippy::should_implement_trait)]
+    pub fn from_iter<I>(iter: I) -> Flow<S, S>
+    where
+        I: IntoIterator<Item = S>,
+        I::IntoIter: Send + 'static,
+    {
+        Flow::from_iters([iter])
+    }
+
+    /// A flow of the items of several iterators, each pulled by its own producer stage, merged
+    /// (Flow's `from_enumerables`).
+    pub fn from_iters<I>(iters: impl IntoIterator<Item = I>) -> Flow<S, S>
+    where
+        I: IntoIterator<Item = S>,
+        I::IntoIter: Send + 'static,
+    {
+        let iters: Vec<I::IntoIter> = iters.into_iter().map(IntoIterator::into_iter).collect();
+        Flow::from_producers(
+            iters
+                .into_iter()
+                .map(|i| IterProducer::new(i).stop_on_cancel()),
+        )
+    }
+
+    /// A flow of what `producer` emits: any [`Producer`] (an HTTP stream of the `http` module,
+    /// a [`Generate`](crate::fns::Generate), your own), started when the flow runs and stopped
+    /// with it.
+    pub fn from_producer<P: Producer<Out = S>>(producer: P) -> Flow<S, S> {
+        Flow::from_producers([producer])
+    }
+
+    /// A flow of what several producers of one type emit, merged.
+    pub fn from_producers<P: Producer<Out = S>>(
+        producers: impl IntoIterator<Item = P>,
+    ) -> Flow<S, S> {
+        let producers: Vec<P> = producers.into_iter().collect();
+        Flow::from_sources(Box::new(move |b: &mut Build| {
+            let mut outs = Vec::new();
+            for p in producers {
+                // Demand accumulates until every stage has subscribed (Flow's
+                // `demand: :accumulate`), so a short input cannot end before the flow is
+                // whole.
+                let stage = crate::producer(p)
+                    .name(b.name("source"))
+                    .demand(ProducerDemand::Accumulate)
+                    .spawn()?;
+                b.add(&stage);
+                outs.push(crate::Upstream::source(&stage));
+                let handle = stage.clone();
+                b.on_release(move || {
+                    let _ = handle.set_demand(ProducerDemand::Forward);
+                });
+            }
+            Ok(outs)
+        }))
+    }
+
+    /// A flow of what stages that are already running emit, merged (Flow's `from_stages`).
+    /// Take each one's endpoint with [`Upstream::source`](crate::Upstream::source). The flow
+    /// subscribes to them when it runs (permanently: it ends once they have all finished) and
+    /// does not stop them when it ends.
+    ///
+    /// A finite producer that is already forwarding demand can finish before every mapper
+    /// stage has subscribed (and an empty one before the reducers have), and the run then
+    /// fails with a [`ProducerGone`](crate::SubscribeError::ProducerGone) error: start such
+    /// producers with [`ProducerDemand::Accumulate`] and hand their handles to
+    /// [`from_producer_stages`](Flow::from_producer_stages) instead.
+    pub fn from_stages(stages: impl IntoIterator<Item = Source<S>>) -> Flow<S, S> {
+        let stages: Vec<Source<S>> = stages.into_iter().collect();
+        Flow::from_sources(Box::new(move |_: &mut Build| Ok(stages)))
+    }
+
+    /// A flow of what running producers emit, merged, switching them to
+    /// [`ProducerDemand::Forward`] once every stage of the flow has subscribed (as Flow does
+    /// with `GenStage.demand/2`): start them with [`ProducerDemand::Accumulate`] and none of
+    /// their events can go before the flow is whole. The flow does not stop them when it ends.
+    pub fn from_producer_stages<P: Producer<Out = S>>(
+        stages: impl IntoIterator<Item = crate::ProducerHandle<P>>,
+    ) -> Flow<S, S> {
+        let stages: Vec<crate::ProducerHandle<P>> = stages.into_iter().collect();
+        Flow::from_sources(Box::new(move |b: &mut Build| {
+            let outs = stages.iter().map(crate::Upstream::source).collect();
+            b.on_release(move || {
+                for s in &stages {
+                    let _ = s.set_demand(ProducerDemand::Forward);
+                }
+            });
+            Ok(outs)
+        }))
+    }
+}
+
+impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
+    fn then<U: Send + 'static>(
+        self,
+        op: impl Fn(Vec<T>) -> Vec<U> + Send + Sync + 'static,
+    ) -> Flow<S, U> {
+        let prev = self.chain;
+        Flow {
+            sources: self.sources,
+            chain: Arc::new(move |batch| op(prev(batch))),
+            fused: true,
+            stages: self.stages,
+            max_demand: self.max_demand,
+            min_demand: self.min_demand,
+            name: self.name,
+        }
+    }
+
+    /// Turns each event into `f(event)`.
+    pub fn map<U: Send + 'static>(self, f: impl Fn(T) -> U + Send + Sync + 'static) -> Flow<S, U> {
+        self.then(move |batch| batch.into_iter().map(&f).collect())
+    }
+
+    /// Turns each event into every item of `f(event)`.
+    pub fn flat_map<I>(self, f: impl Fn(T) -> I + Send + Sync + 'static) -> Flow<S, I::Item>
+    where
+        I: IntoIterator,
+        I::Item: Send + 'static,
+    {
+        self.then(move |batch| batch.into_iter().flat_map(&f).collect())
+    }
+
+    /// Keeps the events for which `f` is true.
+    pub fn filter(self, f: impl Fn(&T) -> bool + Send + Sync + 'static) -> Flow<S, T> {
+        self.then(move |mut batch: Vec<T>| {
+            batch.retain(|e| f(e));
+            batch
+        })
+    }
+
+    /// Calls `f` on each event as it passes (Flow's `each`).
+    pub fn inspect(self, f: impl Fn(&T) + Send + Sync + 'static) -> Flow<S, T> {
+        self.then(move |batch: Vec<T>| {
+            batch.iter().for_each(&f);
+            batch
+        })
+    }
+
+    /// Turns each batch a mapper stage handles into another (Flow's `map_batch`). A batch is
+    /// at most `max_demand - min_demand` events.
+    pub fn map_batch<U: Send + 'static>(
+        self,
+        f: impl Fn(Vec<T>) -> Vec<U> + Send + Sync + 'static,
+    ) -> Flow<S, U> {
+        self.then(f)
+    }
+
+    /// How many mapper stages run the operations in parallel, each subscribed to every
+    /// source. Must be at least 1. Defaults to the number of cores.
+    pub fn stages(mut self, n: usize) -> Flow<S, T> {
+        self.stages = Some(n);
+        self
+    }
+
+    /// The `max_demand` with which the mapper stages ask the sources (and a stream or consumer
+    /// asks the last stages). Defaults to `1000`.
+    pub fn max_demand(mut self, n: usize) -> Flow<S, T> {
+        self.max_demand = n;
+        self
+    }
+
+    /// The `min_demand` of the same subscriptions. Defaults to `max_demand / 2`.
+    pub fn min_demand(mut self, n: usize) -> Flow<S, T> {
+        self.min_demand = Some(n);
+        self
+    }
+
+    /// The prefix of the stages' names (`flow-source-0`, `flow-map-0`, `flow-reduce-0`,
+    /// ...). Defaults to `flow`.
+    pub fn name(mut self, name: impl Into<String>) -> Flow<S, T> {
+        self.name = name.into();
+        self
+    }
+
+    fn subscribe_options(&self) -> Result<SubscribeOptions, FlowError> {
+        let mut o = SubscribeOptions::new().max_demand(self.max_demand);
+        if let Some(min) = self.min_demand {
+            o = o.min_demand(min);
+        }
+        checked(o)
+    }
+
+    /// Spawns the sources and the mapper lanes (with `dispatcher`, one per lane, if given);
+    /// returns the lanes' outputs.
+    fn spawn_lanes(
+        self,
+        b: &mut Build,
+        dispatcher: Option<&dyn Fn() -> Result<PartitionDispatcher<T>, FlowError>>,
+    ) -> Result<Vec<Source<T>>, FlowError> {
+        let options = self.subscribe_options()?;
+        let stages = self.stages.unwrap_or_else(cores);
+        if stages == 0 {
+            return Err(FlowError::invalid(
+                "stages",
+                "expected stages to be at least 1, got 0",
+            ));
+        }
+        let sources = (self.sources)(b)?;
+        if sources.is_empty() {
+            return Err(FlowError::invalid(
+                "sources",
+                "expected at least one source, got none",
+            ));
+        }
+        if !self.fused && dispatcher.is_none() {
+            // No operation: the sources are the output (S is T).
+            let any: Box<dyn Any> = Box::new(sources);
+            return Ok(*any
+                .downcast::<Vec<Source<T>>>()
+                .expect("a flow without operations emits what its sources emit"));
+        }
+        let mut outs = Vec::with_capacity(stages);
+        for _ in 0..stages {
+            let mut builder = crate::producer_consumer(Lane {
+                chain: self.chain.clone(),
+            })
+            .name(b.name("map"));
+            if let Some(make) = dispatcher {
+                builder = builder.dispatcher(make()?);
+            }
+            for s in &sources {
+                builder = builder.subscribe_to(s, options.clone())?;
+            }
+            let stage = builder.spawn()?;
+            b.add(&stage);
+            outs.push(crate::Upstream::source(&stage));
+        }
+        Ok(outs)
+    }
+
+    /// Partitions the events by `partitions`' key into reducer stages: every event of one key
+    /// meets the others in the same stage. Continue with a reduction
+    /// ([`reduce`](Partitioned::reduce), [`count_by_key`](Partitioned::count_by_key), ...).
+    pub fn partition(self, partitions: Partitions<T>) -> Partitioned<T> {
+        Partitioned::new(self.into_lanes(), partitions)
+    }
+
+    /// The lanes, to be spawned with a dispatcher.
+    fn into_lanes(self) -> reduce::Lanes<T> {
+        Box::new(move |b, dispatcher| self.spawn_lanes(b, Some(dispatcher)))
+    }
+
+    fn build(self) -> Result<(Build, Vec<Source<T>>, SubscribeOptions), FlowError> {
+        let options = self.subscribe_options()?;
+        let mut b = Build::new(&self.name);
+        let outs = self.spawn_lanes(&mut b, None)?;
+        Ok((b, outs, options))
+    }
+
+    /// Runs the flow and returns its output as a blocking iterator on this thread (Flow's
+    /// `Enum` functions on a flow). Dropping the iterator stops the flow.
+    ///
+    /// # Errors
+    ///
+    /// An invalid option ([`FlowError::InvalidOption`] naming it), or a stage that could not
+    /// start or subscribe.
+    pub fn stream(self) -> Result<FlowStream<T>, FlowError> {
+        let (mut b, outs, options) = self.build()?;
+        let mut stream: Option<crate::Stream<T>> = None;
+        for o in &outs {
+            match &mut stream {
+                None => stream = Some(crate::stream(o, options.clone())?),
+                Some(s) => {
+                    s.subscribe_to(o, options.clone())?;
+                }
+            }
+        }
+        b.release();
+        Ok(FlowStream {
+            stream,
+            topology: std::mem::take(&mut b.topology),
+        })
+    }
+
+    /// Runs the flow to its end and collects its output.
+    ///
+    /// # Errors
+    ///
+    /// As [`stream`](Flow::stream), and [`FlowError::Failed`] if a stage ended abnormally.
+    pub fn collect(self) -> Result<Vec<T>, FlowError> {
+        let mut stream = self.stream()?;
+        let out: Vec<T> = stream.by_ref().collect();
+        stream.finish()?;
+        Ok(out)
+    }
+
+    /// Runs the flow into `consumer`, a stage subscribed to every output stage (Flow's
+    /// `into_stages`), and returns the running flow, consumer included.
+    ///
+    /// # Errors
+    ///
+    /// As [`stream`](Flow::stream).
+    pub fn into_consumer<C: Consumer<In = T>>(self, consumer: C) -> Result<RunningFlow, FlowError> {
+        self.into_consumers([consumer])
+    }
+
+    /// Runs the flow into several consumer stages, each subscribed to every output stage;
+    /// the output stages share their events among them by demand.
+    ///
+    /// # Errors
+    ///
+    /// As [`stream`](Flow::stream), and [`FlowError::InvalidOption`] naming `consumers` if
+    /// there is none.
+    pub fn into_consumers<C: Consumer<In = T>>(
+        self,
+        consumers: impl IntoIterator<Item = C>,
+    ) -> Result<RunningFlow, FlowError> {
+        let consumers: Vec<C> = consumers.into_iter().collect();
+        if consumers.is_empty() {
+            return Err(FlowError::invalid(
+                "consumers",
+                "expected at least one consumer, got none",
+            ));
+        }
+        let (mut b, outs, options) = self.build()?;
+        for consumer in consumers {
+            let mut builder = crate::consumer(consumer).name(b.name("consumer"));
+            for o in &outs {
+                builder = builder.subscribe_to(o, options.clone())?;
+            }
+            let stage = builder.spawn()?;
+            b.add(&stage);
+        }
+        b.release();
+        Ok(RunningFlow {
+            topology: std::mem::take(&mut b.topology),
+        })
+    }
+
+    /// Runs the flow on its own until its input ends or it is stopped, dropping its output
+    /// (Flow's `start_link`).
+    ///
+    /// # Errors
+    ///
+    /// As [`stream`](Flow::stream).
+    pub fn start(self) -> Result<RunningFlow, FlowError> {
+        self.into_consumer(Discard(std::marker::PhantomData))
+    }
+
+    /// Runs the flow to its end, dropping its output (Flow's `run`).
+    ///
+    /// # Errors
+    ///
+    /// As [`collect`](Flow::collect).
+    pub fn run(self) -> Result<(), FlowError> {
+        let running = self.start()?;
+        settle(&running.topology)
+    }
+}
+
+/// A consumer that drops what it receives.
+struct Discard<T>(std::marker::PhantomData<fn(T)>);
+
+impl<T: Send + 'static> Consumer for Discard<T> {
+    type In = T;
+    type Message = ();
+
+    fn handle_events(&mut self, events: Events<'_, T>, _: &mut ConsumerContext<'_>) {
+        drop(events);
+    }
+}

@@ -1,0 +1,658 @@
+//! Partitions and reducers: [`Partitions`] (how events are keyed into reducer stages),
+//! [`Partitioned`] (the reductions), [`Reduced`] (what is emitted), and the reducer stage that
+//! feeds a partition's [`Windows`] and sends on what they fire.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::clock::Clock;
+use super::departition::Departition;
+use super::error::FlowError;
+use super::run::{checked, Build};
+use super::window::{Action, Emitted, Fired, Fold, Init, Window, WindowId, Windows};
+use super::{cores, Flow};
+use crate::dispatcher::PartitionDispatcher;
+use crate::{Context, DemandMode, Direction, Events, ProducerConsumer, Reason, Source};
+use crate::{SubscribeOptions, Subscription};
+
+/// A flow's mapper lanes, to be spawned with a partition dispatcher each.
+pub(crate) type Lanes<T> = Box<
+    dyn FnOnce(
+            &mut Build,
+            &dyn Fn() -> Result<PartitionDispatcher<T>, FlowError>,
+        ) -> Result<Vec<Source<T>>, FlowError>
+        + Send,
+>;
+
+type HashFn<T> = Arc<dyn Fn(&T) -> u64 + Send + Sync>;
+
+/// How a flow is partitioned: the key (or hash) that sends every event of one key to the same
+/// reducer stage, how many reducer stages, their [`Window`] and their demand (Flow's
+/// `partition/2` options).
+///
+/// An event goes to partition `hash(event) % stages`. With [`by_key`](Partitions::by_key) the
+/// hash is a fast fixed hash of the key (FxHash's steps with a final mix), the same in every
+/// run and on every machine of one endianness (Flow's `:erlang.phash2`).
+pub struct Partitions<T> {
+    hash: HashFn<T>,
+    stages: Option<usize>,
+    window: Window<T>,
+    max_demand: usize,
+    min_demand: Option<usize>,
+}
+
+impl<T> fmt::Debug for Partitions<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Partitions")
+            .field("stages", &self.stages)
+            .field("window", &self.window)
+            .field("max_demand", &self.max_demand)
+            .field("min_demand", &self.min_demand)
+            .finish()
+    }
+}
+
+/// The hash [`Partitions::by_key`] uses.
+fn hash_of<K: Hash>(key: &K) -> u64 {
+    let mut h = Mix(0);
+    key.hash(&mut h);
+    h.finish()
+}
+
+/// A fast, fixed hash for choosing partitions (FxHash's word step, then SplitMix64's
+/// finalizer so that the low bits, which `% stages` reads, depend on every input bit). Not
+/// for hash tables facing untrusted keys: it only spreads keys over stages.
+struct Mix(u64);
+
+impl Hasher for Mix {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(last));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn finish(&self) -> u64 {
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+impl Mix {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517C_C1B7_2722_0A95);
+    }
+}
+
+impl<T: 'static> Partitions<T> {
+    fn with_hash(hash: HashFn<T>) -> Partitions<T> {
+        Partitions {
+            hash,
+            stages: None,
+            window: Window::global(),
+            max_demand: 1000,
+            min_demand: None,
+        }
+    }
+
+    /// Partitions by the key `key` reads from each event (Flow's `:key` option).
+    pub fn by_key<K: Hash>(key: impl Fn(&T) -> K + Send + Sync + 'static) -> Partitions<T> {
+        Partitions::with_hash(Arc::new(move |e| hash_of(&key(e))))
+    }
+
+    /// Partitions by your own hash (Flow's `:hash` option): the event goes to partition
+    /// `hash(event) % stages`, so a hash below `stages` names the partition itself.
+    pub fn by_hash(hash: impl Fn(&T) -> u64 + Send + Sync + 'static) -> Partitions<T> {
+        Partitions::with_hash(Arc::new(hash))
+    }
+
+    /// How many reducer stages (partitions). Must be at least 1. Defaults to the number of
+    /// cores.
+    pub fn stages(mut self, n: usize) -> Partitions<T> {
+        self.stages = Some(n);
+        self
+    }
+
+    /// The window of every partition. Defaults to [`Window::global`].
+    pub fn window(mut self, window: Window<T>) -> Partitions<T> {
+        self.window = window;
+        self
+    }
+
+    /// The `max_demand` with which each reducer asks each mapper stage. Defaults to `1000`.
+    pub fn max_demand(mut self, n: usize) -> Partitions<T> {
+        self.max_demand = n;
+        self
+    }
+
+    /// The `min_demand` of the same subscriptions. Defaults to `max_demand / 2`.
+    pub fn min_demand(mut self, n: usize) -> Partitions<T> {
+        self.min_demand = Some(n);
+        self
+    }
+}
+
+impl<T: Hash + 'static> Partitions<T> {
+    /// Partitions by the whole event (Flow's default key).
+    pub fn by_event() -> Partitions<T> {
+        Partitions::with_hash(Arc::new(|e| hash_of(e)))
+    }
+}
+
+/// A partitioned flow, waiting for its reduction. Made by [`Flow::partition`].
+pub struct Partitioned<T> {
+    lanes: Lanes<T>,
+    partitions: Partitions<T>,
+}
+
+impl<T> fmt::Debug for Partitioned<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Partitioned")
+            .field("partitions", &self.partitions)
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> Partitioned<T> {
+    pub(crate) fn new(lanes: Lanes<T>, partitions: Partitions<T>) -> Partitioned<T> {
+        Partitioned { lanes, partitions }
+    }
+
+    /// Folds each window's events of each partition into an accumulator: `init()` starts a
+    /// window's, `fold(&mut acc, event)` adds an event (Flow's `reduce/3`).
+    pub fn reduce<A: Clone + Send + 'static>(
+        self,
+        init: impl Fn() -> A + Send + Sync + 'static,
+        fold: impl Fn(&mut A, T) + Send + Sync + 'static,
+    ) -> Reduced<T, A> {
+        Reduced {
+            lanes: self.lanes,
+            partitions: self.partitions,
+            init: Arc::new(init),
+            fold: Arc::new(fold),
+            finish: Arc::new(|a| a),
+        }
+    }
+
+    /// Groups each window's events by `key`, keeping `value(event)` (Flow's `group_by/3`).
+    pub fn group_by<K, V>(
+        self,
+        key: impl Fn(&T) -> K + Send + Sync + 'static,
+        value: impl Fn(T) -> V + Send + Sync + 'static,
+    ) -> Reduced<T, HashMap<K, Vec<V>>>
+    where
+        K: Hash + Eq + Clone + Send + 'static,
+        V: Clone + Send + 'static,
+    {
+        self.reduce(HashMap::new, move |acc: &mut HashMap<K, Vec<V>>, e| {
+            acc.entry(key(&e)).or_default().push(value(e));
+        })
+    }
+
+    /// Counts each window's events by `key`.
+    pub fn count_by_key<K>(
+        self,
+        key: impl Fn(&T) -> K + Send + Sync + 'static,
+    ) -> Reduced<T, HashMap<K, u64>>
+    where
+        K: Hash + Eq + Clone + Send + 'static,
+    {
+        self.reduce(HashMap::new, move |acc: &mut HashMap<K, u64>, e| {
+            *acc.entry(key(&e)).or_insert(0) += 1;
+        })
+    }
+
+    /// Keeps each window's `n` greatest events by `by` (Flow's `take_sort/4`), greatest first;
+    /// ties go to the smaller event, so the result does not depend on arrival order.
+    pub fn take_top<K: Ord>(
+        self,
+        n: usize,
+        by: impl Fn(&T) -> K + Send + Sync + 'static,
+    ) -> Reduced<T, Vec<T>>
+    where
+        T: Ord + Clone,
+    {
+        self.reduce(Vec::new, move |top: &mut Vec<T>, e| {
+            let at = top.partition_point(|x| outranks(&by(x), x, &by(&e), &e));
+            if at < n {
+                top.insert(at, e);
+                top.truncate(n);
+            }
+        })
+    }
+}
+
+/// Whether `(ka, a)` goes before `(kb, b)` in a top list: greater key first, then smaller item.
+fn outranks<K: Ord, I: Ord>(ka: &K, a: &I, kb: &K, b: &I) -> bool {
+    match ka.cmp(kb) {
+        std::cmp::Ordering::Greater => true,
+        std::cmp::Ordering::Less => false,
+        std::cmp::Ordering::Equal => a <= b,
+    }
+}
+
+/// The `n` greatest items by `by`, greatest first; ties go to the smaller item (so the result
+/// is the same whatever order the items come in). What [`Reduced::take_top`] keeps.
+///
+/// # Examples
+///
+/// ```
+/// let counts = vec![("b", 2), ("a", 2), ("c", 5), ("d", 1)];
+/// let top = stageflow::flow::top_n(counts, 3, |(_, n)| *n);
+/// assert_eq!(top, vec![("c", 5), ("a", 2), ("b", 2)]);
+/// ```
+pub fn top_n<I: Ord, K: Ord>(
+    items: impl IntoIterator<Item = I>,
+    n: usize,
+    by: impl Fn(&I) -> K,
+) -> Vec<I> {
+    let mut all: Vec<(K, I)> = items.into_iter().map(|i| (by(&i), i)).collect();
+    all.sort_by(|(ka, a), (kb, b)| kb.cmp(ka).then_with(|| a.cmp(b)));
+    all.truncate(n);
+    all.into_iter().map(|(_, i)| i).collect()
+}
+
+type Finish<A, B> = Arc<dyn Fn(A) -> B + Send + Sync>;
+
+/// A reduced flow: a partitioned flow with its reduction, waiting to be told what to emit.
+/// Made by [`Partitioned::reduce`] and its kin.
+///
+/// `A` is the accumulator; `B` what each emission makes of it ([`map_state`](Reduced::map_state),
+/// [`take_top`](Reduced::take_top)).
+pub struct Reduced<T, A, B = A> {
+    lanes: Lanes<T>,
+    partitions: Partitions<T>,
+    init: Init<A>,
+    fold: Fold<T, A>,
+    finish: Finish<A, B>,
+}
+
+impl<T, A, B> fmt::Debug for Reduced<T, A, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reduced")
+            .field("partitions", &self.partitions)
+            .finish()
+    }
+}
+
+/// What a reducer sends on, before the emit mode shapes it.
+#[derive(Debug)]
+pub(crate) enum Part<B> {
+    Fire {
+        index: u64,
+        window: WindowId,
+        fired: Fired,
+        partition: usize,
+        value: B,
+    },
+    ClosedBelow {
+        partition: usize,
+        below: u64,
+    },
+    Done {
+        partition: usize,
+    },
+}
+
+type Emit<B, O> = Arc<dyn Fn(Part<B>, &mut Vec<O>) + Send + Sync>;
+
+impl<T, A, B> Reduced<T, A, B>
+where
+    T: Send + 'static,
+    A: Clone + Send + 'static,
+    B: Send + 'static,
+{
+    /// Makes each emission `f(state)` instead of the state (in the spirit of Flow's
+    /// `on_trigger`, without changing the accumulator kept).
+    pub fn map_state<C: Send + 'static>(
+        self,
+        f: impl Fn(B) -> C + Send + Sync + 'static,
+    ) -> Reduced<T, A, C> {
+        let prev = self.finish;
+        Reduced {
+            lanes: self.lanes,
+            partitions: self.partitions,
+            init: self.init,
+            fold: self.fold,
+            finish: Arc::new(move |a| f(prev(a))),
+        }
+    }
+
+    /// Makes each emission the `n` greatest items of the state by `by` (see [`top_n`]): after
+    /// [`count_by_key`](Partitioned::count_by_key), a window's top `n` keys by count.
+    pub fn take_top<I, K>(
+        self,
+        n: usize,
+        by: impl Fn(&I) -> K + Send + Sync + 'static,
+    ) -> Reduced<T, A, Vec<I>>
+    where
+        B: IntoIterator<Item = I>,
+        I: Ord + Send + 'static,
+        K: Ord,
+    {
+        self.map_state(move |state| top_n(state, n, &by))
+    }
+
+    /// Emits each window's state, with its window, why it fired and its partition (Flow's
+    /// `emit(:state)`), as a flow to run or continue.
+    pub fn emit_state(self) -> Flow<Emitted<B>> {
+        let emit: Emit<B, Emitted<B>> = Arc::new(|part, out| {
+            if let Part::Fire {
+                window,
+                fired,
+                partition,
+                value,
+                ..
+            } = part
+            {
+                out.push(Emitted {
+                    window,
+                    fired,
+                    partition: Some(partition),
+                    value,
+                });
+            }
+        });
+        Flow::from_sources(Box::new(move |b| self.spawn(b, emit)))
+    }
+
+    /// Emits the items of each window's state (Flow's default, `emit(:events)`), as a flow to
+    /// run or continue.
+    pub fn emit_events(self) -> Flow<B::Item>
+    where
+        B: IntoIterator,
+        B::Item: Send + 'static,
+    {
+        let emit: Emit<B, B::Item> = Arc::new(|part, out| {
+            if let Part::Fire { value, .. } = part {
+                out.extend(value);
+            }
+        });
+        Flow::from_sources(Box::new(move |b| self.spawn(b, emit)))
+    }
+
+    /// Merges each window's final states from every partition into one stage (Flow's
+    /// `departition/5`): `init()` starts a window's merge, `merge(&mut acc, state)` adds a
+    /// partition's state, and `done(acc)` is emitted, once per window, in window order, once
+    /// every partition has closed that window (or the input has completed).
+    ///
+    /// Intermediate emissions (triggers, watermarks) stay inside the partitions: a departition
+    /// emits each window once, with its complete result. A partition that has not yet seen
+    /// event time or processing time pass a window holds that window back for all (event-time
+    /// windows of a partition that gets no events close only when the input completes).
+    pub fn departition<M, O>(
+        self,
+        init: impl Fn() -> M + Send + Sync + 'static,
+        merge: impl Fn(&mut M, B) + Send + Sync + 'static,
+        done: impl Fn(M) -> O + Send + Sync + 'static,
+    ) -> Flow<Emitted<O>>
+    where
+        M: Send + 'static,
+        O: Send + 'static,
+    {
+        let emit: Emit<B, Part<B>> = Arc::new(|part, out| out.push(part));
+        Flow::from_sources(Box::new(move |b| {
+            let partitions = self.partitions.stages.unwrap_or_else(cores);
+            let options = reducer_options(&self.partitions)?;
+            let reducers = self.spawn(b, emit)?;
+            let merger = Departition::new(partitions, init, merge, done);
+            let mut builder = crate::producer_consumer(merger).name(b.name("departition"));
+            for r in &reducers {
+                builder = builder.subscribe_to(r, options.clone())?;
+            }
+            let stage = builder.spawn()?;
+            b.add(&stage);
+            Ok(vec![crate::Upstream::source(&stage)])
+        }))
+    }
+
+    /// Spawns the lanes and the reducers; returns the reducers' outputs.
+    fn spawn<O: Send + 'static>(
+        self,
+        b: &mut Build,
+        emit: Emit<B, O>,
+    ) -> Result<Vec<Source<O>>, FlowError> {
+        let p = &self.partitions;
+        p.window.validate()?;
+        let n = p.stages.unwrap_or_else(cores);
+        if n == 0 {
+            return Err(FlowError::invalid(
+                "partition stages",
+                "expected partition stages to be at least 1, got 0",
+            ));
+        }
+        let options = reducer_options(p)?;
+        let hash = p.hash.clone();
+        let make = move || {
+            let hash = hash.clone();
+            PartitionDispatcher::new(n, move |e: &T| Some(hash(e) % n as u64))
+                .map_err(FlowError::from)
+        };
+        let lanes = (self.lanes)(b, &make)?;
+        let mut outs = Vec::with_capacity(n);
+        for partition in 0..n {
+            let window = &self.partitions.window;
+            let reducer = ReduceStage {
+                partition,
+                windows: Windows::new(
+                    window,
+                    self.init.clone(),
+                    self.fold.clone(),
+                    window.clock.now(),
+                ),
+                clock: window.clock.clone(),
+                tick: window.tick_period(),
+                finish: self.finish.clone(),
+                emit: emit.clone(),
+                live: 0,
+                ticking: false,
+                done: false,
+                actions: Vec::new(),
+            };
+            let mut builder = crate::producer_consumer(reducer).name(b.name("reduce"));
+            for l in &lanes {
+                builder = builder.subscribe_to(l, options.clone().partition(partition as u64))?;
+            }
+            let stage = builder.spawn()?;
+            b.add(&stage);
+            outs.push(crate::Upstream::source(&stage));
+        }
+        Ok(outs)
+    }
+}
+
+fn reducer_options<T>(p: &Partitions<T>) -> Result<SubscribeOptions, FlowError> {
+    let mut o = SubscribeOptions::new().max_demand(p.max_demand);
+    if let Some(min) = p.min_demand {
+        o = o.min_demand(min);
+    }
+    checked(o)
+}
+
+/// The reducer's timer message: read the clock.
+#[derive(Debug)]
+pub(crate) struct Tick;
+
+/// One partition's reducer: feeds its windows, sends on what they fire.
+struct ReduceStage<T, A, B, O> {
+    partition: usize,
+    windows: Windows<T, A>,
+    clock: Arc<dyn Clock>,
+    tick: Option<Duration>,
+    finish: Finish<A, B>,
+    emit: Emit<B, O>,
+    /// Upstream subscriptions not yet ended.
+    live: usize,
+    ticking: bool,
+    done: bool,
+    actions: Vec<Action<A>>,
+}
+
+impl<T, A, B, O> ReduceStage<T, A, B, O>
+where
+    T: Send + 'static,
+    A: Clone + Send + 'static,
+    B: Send + 'static,
+    O: Send + 'static,
+{
+    fn send(&mut self, ctx: &mut Context<'_, O, Tick>) {
+        if self.actions.is_empty() {
+            return;
+        }
+        let mut out = Vec::new();
+        for action in self.actions.drain(..) {
+            let part = match action {
+                Action::Fire {
+                    index,
+                    window,
+                    fired,
+                    value,
+                } => Part::Fire {
+                    index,
+                    window,
+                    fired,
+                    partition: self.partition,
+                    value: (self.finish)(value),
+                },
+                Action::ClosedBelow(below) => Part::ClosedBelow {
+                    partition: self.partition,
+                    below,
+                },
+            };
+            (self.emit)(part, &mut out);
+        }
+        ctx.emit_all(out);
+    }
+}
+
+impl<T, A, B, O> ProducerConsumer for ReduceStage<T, A, B, O>
+where
+    T: Send + 'static,
+    A: Clone + Send + 'static,
+    B: Send + 'static,
+    O: Send + 'static,
+{
+    type In = T;
+    type Out = O;
+    type Message = Tick;
+
+    fn handle_events(&mut self, events: Events<'_, T>, ctx: &mut Context<'_, O, Tick>) {
+        let now = self.clock.now();
+        for e in events {
+            self.windows.push(e, now, &mut self.actions);
+        }
+        self.send(ctx);
+    }
+
+    fn handle_message(&mut self, _: Tick, ctx: &mut Context<'_, O, Tick>) {
+        if self.done {
+            return;
+        }
+        self.windows.tick(self.clock.now(), &mut self.actions);
+        self.send(ctx);
+        if let Some(every) = self.tick {
+            ctx.send_after(Tick, every);
+        }
+    }
+
+    fn handle_subscribe(
+        &mut self,
+        sub: &Subscription,
+        ctx: &mut Context<'_, O, Tick>,
+    ) -> DemandMode {
+        if sub.direction() == Direction::Upstream {
+            self.live += 1;
+            if let (false, Some(every)) = (self.ticking, self.tick) {
+                self.ticking = true;
+                ctx.send_after(Tick, every);
+            }
+        }
+        DemandMode::Automatic
+    }
+
+    fn handle_cancel(&mut self, sub: &Subscription, _: &Reason, ctx: &mut Context<'_, O, Tick>) {
+        if sub.direction() != Direction::Upstream {
+            return;
+        }
+        self.live = self.live.saturating_sub(1);
+        if self.live == 0 && !self.done {
+            // The input completed: every window emits, then the partition says it is done.
+            self.done = true;
+            self.windows.finish(&mut self.actions);
+            self.send(ctx);
+            let mut out = Vec::new();
+            (self.emit)(
+                Part::Done {
+                    partition: self.partition,
+                },
+                &mut out,
+            );
+            ctx.emit_all(out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_hash_spreads_similar_keys_over_few_partitions() {
+        for n in [2u64, 3, 4, 7] {
+            let mut per = vec![0u64; n as usize];
+            for i in 0..10_000 {
+                per[(hash_of(&format!("w{i}")) % n) as usize] += 1;
+            }
+            let fair = 10_000 / n;
+            for (p, c) in per.iter().enumerate() {
+                assert!(
+                    c.abs_diff(fair) < fair / 10,
+                    "{n} partitions: {p} got {c} ({per:?})"
+                );
+            }
+        }
+        // Integers too (the low bits of the product alone would not spread these).
+        let mut per = [0u64; 4];
+        for i in 0..10_000u64 {
+            per[(hash_of(&(i * 4)) % 4) as usize] += 1;
+        }
+        assert!(per.iter().all(|c| c.abs_diff(2500) < 250), "{per:?}");
+    }
+
+    #[test]
+    fn top_lists_break_ties_by_the_smaller_item() {
+        let items = vec![("b", 1), ("c", 3), ("a", 1), ("d", 3)];
+        assert_eq!(
+            top_n(items, 3, |(_, n)| *n),
+            vec![("c", 3), ("d", 3), ("a", 1)]
+        );
+        assert_eq!(top_n(Vec::<(u8, u8)>::new(), 3, |x| x.1), vec![]);
+    }
+}

@@ -1,0 +1,210 @@
+//! Running a flow: the build that spawns its stages in order and releases its sources last,
+//! the mapper lane stage, and the handles a run returns ([`FlowStream`], [`RunningFlow`]).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::error::FlowError;
+use crate::{
+    AsStageRef, Context, Events, ProducerConsumer, Reason, Source, StageRef, Stream,
+    SubscribeError, SubscribeOptions, Topology,
+};
+
+/// A flow's stages as they are spawned, and what to do once they all are.
+pub(crate) struct Build {
+    pub(crate) topology: Topology,
+    prefix: String,
+    counts: HashMap<&'static str, usize>,
+    /// Run once every stage has subscribed: switch our sources to forwarding demand.
+    releases: Vec<Box<dyn FnOnce() + Send>>,
+}
+
+impl Build {
+    pub(crate) fn new(prefix: &str) -> Build {
+        Build {
+            topology: Topology::new(),
+            prefix: prefix.to_string(),
+            counts: HashMap::new(),
+            releases: Vec::new(),
+        }
+    }
+
+    /// The next stage name for `role`: `flow-map-0`, `flow-map-1`, ...
+    pub(crate) fn name(&mut self, role: &'static str) -> String {
+        let n = self.counts.entry(role).or_insert(0);
+        let name = format!("{}-{role}-{n}", self.prefix);
+        *n += 1;
+        name
+    }
+
+    pub(crate) fn add(&mut self, stage: &impl AsStageRef) {
+        self.topology.add(stage);
+    }
+
+    pub(crate) fn on_release(&mut self, f: impl FnOnce() + Send + 'static) {
+        self.releases.push(Box::new(f));
+    }
+
+    /// Every stage is subscribed: let the sources go.
+    pub(crate) fn release(&mut self) {
+        for f in self.releases.drain(..) {
+            f();
+        }
+    }
+}
+
+/// What spawns a flow's sources (and everything upstream of them) and returns their outputs.
+pub(crate) type Sources<S> =
+    Box<dyn FnOnce(&mut Build) -> Result<Vec<Source<S>>, FlowError> + Send>;
+
+/// The fused mapper operations of a lane: a batch in, a batch out.
+pub(crate) type Chain<S, T> = Arc<dyn Fn(Vec<S>) -> Vec<T> + Send + Sync>;
+
+/// A mapper stage: every operation between two partitions, fused.
+pub(crate) struct Lane<S, T> {
+    pub(crate) chain: Chain<S, T>,
+}
+
+impl<S: Send + 'static, T: Send + 'static> ProducerConsumer for Lane<S, T> {
+    type In = S;
+    type Out = T;
+    type Message = ();
+
+    fn handle_events(&mut self, events: Events<'_, S>, ctx: &mut Context<'_, T>) {
+        let batch: Vec<S> = events.collect();
+        ctx.emit_all((self.chain)(batch));
+    }
+}
+
+/// Subscribe options checked up front: a bad demand is an invalid flow option.
+pub(crate) fn checked(options: SubscribeOptions) -> Result<SubscribeOptions, FlowError> {
+    options.validate().map_err(|e| match e {
+        SubscribeError::InvalidOption { option, message } => {
+            FlowError::InvalidOption { option, message }
+        }
+        e => FlowError::Subscribe(e),
+    })?;
+    Ok(options)
+}
+
+/// How long a finished flow waits for its stages to end before it stops them.
+const END_WAIT: Duration = Duration::from_secs(10);
+
+/// Joins the topology after its output ended: every stage should end by itself; a stage that
+/// did not is stopped, and the first abnormal end is the error.
+pub(crate) fn settle(topology: &Topology) -> Result<(), FlowError> {
+    let outcomes = topology.join_timeout(END_WAIT);
+    let hung = outcomes.iter().any(|(_, r)| r.is_none());
+    if hung {
+        topology.stop();
+    }
+    let outcomes = topology.join();
+    let first = outcomes
+        .iter()
+        .find(|(_, r)| !matches!(r, Reason::Normal | Reason::Shutdown))
+        .or_else(|| outcomes.iter().find(|(_, r)| *r != Reason::Normal));
+    match first {
+        Some((stage, reason)) => Err(FlowError::Failed {
+            stage: stage.clone(),
+            reason: reason.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A running flow's output, consumed on the calling thread as a blocking iterator. Made by
+/// [`Flow::stream`](super::Flow::stream).
+///
+/// It ends when every output stage has ended. Dropping it stops the flow's stages.
+pub struct FlowStream<T: Send + 'static> {
+    pub(crate) stream: Option<Stream<T>>,
+    pub(crate) topology: Topology,
+}
+
+impl<T: Send + 'static> FlowStream<T> {
+    /// The flow's stages (sources it started, mappers, reducers, departition), to read their
+    /// [`Counters`](crate::Counters) or stop them.
+    pub fn stages(&self) -> &[StageRef] {
+        self.topology.stages()
+    }
+
+    /// Reads what is left, then waits for every stage to end.
+    ///
+    /// # Errors
+    ///
+    /// [`FlowError::Failed`] naming the first stage that ended abnormally (a callback that
+    /// panicked, say); the others are stopped.
+    pub fn finish(mut self) -> Result<(), FlowError> {
+        if let Some(stream) = &mut self.stream {
+            stream.for_each(drop);
+        }
+        drop(self.stream.take());
+        settle(&self.topology)
+    }
+}
+
+impl<T: Send + 'static> Iterator for FlowStream<T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        self.stream.as_mut()?.next()
+    }
+}
+
+impl<T: Send + 'static> fmt::Debug for FlowStream<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlowStream")
+            .field("stages", &self.topology.stages().len())
+            .finish()
+    }
+}
+
+/// A flow running on its own, into consumer stages: a [`Topology`] you stop or join. Made by
+/// [`Flow::start`](super::Flow::start) and [`Flow::into_consumer`](super::Flow::into_consumer).
+/// Dropping it stops the flow.
+#[derive(Debug)]
+pub struct RunningFlow {
+    pub(crate) topology: Topology,
+}
+
+impl RunningFlow {
+    /// The flow's stages, its consumer last.
+    pub fn stages(&self) -> &[StageRef] {
+        self.topology.stages()
+    }
+
+    /// The flow's stages as a topology.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Asks every stage to stop, without waiting. What the stages hold is discarded (and
+    /// counted); windows still open are not emitted.
+    pub fn stop(&self) {
+        self.topology.stop();
+    }
+
+    /// Ends the flow gracefully ([`Topology::drain`]): the sources stop producing as if their
+    /// input had run out, every event in flight reaches the end, and the reducers emit their
+    /// open windows ([`Fired::Done`](super::Fired::Done)) before the consumers end. Stages
+    /// still running after `timeout` are stopped; the report names them.
+    pub fn drain(&self, timeout: Duration) -> crate::DrainReport {
+        self.topology.drain(timeout)
+    }
+
+    /// Waits until every stage has ended: the input ended, or the flow was
+    /// [stopped](RunningFlow::stop) (both are normal ends).
+    ///
+    /// # Errors
+    ///
+    /// [`FlowError::Failed`] naming the first stage that failed (a callback panicked, say).
+    pub fn join(self) -> Result<(), FlowError> {
+        let outcomes = self.topology.join();
+        match outcomes.into_iter().find(|(_, r)| !r.is_normal()) {
+            Some((stage, reason)) => Err(FlowError::Failed { stage, reason }),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,898 @@
+//! Windows and triggers: which events share an accumulator, and when an accumulator is
+//! emitted. Pure code: the reducer stage feeds it events, clock readings and the end of its
+//! input, and sends on what it returns; the tests below drive it with hand-picked times.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::clock::{Clock, SystemClock};
+use super::error::FlowError;
+
+/// How a partition's events are cut into windows, and which triggers emit a window's
+/// accumulator before it closes. A window's result is always emitted when it closes and when
+/// the input completes.
+///
+/// | window | an event belongs to | closes when |
+/// |---|---|---|
+/// | [`global`](Window::global) (the default) | the one window | the input completes |
+/// | [`count(n)`](Window::count) | the current window of its partition | it holds `n` events |
+/// | [`periodic(d)`](Window::periodic) | the period of the clock it arrives in | the clock passes the period's end |
+/// | [`fixed(d, at)`](Window::fixed) | the period its timestamp `at(&event)` falls in (event time) | the latest timestamp seen passes its end plus [`allowed_lateness`](Window::allowed_lateness) |
+///
+/// Windows are per partition, as in Elixir's Flow; a
+/// [`departition`](super::Reduced::departition) merges window `k` of every partition.
+/// Periodic windows are aligned on multiples of the period since the [`Clock`]'s epoch (the
+/// Unix epoch for [`SystemClock`]), so every partition cuts time at the same instants (Flow
+/// starts a partition's periods when the partition starts).
+///
+/// Processing time comes from the window's [`clock`](Window::clock); a running reducer reads
+/// it every [`tick`](Window::tick) (a timer on the stage), and only when the window is
+/// periodic or has a periodic trigger.
+pub struct Window<T> {
+    pub(crate) kind: Kind<T>,
+    pub(crate) triggers: Vec<Trigger>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) tick: Option<Duration>,
+    pub(crate) late: LateEvents,
+}
+
+/// How many events arrived for a fixed window that had already closed (later than its
+/// allowed lateness), over every partition; such events are dropped. Read it from
+/// [`Window::late_events`] while or after the flow runs.
+#[derive(Clone, Debug, Default)]
+pub struct LateEvents(Arc<AtomicU64>);
+
+impl LateEvents {
+    /// The count so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+pub(crate) type Timestamp<T> = Arc<dyn Fn(&T) -> Duration + Send + Sync>;
+
+pub(crate) enum Kind<T> {
+    Global,
+    Count(u64),
+    Periodic(Duration),
+    Fixed {
+        size: Duration,
+        at: Timestamp<T>,
+        lateness: Duration,
+    },
+}
+
+impl<T> Clone for Kind<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Kind::Global => Kind::Global,
+            Kind::Count(n) => Kind::Count(*n),
+            Kind::Periodic(d) => Kind::Periodic(*d),
+            Kind::Fixed { size, at, lateness } => Kind::Fixed {
+                size: *size,
+                at: at.clone(),
+                lateness: *lateness,
+            },
+        }
+    }
+}
+
+impl<T> Clone for Window<T> {
+    fn clone(&self) -> Self {
+        Window {
+            kind: self.kind.clone(),
+            triggers: self.triggers.clone(),
+            clock: self.clock.clone(),
+            tick: self.tick,
+            late: self.late.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Window<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Global => "global".to_string(),
+            Kind::Count(n) => format!("count({n})"),
+            Kind::Periodic(d) => format!("periodic({d:?})"),
+            Kind::Fixed { size, lateness, .. } => {
+                format!("fixed({size:?}, allowed_lateness {lateness:?})")
+            }
+        };
+        f.debug_struct("Window")
+            .field("kind", &kind)
+            .field("triggers", &self.triggers)
+            .field("tick", &self.tick)
+            .finish()
+    }
+}
+
+impl<T> Default for Window<T> {
+    fn default() -> Self {
+        Window::global()
+    }
+}
+
+/// When a window's accumulator is emitted before the window closes. The accumulator is kept:
+/// each firing emits everything accumulated so far in the window (Flow's default
+/// `on_trigger`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Trigger {
+    /// Every `n` events the window receives (Flow's `trigger_every`).
+    Every(u64),
+    /// Every time the clock passes a multiple of the period (Flow's `trigger_periodically`),
+    /// for every window open at that moment.
+    Periodically(Duration),
+}
+
+/// Why a window's accumulator was emitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Fired {
+    /// A [`Trigger`] fired; the window stays open.
+    Trigger(Trigger),
+    /// Event time passed the end of a fixed window that still accepts late events (Flow's
+    /// `:watermark`); the window stays open for its allowed lateness.
+    Watermark,
+    /// The window closed; this is its last emission.
+    Closed,
+    /// The input completed; this is the window's last emission.
+    Done,
+}
+
+impl Fired {
+    /// Whether this is the window's last emission ([`Closed`](Fired::Closed) or
+    /// [`Done`](Fired::Done)).
+    pub fn is_final(self) -> bool {
+        matches!(self, Fired::Closed | Fired::Done)
+    }
+}
+
+/// Which window an emission belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum WindowId {
+    /// The global window.
+    Global,
+    /// The `n`th window (from 0) of a count window, in its partition.
+    Count(u64),
+    /// A period of processing time, `[start, end)` on the clock.
+    Periodic {
+        /// When the period starts.
+        start: Duration,
+        /// When it ends (excluded).
+        end: Duration,
+    },
+    /// A period of event time, `[start, end)` of the timestamps.
+    Fixed {
+        /// The first timestamp in the window.
+        start: Duration,
+        /// The end of the window (excluded).
+        end: Duration,
+    },
+}
+
+/// One emission of a reduced flow: a window's accumulator (or what was made of it), which
+/// window, why, and from which partition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Emitted<T> {
+    /// The window.
+    pub window: WindowId,
+    /// Why it was emitted.
+    pub fired: Fired,
+    /// The partition that emitted it; `None` after a departition, which merges them all.
+    pub partition: Option<usize>,
+    /// The accumulator, or what was made of it.
+    pub value: T,
+}
+
+impl<T> Window<T> {
+    fn of(kind: Kind<T>) -> Window<T> {
+        Window {
+            kind,
+            triggers: Vec::new(),
+            clock: Arc::new(SystemClock),
+            tick: None,
+            late: LateEvents::default(),
+        }
+    }
+
+    /// One window for the whole input, emitted when the input completes (and by triggers).
+    /// The default.
+    pub fn global() -> Window<T> {
+        Window::of(Kind::Global)
+    }
+
+    /// Windows of `n` events each, counted per partition (Flow's `count/1`). Must be at least
+    /// 1.
+    pub fn count(n: u64) -> Window<T> {
+        Window::of(Kind::Count(n))
+    }
+
+    /// Windows of processing time, `period` long, closed when the clock passes their end
+    /// (Flow's `periodic/2`). Must be longer than zero.
+    pub fn periodic(period: Duration) -> Window<T> {
+        Window::of(Kind::Periodic(period))
+    }
+
+    /// Windows of event time, `size` long, by the timestamp `at` reads from each event (Flow's
+    /// `fixed/3`). A window closes once a partition has seen a timestamp at or past its end
+    /// plus the [allowed lateness](Window::allowed_lateness); events for a closed window are
+    /// late, dropped and counted. `size` must be longer than zero.
+    pub fn fixed(size: Duration, at: impl Fn(&T) -> Duration + Send + Sync + 'static) -> Window<T> {
+        Window::of(Kind::Fixed {
+            size,
+            at: Arc::new(at),
+            lateness: Duration::ZERO,
+        })
+    }
+
+    /// How long past its end a fixed window still takes events (Flow's `allowed_lateness`):
+    /// when event time passes the end it is emitted with [`Fired::Watermark`], and it closes
+    /// once event time passes the end plus `lateness`. Only fixed windows have it. Defaults to
+    /// zero.
+    pub fn allowed_lateness(mut self, lateness: Duration) -> Window<T> {
+        if let Kind::Fixed { lateness: l, .. } = &mut self.kind {
+            *l = lateness;
+        }
+        self
+    }
+
+    /// Adds a trigger: emit every `n` events of a window (Flow's `trigger_every`). `n` must be
+    /// at least 1.
+    pub fn trigger_every(self, n: u64) -> Window<T> {
+        self.trigger(Trigger::Every(n))
+    }
+
+    /// Adds a trigger: emit every open window each time the clock passes a multiple of
+    /// `period` (Flow's `trigger_periodically`). `period` must be longer than zero.
+    pub fn trigger_periodically(self, period: Duration) -> Window<T> {
+        self.trigger(Trigger::Periodically(period))
+    }
+
+    /// Adds a trigger. A window may have several; each fires on its own.
+    pub fn trigger(mut self, trigger: Trigger) -> Window<T> {
+        self.triggers.push(trigger);
+        self
+    }
+
+    /// The clock that periodic windows and periodic triggers read. Defaults to
+    /// [`SystemClock`].
+    pub fn clock(mut self, clock: impl Clock) -> Window<T> {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// How often a running reducer reads the clock, when it has a periodic window or trigger:
+    /// a window's end is seen at most this late. Must be longer than zero. Defaults to a
+    /// twentieth of the shortest period, between 1 ms and 100 ms.
+    pub fn tick(mut self, every: Duration) -> Window<T> {
+        self.tick = Some(every);
+        self
+    }
+
+    /// The count of late events dropped by this window (in every partition), shared by the
+    /// window's clones.
+    pub fn late_events(&self) -> LateEvents {
+        self.late.clone()
+    }
+
+    /// Checks the options.
+    pub(crate) fn validate(&self) -> Result<(), FlowError> {
+        let bad = |option: &'static str, message: String| {
+            Err(FlowError::InvalidOption { option, message })
+        };
+        match &self.kind {
+            Kind::Count(0) => {
+                return bad(
+                    "window",
+                    "expected a count window of at least 1 event, got 0".into(),
+                )
+            }
+            Kind::Periodic(d) if d.is_zero() => {
+                return bad(
+                    "window",
+                    "expected a periodic window longer than zero".into(),
+                )
+            }
+            Kind::Fixed { size, .. } if size.is_zero() => {
+                return bad("window", "expected a fixed window longer than zero".into())
+            }
+            _ => {}
+        }
+        for t in &self.triggers {
+            match t {
+                Trigger::Every(0) => {
+                    return bad(
+                        "trigger",
+                        "expected trigger_every of at least 1 event, got 0".into(),
+                    )
+                }
+                Trigger::Periodically(d) if d.is_zero() => {
+                    return bad(
+                        "trigger",
+                        "expected trigger_periodically longer than zero".into(),
+                    )
+                }
+                _ => {}
+            }
+        }
+        if self.tick.is_some_and(|t| t.is_zero()) {
+            return bad("tick", "expected tick longer than zero".into());
+        }
+        Ok(())
+    }
+
+    /// How often a reducer must read the clock; `None` if time plays no part.
+    pub(crate) fn tick_period(&self) -> Option<Duration> {
+        let mut shortest = match &self.kind {
+            Kind::Periodic(d) => Some(*d),
+            _ => None,
+        };
+        for t in &self.triggers {
+            if let Trigger::Periodically(d) = t {
+                shortest = Some(shortest.map_or(*d, |s| s.min(*d)));
+            }
+        }
+        let shortest = shortest?;
+        Some(self.tick.unwrap_or_else(|| {
+            (shortest / 20).clamp(Duration::from_millis(1), Duration::from_millis(100))
+        }))
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// What a partition's windows ask the reducer to send on.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Action<A> {
+    /// A window's accumulator.
+    Fire {
+        /// The window's number, in its kind (0 for the global window).
+        index: u64,
+        window: WindowId,
+        fired: Fired,
+        value: A,
+    },
+    /// Every window numbered below this is closed in this partition, for good.
+    ClosedBelow(u64),
+}
+
+struct Open<A> {
+    acc: A,
+    events: u64,
+    past_end: bool,
+}
+
+pub(crate) type Init<A> = Arc<dyn Fn() -> A + Send + Sync>;
+pub(crate) type Fold<T, A> = Arc<dyn Fn(&mut A, T) + Send + Sync>;
+
+/// One partition's windows, each with its accumulator.
+pub(crate) struct Windows<T, A> {
+    kind: Kind<T>,
+    every: Vec<u64>,
+    periodically: Vec<(u64, u64)>, // (period, next firing), in nanoseconds
+    init: Init<A>,
+    fold: Fold<T, A>,
+    open: BTreeMap<u64, Open<A>>,
+    closed_below: u64,
+    latest: Option<u64>,
+    late: LateEvents,
+}
+
+impl<T, A: Clone> Windows<T, A> {
+    /// The windows of `window`, with their periodic triggers counted from `now`.
+    pub(crate) fn new(window: &Window<T>, init: Init<A>, fold: Fold<T, A>, now: Duration) -> Self {
+        let now = nanos(now);
+        let mut every = Vec::new();
+        let mut periodically = Vec::new();
+        for t in &window.triggers {
+            match *t {
+                Trigger::Every(n) => every.push(n.max(1)),
+                Trigger::Periodically(p) => {
+                    let p = nanos(p).max(1);
+                    periodically.push((p, (now / p + 1).saturating_mul(p)));
+                }
+            }
+        }
+        Windows {
+            kind: window.kind.clone(),
+            every,
+            periodically,
+            init,
+            fold,
+            open: BTreeMap::new(),
+            closed_below: 0,
+            latest: None,
+            late: window.late.clone(),
+        }
+    }
+
+    fn id(&self, index: u64) -> WindowId {
+        let span = |size: Duration| {
+            let start = Duration::from_nanos(index.saturating_mul(nanos(size)));
+            (start, start + size)
+        };
+        match &self.kind {
+            Kind::Global => WindowId::Global,
+            Kind::Count(_) => WindowId::Count(index),
+            Kind::Periodic(d) => {
+                let (start, end) = span(*d);
+                WindowId::Periodic { start, end }
+            }
+            Kind::Fixed { size, .. } => {
+                let (start, end) = span(*size);
+                WindowId::Fixed { start, end }
+            }
+        }
+    }
+
+    fn fire(&self, index: u64, fired: Fired, value: A, out: &mut Vec<Action<A>>) {
+        out.push(Action::Fire {
+            index,
+            window: self.id(index),
+            fired,
+            value,
+        });
+    }
+
+    /// Closes window `index` (its last emission).
+    fn close(&mut self, index: u64, fired: Fired, out: &mut Vec<Action<A>>) {
+        if let Some(w) = self.open.remove(&index) {
+            self.fire(index, fired, w.acc, out);
+        }
+    }
+
+    fn close_below(&mut self, below: u64, out: &mut Vec<Action<A>>) {
+        if below <= self.closed_below {
+            return;
+        }
+        let closing: Vec<u64> = self.open.range(..below).map(|(k, _)| *k).collect();
+        for k in closing {
+            self.close(k, Fired::Closed, out);
+        }
+        self.closed_below = below;
+        out.push(Action::ClosedBelow(below));
+    }
+
+    /// Takes one event that arrived at `now`.
+    pub(crate) fn push(&mut self, event: T, now: Duration, out: &mut Vec<Action<A>>) {
+        let index = match &self.kind {
+            Kind::Global => 0,
+            Kind::Count(_) => self.closed_below,
+            Kind::Periodic(d) => {
+                let index = nanos(now) / nanos(*d).max(1);
+                self.close_below(index, out);
+                index
+            }
+            Kind::Fixed { size, at, .. } => {
+                let at = nanos(at(&event));
+                let index = at / nanos(*size).max(1);
+                if index < self.closed_below {
+                    self.late.add(1);
+                    return;
+                }
+                self.latest = Some(self.latest.map_or(at, |l| l.max(at)));
+                index
+            }
+        };
+        let init = &self.init;
+        let w = self.open.entry(index).or_insert_with(|| Open {
+            acc: init(),
+            events: 0,
+            past_end: false,
+        });
+        (self.fold)(&mut w.acc, event);
+        w.events += 1;
+        let events = w.events;
+        match self.kind {
+            Kind::Count(n) if events >= n => {
+                self.close_below(index + 1, out);
+                return;
+            }
+            Kind::Fixed { .. } => {
+                self.trigger_every(index, events, out);
+                self.advance_event_time(out);
+                return;
+            }
+            _ => {}
+        }
+        self.trigger_every(index, events, out);
+    }
+
+    fn trigger_every(&mut self, index: u64, events: u64, out: &mut Vec<Action<A>>) {
+        let Some(&n) = self.every.iter().find(|&&n| events.is_multiple_of(n)) else {
+            return;
+        };
+        if let Some(w) = self.open.get(&index) {
+            let value = w.acc.clone();
+            self.fire(index, Fired::Trigger(Trigger::Every(n)), value, out);
+        }
+    }
+
+    /// Fixed windows: emit the windows event time has passed, close those past their
+    /// lateness.
+    fn advance_event_time(&mut self, out: &mut Vec<Action<A>>) {
+        let (Some(latest), Kind::Fixed { size, lateness, .. }) = (self.latest, &self.kind) else {
+            return;
+        };
+        let (size, lateness) = (nanos(*size).max(1), nanos(*lateness));
+        if lateness > 0 {
+            let passed: Vec<u64> = self
+                .open
+                .iter()
+                .filter(|(k, w)| !w.past_end && (*k + 1).saturating_mul(size) <= latest)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in passed {
+                let w = self.open.get_mut(&k).expect("an open window");
+                w.past_end = true;
+                let value = w.acc.clone();
+                self.fire(k, Fired::Watermark, value, out);
+            }
+        }
+        if latest >= lateness {
+            self.close_below((latest - lateness) / size, out);
+        }
+    }
+
+    /// Reads the clock: closes periodic windows whose period has passed, fires periodic
+    /// triggers that are due.
+    pub(crate) fn tick(&mut self, now: Duration, out: &mut Vec<Action<A>>) {
+        let now_n = nanos(now);
+        if let Kind::Periodic(d) = self.kind {
+            self.close_below(now_n / nanos(d).max(1), out);
+        }
+        let mut due = Vec::new();
+        for (period, next) in &mut self.periodically {
+            if now_n >= *next {
+                due.push(*period);
+                *next = (now_n / *period + 1).saturating_mul(*period);
+            }
+        }
+        for p in due {
+            let open: Vec<(u64, A)> = self.open.iter().map(|(k, w)| (*k, w.acc.clone())).collect();
+            for (k, value) in open {
+                let trigger = Trigger::Periodically(Duration::from_nanos(p));
+                self.fire(k, Fired::Trigger(trigger), value, out);
+            }
+        }
+    }
+
+    /// The input completed: every open window emits its last result (the global window even
+    /// if it saw no event).
+    pub(crate) fn finish(&mut self, out: &mut Vec<Action<A>>) {
+        if matches!(self.kind, Kind::Global) && self.open.is_empty() {
+            let value = (self.init)();
+            self.fire(0, Fired::Done, value, out);
+        }
+        let open: Vec<u64> = self.open.keys().copied().collect();
+        for k in open {
+            self.close(k, Fired::Done, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Ev = u64;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn ms(m: u64) -> Duration {
+        Duration::from_millis(m)
+    }
+
+    /// Windows collecting events into a `Vec`, timestamps being the event in seconds.
+    fn windows(w: Window<Ev>) -> Windows<Ev, Vec<Ev>> {
+        Windows::new(
+            &w,
+            Arc::new(Vec::new),
+            Arc::new(|acc: &mut Vec<Ev>, e| acc.push(e)),
+            Duration::ZERO,
+        )
+    }
+
+    fn fire(index: u64, window: WindowId, fired: Fired, value: &[Ev]) -> Action<Vec<Ev>> {
+        Action::Fire {
+            index,
+            window,
+            fired,
+            value: value.to_vec(),
+        }
+    }
+
+    fn push_all(
+        w: &mut Windows<Ev, Vec<Ev>>,
+        events: &[Ev],
+        now: Duration,
+    ) -> Vec<Action<Vec<Ev>>> {
+        let mut out = Vec::new();
+        for &e in events {
+            w.push(e, now, &mut out);
+        }
+        out
+    }
+
+    fn finish(w: &mut Windows<Ev, Vec<Ev>>) -> Vec<Action<Vec<Ev>>> {
+        let mut out = Vec::new();
+        w.finish(&mut out);
+        out
+    }
+
+    fn tick(w: &mut Windows<Ev, Vec<Ev>>, now: Duration) -> Vec<Action<Vec<Ev>>> {
+        let mut out = Vec::new();
+        w.tick(now, &mut out);
+        out
+    }
+
+    #[test]
+    fn global_emits_once_when_the_input_completes() {
+        let mut w = windows(Window::global());
+        assert_eq!(push_all(&mut w, &[1, 2, 3], secs(100)), vec![]);
+        assert_eq!(tick(&mut w, secs(1000)), vec![]);
+        assert_eq!(
+            finish(&mut w),
+            vec![fire(0, WindowId::Global, Fired::Done, &[1, 2, 3])]
+        );
+    }
+
+    #[test]
+    fn global_without_events_still_emits_its_initial_state() {
+        let mut w = windows(Window::global());
+        assert_eq!(
+            finish(&mut w),
+            vec![fire(0, WindowId::Global, Fired::Done, &[])]
+        );
+    }
+
+    #[test]
+    fn trigger_every_emits_the_state_so_far_and_keeps_it() {
+        let mut w = windows(Window::global().trigger_every(2));
+        let every = Fired::Trigger(Trigger::Every(2));
+        assert_eq!(
+            push_all(&mut w, &[1, 2, 3, 4, 5], Duration::ZERO),
+            vec![
+                fire(0, WindowId::Global, every, &[1, 2]),
+                fire(0, WindowId::Global, every, &[1, 2, 3, 4]),
+            ]
+        );
+        assert_eq!(
+            finish(&mut w),
+            vec![fire(0, WindowId::Global, Fired::Done, &[1, 2, 3, 4, 5])]
+        );
+    }
+
+    #[test]
+    fn count_windows_close_every_n_events_and_the_last_at_completion() {
+        let mut w = windows(Window::count(3));
+        assert_eq!(
+            push_all(&mut w, &[1, 2, 3, 4, 5, 6, 7], Duration::ZERO),
+            vec![
+                fire(0, WindowId::Count(0), Fired::Closed, &[1, 2, 3]),
+                Action::ClosedBelow(1),
+                fire(1, WindowId::Count(1), Fired::Closed, &[4, 5, 6]),
+                Action::ClosedBelow(2),
+            ]
+        );
+        assert_eq!(
+            finish(&mut w),
+            vec![fire(2, WindowId::Count(2), Fired::Done, &[7])]
+        );
+    }
+
+    #[test]
+    fn count_windows_with_a_trigger_fire_inside_each_window() {
+        let mut w = windows(Window::count(4).trigger_every(2));
+        let every = Fired::Trigger(Trigger::Every(2));
+        assert_eq!(
+            push_all(&mut w, &[1, 2, 3, 4, 5, 6], Duration::ZERO),
+            vec![
+                fire(0, WindowId::Count(0), every, &[1, 2]),
+                fire(0, WindowId::Count(0), Fired::Closed, &[1, 2, 3, 4]),
+                Action::ClosedBelow(1),
+                fire(1, WindowId::Count(1), every, &[5, 6]),
+            ]
+        );
+    }
+
+    #[test]
+    fn periodic_windows_follow_the_clock() {
+        let mut w = windows(Window::periodic(secs(5)));
+        let span = |k: u64| WindowId::Periodic {
+            start: secs(5 * k),
+            end: secs(5 * k + 5),
+        };
+        assert_eq!(push_all(&mut w, &[1, 2], secs(1)), vec![]);
+        assert_eq!(tick(&mut w, ms(4999)), vec![]);
+        assert_eq!(
+            tick(&mut w, secs(5)),
+            vec![
+                fire(0, span(0), Fired::Closed, &[1, 2]),
+                Action::ClosedBelow(1)
+            ]
+        );
+        assert_eq!(tick(&mut w, secs(6)), vec![]);
+        assert_eq!(push_all(&mut w, &[3], secs(6)), vec![]);
+        // An event in a later period closes the earlier ones even before a tick.
+        assert_eq!(
+            push_all(&mut w, &[4], secs(16)),
+            vec![
+                fire(1, span(1), Fired::Closed, &[3]),
+                Action::ClosedBelow(3)
+            ]
+        );
+        assert_eq!(finish(&mut w), vec![fire(3, span(3), Fired::Done, &[4])]);
+    }
+
+    #[test]
+    fn periodic_windows_without_events_emit_nothing_but_progress() {
+        let mut w = windows(Window::periodic(secs(1)));
+        assert_eq!(tick(&mut w, secs(3)), vec![Action::ClosedBelow(3)]);
+        assert_eq!(tick(&mut w, ms(3500)), vec![]);
+        assert_eq!(finish(&mut w), vec![]);
+    }
+
+    #[test]
+    fn trigger_periodically_fires_once_per_period_passed() {
+        let mut w = windows(Window::global().trigger_periodically(secs(1)));
+        let periodic = Fired::Trigger(Trigger::Periodically(secs(1)));
+        push_all(&mut w, &[1], Duration::ZERO);
+        assert_eq!(tick(&mut w, ms(999)), vec![]);
+        assert_eq!(
+            tick(&mut w, secs(1)),
+            vec![fire(0, WindowId::Global, periodic, &[1])]
+        );
+        assert_eq!(tick(&mut w, ms(1500)), vec![]);
+        push_all(&mut w, &[2], ms(1500));
+        // Two periods passed between ticks: one firing.
+        assert_eq!(
+            tick(&mut w, ms(3200)),
+            vec![fire(0, WindowId::Global, periodic, &[1, 2])]
+        );
+        assert_eq!(tick(&mut w, ms(3900)), vec![]);
+    }
+
+    #[test]
+    fn fixed_windows_close_when_event_time_passes_their_end() {
+        let w = Window::fixed(secs(10), |e: &Ev| secs(*e));
+        let late = w.late_events();
+        let mut w = windows(w);
+        let span = |k: u64| WindowId::Fixed {
+            start: secs(10 * k),
+            end: secs(10 * k + 10),
+        };
+        // Processing time plays no part.
+        assert_eq!(push_all(&mut w, &[1, 5, 9], secs(1000)), vec![]);
+        assert_eq!(tick(&mut w, secs(5000)), vec![]);
+        assert_eq!(
+            push_all(&mut w, &[12], Duration::ZERO),
+            vec![
+                fire(0, span(0), Fired::Closed, &[1, 5, 9]),
+                Action::ClosedBelow(1)
+            ]
+        );
+        // Too late: window 0 is closed.
+        assert_eq!(push_all(&mut w, &[3], Duration::ZERO), vec![]);
+        assert_eq!(late.get(), 1);
+        // Out of order within open windows is fine; a jump closes every window passed.
+        assert_eq!(push_all(&mut w, &[19, 11], Duration::ZERO), vec![]);
+        assert_eq!(
+            push_all(&mut w, &[25], Duration::ZERO),
+            vec![
+                fire(1, span(1), Fired::Closed, &[12, 19, 11]),
+                Action::ClosedBelow(2)
+            ]
+        );
+        assert_eq!(
+            push_all(&mut w, &[41], Duration::ZERO),
+            vec![
+                fire(2, span(2), Fired::Closed, &[25]),
+                Action::ClosedBelow(4)
+            ]
+        );
+        assert_eq!(finish(&mut w), vec![fire(4, span(4), Fired::Done, &[41])]);
+    }
+
+    #[test]
+    fn allowed_lateness_emits_at_the_watermark_then_takes_late_events_until_it_passes() {
+        let w = Window::fixed(secs(10), |e: &Ev| secs(*e)).allowed_lateness(secs(5));
+        let late = w.late_events();
+        let mut w = windows(w);
+        let span0 = WindowId::Fixed {
+            start: Duration::ZERO,
+            end: secs(10),
+        };
+        let span1 = WindowId::Fixed {
+            start: secs(10),
+            end: secs(20),
+        };
+        assert_eq!(push_all(&mut w, &[1], Duration::ZERO), vec![]);
+        assert_eq!(
+            push_all(&mut w, &[12], Duration::ZERO),
+            vec![fire(0, span0, Fired::Watermark, &[1])]
+        );
+        // Late, but within the allowed lateness: taken, no new watermark emission.
+        assert_eq!(push_all(&mut w, &[3, 14], Duration::ZERO), vec![]);
+        assert_eq!(
+            push_all(&mut w, &[15], Duration::ZERO),
+            vec![
+                fire(0, span0, Fired::Closed, &[1, 3]),
+                Action::ClosedBelow(1)
+            ]
+        );
+        // Beyond the allowed lateness: dropped and counted.
+        assert_eq!(push_all(&mut w, &[4, 9], Duration::ZERO), vec![]);
+        assert_eq!(late.get(), 2);
+        assert_eq!(
+            push_all(&mut w, &[20], Duration::ZERO),
+            vec![fire(1, span1, Fired::Watermark, &[12, 14, 15])]
+        );
+        assert_eq!(
+            finish(&mut w),
+            vec![
+                fire(1, span1, Fired::Done, &[12, 14, 15]),
+                fire(
+                    2,
+                    WindowId::Fixed {
+                        start: secs(20),
+                        end: secs(30)
+                    },
+                    Fired::Done,
+                    &[20]
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_options_are_errors_naming_the_option() {
+        let cases: Vec<(Window<Ev>, &str)> = vec![
+            (Window::count(0), "window"),
+            (Window::periodic(Duration::ZERO), "window"),
+            (Window::fixed(Duration::ZERO, |_| Duration::ZERO), "window"),
+            (Window::global().trigger_every(0), "trigger"),
+            (
+                Window::global().trigger_periodically(Duration::ZERO),
+                "trigger",
+            ),
+            (Window::periodic(secs(1)).tick(Duration::ZERO), "tick"),
+        ];
+        for (w, name) in cases {
+            match w.validate() {
+                Err(FlowError::InvalidOption { option, .. }) => assert_eq!(option, name, "{w:?}"),
+                other => panic!("{w:?}: {other:?}"),
+            }
+        }
+        assert!(Window::<Ev>::periodic(secs(1)).validate().is_ok());
+    }
+
+    #[test]
+    fn ticks_only_when_time_matters() {
+        assert_eq!(Window::<Ev>::global().tick_period(), None);
+        assert_eq!(Window::<Ev>::count(3).trigger_every(1).tick_period(), None);
+        assert_eq!(Window::<Ev>::periodic(secs(5)).tick_period(), Some(ms(100)));
+        assert_eq!(Window::<Ev>::periodic(ms(100)).tick_period(), Some(ms(5)));
+        assert_eq!(
+            Window::<Ev>::global()
+                .trigger_periodically(secs(1))
+                .tick(ms(7))
+                .tick_period(),
+            Some(ms(7))
+        );
+    }
+}
