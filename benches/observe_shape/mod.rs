@@ -8,30 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::shapes::Emit;
+use crate::{median, rates};
 use stageflow::observe::{Observer, Reporter, Snapshot};
 use stageflow::{
     Consumer, ConsumerContext, Context, Events, Producer, StageRef, SubscribeOptions, Topology,
 };
-
-/// Emits exactly what is asked, counting up, and finishes after `limit` events.
-struct Emit {
-    next: u64,
-    limit: u64,
-}
-
-impl Producer for Emit {
-    type Out = u64;
-    type Message = ();
-    #[inline]
-    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, u64>) {
-        let end = (self.next + demand as u64).min(self.limit);
-        ctx.emit_all(self.next..end);
-        self.next = end;
-        if self.next == self.limit {
-            ctx.finish();
-        }
-    }
-}
 
 /// Sums what it receives.
 struct Count(u64);
@@ -74,21 +56,6 @@ fn pair(n: u64, report: bool, reports: &Arc<AtomicUsize>) -> Duration {
     drop(reporter);
     assert_eq!(c.counters().events_in, n, "stageflow lost events");
     elapsed
-}
-
-fn rates(n: u64, times: &[Duration]) -> Vec<f64> {
-    let mut r: Vec<f64> = times.iter().map(|t| n as f64 / t.as_secs_f64()).collect();
-    r.sort_by(|a, b| a.partial_cmp(b).expect("rates are finite"));
-    r
-}
-
-fn median(sorted: &[f64]) -> f64 {
-    let n = sorted.len();
-    if n % 2 == 1 {
-        sorted[n / 2]
-    } else {
-        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
-    }
 }
 
 /// Idle stages: producers that emit nothing, each with a consumer.

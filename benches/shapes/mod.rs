@@ -17,8 +17,8 @@ use stageflow::{
 
 /// Emits exactly what is asked, counting up, and finishes after `limit` events.
 pub(crate) struct Emit {
-    next: u64,
-    limit: u64,
+    pub(crate) next: u64,
+    pub(crate) limit: u64,
 }
 
 impl Producer for Emit {
