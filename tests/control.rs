@@ -250,12 +250,17 @@ fn resubscribe_cancels_then_subscribes() {
         .unwrap();
     assert_ne!(first, second);
     assert_eq!(next(&cancels), Reason::Normal);
-    // Events from the new producer arrive.
-    loop {
-        if let Report::Batch(b) = next(&rx) {
-            if b[0] >= 1000 {
-                break;
+    // Events from the new producer arrive, and the consumer hears that the old subscription
+    // ended (its `handle_cancel` runs once the subscription is gone from its counters).
+    let (mut new_events, mut old_gone) = (false, false);
+    while !(new_events && old_gone) {
+        match next(&rx) {
+            Report::Batch(b) if b[0] >= 1000 => new_events = true,
+            Report::Cancelled(r) => {
+                assert_eq!(r, Reason::Normal);
+                old_gone = true;
             }
+            _ => {}
         }
     }
     let subs = c.counters().subscriptions;
