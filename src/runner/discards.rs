@@ -12,17 +12,22 @@ const EVERY: Duration = Duration::from_secs(1);
 pub(super) struct DiscardLog {
     /// When the last lines were logged.
     last: Option<Instant>,
-    /// Discards not yet logged, by reason (a handful at most).
-    pending: Vec<(String, u64)>,
+    /// Discards not yet logged, by separator and reason (a handful at most).
+    pending: Vec<(&'static str, String, u64)>,
 }
 
 impl DiscardLog {
     /// Notes `n` discarded events; logs now if no line was logged in the last second.
-    /// `why` completes "discarded N events", e.g. " from buffer" or ": no such subscription".
-    pub(super) fn note(&mut self, stage: &str, n: usize, why: &str) {
-        match self.pending.iter_mut().find(|(w, _)| w == why) {
-            Some((_, count)) => *count += n as u64,
-            None => self.pending.push((why.to_owned(), n as u64)),
+    /// `sep` and `why` complete "discarded N events", e.g. `" "` and `"from buffer"`, or
+    /// `": "` and `"no such subscription"`. Allocates only for a reason not yet pending.
+    pub(super) fn note(&mut self, stage: &str, n: usize, sep: &'static str, why: &str) {
+        match self
+            .pending
+            .iter_mut()
+            .find(|(s, w, _)| *s == sep && w == why)
+        {
+            Some((_, _, count)) => *count += n as u64,
+            None => self.pending.push((sep, why.to_owned(), n as u64)),
         }
         self.tick(stage);
     }
@@ -46,8 +51,8 @@ impl DiscardLog {
 
     /// Logs everything pending (the stage ends).
     pub(super) fn flush(&mut self, stage: &str) {
-        for (why, n) in self.pending.drain(..) {
-            warn!("stage {stage}: discarded {n} events{why}");
+        for (sep, why, n) in self.pending.drain(..) {
+            warn!("stage {stage}: discarded {n} events{sep}{why}");
         }
     }
 }

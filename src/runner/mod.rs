@@ -546,8 +546,7 @@ impl<S: Callbacks> Runner<S> {
     fn discard(&mut self, n: usize, why: &str) {
         if n > 0 {
             bump(&self.shared.cells.discarded, n as u64);
-            self.discard_log
-                .note(&self.shared.name, n, &format!(": {why}"));
+            self.discard_log.note(&self.shared.name, n, ": ", why);
         }
     }
 

@@ -282,7 +282,7 @@ impl<S: Callbacks> Runner<S> {
             // The stage may log it its own way, or not at all (GenStage's format_discarded).
             if self.stage.format_discarded(discarded) {
                 self.discard_log
-                    .note(&self.shared.name, discarded, " from buffer");
+                    .note(&self.shared.name, discarded, " ", "from buffer");
             }
         }
     }
