@@ -55,6 +55,28 @@ impl Demand {
 
     /// Plans the batches of a message of `len` events and stores the new outstanding demand
     /// at once (GenStage stores it before any callback runs).
+    /// [`Demand::receive`] for a message that is one batch (the common case: it fits in one
+    /// `max - min` chunk and was asked for): that batch, or `None` when `receive` must cut it.
+    #[inline]
+    pub(crate) fn receive_one(&mut self, len: usize) -> Option<Batch> {
+        if len == 0 || len > self.max - self.min || len > self.current {
+            return None;
+        }
+        let after = self.current - len;
+        let ask = if after <= self.min {
+            self.current = self.max;
+            self.max - after
+        } else {
+            self.current = after;
+            0
+        };
+        Some(Batch {
+            len,
+            ask,
+            excess: 0,
+        })
+    }
+
     pub(crate) fn receive(&mut self, len: usize) -> Batches {
         let batches = Batches {
             remaining: len,
@@ -65,7 +87,12 @@ impl Demand {
             max: self.max,
         };
         let mut end = batches;
-        for _ in end.by_ref() {}
+        if len <= end.chunk {
+            // One batch (the common case): one step.
+            end.next();
+        } else {
+            for _ in end.by_ref() {}
+        }
         self.current = end.current;
         batches
     }
@@ -132,6 +159,28 @@ mod tests {
         assert_eq!(trace(1, 0, &[1, 1]), vec![(1, 1), (1, 1)]);
         assert_eq!(trace(10, 9, &[3]), vec![(1, 1), (1, 1), (1, 1)]);
         assert_eq!(trace(10, 0, &[10]), vec![(10, 10)]);
+    }
+
+    #[test]
+    fn receive_one_agrees_with_receive() {
+        for max in 1..12 {
+            for min in 0..max {
+                // Walk through many states with a mix of message sizes.
+                let (mut a, mut b) = (Demand::new(max, min), Demand::new(max, min));
+                for step in 0..200usize {
+                    let len = (step * 7 + max + min) % (max + 3);
+                    let cut: Vec<Batch> = b.receive(len).collect();
+                    match a.receive_one(len) {
+                        Some(batch) => assert_eq!(vec![batch], cut, "{max}/{min} len {len}"),
+                        None => {
+                            a = b;
+                            continue;
+                        }
+                    }
+                    assert_eq!(a, b, "{max}/{min} len {len}");
+                }
+            }
+        }
     }
 
     #[test]

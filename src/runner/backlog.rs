@@ -17,20 +17,27 @@ impl<S: Callbacks> Runner<S> {
 
     /// Waits for an envelope, or, when `backlog` says some peer's backlog is not empty, for
     /// room at that peer.
+    #[inline]
     pub(super) fn wait(&mut self, deadline: Option<Instant>, backlog: bool) -> Wait<Env<S>> {
-        if !backlog {
-            return match deadline {
-                None => match self.inbox.recv() {
-                    Ok(env) => Wait::Msg(env),
-                    Err(_) => Wait::Disconnected,
-                },
-                Some(d) => match self.inbox.recv_deadline(d) {
-                    Ok(env) => Wait::Msg(env),
-                    Err(RecvTimeoutError::Timeout) => Wait::Timeout,
-                    Err(RecvTimeoutError::Disconnected) => Wait::Disconnected,
-                },
-            };
+        if backlog {
+            return self.wait_with_backlog(deadline);
         }
+        match deadline {
+            None => match self.inbox.recv() {
+                Ok(env) => Wait::Msg(env),
+                Err(_) => Wait::Disconnected,
+            },
+            Some(d) => match self.inbox.recv_deadline(d) {
+                Ok(env) => Wait::Msg(env),
+                Err(RecvTimeoutError::Timeout) => Wait::Timeout,
+                Err(RecvTimeoutError::Disconnected) => Wait::Disconnected,
+            },
+        }
+    }
+
+    /// [`Runner::wait`] with backlogs: a select over the inbox and the peers' inboxes.
+    #[inline(never)]
+    fn wait_with_backlog(&mut self, deadline: Option<Instant>) -> Wait<Env<S>> {
         // Take each backlog's first message in hand, so the select can send it.
         let mut downs: Vec<(usize, Option<Down<S::Out>>)> = Vec::new();
         let mut ups: Vec<(usize, Option<Up<S::In>>)> = Vec::new();
@@ -154,6 +161,7 @@ impl<S: Callbacks> Runner<S> {
     }
 
     /// Consumers whose inbox is gone: what waited for them is lost (counted); they leave.
+    #[inline(never)]
     pub(super) fn reap_gone(&mut self) {
         while let Some(sub) = self.gone.pop() {
             let Some(link) = self.downs.iter_mut().find(|l| l.info.id == sub) else {

@@ -7,7 +7,7 @@ use log::{error, info, warn};
 
 use super::links::{Inbound, Outlet, UpLink};
 use super::{Callbacks, Kind, Runner};
-use crate::demand::Demand;
+use crate::demand::{Batch, Demand};
 use crate::envelope::{Subscribed, Up};
 use crate::events::Events;
 use crate::reason::Reason;
@@ -75,10 +75,11 @@ impl<S: Callbacks> Runner<S> {
     /// `handle_events`, asking after each batch as the protocol says.
     pub(super) fn handle_events(&mut self, sub: SubscriptionId, events: Vec<S::In>) {
         let len = events.len();
-        let Some(link) = self.ups.iter_mut().find(|l| l.info.id == sub) else {
+        let Some(at) = self.ups.iter().position(|l| l.info.id == sub) else {
             self.discard(len, "they came from an unknown subscription");
             return;
         };
+        let link = &mut self.ups[at];
         bump(&link.events, len as u64);
         if link.mode == DemandMode::Manual {
             link.manual_outstanding = link.manual_outstanding.saturating_sub(len);
@@ -89,43 +90,71 @@ impl<S: Callbacks> Runner<S> {
             self.invoke(|s, ctx| s.events(Events::new(&mut iter, len, sub), ctx));
             return;
         }
+        let mut iter = events.into_iter();
+        if let Some(batch) = link.demand.receive_one(len) {
+            link.cell
+                .store(link.demand.outstanding() as u64, Ordering::Relaxed);
+            self.in_hand = len;
+            self.handle_batch(at, sub, &mut iter, batch);
+            return;
+        }
         let batches = link.demand.receive(len);
         link.cell
             .store(link.demand.outstanding() as u64, Ordering::Relaxed);
         self.in_hand = len;
-        let mut iter = events.into_iter();
         for batch in batches {
-            if batch.excess > 0 {
-                error!(
-                    "stage {}: received {} events in excess from subscription {sub}",
-                    self.shared.name, batch.excess
-                );
-            }
-            if S::KIND == Kind::ProducerConsumer {
-                self.fx.emitted.reserve(batch.len);
-            }
-            let rest = iter.len() - batch.len;
-            self.in_hand = rest;
-            self.invoke(|s, ctx| s.events(Events::new(&mut iter, batch.len, sub), ctx));
-            // A batch mapped and left half-consumed leaves events behind: drop them.
-            while iter.len() > rest {
-                iter.next();
-            }
-            if self.exit.is_some() {
-                // The stage stopped: the rest is not handled and not asked for.
-                let rest = iter.len();
-                self.in_hand = 0;
-                self.discard(rest, "the stage stopped while handling them");
+            if !self.handle_batch(at, sub, &mut iter, batch) {
                 return;
             }
-            if batch.ask > 0 && self.finishing.is_none() {
-                if let Some(link) = self.ups.iter_mut().find(|l| l.info.id == sub) {
-                    if !link.cancelling {
-                        let _ = link.out.send(Up::Ask { sub, n: batch.ask });
-                    }
+        }
+    }
+
+    /// Hands one batch to `handle_events`, then asks for what it used up. Returns whether
+    /// the stage goes on (it stopped: the rest is counted as discarded).
+    #[inline(always)]
+    fn handle_batch(
+        &mut self,
+        at: usize,
+        sub: SubscriptionId,
+        iter: &mut std::vec::IntoIter<S::In>,
+        batch: Batch,
+    ) -> bool {
+        if batch.excess > 0 {
+            error!(
+                "stage {}: received {} events in excess from subscription {sub}",
+                self.shared.name, batch.excess
+            );
+        }
+        if S::KIND == Kind::ProducerConsumer {
+            self.fx.emitted.reserve(batch.len);
+        }
+        let rest = iter.len() - batch.len;
+        self.in_hand = rest;
+        self.invoke(|s, ctx| s.events(Events::new(iter, batch.len, sub), ctx));
+        // A batch mapped and left half-consumed leaves events behind: drop them.
+        while iter.len() > rest {
+            iter.next();
+        }
+        if self.exit.is_some() {
+            // The stage stopped: the rest is not handled and not asked for.
+            let rest = iter.len();
+            self.in_hand = 0;
+            self.discard(rest, "the stage stopped while handling them");
+            return false;
+        }
+        if batch.ask > 0 && self.finishing.is_none() {
+            // The callback may have cancelled a subscription: the link may have moved.
+            let link = match self.ups.get_mut(at) {
+                Some(link) if link.info.id == sub => Some(link),
+                _ => self.ups.iter_mut().find(|l| l.info.id == sub),
+            };
+            if let Some(link) = link {
+                if !link.cancelling {
+                    let _ = link.out.send(Up::Ask { sub, n: batch.ask });
                 }
             }
         }
+        true
     }
 
     /// A subscription to a producer ended: tell the stage, then end or not by cancel mode.

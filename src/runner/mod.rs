@@ -216,6 +216,46 @@ pub(crate) struct Config<Out> {
 /// a callback.
 const CONFIRM_WAIT: Duration = Duration::from_secs(2);
 
+/// Stage threads running in this process, against the machine's cores.
+mod live {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::OnceLock;
+
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+    /// Counts one running stage for as long as it lives.
+    pub(super) struct Live;
+
+    impl Live {
+        pub(super) fn enter() -> Live {
+            LIVE.fetch_add(1, Ordering::Relaxed);
+            Live
+        }
+    }
+
+    impl Drop for Live {
+        fn drop(&mut self) {
+            LIVE.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn cores() -> usize {
+        static CORES: OnceLock<usize> = OnceLock::new();
+        *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// Whether every running stage can have a core.
+    #[inline]
+    pub(super) fn fits(cores: usize) -> bool {
+        LIVE.load(Ordering::Relaxed) <= cores
+    }
+}
+
+/// How many times a waiting stage polls its inbox before it blocks (see
+/// `Runner::next_envelope`), and the least it polls when polling has not paid.
+const POLLS: u32 = 64;
+const MIN_POLLS: u32 = 2;
+
 /// At most this many control messages are handled per turn, so that a flood of them cannot
 /// starve the inbox either.
 const CONTROL_PER_TURN: usize = 64;
@@ -275,6 +315,12 @@ pub(crate) struct Runner<S: Callbacks> {
     /// Events of the message being handled that were not yet handed to `handle_events` (if
     /// a callback panics, the end counts them as discarded).
     in_hand: usize,
+    /// The `buffered` counter as last published.
+    published: usize,
+    /// How many times the next wait polls the inbox before it blocks.
+    polls: u32,
+    /// The machine's cores (`available_parallelism`).
+    cores: usize,
     exit: Option<Reason>,
 }
 
@@ -325,6 +371,9 @@ impl<S: Callbacks> Runner<S> {
             had_consumers: false,
             failed,
             in_hand: 0,
+            published: 0,
+            polls: POLLS,
+            cores: live::cores(),
             control_turn: false,
             exit: None,
         }
@@ -355,6 +404,7 @@ impl<S: Callbacks> Runner<S> {
     /// control path), then settles what that left to do, and comes back: no loop inside a
     /// turn is unbounded, so calls and stops are always served.
     pub(crate) fn run(&mut self) -> Reason {
+        let _live = live::Live::enter();
         for info in std::mem::take(&mut self.failed) {
             let reason = Reason::error(format!("noproc: producer {} has ended", info.peer));
             warn!(
@@ -378,59 +428,133 @@ impl<S: Callbacks> Runner<S> {
                 self.settle();
                 continue;
             }
-            if self.unreachable() {
-                return self.finishing.take().unwrap_or(Reason::Normal);
-            }
-            let mut backlog = self.any_backlog();
-            if backlog || self.closed_links > 0 {
-                self.flush_backlogs();
-                backlog = self.any_backlog();
-            }
-            // A timer that is due takes its place behind the messages already queued, as a
-            // message sent to itself would: they are handled first, then it fires.
-            let deadline = if self.fx.timers.is_empty() {
-                None
-            } else {
-                self.fx.timers.next_deadline()
-            };
-            if let Some(d) = deadline {
-                if self.timer_gate.is_none() && Instant::now() >= d {
-                    self.timer_gate = Some(self.inbox.len());
+            if self.only_the_inbox() {
+                // The common turn: block on the inbox, handle what comes.
+                match self.next_envelope() {
+                    Ok(env) => self.handle(env),
+                    Err(_) => return self.finishing.take().unwrap_or(Reason::Normal),
                 }
-            }
-            if self.timer_gate == Some(0) {
-                self.timer_gate = None;
-                self.fire_timers();
-            } else {
-                let wait_until = if self.pending_demand > 0 || !self.gone.is_empty() {
-                    // Work is waiting: look at the inbox without blocking.
-                    Some(Instant::now())
-                } else if self.timer_gate.is_some() {
-                    None
-                } else {
-                    deadline
-                };
-                match self.wait(wait_until, backlog) {
-                    Wait::Msg(env) => {
-                        if let Some(gate) = &mut self.timer_gate {
-                            *gate = gate.saturating_sub(1);
-                        }
-                        self.handle(env);
-                    }
-                    Wait::Timeout => {}
-                    Wait::Disconnected => return self.finishing.take().unwrap_or(Reason::Normal),
-                }
+            } else if let Some(reason) = self.turn() {
+                return reason;
             }
             self.settle();
         }
     }
 
+    /// The next envelope from the inbox, blocking until one comes.
+    ///
+    /// A peer in lock step (a consumer asking one event at a time) answers within a
+    /// microsecond, and crossbeam's own wait backs off exponentially: after a few hundred
+    /// nanoseconds it looks at the channel only every 0.4, then 0.7, then 1.5 µs, so an answer
+    /// that comes a little later is seen much later. The stage first polls the inbox at a
+    /// fine grain ([`POLLS`] times, a pause apart: about 1.5 µs here) and hands over to
+    /// crossbeam's wait only then. The budget adapts: a poll that found nothing halves it
+    /// (down to [`MIN_POLLS`]: a stage whose peers are slow, or that shares a core with
+    /// them, does not burn time it could give them), one that found a message restores it.
+    ///
+    /// Polling pays only while every stage thread can have a core of its own; with more
+    /// stages than cores it would take time from a stage that could run, so it does not poll.
+    #[inline]
+    fn next_envelope(&mut self) -> Result<Env<S>, crossbeam_channel::RecvError> {
+        let polls = if live::fits(self.cores) {
+            self.polls
+        } else {
+            0
+        };
+        for _ in 0..polls {
+            match self.inbox.try_recv() {
+                Ok(env) => {
+                    self.polls = POLLS;
+                    return Ok(env);
+                }
+                Err(crossbeam_channel::TryRecvError::Empty) => std::hint::spin_loop(),
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    return Err(crossbeam_channel::RecvError)
+                }
+            }
+        }
+        if polls > 0 {
+            self.polls = (self.polls / 2).max(MIN_POLLS);
+        }
+        self.inbox.recv()
+    }
+
+    /// Nothing but the inbox can give this turn work: no timer, no backlog, no demand or
+    /// departed consumer waiting, and the stage is still referenced.
+    #[inline]
+    fn only_the_inbox(&self) -> bool {
+        self.fx.timers.is_empty()
+            && self.timer_gate.is_none()
+            && self.pending_demand == 0
+            && self.gone.is_empty()
+            && self.closed_links == 0
+            && self.shared.refs.load(Ordering::Acquire) != 0
+            && !self.any_backlog()
+    }
+
+    /// A turn with more to attend to than the inbox: the stage may be unreachable, backlogs
+    /// may have room, timers may be due. Returns why the stage ends, if it does.
+    #[inline(never)]
+    fn turn(&mut self) -> Option<Reason> {
+        if self.unreachable() {
+            return Some(self.finishing.take().unwrap_or(Reason::Normal));
+        }
+        let mut backlog = self.any_backlog();
+        if backlog || self.closed_links > 0 {
+            self.flush_backlogs();
+            backlog = self.any_backlog();
+        }
+        // A timer that is due takes its place behind the messages already queued, as a
+        // message sent to itself would: they are handled first, then it fires.
+        let deadline = if self.fx.timers.is_empty() {
+            None
+        } else {
+            self.fx.timers.next_deadline()
+        };
+        if let Some(d) = deadline {
+            if self.timer_gate.is_none() && Instant::now() >= d {
+                self.timer_gate = Some(self.inbox.len());
+            }
+        }
+        if self.timer_gate == Some(0) {
+            self.timer_gate = None;
+            self.fire_timers();
+            return None;
+        }
+        let wait_until = if self.pending_demand > 0 || !self.gone.is_empty() {
+            // Work is waiting: look at the inbox without blocking.
+            Some(Instant::now())
+        } else if self.timer_gate.is_some() {
+            None
+        } else {
+            deadline
+        };
+        match self.wait(wait_until, backlog) {
+            Wait::Msg(env) => {
+                if let Some(gate) = &mut self.timer_gate {
+                    *gate = gate.saturating_sub(1);
+                }
+                self.handle(env);
+                None
+            }
+            Wait::Timeout => None,
+            Wait::Disconnected => Some(self.finishing.take().unwrap_or(Reason::Normal)),
+        }
+    }
+
     /// Handles what handles sent on the control path (at most [`CONTROL_PER_TURN`]).
     /// Returns whether it handled any.
+    #[inline]
     fn handle_control(&mut self) -> bool {
-        if !self.shared.control_pending.load(Ordering::Relaxed)
-            || !self.shared.control_pending.swap(false, Ordering::Acquire)
-        {
+        if !self.shared.control_pending.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.handle_control_slow()
+    }
+
+    #[inline(never)]
+    fn handle_control_slow(&mut self) -> bool {
+        if !self.shared.control_pending.swap(false, Ordering::Acquire) {
             return false;
         }
         let mut any = false;
@@ -452,18 +576,25 @@ impl<S: Callbacks> Runner<S> {
     /// The end of a turn: remove consumers found gone, serve demand a dispatcher created (once:
     /// more of it waits for the next turn), deliver what the buffer holds to the demand the
     /// dispatcher has, and see whether a finishing stage is done.
+    ///
+    /// The common turn (nothing gone, pending, buffered or finishing) costs a few checks; the
+    /// rest is out of line.
+    #[inline]
     fn settle(&mut self) {
         if self.exit.is_some() {
             return;
         }
-        self.reap_gone();
+        if !self.gone.is_empty() {
+            self.reap_gone();
+        }
         if self.pending_demand > 0 && self.exit.is_none() {
-            let demand = std::mem::take(&mut self.pending_demand);
-            self.demand_arrived(demand);
+            self.serve_pending_demand();
         }
         if self.exit.is_none() && !self.accumulating {
             if S::KIND == Kind::ProducerConsumer {
-                self.pump();
+                if !self.inbound.is_empty() || !self.buffer.is_empty() {
+                    self.pump();
+                }
             } else if !self.buffer.is_empty() {
                 self.flush_buffer();
             }
@@ -474,13 +605,22 @@ impl<S: Callbacks> Runner<S> {
         if self.discard_log.is_pending() {
             self.discard_log.tick(&self.shared.name);
         }
-        self.check_finished();
+        if self.finishing.is_some() {
+            self.check_finished();
+        }
         self.publish_buffered();
+    }
+
+    #[inline(never)]
+    fn serve_pending_demand(&mut self) {
+        let demand = std::mem::take(&mut self.pending_demand);
+        self.demand_arrived(demand);
     }
 
     /// A stage asked to finish whose producers have all ended (and whose inbox holds no
     /// subscription it has yet to hear of) finishes: a consumer ends, a producer-consumer
     /// delivers what it holds first.
+    #[inline(never)]
     fn drained(&mut self) {
         if S::KIND == Kind::Producer
             || self.finishing.is_some()
@@ -521,11 +661,13 @@ impl<S: Callbacks> Runner<S> {
 
     /// Publishes the `buffered` counter: events in the buffer, received and not yet handled,
     /// held back, or waiting in a backlog for room in a consumer's inbox.
-    fn publish_buffered(&self) {
+    fn publish_buffered(&mut self) {
         let mut n = self.buffer.event_count() + self.inbound_events;
-        for h in &self.held {
-            if let Held::Dispatch(events) = h {
-                n += events.len();
+        if !self.held.is_empty() {
+            for h in &self.held {
+                if let Held::Dispatch(events) = h {
+                    n += events.len();
+                }
             }
         }
         if S::KIND != Kind::Consumer {
@@ -536,10 +678,14 @@ impl<S: Callbacks> Runner<S> {
             }
             n += self.dispatcher.held();
         }
-        self.shared
-            .cells
-            .buffered
-            .store(n as u64, Ordering::Relaxed);
+        // Only this thread writes the counter: store only what changed.
+        if n != self.published {
+            self.published = n;
+            self.shared
+                .cells
+                .buffered
+                .store(n as u64, Ordering::Relaxed);
+        }
     }
 
     /// Counts `n` discarded events, and logs them (at most one line per reason per second).
@@ -550,7 +696,18 @@ impl<S: Callbacks> Runner<S> {
         }
     }
 
+    #[inline]
     fn handle(&mut self, env: Env<S>) {
+        match env {
+            Envelope::Down(Down::Events { sub, events }) => self.on_events(sub, events),
+            Envelope::Up(Up::Ask { sub, n }) => self.on_ask(sub, n),
+            env => self.handle_other(env),
+        }
+    }
+
+    /// Everything but events and asks.
+    #[inline(never)]
+    fn handle_other(&mut self, env: Env<S>) {
         match env {
             Envelope::Down(Down::Events { sub, events }) => self.on_events(sub, events),
             Envelope::Up(Up::Ask { sub, n }) => self.on_ask(sub, n),
@@ -591,6 +748,7 @@ impl<S: Callbacks> Runner<S> {
     }
 
     /// Runs one callback, then applies what it asked for.
+    #[inline]
     fn invoke<R>(&mut self, f: impl FnOnce(&mut S, &mut Context<'_, S::Out, S::Msg>) -> R) -> R {
         let r = self.call(f);
         self.apply_effects();
@@ -609,6 +767,7 @@ impl<S: Callbacks> Runner<S> {
     }
 
     /// Dispatches what the last callback emitted, then applies its other effects.
+    #[inline]
     fn apply_effects(&mut self) {
         if !self.fx.emitted.is_empty() {
             let events = std::mem::take(&mut self.fx.emitted);
@@ -626,6 +785,7 @@ impl<S: Callbacks> Runner<S> {
 
     /// Sends newly emitted events on their way. Buffered events go first: while the buffer
     /// holds any, new ones queue behind them (the end of the turn delivers them in order).
+    #[inline]
     fn emit_out(&mut self, mut events: Vec<S::Out>) {
         if self.buffer.event_count() > 0 {
             // The buffer first, to whatever demand there is.
@@ -643,6 +803,7 @@ impl<S: Callbacks> Runner<S> {
         }
     }
 
+    #[inline(never)]
     fn apply_side_effects(&mut self) {
         if !self.fx.replies.is_empty() {
             // Counters read right after a call returns show everything done before the reply.
@@ -675,6 +836,7 @@ impl<S: Callbacks> Runner<S> {
 
     /// Switches a producer between accumulating and forwarding demand. Forwarding replays what
     /// accumulated, oldest first, each demand on its own.
+    #[inline(never)]
     fn set_demand(&mut self, mode: ProducerDemand) {
         if S::KIND != Kind::Producer {
             return;
@@ -698,6 +860,7 @@ impl<S: Callbacks> Runner<S> {
 
     /// Ends the stage once a finishing producer has delivered everything it held, or when
     /// nobody is left to deliver it to.
+    #[inline(never)]
     fn check_finished(&mut self) {
         if self.exit.is_some() || self.finishing.is_none() {
             return;
@@ -724,6 +887,7 @@ impl<S: Callbacks> Runner<S> {
         }
     }
 
+    #[inline(never)]
     fn fire_timers(&mut self) {
         let now = Instant::now();
         while let Some(msg) = self.fx.timers.pop_due(now) {
@@ -736,6 +900,7 @@ impl<S: Callbacks> Runner<S> {
 
     /// An info: to `handle_message` once the events buffered (or, in a producer-consumer,
     /// received) before it have left.
+    #[inline(never)]
     fn queue_info(&mut self, msg: S::Msg) {
         if S::KIND == Kind::ProducerConsumer && !self.inbound.is_empty() {
             self.inbound.push_back(Inbound::Info(msg));

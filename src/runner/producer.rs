@@ -125,7 +125,11 @@ impl<S: Callbacks> Runner<S> {
                 }
             }
             Kind::Producer => {
-                let taken = self.flush_buffer();
+                let taken = if self.buffer.is_empty() {
+                    0
+                } else {
+                    self.flush_buffer()
+                };
                 let rest = demand.saturating_sub(taken);
                 if rest > 0 && self.finishing.is_none() && self.exit.is_none() {
                     self.handle_demand(rest);
@@ -143,7 +147,13 @@ impl<S: Callbacks> Runner<S> {
     /// must not allocate a huge batch up front).
     pub(super) fn handle_demand(&mut self, n: usize) {
         const RESERVE_CAP: usize = 65_536;
-        self.fx.emitted.reserve(n.min(RESERVE_CAP));
+        let room = n.min(RESERVE_CAP);
+        if self.fx.emitted.capacity() == 0 {
+            // The last batch left with its message: a fresh one, allocated once.
+            self.fx.emitted = Vec::with_capacity(room);
+        } else {
+            self.fx.emitted.reserve(room);
+        }
         self.invoke(|s, ctx| s.demand(n, ctx));
     }
 
@@ -214,6 +224,7 @@ impl<S: Callbacks> Runner<S> {
     /// Hands `events` to the dispatcher and sends each consumer its message; what no consumer
     /// has demand for stays in `events`. The dispatcher sees every event, with consumers or
     /// without, so that its accounting of what is pending agrees with the buffer.
+    #[inline]
     pub(super) fn dispatch(&mut self, events: &mut Vec<S::Out>) {
         let before = events.len();
         self.route(|d, out| d.dispatch(events, out));
