@@ -476,10 +476,12 @@ fn memory(s: &Settings) {
 
 // ----- h: latency --------------------------------------------------------------------------
 
-/// Emits the current time every 100 µs (10k events/s), on absolute deadlines.
+/// Emits the current time every 100 µs (10k events/s), on absolute deadlines, for `run` from
+/// the first message (which is sent once the consumer has subscribed: events emitted before
+/// that would wait for the subscription, and count as latency).
 struct Ticker {
-    next: Instant,
-    until: Instant,
+    run: Duration,
+    next: Option<(Instant, Instant)>,
 }
 
 impl Producer for Ticker {
@@ -488,17 +490,19 @@ impl Producer for Ticker {
     fn handle_demand(&mut self, _: usize, _: &mut Context<'_, Instant>) {}
     fn handle_message(&mut self, _: (), ctx: &mut Context<'_, Instant>) {
         let now = Instant::now();
-        if now >= self.until {
+        let (next, until) = self.next.get_or_insert((now, now + self.run));
+        if now >= *until {
             ctx.finish();
             return;
         }
         ctx.emit(now);
-        self.next += Duration::from_micros(100);
-        ctx.send_after((), self.next.saturating_duration_since(now));
+        *next += Duration::from_micros(100);
+        ctx.send_after((), next.saturating_duration_since(now));
     }
 }
 
-struct Latency(Sender<Vec<u64>>);
+/// Sends (emitted at, latency in ns) for every event it handles.
+struct Latency(Sender<Vec<(Instant, u64)>>);
 
 impl Consumer for Latency {
     type In = Instant;
@@ -507,14 +511,49 @@ impl Consumer for Latency {
         let now = Instant::now();
         let _ = self
             .0
-            .send(events.map(|t| (now - t).as_nanos() as u64).collect());
+            .send(events.map(|t| (t, (now - t).as_nanos() as u64)).collect());
     }
 }
 
-fn percentiles(mut v: Vec<u64>) -> (u64, u64, u64, usize) {
+/// One latency row: events, p50, p99, p99.9 and max in µs; how many took over 100 µs, and in
+/// how many bursts (slow events emitted within 1 ms of the previous slow one belong to its
+/// burst: a burst is a stall that held up every event behind it).
+fn latency_row(name: &str, events: Vec<(Instant, u64)>, steal: u64) {
+    let mut slow: Vec<Instant> = events
+        .iter()
+        .filter(|e| e.1 > 100_000)
+        .map(|e| e.0)
+        .collect();
+    slow.sort_unstable();
+    let bursts = slow
+        .windows(2)
+        .filter(|w| w[1] - w[0] > Duration::from_millis(1))
+        .count()
+        + usize::from(!slow.is_empty());
+    let mut v: Vec<u64> = events.into_iter().map(|e| e.1).collect();
     v.sort_unstable();
     let at = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)] / 1000;
-    (at(0.5), at(0.99), at(0.999), v.len())
+    println!(
+        "| {name} | {} | {} | {} | {} | {} | {} in {bursts} | {steal} |",
+        v.len(),
+        at(0.5),
+        at(0.99),
+        at(0.999),
+        v.last().map_or(0, |ns| ns / 1000),
+        slow.len(),
+    );
+}
+
+/// CPU time the hypervisor gave to others while this machine's vCPUs wanted it ("steal" in
+/// `/proc/stat`), in ms; 0 where unknown.
+fn steal_ms() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            let cpu = s.lines().next()?.split_whitespace().collect::<Vec<_>>();
+            cpu.get(8)?.parse::<u64>().ok()
+        })
+        .map_or(0, |ticks| ticks * 10)
 }
 
 fn latency(s: &Settings) {
@@ -523,30 +562,31 @@ fn latency(s: &Settings) {
         "## h: latency, 10k events/s on a timer, max_demand 10 (µs from emit to handle_events)"
     );
     println!();
-    println!("| pipeline | events | p50 | p99 | p99.9 |");
-    println!("|---|---|---|---|---|");
+    println!("| pipeline | events | p50 | p99 | p99.9 | max | over 100 µs (bursts) | steal ms |");
+    println!("|---|---|---|---|---|---|---|---|");
     {
         let (tx, rx) = unbounded();
-        let start = Instant::now();
-        let p = stageflow::producer(Ticker {
-            next: start,
-            until: start + run,
-        })
-        .spawn()
-        .expect("producer");
-        p.cast(()).expect("start");
+        let steal = steal_ms();
+        let p = stageflow::producer(Ticker { run, next: None })
+            .spawn()
+            .expect("producer");
         let c = stageflow::consumer(Latency(tx))
             .subscribe_to(&p, SubscribeOptions::new().max_demand(10).min_demand(5))
             .expect("options")
             .spawn()
             .expect("consumer");
+        p.cast(()).expect("start");
         c.join();
-        let (p50, p99, p999, n) = percentiles(rx.try_iter().flatten().collect());
-        println!("| stageflow | {n} | {p50} | {p99} | {p999} |");
+        latency_row(
+            "stageflow",
+            rx.try_iter().flatten().collect(),
+            steal_ms() - steal,
+        );
     }
     {
         // By hand: a thread sending each timestamp on a bounded channel, one receiving.
         let (tx, rx) = bounded::<Instant>(1024);
+        let steal = steal_ms();
         let start = Instant::now();
         let sender = std::thread::spawn(move || {
             let mut next = start;
@@ -558,11 +598,14 @@ fn latency(s: &Settings) {
         });
         let mut v = Vec::new();
         for t in rx {
-            v.push((Instant::now() - t).as_nanos() as u64);
+            v.push((t, (Instant::now() - t).as_nanos() as u64));
         }
         sender.join().expect("sender");
-        let (p50, p99, p999, n) = percentiles(v);
-        println!("| baseline (crossbeam, one event per send) | {n} | {p50} | {p99} | {p999} |");
+        latency_row(
+            "baseline (crossbeam, one event per send)",
+            v,
+            steal_ms() - steal,
+        );
     }
     println!();
 }
