@@ -698,9 +698,14 @@ impl<S: Callbacks> Runner<S> {
 
     #[inline]
     fn handle(&mut self, env: Env<S>) {
+        if let Envelope::Up(Up::Ask { sub, n }) = env {
+            // An ask owns nothing: forgetting it skips the envelope's generic drop glue, which
+            // the compiler calls here otherwise.
+            std::mem::forget(env);
+            return self.on_ask(sub, n);
+        }
         match env {
             Envelope::Down(Down::Events { sub, events }) => self.on_events(sub, events),
-            Envelope::Up(Up::Ask { sub, n }) => self.on_ask(sub, n),
             env => self.handle_other(env),
         }
     }
