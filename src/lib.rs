@@ -193,12 +193,12 @@
 //!
 //! # Reading HTTP streams
 //!
-//! The [`http`] module (feature `http`, on by default) applies the same rule to HTTP: a
+//! The `http` module (feature `http`, on by default) applies the same rule to HTTP: a
 //! streaming response body is read on a thread the producer owns, **only while its consumers
 //! have demand**, so a slow pipeline holds the server back through TCP instead of queueing.
 //! It cuts the body into frames (NDJSON, length-prefixed, Server-Sent Events, lines), decodes
 //! them into `serde_json::Value`s or your own types, reconnects by the providers' backoff
-//! rules, and counts what it sees. [`http::poll`] fetches pages from a cursor instead.
+//! rules, and counts what it sees. `http::poll` fetches pages from a cursor instead.
 //!
 //! ```
 //! # #[cfg(not(feature = "http"))] fn main() {}
