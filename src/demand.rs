@@ -53,8 +53,6 @@ impl Demand {
         self.current
     }
 
-    /// Plans the batches of a message of `len` events and stores the new outstanding demand
-    /// at once (GenStage stores it before any callback runs).
     /// [`Demand::receive`] for a message that is one batch (the common case: it fits in one
     /// `max - min` chunk and was asked for): that batch, or `None` when `receive` must cut it.
     #[inline]
@@ -62,14 +60,7 @@ impl Demand {
         if len == 0 || len > self.max - self.min || len > self.current {
             return None;
         }
-        let after = self.current - len;
-        let ask = if after <= self.min {
-            self.current = self.max;
-            self.max - after
-        } else {
-            self.current = after;
-            0
-        };
+        let ask = refill(&mut self.current, self.current - len, self.min, self.max);
         Some(Batch {
             len,
             ask,
@@ -77,6 +68,8 @@ impl Demand {
         })
     }
 
+    /// Plans the batches of a message of `len` events and stores the new outstanding demand
+    /// at once (GenStage stores it before any callback runs).
     pub(crate) fn receive(&mut self, len: usize) -> Batches {
         let batches = Batches {
             remaining: len,
@@ -111,19 +104,30 @@ impl Iterator for Batches {
         // Count only what was asked for; the rest is excess.
         let counted = len.min(self.expected);
         self.expected -= counted;
-        let after = self.current - counted;
-        let ask = if after <= self.min {
-            self.current = self.max;
-            self.max - after
-        } else {
-            self.current = after;
-            0
-        };
+        let ask = refill(
+            &mut self.current,
+            self.current - counted,
+            self.min,
+            self.max,
+        );
         Some(Batch {
             len,
             ask,
             excess: len - counted,
         })
+    }
+}
+
+/// The refill rule: outstanding demand falls to `after`; at or below `min` it is topped up to
+/// `max`, and the ask is what that adds.
+#[inline]
+fn refill(current: &mut usize, after: usize, min: usize, max: usize) -> usize {
+    if after <= min {
+        *current = max;
+        max - after
+    } else {
+        *current = after;
+        0
     }
 }
 
