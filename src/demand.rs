@@ -60,7 +60,8 @@ impl Demand {
         if len == 0 || len > self.max - self.min || len > self.current {
             return None;
         }
-        let ask = refill(&mut self.current, self.current - len, self.min, self.max);
+        let after = self.current - len;
+        let ask = refill(&mut self.current, after, self.min, self.max);
         Some(Batch {
             len,
             ask,
@@ -104,12 +105,8 @@ impl Iterator for Batches {
         // Count only what was asked for; the rest is excess.
         let counted = len.min(self.expected);
         self.expected -= counted;
-        let ask = refill(
-            &mut self.current,
-            self.current - counted,
-            self.min,
-            self.max,
-        );
+        let after = self.current - counted;
+        let ask = refill(&mut self.current, after, self.min, self.max);
         Some(Batch {
             len,
             ask,
