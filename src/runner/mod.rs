@@ -13,6 +13,7 @@ mod consumer;
 mod discards;
 mod end;
 mod links;
+mod polling;
 mod producer;
 
 use links::{DownLink, Held, Inbound, UpLink};
@@ -216,46 +217,6 @@ pub(crate) struct Config<Out> {
 /// a callback.
 const CONFIRM_WAIT: Duration = Duration::from_secs(2);
 
-/// Stage threads running in this process, against the machine's cores.
-mod live {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::OnceLock;
-
-    static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-    /// Counts one running stage for as long as it lives.
-    pub(super) struct Live;
-
-    impl Live {
-        pub(super) fn enter() -> Live {
-            LIVE.fetch_add(1, Ordering::Relaxed);
-            Live
-        }
-    }
-
-    impl Drop for Live {
-        fn drop(&mut self) {
-            LIVE.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
-    pub(super) fn cores() -> usize {
-        static CORES: OnceLock<usize> = OnceLock::new();
-        *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-    }
-
-    /// Whether every running stage can have a core.
-    #[inline]
-    pub(super) fn fits(cores: usize) -> bool {
-        LIVE.load(Ordering::Relaxed) <= cores
-    }
-}
-
-/// How many times a waiting stage polls its inbox before it blocks (see
-/// `Runner::next_envelope`), and the least it polls when polling has not paid.
-const POLLS: u32 = 64;
-const MIN_POLLS: u32 = 2;
-
 /// At most this many control messages are handled per turn, so that a flood of them cannot
 /// starve the inbox either.
 const CONTROL_PER_TURN: usize = 64;
@@ -318,9 +279,7 @@ pub(crate) struct Runner<S: Callbacks> {
     /// The `buffered` counter as last published.
     published: usize,
     /// How many times the next wait polls the inbox before it blocks.
-    polls: u32,
-    /// The machine's cores (`available_parallelism`).
-    cores: usize,
+    polls: polling::Polls,
     exit: Option<Reason>,
 }
 
@@ -372,8 +331,7 @@ impl<S: Callbacks> Runner<S> {
             failed,
             in_hand: 0,
             published: 0,
-            polls: POLLS,
-            cores: live::cores(),
+            polls: polling::Polls::new(),
             control_turn: false,
             exit: None,
         }
@@ -404,7 +362,7 @@ impl<S: Callbacks> Runner<S> {
     /// control path), then settles what that left to do, and comes back: no loop inside a
     /// turn is unbounded, so calls and stops are always served.
     pub(crate) fn run(&mut self) -> Reason {
-        let _live = live::Live::enter();
+        let _live = polling::Live::enter();
         for info in std::mem::take(&mut self.failed) {
             let reason = Reason::error(format!("noproc: producer {} has ended", info.peer));
             warn!(
@@ -447,24 +405,20 @@ impl<S: Callbacks> Runner<S> {
     /// microsecond, and crossbeam's own wait backs off exponentially: after a few hundred
     /// nanoseconds it looks at the channel only every 0.4, then 0.7, then 1.5 µs, so an answer
     /// that comes a little later is seen much later. The stage first polls the inbox at a
-    /// fine grain ([`POLLS`] times, a pause apart: about 1.5 µs here) and hands over to
-    /// crossbeam's wait only then. The budget adapts: a poll that found nothing halves it
-    /// (down to [`MIN_POLLS`]: a stage whose peers are slow, or that shares a core with
-    /// them, does not burn time it could give them), one that found a message restores it.
+    /// fine grain (64 times, a pause apart: about 1.5 µs here) and hands over to crossbeam's
+    /// wait only then. The budget adapts: a poll that found nothing halves it (down to 2: a
+    /// stage whose peers are slow, or that shares a core with them, does not burn time it
+    /// could give them), one that found a message restores it (`polling::Polls`).
     ///
     /// Polling pays only while every stage thread can have a core of its own; with more
     /// stages than cores it would take time from a stage that could run, so it does not poll.
     #[inline]
     fn next_envelope(&mut self) -> Result<Env<S>, crossbeam_channel::RecvError> {
-        let polls = if live::fits(self.cores) {
-            self.polls
-        } else {
-            0
-        };
+        let polls = self.polls.budget();
         for _ in 0..polls {
             match self.inbox.try_recv() {
                 Ok(env) => {
-                    self.polls = POLLS;
+                    self.polls.found();
                     return Ok(env);
                 }
                 Err(crossbeam_channel::TryRecvError::Empty) => std::hint::spin_loop(),
@@ -473,9 +427,7 @@ impl<S: Callbacks> Runner<S> {
                 }
             }
         }
-        if polls > 0 {
-            self.polls = (self.polls / 2).max(MIN_POLLS);
-        }
+        self.polls.missed(polls);
         self.inbox.recv()
     }
 

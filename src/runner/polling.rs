@@ -1,0 +1,117 @@
+//! How a waiting stage polls its inbox before it blocks (see `Runner::next_envelope`): a
+//! budget that adapts to whether polling pays, and the process-wide count of running stages
+//! that says whether polling may take a core at all.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+/// How many times a waiting stage polls its inbox before it blocks.
+const POLLS: u32 = 64;
+/// The least it polls when polling has not paid.
+const MIN_POLLS: u32 = 2;
+
+/// The polling budget of one stage.
+#[derive(Debug)]
+pub(super) struct Polls {
+    budget: u32,
+    cores: usize,
+}
+
+impl Polls {
+    pub(super) fn new() -> Polls {
+        Polls {
+            budget: POLLS,
+            cores: cores(),
+        }
+    }
+
+    /// How many polls the next wait makes: none while more stages run than there are cores
+    /// (polling would take time from a stage that could run).
+    #[inline]
+    pub(super) fn budget(&self) -> u32 {
+        if fits(self.cores) {
+            self.budget
+        } else {
+            0
+        }
+    }
+
+    /// A poll found a message: the full budget again.
+    #[inline]
+    pub(super) fn found(&mut self) {
+        self.budget = POLLS;
+    }
+
+    /// `polls` polls found nothing: half the budget, down to [`MIN_POLLS`].
+    #[inline]
+    pub(super) fn missed(&mut self, polls: u32) {
+        if polls > 0 {
+            self.budget = (self.budget / 2).max(MIN_POLLS);
+        }
+    }
+}
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one running stage for as long as it lives.
+pub(super) struct Live;
+
+impl Live {
+    pub(super) fn enter() -> Live {
+        LIVE.fetch_add(1, Ordering::Relaxed);
+        Live
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// Whether every running stage can have one of `cores` cores.
+#[inline]
+fn fits(cores: usize) -> bool {
+    LIVE.load(Ordering::Relaxed) <= cores
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_halves_on_a_miss_down_to_the_least_and_a_find_restores_it() {
+        // `cores` is set past any count of stages this test binary runs at once.
+        let mut p = Polls {
+            budget: POLLS,
+            cores: usize::MAX,
+        };
+        assert_eq!(p.budget(), 64);
+        p.missed(64);
+        assert_eq!(p.budget(), 32);
+        for _ in 0..10 {
+            p.missed(p.budget());
+        }
+        assert_eq!(p.budget(), MIN_POLLS);
+        p.found();
+        assert_eq!(p.budget(), 64);
+        // A wait that did not poll (too many stages) leaves the budget alone.
+        p.missed(0);
+        assert_eq!(p.budget(), 64);
+    }
+
+    #[test]
+    fn no_polling_while_more_stages_run_than_there_are_cores() {
+        let _live = Live::enter();
+        let p = Polls {
+            budget: POLLS,
+            cores: 0,
+        };
+        assert_eq!(p.budget(), 0);
+    }
+}
