@@ -58,8 +58,8 @@ impl Shared {
         let s = &self.settings;
         let done = self.with_ack_connection(|con| {
             redis::cmd("XACK")
-                .arg(&s.stream)
-                .arg(&s.group)
+                .arg(&s.opts.stream)
+                .arg(&s.opts.group)
                 .arg(ids)
                 .query::<u64>(con)
         });
@@ -73,7 +73,7 @@ impl Shared {
     /// dead-letter stream), else left pending for a retry after the idle time.
     pub(crate) fn fail(&self, failed: &[(String, String)]) {
         Cells::add(&self.cells.failed, failed.len() as u64);
-        let Some((dead, after)) = self.settings.dead_letter.clone() else {
+        let Some((dead, after)) = self.settings.opts.dead_letter.clone() else {
             Cells::add(&self.cells.left_pending, failed.len() as u64);
             return;
         };
@@ -97,12 +97,12 @@ impl Shared {
         mut f: impl FnMut(&mut Connection) -> Result<R, RedisError>,
     ) -> Option<R> {
         let s: &Settings = &self.settings;
-        let deadline = Instant::now() + s.ack_timeout;
-        let mut backoff = Backoff::new(s.backoff.0, s.backoff.1);
+        let deadline = Instant::now() + s.opts.ack_timeout;
+        let mut backoff = Backoff::new(s.opts.backoff.0, s.opts.backoff.1);
         let mut slot = self.ack_con.lock();
         loop {
             if slot.0.is_none() {
-                match conn::open(&s.client, s.timeout) {
+                match conn::open(&s.client, s.opts.timeout) {
                     Ok(c) => {
                         if slot.1 {
                             Cells::add(&self.cells.reconnects, 1);
@@ -112,7 +112,7 @@ impl Shared {
                     }
                     Err(e) => {
                         Cells::add(&self.cells.errors, 1);
-                        warn!("redis {}: acknowledger cannot connect: {e}", s.stream);
+                        warn!("redis {}: acknowledger cannot connect: {e}", s.opts.stream);
                     }
                 }
             }
@@ -122,10 +122,10 @@ impl Shared {
                     Err(e) => {
                         Cells::add(&self.cells.errors, 1);
                         if conn::is_fault(&e) {
-                            warn!("redis {}: acknowledger connection lost: {e}", s.stream);
+                            warn!("redis {}: acknowledger connection lost: {e}", s.opts.stream);
                             slot.0 = None;
                         } else {
-                            error!("redis {}: acknowledgement refused: {e}", s.stream);
+                            error!("redis {}: acknowledgement refused: {e}", s.opts.stream);
                             return None;
                         }
                     }
@@ -135,7 +135,7 @@ impl Shared {
             if Instant::now() + delay > deadline {
                 error!(
                     "redis {}: gave up acknowledging after {:?}; the entries stay pending",
-                    s.stream, s.ack_timeout
+                    s.opts.stream, s.opts.ack_timeout
                 );
                 return None;
             }
@@ -155,8 +155,8 @@ fn dead_letter(
     reason: &str,
 ) -> Result<bool, RedisError> {
     let pending: StreamPendingCountReply = redis::cmd("XPENDING")
-        .arg(&s.stream)
-        .arg(&s.group)
+        .arg(&s.opts.stream)
+        .arg(&s.opts.group)
         .arg(id)
         .arg(id)
         .arg(1)
@@ -168,7 +168,7 @@ fn dead_letter(
         return Ok(false);
     }
     let entry: StreamRangeReply = redis::cmd("XRANGE")
-        .arg(&s.stream)
+        .arg(&s.opts.stream)
         .arg(id)
         .arg(id)
         .query(con)?;
@@ -196,8 +196,8 @@ fn dead_letter(
         .arg("*")
         .arg(&fields)
         .cmd("XACK")
-        .arg(&s.stream)
-        .arg(&s.group)
+        .arg(&s.opts.stream)
+        .arg(&s.opts.group)
         .arg(id)
         .query(con)?;
     Ok(acked == 1)

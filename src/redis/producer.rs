@@ -64,7 +64,7 @@ impl<T> fmt::Debug for StreamProducer<T> {
 
 impl<T: Send + 'static> StreamProducer<T> {
     pub(crate) fn new(source: StreamSource<T>) -> StreamProducer<T> {
-        let (first, max) = source.shared.settings.backoff;
+        let (first, max) = source.shared.settings.opts.backoff;
         StreamProducer {
             source,
             con: None,
@@ -89,8 +89,8 @@ impl<T: Send + 'static> StreamProducer<T> {
     /// own pending entries.
     fn connect(&mut self) -> Result<(), RedisError> {
         let s = &self.source.shared.settings;
-        let mut con = conn::open(&s.client, s.timeout + s.block)?;
-        conn::ensure_group(&mut con, &s.stream, &s.group, &s.start_id)?;
+        let mut con = conn::open(&s.client, s.opts.timeout + s.opts.block)?;
+        conn::ensure_group(&mut con, &s.opts.stream, &s.opts.group, &s.opts.start_id)?;
         if self.connected_before {
             Cells::add(&self.source.shared.cells.reconnects, 1);
         }
@@ -105,8 +105,8 @@ impl<T: Send + 'static> StreamProducer<T> {
         let shared = self.source.shared.clone();
         let s = &shared.settings;
         let cells = &shared.cells;
-        let count = self.demand.min(s.max_count);
-        if self.phase == Phase::New && self.last_claim.elapsed() >= s.claim_interval {
+        let count = self.demand.min(s.opts.max_count);
+        if self.phase == Phase::New && self.last_claim.elapsed() >= s.opts.claim_interval {
             self.phase = Phase::Claim("0-0".into());
         }
         let con = self.con.as_mut().expect("connected before reading");
@@ -115,12 +115,12 @@ impl<T: Send + 'static> StreamProducer<T> {
             Phase::OwnPending(cursor) => {
                 let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
                     .arg("GROUP")
-                    .arg(&s.group)
-                    .arg(&s.consumer)
+                    .arg(&s.opts.group)
+                    .arg(&s.opts.consumer)
                     .arg("COUNT")
                     .arg(count)
                     .arg("STREAMS")
-                    .arg(&s.stream)
+                    .arg(&s.opts.stream)
                     .arg(cursor)
                     .query(con)?;
                 let ids: Vec<StreamId> = reply
@@ -136,10 +136,10 @@ impl<T: Send + 'static> StreamProducer<T> {
             }
             Phase::Claim(cursor) => {
                 let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
-                    .arg(&s.stream)
-                    .arg(&s.group)
-                    .arg(&s.consumer)
-                    .arg(s.claim_idle.as_millis() as u64)
+                    .arg(&s.opts.stream)
+                    .arg(&s.opts.group)
+                    .arg(&s.opts.consumer)
+                    .arg(s.opts.claim_idle.as_millis() as u64)
                     .arg(cursor)
                     .arg("COUNT")
                     .arg(count)
@@ -155,14 +155,14 @@ impl<T: Send + 'static> StreamProducer<T> {
             Phase::New => {
                 let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
                     .arg("GROUP")
-                    .arg(&s.group)
-                    .arg(&s.consumer)
+                    .arg(&s.opts.group)
+                    .arg(&s.opts.consumer)
                     .arg("COUNT")
                     .arg(count)
                     .arg("BLOCK")
-                    .arg(s.block.as_millis() as u64)
+                    .arg(s.opts.block.as_millis() as u64)
                     .arg("STREAMS")
-                    .arg(&s.stream)
+                    .arg(&s.opts.stream)
                     .arg(">")
                     .query(con)?;
                 let ids: Vec<StreamId> = reply
@@ -219,7 +219,7 @@ impl<T: Send + 'static> StreamProducer<T> {
             Cells::add(&shared.cells.malformed, malformed.len() as u64);
             warn!(
                 "redis {}: {} entries did not decode (first: {})",
-                shared.settings.stream,
+                shared.settings.opts.stream,
                 malformed.len(),
                 malformed[0].1
             );
@@ -246,7 +246,7 @@ impl<T: Send + 'static> Producer for StreamProducer<T> {
         if self.con.is_none() {
             if let Err(e) = self.connect() {
                 Cells::add(&shared.cells.errors, 1);
-                warn!("redis {}: cannot connect: {e}", shared.settings.stream);
+                warn!("redis {}: cannot connect: {e}", shared.settings.opts.stream);
                 let delay = self.backoff.next_delay();
                 self.schedule(ctx, delay);
                 return;
@@ -261,7 +261,7 @@ impl<T: Send + 'static> Producer for StreamProducer<T> {
             }
             Err(e) => {
                 Cells::add(&shared.cells.errors, 1);
-                warn!("redis {}: read failed: {e}", shared.settings.stream);
+                warn!("redis {}: read failed: {e}", shared.settings.opts.stream);
                 if conn::is_fault(&e) {
                     self.con = None;
                 } else if matches!(self.phase, Phase::OwnPending(_)) {

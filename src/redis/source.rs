@@ -26,6 +26,12 @@ pub(crate) type Decoder<T> = Arc<dyn Fn(Entry) -> Result<T, (String, String)> + 
 /// The validated options, shared by the producers and the acknowledger.
 pub(crate) struct Settings {
     pub(crate) client: Client,
+    pub(crate) opts: Options,
+}
+
+/// A source's options, as the builder collects them and its producers use them.
+#[derive(Debug)]
+pub(crate) struct Options {
     pub(crate) stream: String,
     pub(crate) group: String,
     pub(crate) consumer: String,
@@ -74,18 +80,20 @@ pub(crate) struct Shared {
 pub fn stream(url: impl Into<String>, stream: impl Into<String>) -> StreamBuilder<Entry> {
     StreamBuilder {
         url: url.into(),
-        stream: stream.into(),
-        group: "stageflow".into(),
-        consumer: format!("consumer-{}", std::process::id()),
-        start_id: "0".into(),
-        block: Duration::from_millis(100),
-        max_count: 1000,
-        claim_idle: Duration::from_secs(30),
-        claim_interval: Duration::from_secs(5),
-        dead_letter: None,
-        timeout: Duration::from_secs(5),
-        ack_timeout: Duration::from_secs(30),
-        backoff: (Duration::from_millis(50), Duration::from_secs(2)),
+        opts: Options {
+            stream: stream.into(),
+            group: "stageflow".into(),
+            consumer: format!("consumer-{}", std::process::id()),
+            start_id: "0".into(),
+            block: Duration::from_millis(100),
+            max_count: 1000,
+            claim_idle: Duration::from_secs(30),
+            claim_interval: Duration::from_secs(5),
+            dead_letter: None,
+            timeout: Duration::from_secs(5),
+            ack_timeout: Duration::from_secs(30),
+            backoff: (Duration::from_millis(50), Duration::from_secs(2)),
+        },
         decode: Arc::new(|e: Entry| Ok(e)),
         _t: PhantomData,
     }
@@ -94,18 +102,7 @@ pub fn stream(url: impl Into<String>, stream: impl Into<String>) -> StreamBuilde
 /// The options of a [`StreamSource`]; see [`stream`]. Every setter's doc gives its default.
 pub struct StreamBuilder<T> {
     url: String,
-    stream: String,
-    group: String,
-    consumer: String,
-    start_id: String,
-    block: Duration,
-    max_count: usize,
-    claim_idle: Duration,
-    claim_interval: Duration,
-    dead_letter: Option<(String, u64)>,
-    timeout: Duration,
-    ack_timeout: Duration,
-    backoff: (Duration, Duration),
+    opts: Options,
     decode: Decoder<T>,
     _t: PhantomData<fn() -> T>,
 }
@@ -114,9 +111,9 @@ impl<T> fmt::Debug for StreamBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StreamBuilder")
             .field("url", &self.url)
-            .field("stream", &self.stream)
-            .field("group", &self.group)
-            .field("consumer", &self.consumer)
+            .field("stream", &self.opts.stream)
+            .field("group", &self.opts.group)
+            .field("consumer", &self.opts.consumer)
             .finish_non_exhaustive()
     }
 }
@@ -125,7 +122,7 @@ impl<T: Send + 'static> StreamBuilder<T> {
     /// The consumer group (created at [`start_id`](Self::start_id), with the stream if
     /// missing, when a producer first connects). Defaults to `"stageflow"`.
     pub fn group(mut self, name: impl Into<String>) -> Self {
-        self.group = name.into();
+        self.opts.group = name.into();
         self
     }
 
@@ -133,7 +130,7 @@ impl<T: Send + 'static> StreamBuilder<T> {
     /// when it restarts (it then resumes its own pending entries first). Defaults to
     /// `"consumer-<pid>"`.
     pub fn consumer(mut self, name: impl Into<String>) -> Self {
-        self.consumer = name.into();
+        self.opts.consumer = name.into();
         self
     }
 
@@ -141,21 +138,21 @@ impl<T: Send + 'static> StreamBuilder<T> {
     /// for entries added from now on. Defaults to `"0"` (a job queue's entries added before
     /// the first worker started are work too).
     pub fn start_id(mut self, id: impl Into<String>) -> Self {
-        self.start_id = id.into();
+        self.opts.start_id = id.into();
         self
     }
 
     /// How long one `XREADGROUP` waits for new entries (`BLOCK`) before the producer's loop
     /// turns again (to see stops, calls and the claim interval). Defaults to `100 ms`.
     pub fn block(mut self, block: Duration) -> Self {
-        self.block = block;
+        self.opts.block = block;
         self
     }
 
     /// The most entries one read asks for (`COUNT` is the unmet demand, at most this).
     /// Defaults to `1000`.
     pub fn max_count(mut self, n: usize) -> Self {
-        self.max_count = n;
+        self.opts.max_count = n;
         self
     }
 
@@ -164,14 +161,14 @@ impl<T: Send + 'static> StreamBuilder<T> {
     /// due for a retry. Make it longer than an entry can take to go through the pipeline, or
     /// a slow entry is claimed (and handled) twice. Defaults to `30 s`.
     pub fn claim_idle(mut self, idle: Duration) -> Self {
-        self.claim_idle = idle;
+        self.opts.claim_idle = idle;
         self
     }
 
     /// How often the producer claims idle entries before reading new ones (it also does on
     /// start and after a reconnect). Defaults to `5 s`.
     pub fn claim_interval(mut self, every: Duration) -> Self {
-        self.claim_interval = every;
+        self.opts.claim_interval = every;
         self
     }
 
@@ -180,14 +177,14 @@ impl<T: Send + 'static> StreamBuilder<T> {
     /// acknowledges it. Defaults to none: failed entries stay pending and are retried after
     /// [`claim_idle`](Self::claim_idle), forever.
     pub fn dead_letter(mut self, dead: impl Into<String>, after_deliveries: u64) -> Self {
-        self.dead_letter = Some((dead.into(), after_deliveries));
+        self.opts.dead_letter = Some((dead.into(), after_deliveries));
         self
     }
 
     /// The timeout for connecting and for each reply (beyond the `BLOCK` time). Defaults to
     /// `5 s`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.opts.timeout = timeout;
         self
     }
 
@@ -195,14 +192,14 @@ impl<T: Send + 'static> StreamBuilder<T> {
     /// up (counted in [`StreamCounters::ack_failures`]; the entries stay pending and are
     /// claimed again). Defaults to `30 s`.
     pub fn ack_timeout(mut self, timeout: Duration) -> Self {
-        self.ack_timeout = timeout;
+        self.opts.ack_timeout = timeout;
         self
     }
 
     /// The delays between reconnection attempts: `first`, doubling up to `max`. Defaults to
     /// `50 ms` and `2 s`.
     pub fn backoff(mut self, first: Duration, max: Duration) -> Self {
-        self.backoff = (first, max);
+        self.opts.backoff = (first, max);
         self
     }
 
@@ -225,18 +222,7 @@ impl<T: Send + 'static> StreamBuilder<T> {
     ) -> StreamBuilder<U> {
         StreamBuilder {
             url: self.url,
-            stream: self.stream,
-            group: self.group,
-            consumer: self.consumer,
-            start_id: self.start_id,
-            block: self.block,
-            max_count: self.max_count,
-            claim_idle: self.claim_idle,
-            claim_interval: self.claim_interval,
-            dead_letter: self.dead_letter,
-            timeout: self.timeout,
-            ack_timeout: self.ack_timeout,
-            backoff: self.backoff,
+            opts: self.opts,
             decode: Arc::new(move |e: Entry| decode(&e).map_err(|why| (e.id, why))),
             _t: PhantomData,
         }
@@ -255,48 +241,48 @@ impl<T: Send + 'static> StreamBuilder<T> {
         let client = Client::open(self.url.as_str())
             .map_err(|e| StreamError::invalid("url", format!("{:?}: {e}", self.url)))?;
         for (option, value) in [
-            ("stream", &self.stream),
-            ("group", &self.group),
-            ("consumer", &self.consumer),
-            ("start_id", &self.start_id),
+            ("stream", &self.opts.stream),
+            ("group", &self.opts.group),
+            ("consumer", &self.opts.consumer),
+            ("start_id", &self.opts.start_id),
         ] {
             if value.is_empty() {
                 return Err(StreamError::invalid(option, "expected a name, got \"\""));
             }
         }
         for (option, value) in [
-            ("block", self.block),
-            ("claim_idle", self.claim_idle),
-            ("claim_interval", self.claim_interval),
-            ("timeout", self.timeout),
-            ("backoff", self.backoff.0.min(self.backoff.1)),
+            ("block", self.opts.block),
+            ("claim_idle", self.opts.claim_idle),
+            ("claim_interval", self.opts.claim_interval),
+            ("timeout", self.opts.timeout),
+            ("backoff", self.opts.backoff.0.min(self.opts.backoff.1)),
         ] {
             if value.is_zero() {
                 return Err(StreamError::invalid(option, "expected a positive duration"));
             }
         }
-        if self.block >= self.timeout {
+        if self.opts.block >= self.opts.timeout {
             return Err(StreamError::invalid(
                 "block",
                 format!(
                     "expected less than the timeout ({:?}), got {:?}",
-                    self.timeout, self.block
+                    self.opts.timeout, self.opts.block
                 ),
             ));
         }
-        if self.max_count == 0 {
+        if self.opts.max_count == 0 {
             return Err(StreamError::invalid(
                 "max_count",
                 "expected at least 1, got 0",
             ));
         }
-        if let Some((dead, after)) = &self.dead_letter {
-            if dead.is_empty() || *dead == self.stream {
+        if let Some((dead, after)) = &self.opts.dead_letter {
+            if dead.is_empty() || *dead == self.opts.stream {
                 return Err(StreamError::invalid(
                     "dead_letter",
                     format!(
                         "expected another stream than {:?}, got {dead:?}",
-                        self.stream
+                        self.opts.stream
                     ),
                 ));
             }
@@ -309,18 +295,7 @@ impl<T: Send + 'static> StreamBuilder<T> {
         }
         let settings = Settings {
             client,
-            stream: self.stream,
-            group: self.group,
-            consumer: self.consumer,
-            start_id: self.start_id,
-            block: self.block,
-            max_count: self.max_count,
-            claim_idle: self.claim_idle,
-            claim_interval: self.claim_interval,
-            dead_letter: self.dead_letter,
-            timeout: self.timeout,
-            ack_timeout: self.ack_timeout,
-            backoff: self.backoff,
+            opts: self.opts,
         };
         let shared = Arc::new(Shared {
             settings,
@@ -360,9 +335,9 @@ impl<T> fmt::Debug for StreamSource<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.shared.settings;
         f.debug_struct("StreamSource")
-            .field("stream", &s.stream)
-            .field("group", &s.group)
-            .field("consumer", &s.consumer)
+            .field("stream", &s.opts.stream)
+            .field("group", &s.opts.group)
+            .field("consumer", &s.opts.consumer)
             .field("counters", &self.counters())
             .finish()
     }

@@ -662,7 +662,8 @@ impl<S: Callbacks> Runner<S> {
         }
     }
 
-    /// Everything but events and asks.
+    /// Any envelope, out of line: `handle` takes events and asks itself and sends the rest
+    /// here (this match stays total so that it is right whatever it is given).
     #[inline(never)]
     fn handle_other(&mut self, env: Env<S>) {
         match env {
