@@ -36,6 +36,11 @@ pub struct Counters {
     pub discarded: u64,
     /// Events waiting in the stage: in its producer buffer, or (for a producer-consumer)
     /// received and not yet handled.
+    ///
+    /// The stage counts these itself and publishes the count when it is about to wait for a
+    /// message, before it replies to a call, when it ends, and every few turns while it is
+    /// busy: read while the stage is busy, the figure may be a few turns old. (Counting on
+    /// every turn cost the small-batch shapes up to a tenth of their speed.)
     pub buffered: u64,
     /// Per subscription, the outstanding demand.
     pub subscriptions: Vec<SubscriptionCounters>,

@@ -26,6 +26,8 @@ struct Eager {
 enum Cmd {
     Ping(Reply<()>),
     Emit(u64, Reply<()>),
+    /// Emits without a reply.
+    EmitQuietly(u64),
     /// Says it is blocked, then blocks until released.
     Block(
         crossbeam_channel::Sender<()>,
@@ -50,6 +52,10 @@ impl Producer for Eager {
                 ctx.emit_all(self.next..self.next + n);
                 self.next += n;
                 ctx.reply(reply, ());
+            }
+            Cmd::EmitQuietly(n) => {
+                ctx.emit_all(self.next..self.next + n);
+                self.next += n;
             }
             Cmd::Block(blocked, release) => {
                 let _ = blocked.send(());
@@ -472,6 +478,30 @@ fn a_call_that_reaches_a_stage_after_its_last_look_at_its_inbox_returns_stopped(
         Err(CallError::Stopped)
     );
     assert!(start.elapsed() < PROMPT, "waited {:?}", start.elapsed());
+    joined(&p);
+}
+
+#[test]
+fn a_stage_that_waits_has_published_its_buffered_counter() {
+    // Casts, not calls: nothing replies, so only the stage's own publication before it waits
+    // can show the buffered events. (This producer emits only when told to.)
+    let p = stageflow::producer(Commanded(Eager { next: 0 }))
+        .spawn()
+        .unwrap();
+    for n in 1..=50u64 {
+        p.cast(Cmd::EmitQuietly(n)).unwrap();
+    }
+    let expected = 50 * 51 / 2;
+    let deadline = Instant::now() + LIMIT;
+    while p.counters().buffered != expected {
+        assert!(
+            Instant::now() < deadline,
+            "buffered still {} after {LIMIT:?}, expected {expected}",
+            p.counters().buffered
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    p.stop();
     joined(&p);
 }
 

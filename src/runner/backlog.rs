@@ -19,6 +19,7 @@ impl<S: Callbacks> Runner<S> {
     /// room at that peer.
     #[inline]
     pub(super) fn wait(&mut self, deadline: Option<Instant>, backlog: bool) -> Wait<Env<S>> {
+        self.publish_buffered();
         if backlog {
             return self.wait_with_backlog(deadline);
         }

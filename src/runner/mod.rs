@@ -221,6 +221,10 @@ const CONFIRM_WAIT: Duration = Duration::from_secs(2);
 /// starve the inbox either.
 const CONTROL_PER_TURN: usize = 64;
 
+/// A stage that never waits publishes its `buffered` counter every this many turns; it
+/// publishes it too before it waits, before it replies to a call, and when it ends.
+const PUBLISH_EVERY: u32 = 32;
+
 enum Wait<E> {
     Msg(E),
     Timeout,
@@ -278,6 +282,8 @@ pub(crate) struct Runner<S: Callbacks> {
     in_hand: usize,
     /// The `buffered` counter as last published.
     published: usize,
+    /// Turns settled since the `buffered` counter was last published.
+    unpublished: u32,
     /// How many times the next wait polls the inbox before it blocks.
     polls: polling::Polls,
     exit: Option<Reason>,
@@ -331,6 +337,7 @@ impl<S: Callbacks> Runner<S> {
             failed,
             in_hand: 0,
             published: 0,
+            unpublished: 0,
             polls: polling::Polls::new(),
             control_turn: false,
             exit: None,
@@ -412,6 +419,8 @@ impl<S: Callbacks> Runner<S> {
     ///
     /// Polling pays only while every stage thread can have a core of its own; with more
     /// stages than cores it would take time from a stage that could run, so it does not poll.
+    ///
+    /// Before it blocks, the stage publishes its `buffered` counter: an idle stage's is exact.
     #[inline]
     fn next_envelope(&mut self) -> Result<Env<S>, crossbeam_channel::RecvError> {
         let polls = self.polls.budget();
@@ -428,6 +437,7 @@ impl<S: Callbacks> Runner<S> {
             }
         }
         self.polls.missed(polls);
+        self.publish_buffered();
         self.inbox.recv()
     }
 
@@ -560,7 +570,11 @@ impl<S: Callbacks> Runner<S> {
         if self.finishing.is_some() {
             self.check_finished();
         }
-        self.publish_buffered();
+        // A busy stage publishes every few turns; one about to wait publishes first.
+        self.unpublished += 1;
+        if self.unpublished >= PUBLISH_EVERY {
+            self.publish_buffered();
+        }
     }
 
     #[inline(never)]
@@ -614,6 +628,7 @@ impl<S: Callbacks> Runner<S> {
     /// Publishes the `buffered` counter: events in the buffer, received and not yet handled,
     /// held back, or waiting in a backlog for room in a consumer's inbox.
     fn publish_buffered(&mut self) {
+        self.unpublished = 0;
         let mut n = self.buffer.event_count() + self.inbound_events;
         if !self.held.is_empty() {
             for h in &self.held {
