@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{bounded, unbounded};
 
-use crate::dispatcher::{DemandDispatcher, Dispatcher};
+use crate::dispatcher::{Dispatch, Dispatcher};
 use crate::envelope::{Counted, Down, Envelope, Port, Up};
 use crate::error::{BuildError, SubscribeError};
 use crate::handle::{
@@ -74,7 +74,7 @@ pub struct StageBuilder<S, R: Role<S>> {
     inbox_capacity: usize,
     buffer_size: Option<usize>,
     buffer_keep: BufferKeep,
-    dispatcher: Option<Box<dyn Dispatcher<R::Out>>>,
+    dispatcher: Option<Dispatch<R::Out>>,
     demand: ProducerDemand,
     keep_state: bool,
     subscriptions: Vec<(Source<R::In>, SubscribeOptions)>,
@@ -224,7 +224,7 @@ impl<S, R: Emits<S>> StageBuilder<S, R> {
 
     /// How events are shared among consumers. Defaults to [`DemandDispatcher`].
     pub fn dispatcher(mut self, dispatcher: impl Dispatcher<R::Out>) -> Self {
-        self.dispatcher = Some(Box::new(dispatcher));
+        self.dispatcher = Some(Dispatch::new(dispatcher));
         self
     }
 }
@@ -371,9 +371,7 @@ impl<S, R: Role<S>> StageBuilder<S, R> {
             name,
             inbox_capacity: self.inbox_capacity,
             config: Config {
-                dispatcher: self
-                    .dispatcher
-                    .unwrap_or_else(|| Box::new(DemandDispatcher::new())),
+                dispatcher: self.dispatcher.unwrap_or_else(Dispatch::demand),
                 buffer_size: self.buffer_size,
                 buffer_keep: self.buffer_keep,
                 demand: self.demand,

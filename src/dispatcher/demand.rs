@@ -81,6 +81,64 @@ impl DemandDispatcher {
         self.pending
     }
 
+    /// [`Dispatcher::ask`], which never uses its outbox here: for the runtime's direct call.
+    pub(crate) fn record_ask(&mut self, sub: SubscriptionId, n: usize) -> usize {
+        let max = *self.max_demand.get_or_insert(n);
+        if n > max {
+            warn!(
+                "stage {}: DemandDispatcher expects a maximum demand of {max}; using different \
+                 maximum demands will overload greedy consumers; got demand for {n} events from \
+                 subscription {sub}",
+                self.name.as_deref().unwrap_or("?"),
+            );
+        }
+        let Some(mut i) = self.entries.iter().position(|&(_, s)| s == sub) else {
+            return 0;
+        };
+        // Raise its demand and move it up past entries with strictly lower demand: where
+        // removing it and inserting it before the first strictly lower entry would put it.
+        let before = self.entries[i].0;
+        self.entries[i].0 = before.saturating_add(n);
+        self.total = self.total.saturating_add(self.entries[i].0 - before);
+        while i > 0 && self.entries[i - 1].0 < self.entries[i].0 {
+            self.entries.swap(i - 1, i);
+            i -= 1;
+        }
+        let covered = self.pending.min(n);
+        self.pending -= covered;
+        n - covered
+    }
+
+    /// If the consumer with the most demand can take all `n` events, records that it does
+    /// and returns its subscription: what [`Dispatcher::dispatch`] would do with the batch,
+    /// for the runtime to send it without an outbox. `None` (nothing recorded) otherwise, and
+    /// before the first dispatch of one that shuffles.
+    #[inline]
+    pub(crate) fn take_whole(&mut self, n: usize) -> Option<SubscriptionId> {
+        if self.shuffle || n == 0 {
+            return None;
+        }
+        let &(demand, sub) = self.entries.first()?;
+        if demand < n {
+            return None;
+        }
+        self.entries[0].0 = demand - n;
+        self.total = self.total.saturating_sub(n);
+        self.sink_first();
+        Some(sub)
+    }
+
+    /// Moves the first entry, whose demand just fell, down past entries with demand at least
+    /// as high: where removing it and inserting it before the first strictly lower entry would.
+    #[inline]
+    fn sink_first(&mut self) {
+        let mut i = 0;
+        while i + 1 < self.entries.len() && self.entries[i + 1].0 >= self.entries[i].0 {
+            self.entries.swap(i, i + 1);
+            i += 1;
+        }
+    }
+
     fn remove(&mut self, sub: SubscriptionId) -> Option<usize> {
         let i = self.entries.iter().position(|&(_, s)| s == sub)?;
         let demand = self.entries.remove(i).0;
@@ -166,31 +224,9 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
         self.total
     }
 
+    #[inline]
     fn ask(&mut self, sub: SubscriptionId, n: usize, _out: &mut Outbox<'_, T>) -> usize {
-        let max = *self.max_demand.get_or_insert(n);
-        if n > max {
-            warn!(
-                "stage {}: DemandDispatcher expects a maximum demand of {max}; using different \
-                 maximum demands will overload greedy consumers; got demand for {n} events from \
-                 subscription {sub}",
-                self.name.as_deref().unwrap_or("?"),
-            );
-        }
-        let Some(mut i) = self.entries.iter().position(|&(_, s)| s == sub) else {
-            return 0;
-        };
-        // Raise its demand and move it up past entries with strictly lower demand: where
-        // removing it and inserting it before the first strictly lower entry would put it.
-        let before = self.entries[i].0;
-        self.entries[i].0 = before.saturating_add(n);
-        self.total = self.total.saturating_add(self.entries[i].0 - before);
-        while i > 0 && self.entries[i - 1].0 < self.entries[i].0 {
-            self.entries.swap(i - 1, i);
-            i -= 1;
-        }
-        let covered = self.pending.min(n);
-        self.pending -= covered;
-        n - covered
+        self.record_ask(sub, n)
     }
 
     fn dispatch(&mut self, events: &mut Vec<T>, out: &mut Outbox<'_, T>) {
@@ -212,15 +248,10 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
             } else {
                 events.drain(..k).collect()
             };
-            // Lower its demand and move it down past entries with demand at least as high:
-            // where removing it and inserting it before the first strictly lower entry would.
+            // Lower its demand and move it down.
             self.entries[0].0 = demand - k;
             self.total = self.total.saturating_sub(k);
-            let mut i = 0;
-            while i + 1 < self.entries.len() && self.entries[i + 1].0 >= self.entries[i].0 {
-                self.entries.swap(i, i + 1);
-                i += 1;
-            }
+            self.sink_first();
             out.send(sub, batch);
         }
         self.pending = self.pending.saturating_sub(events.len());

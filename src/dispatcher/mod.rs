@@ -114,11 +114,14 @@
 
 mod broadcast;
 mod demand;
+mod inline;
 mod partition;
 
 pub use broadcast::BroadcastDispatcher;
 pub use demand::DemandDispatcher;
 pub use partition::PartitionDispatcher;
+
+pub(crate) use inline::Dispatch;
 
 use crate::error::SubscribeError;
 use crate::subscription::{SubscribeOptions, SubscriptionId};

@@ -27,7 +27,7 @@ impl<S: Callbacks> Runner<S> {
         lost += buffered + self.inbound_events + self.dispatcher.held() + self.in_hand;
         self.in_hand = 0;
         // What the dispatcher held is counted above: drop it with the dispatcher.
-        self.dispatcher = Box::new(crate::dispatcher::DemandDispatcher::new());
+        self.dispatcher = crate::dispatcher::Dispatch::demand();
         for held in self.held.drain(..) {
             if let Held::Dispatch(events) = held {
                 lost += events.len();

@@ -29,7 +29,7 @@ use log::{info, warn};
 
 use crate::buffer::Buffer;
 use crate::context::{Context, Effects, End, Mailbox};
-use crate::dispatcher::Dispatcher;
+use crate::dispatcher::{Dispatch, Dispatcher};
 use crate::envelope::{Control, Counted, Down, Envelope, Up};
 use crate::events::Events;
 use crate::reason::Reason;
@@ -204,7 +204,7 @@ impl<S: Consumer> Callbacks for AsConsumer<S> {
 
 /// The producer-side settings of a stage.
 pub(crate) struct Config<Out> {
-    pub(crate) dispatcher: Box<dyn Dispatcher<Out>>,
+    pub(crate) dispatcher: Dispatch<Out>,
     pub(crate) demand: ProducerDemand,
     pub(crate) buffer_size: Option<usize>,
     pub(crate) buffer_keep: BufferKeep,
@@ -242,7 +242,7 @@ pub(crate) struct Runner<S: Callbacks> {
     fx: Effects<S::Out, S::Msg>,
     ups: Vec<UpLink<S::In>>,
     downs: Vec<DownLink<S::Out>>,
-    dispatcher: Box<dyn Dispatcher<S::Out>>,
+    dispatcher: Dispatch<S::Out>,
     buffer: Buffer<S::Out, S::Msg>,
     inbound: VecDeque<Inbound<S::In, S::Msg>>,
     inbound_events: usize,
@@ -759,7 +759,15 @@ impl<S: Callbacks> Runner<S> {
     /// Sends newly emitted events on their way. Buffered events go first: while the buffer
     /// holds any, new ones queue behind them (the end of the turn delivers them in order).
     #[inline]
-    fn emit_out(&mut self, mut events: Vec<S::Out>) {
+    fn emit_out(&mut self, events: Vec<S::Out>) {
+        let mut events = if self.buffer.event_count() == 0 {
+            match self.dispatch_whole(events) {
+                Ok(()) => return,
+                Err(events) => events,
+            }
+        } else {
+            events
+        };
         if self.buffer.event_count() > 0 {
             // The buffer first, to whatever demand there is.
             self.flush_buffer();

@@ -7,11 +7,11 @@ use log::error;
 
 use super::links::{DownLink, Held, Inbound, Outlet};
 use super::{Callbacks, Kind, Runner};
-use crate::dispatcher::{Dispatcher, Outbox};
+use crate::dispatcher::{Dispatch, Dispatcher, Outbox};
 use crate::envelope::{Down, SubscribeRequest, Subscribed};
 use crate::error::SubscribeError;
 use crate::reason::Reason;
-use crate::shared::bump;
+use crate::shared::{bump, Shared};
 use crate::subscription::{Direction, Subscription, SubscriptionId};
 
 impl<S: Callbacks> Runner<S> {
@@ -106,7 +106,10 @@ impl<S: Callbacks> Runner<S> {
         };
         link.owed = link.owed.saturating_add(n);
         link.cell.store(link.owed as u64, Ordering::Relaxed);
-        let demand = self.route(|d, out| d.ask(sub, n, out));
+        let demand = match self.dispatcher.ask_direct(sub, n) {
+            Some(demand) => demand,
+            None => self.route(|d, out| d.ask(sub, n, out)),
+        };
         self.demand_arrived(demand);
     }
 
@@ -221,6 +224,23 @@ impl<S: Callbacks> Runner<S> {
         taken
     }
 
+    /// Sends `events` whole to one consumer if the dispatcher says they go that way (the
+    /// common case of a [`DemandDispatcher`](crate::dispatcher::DemandDispatcher) whose top
+    /// consumer's demand covers them): no outbox, the same accounting as [`Runner::dispatch`].
+    /// Hands them back otherwise.
+    #[inline]
+    pub(super) fn dispatch_whole(&mut self, events: Vec<S::Out>) -> Result<(), Vec<S::Out>> {
+        let Some(sub) = self.dispatcher.take_whole(events.len()) else {
+            return Err(events);
+        };
+        if S::KIND == Kind::ProducerConsumer {
+            self.counter = self.counter.saturating_sub(events.len());
+        }
+        let lost = deliver(&mut self.downs, &self.shared, &mut self.gone, sub, events);
+        self.discard(lost, "no such subscription");
+        Ok(())
+    }
+
     /// Hands `events` to the dispatcher and sends each consumer its message; what no consumer
     /// has demand for stays in `events`. The dispatcher sees every event, with consumers or
     /// without, so that its accounting of what is pending agrees with the buffer.
@@ -240,7 +260,7 @@ impl<S: Callbacks> Runner<S> {
     /// turn). Consumers found gone are removed at the end of the turn too.
     pub(super) fn route<R>(
         &mut self,
-        f: impl FnOnce(&mut dyn Dispatcher<S::Out>, &mut Outbox<'_, S::Out>) -> R,
+        f: impl FnOnce(&mut Dispatch<S::Out>, &mut Outbox<'_, S::Out>) -> R,
     ) -> R {
         let downs = &mut self.downs;
         let shared = &self.shared;
@@ -248,35 +268,10 @@ impl<S: Callbacks> Runner<S> {
         let mut lost = 0usize;
         let (r, discarded, demand) = {
             let mut send = |sub: SubscriptionId, batch: Vec<S::Out>| {
-                let n = batch.len();
-                let Some(link) = downs.iter_mut().find(|l| l.info.id == sub && !l.closed) else {
-                    error!(
-                        "stage {}: dispatcher sent {n} events to unknown subscription {sub}; \
-                         discarded",
-                        shared.name
-                    );
-                    lost += n;
-                    return;
-                };
-                if n == 0 {
-                    return;
-                }
-                if n > link.owed {
-                    error!(
-                        "stage {}: dispatcher sent {} events to {} which asked for {}",
-                        shared.name, n, link.info.peer, link.owed
-                    );
-                }
-                link.owed = link.owed.saturating_sub(n);
-                link.cell.store(link.owed as u64, Ordering::Relaxed);
-                bump(&link.events, n as u64);
-                if link.out.send(Down::Events { sub, events: batch }).is_err() {
-                    // Its events stay in the backlog, counted when the link is reaped.
-                    gone.push(sub);
-                }
+                lost += deliver(downs, shared, gone, sub, batch);
             };
             let mut out = Outbox::new(&mut send);
-            let r = f(&mut *self.dispatcher, &mut out);
+            let r = f(&mut self.dispatcher, &mut out);
             (r, out.discarded(), out.upstream_demand())
         };
         self.discard(lost, "no such subscription");
@@ -329,4 +324,41 @@ impl<S: Callbacks> Runner<S> {
         let demand = self.route(|d, out| d.cancel(sub, out));
         self.pending_demand = self.pending_demand.saturating_add(demand);
     }
+}
+
+/// Sends `batch` to the consumer of `sub`, accounting for its demand. Returns the events lost
+/// (none, unless `sub` is no consumer of this stage's: a dispatcher's fault). A consumer found
+/// gone is noted in `gone`; its events stay in the backlog, counted when the link is reaped.
+#[inline]
+fn deliver<T>(
+    downs: &mut [DownLink<T>],
+    shared: &Shared,
+    gone: &mut Vec<SubscriptionId>,
+    sub: SubscriptionId,
+    batch: Vec<T>,
+) -> usize {
+    let n = batch.len();
+    let Some(link) = downs.iter_mut().find(|l| l.info.id == sub && !l.closed) else {
+        error!(
+            "stage {}: dispatcher sent {n} events to unknown subscription {sub}; discarded",
+            shared.name
+        );
+        return n;
+    };
+    if n == 0 {
+        return 0;
+    }
+    if n > link.owed {
+        error!(
+            "stage {}: dispatcher sent {} events to {} which asked for {}",
+            shared.name, n, link.info.peer, link.owed
+        );
+    }
+    link.owed = link.owed.saturating_sub(n);
+    link.cell.store(link.owed as u64, Ordering::Relaxed);
+    bump(&link.events, n as u64);
+    if link.out.send(Down::Events { sub, events: batch }).is_err() {
+        gone.push(sub);
+    }
+    0
 }
