@@ -222,7 +222,8 @@ impl<S, R: Emits<S>> StageBuilder<S, R> {
         self
     }
 
-    /// How events are shared among consumers. Defaults to [`DemandDispatcher`].
+    /// How events are shared among consumers. Defaults to
+    /// [`DemandDispatcher`](crate::dispatcher::DemandDispatcher).
     pub fn dispatcher(mut self, dispatcher: impl Dispatcher<R::Out>) -> Self {
         self.dispatcher = Some(Dispatch::new(dispatcher));
         self
