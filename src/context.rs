@@ -269,6 +269,11 @@ impl<R> Reply<R> {
     }
 
     /// Sends the reply now. Returns `false` if the caller has stopped waiting.
+    ///
+    /// "Now" is before the events emitted in the same callback are dispatched and before the
+    /// stage publishes its counters: a caller that reads
+    /// [`Stage::counters`](crate::Stage::counters) as soon as the call returns may not see
+    /// this turn's work yet. [`Context::reply`] replies after both.
     pub fn send(mut self, value: R) -> bool {
         match self.tx.take() {
             Some(tx) => tx.try_send(Ok(value)).is_ok(),
