@@ -84,6 +84,12 @@ fn eager() -> stageflow::ProducerHandle<Eager> {
     stageflow::producer(Eager { next: 0 }).spawn().unwrap()
 }
 
+fn commanded() -> stageflow::ProducerHandle<Commanded> {
+    stageflow::producer(Commanded(Eager { next: 0 }))
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn smoke() {
     let p = eager();
@@ -485,9 +491,7 @@ fn a_call_that_reaches_a_stage_after_its_last_look_at_its_inbox_returns_stopped(
 fn a_stage_that_waits_has_published_its_buffered_counter() {
     // Casts, not calls: nothing replies, so only the stage's own publication before it waits
     // can show the buffered events. (This producer emits only when told to.)
-    let p = stageflow::producer(Commanded(Eager { next: 0 }))
-        .spawn()
-        .unwrap();
+    let p = commanded();
     for n in 1..=50u64 {
         p.cast(Cmd::EmitQuietly(n)).unwrap();
     }
@@ -509,9 +513,7 @@ fn a_stage_that_waits_has_published_its_buffered_counter() {
 fn counters_after_a_call_show_what_the_stage_did_before_replying() {
     // With no consumer, events go to the buffer, and the counter says so the moment the call
     // returns. (This producer emits only when told to.)
-    let p = stageflow::producer(Commanded(Eager { next: 0 }))
-        .spawn()
-        .unwrap();
+    let p = commanded();
     for n in 1..=50u64 {
         p.call(|r| Cmd::Emit(n, r), LIMIT).unwrap();
         assert_eq!(p.counters().buffered, n * (n + 1) / 2);
