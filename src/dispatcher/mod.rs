@@ -9,7 +9,9 @@
 //! outstanding demand. [`BroadcastDispatcher`] sends every event to every consumer (each may
 //! filter with a selector), at the pace of the slowest. [`PartitionDispatcher`] sends each
 //! event to the one consumer of the partition a hash picks. Write your own by implementing
-//! [`Dispatcher`]; the built-in ones use nothing that is not public.
+//! [`Dispatcher`]; the built-in ones use nothing that is not public. (With the default one,
+//! the runtime takes two shortcuts on its hot path, an ask without an outbox and a batch sent
+//! whole to one consumer; they record exactly what its `ask` and `dispatch` would.)
 //!
 //! # For implementors
 //!
