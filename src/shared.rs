@@ -39,8 +39,8 @@ pub struct Counters {
     ///
     /// The stage counts these itself and publishes the count when it is about to wait for a
     /// message, before it replies to a call, when it ends, and every few turns while it is
-    /// busy: read while the stage is busy, the figure may be a few turns old. (Counting on
-    /// every turn cost the small-batch shapes up to a tenth of their speed.)
+    /// busy: read while the stage is busy, the figure may be a few turns old. (The count sums
+    /// several holders; recounting it on every turn was work on every message's path.)
     pub buffered: u64,
     /// Per subscription, the outstanding demand.
     pub subscriptions: Vec<SubscriptionCounters>,

@@ -510,6 +510,35 @@ fn a_stage_that_waits_has_published_its_buffered_counter() {
 }
 
 #[test]
+fn a_busy_stage_publishes_its_buffered_counter_without_waiting() {
+    // The stage is held in a callback while 40 casts queue behind it; released, it handles
+    // them back to back (its inbox is never empty, so it never waits) and then blocks in a
+    // callback again. It has published a count on the way, every few turns, though nothing
+    // replied and it did not wait: the figure is no older than those turns.
+    let p = commanded();
+    let (blocked_tx, blocked_rx) = crossbeam_channel::bounded(2);
+    let (release_tx, release_rx) = crossbeam_channel::bounded(2);
+    let hold = || Cmd::Block(blocked_tx.clone(), release_rx.clone());
+    p.cast(hold()).unwrap();
+    blocked_rx.recv_timeout(LIMIT).expect("held the first time");
+    assert_eq!(p.counters().buffered, 0);
+    for _ in 0..40 {
+        p.cast(Cmd::EmitQuietly(1)).unwrap();
+    }
+    p.cast(hold()).unwrap();
+    release_tx.send(()).unwrap();
+    blocked_rx.recv_timeout(LIMIT).expect("held the second time");
+    let seen = p.counters().buffered;
+    assert!(
+        (1..=40).contains(&seen),
+        "a busy stage published {seen} of the 40 events it buffered"
+    );
+    release_tx.send(()).unwrap();
+    p.stop();
+    joined(&p);
+}
+
+#[test]
 fn counters_after_a_call_show_what_the_stage_did_before_replying() {
     // With no consumer, events go to the buffer, and the counter says so the moment the call
     // returns. (This producer emits only when told to.)
