@@ -527,7 +527,9 @@ fn a_busy_stage_publishes_its_buffered_counter_without_waiting() {
     }
     p.cast(hold()).unwrap();
     release_tx.send(()).unwrap();
-    blocked_rx.recv_timeout(LIMIT).expect("held the second time");
+    blocked_rx
+        .recv_timeout(LIMIT)
+        .expect("held the second time");
     let seen = p.counters().buffered;
     assert!(
         (1..=40).contains(&seen),
