@@ -486,8 +486,12 @@ impl<S, R: Consumes<S>> Stage<S, R> {
 
 impl<S: Producer> Stage<S, ProducerRole> {
     /// Switches the producer between accumulating demand and forwarding it (GenStage's
-    /// `demand/2`). Switching to [`ProducerDemand::Forward`] replays the accumulated demands
-    /// one by one, never summed, and dispatches the events held back, oldest first. Only
+    /// `demand/2`). Switching to [`ProducerDemand::Forward`] sends the events held back in the
+    /// order they were emitted (those the buffer covered for the asks that came in, then the
+    /// rest of the buffer, then those emitted while accumulating), and only then replays the
+    /// accumulated demands one by one, never summed: the events `handle_demand` emits for them
+    /// are newer than everything held. (GenStage replays demands and events as one list, so
+    /// there a demand recorded before a cast lets newer events overtake the cast's.) Only
     /// producers have a demand mode, so this exists only on producer handles.
     ///
     /// # Errors

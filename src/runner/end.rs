@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use log::warn;
 
-use super::links::{Held, Inbound, Outlet, UpLink};
+use super::links::{Inbound, Outlet, UpLink};
 use super::{Callbacks, Env, Runner, Wait, CONFIRM_WAIT};
 use crate::demand::Demand;
 use crate::dispatcher::Dispatcher;
@@ -28,11 +28,7 @@ impl<S: Callbacks> Runner<S> {
         self.in_hand = 0;
         // What the dispatcher held is counted above: drop it with the dispatcher.
         self.dispatcher = crate::dispatcher::Dispatch::demand();
-        for held in self.held.drain(..) {
-            if let Held::Dispatch(events) = held {
-                lost += events.len();
-            }
-        }
+        lost += self.held.clear();
         // Producers whose end is queued behind inbound events have confirmed already.
         for entry in self.inbound.drain(..) {
             if let Inbound::Cancel(sub, _) = entry {

@@ -119,12 +119,6 @@ pub(super) struct DownLink<T> {
     pub(super) events: Arc<AtomicU64>,
 }
 
-/// What an accumulating producer holds back until it forwards.
-pub(super) enum Held<T> {
-    Demand(usize),
-    Dispatch(Vec<T>),
-}
-
 /// What a producer-consumer received and could not handle yet (no downstream demand).
 pub(super) enum Inbound<T, M> {
     Events(SubscriptionId, Vec<T>),

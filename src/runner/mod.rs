@@ -12,11 +12,13 @@ mod backlog;
 mod consumer;
 mod discards;
 mod end;
+mod held;
 mod links;
 mod polling;
 mod producer;
 
-use links::{DownLink, Held, Inbound, UpLink};
+use held::{Held, Replay};
+use links::{DownLink, Inbound, UpLink};
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -270,9 +272,9 @@ pub(crate) struct Runner<S: Callbacks> {
     had_consumers: bool,
     /// A timer is due and waits behind this many queued messages.
     timer_gate: Option<usize>,
-    /// Producer in accumulate mode: what it holds back, oldest first.
+    /// Producer in accumulate mode: what it holds back (see `held`).
     accumulating: bool,
-    held: VecDeque<Held<S::Out>>,
+    held: Held<S::Out>,
     /// Build-time temporary subscriptions whose producer had already ended.
     failed: Vec<Subscription>,
     /// The last turn handled control: this one looks at the inbox first.
@@ -330,7 +332,7 @@ impl<S: Callbacks> Runner<S> {
             pending_demand: 0,
             gone: Vec::new(),
             accumulating: S::KIND == Kind::Producer && config.demand == ProducerDemand::Accumulate,
-            held: VecDeque::new(),
+            held: Held::new(),
             timer_gate: None,
             closed_links: 0,
             had_consumers: false,
@@ -630,13 +632,7 @@ impl<S: Callbacks> Runner<S> {
     fn publish_buffered(&mut self) {
         self.unpublished = 0;
         let mut n = self.buffer.event_count() + self.inbound_events;
-        if !self.held.is_empty() {
-            for h in &self.held {
-                if let Held::Dispatch(events) = h {
-                    n += events.len();
-                }
-            }
-        }
+        n += self.held.event_count();
         if S::KIND != Kind::Consumer {
             for l in &self.downs {
                 if !l.out.backlog.is_empty() {
@@ -746,7 +742,7 @@ impl<S: Callbacks> Runner<S> {
             let events = std::mem::take(&mut self.fx.emitted);
             bump(&self.shared.cells.emitted, events.len() as u64);
             if self.accumulating {
-                self.held.push_back(Held::Dispatch(events));
+                self.held.emitted(events);
             } else {
                 self.emit_out(events);
             }
@@ -816,7 +812,9 @@ impl<S: Callbacks> Runner<S> {
     }
 
     /// Switches a producer between accumulating and forwarding demand. Forwarding replays what
-    /// accumulated, oldest first, each demand on its own.
+    /// accumulated in the order the events were emitted (see `held`): the events the buffer
+    /// covered, then the rest of the buffer, then what callbacks emitted, and only then each
+    /// recorded demand on its own.
     #[inline(never)]
     fn set_demand(&mut self, mode: ProducerDemand) {
         if S::KIND != Kind::Producer {
@@ -824,17 +822,25 @@ impl<S: Callbacks> Runner<S> {
         }
         self.accumulating = mode == ProducerDemand::Accumulate;
         // Bounded: each step takes one entry that was held before the switch.
-        let mut left = self.held.len();
+        let mut left = self.held.steps();
         while !self.accumulating && self.exit.is_none() && left > 0 {
             left -= 1;
-            match self.held.pop_front() {
+            match self.held.next() {
                 None => break,
-                Some(Held::Demand(n)) => {
+                Some(Replay::Covered(mut events)) => {
+                    // Older than anything in the buffer: straight to the dispatcher, and
+                    // what it cannot take goes back to the buffer's front.
+                    self.dispatch(&mut events);
+                    if !events.is_empty() {
+                        self.buffer.unget(events);
+                    }
+                }
+                Some(Replay::Emitted(events)) => self.emit_out(events),
+                Some(Replay::Demand(n)) => {
                     if self.finishing.is_none() {
                         self.handle_demand(n);
                     }
                 }
-                Some(Held::Dispatch(events)) => self.emit_out(events),
             }
         }
     }

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use log::error;
 
-use super::links::{DownLink, Held, Inbound, Outlet};
+use super::links::{DownLink, Inbound, Outlet};
 use super::{Callbacks, Kind, Runner};
 use crate::dispatcher::{Dispatch, Dispatcher, Outbox};
 use crate::envelope::{Down, SubscribeRequest, Subscribed};
@@ -120,12 +120,7 @@ impl<S: Callbacks> Runner<S> {
                 // Record the demand; what the buffer covers is taken out and held back.
                 let covered = self.buffer.take(demand);
                 let rest = demand - covered.len();
-                if !covered.is_empty() {
-                    self.held.push_back(Held::Dispatch(covered));
-                }
-                if rest > 0 {
-                    self.held.push_back(Held::Demand(rest));
-                }
+                self.held.demand(covered, rest);
             }
             Kind::Producer => {
                 let taken = if self.buffer.is_empty() {
