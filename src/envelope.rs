@@ -36,8 +36,16 @@ pub(crate) enum Down<T> {
     Subscribed(Box<Subscribed<T>>),
     /// Events, never more than the subscription asked for.
     Events { sub: SubscriptionId, events: Vec<T> },
-    /// The subscription ended (the producer finished, stopped, failed, or confirms a cancel).
+    /// The subscription ended (the producer finished, stopped, failed, or confirms a cancel),
+    /// or, on the consumer's control path, the producer refused or dropped a request that the
+    /// consumer passed on (see [`SubscribeRequest::pending`]).
     Cancel { sub: SubscriptionId, reason: Reason },
+    /// From a handle, on the consumer's control path: subscribe to the producer of this
+    /// request. The consumer holds the subscription as pending from here on (a cancel or an
+    /// ask on it made after the subscribe waits for it) and passes the request on to the
+    /// producer's control path, behind any cancel it sent there before: a cancel and a
+    /// subscribe from one caller take effect in the order they were made.
+    Subscribe(Box<SubscribeRequest<T>>),
 }
 
 pub(crate) struct Subscribed<T> {
@@ -69,6 +77,10 @@ pub(crate) struct SubscribeRequest<T> {
     /// Identifies the consuming stage (or stream), for dispatchers that take one
     /// subscription per consumer.
     pub(crate) consumer_id: usize,
+    /// The consumer passed the request on and holds it as pending: if the producer refuses it
+    /// or drops it, it says so to the consumer too (on its control path), so that the consumer
+    /// forgets it.
+    pub(crate) pending: bool,
 }
 
 /// From a handle to its stage.
@@ -91,6 +103,10 @@ pub(crate) enum Control {
         sub: SubscriptionId,
         n: usize,
     },
+    /// Consumers: a subscribe failed on the caller's side (refused, timed out): forget the
+    /// pending subscription, and cancel it quietly (no cancel mode applies) if it is held
+    /// already or arrives later.
+    Withdraw(SubscriptionId),
 }
 
 /// Why a send through a port did not happen; the message comes back.

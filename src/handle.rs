@@ -393,29 +393,61 @@ impl<S, R: Consumes<S>> Stage<S, R> {
     ///
     /// [`SubscribeError::InvalidOption`] for bad options (nothing is sent), and the other
     /// variants when the producer or this stage has ended, refuses, or does not answer within
-    /// [`SubscribeOptions::timeout`].
+    /// [`SubscribeOptions::timeout`]. A subscribe that fails leaves nothing behind: if the
+    /// producer accepted it just as the time ran out, this stage cancels it when it arrives,
+    /// quietly (its cancel mode does not apply).
     ///
-    /// It returns once both sides hold the subscription (the producer has accepted it and
-    /// this stage has run its `handle_subscribe`), so the id works at once with
-    /// [`Stage::ask`] and [`Stage::cancel`]. Called from this stage's own callback it cannot
-    /// see the second half happen, and returns after the subscribe timeout.
+    /// The request goes through this stage (as GenStage's `sync_subscribe` is a call to the
+    /// consumer), which passes it on between two callbacks: the timeout covers that too, so a
+    /// stage busy in a callback for longer than the timeout fails the subscribe. From then on
+    /// the stage holds the subscription, first as pending: a [`Stage::cancel`] or
+    /// [`Stage::ask`] with the returned id takes effect even if the producer's confirmation has
+    /// not reached the stage yet, and a cancel made before this subscribe (say, of an earlier
+    /// subscription to the same broadcasting producer) reaches the producer before it.
+    /// Normally it returns once both sides hold the subscription (this stage has run its
+    /// `handle_subscribe`). Called from this stage's own callback it cannot see its request
+    /// passed on, and fails after the subscribe timeout.
     pub fn subscribe_to(
         &self,
         producer: &(impl Upstream<R::In> + ?Sized),
         options: SubscribeOptions,
     ) -> Result<SubscriptionId, SubscribeError> {
+        let gone = || SubscribeError::ConsumerGone {
+            consumer: self.shared.name.to_string(),
+        };
         if self.is_finished() {
-            return Err(SubscribeError::ConsumerGone {
-                consumer: self.shared.name.to_string(),
-            });
+            return Err(gone());
         }
-        let pending = subscribe(
+        let request = Request::new(
             &producer.source(),
             Box::new(self.tx.clone()),
             &self.shared,
             options,
+            true,
         )?;
-        pending.registered()
+        let (req, waiting) = request.split();
+        let sub = req.sub;
+        // Through this stage, so that it holds the subscription as pending before the
+        // producer hears of it, and a cancel made before reaches the producer first.
+        if self
+            .tx
+            .urgent(Envelope::Down(Down::Subscribe(req)))
+            .is_err()
+        {
+            return Err(gone());
+        }
+        match waiting.answer() {
+            Ok(pending) => pending.registered(),
+            Err(e) => {
+                // Leave nothing behind: the producer may have accepted it just as the time
+                // ran out, so the stage cancels it if it arrives.
+                let _ = self.tx.urgent(Envelope::Control(Control::Withdraw(sub)));
+                match e {
+                    SubscribeError::ProducerGone { .. } if self.is_finished() => Err(gone()),
+                    e => Err(e),
+                }
+            }
+        }
     }
 
     /// Cancels subscription `old` with `reason` and subscribes to `producer` anew, in that
@@ -626,59 +658,118 @@ impl<T> Source<T> {
 /// (on the producer's control path), wait for the producer's answer. The producer tells the
 /// consumer itself (`Subscribed`), so the consumer learns of the subscription before any event
 /// or cancel on it; [`Pending::registered`] waits until it has.
+///
+/// For a consumer that is not running yet (a stage being built) or that runs on the caller's
+/// thread (a [`Stream`](crate::Stream)); a running stage subscribes through its own control
+/// path (`Stage::subscribe_to`).
 pub(crate) fn subscribe<T: Send + 'static>(
     source: &Source<T>,
     consumer: Box<dyn Port<Down<T>>>,
     consumer_shared: &Arc<Shared>,
     options: SubscribeOptions,
 ) -> Result<Pending, SubscribeError> {
-    options.validate()?;
-    if Arc::ptr_eq(&source.shared, consumer_shared) {
-        return Err(SubscribeError::SelfSubscription {
-            stage: source.name.to_string(),
+    let request = Request::new(source, consumer, consumer_shared, options, false)?;
+    let (req, waiting) = request.split();
+    if source.port.send_urgent(Up::Subscribe(req)).is_err() {
+        return Err(SubscribeError::ProducerGone {
+            producer: source.name.to_string(),
         });
     }
-    let sub = SubscriptionId::next();
-    let deadline = crate::timer::deadline(options.timeout);
-    let (ack, answer) = bounded(1);
-    let (registered_tx, registered) = bounded(1);
-    let request = Up::Subscribe(Box::new(SubscribeRequest {
-        sub,
-        consumer,
-        consumer_name: consumer_shared.name.clone(),
-        producer: source.port.clone_box(),
-        producer_name: source.name.clone(),
-        options,
-        ack,
-        registered: Some(registered_tx),
-        consumer_id: Arc::as_ptr(consumer_shared) as usize,
-    }));
-    let gone = || SubscribeError::ProducerGone {
-        producer: source.name.to_string(),
-    };
-    let timeout = || SubscribeError::Timeout {
-        producer: source.name.to_string(),
-    };
-    if source.port.send_urgent(request).is_err() {
-        return Err(gone());
+    waiting.answer()
+}
+
+/// A subscribe request and what its caller waits on.
+pub(crate) struct Request<T> {
+    req: Box<SubscribeRequest<T>>,
+    waiting: Waiting,
+}
+
+/// The caller's side of a request: the producer's answer, then the consumer's registration.
+pub(crate) struct Waiting {
+    sub: SubscriptionId,
+    answer: Receiver<Result<(), SubscribeError>>,
+    registered: Receiver<()>,
+    consumer: Arc<Shared>,
+    producer: Arc<str>,
+    deadline: Instant,
+}
+
+impl<T: Send + 'static> Request<T> {
+    /// Validates the options and builds the request; `pending`: the consumer passes it on
+    /// (see [`SubscribeRequest::pending`]).
+    pub(crate) fn new(
+        source: &Source<T>,
+        consumer: Box<dyn Port<Down<T>>>,
+        consumer_shared: &Arc<Shared>,
+        options: SubscribeOptions,
+        pending: bool,
+    ) -> Result<Request<T>, SubscribeError> {
+        options.validate()?;
+        if Arc::ptr_eq(&source.shared, consumer_shared) {
+            return Err(SubscribeError::SelfSubscription {
+                stage: source.name.to_string(),
+            });
+        }
+        let sub = SubscriptionId::next();
+        let deadline = crate::timer::deadline(options.timeout);
+        let (ack, answer) = bounded(1);
+        let (registered_tx, registered) = bounded(1);
+        let req = Box::new(SubscribeRequest {
+            sub,
+            consumer,
+            consumer_name: consumer_shared.name.clone(),
+            producer: source.port.clone_box(),
+            producer_name: source.name.clone(),
+            options,
+            ack,
+            registered: Some(registered_tx),
+            consumer_id: Arc::as_ptr(consumer_shared) as usize,
+            pending,
+        });
+        Ok(Request {
+            req,
+            waiting: Waiting {
+                sub,
+                answer,
+                registered,
+                consumer: consumer_shared.clone(),
+                producer: source.name.clone(),
+                deadline,
+            },
+        })
     }
-    let result = match answer.recv_deadline(deadline) {
-        Ok(result) => result,
-        Err(RecvTimeoutError::Disconnected) => Err(gone()),
-        Err(RecvTimeoutError::Timeout) => match answer.try_recv() {
-            // The answer came just as the time ran out.
+
+    pub(crate) fn split(self) -> (Box<SubscribeRequest<T>>, Waiting) {
+        (self.req, self.waiting)
+    }
+}
+
+impl Waiting {
+    /// Waits for the producer's answer, until the subscribe deadline.
+    pub(crate) fn answer(self) -> Result<Pending, SubscribeError> {
+        let producer = &self.producer;
+        let result = match self.answer.recv_deadline(self.deadline) {
             Ok(result) => result,
-            // Withdrawn: dropping `answer` tells the producer, which then drops the request
-            // without telling the consumer (it acknowledges before anything else).
-            Err(_) => Err(timeout()),
-        },
-    };
-    result.map(|()| Pending {
-        sub,
-        registered,
-        consumer: consumer_shared.clone(),
-        deadline,
-    })
+            Err(RecvTimeoutError::Disconnected) => Err(SubscribeError::ProducerGone {
+                producer: producer.to_string(),
+            }),
+            Err(RecvTimeoutError::Timeout) => match self.answer.try_recv() {
+                // The answer came just as the time ran out.
+                Ok(result) => result,
+                // Withdrawn: dropping `answer` tells the producer, which then drops the request
+                // without telling the consumer (it acknowledges before anything else).
+                Err(_) => Err(SubscribeError::Timeout {
+                    producer: producer.to_string(),
+                }),
+            },
+        };
+        result.map(|()| Pending {
+            sub: self.sub,
+            registered: self.registered,
+            consumer: self.consumer,
+            deadline: self.deadline,
+        })
+    }
 }
 
 /// A subscription the producer accepted, which the consumer may not hold yet.
@@ -691,7 +782,8 @@ pub(crate) struct Pending {
 
 impl Pending {
     /// Waits until the consumer holds the subscription (or has ended, or the subscribe
-    /// timeout has passed: then the subscription is still made, only not yet seen).
+    /// timeout has passed: then the subscription is still made, and held as pending by a
+    /// running consumer, or registered when a stage being built starts).
     pub(crate) fn registered(self) -> Result<SubscriptionId, SubscribeError> {
         match self
             .consumer
@@ -702,9 +794,10 @@ impl Pending {
                 consumer: self.consumer.name.to_string(),
             }),
             Err(()) => {
-                log::warn!(
-                    "stage {}: subscription {} accepted but not yet registered when the \
-                     subscribe timeout passed",
+                // The consumer holds it as pending (a cancel or an ask on it waits for it).
+                log::debug!(
+                    "stage {}: subscription {} accepted, its confirmation not yet handled when \
+                     the subscribe timeout passed",
                     self.consumer.name,
                     self.sub
                 );

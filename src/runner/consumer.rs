@@ -5,10 +5,10 @@ use std::sync::atomic::Ordering;
 
 use log::{error, info, warn};
 
-use super::links::{Inbound, Outlet, UpLink};
+use super::links::{Inbound, Outlet, PendingSub, UpLink};
 use super::{Callbacks, Kind, Runner};
 use crate::demand::{Batch, Demand};
-use crate::envelope::{Subscribed, Up};
+use crate::envelope::{SubscribeRequest, Subscribed, Up};
 use crate::events::Events;
 use crate::reason::Reason;
 use crate::shared::bump;
@@ -22,6 +22,16 @@ impl<S: Callbacks> Runner<S> {
             registered,
         } = s;
         let sub = info.id;
+        let pending = self.take_pending(sub);
+        if pending.as_ref().is_some_and(|p| p.withdrawn) {
+            // Its subscribe failed on the caller's side: the stage never held it. The
+            // producer's confirmation of this cancel finds no link and is dropped.
+            let _ = producer.send_urgent(Up::Cancel {
+                sub,
+                reason: withdrawn(),
+            });
+            return;
+        }
         let opts = &info.options;
         let demand = Demand::new(opts.get_max_demand(), opts.get_min_demand());
         let (cell, events) = self
@@ -35,6 +45,7 @@ impl<S: Callbacks> Runner<S> {
             mode: DemandMode::Automatic,
             manual_outstanding: 0,
             cancelling: false,
+            quiet: false,
             cell,
             events,
         });
@@ -43,6 +54,16 @@ impl<S: Callbacks> Runner<S> {
         let mode = self.call(|s, ctx| s.subscribed(&info, ctx));
         if let Some(link) = self.ups.iter_mut().find(|l| l.info.id == sub) {
             link.mode = mode;
+        }
+        // What was asked of it while it was pending: a cancel first (then it asks nothing).
+        if let Some(p) = pending {
+            if let Some(reason) = p.cancel {
+                self.cancel(sub, reason);
+            } else if p.asks > 0 {
+                self.manual_ask(sub, p.asks);
+            }
+        }
+        if let Some(link) = self.ups.iter_mut().find(|l| l.info.id == sub) {
             if mode == DemandMode::Automatic && !link.cancelling {
                 let n = link.demand.max();
                 link.cell.store(n as u64, Ordering::Relaxed);
@@ -53,6 +74,38 @@ impl<S: Callbacks> Runner<S> {
         if let Some(registered) = registered {
             let _ = registered.try_send(());
         }
+    }
+
+    /// A handle asks this stage to subscribe: hold the subscription as pending and pass the
+    /// request on to the producer's control path (behind any cancel this stage sent there).
+    pub(super) fn forward_subscribe(&mut self, req: Box<SubscribeRequest<S::In>>) {
+        let sub = req.sub;
+        let port = req.producer.clone_box();
+        self.pending_subs.push(PendingSub {
+            sub,
+            cancel: None,
+            asks: 0,
+            withdrawn: false,
+        });
+        if port.send_urgent(Up::Subscribe(req)).is_err() {
+            // The producer has ended: dropping the request tells the caller so.
+            self.take_pending(sub);
+        }
+    }
+
+    /// A subscribe failed on the caller's side: forget it, or cancel it quietly if it is held.
+    pub(super) fn withdraw(&mut self, sub: SubscriptionId) {
+        if let Some(p) = self.pending_subs.iter_mut().find(|p| p.sub == sub) {
+            p.withdrawn = true;
+        } else if let Some(link) = self.ups.iter_mut().find(|l| l.info.id == sub) {
+            link.quiet = true;
+            self.cancel(sub, withdrawn());
+        }
+    }
+
+    fn take_pending(&mut self, sub: SubscriptionId) -> Option<PendingSub> {
+        let i = self.pending_subs.iter().position(|p| p.sub == sub)?;
+        Some(self.pending_subs.swap_remove(i))
     }
 
     pub(super) fn on_events(&mut self, sub: SubscriptionId, events: Vec<S::In>) {
@@ -164,6 +217,8 @@ impl<S: Callbacks> Runner<S> {
     /// abnormal end ends it at once.
     pub(super) fn producer_gone(&mut self, sub: SubscriptionId, reason: Reason) {
         let Some(i) = self.ups.iter().position(|l| l.info.id == sub) else {
+            // A subscription still pending that the producer refused or dropped.
+            self.take_pending(sub);
             return;
         };
         let link = self.ups.remove(i);
@@ -174,7 +229,7 @@ impl<S: Callbacks> Runner<S> {
             return;
         }
         let name = &self.shared.name;
-        if info.options.get_cancel().exits_on(&reason) {
+        if !link.quiet && info.options.get_cancel().exits_on(&reason) {
             if !reason.is_normal() {
                 info!(
                     "stage {name}: stopping after subscription {sub} to {} ended: {reason}",
@@ -210,12 +265,20 @@ impl<S: Callbacks> Runner<S> {
     }
 
     /// Cancels a subscription of this stage, either side.
+    ///
+    /// Upstream, the cancel takes the producer's control path: it overtakes the asks queued
+    /// before it (the producer ignores asks on a cancelled subscription) and stays ahead of a
+    /// subscribe this stage passes on after it. A subscription still pending is cancelled
+    /// when it arrives.
     pub(super) fn cancel(&mut self, sub: SubscriptionId, reason: Reason) {
         if let Some(link) = self.ups.iter_mut().find(|l| l.info.id == sub) {
             if !link.cancelling {
                 link.cancelling = true;
-                let _ = link.out.send(Up::Cancel { sub, reason });
+                // A producer that is gone has sent its own cancel already.
+                let _ = link.out.port.send_urgent(Up::Cancel { sub, reason });
             }
+        } else if let Some(p) = self.pending_subs.iter_mut().find(|p| p.sub == sub) {
+            p.cancel.get_or_insert(reason);
         } else {
             self.remove_consumer(sub, reason, true);
         }
@@ -224,6 +287,11 @@ impl<S: Callbacks> Runner<S> {
     pub(super) fn manual_ask(&mut self, sub: SubscriptionId, n: usize) {
         let name = &self.shared.name;
         let Some(link) = self.ups.iter_mut().find(|l| l.info.id == sub) else {
+            if let Some(p) = self.pending_subs.iter_mut().find(|p| p.sub == sub) {
+                // Asked for once it arrives (if its mode is manual).
+                p.asks = p.asks.saturating_add(n);
+                return;
+            }
             warn!("stage {name}: ask on unknown subscription {sub} ignored");
             return;
         };
@@ -239,4 +307,9 @@ impl<S: Callbacks> Runner<S> {
             .store(link.manual_outstanding as u64, Ordering::Relaxed);
         let _ = link.out.send(Up::Ask { sub, n });
     }
+}
+
+/// Why a subscription whose subscribe failed on the caller's side is cancelled.
+fn withdrawn() -> Reason {
+    Reason::error("subscribe withdrawn: it failed on the caller's side")
 }

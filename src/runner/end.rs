@@ -136,6 +136,7 @@ impl<S: Callbacks> Runner<S> {
                     mode: DemandMode::Manual,
                     manual_outstanding: 0,
                     cancelling: true,
+                    quiet: true,
                     cell: Arc::new(AtomicU64::new(0)),
                     events: Arc::new(AtomicU64::new(0)),
                 });
@@ -151,6 +152,19 @@ impl<S: Callbacks> Runner<S> {
             Envelope::Up(Up::Subscribe(req)) => {
                 let _ = req.ack.send(Err(SubscribeError::ProducerGone {
                     producer: self.shared.name.to_string(),
+                }));
+                if req.pending {
+                    // The consumer holds it as pending: it forgets it on hearing this.
+                    let _ = req.consumer.send_urgent(Down::Cancel {
+                        sub: req.sub,
+                        reason: reason.clone(),
+                    });
+                }
+                0
+            }
+            Envelope::Down(Down::Subscribe(req)) => {
+                let _ = req.ack.send(Err(SubscribeError::ConsumerGone {
+                    consumer: self.shared.name.to_string(),
                 }));
                 0
             }

@@ -99,6 +99,9 @@ pub(super) struct UpLink<T> {
     pub(super) manual_outstanding: usize,
     /// This stage sent a cancel and waits for the producer's confirmation.
     pub(super) cancelling: bool,
+    /// Cancelled because its subscribe failed on the caller's side: its end does not apply
+    /// the cancel mode.
+    pub(super) quiet: bool,
     pub(super) cell: Arc<AtomicU64>,
     /// Events handled from this subscription (observers read it).
     pub(super) events: Arc<AtomicU64>,
@@ -124,4 +127,16 @@ pub(super) enum Inbound<T, M> {
     Events(SubscriptionId, Vec<T>),
     Cancel(SubscriptionId, Reason),
     Info(M),
+}
+
+/// A subscription a handle asked this stage to make, passed on to the producer and not yet
+/// confirmed: what was asked of it meanwhile waits here.
+pub(super) struct PendingSub {
+    pub(super) sub: SubscriptionId,
+    /// Cancelled before it arrived: cancelled as soon as it does.
+    pub(super) cancel: Option<Reason>,
+    /// Manual asks made before it arrived.
+    pub(super) asks: usize,
+    /// The subscribe failed on the caller's side: cancelled quietly if it arrives.
+    pub(super) withdrawn: bool,
 }

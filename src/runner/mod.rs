@@ -18,7 +18,7 @@ mod polling;
 mod producer;
 
 use held::{Held, Replay};
-use links::{DownLink, Inbound, UpLink};
+use links::{DownLink, Inbound, PendingSub, UpLink};
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -277,6 +277,8 @@ pub(crate) struct Runner<S: Callbacks> {
     held: Held<S::Out>,
     /// Build-time temporary subscriptions whose producer had already ended.
     failed: Vec<Subscription>,
+    /// Subscriptions a handle asked for, passed on and not yet confirmed.
+    pending_subs: Vec<PendingSub>,
     /// The last turn handled control: this one looks at the inbox first.
     control_turn: bool,
     /// Events of the message being handled that were not yet handed to `handle_events` (if
@@ -337,6 +339,7 @@ impl<S: Callbacks> Runner<S> {
             closed_links: 0,
             had_consumers: false,
             failed,
+            pending_subs: Vec::new(),
             in_hand: 0,
             published: 0,
             unpublished: 0,
@@ -688,6 +691,7 @@ impl<S: Callbacks> Runner<S> {
                     self.producer_gone(sub, reason);
                 }
             }
+            Envelope::Down(Down::Subscribe(req)) => self.forward_subscribe(req),
             Envelope::Up(Up::Subscribe(req)) => self.on_subscribe(*req),
             Envelope::Up(Up::Cancel { sub, reason }) => self.remove_consumer(sub, reason, true),
             Envelope::Message(msg) => self.invoke(|s, ctx| s.message(msg, ctx)),
@@ -713,6 +717,7 @@ impl<S: Callbacks> Runner<S> {
             }
             Envelope::Control(Control::Cancel { sub, reason }) => self.cancel(sub, reason),
             Envelope::Control(Control::Ask { sub, n }) => self.manual_ask(sub, n),
+            Envelope::Control(Control::Withdraw(sub)) => self.withdraw(sub),
         }
     }
 

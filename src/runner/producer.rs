@@ -8,7 +8,7 @@ use log::error;
 use super::links::{DownLink, Inbound, Outlet};
 use super::{Callbacks, Kind, Runner};
 use crate::dispatcher::{Dispatch, Dispatcher, Outbox};
-use crate::envelope::{Down, SubscribeRequest, Subscribed};
+use crate::envelope::{Down, Port, SubscribeRequest, Subscribed};
 use crate::error::SubscribeError;
 use crate::reason::Reason;
 use crate::shared::{bump, Shared};
@@ -26,7 +26,18 @@ impl<S: Callbacks> Runner<S> {
             ack,
             registered,
             consumer_id,
+            pending,
         } = req;
+        // A consumer that holds the request as pending hears of a refusal on its control
+        // path, and forgets it.
+        let refused = |consumer: &dyn Port<Down<S::Out>>, why: &str| {
+            if pending {
+                let _ = consumer.send_urgent(Down::Cancel {
+                    sub,
+                    reason: Reason::error(format!("subscription refused: {why}")),
+                });
+            }
+        };
         if self.dispatcher.one_subscription_per_consumer()
             && self
                 .downs
@@ -37,19 +48,23 @@ impl<S: Callbacks> Runner<S> {
                 "stage {}: {consumer_name} is already subscribed; the new subscription is refused",
                 self.shared.name
             );
+            let message = format!("{consumer_name} is already subscribed");
+            refused(&*consumer, &message);
             let _ = ack.send(Err(SubscribeError::Rejected {
                 producer: self.shared.name.to_string(),
-                message: format!("{consumer_name} is already subscribed"),
+                message,
             }));
             return;
         }
         if let Err(e) = self.dispatcher.subscribe(sub, &options) {
+            refused(&*consumer, &e.to_string());
             let _ = ack.send(Err(e));
             return;
         }
         // Acknowledge first: a subscriber that gave up waiting has dropped its end, and then
         // the request is dropped without the consumer ever hearing of it.
         if ack.try_send(Ok(())).is_err() {
+            refused(&*consumer, "the subscriber gave up waiting");
             let demand = self.route(|d, out| d.cancel(sub, out));
             self.pending_demand = self.pending_demand.saturating_add(demand);
             return;
