@@ -207,6 +207,14 @@ enum Fault {
         stop: bool,
     },
     DropTopology,
+    /// A producer switched to accumulating demand (and back to forwarding by a later
+    /// `Forward` fault): what it holds back must keep its order.
+    Accumulate {
+        node: usize,
+    },
+    Forward {
+        node: usize,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -433,7 +441,7 @@ fn draw_plan(seed: u64, clean: bool) -> Plan {
         let mut churn = 0;
         for _ in 0..count {
             let at = rng.below(40_000);
-            let fault = match rng.below(12) {
+            let fault = match rng.below(14) {
                 0 | 1 => Fault::Stop {
                     node: rng.below(nodes.len() as u64) as usize,
                 },
@@ -480,12 +488,26 @@ fn draw_plan(seed: u64, clean: bool) -> Plan {
                         partition: partition_for(&nodes[node], &mut rng),
                     }
                 }
-                _ => Fault::DropTopology,
+                11 => Fault::DropTopology,
+                _ => {
+                    let producers: Vec<usize> = (0..nodes.len())
+                        .filter(|&n| nodes[n].is_producer())
+                        .collect();
+                    let node = rng.pick(&producers);
+                    faults.push((at + rng.below(10_000), Fault::Forward { node }));
+                    Fault::Accumulate { node }
+                }
             };
             faults.push((at, fault));
         }
-        // A churn consumer's end comes after its start even if drawn at the same time.
-        faults.sort_by_key(|(at, f)| (*at, matches!(f, Fault::ChurnEnd { .. })));
+        // A churn consumer's end comes after its start, a switch to forward after the switch
+        // to accumulate, even if drawn at the same time.
+        faults.sort_by_key(|(at, f)| {
+            (
+                *at,
+                matches!(f, Fault::ChurnEnd { .. } | Fault::Forward { .. }),
+            )
+        });
         settle_ms = rng.below(300);
     }
     Plan {
@@ -602,6 +624,10 @@ impl Producer for Gen {
 #[derive(Clone, Default)]
 struct SinkLog {
     got: Arc<Mutex<Vec<u64>>>,
+    /// Every event handled with the subscription it came on.
+    tagged: Arc<Mutex<Vec<(u64, u64)>>>,
+    /// Each subscription's producer, by name.
+    peers: Arc<Mutex<HashMap<u64, String>>>,
     panicked_batch: Arc<AtomicU64>,
     panicked: Arc<AtomicBool>,
 }
@@ -627,6 +653,13 @@ impl Consumer for Sink {
             }
         }
         self.handled += len;
+        let sub = events.subscription().as_u64();
+        let events: Vec<u64> = events.collect();
+        self.log
+            .tagged
+            .lock()
+            .unwrap()
+            .extend(events.iter().map(|&x| (sub, x)));
         self.log.got.lock().unwrap().extend(events);
         if self.delay_us > 0 {
             std::thread::sleep(Duration::from_micros(self.delay_us));
@@ -635,9 +668,14 @@ impl Consumer for Sink {
 
     fn handle_subscribe(
         &mut self,
-        _: &Subscription,
+        s: &Subscription,
         _: &mut ConsumerContext<'_>,
     ) -> stageflow::DemandMode {
+        self.log
+            .peers
+            .lock()
+            .unwrap()
+            .insert(s.id().as_u64(), s.peer().to_string());
         stageflow::DemandMode::Automatic
     }
 }
@@ -670,7 +708,8 @@ struct Live {
     log: Option<SinkLog>,
     /// Its dispatcher counts each broadcast copy in `events_out`.
     broadcast: bool,
-    release: Option<Box<dyn Fn()>>,
+    /// Producers: switches the demand mode.
+    set_demand: Option<Box<dyn Fn(ProducerDemand)>>,
 }
 
 impl Live {
@@ -774,9 +813,9 @@ fn subscribed<S, R: Consumes<S, In = u64>>(
     b
 }
 
-/// Switches a producer to forwarding demand.
-fn release<S: Producer>(h: &ProducerHandle<S>) {
-    let _ = h.set_demand(ProducerDemand::Forward);
+/// Switches a producer's demand mode.
+fn set_demand<S: Producer>(h: &ProducerHandle<S>, mode: ProducerDemand) {
+    let _ = h.set_demand(mode);
 }
 
 fn build(plan: &Plan) -> Result<Vec<Live>, String> {
@@ -807,7 +846,7 @@ fn build(plan: &Plan) -> Result<Vec<Live>, String> {
                     sink: None,
                     log: None,
                     broadcast,
-                    release: Some(Box::new(move || release(&h2))),
+                    set_demand: Some(Box::new(move |mode| set_demand(&h2, mode))),
                 }
             }
             Kind::Gen { mode, events } => {
@@ -836,7 +875,7 @@ fn build(plan: &Plan) -> Result<Vec<Live>, String> {
                     sink: None,
                     log: None,
                     broadcast,
-                    release: Some(Box::new(move || release(&h2))),
+                    set_demand: Some(Box::new(move |mode| set_demand(&h2, mode))),
                 }
             }
             Kind::Pc { panic_at } => {
@@ -852,7 +891,7 @@ fn build(plan: &Plan) -> Result<Vec<Live>, String> {
                     sink: None,
                     log: None,
                     broadcast,
-                    release: None,
+                    set_demand: None,
                 }
             }
             Kind::Sink { panic_at, delay_us } => {
@@ -874,7 +913,7 @@ fn build(plan: &Plan) -> Result<Vec<Live>, String> {
                     sink: Some(h),
                     log: Some(log),
                     broadcast: false,
-                    release: None,
+                    set_demand: None,
                 }
             }
         };
@@ -966,8 +1005,8 @@ fn run_clean(plan: &Plan) -> Vec<String> {
         topo.add(&l.sref);
     }
     for l in &live {
-        if let Some(r) = &l.release {
-            r();
+        if let Some(set) = &l.set_demand {
+            set(ProducerDemand::Forward);
         }
     }
     if !join_all(&live, LIMIT, "in a clean run (no stop)", &mut errs) {
@@ -1042,7 +1081,9 @@ fn run_clean(plan: &Plan) -> Vec<String> {
         .collect();
     let mut copies: HashMap<u64, u64> = HashMap::new();
     for &s in &sinks {
-        let got = live[s].log.as_ref().unwrap().got.lock().unwrap().clone();
+        let log = live[s].log.as_ref().unwrap();
+        check_subscription_order(plan, &live, log, &live[s].name, &mut errs);
+        let got = log.got.lock().unwrap().clone();
         check_order(plan, s, &live[s].name, &got, &mut errs);
         for x in got {
             *copies.entry(x).or_default() += 1;
@@ -1138,6 +1179,53 @@ fn check_order(plan: &Plan, sink: usize, name: &str, got: &[u64], errs: &mut Vec
     }
 }
 
+/// Order within each subscription, whatever the churn: the events one subscription delivers
+/// from one producer are in the order produced wherever one path leads from that producer to
+/// the subscription's producer (the subscription itself adds none), faults and demand-mode
+/// flips included. Stricter than [`check_order`]: two paths to the consumer through two
+/// subscriptions are each checked.
+fn check_subscription_order(
+    plan: &Plan,
+    live: &[Live],
+    log: &SinkLog,
+    name: &str,
+    errs: &mut Vec<String>,
+) {
+    let peers = log.peers.lock().unwrap().clone();
+    let tagged = log.tagged.lock().unwrap().clone();
+    let mut last: HashMap<(u64, usize), u64> = HashMap::new();
+    for (i, &(sub, x)) in tagged.iter().enumerate() {
+        let p = (x >> 32) as usize;
+        let Some(peer) = peers.get(&sub) else {
+            errs.push(format!(
+                "{name}: event {x:#x} on subscription {sub}, never subscribed"
+            ));
+            return;
+        };
+        let Some(u) = live
+            .iter()
+            .take(plan.nodes.len())
+            .position(|l| &l.name == peer)
+        else {
+            continue;
+        };
+        if p >= plan.nodes.len() || paths(plan, p, u) != 1 {
+            continue;
+        }
+        if let Some(&prev) = last.get(&(sub, p)) {
+            if x <= prev {
+                errs.push(format!(
+                    "{name}: SUBSCRIPTION ORDER: event {x:#x} from {} after {prev:#x} on \
+                     subscription {sub} to {peer} (position {i})",
+                    plan.nodes[p].name
+                ));
+                return;
+            }
+        }
+        last.insert((sub, p), x);
+    }
+}
+
 fn run_faults(plan: &Plan) -> Vec<String> {
     let mut errs = Vec::new();
     let mut live = match build(plan) {
@@ -1153,8 +1241,8 @@ fn run_faults(plan: &Plan) -> Vec<String> {
         t
     });
     for l in &live {
-        if let Some(r) = &l.release {
-            r();
+        if let Some(set) = &l.set_demand {
+            set(ProducerDemand::Forward);
         }
     }
     let start = Instant::now();
@@ -1239,7 +1327,7 @@ fn run_faults(plan: &Plan) -> Vec<String> {
                         sink: Some(h),
                         log: Some(log),
                         broadcast: false,
-                        release: None,
+                        set_demand: None,
                     });
                 }
             }
@@ -1253,6 +1341,16 @@ fn run_faults(plan: &Plan) -> Vec<String> {
                 }
             }
             Fault::DropTopology => drop(topo.take()),
+            Fault::Accumulate { node } | Fault::Forward { node } => {
+                let mode = if matches!(fault, Fault::Accumulate { .. }) {
+                    ProducerDemand::Accumulate
+                } else {
+                    ProducerDemand::Forward
+                };
+                if let Some(set) = &live[*node].set_demand {
+                    set(mode);
+                }
+            }
         }
     }
     // Let it run on its own for a while, then stop everything.
@@ -1279,6 +1377,12 @@ fn run_faults(plan: &Plan) -> Vec<String> {
     }
     check_outcomes(plan, &live, &mut errs);
     check_balances(plan, &live, base, !streams.is_empty(), &mut errs);
+    // Order within every subscription, churn consumers' included.
+    for l in &live {
+        if let Some(log) = &l.log {
+            check_subscription_order(plan, &live, log, &l.name, &mut errs);
+        }
+    }
     // Order and duplicates on the planned consumers (churn consumers add paths of their own).
     let mut copies: HashMap<u64, u64> = HashMap::new();
     for (s, l) in live.iter().enumerate().take(base) {
