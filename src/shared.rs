@@ -19,6 +19,34 @@ use crate::subscription::{Direction, SubscribeOptions, SubscriptionId};
 /// For a finished pipeline the counters balance: every event a producer emitted was received
 /// by a consumer or discarded, and `discarded` counts each event dropped by a stage's explicit
 /// policy (`buffer_keep`, or a stop that left events buffered).
+///
+/// # The accounting, as equations
+///
+/// Once a stage has ended these hold exactly, whatever ended it (a stop, a panic, a cancel,
+/// its producers ending); while it runs they hold whenever it is idle (it publishes
+/// `buffered` before it waits). *handled* is what the stage's `handle_events` was handed,
+/// the batch a panicking callback was in included: the engine does not count it, a callback
+/// can.
+///
+/// - A **producer** whose dispatcher sends each event to one consumer (demand, partition):
+///   `emitted = events_out + discarded + buffered`.
+/// - A producer with a **broadcast** dispatcher counts every copy in `events_out`, so there
+///   `emitted <= events_out + discarded + buffered` (each event that left went to every
+///   consumer subscribed then, at least one), and each consumer's count of events from it is
+///   at most `emitted`.
+/// - A **consumer**: `events_in = handled + discarded + buffered`. Its discards are part of
+///   what it received (events that reached it after it stopped, or on a subscription it had
+///   let go).
+/// - A **producer-consumer** is both at once, and its `discarded` and `buffered` sum both
+///   sides: `events_in + emitted = handled + events_out + discarded + buffered`. One that
+///   emits exactly one event per event handled (a map) therefore has
+///   `events_in = events_out + discarded + buffered`.
+/// - Across a **link**: once both stages have ended, the events a producer sent on a
+///   subscription are the events its consumer received on it, so for a whole pipeline
+///   `Σ events_out = Σ events_in`.
+///
+/// The soak test (`tests/soak.rs`) asserts each of these for every stage of every run, faults
+/// included.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Counters {

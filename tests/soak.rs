@@ -1438,12 +1438,12 @@ fn check_outcomes(plan: &Plan, live: &[Live], errs: &mut Vec<String>) {
     }
 }
 
-/// Counters once every stage has ended:
+/// Counters once every stage has ended: the equations of the `Counters` docs.
 ///
 /// - every stage: `buffered == 0`;
-/// - a producer without a broadcast dispatcher: `emitted == events_out + discarded` (a
-///   broadcast's `events_out` counts one per copy and consumers come and go, so it is not
-///   checkable there);
+/// - a producer: its `emitted` counter is what it emitted; without a broadcast dispatcher
+///   `emitted == events_out + discarded`; with one (`events_out` counts one per copy, and
+///   consumers come and go) `emitted <= events_out + discarded`;
 /// - a producer-consumer without a broadcast dispatcher (identity map, 1:1):
 ///   `events_in == events_out + discarded`, unless it panicked (then the events of the
 ///   message it panicked in are not accounted: only `>=` is checked);
@@ -1483,6 +1483,20 @@ fn check_balances(plan: &Plan, live: &[Live], base: usize, streams: bool, errs: 
                     "BALANCE: producer {} emitted {e} != out {} + discarded {} + buffered {} \
                      ({outcome:?})",
                     l.name, c.events_out, c.discarded, c.buffered
+                ));
+            }
+            // A broadcast sends each event that leaves to every consumer there, at least one.
+            if l.broadcast && e > c.events_out + c.discarded + c.buffered {
+                errs.push(format!(
+                    "BALANCE: broadcasting producer {} emitted {e} > out {} + discarded {} + \
+                     buffered {} ({outcome:?})",
+                    l.name, c.events_out, c.discarded, c.buffered
+                ));
+            }
+            if e != c.emitted {
+                errs.push(format!(
+                    "BALANCE: producer {} emitted {e} but counted {} ({outcome:?})",
+                    l.name, c.emitted
                 ));
             }
         }

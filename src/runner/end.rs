@@ -21,7 +21,11 @@ impl<S: Callbacks> Runner<S> {
     /// producers have confirmed (receiving all the while, so that no peer can wait on this
     /// stage, and counting every event that still arrives), then drops what is left.
     pub(crate) fn terminate(&mut self, reason: &Reason) {
+        // Emitted by a callback that then panicked: emitted, and lost.
         let mut lost = self.fx.emitted.len();
+        if lost > 0 {
+            bump(&self.shared.cells.emitted, lost as u64);
+        }
         self.fx.emitted.clear();
         let (buffered, _) = self.buffer.clear();
         lost += buffered + self.inbound_events + self.dispatcher.held() + self.in_hand;
