@@ -65,6 +65,14 @@
 //! the accumulator so far and keeps it. Each emission is an [`Emitted`]: the window
 //! ([`WindowId`]), why it fired, the partition, the value.
 //!
+//! Event time advances by a *watermark* per partition: the least, over the reducer's lanes
+//! (one per mapper stage), of the latest timestamp each lane has sent. A fixed window closes
+//! when the watermark reaches its end plus the allowed lateness, and an event is late (dropped,
+//! counted in [`Window::late_events`]) only if its window has closed when it arrives; so an
+//! event at most the allowed lateness older than the events before it on its own lane is never
+//! late, however the lanes interleave. The rule in full, with what idle lanes do, is in
+//! [`Window`'s docs](Window#event-time-and-the-watermark).
+//!
 //! Processing time comes from a [`Clock`]: the system's by default, a [`ManualClock`] in tests,
 //! which move time by hand and never sleep. A reducer whose window or triggers depend on
 //! processing time reads its clock on each batch and on a timer
@@ -130,6 +138,13 @@
 //! - **Periodic windows are aligned on the clock** (multiples of the period since its epoch)
 //!   rather than started with each partition, so window `k` is the same span in every
 //!   partition and a departition can merge them.
+//! - **Allowed lateness is event time.** As in Flow, a reducer waits for every lane (Flow: every
+//!   producer) before event time passes a fixed window; here the watermark is the least of
+//!   the lanes' latest timestamps (Flow keeps each producer's latest window), and the allowed
+//!   lateness is measured on it, in event time, where Flow's is processing time (a timer
+//!   started at the watermark). So an event within the allowed lateness of its own lane's
+//!   order is never late, however fast the threads run: see
+//!   [`Window`'s rule](Window#event-time-and-the-watermark).
 //! - **Triggers keep the accumulator** and emit it whole (Flow's default `on_trigger`); to
 //!   change what is emitted use [`map_state`](Reduced::map_state); there is no way to reset
 //!   the accumulator at a trigger.
@@ -148,6 +163,7 @@ mod departition;
 mod error;
 mod reduce;
 mod run;
+mod watermark;
 mod window;
 
 use std::any::Any;

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use super::clock::{Clock, SystemClock};
 use super::error::FlowError;
+use super::watermark::Watermark;
+use crate::SubscriptionId;
 
 /// How a partition's events are cut into windows, and which triggers emit a window's
 /// accumulator before it closes. A window's result is always emitted when it closes and when
@@ -20,7 +22,7 @@ use super::error::FlowError;
 /// | [`global`](Window::global) (the default) | the one window | the input completes |
 /// | [`count(n)`](Window::count) | the current window of its partition | it holds `n` events |
 /// | [`periodic(d)`](Window::periodic) | the period of the clock it arrives in | the clock passes the period's end |
-/// | [`fixed(d, at)`](Window::fixed) | the period its timestamp `at(&event)` falls in (event time) | the latest timestamp seen passes its end plus [`allowed_lateness`](Window::allowed_lateness) |
+/// | [`fixed(d, at)`](Window::fixed) | the period its timestamp `at(&event)` falls in (event time) | the partition's [watermark](#event-time-and-the-watermark) reaches its end plus [`allowed_lateness`](Window::allowed_lateness) |
 ///
 /// Windows are per partition, as in Elixir's Flow; a
 /// [`departition`](super::Reduced::departition) merges window `k` of every partition.
@@ -31,6 +33,40 @@ use super::error::FlowError;
 /// Processing time comes from the window's [`clock`](Window::clock); a running reducer reads
 /// it every [`tick`](Window::tick) (a timer on the stage), and only when the window is
 /// periodic or has a periodic trigger.
+///
+/// # Event time and the watermark
+///
+/// A reducer receives its events from several *lanes*: its upstream subscriptions, one per
+/// mapper stage. Each lane delivers in its own order, and the threads interleave the lanes
+/// however they run, so one lane can be seconds of event time ahead of another. Event time
+/// therefore advances by a *watermark* per partition (as in Flink and timely dataflow):
+///
+/// - **The watermark is the least, over the reducer's lanes, of the latest timestamp each
+///   lane has sent.** It never goes back.
+/// - A lane that has subscribed but sent nothing yet holds the watermark back (there is none
+///   until every lane has sent something); a lane that has ended (or was cancelled) no longer
+///   counts.
+/// - Fixed window `[start, end)` is emitted with [`Fired::Watermark`] when the watermark
+///   reaches `end` (if the allowed lateness is not zero), and closes ([`Fired::Closed`]) when
+///   the watermark reaches `end + allowed_lateness`.
+/// - **An event is late if, when it arrives, `end + allowed_lateness <= watermark`** for the
+///   window `[start, end)` its timestamp falls in: that window has closed. A late event is
+///   dropped and counted in [`late_events`](Window::late_events).
+///
+/// So an event that is at most `allowed_lateness` older than the latest timestamp before it
+/// *on its own lane* is never late, however far ahead the other lanes are. (Whether an event
+/// older than that is late depends on how far every lane had got when it arrived.) A mapper
+/// stage takes its source's events in order, in batches, so with one source every lane
+/// delivers a subsequence of it in order: a source whose events are never more than
+/// `allowed_lateness` older than an event before them has no late event at any number of
+/// mapper stages. With several sources, a lane interleaves its batches from each, and how far
+/// the sources run apart in event time counts as disorder in the lane.
+///
+/// A lane that stops sending without ending (idle, or with no events of this partition)
+/// holds the watermark at its latest timestamp: the partition's event time stands still, and
+/// the windows not yet closed stay open, taking their events, until the lane sends again or
+/// ends. When the input completes, every open window is emitted ([`Fired::Done`]) whatever the
+/// watermark.
 pub struct Window<T> {
     pub(crate) kind: Kind<T>,
     pub(crate) triggers: Vec<Trigger>,
@@ -39,8 +75,10 @@ pub struct Window<T> {
     pub(crate) late: LateEvents,
 }
 
-/// How many events arrived for a fixed window that had already closed (later than its
-/// allowed lateness), over every partition; such events are dropped. Read it from
+/// How many events arrived for a fixed window that had already closed (the partition's
+/// watermark had reached the window's end plus its allowed lateness: see
+/// [`Window`'s rule](Window#event-time-and-the-watermark)), over every partition; such events
+/// are dropped. Read it from
 /// [`Window::late_events`] while or after the flow runs.
 #[derive(Clone, Debug, Default)]
 pub struct LateEvents(Arc<AtomicU64>);
@@ -139,8 +177,8 @@ pub enum Trigger {
 pub enum Fired {
     /// A [`Trigger`] fired; the window stays open.
     Trigger(Trigger),
-    /// Event time passed the end of a fixed window that still accepts late events (Flow's
-    /// `:watermark`); the window stays open for its allowed lateness.
+    /// The partition's watermark reached the end of a fixed window that still accepts late
+    /// events (Flow's `:watermark`); the window stays open for its allowed lateness.
     Watermark,
     /// The window closed; this is its last emission.
     Closed,
@@ -224,9 +262,11 @@ impl<T> Window<T> {
     }
 
     /// Windows of event time, `size` long, by the timestamp `at` reads from each event (Flow's
-    /// `fixed/3`). A window closes once a partition has seen a timestamp at or past its end
-    /// plus the [allowed lateness](Window::allowed_lateness); events for a closed window are
-    /// late, dropped and counted. `size` must be longer than zero.
+    /// `fixed/3`). A window closes once the partition's
+    /// [watermark](Window#event-time-and-the-watermark) (the least, over its lanes, of the
+    /// latest timestamp each has sent) reaches its end plus the
+    /// [allowed lateness](Window::allowed_lateness); events for a closed window are late,
+    /// dropped and counted. `size` must be longer than zero.
     pub fn fixed(size: Duration, at: impl Fn(&T) -> Duration + Send + Sync + 'static) -> Window<T> {
         Window::of(Kind::Fixed {
             size,
@@ -236,9 +276,10 @@ impl<T> Window<T> {
     }
 
     /// How long past its end a fixed window still takes events (Flow's `allowed_lateness`):
-    /// when event time passes the end it is emitted with [`Fired::Watermark`], and it closes
-    /// once event time passes the end plus `lateness`. Only fixed windows have it. Defaults to
-    /// zero.
+    /// when the partition's [watermark](Window#event-time-and-the-watermark) reaches the end
+    /// it is emitted with [`Fired::Watermark`], and it closes once the watermark reaches the
+    /// end plus `lateness`. An event at most `lateness` older than the latest before it on its
+    /// lane is never late. Only fixed windows have it. Defaults to zero.
     pub fn allowed_lateness(mut self, lateness: Duration) -> Window<T> {
         if let Kind::Fixed { lateness: l, .. } = &mut self.kind {
             *l = lateness;
@@ -386,7 +427,8 @@ pub(crate) struct Windows<T, A> {
     fold: Fold<T, A>,
     open: BTreeMap<u64, Open<A>>,
     closed_below: u64,
-    latest: Option<u64>,
+    /// Event time over the lanes (fixed windows).
+    watermark: Watermark<SubscriptionId>,
     late: LateEvents,
 }
 
@@ -413,7 +455,7 @@ impl<T, A: Clone> Windows<T, A> {
             fold,
             open: BTreeMap::new(),
             closed_below: 0,
-            latest: None,
+            watermark: Watermark::default(),
             late: window.late.clone(),
         }
     }
@@ -465,8 +507,27 @@ impl<T, A: Clone> Windows<T, A> {
         out.push(Action::ClosedBelow(below));
     }
 
-    /// Takes one event that arrived at `now`.
-    pub(crate) fn push(&mut self, event: T, now: Duration, out: &mut Vec<Action<A>>) {
+    /// A lane (an upstream subscription) subscribed: until it sends an event or
+    /// [ends](Windows::end_lane), it holds event time back.
+    pub(crate) fn subscribe(&mut self, lane: SubscriptionId) {
+        self.watermark.subscribe(lane);
+    }
+
+    /// A lane ended: it no longer holds event time back, which may close fixed windows.
+    pub(crate) fn end_lane(&mut self, lane: SubscriptionId, out: &mut Vec<Action<A>>) {
+        if self.watermark.end(&lane) {
+            self.advance_event_time(out);
+        }
+    }
+
+    /// Takes one event that arrived at `now` from `lane`.
+    pub(crate) fn push(
+        &mut self,
+        lane: SubscriptionId,
+        event: T,
+        now: Duration,
+        out: &mut Vec<Action<A>>,
+    ) {
         let index = match &self.kind {
             Kind::Global => 0,
             Kind::Count(_) => self.closed_below,
@@ -482,10 +543,21 @@ impl<T, A: Clone> Windows<T, A> {
                     self.late.add(1);
                     return;
                 }
-                self.latest = Some(self.latest.map_or(at, |l| l.max(at)));
-                index
+                // Fold first, then let event time move (and close windows) past it.
+                let moved = self.watermark.observe(lane, at);
+                self.fold_into(index, event, out);
+                if moved {
+                    self.advance_event_time(out);
+                }
+                return;
             }
         };
+        self.fold_into(index, event, out);
+    }
+
+    /// Folds `event` into window `index` (opening it), closes a count window that is full,
+    /// fires the `Every` triggers due.
+    fn fold_into(&mut self, index: u64, event: T, out: &mut Vec<Action<A>>) {
         let init = &self.init;
         let w = self.open.entry(index).or_insert_with(|| Open {
             acc: init(),
@@ -495,17 +567,11 @@ impl<T, A: Clone> Windows<T, A> {
         (self.fold)(&mut w.acc, event);
         w.events += 1;
         let events = w.events;
-        match self.kind {
-            Kind::Count(n) if events >= n => {
+        if let Kind::Count(n) = self.kind {
+            if events >= n {
                 self.close_below(index + 1, out);
                 return;
             }
-            Kind::Fixed { .. } => {
-                self.trigger_every(index, events, out);
-                self.advance_event_time(out);
-                return;
-            }
-            _ => {}
         }
         self.trigger_every(index, events, out);
     }
@@ -520,10 +586,11 @@ impl<T, A: Clone> Windows<T, A> {
         }
     }
 
-    /// Fixed windows: emit the windows event time has passed, close those past their
-    /// lateness.
+    /// Fixed windows: emit the windows the watermark has passed, close those it has passed
+    /// by their lateness.
     fn advance_event_time(&mut self, out: &mut Vec<Action<A>>) {
-        let (Some(latest), Kind::Fixed { size, lateness, .. }) = (self.latest, &self.kind) else {
+        let (Some(latest), Kind::Fixed { size, lateness, .. }) = (self.watermark.get(), &self.kind)
+        else {
             return;
         };
         let (size, lateness) = (nanos(*size).max(1), nanos(*lateness));
@@ -623,9 +690,15 @@ mod tests {
     ) -> Vec<Action<Vec<Ev>>> {
         let mut out = Vec::new();
         for &e in events {
-            w.push(e, now, &mut out);
+            w.push(one_lane(), e, now, &mut out);
         }
         out
+    }
+
+    /// The lane of the tests that feed one lane.
+    fn one_lane() -> SubscriptionId {
+        static LANE: std::sync::OnceLock<SubscriptionId> = std::sync::OnceLock::new();
+        *LANE.get_or_init(SubscriptionId::unique)
     }
 
     fn finish(w: &mut Windows<Ev, Vec<Ev>>) -> Vec<Action<Vec<Ev>>> {
@@ -894,5 +967,289 @@ mod tests {
                 .tick_period(),
             Some(ms(7))
         );
+    }
+
+    /// Fixed windows of 1 s with 500 ms of lateness, timestamps being the event in ms.
+    fn fixed_ms() -> (Windows<Ev, Vec<Ev>>, LateEvents) {
+        let w = Window::fixed(secs(1), |e: &Ev| ms(*e)).allowed_lateness(ms(500));
+        let late = w.late_events();
+        (windows(w), late)
+    }
+
+    fn span_ms(k: u64) -> WindowId {
+        WindowId::Fixed {
+            start: secs(k),
+            end: secs(k + 1),
+        }
+    }
+
+    fn push_from(
+        w: &mut Windows<Ev, Vec<Ev>>,
+        lane: SubscriptionId,
+        events: &[Ev],
+    ) -> Vec<Action<Vec<Ev>>> {
+        let mut out = Vec::new();
+        for &e in events {
+            w.push(lane, e, Duration::ZERO, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn a_fast_lane_never_makes_a_slow_lanes_events_late() {
+        // The issue in miniature: one lane is seconds ahead of the other.
+        let (mut w, late) = fixed_ms();
+        let (fast, slow) = (SubscriptionId::unique(), SubscriptionId::unique());
+        w.subscribe(fast);
+        w.subscribe(slow);
+        assert_eq!(push_from(&mut w, fast, &[100, 1200, 2900, 5000]), vec![]);
+        assert_eq!(push_from(&mut w, slow, &[50, 300]), vec![]);
+        assert_eq!(
+            push_from(&mut w, slow, &[1100]),
+            vec![fire(0, span_ms(0), Fired::Watermark, &[100, 50, 300])]
+        );
+        // 250 ms behind the slow lane's latest: within the lateness, whatever the fast lane did.
+        assert_eq!(push_from(&mut w, slow, &[850]), vec![]);
+        assert_eq!(
+            push_from(&mut w, slow, &[1500]),
+            vec![
+                fire(0, span_ms(0), Fired::Closed, &[100, 50, 300, 850]),
+                Action::ClosedBelow(1)
+            ]
+        );
+        // Now window 0 is closed for both lanes: late from either.
+        assert_eq!(push_from(&mut w, fast, &[999]), vec![]);
+        assert_eq!(push_from(&mut w, slow, &[10]), vec![]);
+        assert_eq!(late.get(), 2);
+    }
+
+    #[test]
+    fn a_lane_that_has_sent_nothing_holds_windows_open_until_it_sends_or_ends() {
+        let (mut w, late) = fixed_ms();
+        let lanes = [
+            SubscriptionId::unique(),
+            SubscriptionId::unique(),
+            SubscriptionId::unique(),
+        ];
+        lanes.iter().for_each(|&l| w.subscribe(l));
+        assert_eq!(push_from(&mut w, lanes[0], &[100, 9000]), vec![]);
+        assert_eq!(push_from(&mut w, lanes[1], &[200, 9500]), vec![]);
+        // Lane 2 may still send anything: nothing is emitted, nothing is late.
+        assert_eq!(push_from(&mut w, lanes[0], &[10]), vec![]);
+        assert_eq!(late.get(), 0);
+        // It ends without sending: event time moves to 9 s, closing windows 0 to 7.
+        let mut out = Vec::new();
+        w.end_lane(lanes[2], &mut out);
+        assert_eq!(
+            out,
+            vec![
+                fire(0, span_ms(0), Fired::Watermark, &[100, 200, 10]),
+                fire(0, span_ms(0), Fired::Closed, &[100, 200, 10]),
+                Action::ClosedBelow(8),
+            ]
+        );
+        // Ending a lane again, or one never seen, changes nothing.
+        let mut out = Vec::new();
+        w.end_lane(lanes[2], &mut out);
+        w.end_lane(SubscriptionId::unique(), &mut out);
+        assert_eq!(out, vec![]);
+        assert_eq!(
+            finish(&mut w),
+            vec![fire(9, span_ms(9), Fired::Done, &[9000, 9500])]
+        );
+    }
+
+    #[test]
+    fn an_idle_lane_holds_event_time_until_it_ends_and_completion_emits_every_window() {
+        let (mut w, late) = fixed_ms();
+        let (busy, idle) = (SubscriptionId::unique(), SubscriptionId::unique());
+        w.subscribe(busy);
+        w.subscribe(idle);
+        assert_eq!(push_from(&mut w, idle, &[700]), vec![]);
+        // The idle lane's last event holds event time at 700 ms: nothing closes.
+        assert_eq!(push_from(&mut w, busy, &[1000, 2000, 3000, 4000]), vec![]);
+        assert_eq!(late.get(), 0);
+        // At completion every window is emitted, whole.
+        assert_eq!(
+            finish(&mut w),
+            vec![
+                fire(0, span_ms(0), Fired::Done, &[700]),
+                fire(1, span_ms(1), Fired::Done, &[1000]),
+                fire(2, span_ms(2), Fired::Done, &[2000]),
+                fire(3, span_ms(3), Fired::Done, &[3000]),
+                fire(4, span_ms(4), Fired::Done, &[4000]),
+            ]
+        );
+    }
+
+    /// One arrival at a reducer, in a seeded interleaving of lanes.
+    #[derive(Clone, Copy, Debug)]
+    enum Arrival {
+        Event(usize, u64),
+        End(usize),
+    }
+
+    /// Lanes of events (ms), each at its own pace, each event up to `disorder` ms older than
+    /// the latest of its lane, a few of them `far` ms older; interleaved at random, every lane
+    /// ending at a random point after its last event (some send nothing at all).
+    fn seeded_arrivals(seed: u64, disorder: u64, far: u64) -> (usize, Vec<Arrival>) {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut below = move |n: u64| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            x.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+        };
+        let lanes = 2 + below(4) as usize;
+        let mut queues: Vec<Vec<u64>> = (0..lanes)
+            .map(|_| {
+                let n = if below(8) == 0 { 0 } else { below(120) };
+                let step = 1 + below(40);
+                (0..n)
+                    .map(|i| {
+                        let at = 1000 + i * step;
+                        let back = if below(20) == 0 {
+                            far
+                        } else {
+                            below(disorder + 1)
+                        };
+                        at.saturating_sub(back)
+                    })
+                    .rev() // popped from the back
+                    .collect()
+            })
+            .collect();
+        let mut ended = vec![false; lanes];
+        let mut arrivals = Vec::new();
+        loop {
+            let live: Vec<usize> = (0..lanes).filter(|&l| !ended[l]).collect();
+            if live.is_empty() {
+                break;
+            }
+            let l = live[below(live.len() as u64) as usize];
+            match queues[l].pop() {
+                Some(at) => arrivals.push(Arrival::Event(l, at)),
+                None if below(3) == 0 => {
+                    ended[l] = true;
+                    arrivals.push(Arrival::End(l));
+                }
+                None => {}
+            }
+        }
+        (lanes, arrivals)
+    }
+
+    /// The rule, written out: before arrival `i` the watermark is the greatest, over the
+    /// moments `j < i`, of the least latest timestamp of the lanes not ended at `j` (none
+    /// while one of them has sent nothing); an event is late iff its window's end plus the
+    /// lateness is at or before it. Returns per arrival the watermark after it and whether it
+    /// is late.
+    fn reference(
+        lanes: usize,
+        arrivals: &[Arrival],
+        size: u64,
+        lateness: u64,
+    ) -> Vec<(Option<u64>, bool)> {
+        let mut latest: Vec<Option<u64>> = vec![None; lanes];
+        let mut ended = vec![false; lanes];
+        let mut watermark: Option<u64> = None;
+        let mut out = Vec::new();
+        for a in arrivals {
+            let late = match *a {
+                Arrival::Event(l, at) => {
+                    let late = watermark.is_some_and(|w| (at / size + 1) * size + lateness <= w);
+                    latest[l] = latest[l].max(Some(at));
+                    late
+                }
+                Arrival::End(l) => {
+                    ended[l] = true;
+                    false
+                }
+            };
+            let live: Vec<Option<u64>> = (0..lanes)
+                .filter(|&l| !ended[l])
+                .map(|l| latest[l])
+                .collect();
+            if !live.is_empty() && live.iter().all(Option::is_some) {
+                let least = live.iter().flatten().min().copied();
+                watermark = watermark.max(least);
+            }
+            out.push((watermark, late));
+        }
+        out
+    }
+
+    fn check_seeded(seed: u64, disorder: u64, far: u64) -> u64 {
+        let (size, lateness) = (1000, 500);
+        let (lanes, arrivals) = seeded_arrivals(seed, disorder, far);
+        let expected = reference(lanes, &arrivals, size, lateness);
+        let (mut w, late) = fixed_ms();
+        let ids: Vec<SubscriptionId> = (0..lanes).map(|_| SubscriptionId::unique()).collect();
+        ids.iter().for_each(|&l| w.subscribe(l));
+        let mut totals: BTreeMap<u64, Vec<Ev>> = BTreeMap::new();
+        let mut got: BTreeMap<u64, Vec<Ev>> = BTreeMap::new();
+        let mut expected_late = 0;
+        for (a, &(watermark, is_late)) in arrivals.iter().zip(&expected) {
+            let mut out = Vec::new();
+            match *a {
+                Arrival::Event(l, at) => {
+                    w.push(ids[l], at, Duration::ZERO, &mut out);
+                    if is_late {
+                        expected_late += 1;
+                    } else {
+                        totals.entry(at / size).or_default().push(at);
+                    }
+                }
+                Arrival::End(l) => w.end_lane(ids[l], &mut out),
+            }
+            assert_eq!(late.get(), expected_late, "seed {seed}: late after {a:?}");
+            for action in out {
+                if let Action::Fire {
+                    index,
+                    fired,
+                    value,
+                    ..
+                } = action
+                {
+                    let end = (index + 1) * size;
+                    let reached = |t: u64| watermark.is_some_and(|w| w >= t);
+                    match fired {
+                        Fired::Watermark => assert!(reached(end), "seed {seed}: {index} early"),
+                        Fired::Closed => {
+                            assert!(reached(end + lateness), "seed {seed}: {index} closed early");
+                            got.insert(index, value);
+                        }
+                        other => panic!("seed {seed}: {other:?} before the end"),
+                    }
+                }
+            }
+        }
+        for action in finish(&mut w) {
+            if let Action::Fire { index, value, .. } = action {
+                got.insert(index, value);
+            }
+        }
+        for v in totals.values_mut().chain(got.values_mut()) {
+            v.sort_unstable();
+        }
+        assert_eq!(got, totals, "seed {seed}: windows");
+        expected_late
+    }
+
+    #[test]
+    fn seeded_lanes_within_the_lateness_lose_no_event() {
+        // Disorder up to the lateness within each lane, however the lanes run apart.
+        for seed in 0..500 {
+            assert_eq!(check_seeded(seed, 500, 0), 0, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn seeded_lanes_beyond_the_lateness_count_exactly_the_events_the_rule_makes_late() {
+        let mut late = 0;
+        for seed in 0..500 {
+            late += check_seeded(seed, 500, 3000);
+        }
+        assert!(late > 100, "the seeds should make events late: {late}");
     }
 }
