@@ -169,6 +169,7 @@ mod window;
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::FlowError;
@@ -176,7 +177,7 @@ pub use reduce::{top_n, Partitioned, Partitions, Reduced};
 pub use run::{FlowStream, RunningFlow};
 pub use window::{Emitted, Fired, LateEvents, Trigger, Window, WindowId};
 
-use run::{checked, settle, Build, Chain, Lane, Sources};
+use run::{checked, settle, Build, Chain, Lane, Sources, END_WAIT};
 
 use crate::dispatcher::PartitionDispatcher;
 use crate::{
@@ -211,6 +212,7 @@ pub struct Flow<S, T = S> {
     max_demand: usize,
     min_demand: Option<usize>,
     name: String,
+    end_wait: Duration,
 }
 
 impl<S, T> fmt::Debug for Flow<S, T> {
@@ -220,6 +222,7 @@ impl<S, T> fmt::Debug for Flow<S, T> {
             .field("fused", &self.fused)
             .field("stages", &self.stages)
             .field("max_demand", &self.max_demand)
+            .field("end_wait", &self.end_wait)
             .finish()
     }
 }
@@ -240,6 +243,7 @@ impl<S: Send + 'static> Flow<S, S> {
             max_demand: 1000,
             min_demand: None,
             name: "flow".into(),
+            end_wait: END_WAIT,
         }
     }
 
@@ -353,6 +357,7 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
             max_demand: self.max_demand,
             min_demand: self.min_demand,
             name: self.name,
+            end_wait: self.end_wait,
         }
     }
 
@@ -419,6 +424,18 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     /// ...). Defaults to `flow`.
     pub fn name(mut self, name: impl Into<String>) -> Flow<S, T> {
         self.name = name.into();
+        self
+    }
+
+    /// How long a run waits, once its output has ended, for every stage to end by itself:
+    /// [`collect`](Flow::collect), [`run`](Flow::run) and [`FlowStream::finish`] wait at most
+    /// this long, then stop the stages still running and fail with [`FlowError::Failed`]
+    /// naming the first (its reason [`Shutdown`](crate::Reason::Shutdown)). A flow's stages
+    /// end by themselves once their input has, so this bounds the wait for one that does not
+    /// (a thread slow to exit, a callback that blocks). It is an option of the flow you run:
+    /// after a reduction, set it on the flow the reduction gives. Defaults to `10 s`.
+    pub fn end_wait(mut self, wait: Duration) -> Flow<S, T> {
+        self.end_wait = wait;
         self
     }
 
@@ -505,6 +522,7 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     /// An invalid option ([`FlowError::InvalidOption`] naming it), or a stage that could not
     /// start or subscribe.
     pub fn stream(self) -> Result<FlowStream<T>, FlowError> {
+        let end_wait = self.end_wait;
         let (mut b, outs, options) = self.build()?;
         let mut stream: Option<crate::Stream<T>> = None;
         for o in &outs {
@@ -519,6 +537,7 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
         Ok(FlowStream {
             stream,
             topology: std::mem::take(&mut b.topology),
+            end_wait,
         })
     }
 
@@ -593,8 +612,9 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     ///
     /// As [`collect`](Flow::collect).
     pub fn run(self) -> Result<(), FlowError> {
+        let end_wait = self.end_wait;
         let running = self.start()?;
-        settle(&running.topology)
+        settle(&running.topology, end_wait)
     }
 }
 
