@@ -56,11 +56,32 @@ use crate::SubscriptionId;
 /// So an event that is at most `allowed_lateness` older than the latest timestamp before it
 /// *on its own lane* is never late, however far ahead the other lanes are. (Whether an event
 /// older than that is late depends on how far every lane had got when it arrived.) A mapper
-/// stage takes its source's events in order, in batches, so with one source every lane
-/// delivers a subsequence of it in order: a source whose events are never more than
-/// `allowed_lateness` older than an event before them has no late event at any number of
-/// mapper stages. With several sources, a lane interleaves its batches from each, and how far
-/// the sources run apart in event time counts as disorder in the lane.
+/// stage takes its source's events in order, in batches, and its operations keep their order
+/// (unless a [`map_batch`](super::Flow::map_batch) of yours reorders a batch), so with one
+/// source every lane delivers a subsequence of the source's events, in order: if no event,
+/// in that order, is more than `allowed_lateness` older than an event before it, no event is
+/// late, at any number of mapper stages. With several sources, a lane interleaves its batches
+/// from each, and how far the sources run apart in event time counts as disorder in the lane.
+///
+/// ```
+/// use std::time::Duration;
+/// use stageflow::flow::{Flow, Partitions, Window};
+///
+/// // Timestamps in milliseconds, each less than 300 ms older than any event before it.
+/// let events: Vec<u64> = (0..4000u64).map(|i| i + (i * 7919) % 300).collect();
+/// let window = Window::fixed(Duration::from_secs(1), |ms: &u64| Duration::from_millis(*ms))
+///     .allowed_lateness(Duration::from_millis(500));
+/// let late = window.late_events();
+/// let counts = Flow::from_iter(events)
+///     .stages(4) // four lanes into every reducer, each taking batches of up to 1000 events
+///     .partition(Partitions::by_event().stages(2).window(window))
+///     .reduce(|| 0u64, |n: &mut u64, _| *n += 1)
+///     .departition(|| 0u64, |all: &mut u64, n| *all += n, |all| all)
+///     .collect()?;
+/// assert_eq!(late.get(), 0);
+/// assert_eq!(counts.iter().map(|e| e.value).sum::<u64>(), 4000);
+/// # Ok::<(), stageflow::flow::FlowError>(())
+/// ```
 ///
 /// A lane that stops sending without ending (idle, or with no events of this partition)
 /// holds the watermark at its latest timestamp: the partition's event time stands still, and
