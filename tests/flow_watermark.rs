@@ -1,7 +1,8 @@
 //! Event-time windows at any parallelism: a reducer's watermark is the least event time over
 //! its lanes, so interleaving lanes never makes an event late. Hundreds of seeded runs through
 //! several mapper lanes and partitions against a single-threaded count: disorder within the
-//! allowed lateness loses nothing, and disorder beyond it is counted in `late_events`, exactly.
+//! allowed lateness loses nothing, and disorder beyond it is counted in `late_events`, exactly;
+//! a lane that has sent nothing holds the windows open until the input ends.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -243,6 +244,46 @@ fn the_default_lanes_with_default_demand_are_exact() {
         assert_eq!(late.get(), 0, "seed {seed}");
         assert_eq!(got, expected, "seed {seed}");
     }
+}
+
+#[test]
+fn a_lane_that_has_sent_nothing_holds_the_windows_until_the_input_ends() {
+    let source = feed::<Ev>();
+    let window = Window::fixed(ms(SIZE_MS), |e: &Ev| ms(e.1));
+    let late = window.late_events();
+    let stream = Flow::from_stages([source.source()])
+        .stages(2)
+        .max_demand(100)
+        .partition(Partitions::by_hash(|_: &Ev| 0).stages(1).window(window))
+        .reduce(
+            || (0u64, 0u64),
+            |t: &mut (u64, u64), e| *t = (t.0 + 1, t.1 + e.1),
+        )
+        .emit_state()
+        .stream()
+        .unwrap();
+    let (stages, rx, thread) = spawn_stream(stream);
+    // 50 events over 5 s: one lane has the demand for all of them, the other gets none.
+    let events: Vec<Ev> = (0..50).map(|i| (i, i * 100)).collect();
+    source.cast(Feed::Push(events.clone())).unwrap();
+    wait_until("the reducer to receive every event", || {
+        at_reducers(&stages) == 50
+    });
+    // The lane that has sent nothing may still send anything: no window closes.
+    if let Ok(e) = rx.recv_timeout(Duration::from_millis(50)) {
+        panic!("expected nothing while a lane holds event time, got {e:?}");
+    }
+    source.cast(Feed::End).unwrap();
+    let got: Totals = rx
+        .iter()
+        .map(|e| {
+            assert_eq!(e.fired, Fired::Done, "{e:?}");
+            (index_of(e.window), e.value)
+        })
+        .collect();
+    thread.join().unwrap().unwrap();
+    assert_eq!(got, expected(&events));
+    assert_eq!(late.get(), 0);
 }
 
 /// Reads what has arrived so far: the final emissions into `finals` (per partition and
