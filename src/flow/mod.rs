@@ -69,8 +69,8 @@
 //! (one per mapper stage), of the latest timestamp each lane has sent. A fixed window closes
 //! when the watermark reaches its end plus the allowed lateness, and an event is late (dropped,
 //! counted in [`Window::late_events`]) only if its window has closed when it arrives; so an
-//! event at most the allowed lateness older than the events before it on its own lane is never
-//! late, however the lanes interleave. The rule in full, with what idle lanes do, is in
+//! event at most the allowed lateness older than the latest event before it on its own lane is
+//! never late, however the lanes interleave. The rule in full, with what idle lanes do, is in
 //! [`Window`'s docs](Window#event-time-and-the-watermark).
 //!
 //! Processing time comes from a [`Clock`]: the system's by default, a [`ManualClock`] in tests,
@@ -431,8 +431,8 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     /// [`collect`](Flow::collect), [`run`](Flow::run) and [`FlowStream::finish`] wait at most
     /// this long, then stop the stages still running and fail with [`FlowError::Failed`]
     /// naming the first (its reason [`Shutdown`](crate::Reason::Shutdown)). A flow's stages
-    /// end by themselves once their input has, so this bounds the wait for one that does not
-    /// (a thread slow to exit, a callback that blocks). It is an option of the flow you run:
+    /// end by themselves once their input has, so this only bounds the wait for one that does
+    /// not (a thread slow to exit, say). It is an option of the flow you run:
     /// after a reduction, set it on the flow the reduction gives. Defaults to `10 s`.
     pub fn end_wait(mut self, wait: Duration) -> Flow<S, T> {
         self.end_wait = wait;
