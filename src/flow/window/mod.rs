@@ -564,10 +564,12 @@ impl<T, A: Clone> Windows<T, A> {
                     self.late.add(1);
                     return;
                 }
-                // Fold first, then let event time move (and close windows) past it.
+                // Fold first, then let event time move (and close windows) past it. A window
+                // opened behind the watermark is at once past its end.
                 let moved = self.watermark.observe(lane, at);
+                let opened = !self.open.contains_key(&index);
                 self.fold_into(index, event, out);
-                if moved {
+                if moved || opened {
                     self.advance_event_time(out);
                 }
                 return;

@@ -370,6 +370,28 @@ fn a_fast_lane_never_makes_a_slow_lanes_events_late() {
 }
 
 #[test]
+fn a_window_opened_behind_the_watermark_is_emitted_as_past_its_end_at_once() {
+    let (mut w, late) = fixed_ms();
+    let lane = SubscriptionId::unique();
+    w.subscribe(lane);
+    assert_eq!(push_from(&mut w, lane, &[1200]), vec![]);
+    // Window 0 had no event: it opens now, 300 ms behind, within the lateness.
+    assert_eq!(
+        push_from(&mut w, lane, &[900]),
+        vec![fire(0, span_ms(0), Fired::Watermark, &[900])]
+    );
+    assert_eq!(push_from(&mut w, lane, &[950]), vec![]);
+    assert_eq!(
+        push_from(&mut w, lane, &[1500]),
+        vec![
+            fire(0, span_ms(0), Fired::Closed, &[900, 950]),
+            Action::ClosedBelow(1)
+        ]
+    );
+    assert_eq!(late.get(), 0);
+}
+
+#[test]
 fn a_lane_that_has_sent_nothing_holds_windows_open_until_it_sends_or_ends() {
     let (mut w, late) = fixed_ms();
     let lanes = [
