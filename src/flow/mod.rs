@@ -65,6 +65,14 @@
 //! the accumulator so far and keeps it. Each emission is an [`Emitted`]: the window
 //! ([`WindowId`]), why it fired, the partition, the value.
 //!
+//! Event time advances by a *watermark* per partition: the least, over the reducer's lanes
+//! (one per mapper stage), of the latest timestamp each lane has sent. A fixed window closes
+//! when the watermark reaches its end plus the allowed lateness, and an event is late (dropped,
+//! counted in [`Window::late_events`]) only if its window has closed when it arrives; so an
+//! event at most the allowed lateness older than the latest event before it on its own lane is
+//! never late, however the lanes interleave. The rule in full, with what idle lanes do, is in
+//! [`Window`'s docs](Window#event-time-and-the-watermark).
+//!
 //! Processing time comes from a [`Clock`]: the system's by default, a [`ManualClock`] in tests,
 //! which move time by hand and never sleep. A reducer whose window or triggers depend on
 //! processing time reads its clock on each batch and on a timer
@@ -130,6 +138,13 @@
 //! - **Periodic windows are aligned on the clock** (multiples of the period since its epoch)
 //!   rather than started with each partition, so window `k` is the same span in every
 //!   partition and a departition can merge them.
+//! - **Allowed lateness is event time.** As in Flow, a reducer waits for every lane (Flow: every
+//!   producer) before event time passes a fixed window; here the watermark is the least of
+//!   the lanes' latest timestamps (Flow keeps each producer's latest window), and the allowed
+//!   lateness is measured on it, in event time, where Flow's is processing time (a timer
+//!   started at the watermark). So an event within the allowed lateness of its own lane's
+//!   order is never late, however fast the threads run: see
+//!   [`Window`'s rule](Window#event-time-and-the-watermark).
 //! - **Triggers keep the accumulator** and emit it whole (Flow's default `on_trigger`); to
 //!   change what is emitted use [`map_state`](Reduced::map_state); there is no way to reset
 //!   the accumulator at a trigger.
@@ -148,11 +163,13 @@ mod departition;
 mod error;
 mod reduce;
 mod run;
+mod watermark;
 mod window;
 
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::FlowError;
@@ -160,7 +177,7 @@ pub use reduce::{top_n, Partitioned, Partitions, Reduced};
 pub use run::{FlowStream, RunningFlow};
 pub use window::{Emitted, Fired, LateEvents, Trigger, Window, WindowId};
 
-use run::{checked, settle, Build, Chain, Lane, Sources};
+use run::{checked, settle, Build, Chain, Lane, Sources, END_WAIT};
 
 use crate::dispatcher::PartitionDispatcher;
 use crate::{
@@ -195,6 +212,7 @@ pub struct Flow<S, T = S> {
     max_demand: usize,
     min_demand: Option<usize>,
     name: String,
+    end_wait: Duration,
 }
 
 impl<S, T> fmt::Debug for Flow<S, T> {
@@ -204,6 +222,7 @@ impl<S, T> fmt::Debug for Flow<S, T> {
             .field("fused", &self.fused)
             .field("stages", &self.stages)
             .field("max_demand", &self.max_demand)
+            .field("end_wait", &self.end_wait)
             .finish()
     }
 }
@@ -224,6 +243,7 @@ impl<S: Send + 'static> Flow<S, S> {
             max_demand: 1000,
             min_demand: None,
             name: "flow".into(),
+            end_wait: END_WAIT,
         }
     }
 
@@ -337,6 +357,7 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
             max_demand: self.max_demand,
             min_demand: self.min_demand,
             name: self.name,
+            end_wait: self.end_wait,
         }
     }
 
@@ -403,6 +424,18 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     /// ...). Defaults to `flow`.
     pub fn name(mut self, name: impl Into<String>) -> Flow<S, T> {
         self.name = name.into();
+        self
+    }
+
+    /// How long a run waits, once its output has ended, for every stage to end by itself:
+    /// [`collect`](Flow::collect), [`run`](Flow::run) and [`FlowStream::finish`] wait at most
+    /// this long, then stop the stages still running and fail with [`FlowError::Failed`]
+    /// naming the first (its reason [`Shutdown`](crate::Reason::Shutdown)). A flow's stages
+    /// end by themselves once their input has, so this only bounds the wait for one that does
+    /// not (a thread slow to exit, say). It is an option of the flow you run:
+    /// after a reduction, set it on the flow the reduction gives. Defaults to `10 s`.
+    pub fn end_wait(mut self, wait: Duration) -> Flow<S, T> {
+        self.end_wait = wait;
         self
     }
 
@@ -489,6 +522,7 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     /// An invalid option ([`FlowError::InvalidOption`] naming it), or a stage that could not
     /// start or subscribe.
     pub fn stream(self) -> Result<FlowStream<T>, FlowError> {
+        let end_wait = self.end_wait;
         let (mut b, outs, options) = self.build()?;
         let mut stream: Option<crate::Stream<T>> = None;
         for o in &outs {
@@ -503,6 +537,7 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
         Ok(FlowStream {
             stream,
             topology: std::mem::take(&mut b.topology),
+            end_wait,
         })
     }
 
@@ -577,8 +612,9 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     ///
     /// As [`collect`](Flow::collect).
     pub fn run(self) -> Result<(), FlowError> {
+        let end_wait = self.end_wait;
         let running = self.start()?;
-        settle(&running.topology)
+        settle(&running.topology, end_wait)
     }
 }
 

@@ -405,8 +405,10 @@ where
     ///
     /// Intermediate emissions (triggers, watermarks) stay inside the partitions: a departition
     /// emits each window once, with its complete result. A partition that has not yet seen
-    /// event time or processing time pass a window holds that window back for all (event-time
-    /// windows of a partition that gets no events close only when the input completes).
+    /// event time or processing time pass a window holds that window back for all: event-time
+    /// windows of a partition that gets no events close only when the input completes, and
+    /// those of a partition whose [watermark](Window#event-time-and-the-watermark) an idle
+    /// lane holds back wait for that lane to send or end.
     pub fn departition<M, O>(
         self,
         init: impl Fn() -> M + Send + Sync + 'static,
@@ -565,8 +567,9 @@ where
 
     fn handle_events(&mut self, events: Events<'_, T>, ctx: &mut Context<'_, O, Tick>) {
         let now = self.clock.now();
+        let lane = events.subscription();
         for e in events {
-            self.windows.push(e, now, &mut self.actions);
+            self.windows.push(lane, e, now, &mut self.actions);
         }
         self.send(ctx);
     }
@@ -589,6 +592,7 @@ where
     ) -> DemandMode {
         if sub.direction() == Direction::Upstream {
             self.live += 1;
+            self.windows.subscribe(sub.id());
             if let (false, Some(every)) = (self.ticking, self.tick) {
                 self.ticking = true;
                 ctx.send_after(Tick, every);
@@ -602,6 +606,9 @@ where
             return;
         }
         self.live = self.live.saturating_sub(1);
+        // An ended lane no longer holds event time back: windows may close.
+        self.windows.end_lane(sub.id(), &mut self.actions);
+        self.send(ctx);
         if self.live == 0 && !self.done {
             // The input completed: every window emits, then the partition says it is done.
             self.done = true;

@@ -89,13 +89,13 @@ pub(crate) fn checked(options: SubscribeOptions) -> Result<SubscribeOptions, Flo
     Ok(options)
 }
 
-/// How long a finished flow waits for its stages to end before it stops them.
-const END_WAIT: Duration = Duration::from_secs(10);
+/// The default of [`Flow::end_wait`](super::Flow::end_wait).
+pub(crate) const END_WAIT: Duration = Duration::from_secs(10);
 
-/// Joins the topology after its output ended: every stage should end by itself; a stage that
-/// did not is stopped, and the first abnormal end is the error.
-pub(crate) fn settle(topology: &Topology) -> Result<(), FlowError> {
-    let outcomes = topology.join_timeout(END_WAIT);
+/// Joins the topology after its output ended: every stage should end by itself within
+/// `wait`; a stage that did not is stopped, and the first abnormal end is the error.
+pub(crate) fn settle(topology: &Topology, wait: Duration) -> Result<(), FlowError> {
+    let outcomes = topology.join_timeout(wait);
     let hung = outcomes.iter().any(|(_, r)| r.is_none());
     if hung {
         topology.stop();
@@ -121,6 +121,8 @@ pub(crate) fn settle(topology: &Topology) -> Result<(), FlowError> {
 pub struct FlowStream<T: Send + 'static> {
     pub(crate) stream: Option<Stream<T>>,
     pub(crate) topology: Topology,
+    /// How long [`finish`](FlowStream::finish) waits for the stages to end.
+    pub(crate) end_wait: Duration,
 }
 
 impl<T: Send + 'static> FlowStream<T> {
@@ -130,18 +132,19 @@ impl<T: Send + 'static> FlowStream<T> {
         self.topology.stages()
     }
 
-    /// Reads what is left, then waits for every stage to end.
+    /// Reads what is left, then waits for every stage to end: at most the flow's
+    /// [`end_wait`](super::Flow::end_wait), after which the stages still running are stopped.
     ///
     /// # Errors
     ///
     /// [`FlowError::Failed`] naming the first stage that ended abnormally (a callback that
-    /// panicked, say); the others are stopped.
+    /// panicked, say, or a stage stopped after the wait); the others are stopped.
     pub fn finish(mut self) -> Result<(), FlowError> {
         if let Some(stream) = &mut self.stream {
             stream.for_each(drop);
         }
         drop(self.stream.take());
-        settle(&self.topology)
+        settle(&self.topology, self.end_wait)
     }
 }
 
@@ -206,5 +209,34 @@ impl RunningFlow {
             Some((stage, reason)) => Err(FlowError::Failed { stage, reason }),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::fns::Generate;
+
+    #[test]
+    fn settling_stops_a_stage_that_does_not_end_within_the_wait() {
+        // A producer that never emits nor finishes, with no consumer: it runs until stopped.
+        let idle = crate::producer(Generate::new(|_: usize, _: &mut Context<'_, u64>| {}))
+            .name("idle")
+            .spawn()
+            .unwrap();
+        let mut topology = Topology::new();
+        topology.add(&idle);
+        let started = Instant::now();
+        match settle(&topology, Duration::from_millis(20)) {
+            Err(FlowError::Failed { stage, reason }) => {
+                assert_eq!((stage.as_str(), reason), ("idle", Reason::Shutdown));
+            }
+            other => panic!("expected the idle stage stopped, got {other:?}"),
+        }
+        // Stopped after the wait asked for, not the default's 10 s (5 s of slack for a loaded
+        // machine).
+        assert!(started.elapsed() < END_WAIT / 2, "{:?}", started.elapsed());
     }
 }

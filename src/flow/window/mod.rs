@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use super::clock::{Clock, SystemClock};
 use super::error::FlowError;
+use super::watermark::Watermark;
+use crate::SubscriptionId;
 
 /// How a partition's events are cut into windows, and which triggers emit a window's
 /// accumulator before it closes. A window's result is always emitted when it closes and when
@@ -20,7 +22,7 @@ use super::error::FlowError;
 /// | [`global`](Window::global) (the default) | the one window | the input completes |
 /// | [`count(n)`](Window::count) | the current window of its partition | it holds `n` events |
 /// | [`periodic(d)`](Window::periodic) | the period of the clock it arrives in | the clock passes the period's end |
-/// | [`fixed(d, at)`](Window::fixed) | the period its timestamp `at(&event)` falls in (event time) | the latest timestamp seen passes its end plus [`allowed_lateness`](Window::allowed_lateness) |
+/// | [`fixed(d, at)`](Window::fixed) | the period its timestamp `at(&event)` falls in (event time) | the partition's [watermark](#event-time-and-the-watermark) reaches its end plus [`allowed_lateness`](Window::allowed_lateness) |
 ///
 /// Windows are per partition, as in Elixir's Flow; a
 /// [`departition`](super::Reduced::departition) merges window `k` of every partition.
@@ -31,6 +33,61 @@ use super::error::FlowError;
 /// Processing time comes from the window's [`clock`](Window::clock); a running reducer reads
 /// it every [`tick`](Window::tick) (a timer on the stage), and only when the window is
 /// periodic or has a periodic trigger.
+///
+/// # Event time and the watermark
+///
+/// A reducer receives its events from several *lanes*: its upstream subscriptions, one per
+/// mapper stage. Each lane delivers in its own order, and the threads interleave the lanes
+/// however they run, so one lane can be seconds of event time ahead of another. Event time
+/// therefore advances by a *watermark* per partition (as in Flink and timely dataflow):
+///
+/// - **The watermark is the least, over the reducer's lanes, of the latest timestamp each
+///   lane has sent.** It never goes back.
+/// - A lane that has subscribed but sent nothing yet holds the watermark back (there is none
+///   until every lane has sent something); a lane that has ended (or was cancelled) no longer
+///   counts.
+/// - Fixed window `[start, end)` is emitted with [`Fired::Watermark`] when the watermark
+///   reaches `end` (if the allowed lateness is not zero), and closes ([`Fired::Closed`]) when
+///   the watermark reaches `end + allowed_lateness`.
+/// - **An event is late if, when it arrives, `end + allowed_lateness <= watermark`** for the
+///   window `[start, end)` its timestamp falls in: that window has closed. A late event is
+///   dropped and counted in [`late_events`](Window::late_events).
+///
+/// So an event that is at most `allowed_lateness` older than the latest timestamp before it
+/// *on its own lane* is never late, however far ahead the other lanes are. (Whether an event
+/// older than that is late depends on how far every lane had got when it arrived.) A mapper
+/// stage takes its source's events in order, in batches, and its operations keep their order
+/// (unless a [`map_batch`](super::Flow::map_batch) of yours reorders a batch), so with one
+/// source every lane delivers a subsequence of the source's events, in order: if no event,
+/// in that order, is more than `allowed_lateness` older than an event before it, no event is
+/// late, at any number of mapper stages. With several sources, a lane interleaves its batches
+/// from each, and how far the sources run apart in event time counts as disorder in the lane.
+///
+/// ```
+/// use std::time::Duration;
+/// use stageflow::flow::{Flow, Partitions, Window};
+///
+/// // Timestamps in milliseconds, each less than 300 ms older than any event before it.
+/// let events: Vec<u64> = (0..4000u64).map(|i| i + (i * 7919) % 300).collect();
+/// let window = Window::fixed(Duration::from_secs(1), |ms: &u64| Duration::from_millis(*ms))
+///     .allowed_lateness(Duration::from_millis(500));
+/// let late = window.late_events();
+/// let counts = Flow::from_iter(events)
+///     .stages(4) // four lanes into every reducer, each taking batches of up to 1000 events
+///     .partition(Partitions::by_event().stages(2).window(window))
+///     .reduce(|| 0u64, |n: &mut u64, _| *n += 1)
+///     .departition(|| 0u64, |all: &mut u64, n| *all += n, |all| all)
+///     .collect()?;
+/// assert_eq!(late.get(), 0);
+/// assert_eq!(counts.iter().map(|e| e.value).sum::<u64>(), 4000);
+/// # Ok::<(), stageflow::flow::FlowError>(())
+/// ```
+///
+/// A lane that stops sending without ending (idle, or with no events of this partition)
+/// holds the watermark at its latest timestamp: the partition's event time stands still, and
+/// the windows not yet closed stay open, taking their events, until the lane sends again or
+/// ends. When the input completes, every open window is emitted ([`Fired::Done`]) whatever the
+/// watermark.
 pub struct Window<T> {
     pub(crate) kind: Kind<T>,
     pub(crate) triggers: Vec<Trigger>,
@@ -39,8 +96,10 @@ pub struct Window<T> {
     pub(crate) late: LateEvents,
 }
 
-/// How many events arrived for a fixed window that had already closed (later than its
-/// allowed lateness), over every partition; such events are dropped. Read it from
+/// How many events arrived for a fixed window that had already closed (the partition's
+/// watermark had reached the window's end plus its allowed lateness: see
+/// [`Window`'s rule](Window#event-time-and-the-watermark)), over every partition; such events
+/// are dropped. Read it from
 /// [`Window::late_events`] while or after the flow runs.
 #[derive(Clone, Debug, Default)]
 pub struct LateEvents(Arc<AtomicU64>);
@@ -139,8 +198,8 @@ pub enum Trigger {
 pub enum Fired {
     /// A [`Trigger`] fired; the window stays open.
     Trigger(Trigger),
-    /// Event time passed the end of a fixed window that still accepts late events (Flow's
-    /// `:watermark`); the window stays open for its allowed lateness.
+    /// The partition's watermark reached the end of a fixed window that still accepts late
+    /// events (Flow's `:watermark`); the window stays open for its allowed lateness.
     Watermark,
     /// The window closed; this is its last emission.
     Closed,
@@ -224,9 +283,11 @@ impl<T> Window<T> {
     }
 
     /// Windows of event time, `size` long, by the timestamp `at` reads from each event (Flow's
-    /// `fixed/3`). A window closes once a partition has seen a timestamp at or past its end
-    /// plus the [allowed lateness](Window::allowed_lateness); events for a closed window are
-    /// late, dropped and counted. `size` must be longer than zero.
+    /// `fixed/3`). A window closes once the partition's
+    /// [watermark](Window#event-time-and-the-watermark) (the least, over its lanes, of the
+    /// latest timestamp each has sent) reaches its end plus the
+    /// [allowed lateness](Window::allowed_lateness); events for a closed window are late,
+    /// dropped and counted. `size` must be longer than zero.
     pub fn fixed(size: Duration, at: impl Fn(&T) -> Duration + Send + Sync + 'static) -> Window<T> {
         Window::of(Kind::Fixed {
             size,
@@ -236,9 +297,10 @@ impl<T> Window<T> {
     }
 
     /// How long past its end a fixed window still takes events (Flow's `allowed_lateness`):
-    /// when event time passes the end it is emitted with [`Fired::Watermark`], and it closes
-    /// once event time passes the end plus `lateness`. Only fixed windows have it. Defaults to
-    /// zero.
+    /// when the partition's [watermark](Window#event-time-and-the-watermark) reaches the end
+    /// it is emitted with [`Fired::Watermark`], and it closes once the watermark reaches the
+    /// end plus `lateness`. An event at most `lateness` older than the latest before it on its
+    /// lane is never late. Only fixed windows have it. Defaults to zero.
     pub fn allowed_lateness(mut self, lateness: Duration) -> Window<T> {
         if let Kind::Fixed { lateness: l, .. } = &mut self.kind {
             *l = lateness;
@@ -386,7 +448,8 @@ pub(crate) struct Windows<T, A> {
     fold: Fold<T, A>,
     open: BTreeMap<u64, Open<A>>,
     closed_below: u64,
-    latest: Option<u64>,
+    /// Event time over the lanes (fixed windows).
+    watermark: Watermark<SubscriptionId>,
     late: LateEvents,
 }
 
@@ -413,7 +476,7 @@ impl<T, A: Clone> Windows<T, A> {
             fold,
             open: BTreeMap::new(),
             closed_below: 0,
-            latest: None,
+            watermark: Watermark::default(),
             late: window.late.clone(),
         }
     }
@@ -465,8 +528,27 @@ impl<T, A: Clone> Windows<T, A> {
         out.push(Action::ClosedBelow(below));
     }
 
-    /// Takes one event that arrived at `now`.
-    pub(crate) fn push(&mut self, event: T, now: Duration, out: &mut Vec<Action<A>>) {
+    /// A lane (an upstream subscription) subscribed: until it sends an event or
+    /// [ends](Windows::end_lane), it holds event time back.
+    pub(crate) fn subscribe(&mut self, lane: SubscriptionId) {
+        self.watermark.subscribe(lane);
+    }
+
+    /// A lane ended: it no longer holds event time back, which may close fixed windows.
+    pub(crate) fn end_lane(&mut self, lane: SubscriptionId, out: &mut Vec<Action<A>>) {
+        if self.watermark.end(&lane) {
+            self.advance_event_time(out);
+        }
+    }
+
+    /// Takes one event that arrived at `now` from `lane`.
+    pub(crate) fn push(
+        &mut self,
+        lane: SubscriptionId,
+        event: T,
+        now: Duration,
+        out: &mut Vec<Action<A>>,
+    ) {
         let index = match &self.kind {
             Kind::Global => 0,
             Kind::Count(_) => self.closed_below,
@@ -482,10 +564,23 @@ impl<T, A: Clone> Windows<T, A> {
                     self.late.add(1);
                     return;
                 }
-                self.latest = Some(self.latest.map_or(at, |l| l.max(at)));
-                index
+                // Fold first, then let event time move (and close windows) past it. A window
+                // opened behind the watermark is at once past its end.
+                let moved = self.watermark.observe(lane, at);
+                let opened = !self.open.contains_key(&index);
+                self.fold_into(index, event, out);
+                if moved || opened {
+                    self.advance_event_time(out);
+                }
+                return;
             }
         };
+        self.fold_into(index, event, out);
+    }
+
+    /// Folds `event` into window `index` (opening it), closes a count window that is full,
+    /// fires the `Every` triggers due.
+    fn fold_into(&mut self, index: u64, event: T, out: &mut Vec<Action<A>>) {
         let init = &self.init;
         let w = self.open.entry(index).or_insert_with(|| Open {
             acc: init(),
@@ -495,17 +590,11 @@ impl<T, A: Clone> Windows<T, A> {
         (self.fold)(&mut w.acc, event);
         w.events += 1;
         let events = w.events;
-        match self.kind {
-            Kind::Count(n) if events >= n => {
+        if let Kind::Count(n) = self.kind {
+            if events >= n {
                 self.close_below(index + 1, out);
                 return;
             }
-            Kind::Fixed { .. } => {
-                self.trigger_every(index, events, out);
-                self.advance_event_time(out);
-                return;
-            }
-            _ => {}
         }
         self.trigger_every(index, events, out);
     }
@@ -520,10 +609,11 @@ impl<T, A: Clone> Windows<T, A> {
         }
     }
 
-    /// Fixed windows: emit the windows event time has passed, close those past their
-    /// lateness.
+    /// Fixed windows: emit the windows the watermark has passed, close those it has passed
+    /// by their lateness.
     fn advance_event_time(&mut self, out: &mut Vec<Action<A>>) {
-        let (Some(latest), Kind::Fixed { size, lateness, .. }) = (self.latest, &self.kind) else {
+        let (Some(latest), Kind::Fixed { size, lateness, .. }) = (self.watermark.get(), &self.kind)
+        else {
             return;
         };
         let (size, lateness) = (nanos(*size).max(1), nanos(*lateness));
@@ -584,315 +674,4 @@ impl<T, A: Clone> Windows<T, A> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    type Ev = u64;
-
-    fn secs(s: u64) -> Duration {
-        Duration::from_secs(s)
-    }
-
-    fn ms(m: u64) -> Duration {
-        Duration::from_millis(m)
-    }
-
-    /// Windows collecting events into a `Vec`, timestamps being the event in seconds.
-    fn windows(w: Window<Ev>) -> Windows<Ev, Vec<Ev>> {
-        Windows::new(
-            &w,
-            Arc::new(Vec::new),
-            Arc::new(|acc: &mut Vec<Ev>, e| acc.push(e)),
-            Duration::ZERO,
-        )
-    }
-
-    fn fire(index: u64, window: WindowId, fired: Fired, value: &[Ev]) -> Action<Vec<Ev>> {
-        Action::Fire {
-            index,
-            window,
-            fired,
-            value: value.to_vec(),
-        }
-    }
-
-    fn push_all(
-        w: &mut Windows<Ev, Vec<Ev>>,
-        events: &[Ev],
-        now: Duration,
-    ) -> Vec<Action<Vec<Ev>>> {
-        let mut out = Vec::new();
-        for &e in events {
-            w.push(e, now, &mut out);
-        }
-        out
-    }
-
-    fn finish(w: &mut Windows<Ev, Vec<Ev>>) -> Vec<Action<Vec<Ev>>> {
-        let mut out = Vec::new();
-        w.finish(&mut out);
-        out
-    }
-
-    fn tick(w: &mut Windows<Ev, Vec<Ev>>, now: Duration) -> Vec<Action<Vec<Ev>>> {
-        let mut out = Vec::new();
-        w.tick(now, &mut out);
-        out
-    }
-
-    #[test]
-    fn global_emits_once_when_the_input_completes() {
-        let mut w = windows(Window::global());
-        assert_eq!(push_all(&mut w, &[1, 2, 3], secs(100)), vec![]);
-        assert_eq!(tick(&mut w, secs(1000)), vec![]);
-        assert_eq!(
-            finish(&mut w),
-            vec![fire(0, WindowId::Global, Fired::Done, &[1, 2, 3])]
-        );
-    }
-
-    #[test]
-    fn global_without_events_still_emits_its_initial_state() {
-        let mut w = windows(Window::global());
-        assert_eq!(
-            finish(&mut w),
-            vec![fire(0, WindowId::Global, Fired::Done, &[])]
-        );
-    }
-
-    #[test]
-    fn trigger_every_emits_the_state_so_far_and_keeps_it() {
-        let mut w = windows(Window::global().trigger_every(2));
-        let every = Fired::Trigger(Trigger::Every(2));
-        assert_eq!(
-            push_all(&mut w, &[1, 2, 3, 4, 5], Duration::ZERO),
-            vec![
-                fire(0, WindowId::Global, every, &[1, 2]),
-                fire(0, WindowId::Global, every, &[1, 2, 3, 4]),
-            ]
-        );
-        assert_eq!(
-            finish(&mut w),
-            vec![fire(0, WindowId::Global, Fired::Done, &[1, 2, 3, 4, 5])]
-        );
-    }
-
-    #[test]
-    fn count_windows_close_every_n_events_and_the_last_at_completion() {
-        let mut w = windows(Window::count(3));
-        assert_eq!(
-            push_all(&mut w, &[1, 2, 3, 4, 5, 6, 7], Duration::ZERO),
-            vec![
-                fire(0, WindowId::Count(0), Fired::Closed, &[1, 2, 3]),
-                Action::ClosedBelow(1),
-                fire(1, WindowId::Count(1), Fired::Closed, &[4, 5, 6]),
-                Action::ClosedBelow(2),
-            ]
-        );
-        assert_eq!(
-            finish(&mut w),
-            vec![fire(2, WindowId::Count(2), Fired::Done, &[7])]
-        );
-    }
-
-    #[test]
-    fn count_windows_with_a_trigger_fire_inside_each_window() {
-        let mut w = windows(Window::count(4).trigger_every(2));
-        let every = Fired::Trigger(Trigger::Every(2));
-        assert_eq!(
-            push_all(&mut w, &[1, 2, 3, 4, 5, 6], Duration::ZERO),
-            vec![
-                fire(0, WindowId::Count(0), every, &[1, 2]),
-                fire(0, WindowId::Count(0), Fired::Closed, &[1, 2, 3, 4]),
-                Action::ClosedBelow(1),
-                fire(1, WindowId::Count(1), every, &[5, 6]),
-            ]
-        );
-    }
-
-    #[test]
-    fn periodic_windows_follow_the_clock() {
-        let mut w = windows(Window::periodic(secs(5)));
-        let span = |k: u64| WindowId::Periodic {
-            start: secs(5 * k),
-            end: secs(5 * k + 5),
-        };
-        assert_eq!(push_all(&mut w, &[1, 2], secs(1)), vec![]);
-        assert_eq!(tick(&mut w, ms(4999)), vec![]);
-        assert_eq!(
-            tick(&mut w, secs(5)),
-            vec![
-                fire(0, span(0), Fired::Closed, &[1, 2]),
-                Action::ClosedBelow(1)
-            ]
-        );
-        assert_eq!(tick(&mut w, secs(6)), vec![]);
-        assert_eq!(push_all(&mut w, &[3], secs(6)), vec![]);
-        // An event in a later period closes the earlier ones even before a tick.
-        assert_eq!(
-            push_all(&mut w, &[4], secs(16)),
-            vec![
-                fire(1, span(1), Fired::Closed, &[3]),
-                Action::ClosedBelow(3)
-            ]
-        );
-        assert_eq!(finish(&mut w), vec![fire(3, span(3), Fired::Done, &[4])]);
-    }
-
-    #[test]
-    fn periodic_windows_without_events_emit_nothing_but_progress() {
-        let mut w = windows(Window::periodic(secs(1)));
-        assert_eq!(tick(&mut w, secs(3)), vec![Action::ClosedBelow(3)]);
-        assert_eq!(tick(&mut w, ms(3500)), vec![]);
-        assert_eq!(finish(&mut w), vec![]);
-    }
-
-    #[test]
-    fn trigger_periodically_fires_once_per_period_passed() {
-        let mut w = windows(Window::global().trigger_periodically(secs(1)));
-        let periodic = Fired::Trigger(Trigger::Periodically(secs(1)));
-        push_all(&mut w, &[1], Duration::ZERO);
-        assert_eq!(tick(&mut w, ms(999)), vec![]);
-        assert_eq!(
-            tick(&mut w, secs(1)),
-            vec![fire(0, WindowId::Global, periodic, &[1])]
-        );
-        assert_eq!(tick(&mut w, ms(1500)), vec![]);
-        push_all(&mut w, &[2], ms(1500));
-        // Two periods passed between ticks: one firing.
-        assert_eq!(
-            tick(&mut w, ms(3200)),
-            vec![fire(0, WindowId::Global, periodic, &[1, 2])]
-        );
-        assert_eq!(tick(&mut w, ms(3900)), vec![]);
-    }
-
-    #[test]
-    fn fixed_windows_close_when_event_time_passes_their_end() {
-        let w = Window::fixed(secs(10), |e: &Ev| secs(*e));
-        let late = w.late_events();
-        let mut w = windows(w);
-        let span = |k: u64| WindowId::Fixed {
-            start: secs(10 * k),
-            end: secs(10 * k + 10),
-        };
-        // Processing time plays no part.
-        assert_eq!(push_all(&mut w, &[1, 5, 9], secs(1000)), vec![]);
-        assert_eq!(tick(&mut w, secs(5000)), vec![]);
-        assert_eq!(
-            push_all(&mut w, &[12], Duration::ZERO),
-            vec![
-                fire(0, span(0), Fired::Closed, &[1, 5, 9]),
-                Action::ClosedBelow(1)
-            ]
-        );
-        // Too late: window 0 is closed.
-        assert_eq!(push_all(&mut w, &[3], Duration::ZERO), vec![]);
-        assert_eq!(late.get(), 1);
-        // Out of order within open windows is fine; a jump closes every window passed.
-        assert_eq!(push_all(&mut w, &[19, 11], Duration::ZERO), vec![]);
-        assert_eq!(
-            push_all(&mut w, &[25], Duration::ZERO),
-            vec![
-                fire(1, span(1), Fired::Closed, &[12, 19, 11]),
-                Action::ClosedBelow(2)
-            ]
-        );
-        assert_eq!(
-            push_all(&mut w, &[41], Duration::ZERO),
-            vec![
-                fire(2, span(2), Fired::Closed, &[25]),
-                Action::ClosedBelow(4)
-            ]
-        );
-        assert_eq!(finish(&mut w), vec![fire(4, span(4), Fired::Done, &[41])]);
-    }
-
-    #[test]
-    fn allowed_lateness_emits_at_the_watermark_then_takes_late_events_until_it_passes() {
-        let w = Window::fixed(secs(10), |e: &Ev| secs(*e)).allowed_lateness(secs(5));
-        let late = w.late_events();
-        let mut w = windows(w);
-        let span0 = WindowId::Fixed {
-            start: Duration::ZERO,
-            end: secs(10),
-        };
-        let span1 = WindowId::Fixed {
-            start: secs(10),
-            end: secs(20),
-        };
-        assert_eq!(push_all(&mut w, &[1], Duration::ZERO), vec![]);
-        assert_eq!(
-            push_all(&mut w, &[12], Duration::ZERO),
-            vec![fire(0, span0, Fired::Watermark, &[1])]
-        );
-        // Late, but within the allowed lateness: taken, no new watermark emission.
-        assert_eq!(push_all(&mut w, &[3, 14], Duration::ZERO), vec![]);
-        assert_eq!(
-            push_all(&mut w, &[15], Duration::ZERO),
-            vec![
-                fire(0, span0, Fired::Closed, &[1, 3]),
-                Action::ClosedBelow(1)
-            ]
-        );
-        // Beyond the allowed lateness: dropped and counted.
-        assert_eq!(push_all(&mut w, &[4, 9], Duration::ZERO), vec![]);
-        assert_eq!(late.get(), 2);
-        assert_eq!(
-            push_all(&mut w, &[20], Duration::ZERO),
-            vec![fire(1, span1, Fired::Watermark, &[12, 14, 15])]
-        );
-        assert_eq!(
-            finish(&mut w),
-            vec![
-                fire(1, span1, Fired::Done, &[12, 14, 15]),
-                fire(
-                    2,
-                    WindowId::Fixed {
-                        start: secs(20),
-                        end: secs(30)
-                    },
-                    Fired::Done,
-                    &[20]
-                ),
-            ]
-        );
-    }
-
-    #[test]
-    fn bad_options_are_errors_naming_the_option() {
-        let cases: Vec<(Window<Ev>, &str)> = vec![
-            (Window::count(0), "window"),
-            (Window::periodic(Duration::ZERO), "window"),
-            (Window::fixed(Duration::ZERO, |_| Duration::ZERO), "window"),
-            (Window::global().trigger_every(0), "trigger"),
-            (
-                Window::global().trigger_periodically(Duration::ZERO),
-                "trigger",
-            ),
-            (Window::periodic(secs(1)).tick(Duration::ZERO), "tick"),
-        ];
-        for (w, name) in cases {
-            match w.validate() {
-                Err(FlowError::InvalidOption { option, .. }) => assert_eq!(option, name, "{w:?}"),
-                other => panic!("{w:?}: {other:?}"),
-            }
-        }
-        assert!(Window::<Ev>::periodic(secs(1)).validate().is_ok());
-    }
-
-    #[test]
-    fn ticks_only_when_time_matters() {
-        assert_eq!(Window::<Ev>::global().tick_period(), None);
-        assert_eq!(Window::<Ev>::count(3).trigger_every(1).tick_period(), None);
-        assert_eq!(Window::<Ev>::periodic(secs(5)).tick_period(), Some(ms(100)));
-        assert_eq!(Window::<Ev>::periodic(ms(100)).tick_period(), Some(ms(5)));
-        assert_eq!(
-            Window::<Ev>::global()
-                .trigger_periodically(secs(1))
-                .tick(ms(7))
-                .tick_period(),
-            Some(ms(7))
-        );
-    }
-}
+mod tests;
