@@ -8,9 +8,9 @@ mod http_common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use http_common::{none_for, sink, stop, take, Server, LIMIT};
+use http_common::{none_for, sink, stop, take, wait_for, FullListener, Server, LIMIT};
 use serde_json::{json, Value};
 use stageflow::http::{self, HttpError, Page};
 
@@ -156,6 +156,19 @@ fn a_bad_first_url_is_a_build_error() {
         matches!(e, HttpError::InvalidOption { option: "url", .. }),
         "{e}"
     );
+    // ureq would connect to port 80 for these.
+    for url in ["http://127.0.0.1:99999/", "http://127.0.0.1:0/"] {
+        let e = http::poll(
+            move |_: Option<&()>| url.to_owned(),
+            |_| Ok(Page::<u8, ()>::new(vec![], None)),
+        )
+        .build()
+        .unwrap_err();
+        assert!(
+            matches!(&e, HttpError::InvalidOption { option: "url", message } if message.contains("port")),
+            "{e}"
+        );
+    }
     let e = http::poll(
         |_: Option<&()>| "http://a/".to_owned(),
         |_| Ok(Page::<u8, ()>::new(vec![], None)),
@@ -173,4 +186,29 @@ fn a_bad_first_url_is_a_build_error() {
         ),
         "{e}"
     );
+}
+
+#[test]
+fn stop_during_a_hanging_connect_does_not_wait_for_it() {
+    let full = FullListener::start();
+    let url = format!("http://{}/search", full.addr);
+    let search = http::poll(
+        move |_: Option<&()>| url.clone(),
+        |_| Ok(Page::<u8, ()>::new(vec![], None)),
+    )
+    .build()
+    .unwrap();
+    let producer = stageflow::producer(search).spawn().unwrap();
+    let (_c, _rx) = sink(&producer, 10);
+    wait_for("the fetcher's connect to hang", LIMIT, || {
+        full.connect_hanging()
+    });
+    let t = Instant::now();
+    producer.stop();
+    let reason = producer.join_timeout(LIMIT);
+    let took = t.elapsed();
+    eprintln!("stop during a hanging connect took {took:?}");
+    assert_eq!(reason, Some(stageflow::Reason::Shutdown));
+    // 2 s before: the link waited for a connect nothing can interrupt.
+    assert!(took < Duration::from_secs(1), "took {took:?}");
 }
