@@ -212,3 +212,41 @@ fn stop_during_a_hanging_connect_does_not_wait_for_it() {
     // 2 s before: the link waited for a connect nothing can interrupt.
     assert!(took < Duration::from_secs(1), "took {took:?}");
 }
+
+#[test]
+fn a_later_url_with_a_bad_port_stops_the_producer_naming_it() {
+    let server = search_server(Arc::new(AtomicU64::new(3)));
+    let base = server.url("/search");
+    let poll = http::poll(
+        move |since: Option<&String>| match since {
+            // ureq would send this one to port 80.
+            Some(id) => format!("http://127.0.0.1:99999/search?since_id={id}"),
+            None => base.clone(),
+        },
+        |body: Value| {
+            let ids = body["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| t["id"].as_str().and_then(|s| s.parse().ok()).ok_or("no id"))
+                .collect::<Result<Vec<u64>, _>>()?;
+            let newest = body["meta"]["newest_id"].as_str().map(str::to_owned);
+            Ok(Page::new(ids, newest))
+        },
+    )
+    .build()
+    .unwrap();
+    let producer = stageflow::producer(poll).spawn().unwrap();
+    let (_c, rx) = sink(&producer, 10);
+    assert_eq!(take(&rx, 3), [1, 2, 3]);
+    let reason = producer.join_timeout(LIMIT).expect("stopped");
+    assert!(
+        matches!(&reason, stageflow::Reason::Error(m) if m.contains("url") && m.contains("99999")),
+        "{reason:?}"
+    );
+    assert_eq!(
+        server.pending_requests().len(),
+        1,
+        "no request to port 80 or elsewhere"
+    );
+}
