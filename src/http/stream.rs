@@ -137,8 +137,8 @@ impl Net {
 }
 
 /// Checks that `url` is an absolute http or https URL with a host, and a port from 1 to
-/// 65535 if it names one. (`http::Uri` parses `:99999`, `:0` and a bare `:` without a word,
-/// and ureq then connects to the scheme's default port: such a URL is refused here.)
+/// 65535 if it names one. (`http::Uri` parses `:99999`, `:0` and a `:` with no port after
+/// it, and ureq then connects to the scheme's default port: such a URL is refused here.)
 pub(crate) fn check_url(url: &str) -> Result<(), HttpError> {
     let bad = || {
         HttpError::invalid(
@@ -249,9 +249,10 @@ macro_rules! net_setters {
 
         /// Adds `Authorization: Bearer <token>`.
         ///
-        /// ureq logs every request's headers, this one included and unredacted, at `trace`
-        /// level (through the `log` crate; its `debug` level redacts them): a program that
-        /// enables trace logging for the `ureq` target writes the token to its log.
+        /// ureq's own trace logging prints request headers: at `trace` level (through the
+        /// `log` crate) it logs the bytes of every request, this header included, unredacted
+        /// (the targets `ureq` and `ureq_proto`; its `debug` level redacts headers). A program
+        /// that enables trace logging for them writes the token to its log.
         pub fn bearer_token(self, token: impl AsRef<str>) -> Self {
             let value = format!("Bearer {}", token.as_ref());
             self.header("Authorization", value)
@@ -620,6 +621,11 @@ mod tests {
             "http://[::1]:123456/",
         ] {
             assert_eq!(option_of(url), Some("url"), "{url}");
+        }
+        // What the check is for: `http::Uri` takes these, and ureq would use port 80.
+        for url in ["http://h:99999/", "http://h:0/", "http://h:/"] {
+            let uri: ureq::http::Uri = url.parse().unwrap();
+            assert!(matches!(uri.port_u16(), None | Some(0)), "{url}");
         }
         let e = check_url("http://127.0.0.1:99999/")
             .unwrap_err()
