@@ -295,6 +295,41 @@ fn stop_during_a_hanging_connect_does_not_wait_for_it() {
 }
 
 #[test]
+fn a_stop_waits_for_a_decoder_still_running_no_longer_than_join_timeout() {
+    const JOIN: Duration = Duration::from_millis(200);
+    let server = Server::start(|c| {
+        let _ = c.head(200, &[]);
+        let _ = c.write(b"{\"n\":1}\n");
+        c.hold(LIMIT);
+    });
+    let (blocked_tx, blocked) = bounded(1);
+    let (gate_tx, gate) = bounded::<()>(1);
+    let stream = http::stream(server.url("/"))
+        .join_timeout(JOIN)
+        .decode_with(move |f| {
+            let _ = blocked_tx.try_send(());
+            let _ = gate.recv_timeout(LIMIT);
+            Ok(f.data().to_vec())
+        })
+        .build()
+        .unwrap();
+    let producer = stageflow::producer(stream).spawn().unwrap();
+    let (_c, _rx) = sink(&producer, 10);
+    blocked
+        .recv_timeout(LIMIT)
+        .expect("the decoder got the frame");
+    let t = Instant::now();
+    producer.stop();
+    let reason = producer.join_timeout(LIMIT);
+    let took = t.elapsed();
+    assert_eq!(reason, Some(Reason::Shutdown));
+    assert!(took >= JOIN, "did not wait for the decoder: {took:?}");
+    // The wait was a fixed 2 s before.
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    gate_tx.send(()).unwrap();
+}
+
+#[test]
 fn the_last_consumer_leaving_stops_the_producer_when_asked() {
     let (closed_tx, closed) = bounded(1);
     let server = silent_server(closed_tx);
