@@ -352,8 +352,9 @@ impl<T: Send + 'static> Iterator for Stream<T> {
 
 impl<T: Send + 'static> Drop for Stream<T> {
     /// Cancels every subscription with [`Reason::Normal`] and waits (at most the stream's
-    /// [`cancel_timeout`](Stream::cancel_timeout)) for each producer to confirm, as GenStage's stream does, so that every producer sees
-    /// the cancel (and not a consumer that vanished) and nothing is still on its way here.
+    /// [`cancel_timeout`](Stream::cancel_timeout)) for each producer to confirm, as
+    /// GenStage's stream does, so that every producer sees the cancel (and not a consumer
+    /// that vanished) and nothing is still on its way here.
     fn drop(&mut self) {
         for s in &self.subs {
             let _ = s.port.send_urgent(Up::Cancel {

@@ -25,8 +25,8 @@
 //! read (`ureq::Agent::shutdown`), and joins the reader thread (waiting at most
 //! [`StreamBuilder::join_timeout`], 2 s by default). Only a DNS lookup or TCP connect in
 //! progress cannot be interrupted: the stage does not wait for it, and the thread ends by
-//! itself within [`StreamBuilder::connect_timeout`]. While the reader runs it holds a mailbox to the stage, so
-//! dropping every handle does not end an HTTP producer: stop it.
+//! itself within [`StreamBuilder::connect_timeout`]. While the reader runs it holds a
+//! mailbox to the stage, so dropping every handle does not end an HTTP producer: stop it.
 //!
 //! # Framings
 //!

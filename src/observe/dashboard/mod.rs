@@ -8,9 +8,10 @@
 //! [`Dashboard::max_request_bytes`] is refused with 431 before more of it is read, a body is
 //! refused with 413, a client that stalls for [`Dashboard::timeout`] while sending its
 //! request or taking its response is dropped, so is one that is not done within
-//! [`Dashboard::request_deadline`] of being accepted however steadily it trickles, and no more
-//! than [`Dashboard::max_connections`] are served at once (others get 503). (`tiny_http` 0.12 reads request heads without a limit,
-//! its issue #56.) One request per connection (`Connection: close`).
+//! [`Dashboard::request_deadline`] of being accepted however steadily it trickles, and no
+//! more than [`Dashboard::max_connections`] are served at once (others get 503).
+//! (`tiny_http` 0.12 reads request heads without a limit, its issue #56.) One request per
+//! connection (`Connection: close`).
 
 use std::fmt;
 use std::io::{self, Read, Write};
