@@ -61,8 +61,8 @@ pub(crate) fn run(
     let report = pipeline.drain(Duration::from_secs(5));
     let mut counted = BTreeMap::new();
     for sink in &counters {
-        if let Some(fold) = sink.join_state().1 {
-            for (level, n) in fold.into_inner() {
+        if let Some(counts) = sink.join_state().1.and_then(Fold::into_inner) {
+            for (level, n) in counts {
                 *counted.entry(level).or_default() += n;
             }
         }

@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
@@ -132,9 +133,9 @@ struct StreamSub<T> {
 /// only when the item after that batch is requested. The iterator ends when every subscription
 /// has ended (each producer finished or stopped); [`Stream::reason`] says how the last one
 /// ended. Dropping the stream cancels its subscriptions ([`Reason::Normal`]): the producers'
-/// `handle_cancel` runs and they keep running. The drop waits (five seconds at most) until
-/// every producer has confirmed, so none of them mistakes the stream for a consumer that
-/// vanished.
+/// `handle_cancel` runs and they keep running. The drop waits (at most
+/// [`Stream::cancel_timeout`], five seconds by default) until every producer has confirmed,
+/// so none of them mistakes the stream for a consumer that vanished.
 pub struct Stream<T: Send + 'static> {
     name: Arc<str>,
     shared: Arc<Shared>,
@@ -147,6 +148,8 @@ pub struct Stream<T: Send + 'static> {
     /// An ask owed for a finished batch, sent when the next item is requested.
     owed: Option<(SubscriptionId, usize)>,
     reason: Option<Reason>,
+    /// How long dropping the stream waits for its producers to confirm its cancels.
+    cancel_timeout: Duration,
 }
 
 struct Current<T> {
@@ -212,7 +215,30 @@ impl<T: Send + 'static> Stream<T> {
             current: None,
             owed: None,
             reason: None,
+            cancel_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// How long dropping the stream waits for each producer to confirm that it saw the
+    /// stream's cancel (a producer busy in a long callback confirms late; past this wait the
+    /// drop returns anyway, and the producer sees the cancel when its callback returns).
+    /// Defaults to `5 s`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use stageflow::SubscribeOptions;
+    ///
+    /// let numbers = stageflow::from_iter(0..100u64).spawn()?;
+    /// let first: Vec<u64> = stageflow::stream(&numbers, SubscribeOptions::new())?
+    ///     .cancel_timeout(Duration::from_millis(500))
+    ///     .take(3)
+    ///     .collect();
+    /// assert_eq!(first, [0, 1, 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn cancel_timeout(mut self, timeout: Duration) -> Stream<T> {
+        self.cancel_timeout = timeout;
+        self
     }
 
     /// Subscribes this stream to another producer as well.
@@ -324,13 +350,11 @@ impl<T: Send + 'static> Iterator for Stream<T> {
     }
 }
 
-/// How long a dropped stream waits for its producers to confirm its cancels.
-const CANCEL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
 impl<T: Send + 'static> Drop for Stream<T> {
-    /// Cancels every subscription with [`Reason::Normal`] and waits (a few seconds at most)
-    /// for each producer to confirm, as GenStage's stream does, so that every producer sees
-    /// the cancel (and not a consumer that vanished) and nothing is still on its way here.
+    /// Cancels every subscription with [`Reason::Normal`] and waits (at most the stream's
+    /// [`cancel_timeout`](Stream::cancel_timeout)) for each producer to confirm, as
+    /// GenStage's stream does, so that every producer sees the cancel (and not a consumer
+    /// that vanished) and nothing is still on its way here.
     fn drop(&mut self) {
         for s in &self.subs {
             let _ = s.port.send_urgent(Up::Cancel {
@@ -338,7 +362,7 @@ impl<T: Send + 'static> Drop for Stream<T> {
                 reason: Reason::Normal,
             });
         }
-        let deadline = crate::timer::deadline(CANCEL_WAIT);
+        let deadline = crate::timer::deadline(self.cancel_timeout);
         while !self.subs.is_empty() || self.expecting > 0 {
             match self.rx.recv_deadline(deadline) {
                 // Subscriptions confirmed but not read yet are cancelled too.

@@ -124,7 +124,7 @@ impl<S, R: Role<S>> StageBuilder<S, R> {
     ///     .spawn()?;
     /// let (reason, fold) = sum.join_state();
     /// assert!(reason.is_normal());
-    /// assert_eq!(fold.map(Fold::into_inner), Some(5050));
+    /// assert_eq!(fold.and_then(Fold::into_inner), Some(5050));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn keep_state(mut self) -> Self {

@@ -327,7 +327,8 @@ closure_debug!(Sink<F, T>);
 
 /// A consumer that folds every event into an accumulator: `acc = f(acc, event)`. Its result
 /// comes back with [`Stage::join_state`](crate::Stage::join_state) (build it with
-/// [`keep_state`](crate::StageBuilder::keep_state)), then [`Fold::into_inner`].
+/// [`keep_state`](crate::StageBuilder::keep_state)), then [`Fold::into_inner`], which is
+/// `None` if `f` panicked.
 pub struct Fold<F, T, A> {
     f: F,
     acc: Option<A>,
@@ -347,17 +348,17 @@ where
         }
     }
 
-    /// The accumulator.
-    pub fn into_inner(self) -> A {
+    /// The accumulator, or `None` if `f` panicked: a panic in `f` ends the stage in the middle
+    /// of a fold, and the accumulator that `f` had taken by value went with the unwinding.
+    /// [`keep_state`](crate::StageBuilder::keep_state) still hands the `Fold` back however the
+    /// stage ended, so a caller can tell "the stage panicked" from "the sum is 0".
+    pub fn into_inner(self) -> Option<A> {
         self.acc
-            .expect("a fold always holds its accumulator between callbacks")
     }
 
-    /// The accumulator so far.
-    pub fn get(&self) -> &A {
-        self.acc
-            .as_ref()
-            .expect("a fold always holds its accumulator between callbacks")
+    /// The accumulator so far, or `None` if `f` panicked (see [`Fold::into_inner`]).
+    pub fn get(&self) -> Option<&A> {
+        self.acc.as_ref()
     }
 }
 
@@ -372,7 +373,8 @@ where
 
     fn handle_events(&mut self, events: Events<'_, T>, _: &mut ConsumerContext<'_>) {
         if let Some(acc) = self.acc.take() {
-            // A panicking `f` ends the stage; the accumulator is gone with it.
+            // A panicking `f` ends the stage; the accumulator is gone with it, and
+            // `into_inner` says so with `None`.
             self.acc = Some(events.fold(acc, &mut self.f));
         }
     }

@@ -345,7 +345,7 @@
 //!     .spawn()?;
 //! let report = Topology::new().with(&source).with(&count).drain(Duration::from_secs(5));
 //! assert!(report.is_complete());
-//! let counted = count.join_state().1.unwrap().into_inner();
+//! let counted = count.join_state().1.unwrap().into_inner().unwrap();
 //! assert_eq!(counted, source.counters().events_out); // nothing in flight was lost
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

@@ -37,9 +37,19 @@ use crate::reason::Reason;
 /// assert_eq!(outcomes, vec![("three".to_string(), Reason::Normal), ("drop".to_string(), Reason::Normal)]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Topology {
     stages: Vec<StageRef>,
+    stop_wait: Duration,
+}
+
+impl Default for Topology {
+    fn default() -> Topology {
+        Topology {
+            stages: Vec::new(),
+            stop_wait: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Anything that can be added to a [`Topology`].
@@ -84,6 +94,16 @@ impl Topology {
         self
     }
 
+    /// How long [`drain`](Topology::drain) waits, after its timeout, for the stages it had to
+    /// stop: all of them together, once. A stopped stage ends as soon as the callback it is in
+    /// returns, so this bounds a callback that blocks; one still running after it is reported
+    /// as `None` in [`DrainReport::outcomes`] (and left to end by itself). A drain therefore
+    /// returns within its timeout plus this wait. Defaults to `5 s`.
+    pub fn stop_wait(mut self, wait: Duration) -> Topology {
+        self.stop_wait = wait;
+        self
+    }
+
     /// The stages, in the order they were added.
     pub fn stages(&self) -> &[StageRef] {
         &self.stages
@@ -112,7 +132,8 @@ impl Topology {
     /// Stages still running when `timeout` has passed (a consumer that stopped asking, a
     /// callback that blocks) are stopped: what they held is discarded and counted, and the
     /// report says which stages they were and how many events they discarded. Nothing is
-    /// dropped silently.
+    /// dropped silently. The drain then waits for them at most
+    /// [`stop_wait`](Topology::stop_wait) (5 s by default) in all.
     ///
     /// ```
     /// use std::time::Duration;
@@ -159,10 +180,12 @@ impl Topology {
             self.stages[i].stop();
         }
         let mut discarded = 0;
+        // A stopped stage ends after the callback it runs returns: wait a little for them,
+        // never forever (a callback may block).
+        let stopped_by = crate::timer::deadline(self.stop_wait);
         for (k, &i) in late.iter().enumerate() {
-            // A stopped stage ends after the callback it runs returns: wait a little for it,
-            // never forever (a callback may block).
-            outcomes[i].1 = self.stages[i].join_timeout(STOP_WAIT);
+            let left = stopped_by.saturating_duration_since(Instant::now());
+            outcomes[i].1 = self.stages[i].join_timeout(left);
             discarded += self.stages[i].counters().discarded - before[k];
         }
         DrainReport {
@@ -188,9 +211,6 @@ impl Topology {
             .collect()
     }
 }
-
-/// How long [`Topology::drain`] waits for a stage it had to stop.
-const STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// What [`Topology::drain`] saw.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,14 +1,16 @@
 //! Iterator bridges: `from_iter` pulls exactly what is asked and finishes with its iterator;
-//! `stream` consumes on the calling thread and cancels cleanly when dropped.
+//! `stream` consumes on the calling thread and cancels cleanly when dropped, waiting for a
+//! busy producer's confirmation no longer than its cancel timeout.
 
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::{joined, LIMIT};
-use stageflow::{CancelMode, Reason, SubscribeOptions};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use stageflow::{CancelMode, Context, Producer, Reason, SubscribeOptions};
 
 /// An iterator over `0..n` that counts how often it was pulled.
 struct Counted {
@@ -172,4 +174,76 @@ fn stop_on_cancel_ends_the_producer_with_its_last_consumer() {
         .collect();
     assert_eq!(first, vec![0, 1, 2]);
     assert_eq!(joined(&p), Reason::Normal);
+}
+
+/// Emits on demand; a message (a "blocked" signal and a gate) makes its callback block until
+/// the gate opens (or the test's limit passes): a stage busy in a long callback.
+struct Blocking {
+    next: u64,
+}
+
+impl Producer for Blocking {
+    type Out = u64;
+    type Message = (Sender<()>, Receiver<()>);
+
+    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, u64, Self::Message>) {
+        ctx.emit_all(self.next..self.next + demand as u64);
+        self.next += demand as u64;
+    }
+
+    fn handle_message(
+        &mut self,
+        (blocked, gate): Self::Message,
+        _: &mut Context<'_, u64, Self::Message>,
+    ) {
+        let _ = blocked.send(());
+        let _ = gate.recv_timeout(LIMIT);
+    }
+}
+
+/// Makes `p` block in a callback; returns once it is inside it, with the gate that frees it.
+fn block<S>(p: &stageflow::ProducerHandle<S>) -> Sender<()>
+where
+    S: Producer<Message = (Sender<()>, Receiver<()>)>,
+{
+    let (blocked_tx, blocked) = bounded(1);
+    let (gate_tx, gate) = bounded(1);
+    p.cast((blocked_tx, gate)).unwrap();
+    blocked
+        .recv_timeout(LIMIT)
+        .expect("the producer entered its blocking callback");
+    gate_tx
+}
+
+#[test]
+fn a_dropped_stream_waits_for_a_busy_producer_no_longer_than_its_cancel_timeout() {
+    const WAIT: Duration = Duration::from_millis(200);
+    let p = stageflow::producer(Blocking { next: 0 }).spawn().unwrap();
+    let mut s = stageflow::stream(&p, SubscribeOptions::new().max_demand(10))
+        .unwrap()
+        .cancel_timeout(WAIT);
+    assert_eq!(s.next(), Some(0));
+    let gate = block(&p);
+    // The producer cannot confirm the cancel while it is in its callback.
+    let t = Instant::now();
+    drop(s);
+    let took = t.elapsed();
+    assert!(
+        took >= WAIT,
+        "the drop did not wait for the confirmation: {took:?}"
+    );
+    // It waited 5 s before, whatever the caller wanted.
+    assert!(took < Duration::from_millis(2500), "took {took:?}");
+    // Freed, the producer sees the cancel and drops the subscription.
+    gate.send(()).unwrap();
+    let deadline = Instant::now() + LIMIT;
+    while !p.counters().subscriptions.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the producer kept the stream's subscription"
+        );
+        std::thread::yield_now();
+    }
+    p.stop();
+    assert_eq!(joined(&p), Reason::Shutdown);
 }

@@ -102,9 +102,9 @@ fn fold_and_collect_hand_their_result_back_from_the_handle() {
         .unwrap();
     let (reason, fold) = sum.join_state();
     assert_eq!(reason, Reason::Normal);
-    assert_eq!(fold.expect("kept").into_inner(), 500_500);
+    assert_eq!(fold.expect("kept").into_inner(), Some(500_500));
     // There is one value: the second call gets none.
-    assert_eq!(sum.join_state().1.map(Fold::into_inner), None);
+    assert!(sum.join_state().1.is_none());
 
     let words = stageflow::from_iter(["a", "b", "c"]).spawn().unwrap();
     let all = stageflow::consumer(Collect::new())
@@ -117,6 +117,30 @@ fn fold_and_collect_hand_their_result_back_from_the_handle() {
         all.join_state().1.expect("kept").into_vec(),
         vec!["a", "b", "c"]
     );
+}
+
+#[test]
+fn a_fold_whose_closure_panicked_says_so_instead_of_panicking_again() {
+    let numbers = stageflow::from_iter(1..=10u64).spawn().unwrap();
+    let sum = stageflow::consumer(Fold::new(0u64, |acc, x: u64| {
+        assert!(x != 3, "three is not welcome");
+        acc + x
+    }))
+    .keep_state()
+    .subscribe_to(&numbers, SubscribeOptions::new().max_demand(1))
+    .unwrap()
+    .spawn()
+    .unwrap();
+    let (reason, fold) = sum.join_state();
+    assert!(
+        matches!(&reason, Reason::Panicked(m) if m.contains("three is not welcome")),
+        "{reason:?}"
+    );
+    // The state is kept however the stage ended; the accumulator went with the unwinding.
+    let fold = fold.expect("keep_state keeps the fold after a panic");
+    assert_eq!(fold.get(), None);
+    assert_eq!(format!("{fold:?}"), "Fold { acc: None }");
+    assert_eq!(fold.into_inner(), None);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Reconnects against a loopback server: a 429 waits for its `Retry-After`, a 500 backs off
 //! exponentially, a server that never recovers makes the producer give up with the status and
-//! body excerpt, and a silent server is detected as a stall.
+//! body excerpt, a silent server is detected as a stall, and a server that cuts every
+//! connection after a frame is backed off until a connection stays up long enough.
 
 #![cfg(feature = "http")]
 
@@ -8,7 +9,8 @@ mod http_common;
 
 use std::time::Duration;
 
-use http_common::{sink, stop, take, Server, LIMIT};
+use crossbeam_channel::bounded;
+use http_common::{none_for, sink, stop, take, Server, LIMIT};
 use serde_json::json;
 use stageflow::http::{self, Backoff};
 use stageflow::Reason;
@@ -159,4 +161,93 @@ fn a_refused_connection_backs_off_as_a_network_error() {
     );
     let s = stats.snapshot();
     assert_eq!((s.requests, s.reconnects, s.last_status), (3, 2, None));
+}
+
+/// A network step for the cutting-server tests: waits 0, 50, 100, 150, 200 ms...
+const STEP: Duration = Duration::from_millis(50);
+
+fn cutting_backoff() -> Backoff {
+    quick().network(STEP, Duration::from_secs(2))
+}
+
+#[test]
+fn a_server_that_cuts_every_connection_after_a_frame_is_backed_off() {
+    // Connections 0 to 4 are cut right after their frame; 5 stays up.
+    let server = Server::start(|c| {
+        let _ = c.head(200, &[]);
+        let _ = c.write(format!("{{\"n\":{}}}\n", c.request.index).as_bytes());
+        if c.request.index == 5 {
+            c.hold(LIMIT);
+        }
+    });
+    // The default healthy period (30 s): none of these connections is healthy.
+    let stream = http::stream(server.url("/"))
+        .backoff(cutting_backoff())
+        .build()
+        .unwrap();
+    let stats = stream.stats();
+    let producer = stageflow::producer(stream).spawn().unwrap();
+    let (_c, rx) = sink(&producer, 10);
+    let got: Vec<u64> = take(&rx, 6)
+        .iter()
+        .map(|e| e["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, [0, 1, 2, 3, 4, 5]);
+    // Every frame reset the counts before: each wait was 0 and the reconnects came 25 a
+    // second against a real server. Now the fifth failure in a row waits 4 steps.
+    let s = stats.snapshot();
+    assert_eq!(s.last_backoff, Some(STEP * 4), "{s:?}");
+    assert_eq!((s.requests, s.reconnects), (6, 5), "{s:?}");
+    // The server saw the waits grow (lower bounds only: a loaded machine is never early).
+    let at: Vec<_> = (0..6).map(|_| server.next_request(LIMIT).at).collect();
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    for (i, gap) in gaps.iter().enumerate() {
+        assert!(*gap >= STEP * i as u32, "gaps {gaps:?}");
+    }
+    stop(&producer);
+}
+
+#[test]
+fn a_connection_up_for_the_healthy_period_resets_the_backoff() {
+    const HEALTHY: Duration = Duration::from_millis(200);
+    let (cut_tx, cut) = bounded::<()>(1);
+    // Connections 0 and 1 are cut after their frame; 2 stays up until the test cuts it; 3
+    // stays up.
+    let server = Server::start(move |c| {
+        let _ = c.head(200, &[]);
+        let _ = c.write(format!("{{\"n\":{}}}\n", c.request.index).as_bytes());
+        match c.request.index {
+            2 => {
+                let _ = cut.recv_timeout(LIMIT);
+            }
+            3 => c.hold(LIMIT),
+            _ => {}
+        }
+    });
+    let stream = http::stream(server.url("/"))
+        .backoff(cutting_backoff().healthy_after(HEALTHY))
+        .build()
+        .unwrap();
+    let stats = stream.stats();
+    let producer = stageflow::producer(stream).spawn().unwrap();
+    let (_c, rx) = sink(&producer, 10);
+    assert_eq!(take(&rx, 3).len(), 3);
+    assert_eq!(
+        stats.snapshot().last_backoff,
+        Some(STEP),
+        "two cuts in a row"
+    );
+    // Connection 2 has delivered its frame, so the reader's clock for it is running: keep it
+    // up for longer than the healthy period (the time passing is what is tested here), then
+    // cut it.
+    none_for(&rx, HEALTHY * 2);
+    cut_tx.send(()).unwrap();
+    assert_eq!(take(&rx, 1)[0]["n"], 3);
+    let s = stats.snapshot();
+    assert_eq!(
+        s.last_backoff,
+        Some(Duration::ZERO),
+        "a healthy connection's drop reconnects at once: {s:?}"
+    );
+    stop(&producer);
 }

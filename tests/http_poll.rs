@@ -8,9 +8,9 @@ mod http_common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use http_common::{none_for, sink, stop, take, Server, LIMIT};
+use http_common::{none_for, sink, stop, take, wait_for, FullListener, Server, LIMIT};
 use serde_json::{json, Value};
 use stageflow::http::{self, HttpError, Page};
 
@@ -156,6 +156,20 @@ fn a_bad_first_url_is_a_build_error() {
         matches!(e, HttpError::InvalidOption { option: "url", .. }),
         "{e}"
     );
+    // ureq would connect to port 80 for these.
+    for url in ["http://127.0.0.1:99999/", "http://127.0.0.1:0/"] {
+        let e = http::poll(
+            move |_: Option<&()>| url.to_owned(),
+            |_| Ok(Page::<u8, ()>::new(vec![], None)),
+        )
+        .build()
+        .unwrap_err();
+        let port_named = matches!(
+            &e,
+            HttpError::InvalidOption { option: "url", message } if message.contains("port")
+        );
+        assert!(port_named, "{e}");
+    }
     let e = http::poll(
         |_: Option<&()>| "http://a/".to_owned(),
         |_| Ok(Page::<u8, ()>::new(vec![], None)),
@@ -172,5 +186,68 @@ fn a_bad_first_url_is_a_build_error() {
             }
         ),
         "{e}"
+    );
+}
+
+#[test]
+fn stop_during_a_hanging_connect_does_not_wait_for_it() {
+    let full = FullListener::start();
+    let url = format!("http://{}/search", full.addr);
+    let search = http::poll(
+        move |_: Option<&()>| url.clone(),
+        |_| Ok(Page::<u8, ()>::new(vec![], None)),
+    )
+    .build()
+    .unwrap();
+    let producer = stageflow::producer(search).spawn().unwrap();
+    let (_c, _rx) = sink(&producer, 10);
+    wait_for("the fetcher's connect to hang", LIMIT, || {
+        full.connect_hanging()
+    });
+    let t = Instant::now();
+    producer.stop();
+    let reason = producer.join_timeout(LIMIT);
+    let took = t.elapsed();
+    eprintln!("stop during a hanging connect took {took:?}");
+    assert_eq!(reason, Some(stageflow::Reason::Shutdown));
+    // 2 s before: the link waited for a connect nothing can interrupt.
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+#[test]
+fn a_later_url_with_a_bad_port_stops_the_producer_naming_it() {
+    let server = search_server(Arc::new(AtomicU64::new(3)));
+    let base = server.url("/search");
+    let poll = http::poll(
+        move |since: Option<&String>| match since {
+            // ureq would send this one to port 80.
+            Some(id) => format!("http://127.0.0.1:99999/search?since_id={id}"),
+            None => base.clone(),
+        },
+        |body: Value| {
+            let ids = body["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| t["id"].as_str().and_then(|s| s.parse().ok()).ok_or("no id"))
+                .collect::<Result<Vec<u64>, _>>()?;
+            let newest = body["meta"]["newest_id"].as_str().map(str::to_owned);
+            Ok(Page::new(ids, newest))
+        },
+    )
+    .build()
+    .unwrap();
+    let producer = stageflow::producer(poll).spawn().unwrap();
+    let (_c, rx) = sink(&producer, 10);
+    assert_eq!(take(&rx, 3), [1, 2, 3]);
+    let reason = producer.join_timeout(LIMIT).expect("stopped");
+    assert!(
+        matches!(&reason, stageflow::Reason::Error(m) if m.contains("url") && m.contains("99999")),
+        "{reason:?}"
+    );
+    assert_eq!(
+        server.pending_requests().len(),
+        1,
+        "no request to port 80 or elsewhere"
     );
 }

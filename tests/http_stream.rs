@@ -10,7 +10,7 @@ mod http_common;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::bounded;
-use http_common::{manual_sink, none_for, sink, stop, take, wait_for, Server, LIMIT};
+use http_common::{manual_sink, none_for, sink, stop, take, wait_for, FullListener, Server, LIMIT};
 use serde::Deserialize;
 use serde_json::json;
 use stageflow::http::{self, Framing, HttpError, HttpMsg, ReadPolicy};
@@ -272,6 +272,64 @@ fn stop_during_a_blocked_read_closes_the_connection_at_once() {
 }
 
 #[test]
+fn stop_during_a_hanging_connect_does_not_wait_for_it() {
+    let full = FullListener::start();
+    // The default connect timeout (10 s): the connect outlasts the test unless interrupted.
+    let stream = http::stream(format!("http://{}/", full.addr))
+        .build()
+        .unwrap();
+    let producer = stageflow::producer(stream).spawn().unwrap();
+    let (_c, _rx) = sink(&producer, 10);
+    wait_for("the reader's connect to hang", LIMIT, || {
+        full.connect_hanging()
+    });
+    let t = Instant::now();
+    producer.stop();
+    let reason = producer.join_timeout(LIMIT);
+    let took = t.elapsed();
+    eprintln!("stop during a hanging connect took {took:?}");
+    assert_eq!(reason, Some(Reason::Shutdown));
+    // It took 2 s (the link waited for a connect nothing can interrupt); now it does not
+    // wait for the connect at all.
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+#[test]
+fn a_stop_waits_for_a_decoder_still_running_no_longer_than_join_timeout() {
+    const JOIN: Duration = Duration::from_millis(200);
+    let server = Server::start(|c| {
+        let _ = c.head(200, &[]);
+        let _ = c.write(b"{\"n\":1}\n");
+        c.hold(LIMIT);
+    });
+    let (blocked_tx, blocked) = bounded(1);
+    let (gate_tx, gate) = bounded::<()>(1);
+    let stream = http::stream(server.url("/"))
+        .join_timeout(JOIN)
+        .decode_with(move |f| {
+            let _ = blocked_tx.try_send(());
+            let _ = gate.recv_timeout(LIMIT);
+            Ok(f.data().to_vec())
+        })
+        .build()
+        .unwrap();
+    let producer = stageflow::producer(stream).spawn().unwrap();
+    let (_c, _rx) = sink(&producer, 10);
+    blocked
+        .recv_timeout(LIMIT)
+        .expect("the decoder got the frame");
+    let t = Instant::now();
+    producer.stop();
+    let reason = producer.join_timeout(LIMIT);
+    let took = t.elapsed();
+    assert_eq!(reason, Some(Reason::Shutdown));
+    assert!(took >= JOIN, "did not wait for the decoder: {took:?}");
+    // The wait was a fixed 2 s before.
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    gate_tx.send(()).unwrap();
+}
+
+#[test]
 fn the_last_consumer_leaving_stops_the_producer_when_asked() {
     let (closed_tx, closed) = bounded(1);
     let server = silent_server(closed_tx);
@@ -344,6 +402,12 @@ fn bad_options_are_build_errors_naming_the_option() {
     assert_eq!(o, "url");
     assert!(m.contains("\"localhost:8080/x\""), "{m}");
     assert_eq!(option(http::stream("http://").build()).0, "url");
+    // ureq would connect to port 80 for these.
+    for url in ["http://127.0.0.1:99999/", "http://127.0.0.1:0/"] {
+        let (o, m) = option(http::stream(url).build());
+        assert_eq!(o, "url", "{url}");
+        assert!(m.contains("port from 1 to 65535"), "{m}");
+    }
     let (o, m) = option(http::stream("http://a").header("Bad Name", "x").build());
     assert_eq!(o, "header");
     assert!(m.contains("Bad Name"), "{m}");

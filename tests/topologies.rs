@@ -2,7 +2,8 @@
 //! consumers, each dispatcher. Every dispatcher is audited: no subscription is ever sent more
 //! than it asked for, and no consumer gets two messages from one dispatch. With the demand and
 //! partition dispatchers every event arrives exactly once; with broadcast every consumer sees
-//! the same sequence; every stage ends within the deadline.
+//! the same sequence; every stage ends within the deadline. And `Topology::drain` waits for a
+//! stage it had to stop no longer than its `stop_wait`.
 
 mod common;
 
@@ -11,15 +12,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::LIMIT;
-use crossbeam_channel::Sender;
+use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
 use proptest::prelude::*;
 use stageflow::dispatcher::{
     BroadcastDispatcher, DemandDispatcher, Dispatcher, Outbox, PartitionDispatcher,
 };
 use stageflow::{
-    CancelMode, Consumer, ConsumerContext, Context, Events, Producer, ProducerDemand, StageRef,
-    SubscribeError, SubscribeOptions, SubscriptionId, Upstream,
+    CancelMode, Consumer, ConsumerContext, Context, Events, Producer, ProducerDemand, Reason,
+    StageRef, SubscribeError, SubscribeOptions, SubscriptionId, Topology, Upstream,
 };
 
 type Violations = Arc<Mutex<Vec<String>>>;
@@ -412,4 +413,69 @@ proptest! {
         let got = run(&case).map_err(TestCaseError::fail)?;
         check(&case, &got).map_err(TestCaseError::fail)?;
     }
+}
+
+/// Emits on demand; a message (a "blocked" signal and a gate) makes its callback block until
+/// the gate opens (or the test's limit passes): a stage busy in a long callback.
+struct Blocking {
+    next: u64,
+}
+
+impl Producer for Blocking {
+    type Out = u64;
+    type Message = (Sender<()>, Receiver<()>);
+
+    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, u64, Self::Message>) {
+        ctx.emit_all(self.next..self.next + demand as u64);
+        self.next += demand as u64;
+    }
+
+    fn handle_message(
+        &mut self,
+        (blocked, gate): Self::Message,
+        _: &mut Context<'_, u64, Self::Message>,
+    ) {
+        let _ = blocked.send(());
+        let _ = gate.recv_timeout(LIMIT);
+    }
+}
+
+/// Makes `p` block in a callback; returns once it is inside it, with the gate that frees it.
+fn block<S>(p: &stageflow::ProducerHandle<S>) -> Sender<()>
+where
+    S: Producer<Message = (Sender<()>, Receiver<()>)>,
+{
+    let (blocked_tx, blocked) = bounded(1);
+    let (gate_tx, gate) = bounded(1);
+    p.cast((blocked_tx, gate)).unwrap();
+    blocked
+        .recv_timeout(LIMIT)
+        .expect("the producer entered its blocking callback");
+    gate_tx
+}
+
+#[test]
+fn a_drain_waits_for_a_stage_it_stopped_no_longer_than_its_stop_wait() {
+    const TIMEOUT: Duration = Duration::from_millis(100);
+    const WAIT: Duration = Duration::from_millis(200);
+    let p = stageflow::producer(Blocking { next: 0 })
+        .name("busy")
+        .spawn()
+        .unwrap();
+    let gate = block(&p);
+    let t = Instant::now();
+    let report = Topology::new().with(&p).stop_wait(WAIT).drain(TIMEOUT);
+    let took = t.elapsed();
+    assert_eq!(report.stopped, ["busy"], "{report:?}");
+    assert_eq!(
+        report.outcomes,
+        [("busy".to_string(), None)],
+        "still in its callback after the stop wait"
+    );
+    assert!(took >= TIMEOUT + WAIT, "returned after {took:?}");
+    // It waited 5 s after the timeout before, whatever the caller wanted.
+    assert!(took < Duration::from_millis(2500), "took {took:?}");
+    // Freed, the stage ends with the stop the drain sent.
+    gate.send(()).unwrap();
+    assert_eq!(p.join_timeout(LIMIT), Some(Reason::Shutdown));
 }

@@ -20,8 +20,13 @@ use super::error::HttpError;
 ///   960 s.
 ///
 /// A random jitter of up to 10 % is added to every non-zero wait (never subtracted, so a
-/// `Retry-After` is always honoured). A connection that delivered a frame or a heartbeat
-/// resets the counts.
+/// `Retry-After` is always honoured).
+///
+/// The counts start again only after a healthy connection: one that delivered a frame or a
+/// heartbeat and stayed up for [`Backoff::healthy_after`] (30 s by default), as stream
+/// providers ask. A server that cuts every connection a moment after its first frame is
+/// therefore backed off like any other failing server, not reconnected at once forever. (A
+/// polling producer's page that arrives whole is healthy: each page resets the counts.)
 ///
 /// # Examples
 ///
@@ -45,6 +50,7 @@ pub struct Backoff {
     rate_max: Duration,
     jitter: f64,
     max_attempts: Option<u32>,
+    healthy_after: Duration,
 }
 
 impl Default for Backoff {
@@ -58,6 +64,7 @@ impl Default for Backoff {
             rate_max: Duration::from_secs(960),
             jitter: 0.1,
             max_attempts: None,
+            healthy_after: Duration::from_secs(30),
         }
     }
 }
@@ -103,6 +110,16 @@ impl Backoff {
     /// to never giving up.
     pub fn max_attempts(mut self, attempts: u32) -> Backoff {
         self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// How long a streaming connection must stay up (and deliver at least a frame or a
+    /// heartbeat) before it counts as healthy, which resets the failure counts: the next drop
+    /// then reconnects at once again. A connection that ends sooner counts as one more
+    /// failure in a row, however many frames it delivered. Zero makes any frame or heartbeat
+    /// reset the counts. Defaults to `30 s`.
+    pub fn healthy_after(mut self, up: Duration) -> Backoff {
+        self.healthy_after = up;
         self
     }
 
@@ -171,7 +188,16 @@ impl Retry {
         }
     }
 
-    /// A connection made progress: start counting again.
+    /// A streaming connection ended after it had been `up` that long since its response, or
+    /// `None` if it delivered nothing (not a frame, not a heartbeat): the counts start again
+    /// if it was up for the healthy period.
+    pub(crate) fn connection_ended(&mut self, up: Option<Duration>) {
+        if up.is_some_and(|up| up >= self.rules.healthy_after) {
+            self.progressed();
+        }
+    }
+
+    /// A request succeeded (a polling page): start counting again.
     pub(crate) fn progressed(&mut self) {
         self.network = 0;
         self.http = 0;
@@ -325,6 +351,33 @@ mod tests {
         assert_eq!(r.failed(Class::Http), None, "third failure in a row");
         r.progressed();
         assert_eq!(r.failed(Class::Http), secs(5));
+    }
+
+    #[test]
+    fn only_a_connection_up_for_the_healthy_period_resets_the_counts() {
+        let mut r = Retry::new(exact().healthy_after(Duration::from_secs(30)));
+        // A server that cuts every connection a moment after its first frame.
+        let waits: Vec<_> = (0..5)
+            .map(|_| {
+                r.connection_ended(Some(Duration::from_millis(40)));
+                r.failed(Class::Network).unwrap().as_millis()
+            })
+            .collect();
+        assert_eq!(waits, [0, 250, 500, 750, 1000], "the waits grow");
+        // A connection that delivered nothing resets nothing, however long it lasted.
+        r.connection_ended(None);
+        assert_eq!(r.failed(Class::Network), Some(Duration::from_millis(1250)));
+        // Up for the healthy period: the next drop reconnects at once again.
+        r.connection_ended(Some(Duration::from_secs(30)));
+        assert_eq!(r.failed(Class::Network), Some(Duration::ZERO));
+        assert_eq!(r.failures(), 1);
+        // Zero: any frame or heartbeat resets (the rule before `healthy_after`).
+        let mut r = Retry::new(exact().healthy_after(Duration::ZERO));
+        for _ in 0..3 {
+            r.connection_ended(Some(Duration::ZERO));
+            assert_eq!(r.failed(Class::Network), Some(Duration::ZERO));
+        }
+        assert_eq!(Backoff::new().healthy_after, Duration::from_secs(30));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -39,6 +40,10 @@ pub struct HttpCounters {
     pub pauses: u64,
     /// Whether the reader is paused for demand now.
     pub paused: bool,
+    /// The wait the [`Backoff`](super::Backoff) chose after the last failure (jitter
+    /// included), before the reconnect or retried request that followed it; `None` before
+    /// the first failure.
+    pub last_backoff: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -57,6 +62,8 @@ pub(crate) struct Cells {
     pub(crate) discarded: AtomicU64,
     pub(crate) pauses: AtomicU64,
     pub(crate) paused: AtomicBool,
+    /// Nanoseconds plus one; 0 when no failure was backed off yet.
+    pub(crate) last_backoff: AtomicU64,
 }
 
 /// The live counters of one HTTP producer. Take it from the producer before spawning it
@@ -95,6 +102,10 @@ impl HttpStats {
             discarded: get(&c.discarded),
             pauses: get(&c.pauses),
             paused: c.paused.load(Ordering::Relaxed),
+            last_backoff: match c.last_backoff.load(Ordering::Relaxed) {
+                0 => None,
+                n => Some(Duration::from_nanos(n - 1)),
+            },
         }
     }
 
@@ -110,6 +121,13 @@ impl HttpStats {
 
     pub(crate) fn error(&self, e: String) {
         *self.cells.last_error.lock() = Some(e);
+    }
+
+    pub(crate) fn backoff(&self, wait: Duration) {
+        let nanos = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX - 1);
+        self.cells
+            .last_backoff
+            .store(nanos.saturating_add(1), Ordering::Relaxed);
     }
 
     pub(crate) fn paused(&self, paused: bool) {

@@ -11,8 +11,11 @@
 //!   is pending; the stage clears the flag before draining, so no report is left unseen.
 //! * Dropping the link (the stage ending, for any reason) MUST interrupt the thread wherever
 //!   it blocks: `Agent::shutdown` for a socket read or write, closed channels for the rest.
-//!   The link then waits for the thread to exit, up to [`JOIN_BOUND`] (only a TCP connect or
-//!   a DNS lookup in progress can take longer; the thread is then left to end by itself).
+//!   The link then waits for the thread to exit, up to the producer's `join_timeout` (2 s by
+//!   default; only a decoder of the user's still running can take that long). A thread inside
+//!   a request's connect is not waited for at all: a TCP connect or DNS lookup in progress
+//!   cannot be interrupted (`Agent::shutdown` only refuses the connection it would make), so
+//!   the thread is left to end by itself, within the connect timeout.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,14 +24,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
-use log::warn;
+use log::{debug, warn};
 
 use crate::{CastError, Mailbox, Reply};
 
 use super::counters::HttpCounters;
-
-/// How long dropping a link waits for its thread to exit.
-const JOIN_BOUND: Duration = Duration::from_secs(2);
 
 /// The messages of the HTTP producers' stages: wake-ups from their I/O thread, their backoff
 /// timers, and one you can send: [`HttpMsg::counters`].
@@ -92,7 +92,11 @@ pub(crate) struct Link<R> {
     wake_pending: Arc<AtomicBool>,
     ctl_wake_pending: Arc<AtomicBool>,
     stopping: Arc<AtomicBool>,
+    /// The thread is inside `call()`, where a connect may be under way.
+    calling: Arc<AtomicBool>,
     agent: ureq::Agent,
+    /// How long dropping the link waits for the thread to exit.
+    join_timeout: Duration,
     done: Receiver<()>,
     thread: Option<JoinHandle<()>>,
 }
@@ -105,16 +109,19 @@ pub(crate) struct Wire<R> {
     wake_pending: Arc<AtomicBool>,
     ctl_wake_pending: Arc<AtomicBool>,
     stopping: Arc<AtomicBool>,
+    calling: Arc<AtomicBool>,
     mailbox: Mailbox<HttpMsg>,
     /// Dropped when the thread's body returns or unwinds: the link's sign that it exited.
     _done: Sender<()>,
 }
 
 impl<R: Send + 'static> Link<R> {
-    /// Starts the thread named `name` running `body`.
+    /// Starts the thread named `name` running `body`. Dropping the link waits up to
+    /// `join_timeout` for the thread to exit.
     pub(crate) fn spawn(
         name: String,
         agent: ureq::Agent,
+        join_timeout: Duration,
         mailbox: Mailbox<HttpMsg>,
         body: impl FnOnce(Wire<R>) + Send + 'static,
     ) -> std::io::Result<Link<R>> {
@@ -125,6 +132,7 @@ impl<R: Send + 'static> Link<R> {
         let wake_pending = Arc::new(AtomicBool::new(false));
         let ctl_wake_pending = Arc::new(AtomicBool::new(false));
         let stopping = Arc::new(AtomicBool::new(false));
+        let calling = Arc::new(AtomicBool::new(false));
         let wire = Wire {
             ctl: ctl_rx,
             reports: rep_tx,
@@ -132,6 +140,7 @@ impl<R: Send + 'static> Link<R> {
             wake_pending: wake_pending.clone(),
             ctl_wake_pending: ctl_wake_pending.clone(),
             stopping: stopping.clone(),
+            calling: calling.clone(),
             mailbox,
             _done: done_tx,
         };
@@ -145,7 +154,9 @@ impl<R: Send + 'static> Link<R> {
             wake_pending,
             ctl_wake_pending,
             stopping,
+            calling,
             agent,
+            join_timeout,
             done: done_rx,
             thread: Some(thread),
         })
@@ -184,7 +195,20 @@ impl<R> Drop for Link<R> {
         self.ctl = None;
         self.reports = None;
         self.stop = None;
-        match self.done.recv_timeout(JOIN_BOUND) {
+        // A thread inside `call()` after the shutdown may be in a TCP connect or a DNS lookup,
+        // which nothing interrupts: waiting for it would hold the stop up to the connect
+        // timeout. Whatever it is doing there ends in an error (ureq refuses to register a
+        // connection made after the shutdown), and the thread then exits by itself. (It
+        // sets the flag before ureq checks for the shutdown under the pool's lock, which the
+        // shutdown above took too, so a thread that got past that check is seen here.)
+        if self.calling.load(Ordering::SeqCst) {
+            debug!(
+                "http link: the i/o thread is inside a request (a connect cannot be \
+                 interrupted); leaving it to end by itself"
+            );
+            return;
+        }
+        match self.done.recv_timeout(self.join_timeout) {
             Err(RecvTimeoutError::Disconnected) | Ok(()) => {
                 if let Some(t) = self.thread.take() {
                     let _ = t.join();
@@ -192,8 +216,9 @@ impl<R> Drop for Link<R> {
             }
             Err(RecvTimeoutError::Timeout) => {
                 warn!(
-                    "http link: the i/o thread did not exit within {JOIN_BOUND:?} (a connect in \
-                     progress?); leaving it to end by itself"
+                    "http link: the i/o thread did not exit within {:?} (a decoder still \
+                     running?); leaving it to end by itself",
+                    self.join_timeout
                 );
             }
         }
@@ -208,6 +233,15 @@ impl<R> Wire<R> {
             self.ctl_wake_pending.store(false, Ordering::Release);
         }
         Some(ctl)
+    }
+
+    /// Runs `request` (a ureq `call()`, which may connect) marked as such, so that a stop does
+    /// not wait for a connect it cannot interrupt.
+    pub(crate) fn call<T>(&self, request: impl FnOnce() -> T) -> T {
+        self.calling.store(true, Ordering::SeqCst);
+        let result = request();
+        self.calling.store(false, Ordering::SeqCst);
+        result
     }
 
     /// Whether the stage is ending (an I/O error now is the shutdown, not the network).

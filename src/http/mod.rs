@@ -22,11 +22,11 @@
 //!
 //! Stopping the stage, dropping its [`Topology`](crate::Topology), or its last consumer
 //! leaving (with `stop_on_cancel`) shuts down the connection at once, even inside a blocked
-//! read (`ureq::Agent::shutdown`), and joins the reader thread. Only a DNS lookup or TCP
-//! connect in progress cannot be interrupted; it is bounded by
-//! [`StreamBuilder::connect_timeout`], and the stage waits for the thread at most 2 s before
-//! leaving it to end by itself. While the reader runs it holds a mailbox to the stage, so
-//! dropping every handle does not end an HTTP producer: stop it.
+//! read (`ureq::Agent::shutdown`), and joins the reader thread (waiting at most
+//! [`StreamBuilder::join_timeout`], 2 s by default). Only a DNS lookup or TCP connect in
+//! progress cannot be interrupted: the stage does not wait for it, and the thread ends by
+//! itself within [`StreamBuilder::connect_timeout`]. While the reader runs it holds a
+//! mailbox to the stage, so dropping every handle does not end an HTTP producer: stop it.
 //!
 //! # Framings
 //!
@@ -58,6 +58,8 @@
 //! [`Backoff`] holds the rules stream providers ask for: network errors reconnect at once,
 //! then +250 ms a try up to 16 s; HTTP errors wait from 5 s, doubling to 320 s; 429 honours
 //! `Retry-After` or `x-rate-limit-reset`, else waits from a minute, doubling; jitter is added.
+//! The counts start again only after a connection stayed up for [`Backoff::healthy_after`]
+//! (30 s by default), so a server that cuts every connection after a frame is backed off too.
 //! A stall (no byte, not even a heartbeat, for [`StreamBuilder::stall_timeout`], 60 s by
 //! default; ureq's `timeout_per_read`, which does not count time paused for demand) is a
 //! network error. Waits are timers on the stage, so a stop is never held up by a backoff. With

@@ -168,6 +168,7 @@ impl<T: Send + 'static, C: Send + 'static> PollBuilder<T, C> {
             link: None,
             consumers: 0,
             stop_on_cancel: self.net.stop_on_cancel,
+            join_timeout: self.net.join_timeout,
         })
     }
 }
@@ -195,6 +196,7 @@ pub struct HttpPoll<T, C> {
     link: Option<Link<Result<Value, Cause>>>,
     consumers: usize,
     stop_on_cancel: bool,
+    join_timeout: Duration,
 }
 
 impl<T, C> fmt::Debug for HttpPoll<T, C> {
@@ -237,7 +239,8 @@ impl<T: Send + 'static, C: Send + 'static> HttpPoll<T, C> {
                 stats: self.stats.clone(),
             };
             let name = format!("{}-fetcher", ctx.name());
-            match Link::spawn(name, self.agent.clone(), ctx.mailbox(), move |w| {
+            let join = self.join_timeout;
+            match Link::spawn(name, self.agent.clone(), join, ctx.mailbox(), move |w| {
                 fetcher.run(w)
             }) {
                 Ok(link) => self.link = Some(link),
@@ -295,6 +298,7 @@ impl<T: Send + 'static, C: Send + 'static> HttpPoll<T, C> {
         self.stats.error(cause.to_string());
         match self.retry.failed(cause.class()) {
             Some(wait) => {
+                self.stats.backoff(wait);
                 warn!("stage {}: {cause}; retrying in {wait:?}", ctx.name());
                 ctx.send_after(HttpMsg(Msg::Retry), wait);
             }
@@ -368,14 +372,14 @@ impl Fetcher {
     fn run(self, wire: Wire<Result<Value, Cause>>) {
         while let Some(ctl) = wire.recv() {
             let Ctl::Go(url) = ctl else { continue };
-            let result = self.fetch(&url);
+            let result = self.fetch(&wire, &url);
             if wire.stopping() || !wire.report(result) {
                 return;
             }
         }
     }
 
-    fn fetch(&self, url: &str) -> Result<Value, Cause> {
+    fn fetch(&self, wire: &Wire<Result<Value, Cause>>, url: &str) -> Result<Value, Cause> {
         let requests = self
             .stats
             .cells
@@ -388,8 +392,8 @@ impl Fetcher {
         for (k, v) in self.headers.iter() {
             request = request.header(k, v);
         }
-        let response = request
-            .call()
+        let response = wire
+            .call(|| request.call())
             .map_err(|e| Cause::from_ureq(e, self.stall, true))?;
         let code = response.status().as_u16();
         self.stats.status(code);

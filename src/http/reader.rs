@@ -11,7 +11,7 @@
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::warn;
 
@@ -30,11 +30,12 @@ const EXCERPT: u64 = 256;
 /// What the reader tells the stage.
 pub(crate) enum Report<T> {
     Events(Vec<T>),
-    /// A connection ended (or could not be made). `progress`: it delivered a frame or a
-    /// heartbeat. `retry`: the SSE reconnection time, if the server set one.
+    /// A connection ended (or could not be made). `up`: how long it was up since its 2xx
+    /// response, if it delivered a frame or a heartbeat. `retry`: the SSE reconnection time,
+    /// if the server set one.
     Ended {
         cause: Cause,
-        progress: bool,
+        up: Option<Duration>,
         retry: Option<Duration>,
     },
 }
@@ -61,7 +62,10 @@ struct Conn<T> {
     /// Credits taken from the shared count and not yet spent.
     held: u64,
     batch: Vec<T>,
+    /// It delivered a frame or a heartbeat.
     progress: bool,
+    /// When its 2xx response arrived.
+    since: Option<Instant>,
     chunk: Vec<u8>,
 }
 
@@ -74,11 +78,13 @@ impl<T: Send + 'static> Reader<T> {
             held: 0,
             batch: Vec::new(),
             progress: false,
+            since: None,
             chunk: vec![0; c.read_size],
         };
         while let Some(ctl) = wire.recv() {
             let Ctl::Go(url) = ctl else { continue };
             conn.progress = false;
+            conn.since = None;
             let cause = match self.connection(&wire, &mut conn, &url) {
                 Stop::Ended(cause) => cause,
                 Stop::Exit => return,
@@ -87,9 +93,10 @@ impl<T: Send + 'static> Reader<T> {
             if wire.stopping() {
                 return;
             }
+            let up = conn.since.filter(|_| conn.progress).map(|t| t.elapsed());
             let report = Report::Ended {
                 cause,
-                progress: conn.progress,
+                up,
                 retry: conn.decoder.retry(),
             };
             if !wire.report(report) {
@@ -111,7 +118,7 @@ impl<T: Send + 'static> Reader<T> {
         if let Some(id) = conn.decoder.last_event_id() {
             request = request.header("Last-Event-ID", id);
         }
-        let response = match request.call() {
+        let response = match wire.call(|| request.call()) {
             Ok(r) => r,
             Err(_) if wire.stopping() => return Stop::Exit,
             Err(e) => return Stop::Ended(Cause::from_ureq(e, c.stall_timeout, true)),
@@ -144,6 +151,7 @@ impl<T: Send + 'static> Reader<T> {
                 hint,
             });
         }
+        conn.since = Some(Instant::now());
         let mut body = response.into_body().into_reader();
         let keep_reading = c.policy == ReadPolicy::KeepReading;
         loop {

@@ -67,6 +67,7 @@ pub(crate) struct Net {
     pub(crate) stall_timeout: Duration,
     pub(crate) input_buffer: usize,
     pub(crate) stop_on_cancel: bool,
+    pub(crate) join_timeout: Duration,
 }
 
 impl Default for Net {
@@ -79,6 +80,7 @@ impl Default for Net {
             stall_timeout: Duration::from_secs(60),
             input_buffer: 128 * 1024,
             stop_on_cancel: false,
+            join_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -134,7 +136,9 @@ impl Net {
     }
 }
 
-/// Checks that `url` is an absolute http or https URL with a host.
+/// Checks that `url` is an absolute http or https URL with a host, and a port from 1 to
+/// 65535 if it names one. (`http::Uri` parses `:99999`, `:0` and a `:` with no port after
+/// it, and ureq then connects to the scheme's default port: such a URL is refused here.)
 pub(crate) fn check_url(url: &str) -> Result<(), HttpError> {
     let bad = || {
         HttpError::invalid(
@@ -144,9 +148,30 @@ pub(crate) fn check_url(url: &str) -> Result<(), HttpError> {
     };
     let uri: ureq::http::Uri = url.parse().map_err(|_| bad())?;
     match (uri.scheme_str(), uri.host()) {
-        (Some("http" | "https"), Some(h)) if !h.is_empty() => Ok(()),
-        _ => Err(bad()),
+        (Some("http" | "https"), Some(h)) if !h.is_empty() => {}
+        _ => return Err(bad()),
     }
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    if let Some(port) = port_of(authority) {
+        if !matches!(port.parse::<u16>(), Ok(1..)) {
+            return Err(HttpError::invalid(
+                "url",
+                format!("expected a port from 1 to 65535, got {port:?} in {url:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The port written in an authority (`user@host:port`, `[v6]:port`), if a `:` introduces
+/// one: possibly empty or out of range.
+fn port_of(authority: &str) -> Option<&str> {
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let after_host = match host_port.strip_prefix('[') {
+        Some(v6) => &v6[v6.find(']')? + 1..],
+        None => host_port,
+    };
+    after_host.rsplit_once(':').map(|(_, port)| port)
 }
 
 /// Starts building a producer of the events of a streaming response from `url`; see
@@ -223,6 +248,11 @@ macro_rules! net_setters {
         }
 
         /// Adds `Authorization: Bearer <token>`.
+        ///
+        /// ureq's own trace logging prints request headers: at `trace` level (through the
+        /// `log` crate) it logs the bytes of every request, this header included, unredacted
+        /// (the targets `ureq` and `ureq_proto`; its `debug` level redacts headers). A program
+        /// that enables trace logging for them writes the token to its log.
         pub fn bearer_token(self, token: impl AsRef<str>) -> Self {
             let value = format!("Bearer {}", token.as_ref());
             self.header("Authorization", value)
@@ -263,6 +293,18 @@ macro_rules! net_setters {
         /// 1024. Defaults to `131072` (128 KiB).
         pub fn input_buffer(mut self, bytes: usize) -> Self {
             self.net.input_buffer = bytes;
+            self
+        }
+
+        /// How long stopping the producer waits for its I/O thread to exit once interrupted.
+        /// A stop closes the connection, which cuts a blocked read or write at once, so the
+        /// thread normally exits in moments; only a decoder of yours that is still running
+        /// can hold it up, and after this long the thread is left to end by itself. A thread
+        /// inside a request's connect (or DNS lookup), which nothing can interrupt, is not
+        /// waited for at all: it ends by itself within the connect timeout. Zero never
+        /// waits. Defaults to `2 s`.
+        pub fn join_timeout(mut self, timeout: Duration) -> Self {
+            self.net.join_timeout = timeout;
             self
         }
 
@@ -393,6 +435,7 @@ impl<T: Send + 'static> StreamBuilder<T> {
             link: None,
             consumers: 0,
             stop_on_cancel: self.net.stop_on_cancel,
+            join_timeout: self.net.join_timeout,
         })
     }
 }
@@ -420,6 +463,7 @@ pub struct HttpStream<T> {
     link: Option<Link<Report<T>>>,
     consumers: usize,
     stop_on_cancel: bool,
+    join_timeout: Duration,
 }
 
 impl<T> fmt::Debug for HttpStream<T> {
@@ -448,7 +492,8 @@ impl<T: Send + 'static> HttpStream<T> {
             name: ctx.name().to_owned(),
         };
         let name = format!("{}-reader", ctx.name());
-        match Link::spawn(name, self.agent.clone(), ctx.mailbox(), move |w| {
+        let join = self.join_timeout;
+        match Link::spawn(name, self.agent.clone(), join, ctx.mailbox(), move |w| {
             reader.run(w)
         }) {
             Ok(link) => {
@@ -486,6 +531,7 @@ impl<T: Send + 'static> HttpStream<T> {
                 if class == Class::Network {
                     wait = wait.max(retry.unwrap_or_default());
                 }
+                self.stats.backoff(wait);
                 if matches!(cause, Cause::End { partial: 0 }) {
                     info!("stage {}: {cause}; reconnecting in {wait:?}", ctx.name());
                 } else {
@@ -517,14 +563,8 @@ impl<T: Send + 'static> Producer for HttpStream<T> {
                 for report in reports {
                     match report {
                         Report::Events(events) => ctx.emit_all(events),
-                        Report::Ended {
-                            cause,
-                            progress,
-                            retry,
-                        } => {
-                            if progress {
-                                self.retry.progressed();
-                            }
+                        Report::Ended { cause, up, retry } => {
+                            self.retry.connection_ended(up);
                             self.ended(cause, retry, ctx);
                         }
                     }
@@ -555,5 +595,56 @@ impl<T: Send + 'static> Producer for HttpStream<T> {
     fn format_discarded(&mut self, count: usize) -> bool {
         self.stats.add(|c| &c.discarded, count as u64);
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn option_of(url: &str) -> Option<&'static str> {
+        match check_url(url) {
+            Ok(()) => None,
+            Err(HttpError::InvalidOption { option, .. }) => Some(option),
+        }
+    }
+
+    #[test]
+    fn ports_out_of_range_zero_or_empty_are_refused() {
+        for url in [
+            "http://127.0.0.1:99999/",
+            "http://127.0.0.1:65536/",
+            "http://127.0.0.1:0/",
+            "http://127.0.0.1:/",
+            "https://user:pw@example.com:70000/x",
+            "http://[::1]:0/",
+            "http://[::1]:123456/",
+        ] {
+            assert_eq!(option_of(url), Some("url"), "{url}");
+        }
+        // What the check is for: `http::Uri` takes these, and ureq would use port 80.
+        for url in ["http://h:99999/", "http://h:0/", "http://h:/"] {
+            let uri: ureq::http::Uri = url.parse().unwrap();
+            assert!(matches!(uri.port_u16(), None | Some(0)), "{url}");
+        }
+        let e = check_url("http://127.0.0.1:99999/")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"99999\""), "{e}");
+    }
+
+    #[test]
+    fn ports_in_range_and_no_port_are_accepted() {
+        for url in [
+            "http://127.0.0.1/",
+            "http://127.0.0.1:1/",
+            "http://127.0.0.1:65535/",
+            "https://user:pw@example.com/x",
+            "https://user:pw@example.com:8443/x?a=b:c",
+            "http://[::1]/",
+            "http://[::1]:8080/",
+        ] {
+            assert_eq!(option_of(url), None, "{url}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! [`StreamSink`]: a consumer that appends what it receives to a stream with `XADD`
-//! (optionally `MAXLEN ~`), one pipelined round trip per batch its demand lets in.
+//! (optionally `MAXLEN ~`), one pipelined round trip per batch its demand lets in, retried
+//! through connection faults until its write timeout, or until the stage is stopped.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +15,11 @@ use super::conn::{self, Backoff};
 use super::entry::{encode_json, Fields};
 use super::error::StreamError;
 use crate::{Consumer, ConsumerContext, Events};
+
+/// How often a backoff wait between retries looks whether the stage was asked to stop: the
+/// context offers a flag to read, not a channel to wait on, so the wait is cut into slices
+/// this long. A stop is seen within it; the slices cost nothing beside a reconnect.
+const STOP_POLL: Duration = Duration::from_millis(10);
 
 type Encoder<T> = Arc<dyn Fn(&T) -> Result<Fields, String> + Send + Sync>;
 
@@ -86,7 +92,11 @@ impl<T: Send + 'static> SinkBuilder<T> {
     }
 
     /// How long a batch is retried through connection faults before it is given up
-    /// (counted in [`SinkCounters::dropped`], logged). Defaults to `30 s`.
+    /// (counted in [`SinkCounters::dropped`], logged). A stop
+    /// ([`Stage::stop`](crate::Stage::stop)) ends the retries sooner: it is seen between
+    /// tries and within 10 ms during a backoff wait (a connect or a reply in progress is
+    /// bounded by [`timeout`](SinkBuilder::timeout)), and the batch is given up the same
+    /// way. A finish or a drain does not: the batch is still retried. Defaults to `30 s`.
     pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;
         self
@@ -188,23 +198,35 @@ pub struct SinkCounters {
 
 /// The live counters of a [`StreamSink`], readable from any thread while it runs.
 #[derive(Clone, Debug, Default)]
-pub struct SinkStats(Arc<[AtomicU64; 6]>);
+pub struct SinkStats(Arc<Cells>);
+
+/// One cell per field of [`SinkCounters`].
+#[derive(Debug, Default)]
+struct Cells {
+    added: AtomicU64,
+    batches: AtomicU64,
+    malformed: AtomicU64,
+    dropped: AtomicU64,
+    reconnects: AtomicU64,
+    errors: AtomicU64,
+}
 
 impl SinkStats {
-    fn add(&self, i: usize, n: u64) {
-        self.0[i].fetch_add(n, Ordering::Relaxed);
+    fn add(&self, cell: impl Fn(&Cells) -> &AtomicU64, n: u64) {
+        cell(&self.0).fetch_add(n, Ordering::Relaxed);
     }
 
     /// The counters now.
     pub fn snapshot(&self) -> SinkCounters {
-        let g = |i: usize| self.0[i].load(Ordering::Relaxed);
+        let c = &*self.0;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         SinkCounters {
-            added: g(0),
-            batches: g(1),
-            malformed: g(2),
-            dropped: g(3),
-            reconnects: g(4),
-            errors: g(5),
+            added: g(&c.added),
+            batches: g(&c.batches),
+            malformed: g(&c.malformed),
+            dropped: g(&c.dropped),
+            reconnects: g(&c.reconnects),
+            errors: g(&c.errors),
         }
     }
 }
@@ -212,7 +234,8 @@ impl SinkStats {
 /// A [`Consumer`] appending each event to a stream; made by [`sink`]. Each batch it
 /// handles (cut by its subscription's demand) is one pipelined round trip of `XADD`s. A
 /// dropped connection is made again with backoff and the batch retried, so an entry whose
-/// reply was lost may be appended twice (at least once, never silently lost).
+/// reply was lost may be appended twice (at least once, never silently lost: a batch given up
+/// after the write timeout or on a stop is counted in [`SinkCounters::dropped`] and logged).
 pub struct StreamSink<T> {
     client: Client,
     stream: String,
@@ -242,7 +265,9 @@ impl<T> StreamSink<T> {
         self.stats.clone()
     }
 
-    fn write(&mut self, batch: &[Fields]) {
+    /// Appends `batch`, retrying through connection faults until the write timeout, or
+    /// until the stage is asked to stop.
+    fn write(&mut self, batch: &[Fields], ctx: &ConsumerContext<'_>) {
         let mut pipe = redis::pipe();
         for fields in batch {
             let cmd = pipe.cmd("XADD").arg(&self.stream);
@@ -260,13 +285,13 @@ impl<T> StreamSink<T> {
                 match conn::open(&self.client, self.timeout) {
                     Ok(c) => {
                         if self.connected_before {
-                            self.stats.add(4, 1);
+                            self.stats.add(|c| &c.reconnects, 1);
                         }
                         self.connected_before = true;
                         self.con = Some(c);
                     }
                     Err(e) => {
-                        self.stats.add(5, 1);
+                        self.stats.add(|c| &c.errors, 1);
                         warn!("redis sink {}: cannot connect: {e}", self.stream);
                     }
                 }
@@ -275,18 +300,18 @@ impl<T> StreamSink<T> {
                 match pipe.query::<Vec<String>>(con) {
                     Ok(ids) => {
                         self.backoff.reset();
-                        self.stats.add(0, ids.len() as u64);
-                        self.stats.add(1, 1);
+                        self.stats.add(|c| &c.added, ids.len() as u64);
+                        self.stats.add(|c| &c.batches, 1);
                         return;
                     }
                     Err(e) => {
-                        self.stats.add(5, 1);
+                        self.stats.add(|c| &c.errors, 1);
                         if conn::is_fault(&e) {
                             warn!("redis sink {}: connection lost: {e}", self.stream);
                             self.con = None;
                         } else {
                             error!("redis sink {}: XADD refused: {e}", self.stream);
-                            self.stats.add(3, batch.len() as u64);
+                            self.stats.add(|c| &c.dropped, batch.len() as u64);
                             return;
                         }
                     }
@@ -300,11 +325,35 @@ impl<T> StreamSink<T> {
                     batch.len(),
                     self.write_timeout
                 );
-                self.stats.add(3, batch.len() as u64);
+                self.stats.add(|c| &c.dropped, batch.len() as u64);
                 return;
             }
-            thread::sleep(delay);
+            if !wait_unless_stopped(delay, ctx) {
+                error!(
+                    "redis sink {}: stopped while retrying; gave up a batch of {}",
+                    self.stream,
+                    batch.len()
+                );
+                self.stats.add(|c| &c.dropped, batch.len() as u64);
+                return;
+            }
         }
+    }
+}
+
+/// Waits `delay`, looking every [`STOP_POLL`] whether the stage was asked to stop; `false`
+/// if it was (at once if it already was).
+fn wait_unless_stopped(delay: Duration, ctx: &ConsumerContext<'_>) -> bool {
+    let until = Instant::now() + delay;
+    loop {
+        if ctx.is_stop_requested() {
+            return false;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        thread::sleep(left.min(STOP_POLL));
     }
 }
 
@@ -312,26 +361,26 @@ impl<T: Send + 'static> Consumer for StreamSink<T> {
     type In = T;
     type Message = ();
 
-    fn handle_events(&mut self, events: Events<'_, T>, _: &mut ConsumerContext<'_>) {
+    fn handle_events(&mut self, events: Events<'_, T>, ctx: &mut ConsumerContext<'_>) {
         let mut batch = Vec::new();
         for e in events {
             match (self.encode)(&e) {
                 Ok(fields) if !fields.is_empty() => batch.push(fields),
                 Ok(_) => {
-                    self.stats.add(2, 1);
+                    self.stats.add(|c| &c.malformed, 1);
                     warn!(
                         "redis sink {}: an event with no fields, skipped",
                         self.stream
                     );
                 }
                 Err(why) => {
-                    self.stats.add(2, 1);
+                    self.stats.add(|c| &c.malformed, 1);
                     warn!("redis sink {}: {why}; skipped", self.stream);
                 }
             }
         }
         if !batch.is_empty() {
-            self.write(&batch);
+            self.write(&batch, ctx);
         }
     }
 }

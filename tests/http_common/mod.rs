@@ -382,3 +382,53 @@ pub fn stop<S, R: stageflow::Role<S>>(stage: &stageflow::Stage<S, R>) -> stagefl
         .join_timeout(LIMIT)
         .unwrap_or_else(|| panic!("stage {} did not stop within {LIMIT:?}", stage.name()))
 }
+
+/// A loopback listener that never accepts, its backlog full: a connect to it hangs (Linux
+/// drops the SYN of a connection its full accept queue has no room for, and the client
+/// retries for a minute or more).
+pub struct FullListener {
+    pub addr: SocketAddr,
+    _listener: TcpListener,
+    _queued: Vec<TcpStream>,
+}
+
+impl FullListener {
+    pub fn start() -> FullListener {
+        use std::os::fd::AsRawFd;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let addr = listener.local_addr().unwrap();
+        // std listens with a large backlog; listening again sets it to 0, so the accept queue
+        // has room for one connection. (SAFETY: a valid, open socket of ours.)
+        let rc = unsafe { libc::listen(listener.as_raw_fd(), 0) };
+        assert_eq!(rc, 0, "listen: {}", io::Error::last_os_error());
+        let mut queued = Vec::new();
+        for _ in 0..16 {
+            // A loopback connect completes inside the call when there is room, however busy
+            // the machine: only a full queue makes it time out.
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+                Ok(s) => queued.push(s),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return FullListener {
+                        addr,
+                        _listener: listener,
+                        _queued: queued,
+                    }
+                }
+                Err(e) => panic!("filling the backlog: {e}"),
+            }
+        }
+        panic!("the backlog of {addr} never filled");
+    }
+
+    /// Whether a connect to it is hanging now: a socket in SYN_SENT towards its port in
+    /// `/proc/net/tcp` (its own fillers are established, or closed).
+    pub fn connect_hanging(&self) -> bool {
+        let port = format!(":{:04X}", self.addr.port());
+        std::fs::read_to_string("/proc/net/tcp")
+            .expect("read /proc/net/tcp")
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .any(|f| f.len() > 3 && f[2].ends_with(&port) && f[3] == "02")
+    }
+}

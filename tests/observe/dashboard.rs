@@ -1,9 +1,10 @@
 //! The dashboard endpoint over loopback: status codes, content types, a metric that changes as
-//! events flow, and malformed, oversized or stalled requests refused.
+//! events flow, `HEAD`, malformed, oversized or stalled requests refused, and a client that
+//! trickles its request cut off at the request deadline.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::bounded;
 use stageflow::observe::{Dashboard, DashboardHandle, ObserveError};
@@ -171,13 +172,111 @@ fn only_get_on_the_three_paths() {
     assert_eq!(status(a.post(&f.url("/nope")).send_empty()), 404);
     let r = a.post(&f.url("/metrics")).send_empty().unwrap();
     assert_eq!(r.status().as_u16(), 405);
-    assert_eq!(r.headers().get("allow").unwrap(), "GET");
+    assert_eq!(r.headers().get("allow").unwrap(), "GET, HEAD");
     assert_eq!(status(a.delete(&f.url("/")).call()), 405);
+    assert_eq!(status(a.head(&f.url("/nope")).call()), 404);
+    f.end();
+}
+
+#[test]
+fn head_gets_the_headers_without_the_body() {
+    let f = serve(Dashboard::new());
     let addr = f.dashboard.local_addr();
-    assert_eq!(
-        status_of(&raw(addr, b"HEAD /metrics HTTP/1.1\r\n\r\n")),
-        405
+    for path in ["/", "/metrics", "/snapshot.json"] {
+        let reply = raw(addr, format!("HEAD {path} HTTP/1.1\r\n\r\n").as_bytes());
+        assert_eq!(status_of(&reply), 200, "{path}: {reply}");
+        let (head, body) = reply.split_once("\r\n\r\n").expect("a whole head");
+        assert_eq!(body, "", "{path}: no body after the head");
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{path}: no Content-Length in {head}"));
+        assert!(length > 0, "{path}: the length GET's body would have");
+    }
+    let (_, _, page) = get(&f.url("/"));
+    let head = raw(addr, b"HEAD / HTTP/1.1\r\n\r\n");
+    assert!(
+        head.contains(&format!("Content-Length: {}\r\n", page.len())),
+        "{head}"
     );
+    f.end();
+}
+
+#[test]
+fn a_client_trickling_its_request_is_cut_off_at_the_deadline() {
+    const DEADLINE: Duration = Duration::from_millis(500);
+    // One connection slot, and a per-read timeout the trickle never trips.
+    let f = serve(
+        Dashboard::new()
+            .max_connections(1)
+            .timeout(Duration::from_secs(30))
+            .request_deadline(DEADLINE),
+    );
+    let addr = f.dashboard.local_addr();
+    let start = Instant::now();
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+        .unwrap();
+    // It holds the only slot: the next client is refused (503, or a reset if the refusal
+    // closes before the request was read). The acceptor takes connections in order, so the
+    // slow one is counted first.
+    let refused = raw(addr, b"GET /metrics HTTP/1.1\r\n\r\n");
+    assert!(
+        refused.is_empty() || status_of(&refused) == 503,
+        "{refused}"
+    );
+    // A byte every 20 ms (the read timeout paces it), until the server answers: before the
+    // deadline, only a head of 8 KiB (minutes at this pace) or a 30 s stall would end it.
+    slow.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 1024];
+    let mut sent = 0;
+    while reply.is_empty() {
+        assert!(
+            start.elapsed() < LIMIT,
+            "not cut off after {LIMIT:?} ({sent} bytes trickled)"
+        );
+        if slow.write_all(b"a").is_err() {
+            break;
+        }
+        sent += 1;
+        match slow.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => reply.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("the slow client's connection failed before an answer: {e}"),
+        }
+    }
+    let cut = start.elapsed();
+    // Stop sending and read the rest of the answer.
+    slow.set_read_timeout(Some(LIMIT)).unwrap();
+    let _ = slow.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply);
+    assert_eq!(status_of(&reply), 408, "{reply}");
+    assert!(
+        cut >= DEADLINE,
+        "cut off after {cut:?}, before the deadline"
+    );
+    // Its slot is free again: a normal request is served (once the server has closed the
+    // slow connection, a moment after the 408).
+    let served = Instant::now() + LIMIT;
+    loop {
+        let reply = raw(addr, b"GET /metrics HTTP/1.1\r\n\r\n");
+        if !reply.is_empty() && status_of(&reply) == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < served,
+            "never served after the cut: {reply}"
+        );
+        std::thread::yield_now();
+    }
     f.end();
 }
 
@@ -297,6 +396,10 @@ fn bad_options_and_addresses_are_errors() {
         (Dashboard::new().max_request_bytes(10), "max_request_bytes"),
         (Dashboard::new().max_connections(0), "max_connections"),
         (Dashboard::new().timeout(Duration::ZERO), "timeout"),
+        (
+            Dashboard::new().request_deadline(Duration::from_millis(9)),
+            "request_deadline",
+        ),
     ] {
         match d.serve("127.0.0.1:0", &p) {
             Err(ObserveError::InvalidOption { option: o, .. }) => assert_eq!(o, option),

@@ -1,7 +1,7 @@
-//! The sink: `XADD` in pipelined batches, `MAXLEN ~`, JSON round trip with a source; and
-//! the builders' option errors.
+//! The sink: `XADD` in pipelined batches, `MAXLEN ~`, JSON round trip with a source, a stop
+//! seen while it retries; and the builders' option errors.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use stageflow::redis::{self as rs, StreamError};
 use stageflow::SubscribeOptions;
@@ -112,5 +112,57 @@ fn bad_options_are_errors_naming_the_option() {
     assert_eq!(
         e.to_string(),
         "redis: invalid option `maxlen`: expected at least 1, got 0"
+    );
+}
+
+#[test]
+fn a_stop_ends_the_retries_of_a_sink_whose_server_is_gone() {
+    // A loopback port nothing listens on: every connect is refused at once, and the sink
+    // retries its batch for its write timeout (30 s by default), backing off up to 2 s.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sink = rs::sink(format!("redis://127.0.0.1:{port}/"), "out")
+        .json::<Job>("json")
+        .build()
+        .unwrap();
+    let stats = sink.stats();
+    let jobs = stageflow::from_iter((0..10).map(|n| Job { n }))
+        .spawn()
+        .unwrap();
+    let consumer = stageflow::consumer(sink)
+        .subscribe_to(&jobs, SubscribeOptions::new().max_demand(100))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    // Retrying: two refused connects (the second after a 50 ms backoff wait).
+    let limit = Instant::now() + Duration::from_secs(10);
+    while stats.snapshot().errors < 2 {
+        assert!(
+            Instant::now() < limit,
+            "never retried: {:?}",
+            stats.snapshot()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let t = Instant::now();
+    consumer.stop();
+    let ended = consumer.join_timeout(Duration::from_secs(10));
+    let took = t.elapsed();
+    eprintln!("the sink stopped {took:?} after the stop");
+    assert!(
+        ended.is_some(),
+        "the sink did not stop within 10 s: {:?}",
+        stats.snapshot()
+    );
+    // It saw the stop at its next look (the retries used to go on for up to 30 s).
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    let s = stats.snapshot();
+    assert_eq!(
+        (s.added, s.dropped),
+        (0, 10),
+        "the batch was given up: {s:?}"
     );
 }

@@ -1,14 +1,17 @@
 //! The dashboard endpoint (feature `dashboard`): a small HTTP/1.1 server on its own threads
 //! that answers `GET /metrics` (Prometheus), `GET /snapshot.json` and `GET /` (a
-//! self-contained page drawing the pipeline), from snapshots.
+//! self-contained page drawing the pipeline), from snapshots; `HEAD` on each gets the same
+//! headers without the body.
 //!
 //! It is written on `std::net` with `httparse` for the request head, rather than on a server
 //! crate, so that its limits are ours: a request head larger than
 //! [`Dashboard::max_request_bytes`] is refused with 431 before more of it is read, a body is
-//! refused with 413, a client that does not send its request or read its response within
-//! [`Dashboard::timeout`] is dropped, and no more than [`Dashboard::max_connections`] are
-//! served at once (others get 503). (`tiny_http` 0.12 reads request heads without a limit,
-//! its issue #56.) One request per connection (`Connection: close`).
+//! refused with 413, a client that stalls for [`Dashboard::timeout`] while sending its
+//! request or taking its response is dropped, so is one that is not done within
+//! [`Dashboard::request_deadline`] of being accepted however steadily it trickles, and no
+//! more than [`Dashboard::max_connections`] are served at once (others get 503).
+//! (`tiny_http` 0.12 reads request heads without a limit, its issue #56.) One request per
+//! connection (`Connection: close`).
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -16,7 +19,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, T
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
@@ -27,6 +30,15 @@ use crate::StageRef;
 
 /// The page served at `/`: no external assets; it polls `/snapshot.json`.
 const PAGE: &str = include_str!("page.html");
+
+/// How long a refusal (503, or 408 at the request deadline) gets to be written: a short
+/// response fits the socket's send buffer at once unless the client has stopped reading, and
+/// then it is not worth holding a connection slot for.
+const GRACE: Duration = Duration::from_millis(100);
+
+/// How long, in all, the server reads what a client still sends after its response before
+/// closing (see [`respond`]).
+const LINGER: Duration = Duration::from_millis(200);
 
 /// Options of the dashboard endpoint; [`Dashboard::serve`] starts it.
 ///
@@ -56,6 +68,7 @@ pub struct Dashboard {
     max_request_bytes: usize,
     max_connections: usize,
     timeout: Duration,
+    request_deadline: Duration,
 }
 
 impl Default for Dashboard {
@@ -72,6 +85,7 @@ impl Dashboard {
             max_request_bytes: 8 * 1024,
             max_connections: 16,
             timeout: Duration::from_secs(5),
+            request_deadline: Duration::from_secs(10),
         }
     }
 
@@ -98,11 +112,24 @@ impl Dashboard {
         self
     }
 
-    /// How long a client may take to send its request, and to take each part of the
-    /// response; then it is dropped (408 if its request was incomplete). At least 10 ms.
-    /// Defaults to 5 s.
+    /// How long a client may stall (send nothing while sending its request, take nothing
+    /// while taking the response); then it is dropped (408 if its request was incomplete).
+    /// This bounds each read and write, not the whole request: see
+    /// [`request_deadline`](Dashboard::request_deadline). At least 10 ms. Defaults to `5 s`.
     pub fn timeout(mut self, timeout: Duration) -> Dashboard {
         self.timeout = timeout;
+        self
+    }
+
+    /// How long a connection may take from being accepted until its response is written,
+    /// however steadily its client sends or reads: a client that trickles its request a byte
+    /// at a time is cut off at this deadline (with 408), so slow clients cannot hold every
+    /// one of the [`max_connections`](Dashboard::max_connections) slots for long. (After the
+    /// response, the server reads what the client still sends for at most 200 ms before
+    /// closing, so that the close does not reset the connection before the client has read
+    /// the response.) At least 10 ms. Defaults to `10 s`.
+    pub fn request_deadline(mut self, deadline: Duration) -> Dashboard {
+        self.request_deadline = deadline;
         self
     }
 
@@ -127,6 +154,12 @@ impl Dashboard {
             return bad(
                 "timeout",
                 format!("expected at least 10ms, got {:?}", self.timeout),
+            );
+        }
+        if self.request_deadline < Duration::from_millis(10) {
+            return bad(
+                "request_deadline",
+                format!("expected at least 10ms, got {:?}", self.request_deadline),
             );
         }
         Ok(())
@@ -207,7 +240,7 @@ impl Dashboard {
 }
 
 /// A running dashboard. Dropping it stops the server and waits for its threads (connections
-/// being served finish within the timeout on their own threads).
+/// being served finish within the request deadline on their own threads).
 pub struct DashboardHandle {
     local: SocketAddr,
     stopping: Arc<AtomicBool>,
@@ -292,24 +325,21 @@ fn accept_loop(listener: TcpListener, server: Arc<Server>, stopping: Arc<AtomicB
             std::thread::sleep(Duration::from_millis(10));
             continue;
         };
+        let deadline = Instant::now() + server.options.request_deadline;
         let _ = stream.set_read_timeout(Some(server.options.timeout));
         let _ = stream.set_write_timeout(Some(server.options.timeout));
         if server.active.fetch_add(1, Ordering::SeqCst) >= server.options.max_connections {
             server.active.fetch_sub(1, Ordering::SeqCst);
-            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
             // No lingering here: the acceptor must not wait on a client.
-            respond(
-                stream,
-                &Response::text(503, "too many connections\n"),
-                false,
-            );
+            let refusal = Response::text(503, "too many connections\n");
+            respond(stream, &refusal, Instant::now() + GRACE, GRACE, false);
             continue;
         }
         let s = server.clone();
         let spawned = std::thread::Builder::new()
             .name("stageflow-dashboard-conn".into())
             .spawn(move || {
-                serve_connection(&s, stream);
+                serve_connection(&s, stream, deadline);
                 s.active.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_err() {
@@ -324,15 +354,26 @@ struct Response {
     content_type: &'static str,
     body: Vec<u8>,
     allow: bool,
+    /// An answer to `HEAD`: the headers (with the body's length), not the body.
+    head_only: bool,
 }
 
 impl Response {
     fn text(status: u16, body: &str) -> Response {
+        Response::new(
+            status,
+            "text/plain; charset=utf-8",
+            body.as_bytes().to_vec(),
+        )
+    }
+
+    fn new(status: u16, content_type: &'static str, body: Vec<u8>) -> Response {
         Response {
             status,
-            content_type: "text/plain; charset=utf-8",
-            body: body.as_bytes().to_vec(),
+            content_type,
+            body,
             allow: false,
+            head_only: false,
         }
     }
 }
@@ -353,9 +394,44 @@ fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// Writes `r` and closes; with `linger`, first drains what the client still sends (briefly).
-fn respond(mut stream: TcpStream, r: &Response, linger: bool) {
-    let allow = if r.allow { "Allow: GET\r\n" } else { "" };
+/// The time left before `deadline`, at most `timeout`; `None` once it has passed.
+fn left(deadline: Instant, timeout: Duration) -> Option<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    (!left.is_zero()).then(|| left.min(timeout))
+}
+
+/// Writes all of `bytes` by `deadline`, each write bounded by `timeout` too.
+fn write_by(
+    stream: &mut TcpStream,
+    mut bytes: &[u8],
+    deadline: Instant,
+    timeout: Duration,
+) -> io::Result<()> {
+    while !bytes.is_empty() {
+        let Some(wait) = left(deadline, timeout) else {
+            return Err(io::ErrorKind::TimedOut.into());
+        };
+        stream.set_write_timeout(Some(wait))?;
+        match stream.write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes `r` by `deadline` (each write bounded by `timeout` too) and closes; with `linger`,
+/// first drains what the client still sends (for at most [`LINGER`] in all).
+fn respond(
+    mut stream: TcpStream,
+    r: &Response,
+    deadline: Instant,
+    timeout: Duration,
+    linger: bool,
+) {
+    let allow = if r.allow { "Allow: GET, HEAD\r\n" } else { "" };
     let head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{allow}Connection: close\r\n\r\n",
         r.status,
@@ -363,22 +439,27 @@ fn respond(mut stream: TcpStream, r: &Response, linger: bool) {
         r.content_type,
         r.body.len()
     );
-    let _ = stream
-        .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(&r.body))
+    let body: &[u8] = if r.head_only { &[] } else { &r.body };
+    let _ = write_by(&mut stream, head.as_bytes(), deadline, timeout)
+        .and_then(|()| write_by(&mut stream, body, deadline, timeout))
         .and_then(|()| stream.flush());
     // Tell the client we are done, then read (and drop) what it still sends for a moment
     // before closing: closing a socket with unread input resets the connection, and the
     // reset can destroy the response before the client reads it (a client cut off mid-head
-    // would never see its 431).
+    // would never see its 431). The moment is `LINGER` in all, whatever the client sends: a
+    // client trickling bytes must not hold the connection here either.
     let _ = stream.shutdown(std::net::Shutdown::Write);
     if !linger {
         return;
     }
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let until = Instant::now() + LINGER;
     let mut sink = [0u8; 4096];
     let mut drained = 0;
     while drained < 256 * 1024 {
+        let Some(wait) = left(until, LINGER) else {
+            break;
+        };
+        let _ = stream.set_read_timeout(Some(wait));
         match stream.read(&mut sink) {
             Ok(0) | Err(_) => break,
             Ok(n) => drained += n,
@@ -396,22 +477,35 @@ enum Head {
     Gone,
 }
 
-fn serve_connection(server: &Server, mut stream: TcpStream) {
-    match read_head(&mut stream, server.options.max_request_bytes) {
+fn serve_connection(server: &Server, mut stream: TcpStream, deadline: Instant) {
+    let o = &server.options;
+    match read_head(&mut stream, o.max_request_bytes, deadline, o.timeout) {
         Head::Gone => {}
-        Head::Refused(r) => respond(stream, &r, true),
+        Head::Refused(r) => {
+            // A 408 is sent at the deadline: it gets a moment to be written.
+            let by = deadline.max(Instant::now() + GRACE);
+            respond(stream, &r, by, o.timeout, true);
+        }
         Head::Request(method, path) => {
             let r = route(server, &method, &path);
-            respond(stream, &r, true);
+            respond(stream, &r, deadline, o.timeout, true);
         }
     }
 }
 
-fn read_head(stream: &mut TcpStream, max: usize) -> Head {
+/// Reads a request head of at most `max` bytes by `deadline`, each read bounded by
+/// `timeout` too.
+fn read_head(stream: &mut TcpStream, max: usize, deadline: Instant, timeout: Duration) -> Head {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     loop {
-        let n = match stream.read(&mut chunk) {
+        let read = match left(deadline, timeout) {
+            Some(wait) => stream
+                .set_read_timeout(Some(wait))
+                .and_then(|()| stream.read(&mut chunk)),
+            None => Err(io::ErrorKind::TimedOut.into()),
+        };
+        let n = match read {
             Ok(0) => return Head::Gone,
             Ok(n) => n,
             Err(e)
@@ -500,34 +594,25 @@ fn route(server: &Server, method: &str, target: &str) -> Response {
     if !known {
         return Response::text(404, "not found: try /, /metrics or /snapshot.json\n");
     }
-    if method != "GET" {
-        let mut r = Response::text(405, "only GET is allowed\n");
+    if method != "GET" && method != "HEAD" {
+        let mut r = Response::text(405, "only GET and HEAD are allowed\n");
         r.allow = true;
         return r;
     }
-    match path {
-        "/metrics" => Response {
-            status: 200,
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: Snapshot::of(&server.stages).to_prometheus().into_bytes(),
-            allow: false,
-        },
+    let mut r = match path {
+        "/metrics" => Response::new(
+            200,
+            "text/plain; version=0.0.4; charset=utf-8",
+            Snapshot::of(&server.stages).to_prometheus().into_bytes(),
+        ),
         "/snapshot.json" => {
             let snapshot = server.latest.lock().clone();
-            Response {
-                status: 200,
-                content_type: "application/json",
-                body: snapshot.to_json().into_bytes(),
-                allow: false,
-            }
+            Response::new(200, "application/json", snapshot.to_json().into_bytes())
         }
-        _ => Response {
-            status: 200,
-            content_type: "text/html; charset=utf-8",
-            body: PAGE.as_bytes().to_vec(),
-            allow: false,
-        },
-    }
+        _ => Response::new(200, "text/html; charset=utf-8", PAGE.as_bytes().to_vec()),
+    };
+    r.head_only = method == "HEAD";
+    r
 }
 
 #[cfg(test)]
@@ -566,6 +651,31 @@ mod tests {
             status(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()),
             Some(431)
         );
+    }
+
+    #[test]
+    fn the_page_wraps_or_cuts_long_stage_names() {
+        // The table's name cells wrap anywhere; the SVG boxes cut the name to fit.
+        assert!(PAGE.contains("td:first-child { max-width: 32ch; overflow-wrap: anywhere;"));
+        assert!(PAGE.contains("fit(el(\"text\", { x: 10, y: 18, class: \"name\" }"));
+    }
+
+    #[test]
+    fn deadlines_bound_each_wait_and_end() {
+        let far = Instant::now() + Duration::from_secs(60);
+        assert_eq!(
+            left(far, Duration::from_secs(5)),
+            Some(Duration::from_secs(5))
+        );
+        let near = left(
+            Instant::now() + Duration::from_millis(50),
+            Duration::from_secs(5),
+        );
+        assert!(
+            near.is_some_and(|d| d <= Duration::from_millis(50)),
+            "{near:?}"
+        );
+        assert_eq!(left(Instant::now(), Duration::from_secs(5)), None);
     }
 
     #[test]
