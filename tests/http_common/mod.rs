@@ -398,7 +398,9 @@ impl FullListener {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         let addr = listener.local_addr().unwrap();
         // std listens with a large backlog; listening again sets it to 0, so the accept queue
-        // has room for one connection. (SAFETY: a valid, open socket of ours.)
+        // has room for one connection. (std offers no backlog setting; filling its default
+        // queue would take more connections than a test may open files.)
+        // SAFETY: `listen` on a valid, open socket that this function owns.
         let rc = unsafe { libc::listen(listener.as_raw_fd(), 0) };
         assert_eq!(rc, 0, "listen: {}", io::Error::last_os_error());
         let mut queued = Vec::new();
