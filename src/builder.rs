@@ -4,6 +4,7 @@ use std::any::type_name;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam_channel::{bounded, unbounded};
 
@@ -26,6 +27,8 @@ use crate::unwind::stage_main;
 
 /// The default inbox capacity, in messages.
 const DEFAULT_INBOX: usize = 1024;
+/// See [`StageBuilder::confirm_timeout`].
+const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
 /// The largest inbox capacity: crossbeam allocates every slot when the channel is made.
 const MAX_INBOX: usize = 1 << 20;
 /// The default buffer of a producer, in events.
@@ -77,6 +80,7 @@ pub struct StageBuilder<S, R: Role<S>> {
     dispatcher: Option<Dispatch<R::Out>>,
     demand: ProducerDemand,
     keep_state: bool,
+    confirm_timeout: Duration,
     subscriptions: Vec<(Source<R::In>, SubscribeOptions)>,
 }
 
@@ -103,6 +107,7 @@ impl<S, R: Role<S>> StageBuilder<S, R> {
             dispatcher: None,
             demand: ProducerDemand::Forward,
             keep_state: false,
+            confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
             subscriptions: Vec::new(),
         }
     }
@@ -129,6 +134,18 @@ impl<S, R: Role<S>> StageBuilder<S, R> {
     /// ```
     pub fn keep_state(mut self) -> Self {
         self.keep_state = true;
+        self
+    }
+
+    /// How long the stage, as it ends, waits for its producers to confirm its cancels. Until
+    /// they do, events they sent may still be on their way, and the stage counts each one that
+    /// arrives (as received, then discarded), so that its counters balance; a producer stuck
+    /// in a long callback could keep it waiting, so the wait is bounded, and after it the
+    /// stage ends anyway (logging how many producers had not confirmed: what they send later
+    /// is counted by them as sent to a consumer that ended). `Duration::ZERO` does not wait.
+    /// A stage with no producers never waits. Defaults to 2 s.
+    pub fn confirm_timeout(mut self, timeout: Duration) -> Self {
+        self.confirm_timeout = timeout;
         self
     }
 
@@ -377,6 +394,7 @@ impl<S, R: Role<S>> StageBuilder<S, R> {
                 buffer_keep: self.buffer_keep,
                 demand: self.demand,
                 keep_state: self.keep_state,
+                confirm_timeout: self.confirm_timeout,
             },
             subscriptions: self.subscriptions,
         };

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use common::LIMIT;
 use stageflow::{
-    CancelMode, Consumer, ConsumerContext, ConsumerHandle, Context, DemandMode, Events,
-    Producer, ProducerDemand, ProducerHandle, Reason, Reply, SubscribeError, SubscribeOptions,
-    Subscription, SubscriptionId,
+    CancelMode, Consumer, ConsumerContext, ConsumerHandle, Context, DemandMode, Events, Producer,
+    ProducerDemand, ProducerHandle, Reason, Reply, SubscribeError, SubscribeOptions, Subscription,
+    SubscriptionId,
 };
 
 /// splitmix64.
@@ -165,8 +165,7 @@ fn churn(
                 slots.lock().unwrap()[i].held.retain(|&h| h != id);
                 match handle.resubscribe(id, Reason::Normal, producer, options(&mut rng)) {
                     Ok(new) => slots.lock().unwrap()[i].held.push(new),
-                    Err(SubscribeError::Timeout { .. } | SubscribeError::ConsumerGone { .. }) => {
-                    }
+                    Err(SubscribeError::Timeout { .. } | SubscribeError::ConsumerGone { .. }) => {}
                     Err(e) => return Err(format!("resubscribe: {e}")),
                 }
             }

@@ -97,6 +97,31 @@ fn smoke() {
 }
 
 #[test]
+fn confirm_timeout_bounds_how_long_an_ending_stage_waits_for_a_stuck_producer() {
+    let (p, _) = gated();
+    let (rec, _rx) = Recorder::<u64>::new();
+    let c = stageflow::consumer(rec)
+        .confirm_timeout(Duration::ZERO)
+        .subscribe_to(&p, SubscribeOptions::new().max_demand(10))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let release = block(&p, 5);
+    // The producer cannot confirm; with no time to wait, the consumer ends at once (the fixed
+    // wait it replaces was 2 s).
+    let start = std::time::Instant::now();
+    c.stop();
+    assert_eq!(joined(&c), Reason::Shutdown);
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    release.send(()).unwrap();
+    p.call(Cmd::Sync, LIMIT).unwrap();
+    assert_eq!(p.counters().discarded, 5, "counted by the producer");
+    p.stop();
+    joined(&p);
+}
+
+#[test]
 fn events_sent_to_a_consumer_that_just_ended_are_counted_as_discarded() {
     let (p, _) = gated();
     let (rec, _rx) = Recorder::<u64>::new();

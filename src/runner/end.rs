@@ -7,7 +7,7 @@ use std::time::Instant;
 use log::warn;
 
 use super::links::{Inbound, Outlet, UpLink};
-use super::{Callbacks, Env, Runner, Wait, CONFIRM_WAIT};
+use super::{Callbacks, Env, Runner, Wait};
 use crate::demand::Demand;
 use crate::dispatcher::Dispatcher;
 use crate::envelope::{Down, Envelope, Up};
@@ -63,7 +63,7 @@ impl<S: Callbacks> Runner<S> {
                 });
             }
         }
-        let deadline = crate::timer::deadline(CONFIRM_WAIT);
+        let deadline = crate::timer::deadline(self.confirm_timeout);
         loop {
             self.flush_backlogs();
             for sub in std::mem::take(&mut self.gone) {
@@ -80,10 +80,11 @@ impl<S: Callbacks> Runner<S> {
             if Instant::now() >= deadline {
                 if !self.ups.is_empty() {
                     warn!(
-                        "stage {}: {} producers did not confirm the end within {CONFIRM_WAIT:?}; \
-                         events they send now are counted by them",
+                        "stage {}: {} producers did not confirm the end within {:?} (see \
+                         StageBuilder::confirm_timeout); events they send now are counted by them",
                         self.shared.name,
-                        self.ups.len()
+                        self.ups.len(),
+                        self.confirm_timeout
                     );
                 }
                 for l in &self.downs {

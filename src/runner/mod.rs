@@ -212,12 +212,9 @@ pub(crate) struct Config<Out> {
     pub(crate) buffer_keep: BufferKeep,
     /// Keep the stage's value for `Stage::join_state` when it ends.
     pub(crate) keep_state: bool,
+    /// How long an ending stage waits for its producers to confirm its cancels.
+    pub(crate) confirm_timeout: Duration,
 }
-
-/// How long an ending stage waits for its producers to confirm its cancels (so that nothing
-/// they sent is left uncounted in its inbox) before it gives up on a producer that is stuck in
-/// a callback.
-const CONFIRM_WAIT: Duration = Duration::from_secs(2);
 
 /// At most this many control messages are handled per turn, so that a flood of them cannot
 /// starve the inbox either.
@@ -260,6 +257,8 @@ pub(crate) struct Runner<S: Callbacks> {
     /// Discard warnings, at most one line per reason per second.
     discard_log: discards::DiscardLog,
     keep_state: bool,
+    /// See `StageBuilder::confirm_timeout`.
+    confirm_timeout: Duration,
     /// Demand that a dispatcher created, served on the next turn (never in a loop inside one).
     pending_demand: usize,
     /// Consumers whose inbox was found gone, to be removed at the end of the turn (removing
@@ -331,6 +330,7 @@ impl<S: Callbacks> Runner<S> {
             draining: false,
             discard_log: discards::DiscardLog::default(),
             keep_state: config.keep_state,
+            confirm_timeout: config.confirm_timeout,
             pending_demand: 0,
             gone: Vec::new(),
             accumulating: S::KIND == Kind::Producer && config.demand == ProducerDemand::Accumulate,
