@@ -352,6 +352,51 @@ fn dropping_a_topology_stops_an_endless_pipeline() {
 }
 
 #[test]
+fn a_stop_ends_a_consumer_between_two_batches_of_one_message() {
+    // max 100, min 99: a message of 100 events is cut into 100 batches of one. A consumer
+    // told to stop while in the first must not go through the other 99 (each could be slow).
+    struct Slow {
+        entered: Sender<()>,
+        release: crossbeam_channel::Receiver<()>,
+        handled: Arc<std::sync::atomic::AtomicU64>,
+    }
+    impl Consumer for Slow {
+        type In = u64;
+        type Message = ();
+        fn handle_events(&mut self, events: Events<'_, u64>, _: &mut ConsumerContext<'_>) {
+            let n = events.count() as u64;
+            self.handled
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            let _ = self.entered.send(());
+            let _ = self.release.recv_timeout(common::LIMIT);
+        }
+    }
+    let p = stageflow::from_iter(0..100u64).spawn().unwrap();
+    let (entered, has_entered) = crossbeam_channel::unbounded();
+    let (release, released) = crossbeam_channel::unbounded();
+    let handled = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let c = stageflow::consumer(Slow {
+        entered,
+        release: released,
+        handled: handled.clone(),
+    })
+    .subscribe_to(&p, SubscribeOptions::new().max_demand(100).min_demand(99))
+    .unwrap()
+    .spawn()
+    .unwrap();
+    next(&has_entered);
+    c.stop();
+    release.send(()).unwrap();
+    assert_eq!(joined(&c), Reason::Shutdown);
+    assert_eq!(handled.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let counters = c.counters();
+    assert_eq!(counters.events_in, 100);
+    assert_eq!(counters.discarded, 99, "the batches it never handled");
+    p.stop();
+    joined(&p);
+}
+
+#[test]
 fn stop_reaches_a_callback_that_blocks() {
     // A blocking source checks is_stop_requested between blocking steps.
     struct Blocking(Arc<std::sync::Barrier>);

@@ -188,8 +188,10 @@ impl<S: Callbacks> Runner<S> {
         while iter.len() > rest {
             iter.next();
         }
-        if self.exit.is_some() {
-            // The stage stopped: the rest is not handled and not asked for.
+        if self.exit.is_some() || self.stop_requested() {
+            // The stage stopped (or was told to: a stop takes effect between two batches of
+            // one message, so a message cut into many small batches cannot hold it): the rest
+            // is not handled and not asked for.
             let rest = iter.len();
             self.in_hand = 0;
             self.discard(rest, "the stage stopped while handling them");

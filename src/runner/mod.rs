@@ -582,6 +582,14 @@ impl<S: Callbacks> Runner<S> {
         }
     }
 
+    /// A handle asked the stage to stop: loops that take several steps in one turn (the
+    /// batches of one message, a producer-consumer's queued input, a demand-mode replay) stop
+    /// at the next step, and the turn's end ends the stage.
+    #[inline]
+    fn stop_requested(&self) -> bool {
+        self.shared.stop_requested.load(Ordering::Relaxed)
+    }
+
     #[inline(never)]
     fn serve_pending_demand(&mut self) {
         let demand = std::mem::take(&mut self.pending_demand);
@@ -828,7 +836,7 @@ impl<S: Callbacks> Runner<S> {
         self.accumulating = mode == ProducerDemand::Accumulate;
         // Bounded: each step takes one entry that was held before the switch.
         let mut left = self.held.steps();
-        while !self.accumulating && self.exit.is_none() && left > 0 {
+        while !self.accumulating && self.exit.is_none() && !self.stop_requested() && left > 0 {
             left -= 1;
             match self.held.next() {
                 None => break,

@@ -174,7 +174,7 @@ impl<S: Callbacks> Runner<S> {
     /// Bounded: every step takes one entry off the inbound queue.
     pub(super) fn pump(&mut self) {
         loop {
-            if self.exit.is_some() {
+            if self.exit.is_some() || self.stop_requested() {
                 return;
             }
             self.flush_buffer();
