@@ -298,9 +298,10 @@
 //!
 //! Whatever ends a stage, every event it received, buffered or had in flight to it is either
 //! delivered or counted as discarded: for a stage that passes events on one for one,
-//! `events_in = events_out + discarded + buffered` at every moment ([`Counters`]), and summed
-//! over a pipeline the counters balance. (An ending stage waits, two seconds at most, for its
-//! producers to confirm its end, and counts what they still sent.)
+//! `events_in = events_out + discarded + buffered` whenever it is idle, and summed
+//! over a pipeline the counters balance (the equations, for every kind of stage, are in
+//! [`Counters`]). (An ending stage waits for its producers to confirm its end, two seconds at
+//! most by default: [`StageBuilder::confirm_timeout`], and counts what they still sent.)
 //!
 //! A callback that panics ends its stage with [`Reason::Panicked`]; the panic is caught on
 //! that stage's thread, its consumers react by their cancel mode, and [`Stage::join`] reports
@@ -386,9 +387,22 @@
 //!   buffered events is delivered as soon as they leave, by dispatch or discard.
 //! - **Control overtakes data.** Stop, cancel, ask, subscribe and demand-mode changes from
 //!   handles are handled ahead of queued events (GenStage's mailbox is one FIFO); they would
-//!   otherwise wait behind a full inbox for as long as traffic lasts.
+//!   otherwise wait behind a full inbox for as long as traffic lasts. Two of them from one
+//!   caller to one stage still take effect in the order they were made: a cancel then a
+//!   subscribe to the same broadcasting producer stay in that order. A stop takes effect
+//!   between two batches of one message, not only between messages.
 //! - **`subscribe_to` returns once both sides hold the subscription** (GenStage's
-//!   `sync_subscribe` returns once the request is sent), so its id works at once.
+//!   `sync_subscribe` returns once the consumer has sent the request), so its id works at once:
+//!   a cancel or an ask on it that reaches the stage before the producer's confirmation waits
+//!   for it. A subscribe that fails (refused, timed out) leaves no subscription behind.
+//! - **Order per subscription always holds.** Whatever the churn (cancels, resubscriptions,
+//!   stops, demand-mode flips), the events one subscription delivers are in the order its
+//!   producer emitted them. Switching an accumulating producer to forward sends the events it
+//!   held first, then replays the demands (GenStage replays them as one list, so events that
+//!   `handle_demand` emits for an early demand overtake events emitted while accumulating).
+//! - **The counters balance as equations**, in every run, faults included (see [`Counters`]):
+//!   `emitted = events_out + discarded + buffered` for a producer, `events_in = handled +
+//!   discarded + buffered` for a consumer. GenStage has no counters.
 //! - **Refusals are values.** A second subscription of one consumer to a broadcasting producer
 //!   is refused with [`SubscribeError::Rejected`] (GenStage cancels it with
 //!   `:already_subscribed`); a partition dispatcher's subscribe errors are returned (GenStage
