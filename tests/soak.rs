@@ -975,23 +975,57 @@ fn describe(live: &[Live]) -> String {
 }
 
 /// Joins every stage within one deadline; names those still running.
+/// Joins every stage. A hang is a pipeline that makes no progress (no stage sends, receives
+/// or ends) for `within`; a loaded machine may take much longer than that in all, as long as
+/// events keep moving (at most [`PROGRESS_CAP`]).
 fn join_all(live: &[Live], within: Duration, what: &str, errs: &mut Vec<String>) -> bool {
-    let deadline = Instant::now() + within;
+    let start = Instant::now();
+    let mut deadline = start + within;
+    let mut seen = progress(live);
     let mut hung = Vec::new();
     for l in live {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if l.sref.join_timeout(left).is_none() {
-            hung.push(l.name.clone());
+        loop {
+            let step = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(250));
+            if l.sref.join_timeout(step).is_some() {
+                break;
+            }
+            let now = progress(live);
+            if now != seen && start.elapsed() < PROGRESS_CAP {
+                // Still moving: the time without progress starts again.
+                seen = now;
+                deadline = Instant::now() + within;
+            } else if Instant::now() >= deadline {
+                hung.push(l.name.clone());
+                break;
+            }
         }
     }
     if hung.is_empty() {
         return true;
     }
     errs.push(format!(
-        "HANG: stages {hung:?} did not end within {within:?} {what}; state:\n{}",
+        "HANG: stages {hung:?} made no progress for {within:?} {what} (after {:?}); state:\n{}",
+        start.elapsed(),
         describe(live)
     ));
     false
+}
+
+/// How long [`join_all`] waits in all while events keep moving.
+const PROGRESS_CAP: Duration = Duration::from_secs(120);
+
+/// What moves while a pipeline works: events in and out, and stages ended.
+fn progress(live: &[Live]) -> (u64, u64, usize) {
+    let mut moved = (0, 0, 0);
+    for l in live {
+        let c = l.sref.counters();
+        moved.0 += c.events_in;
+        moved.1 += c.events_out;
+        moved.2 += usize::from(l.sref.outcome().is_some());
+    }
+    moved
 }
 
 fn run_clean(plan: &Plan) -> Vec<String> {
