@@ -20,7 +20,7 @@ use stageflow::{Context, Producer, ProducerDemand, Reason, StageRef, Upstream};
 mod top_hashtags;
 
 /// The longest any test waits for anything.
-const LIMIT: Duration = Duration::from_secs(10);
+const LIMIT: Duration = Duration::from_secs(30);
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)

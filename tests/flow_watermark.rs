@@ -12,7 +12,7 @@ use stageflow::flow::{Emitted, Fired, Flow, FlowError, Partitions, Window, Windo
 use stageflow::{Context, Producer, StageRef, Upstream};
 
 /// The longest any test waits for anything.
-const LIMIT: Duration = Duration::from_secs(10);
+const LIMIT: Duration = Duration::from_secs(30);
 
 /// The windows of every test: 1 s of event time, 500 ms of allowed lateness.
 const SIZE_MS: u64 = 1000;

@@ -21,7 +21,7 @@
 //!   and abnormal reasons), consumers and producer-consumers panic at a random event, streams
 //!   are taken from and dropped early, consumers subscribe and leave (churn), the `Topology` is
 //!   dropped; buffers are tiny and partitions may drop events (a hash returning `None`, a
-//!   bounded queue). Then a final `Topology::stop()`: every stage must end within 10 s, no stage
+//!   bounded queue). Then a final `Topology::stop()`: every stage must end (no stage may go 30 s without progress), no stage
 //!   may end `Panicked` unless by an injected panic, and the counters must balance (see
 //!   `check_balances`).
 //!

@@ -283,7 +283,7 @@ pub fn wait_for(what: &str, max: Duration, mut cond: impl FnMut() -> bool) {
 }
 
 /// The longest any http test waits for one thing.
-pub const LIMIT: Duration = Duration::from_secs(10);
+pub const LIMIT: Duration = Duration::from_secs(30);
 
 /// A consumer that forwards every event to a channel; with `manual`, it asks only when the
 /// test says so (`Stage::ask`).
