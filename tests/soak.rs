@@ -21,9 +21,9 @@
 //!   and abnormal reasons), consumers and producer-consumers panic at a random event, streams
 //!   are taken from and dropped early, consumers subscribe and leave (churn), the `Topology` is
 //!   dropped; buffers are tiny and partitions may drop events (a hash returning `None`, a
-//!   bounded queue). Then a final `Topology::stop()`: every stage must end (no stage may go 30 s without progress), no stage
-//!   may end `Panicked` unless by an injected panic, and the counters must balance (see
-//!   `check_balances`).
+//!   bounded queue). Then a final `Topology::stop()`: every stage must end (a pipeline that
+//!   makes no progress for 30 s is hung), no stage may end `Panicked` unless by an injected
+//!   panic, and the counters must balance (see `check_balances`).
 //!
 //! `SOAK_SECS` bounds the run (default 45 s); `SOAK_SEED` fixes the master seed (default: from
 //! the clock); a failure message starts with `SOAK_SEED=<seed> SOAK_ITER=<n>`, and setting both
