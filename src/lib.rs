@@ -442,6 +442,8 @@ pub mod fns;
 mod handle;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "io")]
+pub mod io;
 pub mod observe;
 pub mod pipeline;
 pub mod protocol;
