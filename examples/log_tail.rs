@@ -33,11 +33,11 @@ fn write_demo(path: &Path, stop: &AtomicBool, written: &AtomicU64) -> std::io::R
         let level = LEVELS[(i * 7 % 11 % 4) as usize];
         writeln!(out, "2026-12-07T05:00:00Z {level} request {i} served")?;
         i += 1;
-        if i % 100 == 0 {
+        if i.is_multiple_of(100) {
             out.flush()?;
             written.store(i, Ordering::Relaxed);
         }
-        if i % ROTATE_EVERY == 0 {
+        if i.is_multiple_of(ROTATE_EVERY) {
             out.flush()?;
             fs::rename(path, path.with_extension("log.1"))?;
             out = BufWriter::new(open()?);

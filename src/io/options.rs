@@ -56,7 +56,7 @@ impl RecordOptions {
 /// The setters of [`RecordOptions`], for builders that keep them in `self.opts`.
 macro_rules! record_setters {
     () => {
-        /// How the input is cut into records. Defaults to [`Framing::Lines`].
+        /// How the input is cut into records. Defaults to [`Framing::Lines`](crate::io::Framing::Lines).
         pub fn framing(mut self, framing: $crate::io::Framing) -> Self {
             self.opts.framing = framing;
             self
@@ -72,14 +72,14 @@ macro_rules! record_setters {
 
         /// What to do with a text record that is not valid UTF-8 (counted in
         /// `invalid_utf8`). Raw byte records are never checked. Defaults to
-        /// [`BadRecord::Repair`]: invalid sequences become U+FFFD.
+        /// [`BadRecord::Repair`](crate::io::BadRecord::Repair): invalid sequences become U+FFFD.
         pub fn on_invalid_utf8(mut self, policy: $crate::io::BadRecord) -> Self {
             self.opts.invalid_utf8 = policy;
             self
         }
 
         /// What to do with a record longer than [`max_record`](Self::max_record) (counted in
-        /// `oversize`). Defaults to [`BadRecord::Skip`].
+        /// `oversize`). Defaults to [`BadRecord::Skip`](crate::io::BadRecord::Skip).
         pub fn on_oversize(mut self, policy: $crate::io::BadRecord) -> Self {
             self.opts.oversize = policy;
             self
