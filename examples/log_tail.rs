@@ -3,9 +3,11 @@
 //! it, and the run ends with the drain report and the offset to resume from.
 //!
 //! `cargo run --release --features io --example log_tail` follows a demo file in the temp
-//! directory that a writer thread appends to, renaming it to `.1` every 50 000 lines;
-//! `-- --file PATH` follows a file of yours instead, `--offset N` resumes at an offset a run
-//! printed, `--secs N` sends the process SIGINT after N seconds.
+//! directory that a writer thread appends to (`--rate`, 100 000 lines a second by default),
+//! renaming it to `.1` every 50 000 lines; `-- --file PATH` follows a file of yours instead,
+//! `--offset N` resumes at an offset a run printed, `--secs N` sends the process SIGINT after
+//! N seconds. A reader that falls more than one rotation behind skips the files in between,
+//! as `tail -F` does: it sees only the file the path names.
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -13,7 +15,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use stageflow::fns::{Fold, Map};
 use stageflow::io::{self, BadRecord};
@@ -22,14 +24,29 @@ use stageflow::{SubscribeOptions, Topology};
 /// Lines the demo writer puts in one file before rotating it.
 const ROTATE_EVERY: u64 = 50_000;
 
-/// Appends log lines to `path` until `stop`, rotating the file every [`ROTATE_EVERY`] lines;
-/// counts the lines written.
-fn write_demo(path: &Path, stop: &AtomicBool, written: &AtomicU64) -> std::io::Result<()> {
+/// Appends log lines to `path` at `rate` lines a second until `stop`, rotating the file
+/// every [`ROTATE_EVERY`] lines; counts the lines written and the rotations.
+fn write_demo(
+    path: &Path,
+    rate: u64,
+    stop: &AtomicBool,
+    written: &AtomicU64,
+    rotations: &AtomicU64,
+) -> std::io::Result<()> {
     const LEVELS: [&str; 4] = ["INFO", "WARN", "ERROR", "DEBUG"];
     let open = || OpenOptions::new().create(true).append(true).open(path);
     let mut out = BufWriter::new(open()?);
+    let start = Instant::now();
     let mut i = 0u64;
     while !stop.load(Ordering::Relaxed) {
+        if i.is_multiple_of(1000) {
+            // Keep to the rate: a log written as it happens, not all at once.
+            let due = Duration::from_secs_f64(i as f64 / rate as f64);
+            if let Some(ahead) = due.checked_sub(start.elapsed()) {
+                out.flush()?;
+                std::thread::sleep(ahead);
+            }
+        }
         let level = LEVELS[(i * 7 % 11 % 4) as usize];
         writeln!(out, "2026-12-07T05:00:00Z {level} request {i} served")?;
         i += 1;
@@ -41,6 +58,7 @@ fn write_demo(path: &Path, stop: &AtomicBool, written: &AtomicU64) -> std::io::R
             out.flush()?;
             fs::rename(path, path.with_extension("log.1"))?;
             out = BufWriter::new(open()?);
+            rotations.fetch_add(1, Ordering::Relaxed);
         }
     }
     out.flush()?;
@@ -57,6 +75,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .cloned()
     };
     let offset: u64 = arg("--offset").map(|o| o.parse()).transpose()?.unwrap_or(0);
+    let rate: u64 = arg("--rate")
+        .map(|r| r.parse())
+        .transpose()?
+        .unwrap_or(100_000);
+    if rate == 0 {
+        return Err("--rate: expected at least 1 line a second, got 0".into());
+    }
     let demo = arg("--file").is_none();
     let path = match arg("--file") {
         Some(file) => PathBuf::from(file),
@@ -102,9 +127,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
+    let rotations = Arc::new(AtomicU64::new(0));
     let writer = demo.then(|| {
-        let (path, stop, written) = (path.clone(), stop.clone(), written.clone());
-        std::thread::spawn(move || write_demo(&path, &stop, &written))
+        let (path, stop) = (path.clone(), stop.clone());
+        let (written, rotations) = (written.clone(), rotations.clone());
+        std::thread::spawn(move || write_demo(&path, rate, &stop, &written, &rotations))
     });
     if let Some(secs) = arg("--secs") {
         let secs: f64 = secs.parse()?;
@@ -140,8 +167,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     if demo {
         println!(
-            "the writer wrote {} lines; {} rotations seen",
+            "the writer wrote {} lines and rotated the file {} times; {} rotations seen",
             written.load(Ordering::Relaxed),
+            rotations.load(Ordering::Relaxed),
             c.rotations
         );
     }
