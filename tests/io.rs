@@ -58,10 +58,26 @@ impl<T: Send + 'static> Consumer for Stalled<T> {
     }
 }
 
-/// A fresh, empty directory for one test's files.
-pub(crate) fn scratch(test: &str) -> std::path::PathBuf {
+/// A fresh, empty directory for one test's files, removed when the guard is dropped.
+pub(crate) struct Scratch(std::path::PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub(crate) fn scratch(test: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("stageflow-io-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("creating a scratch directory");
-    dir
+    Scratch(dir)
 }

@@ -1,7 +1,7 @@
 //! [`SignalShutdown`]: ends a pipeline on SIGINT or SIGTERM (unix): the first signal drains
 //! it ([`Topology::drain`]), a second one stops it; the [`ShutdownReport`] says what happened.
 //! Built on `signal-hook`'s iterator, which hands each signal to a thread of ours (no code of
-//! ours runs inside a signal handler) and unregisters its handlers when dropped.
+//! ours runs inside a signal handler) and removes its actions when dropped.
 
 use std::fmt;
 use std::os::raw::c_int;
@@ -104,8 +104,13 @@ impl ShutdownBuilder {
     }
 
     /// Checks the options and installs the handlers: from now on, the signals no longer end
-    /// the process; they are kept for [`SignalShutdown::run`]. Dropping the
-    /// [`SignalShutdown`] (or `run` returning) removes the handlers again.
+    /// the process; they are kept for [`SignalShutdown::run`].
+    ///
+    /// When `run` returns (or the [`SignalShutdown`] is dropped) its actions are removed, but
+    /// `signal-hook` leaves its low-level handler in place, so the process then *ignores*
+    /// these signals instead of dying of them. That suits the end of a program, which is
+    /// what `run` is for; a program that goes on after it should build another
+    /// `SignalShutdown` to act on them again.
     ///
     /// # Errors
     ///
@@ -161,8 +166,8 @@ impl SignalShutdown {
     /// Waits for a signal or for every stage of `topology` to end by itself, whichever
     /// comes first, then drains the pipeline ([`Topology::drain`] with the drain timeout); a
     /// signal during the drain stops every stage at once. Returns when every stage has ended
-    /// (or, for a callback that never returns, when the drain gave up on it). The handlers
-    /// are removed when it returns.
+    /// (or, for a callback that never returns, when the drain gave up on it). Its actions are
+    /// removed when it returns (see [`ShutdownBuilder::build`] for what that leaves).
     pub fn run(self, topology: &Topology) -> ShutdownReport {
         let SignalShutdown {
             mut signals,
