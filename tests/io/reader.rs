@@ -235,3 +235,16 @@ fn a_drain_stops_an_endless_reader_with_nothing_lost() {
     assert_eq!(stats.snapshot().records, sink.counters().events_in);
     assert_eq!(source.counters().events_out, sink.counters().events_in);
 }
+
+#[test]
+fn a_long_bad_record_is_skipped_over_many_turns() {
+    // An 8-byte buffer: skipping 50 000 bytes takes thousands of fills, 64 a turn.
+    let mut bytes = vec![b'y'; 50_000];
+    bytes.extend(b"\nend\n");
+    let input = BufReader::with_capacity(8, Cursor::new(bytes));
+    let source = io::reader(input).max_record(10).build().unwrap();
+    let stats = source.stats();
+    assert_eq!(all(source), ["end"]);
+    let c = stats.snapshot();
+    assert_eq!((c.records, c.oversize, c.offset), (1, 1, 50_005));
+}
