@@ -66,32 +66,55 @@ fn write_demo(
     Ok(())
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
-    let offset: u64 = arg("--offset").map(|o| o.parse()).transpose()?.unwrap_or(0);
-    let rate: u64 = arg("--rate")
-        .map(|r| r.parse())
-        .transpose()?
-        .unwrap_or(100_000);
-    if rate == 0 {
+/// What to run.
+#[derive(Clone, Debug)]
+pub(crate) struct Options {
+    /// The file to follow; `None`: a demo file a writer thread appends to.
+    pub(crate) file: Option<PathBuf>,
+    /// Where to start reading.
+    pub(crate) offset: u64,
+    /// The demo writer's lines a second.
+    pub(crate) rate: u64,
+    /// Send the process SIGINT after this many seconds.
+    pub(crate) secs: Option<f64>,
+    /// Print what happens.
+    pub(crate) print: bool,
+}
+
+/// What a run saw.
+#[derive(Debug)]
+#[allow(dead_code)] // Read by the tests.
+pub(crate) struct Summary {
+    /// Lines counted, per level.
+    pub(crate) counted: BTreeMap<String, u64>,
+    /// The source's counters at the end.
+    pub(crate) source: io::IoCounters,
+    /// Lines the demo writer wrote.
+    pub(crate) written: u64,
+    /// Times the demo writer rotated the file.
+    pub(crate) rotations: u64,
+    /// How the run ended.
+    pub(crate) report: io::ShutdownReport,
+}
+
+/// Follows the file until a signal drains the pipeline.
+pub(crate) fn run(opts: Options) -> Result<Summary, Box<dyn std::error::Error>> {
+    if opts.rate == 0 {
         return Err("--rate: expected at least 1 line a second, got 0".into());
     }
-    let demo = arg("--file").is_none();
-    let path = match arg("--file") {
-        Some(file) => PathBuf::from(file),
+    let demo = opts.file.is_none();
+    let path = match opts.file {
+        Some(file) => file,
         None => {
-            let path = std::env::temp_dir().join("stageflow-log-tail-demo.log");
+            let name = format!("stageflow-log-tail-demo-{}.log", std::process::id());
+            let path = std::env::temp_dir().join(name);
             let _ = fs::remove_file(&path);
             let _ = fs::remove_file(path.with_extension("log.1"));
             path
         }
     };
+    let offset = opts.offset;
+    let print = opts.print;
 
     let source = io::tail(&path)
         .start_at(offset)
@@ -122,7 +145,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Handlers first: from here on, Ctrl-C drains instead of killing the process.
     let shutdown = io::shutdown_on_signals()
         .drain_timeout(Duration::from_secs(10))
-        .on_signal(|signal, action| eprintln!("signal {signal}: {action:?}…"))
+        .on_signal(move |signal, action| {
+            if print {
+                eprintln!("signal {signal}: {action:?}…");
+            }
+        })
         .build()?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -131,56 +158,87 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let writer = demo.then(|| {
         let (path, stop) = (path.clone(), stop.clone());
         let (written, rotations) = (written.clone(), rotations.clone());
+        let rate = opts.rate;
         std::thread::spawn(move || write_demo(&path, rate, &stop, &written, &rotations))
     });
-    if let Some(secs) = arg("--secs") {
-        let secs: f64 = secs.parse()?;
+    if let Some(secs) = opts.secs {
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_secs_f64(secs));
             let _ = signal_hook::low_level::raise(signal_hook::consts::SIGINT);
         });
     }
-    println!(
-        "following {} from offset {offset}; Ctrl-C drains",
-        path.display()
-    );
+    if print {
+        println!(
+            "following {} from offset {offset}; Ctrl-C drains",
+            path.display()
+        );
+    }
 
     let report = shutdown.run(&pipeline);
     stop.store(true, Ordering::Relaxed);
     if let Some(writer) = writer {
         writer.join().map_err(|_| "the demo writer panicked")??;
     }
-    let counts = count
+    let counted = count
         .join_state()
         .1
         .map(Fold::into_inner)
         .unwrap_or_default();
-    for (level, n) in &counts {
-        println!("{level:>6} {n:>10}");
-    }
     let c = stats.snapshot();
-    println!(
-        "{:>6} {:>10} counted of {} lines read; {report}",
-        "all",
-        counts.values().sum::<u64>(),
-        c.records
-    );
+    let written = written.load(Ordering::Relaxed);
+    let rotations = rotations.load(Ordering::Relaxed);
     if demo {
+        let _ = fs::remove_file(&path);
+        let _ = fs::remove_file(path.with_extension("log.1"));
+    }
+    if print {
+        for (level, n) in &counted {
+            println!("{level:>6} {n:>10}");
+        }
         println!(
-            "the writer wrote {} lines and rotated the file {} times; {} rotations seen",
-            written.load(Ordering::Relaxed),
-            rotations.load(Ordering::Relaxed),
-            c.rotations
+            "{:>6} {:>10} counted of {} lines read; {report}",
+            "all",
+            counted.values().sum::<u64>(),
+            c.records
+        );
+        if demo {
+            println!(
+                "the writer wrote {written} lines and rotated the file {rotations} times; {} rotations seen",
+                c.rotations
+            );
+        }
+        println!(
+            "{} bytes read, {} invalid utf-8, {} over-long, {} truncations; resume with --offset {}",
+            c.bytes_read, c.invalid_utf8, c.oversize, c.truncations, c.offset
         );
     }
-    println!(
-        "{} bytes read, {} invalid utf-8, {} over-long, {} truncations; resume with --file {} --offset {}",
-        c.bytes_read,
-        c.invalid_utf8,
-        c.oversize,
-        c.truncations,
-        path.display(),
-        c.offset
-    );
+    Ok(Summary {
+        counted,
+        source: c,
+        written,
+        rotations,
+        report,
+    })
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let opts = Options {
+        file: arg("--file").map(PathBuf::from),
+        offset: arg("--offset").map(|o| o.parse()).transpose()?.unwrap_or(0),
+        rate: arg("--rate")
+            .map(|r| r.parse())
+            .transpose()?
+            .unwrap_or(100_000),
+        secs: arg("--secs").map(|s| s.parse()).transpose()?,
+        print: true,
+    };
+    run(opts)?;
     Ok(())
 }

@@ -10,6 +10,13 @@ mod common;
 
 #[path = "io/channel.rs"]
 mod channel;
+#[cfg(unix)]
+#[path = "io/example.rs"]
+mod example;
+#[cfg(unix)]
+#[allow(dead_code)]
+#[path = "../examples/log_tail.rs"]
+mod log_tail;
 #[path = "io/reader.rs"]
 mod reader;
 #[cfg(unix)]
