@@ -15,7 +15,8 @@ pub enum Framing {
     /// Records ending at this byte (`b'\0'`, `0x1e`...), which is not part of the record.
     Delimited(u8),
     /// Records of exactly this many bytes (the last one at the end of a reader may be
-    /// shorter). At least 1.
+    /// shorter). At least 1. A chunk may split a character, so emit chunks as bytes
+    /// (`bytes()`): as text, a split character is invalid UTF-8.
     Chunks(usize),
 }
 
