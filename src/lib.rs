@@ -238,6 +238,45 @@
 //! # }
 //! ```
 //!
+//! # Files, readers, channels and signals
+//!
+//! The `io` module (feature `io`, off by default) holds sources for the process's edges, each
+//! reading only while its consumers have demand, a batch per turn: `io::reader` cuts any
+//! `BufRead` into lines, delimited records or fixed-size chunks; `io::tail` follows a file as
+//! `tail -F` does (polled after its end on a timer, reopened when rotated, read again from its
+//! start when truncated) and reports the offset a restart resumes from; `io::from_channel`
+//! takes what a `crossbeam_channel::Receiver` yields. Invalid UTF-8 and over-long records are
+//! counted and skipped, repaired or fatal, by option. `io::shutdown_on_signals` (unix) drains
+//! a [`Topology`] on the first SIGINT or SIGTERM, stops it on the second, and returns the
+//! report.
+//!
+//! ```
+//! # #[cfg(not(feature = "io"))] fn main() {}
+//! # #[cfg(feature = "io")] fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use stageflow::fns::ForEach;
+//! use stageflow::{SubscribeOptions, Topology};
+//!
+//! let path = std::env::temp_dir().join(format!("stageflow-guide-{}.log", std::process::id()));
+//! std::fs::write(&path, "GET /\nGET /about\nPOST /lo")?; // the last line is being written
+//! let tail = stageflow::io::tail(&path).build()?;
+//! let stats = tail.stats();
+//! let source = stageflow::producer(tail).spawn()?;
+//! let (tx, rx) = crossbeam_channel::unbounded();
+//! let sink = stageflow::consumer(ForEach::new(move |line: String| tx.send(line).unwrap()))
+//!     .subscribe_to(&source, SubscribeOptions::new())?
+//!     .spawn()?;
+//! assert_eq!(rx.recv_timeout(Duration::from_secs(10))?, "GET /");
+//! assert_eq!(rx.recv_timeout(Duration::from_secs(10))?, "GET /about");
+//! // A followed file never ends: drain it (by hand here; on SIGINT with shutdown_on_signals).
+//! let report = Topology::new().with(&source).with(&sink).drain(Duration::from_secs(5));
+//! assert!(report.is_complete(), "{report:?}");
+//! assert_eq!(stats.offset(), 17); // `.start_at(17)` resumes at the unfinished line, whole
+//! std::fs::remove_file(&path)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Flows: partitioned, windowed reductions
 //!
 //! The [`flow`] module is Elixir's Flow on these stages: a few lines from sources, through
@@ -456,6 +495,8 @@ pub mod fns;
 mod handle;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "io")]
+pub mod io;
 pub mod observe;
 pub mod pipeline;
 pub mod protocol;
