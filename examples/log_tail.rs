@@ -182,7 +182,7 @@ pub(crate) fn run(opts: Options) -> Result<Summary, Box<dyn std::error::Error>> 
     let counted = count
         .join_state()
         .1
-        .map(Fold::into_inner)
+        .and_then(Fold::into_inner)
         .unwrap_or_default();
     let c = stats.snapshot();
     let written = written.load(Ordering::Relaxed);
