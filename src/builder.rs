@@ -421,7 +421,7 @@ where
     let (ctl_tx, ctl_rx) = unbounded::<Envelope<C::In, C::Out, C::Msg>>();
     let shared = Arc::new(Shared::new(name.clone()));
     let _ = shared.probe.set(Probe {
-        kind: C::KIND.into(),
+        kind: C::KIND,
         inbox: Box::new(tx.clone()),
     });
     let handle = Counted::new(tx.clone(), Some(ctl_tx), shared.clone());
