@@ -305,8 +305,9 @@
 //!
 //! A callback that panics ends its stage with [`Reason::Panicked`]; the panic is caught on
 //! that stage's thread, its consumers react by their cancel mode, and [`Stage::join`] reports
-//! it. [`Stage::stop`] stops a stage from outside ([`Reason::Shutdown`]). [`Topology`] joins
-//! or stops many stages at once.
+//! it (with the panic's text, read by [`panic_message`], which a layer of your own that
+//! catches panics can use too). [`Stage::stop`] stops a stage from outside
+//! ([`Reason::Shutdown`]). [`Topology`] joins or stops many stages at once.
 //!
 //! # Fan-in: a consumer with several producers
 //!
@@ -503,3 +504,4 @@ pub use subscription::{
 pub use supervisor::{JobFailure, JobResult, Restart, Supervisor, SupervisorMsg, SupervisorStats};
 pub use timer::TimerId;
 pub use topology::{AsStageRef, DrainReport, Topology};
+pub use unwind::panic_message;
