@@ -12,7 +12,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, T
 
 use crate::context::Reply;
 use crate::envelope::{Control, Counted, Down, Envelope, Port, SubscribeRequest, Up, Wrap};
-use crate::error::{CallError, CastError, SubscribeError};
+use crate::error::{CallError, CastError, ControlError, SubscribeError};
 use crate::reason::Reason;
 use crate::shared::{Counters, Shared, StageKind};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
@@ -128,6 +128,15 @@ impl<S, R: Role<S>> Stage<S, R> {
     /// The stage's inbox, whose control path never waits behind events.
     fn tx(&self) -> &Inbox<S, R> {
         &self.core.port
+    }
+
+    /// Sends `c` on the stage's control path.
+    fn control(&self, c: Control) -> Result<(), ControlError> {
+        self.tx()
+            .urgent(Envelope::Control(c))
+            .map_err(|_| ControlError::Stopped {
+                stage: self.name().to_owned(),
+            })
     }
 
     /// The stage's name (also its thread's name).
@@ -491,12 +500,8 @@ impl<S, R: Consumes<S>> Stage<S, R> {
     ///
     /// # Errors
     ///
-    /// [`CastError::Stopped`] (carrying `()`) if the stage has ended.
-    pub fn cancel(
-        &self,
-        subscription: SubscriptionId,
-        reason: Reason,
-    ) -> Result<(), CastError<()>> {
+    /// [`ControlError::Stopped`] if the stage has ended.
+    pub fn cancel(&self, subscription: SubscriptionId, reason: Reason) -> Result<(), ControlError> {
         self.control(Control::Cancel {
             sub: subscription,
             reason,
@@ -508,8 +513,8 @@ impl<S, R: Consumes<S>> Stage<S, R> {
     ///
     /// # Errors
     ///
-    /// [`CastError::Stopped`] (carrying `()`) if the stage has ended.
-    pub fn ask(&self, subscription: SubscriptionId, n: usize) -> Result<(), CastError<()>> {
+    /// [`ControlError::Stopped`] if the stage has ended.
+    pub fn ask(&self, subscription: SubscriptionId, n: usize) -> Result<(), ControlError> {
         if n == 0 {
             return Ok(());
         }
@@ -517,12 +522,6 @@ impl<S, R: Consumes<S>> Stage<S, R> {
             sub: subscription,
             n,
         })
-    }
-
-    fn control(&self, c: Control) -> Result<(), CastError<()>> {
-        self.tx()
-            .urgent(Envelope::Control(c))
-            .map_err(|_| CastError::Stopped(()))
     }
 }
 
@@ -538,11 +537,9 @@ impl<S: Producer> Stage<S, ProducerRole> {
     ///
     /// # Errors
     ///
-    /// [`CastError::Stopped`] (carrying `()`) if the stage has ended.
-    pub fn set_demand(&self, mode: ProducerDemand) -> Result<(), CastError<()>> {
-        self.tx()
-            .urgent(Envelope::Control(Control::SetDemand(mode)))
-            .map_err(|_| CastError::Stopped(()))
+    /// [`ControlError::Stopped`] if the stage has ended.
+    pub fn set_demand(&self, mode: ProducerDemand) -> Result<(), ControlError> {
+        self.control(Control::SetDemand(mode))
     }
 
     /// The producer's demand mode.

@@ -476,7 +476,7 @@ pub use bridge::{from_iter, stream, IterProducer, Stream};
 pub use builder::{consumer, producer, producer_consumer, StageBuilder};
 pub use chain::{Chain, ChainEnd, IntoBuilder, Lanes};
 pub use context::{ConsumerContext, Context, Mailbox, Reply};
-pub use error::{BuildError, CallError, CastError, SubscribeError};
+pub use error::{BuildError, CallError, CastError, ControlError, SubscribeError};
 pub use events::Events;
 pub use handle::{
     ConsumerHandle, ProducerConsumerHandle, ProducerHandle, Source, Stage, StageRef, Upstream,
