@@ -247,53 +247,6 @@ impl<S, R: Emits<S>> StageBuilder<S, R> {
     }
 }
 
-/// A linear pipeline from this producer, in one expression: see [`Chain`](crate::Chain).
-impl<S: Producer> StageBuilder<S, ProducerRole> {
-    /// Starts a [`Chain`](crate::Chain) from this producer (the shortcuts below start one too).
-    pub fn chain(self) -> crate::Chain<S::Out> {
-        crate::Chain::start(self)
-    }
-
-    /// A chain whose next link is one producer-consumer; see [`Chain::via`](crate::Chain::via).
-    pub fn via<P, B>(self, stage: B) -> crate::Chain<P::Out>
-    where
-        P: ProducerConsumer<In = S::Out>,
-        B: crate::IntoBuilder<P, ProducerConsumerRole>,
-    {
-        self.chain().via(stage)
-    }
-
-    /// A chain fanned out into `n` lanes; see [`Chain::parallel`](crate::Chain::parallel).
-    pub fn parallel(self, n: usize) -> crate::Lanes<S::Out> {
-        self.chain().parallel(n)
-    }
-
-    /// A chain partitioned into `n` lanes by `key`; see
-    /// [`Chain::partition`](crate::Chain::partition).
-    pub fn partition<K: std::hash::Hash>(
-        self,
-        n: usize,
-        key: impl Fn(&S::Out) -> K + Send + Sync + 'static,
-    ) -> crate::Lanes<S::Out> {
-        self.chain().partition(n, key)
-    }
-
-    /// A chain whose next link's subscriptions take `options`; see
-    /// [`Chain::options`](crate::Chain::options).
-    pub fn options(self, options: SubscribeOptions) -> crate::Chain<S::Out> {
-        self.chain().options(options)
-    }
-
-    /// A chain ending at one consumer; see [`Chain::to`](crate::Chain::to).
-    pub fn to<C, B>(self, stage: B) -> crate::ChainEnd<C>
-    where
-        C: Consumer<In = S::Out>,
-        B: crate::IntoBuilder<C, ConsumerRole>,
-    {
-        self.chain().to(stage)
-    }
-}
-
 impl<S, R: Consumes<S>> StageBuilder<S, R> {
     /// Subscribes the stage, when it starts, to `producer` (GenStage's `subscribe_to`). The
     /// options are checked now; the producer is asked when [`spawn`](StageBuilder::spawn) runs.
@@ -421,7 +374,7 @@ where
     let (ctl_tx, ctl_rx) = unbounded::<Envelope<C::In, C::Out, C::Msg>>();
     let shared = Arc::new(Shared::new(name.clone()));
     let _ = shared.probe.set(Probe {
-        kind: C::KIND.into(),
+        kind: C::KIND,
         inbox: Box::new(tx.clone()),
     });
     let handle = Counted::new(tx.clone(), Some(ctl_tx), shared.clone());

@@ -450,3 +450,50 @@ impl<C: Consumer> ChainEnd<C> {
         }
     }
 }
+
+/// A linear pipeline from this producer, in one expression: see [`Chain`](crate::Chain).
+impl<S: Producer> StageBuilder<S, ProducerRole> {
+    /// Starts a [`Chain`](crate::Chain) from this producer (the shortcuts below start one too).
+    pub fn chain(self) -> Chain<S::Out> {
+        Chain::start(self)
+    }
+
+    /// A chain whose next link is one producer-consumer; see [`Chain::via`](crate::Chain::via).
+    pub fn via<P, B>(self, stage: B) -> Chain<P::Out>
+    where
+        P: ProducerConsumer<In = S::Out>,
+        B: IntoBuilder<P, ProducerConsumerRole>,
+    {
+        self.chain().via(stage)
+    }
+
+    /// A chain fanned out into `n` lanes; see [`Chain::parallel`](crate::Chain::parallel).
+    pub fn parallel(self, n: usize) -> Lanes<S::Out> {
+        self.chain().parallel(n)
+    }
+
+    /// A chain partitioned into `n` lanes by `key`; see
+    /// [`Chain::partition`](crate::Chain::partition).
+    pub fn partition<K: Hash>(
+        self,
+        n: usize,
+        key: impl Fn(&S::Out) -> K + Send + Sync + 'static,
+    ) -> Lanes<S::Out> {
+        self.chain().partition(n, key)
+    }
+
+    /// A chain whose next link's subscriptions take `options`; see
+    /// [`Chain::options`](crate::Chain::options).
+    pub fn options(self, options: SubscribeOptions) -> Chain<S::Out> {
+        self.chain().options(options)
+    }
+
+    /// A chain ending at one consumer; see [`Chain::to`](crate::Chain::to).
+    pub fn to<C, B>(self, stage: B) -> ChainEnd<C>
+    where
+        C: Consumer<In = S::Out>,
+        B: IntoBuilder<C, ConsumerRole>,
+    {
+        self.chain().to(stage)
+    }
+}

@@ -1,4 +1,5 @@
-//! Error types, one per failure domain: subscribing, building a stage, calling and casting.
+//! Error types, one per failure domain: subscribing, building a stage, calling, casting and
+//! control.
 
 use std::error::Error;
 use std::fmt;
@@ -200,3 +201,29 @@ impl<M> fmt::Display for CastError<M> {
 }
 
 impl<M> Error for CastError<M> {}
+
+/// Why a control request could not reach a stage: a [`cancel`](crate::Stage::cancel), an
+/// [`ask`](crate::Stage::ask) or a [`set_demand`](crate::Stage::set_demand). Control has a
+/// path of its own that never fills (unlike a [cast](CastError)), so it fails only when the
+/// stage has ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// The stage has ended.
+    Stopped {
+        /// The stage's name.
+        stage: String,
+    },
+}
+
+impl fmt::Display for ControlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlError::Stopped { stage } => {
+                write!(f, "control failed: stage {stage} has stopped")
+            }
+        }
+    }
+}
+
+impl Error for ControlError {}

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, TrySendError};
 
 use crate::context::Reply;
-use crate::envelope::{Control, Counted, Down, Envelope, Port, SubscribeRequest, Up};
-use crate::error::{CallError, CastError, SubscribeError};
+use crate::envelope::{Control, Counted, Down, Envelope, Port, SubscribeRequest, Up, Wrap};
+use crate::error::{CallError, CastError, ControlError, SubscribeError};
 use crate::reason::Reason;
 use crate::shared::{Counters, Shared, StageKind};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
@@ -90,16 +90,14 @@ type Inbox<S, R> =
 /// reached (no handle and no subscription left), and then its thread ends by itself.
 /// [`Topology`](crate::Topology) stops its stages when dropped.
 pub struct Stage<S, R: Role<S>> {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) tx: Inbox<S, R>,
+    core: StageCore<Inbox<S, R>>,
     _stage: PhantomData<fn() -> S>,
 }
 
 impl<S, R: Role<S>> Clone for Stage<S, R> {
     fn clone(&self) -> Self {
         Stage {
-            shared: self.shared.clone(),
-            tx: self.tx.clone(),
+            core: self.core.clone(),
             _stage: PhantomData,
         }
     }
@@ -108,8 +106,8 @@ impl<S, R: Role<S>> Clone for Stage<S, R> {
 impl<S, R: Role<S>> fmt::Debug for Stage<S, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Stage")
-            .field("name", &self.shared.name)
-            .field("outcome", &self.shared.outcome())
+            .field("name", &self.shared().name)
+            .field("outcome", &self.shared().outcome())
             .finish()
     }
 }
@@ -117,25 +115,43 @@ impl<S, R: Role<S>> fmt::Debug for Stage<S, R> {
 impl<S, R: Role<S>> Stage<S, R> {
     pub(crate) fn new(shared: Arc<Shared>, tx: Inbox<S, R>) -> Stage<S, R> {
         Stage {
-            shared,
-            tx,
+            core: StageCore { shared, port: tx },
             _stage: PhantomData,
         }
     }
 
+    /// The state the stage shares with its handles.
+    fn shared(&self) -> &Arc<Shared> {
+        &self.core.shared
+    }
+
+    /// The stage's inbox, whose control path never waits behind events.
+    fn tx(&self) -> &Inbox<S, R> {
+        &self.core.port
+    }
+
+    /// Sends `c` on the stage's control path.
+    fn control(&self, c: Control) -> Result<(), ControlError> {
+        self.tx()
+            .urgent(Envelope::Control(c))
+            .map_err(|_| ControlError::Stopped {
+                stage: self.name().to_owned(),
+            })
+    }
+
     /// The stage's name (also its thread's name).
     pub fn name(&self) -> &str {
-        &self.shared.name
+        self.core.name()
     }
 
     /// A snapshot of the stage's counters.
     pub fn counters(&self) -> Counters {
-        self.shared.counters()
+        self.core.counters()
     }
 
     /// Whether the stage is a producer, a producer-consumer or a consumer.
     pub fn kind(&self) -> StageKind {
-        self.shared.kind()
+        self.core.kind()
     }
 
     /// How many messages wait in the stage's inbox now (a batch of events is one message, as
@@ -143,13 +159,13 @@ impl<S, R: Role<S>> Stage<S, R> {
     /// channel's length: never waits, never touches the stage. Observers compare it with
     /// [`inbox_capacity`](Self::inbox_capacity): a full inbox is a stage that cannot keep up.
     pub fn inbox_len(&self) -> usize {
-        self.shared.inbox().0
+        self.core.inbox_len()
     }
 
     /// The capacity of the stage's inbox, in messages (see
     /// [`StageBuilder::inbox_capacity`](crate::StageBuilder::inbox_capacity)).
     pub fn inbox_capacity(&self) -> usize {
-        self.shared.inbox().1
+        self.core.inbox_capacity()
     }
 
     /// Asks the stage to stop. It stops after the callback it is running, if any, returns
@@ -158,9 +174,7 @@ impl<S, R: Role<S>> Stage<S, R> {
     /// still buffered are discarded (counted and logged). Does not wait; see
     /// [`Stage::join`].
     pub fn stop(&self) {
-        self.shared.stop_requested.store(true, Ordering::Relaxed);
-        // On the control path: it never waits behind events, and wakes an idle stage.
-        let _ = self.tx.urgent(Envelope::Control(Control::Stop));
+        self.core.stop();
     }
 
     /// Asks the stage to finish gracefully, as if its input had run out: nothing it holds is
@@ -182,19 +196,19 @@ impl<S, R: Role<S>> Stage<S, R> {
     /// scheduling them once [`Context::is_finishing`](crate::Context::is_finishing) is true:
     /// a timer that is always due keeps the stage from ending.
     pub fn finish(&self) {
-        let _ = self.tx.urgent(Envelope::Control(Control::Finish));
+        self.core.finish();
     }
 
     /// Waits until the stage has ended and its thread has exited; returns how it ended.
     ///
     /// Calling it from the stage's own callbacks deadlocks.
     pub fn join(&self) -> Reason {
-        self.shared.wait(None).expect("waiting without a deadline")
+        self.core.join()
     }
 
     /// Like [`Stage::join`], but gives up after `timeout` and returns `None`.
     pub fn join_timeout(&self, timeout: Duration) -> Option<Reason> {
-        self.shared.wait(Some(crate::timer::deadline(timeout)))
+        self.core.join_timeout(timeout)
     }
 
     /// Waits until the stage has ended, like [`Stage::join`], and hands back the stage's value
@@ -207,7 +221,7 @@ impl<S, R: Role<S>> Stage<S, R> {
     {
         let reason = self.join();
         let state = self
-            .shared
+            .shared()
             .take_state()
             .and_then(|b| b.downcast::<S>().ok())
             .map(|b| *b);
@@ -216,20 +230,22 @@ impl<S, R: Role<S>> Stage<S, R> {
 
     /// How the stage ended, or `None` while it runs.
     pub fn outcome(&self) -> Option<Reason> {
-        self.shared.outcome()
+        self.core.outcome()
     }
 
     /// Whether the stage has ended.
     pub fn is_finished(&self) -> bool {
-        self.shared.outcome().is_some()
+        self.core.is_finished()
     }
 
     /// An untyped handle on this stage, for a [`Topology`](crate::Topology) or a list of
     /// stages of different types.
     pub fn stage_ref(&self) -> StageRef {
         StageRef {
-            shared: self.shared.clone(),
-            control: Box::new(self.tx.clone()),
+            core: StageCore {
+                shared: self.shared().clone(),
+                port: Box::new(self.tx().clone()),
+            },
         }
     }
 
@@ -245,12 +261,15 @@ impl<S, R: Role<S>> Stage<S, R> {
     ///
     /// [`CastError::Stopped`] with the message if the stage has ended.
     pub fn cast(&self, msg: R::Message) -> Result<(), CastError<R::Message>> {
-        self.tx.sender().send(Envelope::Message(msg)).map_err(|e| {
-            let Envelope::Message(m) = e.into_inner() else {
-                unreachable!()
-            };
-            CastError::Stopped(m)
-        })
+        self.tx()
+            .sender()
+            .send(Envelope::Message(msg))
+            .map_err(|e| {
+                let Envelope::Message(m) = e.into_inner() else {
+                    unreachable!()
+                };
+                CastError::Stopped(m)
+            })
     }
 
     /// Like [`Stage::cast`], without waiting: fails with [`CastError::Full`] if the inbox is
@@ -260,7 +279,7 @@ impl<S, R: Role<S>> Stage<S, R> {
     ///
     /// [`CastError::Full`] or [`CastError::Stopped`], with the message.
     pub fn try_cast(&self, msg: R::Message) -> Result<(), CastError<R::Message>> {
-        self.tx
+        self.tx()
             .sender()
             .try_send(Envelope::Message(msg))
             .map_err(|e| match e {
@@ -281,7 +300,7 @@ impl<S, R: Role<S>> Stage<S, R> {
         msg: R::Message,
         timeout: Duration,
     ) -> Result<(), CastError<R::Message>> {
-        self.tx
+        self.tx()
             .sender()
             .send_deadline(Envelope::Message(msg), crate::timer::deadline(timeout))
             .map_err(|e| match e {
@@ -342,7 +361,7 @@ impl<S, R: Role<S>> Stage<S, R> {
         let (tx, rx) = bounded(1);
         let msg = make(Reply::new(tx));
         match self
-            .tx
+            .tx()
             .sender()
             .send_deadline(Envelope::Message(msg), deadline)
         {
@@ -352,12 +371,12 @@ impl<S, R: Role<S>> Stage<S, R> {
         }
         // Wait for the reply or for the stage to end, whichever comes first: a message that
         // reached the stage after its last look at the inbox is never answered.
-        match self.shared.recv_unless_ended(&rx, deadline) {
+        match self.shared().recv_unless_ended(&rx, deadline) {
             Err(()) => Err(CallError::Timeout),
             Ok(Some(result)) => result,
             Ok(None) => {
-                if self.shared.outcome().is_some()
-                    || self.shared.stop_requested.load(Ordering::Relaxed)
+                if self.shared().outcome().is_some()
+                    || self.shared().stop_requested.load(Ordering::Relaxed)
                 {
                     Err(CallError::Stopped)
                 } else {
@@ -376,7 +395,7 @@ impl<S, R: Role<S>> Stage<S, R> {
     ///
     /// [`CastError::Stopped`] with the message if the stage has ended.
     pub fn info(&self, msg: R::Message) -> Result<(), CastError<R::Message>> {
-        self.tx.sender().send(Envelope::Info(msg)).map_err(|e| {
+        self.tx().sender().send(Envelope::Info(msg)).map_err(|e| {
             let Envelope::Info(m) = e.into_inner() else {
                 unreachable!()
             };
@@ -413,15 +432,15 @@ impl<S, R: Consumes<S>> Stage<S, R> {
         options: SubscribeOptions,
     ) -> Result<SubscriptionId, SubscribeError> {
         let gone = || SubscribeError::ConsumerGone {
-            consumer: self.shared.name.to_string(),
+            consumer: self.shared().name.to_string(),
         };
         if self.is_finished() {
             return Err(gone());
         }
         let request = Request::new(
             &producer.source(),
-            Box::new(self.tx.clone()),
-            &self.shared,
+            Box::new(self.tx().clone()),
+            self.shared(),
             options,
             true,
         )?;
@@ -430,7 +449,7 @@ impl<S, R: Consumes<S>> Stage<S, R> {
         // Through this stage, so that it holds the subscription as pending before the
         // producer hears of it, and a cancel made before reaches the producer first.
         if self
-            .tx
+            .tx()
             .urgent(Envelope::Down(Down::Subscribe(req)))
             .is_err()
         {
@@ -441,7 +460,7 @@ impl<S, R: Consumes<S>> Stage<S, R> {
             Err(e) => {
                 // Leave nothing behind: the producer may have accepted it just as the time
                 // ran out, so the stage cancels it if it arrives.
-                let _ = self.tx.urgent(Envelope::Control(Control::Withdraw(sub)));
+                let _ = self.tx().urgent(Envelope::Control(Control::Withdraw(sub)));
                 match e {
                     SubscribeError::ProducerGone { .. } if self.is_finished() => Err(gone()),
                     e => Err(e),
@@ -468,7 +487,7 @@ impl<S, R: Consumes<S>> Stage<S, R> {
         options.validate()?;
         self.cancel(old, reason)
             .map_err(|_| SubscribeError::ConsumerGone {
-                consumer: self.shared.name.to_string(),
+                consumer: self.shared().name.to_string(),
             })?;
         self.subscribe_to(producer, options)
     }
@@ -481,12 +500,8 @@ impl<S, R: Consumes<S>> Stage<S, R> {
     ///
     /// # Errors
     ///
-    /// [`CastError::Stopped`] (carrying `()`) if the stage has ended.
-    pub fn cancel(
-        &self,
-        subscription: SubscriptionId,
-        reason: Reason,
-    ) -> Result<(), CastError<()>> {
+    /// [`ControlError::Stopped`] if the stage has ended.
+    pub fn cancel(&self, subscription: SubscriptionId, reason: Reason) -> Result<(), ControlError> {
         self.control(Control::Cancel {
             sub: subscription,
             reason,
@@ -498,8 +513,8 @@ impl<S, R: Consumes<S>> Stage<S, R> {
     ///
     /// # Errors
     ///
-    /// [`CastError::Stopped`] (carrying `()`) if the stage has ended.
-    pub fn ask(&self, subscription: SubscriptionId, n: usize) -> Result<(), CastError<()>> {
+    /// [`ControlError::Stopped`] if the stage has ended.
+    pub fn ask(&self, subscription: SubscriptionId, n: usize) -> Result<(), ControlError> {
         if n == 0 {
             return Ok(());
         }
@@ -507,12 +522,6 @@ impl<S, R: Consumes<S>> Stage<S, R> {
             sub: subscription,
             n,
         })
-    }
-
-    fn control(&self, c: Control) -> Result<(), CastError<()>> {
-        self.tx
-            .urgent(Envelope::Control(c))
-            .map_err(|_| CastError::Stopped(()))
     }
 }
 
@@ -528,11 +537,9 @@ impl<S: Producer> Stage<S, ProducerRole> {
     ///
     /// # Errors
     ///
-    /// [`CastError::Stopped`] (carrying `()`) if the stage has ended.
-    pub fn set_demand(&self, mode: ProducerDemand) -> Result<(), CastError<()>> {
-        self.tx
-            .urgent(Envelope::Control(Control::SetDemand(mode)))
-            .map_err(|_| CastError::Stopped(()))
+    /// [`ControlError::Stopped`] if the stage has ended.
+    pub fn set_demand(&self, mode: ProducerDemand) -> Result<(), ControlError> {
+        self.control(Control::SetDemand(mode))
     }
 
     /// The producer's demand mode.
@@ -545,7 +552,7 @@ impl<S: Producer> Stage<S, ProducerRole> {
         let deadline = crate::timer::deadline(timeout);
         let (tx, rx) = bounded(1);
         if self
-            .tx
+            .tx()
             .urgent(Envelope::Control(Control::GetDemand(tx)))
             .is_err()
         {
@@ -567,10 +574,10 @@ pub trait Upstream<T> {
 impl<S, R: Emits<S>> Upstream<<R as Role<S>>::Out> for Stage<S, R> {
     fn source(&self) -> Source<<R as Role<S>>::Out> {
         Source {
-            port: Box::new(self.tx.clone()),
-            control: Box::new(self.tx.clone()),
-            name: self.shared.name.clone(),
-            shared: self.shared.clone(),
+            port: Box::new(self.tx().clone()),
+            control: Box::new(self.tx().clone()),
+            name: self.shared().name.clone(),
+            shared: self.shared().clone(),
         }
     }
 }
@@ -642,8 +649,10 @@ impl<T> Source<T> {
     /// An untyped handle on the producer, to stop, finish or join it.
     pub fn stage_ref(&self) -> StageRef {
         StageRef {
-            shared: self.shared.clone(),
-            control: self.control.clone_box(),
+            core: StageCore {
+                shared: self.shared.clone(),
+                port: self.control.clone_box(),
+            },
         }
     }
 
@@ -809,15 +818,16 @@ impl Pending {
 
 /// An untyped handle on a stage: its name, counters, outcome; stop and join.
 pub struct StageRef {
-    shared: Arc<Shared>,
-    control: Box<dyn Port<Control>>,
+    core: StageCore<Box<dyn Port<Control>>>,
 }
 
 impl Clone for StageRef {
     fn clone(&self) -> Self {
         StageRef {
-            shared: self.shared.clone(),
-            control: self.control.clone_box(),
+            core: StageCore {
+                shared: self.core.shared.clone(),
+                port: self.core.port.clone_box(),
+            },
         }
     }
 }
@@ -825,7 +835,7 @@ impl Clone for StageRef {
 impl fmt::Debug for StageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StageRef")
-            .field("name", &self.shared.name)
+            .field("name", &self.core.shared.name)
             .finish()
     }
 }
@@ -833,56 +843,130 @@ impl fmt::Debug for StageRef {
 impl StageRef {
     /// The stage's name.
     pub fn name(&self) -> &str {
-        &self.shared.name
+        self.core.name()
     }
 
     /// A snapshot of the stage's counters.
     pub fn counters(&self) -> Counters {
-        self.shared.counters()
+        self.core.counters()
     }
 
     /// Whether the stage is a producer, a producer-consumer or a consumer.
     pub fn kind(&self) -> StageKind {
-        self.shared.kind()
+        self.core.kind()
     }
 
-    /// How many messages wait in the stage's inbox now (a batch of events is one message, as
-    /// are casts and calls; control has a path of its own and is not counted). Reads the
-    /// channel's length: never waits, never touches the stage. Observers compare it with
-    /// [`inbox_capacity`](Self::inbox_capacity): a full inbox is a stage that cannot keep up.
+    /// How many messages wait in the stage's inbox now; see [`Stage::inbox_len`].
     pub fn inbox_len(&self) -> usize {
-        self.shared.inbox().0
+        self.core.inbox_len()
     }
 
-    /// The capacity of the stage's inbox, in messages (see
-    /// [`StageBuilder::inbox_capacity`](crate::StageBuilder::inbox_capacity)).
+    /// The capacity of the stage's inbox, in messages; see [`Stage::inbox_capacity`].
     pub fn inbox_capacity(&self) -> usize {
-        self.shared.inbox().1
+        self.core.inbox_capacity()
     }
 
     /// Asks the stage to stop; see [`Stage::stop`].
     pub fn stop(&self) {
-        self.shared.stop_requested.store(true, Ordering::Relaxed);
-        let _ = self.control.send_urgent(Control::Stop);
+        self.core.stop();
     }
 
     /// Asks the stage to finish gracefully; see [`Stage::finish`].
     pub fn finish(&self) {
-        let _ = self.control.send_urgent(Control::Finish);
+        self.core.finish();
     }
 
     /// Waits until the stage has ended; see [`Stage::join`].
     pub fn join(&self) -> Reason {
-        self.shared.wait(None).expect("waiting without a deadline")
+        self.core.join()
     }
 
     /// Waits up to `timeout`; `None` if the stage is still running.
     pub fn join_timeout(&self, timeout: Duration) -> Option<Reason> {
-        self.shared.wait(Some(crate::timer::deadline(timeout)))
+        self.core.join_timeout(timeout)
     }
 
     /// How the stage ended, or `None` while it runs.
     pub fn outcome(&self) -> Option<Reason> {
+        self.core.outcome()
+    }
+}
+
+/// What both handles on a stage hold: the state the stage shares with its handles, and a port
+/// on its control path (`C`: a [`Stage`]'s typed inbox, or a [`StageRef`]'s boxed port). The
+/// methods the two handles have in common are written here once; their docs are on [`Stage`].
+#[derive(Clone)]
+struct StageCore<C> {
+    shared: Arc<Shared>,
+    port: C,
+}
+
+/// A stage's control path, typed or boxed.
+trait ControlPath {
+    /// Sends `c` on the stage's control path: never waits behind events, wakes an idle stage.
+    /// Gives `c` back if the stage is gone.
+    fn control(&self, c: Control) -> Result<(), Control>;
+}
+
+impl<E: Wrap<Control> + Send + 'static> ControlPath for Counted<E> {
+    fn control(&self, c: Control) -> Result<(), Control> {
+        self.urgent(E::wrap(c)).map_err(Wrap::unwrap)
+    }
+}
+
+impl ControlPath for Box<dyn Port<Control>> {
+    fn control(&self, c: Control) -> Result<(), Control> {
+        self.send_urgent(c)
+    }
+}
+
+impl<C> StageCore<C> {
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    fn counters(&self) -> Counters {
+        self.shared.counters()
+    }
+
+    fn kind(&self) -> StageKind {
+        self.shared.kind()
+    }
+
+    fn inbox_len(&self) -> usize {
+        self.shared.inbox().0
+    }
+
+    fn inbox_capacity(&self) -> usize {
+        self.shared.inbox().1
+    }
+
+    fn join(&self) -> Reason {
+        self.shared.wait(None).expect("waiting without a deadline")
+    }
+
+    fn join_timeout(&self, timeout: Duration) -> Option<Reason> {
+        self.shared.wait(Some(crate::timer::deadline(timeout)))
+    }
+
+    fn outcome(&self) -> Option<Reason> {
         self.shared.outcome()
+    }
+
+    fn is_finished(&self) -> bool {
+        self.shared.outcome().is_some()
+    }
+}
+
+impl<C: ControlPath> StageCore<C> {
+    /// Sets the stop flag (which a running callback can watch), then sends the stop.
+    fn stop(&self) {
+        self.shared.stop_requested.store(true, Ordering::Relaxed);
+        // On the control path: it never waits behind events, and wakes an idle stage.
+        let _ = self.port.control(Control::Stop);
+    }
+
+    fn finish(&self) {
+        let _ = self.port.control(Control::Finish);
     }
 }

@@ -344,8 +344,9 @@
 //!
 //! A callback that panics ends its stage with [`Reason::Panicked`]; the panic is caught on
 //! that stage's thread, its consumers react by their cancel mode, and [`Stage::join`] reports
-//! it. [`Stage::stop`] stops a stage from outside ([`Reason::Shutdown`]). [`Topology`] joins
-//! or stops many stages at once.
+//! it (with the panic's text, read by [`panic_message`], which a layer of your own that
+//! catches panics can use too). [`Stage::stop`] stops a stage from outside
+//! ([`Reason::Shutdown`]). [`Topology`] joins or stops many stages at once.
 //!
 //! # Fan-in: a consumer with several producers
 //!
@@ -516,7 +517,7 @@ pub use bridge::{from_iter, stream, IterProducer, Stream};
 pub use builder::{consumer, producer, producer_consumer, StageBuilder};
 pub use chain::{Chain, ChainEnd, IntoBuilder, Lanes};
 pub use context::{ConsumerContext, Context, Mailbox, Reply};
-pub use error::{BuildError, CallError, CastError, SubscribeError};
+pub use error::{BuildError, CallError, CastError, ControlError, SubscribeError};
 pub use events::Events;
 pub use handle::{
     ConsumerHandle, ProducerConsumerHandle, ProducerHandle, Source, Stage, StageRef, Upstream,
@@ -544,3 +545,4 @@ pub use subscription::{
 pub use supervisor::{JobFailure, JobResult, Restart, Supervisor, SupervisorMsg, SupervisorStats};
 pub use timer::TimerId;
 pub use topology::{AsStageRef, DrainReport, Topology};
+pub use unwind::panic_message;

@@ -128,16 +128,6 @@ impl std::fmt::Display for StageKind {
     }
 }
 
-impl From<crate::runner::Kind> for StageKind {
-    fn from(kind: crate::runner::Kind) -> StageKind {
-        match kind {
-            crate::runner::Kind::Producer => StageKind::Producer,
-            crate::runner::Kind::ProducerConsumer => StageKind::ProducerConsumer,
-            crate::runner::Kind::Consumer => StageKind::Consumer,
-        }
-    }
-}
-
 /// The length and capacity of a stage's inbox, read without touching the stage.
 pub(crate) trait InboxGauge: Send + Sync + std::fmt::Debug {
     fn len(&self) -> usize;

@@ -265,7 +265,7 @@ impl<T: Send + 'static> Supervisor<T> {
             let outcome = match catch_unwind(AssertUnwindSafe(|| work(&job))) {
                 Ok(Ok(value)) => Ok(value),
                 Ok(Err(e)) => Err(JobFailure::Error(e)),
-                Err(payload) => Err(JobFailure::Panicked(crate::unwind::panic_message(
+                Err(payload) => Err(JobFailure::Panicked(crate::unwind::describe(
                     payload.as_ref(),
                 ))),
             };
@@ -526,7 +526,7 @@ fn worker<T>(id: usize, jobs: Receiver<Job<T>>, work: Arc<Work<T>>, report_to: S
             mailbox,
         } = job;
         let outcome = catch_unwind(AssertUnwindSafe(|| work(event)))
-            .unwrap_or_else(|payload| Err(crate::unwind::panic_message(payload.as_ref())));
+            .unwrap_or_else(|payload| Err(crate::unwind::describe(payload.as_ref())));
         let exit = Exit {
             sub,
             outcome,

@@ -15,7 +15,7 @@ pub(crate) fn stage_main<S: Callbacks>(mut runner: Runner<S>) {
     let reason = match catch_unwind(AssertUnwindSafe(|| runner.run())) {
         Ok(reason) => reason,
         Err(payload) => {
-            let msg = panic_message(payload.as_ref());
+            let msg = describe(payload.as_ref());
             error!("stage {}: a callback panicked: {msg}", shared.name);
             Reason::Panicked(msg)
         }
@@ -37,13 +37,43 @@ pub(crate) fn stage_main<S: Callbacks>(mut runner: Runner<S>) {
     shared.set_outcome(reason);
 }
 
-/// The message of a panic, from its payload.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+/// The message a panic was raised with, from the payload that [`catch_unwind`] or
+/// [`JoinHandle::join`](std::thread::JoinHandle::join) hands back: the text of a `panic!`
+/// (a `&str` or a `String`), or `None` for another payload (one given to
+/// [`panic_any`](std::panic::panic_any)). Like std's
+/// [`PanicHookInfo::payload_as_str`](std::panic::PanicHookInfo::payload_as_str), for a panic
+/// already caught.
+///
+/// The message of a stage that panicked ([`Reason::Panicked`]), of a supervised job
+/// ([`JobFailure::Panicked`](crate::JobFailure::Panicked)) and of a pipeline message whose
+/// handler panicked ([`Status::Failed`](crate::pipeline::Status::Failed)) are made with
+/// it: a stage or layer of your own that catches panics can report them the same way.
+///
+/// # Examples
+///
+/// ```
+/// use std::panic::{catch_unwind, panic_any};
+///
+/// let payload = catch_unwind(|| panic!("bad input: {}", 7)).unwrap_err();
+/// assert_eq!(stageflow::panic_message(payload.as_ref()), Some("bad input: 7"));
+///
+/// let payload = catch_unwind(|| panic_any(7)).unwrap_err();
+/// assert_eq!(stageflow::panic_message(payload.as_ref()), None);
+/// ```
+pub fn panic_message(payload: &(dyn Any + Send)) -> Option<&str> {
     if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
+        Some(s)
     } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
+        Some(s)
     } else {
-        "panic with a non-string payload".to_owned()
+        None
     }
+}
+
+/// What a caught panic is reported as, in a [`Reason::Panicked`] or a
+/// [`JobFailure::Panicked`](crate::JobFailure::Panicked).
+pub(crate) fn describe(payload: &(dyn Any + Send)) -> String {
+    panic_message(payload)
+        .unwrap_or("panic with a non-string payload")
+        .to_owned()
 }

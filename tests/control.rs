@@ -12,7 +12,7 @@ use common::{joined, next, Numbers, Recorder, Report, LIMIT};
 use stageflow::dispatcher::BroadcastDispatcher;
 use stageflow::fns::Map;
 use stageflow::{
-    BuildError, CallError, CancelMode, Context, DemandMode, Producer, Reason, Reply,
+    BuildError, CallError, CancelMode, Context, ControlError, DemandMode, Producer, Reason, Reply,
     SubscribeError, SubscribeOptions, Subscription,
 };
 
@@ -571,6 +571,36 @@ fn counters_after_a_call_show_what_the_stage_did_before_replying() {
     p.stop();
     joined(&p);
     joined(&c);
+}
+
+#[test]
+fn control_to_an_ended_stage_fails_naming_it() {
+    // Cancel, ask and set_demand cannot find an inbox full: they fail only once the stage has
+    // ended, and say which stage.
+    let p = eager();
+    let (mut rec, _rx) = Recorder::<u64>::new();
+    rec.mode = DemandMode::Manual;
+    let c = stageflow::consumer(rec).spawn().unwrap();
+    let sub = c.subscribe_to(&p, SubscribeOptions::new()).unwrap();
+    c.stop();
+    assert_eq!(joined(&c), Reason::Shutdown);
+    let stopped = ControlError::Stopped {
+        stage: c.name().to_owned(),
+    };
+    assert_eq!(c.ask(sub, 1), Err(stopped.clone()));
+    assert_eq!(c.cancel(sub, Reason::Normal), Err(stopped.clone()));
+    assert_eq!(
+        stopped.to_string(),
+        format!("control failed: stage {} has stopped", c.name())
+    );
+    p.stop();
+    joined(&p);
+    assert_eq!(
+        p.set_demand(stageflow::ProducerDemand::Forward),
+        Err(ControlError::Stopped {
+            stage: p.name().to_owned()
+        })
+    );
 }
 
 #[test]

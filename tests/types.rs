@@ -5,9 +5,9 @@ mod common;
 
 use stageflow::dispatcher::{BroadcastDispatcher, DemandDispatcher, PartitionDispatcher};
 use stageflow::{
-    BuildError, CallError, CastError, ConsumerHandle, Counters, Mailbox, ProducerConsumerHandle,
-    ProducerHandle, Reason, Reply, Source, StageRef, SubscribeError, SubscribeOptions,
-    SubscriptionId, Supervisor, Topology,
+    BuildError, CallError, CastError, ConsumerHandle, ControlError, Counters, Mailbox,
+    ProducerConsumerHandle, ProducerHandle, Reason, Reply, Source, StageRef, SubscribeError,
+    SubscribeOptions, SubscriptionId, Supervisor, Topology,
 };
 
 fn send_sync<T: Send + Sync>() {}
@@ -35,6 +35,7 @@ fn handles_and_values_are_send_and_sync() {
     send_sync::<BuildError>();
     send_sync::<CallError>();
     send_sync::<CastError<String>>();
+    send_sync::<ControlError>();
     send::<Reply<String>>();
     send::<DemandDispatcher>();
     send::<BroadcastDispatcher<u64>>();

@@ -90,6 +90,7 @@
 //! the stream's.
 
 mod backoff;
+mod config;
 mod counters;
 mod error;
 mod framing;
@@ -102,9 +103,10 @@ mod sse;
 mod stream;
 
 pub use backoff::Backoff;
+pub use config::ReadPolicy;
 pub use counters::{HttpCounters, HttpStats};
 pub use error::HttpError;
 pub use framing::{Frame, FrameDecoder, FrameError, Framing, Piece};
 pub use link::HttpMsg;
 pub use poll::{poll, HttpPoll, Page, PollBuilder, DEFAULT_MAX_BODY};
-pub use stream::{stream, HttpStream, ReadPolicy, StreamBuilder, DEFAULT_MAX_FRAME};
+pub use stream::{stream, HttpStream, StreamBuilder, DEFAULT_MAX_FRAME};

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant, SystemTime};
 use log::warn;
 
 use super::backoff::retry_hint;
+use super::config::{Config, DecodeFn, ReadPolicy};
 use super::counters::HttpStats;
 use super::error::Cause;
 use super::framing::{FrameDecoder, FrameError, Piece};
 use super::link::{Ctl, Wire};
-use super::stream::{Config, DecodeFn, ReadPolicy};
 
 /// The most events sent to the stage in one report.
 const MAX_BATCH: usize = 1024;

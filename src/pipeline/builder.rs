@@ -18,8 +18,8 @@ use super::rate::{Limiter, RateLimit};
 use super::Batch;
 use crate::dispatcher::{DemandDispatcher, PartitionDispatcher};
 use crate::{
-    BuildError, CastError, Partition, Producer, ProducerDemand, ProducerRole, Source, StageBuilder,
-    StageRef, SubscribeOptions, Topology, Upstream,
+    BuildError, ControlError, Partition, Producer, ProducerDemand, ProducerRole, Source,
+    StageBuilder, StageRef, SubscribeOptions, Topology, Upstream,
 };
 
 /// Starts a pipeline named `name` (the prefix of its stages' names). See the
@@ -107,7 +107,7 @@ type SpawnProducer<I> = Box<
 >;
 
 /// Lets a producer's demand through, once the pipeline is wired.
-type Release = Box<dyn FnOnce() -> Result<(), CastError<()>>>;
+type Release = Box<dyn FnOnce() -> Result<(), ControlError>>;
 
 /// The second step: producers of `Message<I>`; next, the processors.
 pub struct WithProducers<I> {

@@ -277,15 +277,10 @@ pub(crate) fn ack_all<T>(messages: impl IntoIterator<Item = Message<T>>) -> (u64
     (ok, failed)
 }
 
-/// The message of a panic, from its payload.
+/// The failure of a message whose handler panicked, from the panic's payload.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        format!("panicked: {s}")
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        format!("panicked: {s}")
-    } else {
-        "panicked: a non-string payload".to_owned()
-    }
+    let message = crate::panic_message(payload).unwrap_or("a non-string payload");
+    format!("panicked: {message}")
 }
 
 #[cfg(test)]

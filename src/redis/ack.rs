@@ -12,7 +12,7 @@ use redis::{Connection, RedisError};
 
 use super::conn::{self, Backoff};
 use super::counters::Cells;
-use super::source::{Settings, Shared, ID_KEY};
+use super::shared::{Settings, Shared, ID_KEY};
 use crate::pipeline::{Acked, Acknowledger, Status};
 
 /// The fields a dead-letter entry gets besides the original ones.

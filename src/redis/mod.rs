@@ -137,6 +137,7 @@ mod counters;
 mod entry;
 mod error;
 mod producer;
+mod shared;
 mod sink;
 mod source;
 
@@ -144,5 +145,6 @@ pub use counters::StreamCounters;
 pub use entry::{Entry, Fields};
 pub use error::StreamError;
 pub use producer::{ReadTurn, StreamProducer};
+pub use shared::{StreamSource, ID_KEY};
 pub use sink::{sink, SinkBuilder, SinkCounters, SinkStats, StreamSink};
-pub use source::{entry_id, stream, StreamBuilder, StreamSource, ID_KEY};
+pub use source::{entry_id, stream, StreamBuilder};

@@ -13,7 +13,7 @@ use redis::{Connection, RedisError};
 use super::conn::{self, Backoff};
 use super::counters::Cells;
 use super::entry::Entry;
-use super::source::{StreamSource, ID_KEY};
+use super::shared::{StreamSource, ID_KEY};
 use crate::pipeline::Message;
 use crate::{Context, Producer};
 

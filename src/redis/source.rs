@@ -8,53 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use redis::{Client, Connection};
+use redis::Client;
 
 use super::ack::Acker;
-use super::counters::{Cells, StreamCounters};
+use super::counters::Cells;
 use super::entry::{decode_json, Entry};
 use super::error::StreamError;
 use super::producer::StreamProducer;
+use super::shared::{Decoder, Options, Settings, Shared, StreamSource, ID_KEY};
 use crate::pipeline::{Acknowledger, Message};
-
-/// The metadata key under which each [`Message`] of a stream source carries its entry's id.
-pub const ID_KEY: &str = "redis.id";
-
-/// Turns an entry into the source's type, or says why not.
-pub(crate) type Decoder<T> = Arc<dyn Fn(Entry) -> Result<T, (String, String)> + Send + Sync>;
-
-/// The validated options, shared by the producers and the acknowledger.
-pub(crate) struct Settings {
-    pub(crate) client: Client,
-    pub(crate) opts: Options,
-}
-
-/// A source's options, as the builder collects them and its producers use them.
-#[derive(Debug)]
-pub(crate) struct Options {
-    pub(crate) stream: String,
-    pub(crate) group: String,
-    pub(crate) consumer: String,
-    pub(crate) start_id: String,
-    pub(crate) block: Duration,
-    pub(crate) max_count: usize,
-    pub(crate) claim_idle: Duration,
-    pub(crate) claim_interval: Duration,
-    pub(crate) dead_letter: Option<(String, u64)>,
-    pub(crate) timeout: Duration,
-    pub(crate) ack_timeout: Duration,
-    pub(crate) backoff: (Duration, Duration),
-}
-
-/// What a source's producers and its acknowledger share.
-pub(crate) struct Shared {
-    pub(crate) settings: Settings,
-    pub(crate) cells: Cells,
-    /// Ids of the entries emitted and not yet acknowledged, in this process.
-    pub(crate) in_flight: Mutex<HashSet<String>>,
-    /// The acknowledger's connection, and whether one was ever made (to count reconnects).
-    pub(crate) ack_con: Mutex<(Option<Connection>, bool)>,
-}
 
 /// Starts the builder of a source reading `stream` on the server at `url`
 /// (`redis://host:port/db`) through a consumer group. Nothing connects until a producer runs.
@@ -189,8 +151,8 @@ impl<T: Send + 'static> StreamBuilder<T> {
     }
 
     /// How long an acknowledgement is retried through connection faults before it is given
-    /// up (counted in [`StreamCounters::ack_failures`]; the entries stay pending and are
-    /// claimed again). Defaults to `30 s`.
+    /// up (counted in [`StreamCounters::ack_failures`](super::StreamCounters::ack_failures);
+    /// the entries stay pending and are claimed again). Defaults to `30 s`.
     pub fn ack_timeout(mut self, timeout: Duration) -> Self {
         self.opts.ack_timeout = timeout;
         self
@@ -312,37 +274,6 @@ impl<T: Send + 'static> StreamBuilder<T> {
     }
 }
 
-/// A consumer group's reader: make its [`producer`](StreamSource::producer)s (each with its
-/// own connection; they share the acknowledger and the counters) and read its
-/// [`counters`](StreamSource::counters). Cheap to clone.
-pub struct StreamSource<T> {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) ack: Arc<dyn Acknowledger>,
-    pub(crate) decode: Decoder<T>,
-}
-
-impl<T> Clone for StreamSource<T> {
-    fn clone(&self) -> Self {
-        StreamSource {
-            shared: self.shared.clone(),
-            ack: self.ack.clone(),
-            decode: self.decode.clone(),
-        }
-    }
-}
-
-impl<T> fmt::Debug for StreamSource<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = &self.shared.settings;
-        f.debug_struct("StreamSource")
-            .field("stream", &s.opts.stream)
-            .field("group", &s.opts.group)
-            .field("consumer", &s.opts.consumer)
-            .field("counters", &self.counters())
-            .finish()
-    }
-}
-
 impl<T: Send + 'static> StreamSource<T> {
     /// A producer of [`Message<T>`](Message)s reading the group as this source's consumer,
     /// for [`stageflow::producer`](crate::producer) or a pipeline's
@@ -350,23 +281,6 @@ impl<T: Send + 'static> StreamSource<T> {
     /// share its consumer name, acknowledger and counters, each with its own connection.
     pub fn producer(&self) -> StreamProducer<T> {
         StreamProducer::new(self.clone())
-    }
-}
-
-impl<T> StreamSource<T> {
-    /// What its producers and acknowledger have done so far.
-    pub fn counters(&self) -> StreamCounters {
-        self.shared.cells.snapshot()
-    }
-
-    /// The acknowledger its messages carry (`XACK`s in groups, dead-letters).
-    pub fn acknowledger(&self) -> Arc<dyn Acknowledger> {
-        self.ack.clone()
-    }
-
-    /// Entries emitted and not yet acknowledged, in this process.
-    pub fn in_flight(&self) -> usize {
-        self.shared.in_flight.lock().len()
     }
 }
 

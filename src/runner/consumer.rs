@@ -6,12 +6,12 @@ use std::sync::atomic::Ordering;
 use log::{error, info, warn};
 
 use super::links::{Inbound, Outlet, PendingSub, UpLink};
-use super::{Callbacks, Kind, Runner};
+use super::{Callbacks, Runner};
 use crate::demand::{Batch, Demand};
 use crate::envelope::{SubscribeRequest, Subscribed, Up};
 use crate::events::Events;
 use crate::reason::Reason;
-use crate::shared::bump;
+use crate::shared::{bump, StageKind};
 use crate::subscription::{DemandMode, Direction, SubscriptionId};
 
 impl<S: Callbacks> Runner<S> {
@@ -110,7 +110,7 @@ impl<S: Callbacks> Runner<S> {
 
     pub(super) fn on_events(&mut self, sub: SubscriptionId, events: Vec<S::In>) {
         bump(&self.shared.cells.events_in, events.len() as u64);
-        if S::KIND == Kind::ProducerConsumer
+        if S::KIND == StageKind::ProducerConsumer
             && (self.downstream_ready() == 0
                 || !self.inbound.is_empty()
                 || self.buffer.event_count() > 0)
@@ -178,7 +178,7 @@ impl<S: Callbacks> Runner<S> {
                 self.shared.name, batch.excess
             );
         }
-        if S::KIND == Kind::ProducerConsumer {
+        if S::KIND == StageKind::ProducerConsumer {
             self.fx.emitted.reserve(batch.len);
         }
         let rest = iter.len() - batch.len;
@@ -256,7 +256,7 @@ impl<S: Callbacks> Runner<S> {
                     "stage {name}: stopping after subscription {sub} to {} ended: {reason}",
                     info.peer
                 );
-                if S::KIND == Kind::ProducerConsumer {
+                if S::KIND == StageKind::ProducerConsumer {
                     // Nothing is lost on a normal finish: drain, then end.
                     self.finishing.get_or_insert(reason);
                 } else {

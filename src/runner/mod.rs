@@ -35,24 +35,16 @@ use crate::dispatcher::{Dispatch, Dispatcher};
 use crate::envelope::{Control, Counted, Down, Envelope, Up};
 use crate::events::Events;
 use crate::reason::Reason;
-use crate::shared::{bump, Shared};
+use crate::shared::{bump, Shared, StageKind};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 use crate::subscription::{BufferKeep, DemandMode, ProducerDemand, Subscription, SubscriptionId};
-
-/// What kind of stage a runner drives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Producer,
-    ProducerConsumer,
-    Consumer,
-}
 
 /// The three user traits seen through one interface.
 pub(crate) trait Callbacks: Send + 'static {
     type In: Send + 'static;
     type Out: Send + 'static;
     type Msg: Send + 'static;
-    const KIND: Kind;
+    const KIND: StageKind;
 
     fn demand(&mut self, n: usize, ctx: &mut Context<'_, Self::Out, Self::Msg>);
     fn events(&mut self, events: Events<'_, Self::In>, ctx: &mut Context<'_, Self::Out, Self::Msg>);
@@ -85,7 +77,7 @@ impl<S: Producer> Callbacks for AsProducer<S> {
     type In = Infallible;
     type Out = S::Out;
     type Msg = S::Message;
-    const KIND: Kind = Kind::Producer;
+    const KIND: StageKind = StageKind::Producer;
 
     fn format_discarded(&mut self, count: usize) -> bool {
         self.0.format_discarded(count)
@@ -128,7 +120,7 @@ impl<S: ProducerConsumer> Callbacks for AsProducerConsumer<S> {
     type In = S::In;
     type Out = S::Out;
     type Msg = S::Message;
-    const KIND: Kind = Kind::ProducerConsumer;
+    const KIND: StageKind = StageKind::ProducerConsumer;
 
     fn format_discarded(&mut self, count: usize) -> bool {
         self.0.format_discarded(count)
@@ -170,7 +162,7 @@ impl<S: Consumer> Callbacks for AsConsumer<S> {
     type In = S::In;
     type Out = Infallible;
     type Msg = S::Message;
-    const KIND: Kind = Kind::Consumer;
+    const KIND: StageKind = StageKind::Consumer;
 
     fn terminate(&mut self, reason: &Reason) {
         self.0.terminate(reason)
@@ -333,7 +325,8 @@ impl<S: Callbacks> Runner<S> {
             confirm_timeout: config.confirm_timeout,
             pending_demand: 0,
             gone: Vec::new(),
-            accumulating: S::KIND == Kind::Producer && config.demand == ProducerDemand::Accumulate,
+            accumulating: S::KIND == StageKind::Producer
+                && config.demand == ProducerDemand::Accumulate,
             held: Held::new(),
             timer_gate: None,
             closed_links: 0,
@@ -558,7 +551,7 @@ impl<S: Callbacks> Runner<S> {
             self.serve_pending_demand();
         }
         if self.exit.is_none() && !self.accumulating {
-            if S::KIND == Kind::ProducerConsumer {
+            if S::KIND == StageKind::ProducerConsumer {
                 if !self.inbound.is_empty() || !self.buffer.is_empty() {
                     self.pump();
                 }
@@ -601,7 +594,7 @@ impl<S: Callbacks> Runner<S> {
     /// delivers what it holds first.
     #[inline(never)]
     fn drained(&mut self) {
-        if S::KIND == Kind::Producer
+        if S::KIND == StageKind::Producer
             || self.finishing.is_some()
             || self.exit.is_some()
             || !self.ups.is_empty()
@@ -613,7 +606,7 @@ impl<S: Callbacks> Runner<S> {
             "stage {}: asked to finish and no producer left: finishing",
             self.shared.name
         );
-        if S::KIND == Kind::Consumer {
+        if S::KIND == StageKind::Consumer {
             self.exit = Some(Reason::Normal);
         } else {
             self.finishing = Some(Reason::Normal);
@@ -644,7 +637,7 @@ impl<S: Callbacks> Runner<S> {
         self.unpublished = 0;
         let mut n = self.buffer.event_count() + self.inbound_events;
         n += self.held.event_count();
-        if S::KIND != Kind::Consumer {
+        if S::KIND != StageKind::Consumer {
             for l in &self.downs {
                 if !l.out.backlog.is_empty() {
                     n += l.out.backlog_events();
@@ -693,7 +686,7 @@ impl<S: Callbacks> Runner<S> {
             Envelope::Up(Up::Ask { sub, n }) => self.on_ask(sub, n),
             Envelope::Down(Down::Subscribed(s)) => self.on_subscribed(*s),
             Envelope::Down(Down::Cancel { sub, reason }) => {
-                if S::KIND == Kind::ProducerConsumer && !self.inbound.is_empty() {
+                if S::KIND == StageKind::ProducerConsumer && !self.inbound.is_empty() {
                     self.inbound.push_back(Inbound::Cancel(sub, reason));
                 } else {
                     self.producer_gone(sub, reason);
@@ -709,7 +702,7 @@ impl<S: Callbacks> Runner<S> {
             }
             Envelope::Control(Control::Finish) => {
                 self.draining = true;
-                if S::KIND == Kind::Producer {
+                if S::KIND == StageKind::Producer {
                     // As `Context::finish`: no more `handle_demand`, deliver, end.
                     self.finishing.get_or_insert(Reason::Normal);
                 }
@@ -815,7 +808,7 @@ impl<S: Callbacks> Runner<S> {
             None => {}
             Some(End::Stop(reason)) => self.exit = Some(reason),
             Some(End::Finish) => {
-                if S::KIND == Kind::Consumer {
+                if S::KIND == StageKind::Consumer {
                     self.exit.get_or_insert(Reason::Normal);
                 } else {
                     self.finishing.get_or_insert(Reason::Normal);
@@ -830,7 +823,7 @@ impl<S: Callbacks> Runner<S> {
     /// recorded demand on its own.
     #[inline(never)]
     fn set_demand(&mut self, mode: ProducerDemand) {
-        if S::KIND != Kind::Producer {
+        if S::KIND != StageKind::Producer {
             return;
         }
         self.accumulating = mode == ProducerDemand::Accumulate;
@@ -880,7 +873,7 @@ impl<S: Callbacks> Runner<S> {
         // Every consumer it had has left: what it holds can reach nobody (the end counts it
         // as discarded).
         let deserted = self.had_consumers
-            && S::KIND != Kind::Consumer
+            && S::KIND != StageKind::Consumer
             && !self.downs.iter().any(|l| !l.closed);
         if done || deserted {
             self.exit = self.finishing.take();
@@ -902,7 +895,7 @@ impl<S: Callbacks> Runner<S> {
     /// received) before it have left.
     #[inline(never)]
     fn queue_info(&mut self, msg: S::Msg) {
-        if S::KIND == Kind::ProducerConsumer && !self.inbound.is_empty() {
+        if S::KIND == StageKind::ProducerConsumer && !self.inbound.is_empty() {
             self.inbound.push_back(Inbound::Info(msg));
             return;
         }
@@ -912,7 +905,7 @@ impl<S: Callbacks> Runner<S> {
     /// An info behind the events buffered now (at once, if there are none).
     fn info_after_buffer(&mut self, msg: S::Msg) {
         let msg = match S::KIND {
-            Kind::Consumer => msg,
+            StageKind::Consumer => msg,
             _ => match self.buffer.push_info(msg) {
                 Ok(()) => return,
                 Err(msg) => msg,

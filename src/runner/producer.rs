@@ -6,12 +6,12 @@ use std::sync::atomic::Ordering;
 use log::error;
 
 use super::links::{DownLink, Inbound, Outlet};
-use super::{Callbacks, Kind, Runner};
+use super::{Callbacks, Runner};
 use crate::dispatcher::{Dispatch, Dispatcher, Outbox};
 use crate::envelope::{Down, Port, SubscribeRequest, Subscribed};
 use crate::error::SubscribeError;
 use crate::reason::Reason;
-use crate::shared::{bump, Shared};
+use crate::shared::{bump, Shared, StageKind};
 use crate::subscription::{Direction, Subscription, SubscriptionId};
 
 impl<S: Callbacks> Runner<S> {
@@ -131,13 +131,13 @@ impl<S: Callbacks> Runner<S> {
     /// New demand reached the producer side: serve it from the buffer, then from the stage.
     pub(super) fn demand_arrived(&mut self, demand: usize) {
         match S::KIND {
-            Kind::Producer if self.accumulating => {
+            StageKind::Producer if self.accumulating => {
                 // Record the demand; what the buffer covers is taken out and held back.
                 let covered = self.buffer.take(demand);
                 let rest = demand - covered.len();
                 self.held.demand(covered, rest);
             }
-            Kind::Producer => {
+            StageKind::Producer => {
                 let taken = if self.buffer.is_empty() {
                     0
                 } else {
@@ -148,11 +148,11 @@ impl<S: Callbacks> Runner<S> {
                     self.handle_demand(rest);
                 }
             }
-            Kind::ProducerConsumer => {
+            StageKind::ProducerConsumer => {
                 self.counter = self.counter.saturating_add(demand);
                 self.pump();
             }
-            Kind::Consumer => {}
+            StageKind::Consumer => {}
         }
     }
 
@@ -243,7 +243,7 @@ impl<S: Callbacks> Runner<S> {
         let Some(sub) = self.dispatcher.take_whole(events.len()) else {
             return Err(events);
         };
-        if S::KIND == Kind::ProducerConsumer {
+        if S::KIND == StageKind::ProducerConsumer {
             self.counter = self.counter.saturating_sub(events.len());
         }
         let lost = deliver(&mut self.downs, &self.shared, &mut self.gone, sub, events);
@@ -258,7 +258,7 @@ impl<S: Callbacks> Runner<S> {
     pub(super) fn dispatch(&mut self, events: &mut Vec<S::Out>) {
         let before = events.len();
         self.route(|d, out| d.dispatch(events, out));
-        if S::KIND == Kind::ProducerConsumer {
+        if S::KIND == StageKind::ProducerConsumer {
             // Downstream demand is used up by the events the dispatcher took, whatever it did
             // with them (a broadcast sends each to every consumer).
             self.counter = self.counter.saturating_sub(before - events.len());
