@@ -8,9 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{joined, LIMIT};
-use crossbeam_channel::{bounded, Receiver, Sender};
-use stageflow::{CancelMode, Context, Producer, Reason, SubscribeOptions};
+use common::{block, joined, Blocking, LIMIT};
+use stageflow::{CancelMode, Reason, SubscribeOptions};
 
 /// An iterator over `0..n` that counts how often it was pulled.
 struct Counted {
@@ -174,45 +173,6 @@ fn stop_on_cancel_ends_the_producer_with_its_last_consumer() {
         .collect();
     assert_eq!(first, vec![0, 1, 2]);
     assert_eq!(joined(&p), Reason::Normal);
-}
-
-/// Emits on demand; a message (a "blocked" signal and a gate) makes its callback block until
-/// the gate opens (or the test's limit passes): a stage busy in a long callback.
-struct Blocking {
-    next: u64,
-}
-
-impl Producer for Blocking {
-    type Out = u64;
-    type Message = (Sender<()>, Receiver<()>);
-
-    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, u64, Self::Message>) {
-        ctx.emit_all(self.next..self.next + demand as u64);
-        self.next += demand as u64;
-    }
-
-    fn handle_message(
-        &mut self,
-        (blocked, gate): Self::Message,
-        _: &mut Context<'_, u64, Self::Message>,
-    ) {
-        let _ = blocked.send(());
-        let _ = gate.recv_timeout(LIMIT);
-    }
-}
-
-/// Makes `p` block in a callback; returns once it is inside it, with the gate that frees it.
-fn block<S>(p: &stageflow::ProducerHandle<S>) -> Sender<()>
-where
-    S: Producer<Message = (Sender<()>, Receiver<()>)>,
-{
-    let (blocked_tx, blocked) = bounded(1);
-    let (gate_tx, gate) = bounded(1);
-    p.cast((blocked_tx, gate)).unwrap();
-    blocked
-        .recv_timeout(LIMIT)
-        .expect("the producer entered its blocking callback");
-    gate_tx
 }
 
 #[test]

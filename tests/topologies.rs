@@ -11,8 +11,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::LIMIT;
-use crossbeam_channel::{bounded, Receiver, Sender};
+use common::{block, Blocking, LIMIT};
+use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use proptest::prelude::*;
 use stageflow::dispatcher::{
@@ -413,45 +413,6 @@ proptest! {
         let got = run(&case).map_err(TestCaseError::fail)?;
         check(&case, &got).map_err(TestCaseError::fail)?;
     }
-}
-
-/// Emits on demand; a message (a "blocked" signal and a gate) makes its callback block until
-/// the gate opens (or the test's limit passes): a stage busy in a long callback.
-struct Blocking {
-    next: u64,
-}
-
-impl Producer for Blocking {
-    type Out = u64;
-    type Message = (Sender<()>, Receiver<()>);
-
-    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, u64, Self::Message>) {
-        ctx.emit_all(self.next..self.next + demand as u64);
-        self.next += demand as u64;
-    }
-
-    fn handle_message(
-        &mut self,
-        (blocked, gate): Self::Message,
-        _: &mut Context<'_, u64, Self::Message>,
-    ) {
-        let _ = blocked.send(());
-        let _ = gate.recv_timeout(LIMIT);
-    }
-}
-
-/// Makes `p` block in a callback; returns once it is inside it, with the gate that frees it.
-fn block<S>(p: &stageflow::ProducerHandle<S>) -> Sender<()>
-where
-    S: Producer<Message = (Sender<()>, Receiver<()>)>,
-{
-    let (blocked_tx, blocked) = bounded(1);
-    let (gate_tx, gate) = bounded(1);
-    p.cast((blocked_tx, gate)).unwrap();
-    blocked
-        .recv_timeout(LIMIT)
-        .expect("the producer entered its blocking callback");
-    gate_tx
 }
 
 #[test]

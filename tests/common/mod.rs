@@ -234,3 +234,42 @@ pub fn logged(logs: &Logs, needle: &str) -> Vec<(log::Level, String)> {
         .cloned()
         .collect()
 }
+
+/// Emits on demand; a message (a "blocked" signal and a gate) makes its callback block until
+/// the gate opens (or the test's limit passes): a stage busy in a long callback.
+pub struct Blocking {
+    pub next: u64,
+}
+
+impl Producer for Blocking {
+    type Out = u64;
+    type Message = (Sender<()>, Receiver<()>);
+
+    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, u64, Self::Message>) {
+        ctx.emit_all(self.next..self.next + demand as u64);
+        self.next += demand as u64;
+    }
+
+    fn handle_message(
+        &mut self,
+        (blocked, gate): Self::Message,
+        _: &mut Context<'_, u64, Self::Message>,
+    ) {
+        let _ = blocked.send(());
+        let _ = gate.recv_timeout(LIMIT);
+    }
+}
+
+/// Makes `p` block in a callback; returns once it is inside it, with the gate that frees it.
+pub fn block<S>(p: &stageflow::ProducerHandle<S>) -> Sender<()>
+where
+    S: Producer<Message = (Sender<()>, Receiver<()>)>,
+{
+    let (blocked_tx, blocked) = crossbeam_channel::bounded(1);
+    let (gate_tx, gate) = crossbeam_channel::bounded(1);
+    p.cast((blocked_tx, gate)).unwrap();
+    blocked
+        .recv_timeout(LIMIT)
+        .expect("the producer entered its blocking callback");
+    gate_tx
+}
