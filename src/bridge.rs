@@ -14,11 +14,12 @@ use crate::context::Context;
 use crate::demand::{Batches, Demand};
 use crate::envelope::{Counted, Down, Envelope, Port, Up};
 use crate::error::SubscribeError;
-use crate::handle::{subscribe, ProducerRole, Upstream};
+use crate::handle::ProducerRole;
 use crate::reason::Reason;
 use crate::shared::Shared;
 use crate::stage::Producer;
 use crate::subscription::{SubscribeOptions, SubscriptionId};
+use crate::upstream::{subscribe, Upstream};
 
 /// A producer that pulls exactly as many items from an iterator as its consumers ask for, and
 /// finishes when the iterator ends. Made by [`from_iter`].

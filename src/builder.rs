@@ -12,8 +12,7 @@ use crate::dispatcher::{Dispatch, Dispatcher};
 use crate::envelope::{Counted, Down, Envelope, Port, Up};
 use crate::error::{BuildError, SubscribeError};
 use crate::handle::{
-    subscribe, ConsumerRole, Consumes, Emits, Pending, ProducerConsumerRole, ProducerRole, Role,
-    Source, Stage, Upstream,
+    ConsumerRole, Consumes, Emits, ProducerConsumerRole, ProducerRole, Role, Stage,
 };
 use crate::reason::Reason;
 use crate::runner::{AsConsumer, AsProducer, AsProducerConsumer, Callbacks, Config, Runner};
@@ -24,6 +23,7 @@ use crate::subscription::{
     SubscriptionId,
 };
 use crate::unwind::stage_main;
+use crate::upstream::{subscribe, Pending, Source, Upstream};
 
 /// The default inbox capacity, in messages.
 const DEFAULT_INBOX: usize = 1024;

@@ -9,12 +9,11 @@ use crate::builder::{consumer, producer_consumer, StageBuilder};
 use crate::dispatcher::PartitionDispatcher;
 use crate::error::BuildError;
 use crate::fns::Collect;
-use crate::handle::{
-    ConsumerHandle, ConsumerRole, ProducerConsumerRole, ProducerRole, Source, Upstream,
-};
+use crate::handle::{ConsumerHandle, ConsumerRole, ProducerConsumerRole, ProducerRole};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 use crate::subscription::{ProducerDemand, SubscribeOptions};
 use crate::topology::Topology;
+use crate::upstream::{Source, Upstream};
 
 /// A stage, or a [`StageBuilder`] with its options set: what a [`Chain`]'s links take, so
 /// that every stage option stays reachable.

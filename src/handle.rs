@@ -1,22 +1,24 @@
-//! Handles on running stages: [`Stage`], typed by the user's stage and its role; [`StageRef`],
-//! untyped, for joining and stopping; [`Source`], what a consumer subscribes to.
+//! Handles on running stages: [`Stage`], typed by the user's stage and its role, and
+//! [`StageRef`], untyped, for joining and stopping. What a consumer subscribes to, and the
+//! subscribe request, are in `upstream`.
 
 use std::convert::Infallible;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, TrySendError};
+use crossbeam_channel::{bounded, RecvTimeoutError, SendTimeoutError, TrySendError};
 
 use crate::context::Reply;
-use crate::envelope::{Control, Counted, Down, Envelope, Port, SubscribeRequest, Up, Wrap};
+use crate::envelope::{Control, Counted, Down, Envelope, Port, Wrap};
 use crate::error::{CallError, CastError, ControlError, SubscribeError};
 use crate::reason::Reason;
 use crate::shared::{Counters, Shared, StageKind};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 use crate::subscription::{ProducerDemand, SubscribeOptions, SubscriptionId};
+use crate::upstream::{Request, Upstream};
 
 mod sealed {
     pub trait Sealed {}
@@ -121,12 +123,12 @@ impl<S, R: Role<S>> Stage<S, R> {
     }
 
     /// The state the stage shares with its handles.
-    fn shared(&self) -> &Arc<Shared> {
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.core.shared
     }
 
     /// The stage's inbox, whose control path never waits behind events.
-    fn tx(&self) -> &Inbox<S, R> {
+    pub(crate) fn tx(&self) -> &Inbox<S, R> {
         &self.core.port
     }
 
@@ -565,260 +567,18 @@ impl<S: Producer> Stage<S, ProducerRole> {
     }
 }
 
-/// Something a consumer can subscribe to: a running producer or producer-consumer of `T`.
-pub trait Upstream<T> {
-    /// The producer's subscription endpoint.
-    fn source(&self) -> Source<T>;
-}
-
-impl<S, R: Emits<S>> Upstream<<R as Role<S>>::Out> for Stage<S, R> {
-    fn source(&self) -> Source<<R as Role<S>>::Out> {
-        Source {
-            port: Box::new(self.tx().clone()),
-            control: Box::new(self.tx().clone()),
-            name: self.shared().name.clone(),
-            shared: self.shared().clone(),
-        }
-    }
-}
-
-impl<T> Upstream<T> for Source<T> {
-    fn source(&self) -> Source<T> {
-        self.clone()
-    }
-}
-
-/// A producer's subscription endpoint, for events of type `T`. Obtained from a producer or
-/// producer-consumer handle through [`Upstream::source`]; it keeps the producer reachable.
-///
-/// It is the type-erased handle on a producer: producers of different stage types but the
-/// same events have the same `Source<T>`, so one can be chosen at run time (a `&dyn
-/// Upstream<T>` works too). It can join a [`Topology`](crate::Topology).
-///
-/// ```
-/// use stageflow::fns::ForEach;
-/// use stageflow::{Source, SubscribeOptions, Topology, Upstream};
-///
-/// let from_a_range = stageflow::from_iter(0..3u64).spawn()?;
-/// let from_a_vec = stageflow::from_iter(vec![7u64, 8]).spawn()?;
-/// let chosen: Source<u64> = if std::env::args().count() > 99 {
-///     from_a_vec.source()
-/// } else {
-///     from_a_range.source()
-/// };
-/// let sink = stageflow::consumer(ForEach::new(|_: u64| {}))
-///     .subscribe_to(&chosen, SubscribeOptions::new())?
-///     .spawn()?;
-/// let pipeline = Topology::new().with(&chosen).with(&sink);
-/// # from_a_vec.stop();
-/// pipeline.join();
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub struct Source<T> {
-    port: Box<dyn Port<Up<T>>>,
-    control: Box<dyn Port<Control>>,
-    name: Arc<str>,
-    shared: Arc<Shared>,
-}
-
-impl<T> Clone for Source<T> {
-    fn clone(&self) -> Self {
-        Source {
-            port: self.port.clone_box(),
-            control: self.control.clone_box(),
-            name: self.name.clone(),
-            shared: self.shared.clone(),
-        }
-    }
-}
-
-impl<T> fmt::Debug for Source<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Source")
-            .field("producer", &self.name)
-            .finish()
-    }
-}
-
-impl<T> Source<T> {
-    /// The producer's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// An untyped handle on the producer, to stop, finish or join it.
-    pub fn stage_ref(&self) -> StageRef {
-        StageRef {
-            core: StageCore {
-                shared: self.shared.clone(),
-                port: self.control.clone_box(),
-            },
-        }
-    }
-
-    /// On the producer's control path, which never blocks and never drops the message: used
-    /// to withdraw subscriptions.
-    pub(crate) fn send_up(&self, msg: Up<T>) {
-        let _ = self.port.send_urgent(msg);
-    }
-}
-
-/// Subscribes the consumer whose inbox is `consumer` to `source`: validate, send the request
-/// (on the producer's control path), wait for the producer's answer. The producer tells the
-/// consumer itself (`Subscribed`), so the consumer learns of the subscription before any event
-/// or cancel on it; [`Pending::registered`] waits until it has.
-///
-/// For a consumer that is not running yet (a stage being built) or that runs on the caller's
-/// thread (a [`Stream`](crate::Stream)); a running stage subscribes through its own control
-/// path (`Stage::subscribe_to`).
-pub(crate) fn subscribe<T: Send + 'static>(
-    source: &Source<T>,
-    consumer: Box<dyn Port<Down<T>>>,
-    consumer_shared: &Arc<Shared>,
-    options: SubscribeOptions,
-) -> Result<Pending, SubscribeError> {
-    let request = Request::new(source, consumer, consumer_shared, options, false)?;
-    let (req, waiting) = request.split();
-    if source.port.send_urgent(Up::Subscribe(req)).is_err() {
-        return Err(SubscribeError::ProducerGone {
-            producer: source.name.to_string(),
-        });
-    }
-    waiting.answer()
-}
-
-/// A subscribe request and what its caller waits on.
-pub(crate) struct Request<T> {
-    req: Box<SubscribeRequest<T>>,
-    waiting: Waiting,
-}
-
-/// The caller's side of a request: the producer's answer, then the consumer's registration.
-pub(crate) struct Waiting {
-    sub: SubscriptionId,
-    answer: Receiver<Result<(), SubscribeError>>,
-    registered: Receiver<()>,
-    consumer: Arc<Shared>,
-    producer: Arc<str>,
-    deadline: Instant,
-}
-
-impl<T: Send + 'static> Request<T> {
-    /// Validates the options and builds the request; `pending`: the consumer passes it on
-    /// (see [`SubscribeRequest::pending`]).
-    pub(crate) fn new(
-        source: &Source<T>,
-        consumer: Box<dyn Port<Down<T>>>,
-        consumer_shared: &Arc<Shared>,
-        options: SubscribeOptions,
-        pending: bool,
-    ) -> Result<Request<T>, SubscribeError> {
-        options.validate()?;
-        if Arc::ptr_eq(&source.shared, consumer_shared) {
-            return Err(SubscribeError::SelfSubscription {
-                stage: source.name.to_string(),
-            });
-        }
-        let sub = SubscriptionId::next();
-        let deadline = crate::timer::deadline(options.timeout);
-        let (ack, answer) = bounded(1);
-        let (registered_tx, registered) = bounded(1);
-        let req = Box::new(SubscribeRequest {
-            sub,
-            consumer,
-            consumer_name: consumer_shared.name.clone(),
-            producer: source.port.clone_box(),
-            producer_name: source.name.clone(),
-            options,
-            ack,
-            registered: Some(registered_tx),
-            consumer_id: Arc::as_ptr(consumer_shared) as usize,
-            pending,
-        });
-        Ok(Request {
-            req,
-            waiting: Waiting {
-                sub,
-                answer,
-                registered,
-                consumer: consumer_shared.clone(),
-                producer: source.name.clone(),
-                deadline,
-            },
-        })
-    }
-
-    pub(crate) fn split(self) -> (Box<SubscribeRequest<T>>, Waiting) {
-        (self.req, self.waiting)
-    }
-}
-
-impl Waiting {
-    /// Waits for the producer's answer, until the subscribe deadline.
-    pub(crate) fn answer(self) -> Result<Pending, SubscribeError> {
-        let producer = &self.producer;
-        let result = match self.answer.recv_deadline(self.deadline) {
-            Ok(result) => result,
-            Err(RecvTimeoutError::Disconnected) => Err(SubscribeError::ProducerGone {
-                producer: producer.to_string(),
-            }),
-            Err(RecvTimeoutError::Timeout) => match self.answer.try_recv() {
-                // The answer came just as the time ran out.
-                Ok(result) => result,
-                // Withdrawn: dropping `answer` tells the producer, which then drops the request
-                // without telling the consumer (it acknowledges before anything else).
-                Err(_) => Err(SubscribeError::Timeout {
-                    producer: producer.to_string(),
-                }),
-            },
-        };
-        result.map(|()| Pending {
-            sub: self.sub,
-            registered: self.registered,
-            consumer: self.consumer,
-            deadline: self.deadline,
-        })
-    }
-}
-
-/// A subscription the producer accepted, which the consumer may not hold yet.
-pub(crate) struct Pending {
-    pub(crate) sub: SubscriptionId,
-    registered: Receiver<()>,
-    consumer: Arc<Shared>,
-    deadline: Instant,
-}
-
-impl Pending {
-    /// Waits until the consumer holds the subscription (or has ended, or the subscribe
-    /// timeout has passed: then the subscription is still made, and held as pending by a
-    /// running consumer, or registered when a stage being built starts).
-    pub(crate) fn registered(self) -> Result<SubscriptionId, SubscribeError> {
-        match self
-            .consumer
-            .recv_unless_ended(&self.registered, self.deadline)
-        {
-            Ok(Some(())) => Ok(self.sub),
-            Ok(None) => Err(SubscribeError::ConsumerGone {
-                consumer: self.consumer.name.to_string(),
-            }),
-            Err(()) => {
-                // The consumer holds it as pending (a cancel or an ask on it waits for it).
-                log::debug!(
-                    "stage {}: subscription {} accepted, its confirmation not yet handled when \
-                     the subscribe timeout passed",
-                    self.consumer.name,
-                    self.sub
-                );
-                Ok(self.sub)
-            }
-        }
-    }
-}
-
 /// An untyped handle on a stage: its name, counters, outcome; stop and join.
 pub struct StageRef {
     core: StageCore<Box<dyn Port<Control>>>,
+}
+
+impl StageRef {
+    /// A handle on the stage of `shared`, controlled through `port`.
+    pub(crate) fn from_parts(shared: Arc<Shared>, port: Box<dyn Port<Control>>) -> StageRef {
+        StageRef {
+            core: StageCore { shared, port },
+        }
+    }
 }
 
 impl Clone for StageRef {

@@ -512,6 +512,7 @@ mod supervisor;
 mod timer;
 mod topology;
 mod unwind;
+mod upstream;
 
 pub use bridge::{from_iter, stream, IterProducer, Stream};
 pub use builder::{consumer, producer, producer_consumer, StageBuilder};
@@ -519,9 +520,8 @@ pub use chain::{Chain, ChainEnd, IntoBuilder, Lanes};
 pub use context::{ConsumerContext, Context, Mailbox, Reply};
 pub use error::{BuildError, CallError, CastError, ControlError, SubscribeError};
 pub use events::Events;
-pub use handle::{
-    ConsumerHandle, ProducerConsumerHandle, ProducerHandle, Source, Stage, StageRef, Upstream,
-};
+pub use handle::{ConsumerHandle, ProducerConsumerHandle, ProducerHandle, Stage, StageRef};
+pub use upstream::{Source, Upstream};
 // The plumbing behind `Stage<S, R>`, documented in `role`; also at the root, where code
 // written before `role` existed finds it.
 #[doc(hidden)]
