@@ -23,8 +23,9 @@ use crate::subscription::{Direction, SubscribeOptions, SubscriptionId};
 /// # The accounting, as equations
 ///
 /// Once a stage has ended these hold exactly, whatever ended it (a stop, a panic, a cancel,
-/// its producers ending); while it runs they hold whenever it is idle (it publishes
-/// `buffered` before it waits). *handled* is what the stage's `handle_events` was handed,
+/// its producers ending). While it runs they are approximate: `buffered` is published before
+/// the stage waits and every few turns while it is busy, and events may be between two
+/// stages. *handled* is what the stage's `handle_events` was handed,
 /// the batch a panicking callback was in included: the engine does not count it, a callback
 /// can.
 ///
@@ -45,8 +46,11 @@ use crate::subscription::{Direction, SubscribeOptions, SubscriptionId};
 ///   subscription are the events its consumer received on it, so for a whole pipeline
 ///   `Σ events_out = Σ events_in`.
 ///
-/// The soak test (`tests/soak.rs`) asserts each of these for every stage of every run, faults
-/// included.
+/// The soak test (`tests/soak.rs`) asserts them in every run, faults included: the producer's
+/// and the consumer's exactly, the broadcast's bound, the producer-consumer's for its maps
+/// (exactly, or as `events_in >= events_out + discarded + buffered` for one that panicked:
+/// the soak cannot see how much of the batch it panicked in was emitted), and the link's
+/// sum unless a `Stream` took part (a stream keeps no counters).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Counters {

@@ -113,7 +113,8 @@ fn confirm_timeout_bounds_how_long_an_ending_stage_waits_for_a_stuck_producer() 
     c.stop();
     assert_eq!(joined(&c), Reason::Shutdown);
     let took = start.elapsed();
-    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // Generous for a loaded machine, and still short of the old fixed 2 s.
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
     release.send(()).unwrap();
     p.call(Cmd::Sync, LIMIT).unwrap();
     assert_eq!(p.counters().discarded, 5, "counted by the producer");
