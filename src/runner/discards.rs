@@ -1,15 +1,18 @@
 //! The discard warnings: every discarded event is counted at once, but a stage that keeps
 //! discarding logs at most one line per reason per second, with the count since its last line.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::warn;
+
+use crate::shared::{bump, Shared};
 
 /// How often a stage may log a discard warning for each reason.
 const EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Default)]
-pub(super) struct DiscardLog {
+struct DiscardLog {
     /// When the last lines were logged.
     last: Option<Instant>,
     /// Discards not yet logged, by separator and reason (a handful at most).
@@ -54,5 +57,51 @@ impl DiscardLog {
         for (sep, why, n) in self.pending.drain(..) {
             warn!("stage {stage}: discarded {n} events{sep}{why}");
         }
+    }
+}
+
+/// Where every part of a stage counts what it discards: the stage's `discarded` counter and
+/// its warnings.
+pub(super) struct Discards {
+    shared: Arc<Shared>,
+    log: DiscardLog,
+}
+
+impl Discards {
+    pub(super) fn new(shared: Arc<Shared>) -> Discards {
+        Discards {
+            shared,
+            log: DiscardLog::default(),
+        }
+    }
+
+    /// Counts `n` discarded events and logs them: "discarded N events: {why}".
+    pub(super) fn count(&mut self, n: usize, why: &str) {
+        if n > 0 {
+            bump(&self.shared.cells.discarded, n as u64);
+            self.log.note(&self.shared.name, n, ": ", why);
+        }
+    }
+
+    /// Counts `n` events the full buffer discarded; logs them only if `log` (the stage's
+    /// `format_discarded` may log them its own way, or not at all).
+    pub(super) fn count_from_buffer(&mut self, n: usize, log: bool) {
+        bump(&self.shared.cells.discarded, n as u64);
+        if log {
+            self.log.note(&self.shared.name, n, " ", "from buffer");
+        }
+    }
+
+    /// Logs what waits to be logged, at most one line per reason per second.
+    #[inline]
+    pub(super) fn tick(&mut self) {
+        if self.log.is_pending() {
+            self.log.tick(&self.shared.name);
+        }
+    }
+
+    /// The last word: every discard not yet logged.
+    pub(super) fn flush(&mut self) {
+        self.log.flush(&self.shared.name);
     }
 }

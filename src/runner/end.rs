@@ -1,20 +1,15 @@
 //! The end of a stage: tell every peer, wait for producers to confirm, count what is lost.
 
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
 use std::time::Instant;
 
 use log::warn;
 
-use super::links::{Inbound, Outlet, UpLink};
-use super::{Callbacks, Env, Runner, Wait};
-use crate::demand::Demand;
-use crate::dispatcher::Dispatcher;
+use super::wait::Wait;
+use super::{Callbacks, Env, Runner};
 use crate::envelope::{Down, Envelope, Up};
 use crate::error::SubscribeError;
 use crate::reason::Reason;
 use crate::shared::bump;
-use crate::subscription::{DemandMode, Direction};
 
 impl<S: Callbacks> Runner<S> {
     /// Tells every peer the stage ended; waits until its consumers have been told and its
@@ -27,69 +22,28 @@ impl<S: Callbacks> Runner<S> {
             bump(&self.shared.cells.emitted, lost as u64);
         }
         self.fx.emitted.clear();
-        let (buffered, _) = self.buffer.clear();
-        lost += buffered + self.inbound_events + self.dispatcher.held() + self.in_hand;
-        self.in_hand = 0;
-        // What the dispatcher held is counted above: drop it with the dispatcher.
-        self.dispatcher = crate::dispatcher::Dispatch::demand();
-        lost += self.held.clear();
-        // Producers whose end is queued behind inbound events have confirmed already.
-        for entry in self.inbound.drain(..) {
-            if let Inbound::Cancel(sub, _) = entry {
-                self.ups.retain(|l| l.info.id != sub);
-                self.shared.remove_sub(sub, Direction::Upstream);
-            }
-        }
-        self.inbound_events = 0;
-        for link in &mut self.downs {
-            if !link.closed {
-                link.closed = true;
-                self.closed_links += 1;
-                let sub = link.info.id;
-                self.shared.remove_sub(sub, Direction::Downstream);
-                let _ = link.out.send(Down::Cancel {
-                    sub,
-                    reason: reason.clone(),
-                });
-            }
-        }
-        for link in &mut self.ups {
-            if !link.cancelling {
-                link.cancelling = true;
-                let sub = link.info.id;
-                let _ = link.out.send(Up::Cancel {
-                    sub,
-                    reason: reason.clone(),
-                });
-            }
-        }
+        lost += self.emitter.end(reason);
+        lost += self.inlet.end(reason);
         let deadline = crate::timer::deadline(self.confirm_timeout);
         loop {
             self.flush_backlogs();
-            for sub in std::mem::take(&mut self.gone) {
-                if let Some(l) = self.downs.iter_mut().find(|l| l.info.id == sub) {
-                    lost += l.out.backlog_events();
-                    l.out.backlog.clear();
-                }
-            }
-            self.drop_closed_links();
+            lost += self.emitter.take_gone_backlogs();
+            self.emitter.drop_closed_links();
             let backlog = self.any_backlog();
-            if !backlog && self.ups.is_empty() {
+            if !backlog && self.inlet.producers() == 0 {
                 break;
             }
             if Instant::now() >= deadline {
-                if !self.ups.is_empty() {
+                if self.inlet.producers() > 0 {
                     warn!(
                         "stage {}: {} producers did not confirm the end within {:?} (see \
                          StageBuilder::confirm_timeout); events they send now are counted by them",
                         self.shared.name,
-                        self.ups.len(),
+                        self.inlet.producers(),
                         self.confirm_timeout
                     );
                 }
-                for l in &self.downs {
-                    lost += l.out.backlog_events();
-                }
+                lost += self.emitter.backlog_events();
                 break;
             }
             while let Ok(env) = self.control.try_recv() {
@@ -107,19 +61,18 @@ impl<S: Callbacks> Runner<S> {
         while let Ok(env) = self.control.try_recv() {
             lost += self.drop_late(env, reason);
         }
-        self.discard(lost, &format!("the stage ended ({reason})"));
+        self.discards
+            .count(lost, &format!("the stage ended ({reason})"));
         // The last word: every discard not yet logged.
-        self.discard_log.flush(&self.shared.name);
-        for link in &self.ups {
-            self.shared.remove_sub(link.info.id, Direction::Upstream);
-        }
-        self.downs.clear();
+        self.discards.flush();
+        self.inlet.forget_all();
+        self.emitter.clear_links();
         self.publish_buffered();
     }
 
     /// Something that reached an ending stage; returns the events it held (counted as
     /// received, and then as discarded).
-    pub(super) fn drop_late(&mut self, env: Env<S>, reason: &Reason) -> usize {
+    fn drop_late(&mut self, env: Env<S>, reason: &Reason) -> usize {
         match env {
             Envelope::Down(Down::Events { events, .. }) => {
                 bump(&self.shared.cells.events_in, events.len() as u64);
@@ -128,30 +81,11 @@ impl<S: Callbacks> Runner<S> {
             Envelope::Down(Down::Subscribed(s)) => {
                 // A subscription confirmed too late: cancel it at once, and wait for the
                 // producer's confirmation like the others.
-                let sub = s.info.id;
-                let mut out = Outlet::new(s.producer, None);
-                let _ = out.send(Up::Cancel {
-                    sub,
-                    reason: reason.clone(),
-                });
-                self.ups.push(UpLink {
-                    info: s.info,
-                    out,
-                    demand: Demand::new(1, 0),
-                    mode: DemandMode::Manual,
-                    manual_outstanding: 0,
-                    cancelling: true,
-                    quiet: true,
-                    cell: Arc::new(AtomicU64::new(0)),
-                    events: Arc::new(AtomicU64::new(0)),
-                });
+                self.inlet.confirmed_too_late(s.producer, s.info, reason);
                 0
             }
             Envelope::Down(Down::Cancel { sub, .. }) => {
-                if let Some(i) = self.ups.iter().position(|l| l.info.id == sub) {
-                    let link = self.ups.remove(i);
-                    self.shared.remove_sub(link.info.id, Direction::Upstream);
-                }
+                self.inlet.confirmed_end(sub);
                 0
             }
             Envelope::Up(Up::Subscribe(req)) => {

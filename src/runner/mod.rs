@@ -2,199 +2,54 @@
 //! every message.
 //!
 //! The loop waits on the inbox (with the earliest timer as deadline), handles one envelope,
-//! applies the effects its callback asked for, and checks whether the stage is done. Only this
+//! applies the effects its callback asked for, and settles what that left to do. Only this
 //! thread touches the stage's state; handles see it through [`Shared`].
 //!
-//! The loop and effects are here; `producer` and `consumer` hold each side of the protocol,
-//! `backlog` the waiting, `end` the termination, `links` the per-subscription state.
+//! The state is in parts that call no callback and return what the loop must do next:
+//!
+//! * [`Inlet`] (`inlet.rs`), the input side: links to producers, pending subscriptions, a
+//!   producer-consumer's queue, and how each message is cut into batches;
+//! * [`Emitter`] (`emitter.rs`), the output side: links to consumers, the dispatcher, the
+//!   buffer, held-back events, demand;
+//! * [`Lifecycle`] (`lifecycle.rs`): running, draining, finishing, exiting.
+//!
+//! This file sequences them: envelope → inlet → callback → emitter, and the lifecycle after.
+//! `wait.rs` holds the waiting, `end.rs` the end, `callbacks.rs` the three user traits.
 
-mod backlog;
-mod consumer;
+mod callbacks;
 mod discards;
+mod emitter;
 mod end;
 mod held;
+mod inlet;
+mod lifecycle;
 mod links;
 mod polling;
-mod producer;
+mod wait;
 
-use held::{Held, Replay};
-use links::{DownLink, Inbound, PendingSub, UpLink};
+pub(crate) use callbacks::{AsConsumer, AsProducer, AsProducerConsumer, Callbacks};
 
-use std::collections::VecDeque;
-use std::convert::Infallible;
+use discards::Discards;
+use emitter::{Emitter, Flushed, Replayed};
+use inlet::{Confirmed, Inlet, Receipt};
+use lifecycle::{Lifecycle, UpstreamEnd};
+use links::Inbound;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use log::{info, warn};
+use log::{error, info, warn};
 
-use crate::buffer::Buffer;
 use crate::context::{Context, Effects, End, Mailbox};
-use crate::dispatcher::{Dispatch, Dispatcher};
-use crate::envelope::{Control, Counted, Down, Envelope, Up};
+use crate::demand::Batch;
+use crate::dispatcher::Dispatch;
+use crate::envelope::{Control, Counted, Down, Envelope, SubscribeRequest, Subscribed, Up};
 use crate::events::Events;
 use crate::reason::Reason;
-use crate::shared::{bump, Shared, StageKind};
-use crate::stage::{Consumer, Producer, ProducerConsumer};
-use crate::subscription::{BufferKeep, DemandMode, ProducerDemand, Subscription, SubscriptionId};
-
-/// The three user traits seen through one interface.
-pub(crate) trait Callbacks: Send + 'static {
-    type In: Send + 'static;
-    type Out: Send + 'static;
-    type Msg: Send + 'static;
-    const KIND: StageKind;
-
-    fn demand(&mut self, n: usize, ctx: &mut Context<'_, Self::Out, Self::Msg>);
-    fn events(&mut self, events: Events<'_, Self::In>, ctx: &mut Context<'_, Self::Out, Self::Msg>);
-    fn message(&mut self, msg: Self::Msg, ctx: &mut Context<'_, Self::Out, Self::Msg>);
-    fn subscribed(
-        &mut self,
-        sub: &Subscription,
-        ctx: &mut Context<'_, Self::Out, Self::Msg>,
-    ) -> DemandMode;
-    fn cancelled(
-        &mut self,
-        sub: &Subscription,
-        reason: &Reason,
-        ctx: &mut Context<'_, Self::Out, Self::Msg>,
-    );
-    fn format_discarded(&mut self, count: usize) -> bool {
-        let _ = count;
-        true
-    }
-    fn terminate(&mut self, reason: &Reason);
-    /// The user's stage value, for `Stage::join_state`.
-    fn into_state(self) -> Box<dyn std::any::Any + Send>;
-}
-
-pub(crate) struct AsProducer<S>(pub(crate) S);
-pub(crate) struct AsProducerConsumer<S>(pub(crate) S);
-pub(crate) struct AsConsumer<S>(pub(crate) S);
-
-impl<S: Producer> Callbacks for AsProducer<S> {
-    type In = Infallible;
-    type Out = S::Out;
-    type Msg = S::Message;
-    const KIND: StageKind = StageKind::Producer;
-
-    fn format_discarded(&mut self, count: usize) -> bool {
-        self.0.format_discarded(count)
-    }
-
-    fn terminate(&mut self, reason: &Reason) {
-        self.0.terminate(reason)
-    }
-
-    fn into_state(self) -> Box<dyn std::any::Any + Send> {
-        Box::new(self.0)
-    }
-
-    fn demand(&mut self, n: usize, ctx: &mut Context<'_, S::Out, S::Message>) {
-        self.0.handle_demand(n, ctx)
-    }
-    fn events(&mut self, _: Events<'_, Infallible>, _: &mut Context<'_, S::Out, S::Message>) {}
-    fn message(&mut self, msg: S::Message, ctx: &mut Context<'_, S::Out, S::Message>) {
-        self.0.handle_message(msg, ctx)
-    }
-    fn subscribed(
-        &mut self,
-        sub: &Subscription,
-        ctx: &mut Context<'_, S::Out, S::Message>,
-    ) -> DemandMode {
-        self.0.handle_subscribe(sub, ctx);
-        DemandMode::Automatic
-    }
-    fn cancelled(
-        &mut self,
-        sub: &Subscription,
-        reason: &Reason,
-        ctx: &mut Context<'_, S::Out, S::Message>,
-    ) {
-        self.0.handle_cancel(sub, reason, ctx)
-    }
-}
-
-impl<S: ProducerConsumer> Callbacks for AsProducerConsumer<S> {
-    type In = S::In;
-    type Out = S::Out;
-    type Msg = S::Message;
-    const KIND: StageKind = StageKind::ProducerConsumer;
-
-    fn format_discarded(&mut self, count: usize) -> bool {
-        self.0.format_discarded(count)
-    }
-
-    fn terminate(&mut self, reason: &Reason) {
-        self.0.terminate(reason)
-    }
-
-    fn into_state(self) -> Box<dyn std::any::Any + Send> {
-        Box::new(self.0)
-    }
-
-    fn demand(&mut self, _: usize, _: &mut Context<'_, S::Out, S::Message>) {}
-    fn events(&mut self, events: Events<'_, S::In>, ctx: &mut Context<'_, S::Out, S::Message>) {
-        self.0.handle_events(events, ctx)
-    }
-    fn message(&mut self, msg: S::Message, ctx: &mut Context<'_, S::Out, S::Message>) {
-        self.0.handle_message(msg, ctx)
-    }
-    fn subscribed(
-        &mut self,
-        sub: &Subscription,
-        ctx: &mut Context<'_, S::Out, S::Message>,
-    ) -> DemandMode {
-        self.0.handle_subscribe(sub, ctx)
-    }
-    fn cancelled(
-        &mut self,
-        sub: &Subscription,
-        reason: &Reason,
-        ctx: &mut Context<'_, S::Out, S::Message>,
-    ) {
-        self.0.handle_cancel(sub, reason, ctx)
-    }
-}
-
-impl<S: Consumer> Callbacks for AsConsumer<S> {
-    type In = S::In;
-    type Out = Infallible;
-    type Msg = S::Message;
-    const KIND: StageKind = StageKind::Consumer;
-
-    fn terminate(&mut self, reason: &Reason) {
-        self.0.terminate(reason)
-    }
-
-    fn into_state(self) -> Box<dyn std::any::Any + Send> {
-        Box::new(self.0)
-    }
-
-    fn demand(&mut self, _: usize, _: &mut Context<'_, Infallible, S::Message>) {}
-    fn events(&mut self, events: Events<'_, S::In>, ctx: &mut Context<'_, Infallible, S::Message>) {
-        self.0.handle_events(events, ctx)
-    }
-    fn message(&mut self, msg: S::Message, ctx: &mut Context<'_, Infallible, S::Message>) {
-        self.0.handle_message(msg, ctx)
-    }
-    fn subscribed(
-        &mut self,
-        sub: &Subscription,
-        ctx: &mut Context<'_, Infallible, S::Message>,
-    ) -> DemandMode {
-        self.0.handle_subscribe(sub, ctx)
-    }
-    fn cancelled(
-        &mut self,
-        sub: &Subscription,
-        reason: &Reason,
-        ctx: &mut Context<'_, Infallible, S::Message>,
-    ) {
-        self.0.handle_cancel(sub, reason, ctx)
-    }
-}
+use crate::shared::{bump, Shared};
+use crate::subscription::{BufferKeep, ProducerDemand, Subscription, SubscriptionId};
 
 /// The producer-side settings of a stage.
 pub(crate) struct Config<Out> {
@@ -216,12 +71,6 @@ const CONTROL_PER_TURN: usize = 64;
 /// publishes it too before it waits, before it replies to a call, and when it ends.
 const PUBLISH_EVERY: u32 = 32;
 
-enum Wait<E> {
-    Msg(E),
-    Timeout,
-    Disconnected,
-}
-
 type Env<S> = Envelope<<S as Callbacks>::In, <S as Callbacks>::Out, <S as Callbacks>::Msg>;
 
 pub(crate) struct Runner<S: Callbacks> {
@@ -230,61 +79,35 @@ pub(crate) struct Runner<S: Callbacks> {
     inbox: Receiver<Env<S>>,
     /// What handles send: stop, cancel, ask, subscribe, demand mode (see `Counted`).
     control: Receiver<Env<S>>,
+    /// What the last callback asked for, and the timers.
     fx: Effects<S::Out, S::Msg>,
-    ups: Vec<UpLink<S::In>>,
-    downs: Vec<DownLink<S::Out>>,
-    dispatcher: Dispatch<S::Out>,
-    buffer: Buffer<S::Out, S::Msg>,
-    inbound: VecDeque<Inbound<S::In, S::Msg>>,
-    inbound_events: usize,
-    /// Producer-consumer: downstream demand not yet met.
-    counter: usize,
-    /// Deliver what is buffered, then end with this reason.
-    finishing: Option<Reason>,
-    /// A permanent subscription ended normally while others remained: end (normally) once the
-    /// last one has ended too (fan-in finishes with its last producer).
-    finish_with_last_producer: Option<Reason>,
-    /// Asked to finish (`Stage::finish`): end normally once every producer has ended.
-    draining: bool,
-    /// Discard warnings, at most one line per reason per second.
-    discard_log: discards::DiscardLog,
+    inlet: Inlet<S::In, S::Msg>,
+    emitter: Emitter<S::Out, S::Msg>,
+    life: Lifecycle,
+    discards: Discards,
     keep_state: bool,
     /// See `StageBuilder::confirm_timeout`.
     confirm_timeout: Duration,
-    /// Demand that a dispatcher created, served on the next turn (never in a loop inside one).
-    pending_demand: usize,
-    /// Consumers whose inbox was found gone, to be removed at the end of the turn (removing
-    /// them in the middle of a dispatch would hand out demand before its leftovers are stored).
-    gone: Vec<SubscriptionId>,
-    /// Consumer links marked closed and not yet removed (they wait for their backlog).
-    closed_links: usize,
-    /// Whether a consumer ever subscribed (a finishing stage whose consumers have all left has
-    /// nobody to deliver to).
-    had_consumers: bool,
     /// A timer is due and waits behind this many queued messages.
     timer_gate: Option<usize>,
-    /// Producer in accumulate mode: what it holds back (see `held`).
-    accumulating: bool,
-    held: Held<S::Out>,
     /// Build-time temporary subscriptions whose producer had already ended.
     failed: Vec<Subscription>,
-    /// Subscriptions a handle asked for, passed on and not yet confirmed.
-    pending_subs: Vec<PendingSub>,
     /// The last turn handled control: this one looks at the inbox first.
     control_turn: bool,
-    /// Events of the message being handled that were not yet handed to `handle_events` (if
-    /// a callback panics, the end counts them as discarded).
-    in_hand: usize,
     /// The `buffered` counter as last published.
     published: usize,
     /// Turns settled since the `buffered` counter was last published.
     unpublished: u32,
     /// How many times the next wait polls the inbox before it blocks.
     polls: polling::Polls,
-    exit: Option<Reason>,
 }
 
 impl<S: Callbacks> Runner<S> {
+    /// A producer: an emitter and no inlet.
+    const PRODUCER: bool = S::EMITS && !S::RECEIVES;
+    /// A producer-consumer: it handles input only while downstream has demand.
+    const GATED: bool = S::EMITS && S::RECEIVES;
+
     pub(crate) fn new(
         stage: S,
         shared: Arc<Shared>,
@@ -294,8 +117,6 @@ impl<S: Callbacks> Runner<S> {
         config: Config<S::Out>,
         failed: Vec<Subscription>,
     ) -> Runner<S> {
-        let mut dispatcher = config.dispatcher;
-        dispatcher.attach(&shared.name);
         let mint_shared = shared.clone();
         let mint = Box::new(move || {
             Mailbox::new(Box::new(Counted::new(
@@ -304,41 +125,31 @@ impl<S: Callbacks> Runner<S> {
                 mint_shared.clone(),
             )))
         });
+        let accumulate = Self::PRODUCER && config.demand == ProducerDemand::Accumulate;
         Runner {
             stage,
-            shared,
             inbox,
             control,
             fx: Effects::new(mint),
-            ups: Vec::new(),
-            downs: Vec::new(),
-            dispatcher,
-            buffer: Buffer::new(config.buffer_size, config.buffer_keep),
-            inbound: VecDeque::new(),
-            inbound_events: 0,
-            counter: 0,
-            finishing: None,
-            finish_with_last_producer: None,
-            draining: false,
-            discard_log: discards::DiscardLog::default(),
+            inlet: Inlet::new(shared.clone()),
+            emitter: Emitter::new(
+                shared.clone(),
+                config.dispatcher,
+                config.buffer_size,
+                config.buffer_keep,
+                accumulate,
+            ),
+            life: Lifecycle::new(),
+            discards: Discards::new(shared.clone()),
+            shared,
             keep_state: config.keep_state,
             confirm_timeout: config.confirm_timeout,
-            pending_demand: 0,
-            gone: Vec::new(),
-            accumulating: S::KIND == StageKind::Producer
-                && config.demand == ProducerDemand::Accumulate,
-            held: Held::new(),
             timer_gate: None,
-            closed_links: 0,
-            had_consumers: false,
             failed,
-            pending_subs: Vec::new(),
-            in_hand: 0,
+            control_turn: false,
             published: 0,
             unpublished: 0,
             polls: polling::Polls::new(),
-            control_turn: false,
-            exit: None,
         }
     }
 
@@ -361,6 +172,8 @@ impl<S: Callbacks> Runner<S> {
         self.stage.terminate(reason);
     }
 
+    // -- The loop ----------------------------------------------------------------------------
+
     /// Runs until the stage ends; returns why.
     ///
     /// Every turn handles at most one envelope from the inbox (plus what handles sent on the
@@ -377,10 +190,10 @@ impl<S: Callbacks> Runner<S> {
             self.invoke(|s, ctx| s.cancelled(&info, &reason, ctx));
         }
         loop {
-            if let Some(reason) = self.exit.take() {
+            if let Some(reason) = self.life.take_exit() {
                 return reason;
             }
-            if self.shared.stop_requested.load(Ordering::Relaxed) {
+            if self.stop_requested() {
                 return Reason::Shutdown;
             }
             // Control and the inbox take turns when both have work, so neither starves.
@@ -395,7 +208,7 @@ impl<S: Callbacks> Runner<S> {
                 // The common turn: block on the inbox, handle what comes.
                 match self.next_envelope() {
                     Ok(env) => self.handle(env),
-                    Err(_) => return self.finishing.take().unwrap_or(Reason::Normal),
+                    Err(_) => return self.life.unreachable_reason(),
                 }
             } else if let Some(reason) = self.turn() {
                 return reason;
@@ -404,50 +217,15 @@ impl<S: Callbacks> Runner<S> {
         }
     }
 
-    /// The next envelope from the inbox, blocking until one comes.
-    ///
-    /// A peer in lock step (a consumer asking one event at a time) answers within a
-    /// microsecond, and crossbeam's own wait backs off exponentially: after a few hundred
-    /// nanoseconds it looks at the channel only every 0.4, then 0.7, then 1.5 µs, so an answer
-    /// that comes a little later is seen much later. The stage first polls the inbox at a
-    /// fine grain (64 times, a pause apart: about 1.5 µs here) and hands over to crossbeam's
-    /// wait only then. The budget adapts: a poll that found nothing halves it (down to 2: a
-    /// stage whose peers are slow, or that shares a core with them, does not burn time it
-    /// could give them), one that found a message restores it (`polling::Polls`).
-    ///
-    /// Polling pays only while every stage thread can have a core of its own; with more
-    /// stages than cores it would take time from a stage that could run, so it does not poll.
-    ///
-    /// Before it blocks, the stage publishes its `buffered` counter: an idle stage's is exact.
-    #[inline]
-    fn next_envelope(&mut self) -> Result<Env<S>, crossbeam_channel::RecvError> {
-        let polls = self.polls.budget();
-        for _ in 0..polls {
-            match self.inbox.try_recv() {
-                Ok(env) => {
-                    self.polls.found();
-                    return Ok(env);
-                }
-                Err(crossbeam_channel::TryRecvError::Empty) => std::hint::spin_loop(),
-                Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                    return Err(crossbeam_channel::RecvError)
-                }
-            }
-        }
-        self.polls.missed(polls);
-        self.publish_buffered();
-        self.inbox.recv()
-    }
-
     /// Nothing but the inbox can give this turn work: no timer, no backlog, no demand or
     /// departed consumer waiting, and the stage is still referenced.
     #[inline]
     fn only_the_inbox(&self) -> bool {
         self.fx.timers.is_empty()
             && self.timer_gate.is_none()
-            && self.pending_demand == 0
-            && self.gone.is_empty()
-            && self.closed_links == 0
+            && !self.emitter.has_pending_demand()
+            && !self.emitter.any_gone()
+            && !self.emitter.any_closed()
             && self.shared.refs.load(Ordering::Acquire) != 0
             && !self.any_backlog()
     }
@@ -457,10 +235,10 @@ impl<S: Callbacks> Runner<S> {
     #[inline(never)]
     fn turn(&mut self) -> Option<Reason> {
         if self.unreachable() {
-            return Some(self.finishing.take().unwrap_or(Reason::Normal));
+            return Some(self.life.unreachable_reason());
         }
         let mut backlog = self.any_backlog();
-        if backlog || self.closed_links > 0 {
+        if backlog || self.emitter.any_closed() {
             self.flush_backlogs();
             backlog = self.any_backlog();
         }
@@ -481,7 +259,7 @@ impl<S: Callbacks> Runner<S> {
             self.fire_timers();
             return None;
         }
-        let wait_until = if self.pending_demand > 0 || !self.gone.is_empty() {
+        let wait_until = if self.emitter.has_pending_demand() || self.emitter.any_gone() {
             // Work is waiting: look at the inbox without blocking.
             Some(Instant::now())
         } else if self.timer_gate.is_some() {
@@ -490,15 +268,15 @@ impl<S: Callbacks> Runner<S> {
             deadline
         };
         match self.wait(wait_until, backlog) {
-            Wait::Msg(env) => {
+            wait::Wait::Msg(env) => {
                 if let Some(gate) = &mut self.timer_gate {
                     *gate = gate.saturating_sub(1);
                 }
                 self.handle(env);
                 None
             }
-            Wait::Timeout => None,
-            Wait::Disconnected => Some(self.finishing.take().unwrap_or(Reason::Normal)),
+            wait::Wait::Timeout => None,
+            wait::Wait::Disconnected => Some(self.life.unreachable_reason()),
         }
     }
 
@@ -524,7 +302,7 @@ impl<S: Callbacks> Runner<S> {
                 Err(_) => return any,
             }
             any = true;
-            if self.exit.is_some() {
+            if self.life.is_exiting() {
                 break;
             }
         }
@@ -535,37 +313,35 @@ impl<S: Callbacks> Runner<S> {
 
     /// The end of a turn: remove consumers found gone, serve demand a dispatcher created (once:
     /// more of it waits for the next turn), deliver what the buffer holds to the demand the
-    /// dispatcher has, and see whether a finishing stage is done.
+    /// dispatcher has, and see whether a draining or finishing stage is done.
     ///
     /// The common turn (nothing gone, pending, buffered or finishing) costs a few checks; the
     /// rest is out of line.
     #[inline]
     fn settle(&mut self) {
-        if self.exit.is_some() {
+        if self.life.is_exiting() {
             return;
         }
-        if !self.gone.is_empty() {
+        if self.emitter.any_gone() {
             self.reap_gone();
         }
-        if self.pending_demand > 0 && self.exit.is_none() {
+        if self.emitter.has_pending_demand() && !self.life.is_exiting() {
             self.serve_pending_demand();
         }
-        if self.exit.is_none() && !self.accumulating {
-            if S::KIND == StageKind::ProducerConsumer {
-                if !self.inbound.is_empty() || !self.buffer.is_empty() {
+        if !self.life.is_exiting() && !self.emitter.is_accumulating() {
+            if Self::GATED {
+                if !self.inlet.queue_is_empty() || !self.emitter.buffer_is_empty() {
                     self.pump();
                 }
-            } else if !self.buffer.is_empty() {
+            } else if !self.emitter.buffer_is_empty() {
                 self.flush_buffer();
             }
         }
-        if self.draining {
+        if self.life.is_draining() {
             self.drained();
         }
-        if self.discard_log.is_pending() {
-            self.discard_log.tick(&self.shared.name);
-        }
-        if self.finishing.is_some() {
+        self.discards.tick();
+        if self.life.is_finishing() {
             self.check_finished();
         }
         // A busy stage publishes every few turns; one about to wait publishes first.
@@ -583,43 +359,6 @@ impl<S: Callbacks> Runner<S> {
         self.shared.stop_requested.load(Ordering::Relaxed)
     }
 
-    #[inline(never)]
-    fn serve_pending_demand(&mut self) {
-        let demand = std::mem::take(&mut self.pending_demand);
-        self.demand_arrived(demand);
-    }
-
-    /// A stage asked to finish whose producers have all ended (and whose inbox holds no
-    /// subscription it has yet to hear of) finishes: a consumer ends, a producer-consumer
-    /// delivers what it holds first.
-    #[inline(never)]
-    fn drained(&mut self) {
-        if S::KIND == StageKind::Producer
-            || self.finishing.is_some()
-            || self.exit.is_some()
-            || !self.ups.is_empty()
-            || !self.inbox.is_empty()
-        {
-            return;
-        }
-        info!(
-            "stage {}: asked to finish and no producer left: finishing",
-            self.shared.name
-        );
-        if S::KIND == StageKind::Consumer {
-            self.exit = Some(Reason::Normal);
-        } else {
-            self.finishing = Some(Reason::Normal);
-        }
-    }
-
-    /// Producer-consumer: the downstream demand it may still serve (GenStage's counter, and
-    /// never more than its dispatcher can take now: a broadcast's demand falls to the slowest
-    /// consumer's when one subscribes).
-    fn downstream_ready(&self) -> usize {
-        self.counter.min(self.dispatcher.ready())
-    }
-
     /// Nothing can ever send this stage a message again (no handle, mailbox or peer holds a
     /// reference, and its inbox is empty) and it has no timer left: it can only idle forever,
     /// so it ends.
@@ -628,22 +367,26 @@ impl<S: Callbacks> Runner<S> {
             && self.fx.timers.is_empty()
             && self.inbox.is_empty()
             && self.control.is_empty()
-            && self.pending_demand == 0
+            && !self.emitter.has_pending_demand()
     }
 
-    /// Publishes the `buffered` counter: events in the buffer, received and not yet handled,
+    fn any_backlog(&self) -> bool {
+        self.inlet.any_backlog() || self.emitter.any_backlog()
+    }
+
+    /// Sends what fits of every backlog; drops closed links whose backlog is delivered.
+    fn flush_backlogs(&mut self) {
+        self.emitter.flush_backlogs();
+        self.inlet.flush_backlogs();
+    }
+
+    /// Publishes the `buffered` counter: events received and not yet handled, in the buffer,
     /// held back, or waiting in a backlog for room in a consumer's inbox.
     fn publish_buffered(&mut self) {
         self.unpublished = 0;
-        let mut n = self.buffer.event_count() + self.inbound_events;
-        n += self.held.event_count();
-        if S::KIND != StageKind::Consumer {
-            for l in &self.downs {
-                if !l.out.backlog.is_empty() {
-                    n += l.out.backlog_events();
-                }
-            }
-            n += self.dispatcher.held();
+        let mut n = self.inlet.event_count();
+        if S::EMITS {
+            n += self.emitter.event_count();
         }
         // Only this thread writes the counter: store only what changed.
         if n != self.published {
@@ -655,13 +398,7 @@ impl<S: Callbacks> Runner<S> {
         }
     }
 
-    /// Counts `n` discarded events, and logs them (at most one line per reason per second).
-    fn discard(&mut self, n: usize, why: &str) {
-        if n > 0 {
-            bump(&self.shared.cells.discarded, n as u64);
-            self.discard_log.note(&self.shared.name, n, ": ", why);
-        }
-    }
+    // -- One envelope ------------------------------------------------------------------------
 
     #[inline]
     fn handle(&mut self, env: Env<S>) {
@@ -686,41 +423,37 @@ impl<S: Callbacks> Runner<S> {
             Envelope::Up(Up::Ask { sub, n }) => self.on_ask(sub, n),
             Envelope::Down(Down::Subscribed(s)) => self.on_subscribed(*s),
             Envelope::Down(Down::Cancel { sub, reason }) => {
-                if S::KIND == StageKind::ProducerConsumer && !self.inbound.is_empty() {
-                    self.inbound.push_back(Inbound::Cancel(sub, reason));
+                if Self::GATED && !self.inlet.queue_is_empty() {
+                    self.inlet.queue(Inbound::Cancel(sub, reason));
                 } else {
                     self.producer_gone(sub, reason);
                 }
             }
-            Envelope::Down(Down::Subscribe(req)) => self.forward_subscribe(req),
+            Envelope::Down(Down::Subscribe(req)) => self.inlet.forward_subscribe(req),
             Envelope::Up(Up::Subscribe(req)) => self.on_subscribe(*req),
             Envelope::Up(Up::Cancel { sub, reason }) => self.remove_consumer(sub, reason, true),
             Envelope::Message(msg) => self.invoke(|s, ctx| s.message(msg, ctx)),
             Envelope::Info(msg) => self.queue_info(msg),
-            Envelope::Control(Control::Stop) => {
-                self.exit.get_or_insert(Reason::Shutdown);
-            }
+            Envelope::Control(Control::Stop) => self.life.exit(Reason::Shutdown),
             Envelope::Control(Control::Finish) => {
-                self.draining = true;
-                if S::KIND == StageKind::Producer {
+                self.life.drain();
+                if Self::PRODUCER {
                     // As `Context::finish`: no more `handle_demand`, deliver, end.
-                    self.finishing.get_or_insert(Reason::Normal);
+                    self.life.finish(Reason::Normal);
                 }
             }
             Envelope::Control(Control::Wake) => {}
             Envelope::Control(Control::SetDemand(mode)) => self.set_demand(mode),
             Envelope::Control(Control::GetDemand(reply)) => {
-                let _ = reply.send(if self.accumulating {
-                    ProducerDemand::Accumulate
-                } else {
-                    ProducerDemand::Forward
-                });
+                let _ = reply.send(self.emitter.demand_mode());
             }
             Envelope::Control(Control::Cancel { sub, reason }) => self.cancel(sub, reason),
-            Envelope::Control(Control::Ask { sub, n }) => self.manual_ask(sub, n),
-            Envelope::Control(Control::Withdraw(sub)) => self.withdraw(sub),
+            Envelope::Control(Control::Ask { sub, n }) => self.inlet.manual_ask(sub, n),
+            Envelope::Control(Control::Withdraw(sub)) => self.inlet.withdraw(sub),
         }
     }
+
+    // -- Callbacks and their effects ---------------------------------------------------------
 
     /// Runs one callback, then applies what it asked for.
     #[inline]
@@ -736,53 +469,23 @@ impl<S: Callbacks> Runner<S> {
             fx: &mut self.fx,
             name: &self.shared.name,
             stop_requested: &self.shared.stop_requested,
-            finishing: self.draining || self.finishing.is_some(),
+            finishing: self.life.winds_down(),
         };
         f(&mut self.stage, &mut ctx)
     }
 
-    /// Dispatches what the last callback emitted, then applies its other effects.
+    /// Sends what the last callback emitted on its way, then applies its other effects.
     #[inline]
     fn apply_effects(&mut self) {
         if !self.fx.emitted.is_empty() {
             let events = std::mem::take(&mut self.fx.emitted);
             bump(&self.shared.cells.emitted, events.len() as u64);
-            if self.accumulating {
-                self.held.emitted(events);
-            } else {
+            if let Some(events) = self.emitter.hold_if_accumulating(events) {
                 self.emit_out(events);
             }
         }
         if self.fx.has_side_effects() {
             self.apply_side_effects();
-        }
-    }
-
-    /// Sends newly emitted events on their way. Buffered events go first: while the buffer
-    /// holds any, new ones queue behind them (the end of the turn delivers them in order).
-    #[inline]
-    fn emit_out(&mut self, events: Vec<S::Out>) {
-        let mut events = if self.buffer.event_count() == 0 {
-            match self.dispatch_whole(events) {
-                Ok(()) => return,
-                Err(events) => events,
-            }
-        } else {
-            events
-        };
-        if self.buffer.event_count() > 0 {
-            // The buffer first, to whatever demand there is.
-            self.flush_buffer();
-        }
-        // With events still buffered, a dispatcher that knows its demand has none: it takes
-        // these as leftovers only, and its accounting (what is pending, what was requested)
-        // sees them. One that does not know could send them ahead of the buffer: it does not
-        // see them until they leave the buffer.
-        if self.buffer.event_count() == 0 || self.dispatcher.ready() == 0 {
-            self.dispatch(&mut events);
-        }
-        if !events.is_empty() {
-            self.store(events);
         }
     }
 
@@ -796,7 +499,7 @@ impl<S: Callbacks> Runner<S> {
             }
         }
         for (sub, n) in std::mem::take(&mut self.fx.asks) {
-            self.manual_ask(sub, n);
+            self.inlet.manual_ask(sub, n);
         }
         for (sub, reason) in std::mem::take(&mut self.fx.cancels) {
             self.cancel(sub, reason);
@@ -806,14 +509,157 @@ impl<S: Callbacks> Runner<S> {
         }
         match self.fx.end.take() {
             None => {}
-            Some(End::Stop(reason)) => self.exit = Some(reason),
-            Some(End::Finish) => {
-                if S::KIND == StageKind::Consumer {
-                    self.exit.get_or_insert(Reason::Normal);
-                } else {
-                    self.finishing.get_or_insert(Reason::Normal);
+            Some(End::Stop(reason)) => self.life.stop(reason),
+            // Nothing to deliver: a consumer ends at once.
+            Some(End::Finish) if !S::EMITS => self.life.exit(Reason::Normal),
+            Some(End::Finish) => self.life.finish(Reason::Normal),
+        }
+    }
+
+    // -- The output side ---------------------------------------------------------------------
+
+    /// Sends newly emitted events on their way. Buffered events go first: while the buffer
+    /// holds any, new ones queue behind them.
+    #[inline]
+    fn emit_out(&mut self, events: Vec<S::Out>) {
+        let events = match self.emitter.send_whole(events, &mut self.discards) {
+            Ok(()) => return,
+            Err(events) => events,
+        };
+        if self.emitter.has_buffered_events() {
+            // The buffer first, to whatever demand there is.
+            self.flush_buffer();
+        }
+        let discarded = self.emitter.place(events, &mut self.discards);
+        if discarded > 0 {
+            // The stage may log it its own way, or not at all (GenStage's format_discarded).
+            let log = self.stage.format_discarded(discarded);
+            self.discards.count_from_buffer(discarded, log);
+        }
+    }
+
+    /// Delivers buffered events to the demand the dispatcher has, in order, delivering each
+    /// info when the events before it have left. Returns how many events left the buffer.
+    fn flush_buffer(&mut self) -> usize {
+        let mut taken = 0;
+        loop {
+            while let Some(info) = self.emitter.pop_due_info() {
+                self.invoke(|s, ctx| s.message(info, ctx));
+            }
+            if self.life.is_exiting() {
+                break;
+            }
+            match self.emitter.flush_step(&mut self.discards) {
+                Flushed::More(n) => taken += n,
+                Flushed::Done(n) => {
+                    taken += n;
+                    break;
                 }
             }
+        }
+        taken
+    }
+
+    /// A consumer subscribes.
+    fn on_subscribe(&mut self, req: SubscribeRequest<S::Out>) {
+        if let Some(info) = self.emitter.subscribe(req, &mut self.discards) {
+            self.invoke(|s, ctx| {
+                s.subscribed(&info, ctx);
+            });
+        }
+    }
+
+    /// A consumer asks for more.
+    #[inline]
+    fn on_ask(&mut self, sub: SubscriptionId, n: usize) {
+        if let Some(demand) = self.emitter.ask(sub, n, &mut self.discards) {
+            self.demand_arrived(demand);
+        }
+    }
+
+    /// New demand reached the output side: an accumulating producer holds it; a producer
+    /// serves it from the buffer, then calls `handle_demand` for the rest; a producer-consumer
+    /// adds it to its counter and handles what input it queued.
+    fn demand_arrived(&mut self, demand: usize) {
+        if Self::PRODUCER {
+            if self.emitter.is_accumulating() {
+                self.emitter.hold_demand(demand);
+                return;
+            }
+            let taken = if self.emitter.buffer_is_empty() {
+                0
+            } else {
+                self.flush_buffer()
+            };
+            let rest = demand.saturating_sub(taken);
+            if rest > 0 && self.life.goes_on() {
+                self.handle_demand(rest);
+            }
+        } else if Self::GATED {
+            self.emitter.add_downstream_demand(demand);
+            self.pump();
+        }
+    }
+
+    #[inline(never)]
+    fn serve_pending_demand(&mut self) {
+        let demand = self.emitter.take_pending_demand();
+        self.demand_arrived(demand);
+    }
+
+    /// Calls `handle_demand(n)`, with room for `n` events reserved (up to a cap: a huge demand
+    /// must not allocate a huge batch up front).
+    fn handle_demand(&mut self, n: usize) {
+        const RESERVE_CAP: usize = 65_536;
+        let room = n.min(RESERVE_CAP);
+        if self.fx.emitted.capacity() == 0 {
+            // The last batch left with its message: a fresh one, allocated once.
+            self.fx.emitted = Vec::with_capacity(room);
+        } else {
+            self.fx.emitted.reserve(room);
+        }
+        self.invoke(|s, ctx| s.demand(n, ctx));
+    }
+
+    /// Producer-consumer: deliver the buffer, then handle queued input while there is demand.
+    /// Bounded: every step takes one entry off the inlet's queue.
+    fn pump(&mut self) {
+        loop {
+            if self.life.is_exiting() || self.stop_requested() {
+                return;
+            }
+            self.flush_buffer();
+            if self.emitter.has_buffered_events() {
+                return;
+            }
+            match self.inlet.next_queued(self.emitter.downstream_ready()) {
+                None => return,
+                Some(Inbound::Events(sub, events)) => self.handle_events(sub, events),
+                Some(Inbound::Cancel(sub, reason)) => self.producer_gone(sub, reason),
+                // Its place in the queue is reached: behind what is buffered, or handled now
+                // (as GenStage does), never back in the queue.
+                Some(Inbound::Info(msg)) => match self.emitter.push_info(msg) {
+                    Ok(()) => {}
+                    Err(msg) => self.invoke(|s, ctx| s.message(msg, ctx)),
+                },
+            }
+        }
+    }
+
+    /// A consumer leaves (it cancelled, or ended, or `notify` is false and it is unreachable).
+    fn remove_consumer(&mut self, sub: SubscriptionId, reason: Reason, notify: bool) {
+        let Some(info) = self.emitter.close(sub, &reason, notify) else {
+            return;
+        };
+        self.invoke(|s, ctx| s.cancelled(&info, &reason, ctx));
+        self.emitter.forget_in_dispatcher(sub, &mut self.discards);
+    }
+
+    /// Consumers whose inbox is gone: what waited for them is lost (counted); they leave.
+    #[inline(never)]
+    fn reap_gone(&mut self) {
+        while let Some(sub) = self.emitter.next_gone(&mut self.discards) {
+            self.remove_consumer(sub, Reason::Shutdown, false);
         }
     }
 
@@ -823,27 +669,25 @@ impl<S: Callbacks> Runner<S> {
     /// recorded demand on its own.
     #[inline(never)]
     fn set_demand(&mut self, mode: ProducerDemand) {
-        if S::KIND != StageKind::Producer {
+        if !Self::PRODUCER {
             return;
         }
-        self.accumulating = mode == ProducerDemand::Accumulate;
         // Bounded: each step takes one entry that was held before the switch.
-        let mut left = self.held.steps();
-        while !self.accumulating && self.exit.is_none() && !self.stop_requested() && left > 0 {
+        let mut left = self
+            .emitter
+            .set_accumulating(mode == ProducerDemand::Accumulate);
+        while !self.emitter.is_accumulating()
+            && !self.life.is_exiting()
+            && !self.stop_requested()
+            && left > 0
+        {
             left -= 1;
-            match self.held.next() {
+            match self.emitter.replay(&mut self.discards) {
                 None => break,
-                Some(Replay::Covered(mut events)) => {
-                    // Older than anything in the buffer: straight to the dispatcher, and
-                    // what it cannot take goes back to the buffer's front.
-                    self.dispatch(&mut events);
-                    if !events.is_empty() {
-                        self.buffer.unget(events);
-                    }
-                }
-                Some(Replay::Emitted(events)) => self.emit_out(events),
-                Some(Replay::Demand(n)) => {
-                    if self.finishing.is_none() {
+                Some(Replayed::Covered) => {}
+                Some(Replayed::Emitted(events)) => self.emit_out(events),
+                Some(Replayed::Demand(n)) => {
+                    if self.life.goes_on() {
                         self.handle_demand(n);
                     }
                 }
@@ -851,13 +695,191 @@ impl<S: Callbacks> Runner<S> {
         }
     }
 
+    // -- The input side ----------------------------------------------------------------------
+
+    /// A producer confirmed a subscription: `handle_subscribe` chooses its mode; what was
+    /// asked of it while pending applies; an automatic one asks its `max_demand`.
+    fn on_subscribed(&mut self, s: Subscribed<S::In>) {
+        let Subscribed {
+            producer,
+            info,
+            registered,
+        } = s;
+        let sub = info.id;
+        let pending = match self.inlet.confirmed(producer, info.clone()) {
+            Confirmed::Withdrawn => return,
+            Confirmed::Linked(pending) => pending,
+        };
+        // The mode is set before the callback's effects apply, so that a manual consumer
+        // can ask from `handle_subscribe`.
+        let mode = self.call(|s, ctx| s.subscribed(&info, ctx));
+        self.inlet.set_mode(sub, mode);
+        // What was asked of it while it was pending: a cancel first (then it asks nothing).
+        if let Some(p) = pending {
+            if let Some(reason) = p.cancel {
+                self.cancel(sub, reason);
+            } else if p.asks > 0 {
+                self.inlet.manual_ask(sub, p.asks);
+            }
+        }
+        self.inlet.start(sub);
+        self.apply_effects();
+        if let Some(registered) = registered {
+            let _ = registered.try_send(());
+        }
+    }
+
+    #[inline]
+    fn on_events(&mut self, sub: SubscriptionId, events: Vec<S::In>) {
+        bump(&self.shared.cells.events_in, events.len() as u64);
+        if Self::GATED
+            && (self.emitter.downstream_ready() == 0
+                || !self.inlet.queue_is_empty()
+                || self.emitter.has_buffered_events())
+        {
+            // Gate: handle input only while downstream has demand (it produces no asks
+            // until then, so upstream stops too).
+            self.inlet.queue(Inbound::Events(sub, events));
+            return;
+        }
+        self.handle_events(sub, events);
+    }
+
+    /// Hands a message to `handle_events` in the batches the inlet cuts it into, asking after
+    /// each batch as the protocol says.
+    #[inline]
+    fn handle_events(&mut self, sub: SubscriptionId, events: Vec<S::In>) {
+        let len = events.len();
+        let Some(receipt) = self.inlet.receive(sub, len, &mut self.discards) else {
+            return;
+        };
+        let mut iter = events.into_iter();
+        match receipt {
+            Receipt::One(at, batch) => {
+                self.handle_batch(at, sub, &mut iter, batch);
+            }
+            Receipt::Many(at, batches) => {
+                for batch in batches {
+                    if !self.handle_batch(at, sub, &mut iter, batch) {
+                        return;
+                    }
+                }
+            }
+            Receipt::Manual => {
+                self.invoke(|s, ctx| s.events(Events::new(&mut iter, len, sub), ctx));
+            }
+        }
+    }
+
+    /// Hands one batch to `handle_events`, then asks for what it used up. Returns whether
+    /// the stage goes on (it stopped: the rest is counted as discarded).
+    #[inline(always)]
+    fn handle_batch(
+        &mut self,
+        at: usize,
+        sub: SubscriptionId,
+        iter: &mut std::vec::IntoIter<S::In>,
+        batch: Batch,
+    ) -> bool {
+        if batch.excess > 0 {
+            error!(
+                "stage {}: received {} events in excess from subscription {sub}",
+                self.shared.name, batch.excess
+            );
+        }
+        if Self::GATED {
+            self.fx.emitted.reserve(batch.len);
+        }
+        let rest = iter.len() - batch.len;
+        self.inlet.set_in_hand(rest);
+        self.invoke(|s, ctx| s.events(Events::new(iter, batch.len, sub), ctx));
+        // A batch mapped and left half-consumed leaves events behind: drop them.
+        while iter.len() > rest {
+            iter.next();
+        }
+        if self.life.is_exiting() || self.stop_requested() {
+            // The stage stopped (or was told to: a stop takes effect between two batches of
+            // one message, so a message cut into many small batches cannot hold it): the rest
+            // is not handled and not asked for.
+            let rest = iter.len();
+            self.inlet.set_in_hand(0);
+            self.discards
+                .count(rest, "the stage stopped while handling them");
+            return false;
+        }
+        if batch.ask > 0 && self.life.goes_on() {
+            self.inlet.ask_after_batch(at, sub, batch.ask);
+        }
+        true
+    }
+
+    /// A subscription to a producer ended: tell the stage, then end or not by cancel mode.
+    ///
+    /// Fan-in: a permanent subscription that ends normally ends the stage only once every
+    /// subscription it holds has ended (the other producers' events are not cut off); an
+    /// abnormal end ends it at once.
+    fn producer_gone(&mut self, sub: SubscriptionId, reason: Reason) {
+        let Some(link) = self.inlet.remove(sub) else {
+            return;
+        };
+        let info = link.info;
+        self.invoke(|s, ctx| s.cancelled(&info, &reason, ctx));
+        if self.life.is_exiting() {
+            return;
+        }
+        let exits = !link.quiet && info.options.get_cancel().exits_on(&reason);
+        let left = self.inlet.producers();
+        let name = &self.shared.name;
+        match self.life.producer_ended(&reason, exits, left, S::EMITS) {
+            UpstreamEnd::Continue => {}
+            UpstreamEnd::Exit => info!(
+                "stage {name}: stopping after subscription {sub} to {} ended: {reason}",
+                info.peer
+            ),
+            UpstreamEnd::AfterOthers => info!(
+                "stage {name}: subscription {sub} to {} ended: {reason}; stopping once its \
+                 {left} other subscriptions have ended",
+                info.peer
+            ),
+            UpstreamEnd::Last(reason) => info!(
+                "stage {name}: stopping after subscription {sub} to {} ended: {reason}",
+                info.peer
+            ),
+        }
+    }
+
+    /// Cancels a subscription of this stage, either side.
+    fn cancel(&mut self, sub: SubscriptionId, reason: Reason) {
+        if let Err(reason) = self.inlet.cancel(sub, reason) {
+            self.remove_consumer(sub, reason, true);
+        }
+    }
+
+    // -- The lifecycle -----------------------------------------------------------------------
+
+    /// A stage asked to finish whose producers have all ended (and whose inbox holds no
+    /// subscription it has yet to hear of) finishes: a consumer ends, a producer-consumer
+    /// delivers what it holds first.
+    #[inline(never)]
+    fn drained(&mut self) {
+        if self.inlet.producers() > 0 || !self.inbox.is_empty() {
+            return;
+        }
+        info!(
+            "stage {}: asked to finish and no producer left: finishing",
+            self.shared.name
+        );
+        if S::EMITS {
+            self.life.finish(Reason::Normal);
+        } else {
+            self.life.exit(Reason::Normal);
+        }
+    }
+
     /// Ends the stage once a finishing producer has delivered everything it held, or when
     /// nobody is left to deliver it to.
     #[inline(never)]
     fn check_finished(&mut self) {
-        if self.exit.is_some() || self.finishing.is_none() {
-            return;
-        }
         // Infos and timers that are due (an info sent to itself when nothing was buffered,
         // say) are handled before it ends.
         let due = self
@@ -865,27 +887,23 @@ impl<S: Callbacks> Runner<S> {
             .timers
             .next_deadline()
             .is_some_and(|d| d <= Instant::now());
-        let done = self.buffer.is_empty()
-            && self.inbound.is_empty()
-            && self.held.is_empty()
-            && self.dispatcher.held() == 0
-            && !due;
+        let done = self.emitter.is_delivered() && self.inlet.queue_is_empty() && !due;
         // Every consumer it had has left: what it holds can reach nobody (the end counts it
         // as discarded).
-        let deserted = self.had_consumers
-            && S::KIND != StageKind::Consumer
-            && !self.downs.iter().any(|l| !l.closed);
+        let deserted = S::EMITS && self.emitter.deserted();
         if done || deserted {
-            self.exit = self.finishing.take();
+            self.life.finished();
         }
     }
+
+    // -- Timers and infos --------------------------------------------------------------------
 
     #[inline(never)]
     fn fire_timers(&mut self) {
         let now = Instant::now();
         while let Some(msg) = self.fx.timers.pop_due(now) {
             self.invoke(|s, ctx| s.message(msg, ctx));
-            if self.exit.is_some() {
+            if self.life.is_exiting() {
                 return;
             }
         }
@@ -895,23 +913,20 @@ impl<S: Callbacks> Runner<S> {
     /// received) before it have left.
     #[inline(never)]
     fn queue_info(&mut self, msg: S::Msg) {
-        if S::KIND == StageKind::ProducerConsumer && !self.inbound.is_empty() {
-            self.inbound.push_back(Inbound::Info(msg));
+        if Self::GATED && !self.inlet.queue_is_empty() {
+            self.inlet.queue(Inbound::Info(msg));
             return;
         }
-        self.info_after_buffer(msg);
-    }
-
-    /// An info behind the events buffered now (at once, if there are none).
-    fn info_after_buffer(&mut self, msg: S::Msg) {
-        let msg = match S::KIND {
-            StageKind::Consumer => msg,
-            _ => match self.buffer.push_info(msg) {
+        // Behind the events buffered now...
+        let msg = if S::EMITS {
+            match self.emitter.push_info(msg) {
                 Ok(()) => return,
                 Err(msg) => msg,
-            },
+            }
+        } else {
+            msg
         };
-        // Nothing buffered: deliver it on the next turn, like a message sent to itself.
+        // ...or, with none, on the next turn, like a message sent to itself.
         self.fx.timers.schedule(Instant::now(), msg);
     }
 }
