@@ -173,4 +173,3 @@ impl<S: Consumer> Callbacks for AsConsumer<S> {
         self.0.handle_cancel(sub, reason, ctx)
     }
 }
-

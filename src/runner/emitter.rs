@@ -21,9 +21,7 @@ use crate::envelope::{Down, Port, SubscribeRequest, Subscribed};
 use crate::error::SubscribeError;
 use crate::reason::Reason;
 use crate::shared::{bump, Shared};
-use crate::subscription::{
-    BufferKeep, Direction, ProducerDemand, Subscription, SubscriptionId,
-};
+use crate::subscription::{BufferKeep, Direction, ProducerDemand, Subscription, SubscriptionId};
 
 /// The output side of a producer or producer-consumer (see the module doc).
 pub(super) struct Emitter<T, M> {

@@ -170,7 +170,8 @@ impl Lifecycle {
             if left > 0 {
                 verdict = UpstreamEnd::AfterOthers;
             }
-            self.after_last_producer.get_or_insert_with(|| reason.clone());
+            self.after_last_producer
+                .get_or_insert_with(|| reason.clone());
         }
         if left == 0 {
             if let Some(reason) = self.after_last_producer.take() {
