@@ -399,15 +399,9 @@ impl<T: Send + 'static, M> Emitter<T, M> {
 
     // -- Events ------------------------------------------------------------------------------
 
-    /// Emitted events, held back while accumulating. Returns them if they are to go out.
-    #[inline]
-    pub(super) fn hold_if_accumulating(&mut self, events: Vec<T>) -> Option<Vec<T>> {
-        if self.accumulating {
-            self.held.emitted(events);
-            None
-        } else {
-            Some(events)
-        }
+    /// Emitted events, held back while accumulating.
+    pub(super) fn hold_emitted(&mut self, events: Vec<T>) {
+        self.held.emitted(events);
     }
 
     /// Sends `events` whole to one consumer if nothing is buffered and the dispatcher says
@@ -429,7 +423,9 @@ impl<T: Send + 'static, M> Emitter<T, M> {
         };
         self.counter = self.counter.saturating_sub(events.len());
         let lost = deliver(&mut self.downs, &self.shared, &mut self.gone, sub, events);
-        discards.count(lost, "no such subscription");
+        if lost > 0 {
+            discards.count(lost, "no such subscription");
+        }
         Ok(())
     }
 
@@ -544,6 +540,7 @@ impl<T: Send + 'static, M> Emitter<T, M> {
     // -- Counting and ending -----------------------------------------------------------------
 
     /// Events held: buffered, held back, in backlogs, or queued in the dispatcher.
+    #[inline]
     pub(super) fn event_count(&self) -> usize {
         let mut n = self.buffer.event_count() + self.held.event_count();
         for l in &self.downs {

@@ -1,9 +1,9 @@
-//! Waiting: on the inbox alone (polling first, then blocking), or on the inbox and on room in
-//! a peer's inbox for what waits in a backlog.
+//! Waiting with a deadline, or on the inbox and on room in a peer's inbox for what waits in a
+//! backlog (the common wait, on the inbox alone, is `Runner::next_envelope` in `mod.rs`).
 
 use std::time::Instant;
 
-use crossbeam_channel::{RecvError, RecvTimeoutError, Select, TryRecvError};
+use crossbeam_channel::{RecvTimeoutError, Select};
 
 use super::{Callbacks, Env, Runner};
 use crate::envelope::{Coalesce, Down, Up};
@@ -16,39 +16,6 @@ pub(super) enum Wait<E> {
 }
 
 impl<S: Callbacks> Runner<S> {
-    /// The next envelope from the inbox, blocking until one comes.
-    ///
-    /// A peer in lock step (a consumer asking one event at a time) answers within a
-    /// microsecond, and crossbeam's own wait backs off exponentially: after a few hundred
-    /// nanoseconds it looks at the channel only every 0.4, then 0.7, then 1.5 µs, so an answer
-    /// that comes a little later is seen much later. The stage first polls the inbox at a
-    /// fine grain (64 times, a pause apart: about 1.5 µs here) and hands over to crossbeam's
-    /// wait only then. The budget adapts: a poll that found nothing halves it (down to 2: a
-    /// stage whose peers are slow, or that shares a core with them, does not burn time it
-    /// could give them), one that found a message restores it (`polling::Polls`).
-    ///
-    /// Polling pays only while every stage thread can have a core of its own; with more
-    /// stages than cores it would take time from a stage that could run, so it does not poll.
-    ///
-    /// Before it blocks, the stage publishes its `buffered` counter: an idle stage's is exact.
-    #[inline]
-    pub(super) fn next_envelope(&mut self) -> Result<Env<S>, RecvError> {
-        let polls = self.polls.budget();
-        for _ in 0..polls {
-            match self.inbox.try_recv() {
-                Ok(env) => {
-                    self.polls.found();
-                    return Ok(env);
-                }
-                Err(TryRecvError::Empty) => std::hint::spin_loop(),
-                Err(TryRecvError::Disconnected) => return Err(RecvError),
-            }
-        }
-        self.polls.missed(polls);
-        self.publish_buffered();
-        self.inbox.recv()
-    }
-
     /// Waits for an envelope, or, when `backlog` says some peer's backlog is not empty, for
     /// room at that peer.
     #[inline]
