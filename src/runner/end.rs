@@ -49,6 +49,7 @@ impl<S: Callbacks> Runner<S> {
             while let Ok(env) = self.control.try_recv() {
                 lost += self.drop_late(env, reason);
             }
+            self.publish_buffered();
             match self.wait(Some(deadline), backlog) {
                 Wait::Msg(env) => lost += self.drop_late(env, reason),
                 Wait::Timeout => {}

@@ -300,6 +300,8 @@ impl<S: Callbacks> Runner<S> {
         } else {
             deadline
         };
+        // An idle stage's `buffered` counter is exact.
+        self.publish_buffered();
         match self.wait(wait_until, backlog) {
             wait::Wait::Msg(env) => {
                 if let Some(gate) = &mut self.timer_gate {

@@ -17,10 +17,9 @@ pub(super) enum Wait<E> {
 
 impl<S: Callbacks> Runner<S> {
     /// Waits for an envelope, or, when `backlog` says some peer's backlog is not empty, for
-    /// room at that peer.
+    /// room at that peer. (The caller publishes the `buffered` counter first.)
     #[inline]
     pub(super) fn wait(&mut self, deadline: Option<Instant>, backlog: bool) -> Wait<Env<S>> {
-        self.publish_buffered();
         if backlog {
             return self.wait_with_backlog(deadline);
         }
