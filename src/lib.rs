@@ -508,6 +508,7 @@ mod runner;
 mod shared;
 mod stage;
 mod subscription;
+pub mod supervise;
 mod supervisor;
 mod timer;
 mod topology;
@@ -544,5 +545,5 @@ pub use subscription::{
 };
 pub use supervisor::{JobFailure, JobResult, Restart, Supervisor, SupervisorMsg, SupervisorStats};
 pub use timer::TimerId;
-pub use topology::{AsStageRef, DrainReport, Topology};
+pub use topology::{AsStageRef, DrainReport, Member, Topology};
 pub use unwind::panic_message;

@@ -142,7 +142,8 @@ pub trait Observe {
 
 impl Observe for Topology {
     fn observed(&self) -> Vec<StageRef> {
-        self.stages().to_vec()
+        // Its members' stages too: a supervised group's current ones.
+        self.current_stages()
     }
 }
 
