@@ -179,10 +179,7 @@ pub(crate) trait Entry: Send + Sync {
     fn restarts(&self) -> u64;
 }
 
-impl<S: 'static, R: Spawn<S>> Entry for Slot<S, R>
-where
-    Stage<S, R>: Send + Sync,
-{
+impl<S: 'static, R: Spawn<S>> Entry for Slot<S, R> {
     fn id(&self) -> u64 {
         self.id
     }

@@ -16,7 +16,7 @@ use super::error::GroupError;
 use super::policy::{Backoff, Intensity, Strategy};
 use super::run::{Event, Supervisor};
 use super::spec::{ChildSpec, Spawn};
-use crate::{DrainReport, Member, Reason, Stage, StageRef, Topology};
+use crate::{DrainReport, Member, Reason, StageRef, Topology};
 
 /// Starts describing a group named `name` (used in logs and as its supervisor thread's name).
 pub fn group(name: impl Into<String>) -> GroupBuilder {
@@ -78,10 +78,7 @@ impl GroupBuilder {
     /// [`Strategy::RestForOne`] restart, restarted with them). Returns the handle that
     /// resolves its running incarnation; a child added later subscribes to it with
     /// [`ChildSpec::subscribe_to`].
-    pub fn add<S: 'static, R: Spawn<S>>(&mut self, spec: ChildSpec<S, R>) -> Child<S, R>
-    where
-        Stage<S, R>: Send + Sync,
-    {
+    pub fn add<S: 'static, R: Spawn<S>>(&mut self, spec: ChildSpec<S, R>) -> Child<S, R> {
         let slot = Arc::new(Slot::new(spec));
         self.entries.push(slot.clone());
         Child { slot }

@@ -114,12 +114,14 @@ mod error;
 mod group;
 mod policy;
 mod run;
+mod source;
 mod spec;
 
 pub use child::Child;
 pub use error::GroupError;
 pub use group::{group, Group, GroupBuilder};
 pub use policy::{Backoff, Intensity, RestartPolicy, Strategy};
+pub use source::{ChildSource, ChildUpstream};
 pub use spec::{ChildSpec, Spawn};
 
 /// `after` from now, saturating far in the future.

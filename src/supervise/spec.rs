@@ -4,11 +4,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::child::Child;
 use super::policy::RestartPolicy;
-use crate::role::{ConsumerRole, Consumes, Emits, ProducerConsumerRole, ProducerRole, Role};
+use super::source::{ChildUpstream, CurrentSource};
+use crate::role::{ConsumerRole, Consumes, ProducerConsumerRole, ProducerRole, Role};
 use crate::{
-    BuildError, CancelMode, Consumer, Producer, ProducerConsumer, Source, Stage, StageBuilder,
+    BuildError, CancelMode, Consumer, Producer, ProducerConsumer, Stage, StageBuilder,
     SubscribeError, SubscribeOptions, SubscriptionId, Upstream,
 };
 
@@ -43,9 +43,6 @@ impl<S: Consumer> Spawn<S> for ConsumerRole {
 
 /// Makes a child's builder, for each incarnation.
 pub(crate) type Factory<S, R> = Box<dyn FnMut() -> StageBuilder<S, R> + Send>;
-
-/// The source a link subscribes to now: `None` while an in-group producer is not running.
-type CurrentSource<T> = Arc<dyn Fn() -> Option<Source<T>> + Send + Sync>;
 
 /// One subscription of a child, made again by each incarnation.
 pub(crate) struct Link<S, R: Role<S>> {
@@ -134,7 +131,8 @@ impl<S, R: Role<S>> ChildSpec<S, R> {
 
 impl<S, R: Consumes<S>> ChildSpec<S, R> {
     /// Subscribes every incarnation of this child to the current incarnation of `producer`,
-    /// a child of the same group added before this one. When `producer` restarts, this
+    /// a child of the same group added before this one (its [`Child`](super::Child) handle,
+    /// or its [`ChildSource`](super::ChildSource)). When `producer` restarts, this
     /// child's running incarnation subscribes to the new one.
     ///
     /// In the group the subscription is made *temporary*, so that a producer's crash does not
@@ -146,23 +144,17 @@ impl<S, R: Consumes<S>> ChildSpec<S, R> {
     /// # Errors
     ///
     /// [`SubscribeError::InvalidOption`] naming a bad option.
-    pub fn subscribe_to<P, RP>(
+    pub fn subscribe_to(
         mut self,
-        producer: &Child<P, RP>,
+        producer: &(impl ChildUpstream<R::In> + ?Sized),
         options: SubscribeOptions,
-    ) -> Result<ChildSpec<S, R>, SubscribeError>
-    where
-        P: 'static,
-        RP: Emits<P> + Role<P, Out = R::In>,
-    {
+    ) -> Result<ChildSpec<S, R>, SubscribeError> {
         options.validate()?;
         let mode = options.get_cancel();
         let options = options.cancel(CancelMode::Temporary);
-        let slot = producer.slot.clone();
-        let current: CurrentSource<R::In> =
-            Arc::new(move || slot.current().map(|stage| stage.source()));
+        let producer = producer.child_source();
         self.links
-            .push(link(Some(producer.slot.id), mode, current, options));
+            .push(link(Some(producer.id), mode, producer.current, options));
         Ok(self)
     }
 
