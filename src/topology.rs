@@ -188,6 +188,12 @@ impl Topology {
         &self.stages
     }
 
+    /// Everything it finishes, stops and joins, in the order added: its stages (as
+    /// [`StageRef`]s) and its other [members](Topology::add_member).
+    pub fn members(&self) -> &[Arc<dyn Member>] {
+        &self.members
+    }
+
     /// Every stage running in it now, in the order added: its stages, and the current stages
     /// of its members (a supervised group's stages change as it restarts them).
     pub fn current_stages(&self) -> Vec<StageRef> {
