@@ -598,3 +598,88 @@ fn dropping_the_group_stops_it() {
     drop(group);
     assert_eq!(stage.join_timeout(LIMIT), Some(Reason::Shutdown));
 }
+
+/// A child subscribed to a stage outside the group subscribes to it again when restarted.
+#[test]
+fn a_restarted_child_subscribes_again_outside_the_group() {
+    let outside = stageflow::producer(Numbers {
+        incarnation: 0,
+        next: 0,
+    })
+    .spawn()
+    .unwrap();
+    let mut g = supervise::group("outside");
+    let (factory, seen) = sink_factory();
+    let sink = g.add(
+        ChildSpec::new("sink", factory)
+            .subscribe_to_stage(&outside, SubscribeOptions::new().max_demand(4))
+            .unwrap(),
+    );
+    let group = g.start().unwrap();
+    until(&seen, "the first sink's events", |&(sink, _)| sink == 1);
+    crash(&sink);
+    restarted(&sink, 1);
+    until(&seen, "the second sink's events", |&(sink, _)| sink == 2);
+    group.stop();
+    assert_eq!(joined(&group), Reason::Shutdown);
+    assert!(outside.outcome().is_none(), "the outside producer runs on");
+    outside.stop();
+    assert!(outside.join_timeout(LIMIT).is_some());
+}
+
+/// A restart that fails (the factory panics) counts as a failure: retried, then the
+/// intensity ends the group, naming the failure.
+#[test]
+fn a_restart_that_fails_counts_against_the_intensity() {
+    let mut g = supervise::group("bad-restart").intensity(Intensity::new(2, LIMIT * 10));
+    let mut starts = 0;
+    let source = g.add(ChildSpec::new("source", move || {
+        starts += 1;
+        assert!(starts == 1, "no second source today");
+        stageflow::producer(Numbers {
+            incarnation: starts,
+            next: 0,
+        })
+    }));
+    let group = g.start().unwrap();
+    crash(&source);
+    let reason = joined(&group);
+    let Reason::Error(why) = &reason else {
+        panic!("expected an error, got {reason:?}");
+    };
+    assert!(why.contains("restart failed"), "{why}");
+    assert!(why.contains("no second source today"), "{why}");
+    assert_eq!(source.restarts(), 0, "no restart succeeded");
+    assert_eq!(group.restarts(), 2);
+}
+
+/// A snapshot of a topology holding a group reads the group's current stages.
+#[test]
+fn snapshots_see_the_current_incarnations() {
+    use stageflow::observe::Observe;
+    let mut g = supervise::group("observed");
+    let source = g.add(ChildSpec::new("source", numbers()));
+    let (factory, _seen) = sink_factory();
+    g.add(
+        ChildSpec::new("sink", factory)
+            .subscribe_to(&source, SubscribeOptions::new())
+            .unwrap(),
+    );
+    let group = g.start().unwrap();
+    let topology = Topology::new().with_member(group.clone());
+    let names =
+        |t: &Topology| -> Vec<String> { t.snapshot().stages.into_iter().map(|s| s.name).collect() };
+    assert_eq!(names(&topology), ["source", "sink"]);
+    crash(&source);
+    restarted(&source, 1);
+    assert_eq!(names(&topology), ["source", "sink"]);
+    let now = source.current().unwrap();
+    let refs = topology.current_stages();
+    assert!(
+        refs.iter()
+            .any(|r| r.name() == "source" && r.outcome().is_none()),
+        "the running source, not the crashed one: {refs:?} ({now:?})"
+    );
+    topology.stop();
+    assert_eq!(joined(&group), Reason::Shutdown);
+}
