@@ -57,10 +57,10 @@ impl Builder {
         self
     }
 
-    /// How many producer restarts are too many: one more within the period ends the
-    /// pipeline (its group of producers and processors stops, with an error naming the
-    /// producer and its failure). Defaults to 3 restarts within 5 s (Broadway's
-    /// `max_restarts` and `max_seconds`). See [Restarts](super#restarts).
+    /// How many producer restarts are too many (see [Restarts](super#restarts)): one more
+    /// within the period ends the pipeline (its group of producers and processors stops,
+    /// with an error naming the producer and its failure). The period must be above zero.
+    /// Defaults to 3 restarts within 5 s (Broadway's `max_restarts` and `max_seconds`).
     pub fn restart_intensity(mut self, intensity: Intensity) -> Builder {
         self.intensity = intensity;
         self
@@ -465,6 +465,20 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
 
     fn validate(&self) -> Result<(), PipelineError> {
         let p = &self.producers;
+        if p.base.intensity.period.is_zero() {
+            return Err(PipelineError::invalid(
+                "restart_intensity",
+                "expected a period above zero, got 0",
+            ));
+        }
+        if let Backoff::Exponential { first, max } = p.base.backoff {
+            if first > max {
+                return Err(PipelineError::invalid(
+                    "restart_backoff",
+                    format!("expected first ({first:?}) to be at most max ({max:?})"),
+                ));
+            }
+        }
         if p.concurrency == 0 {
             return Err(PipelineError::invalid(
                 "producer.concurrency",
@@ -555,7 +569,8 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
     ///
     /// [`PipelineError::InvalidOption`] naming the option (a concurrency of 0, `min_demand`
     /// not below `max_demand`, a batch size of 0, a weight function without `max_demand`, a
-    /// batcher name given twice, a rate limit of 0); [`PipelineError::Start`] if a producer
+    /// batcher name given twice, a rate limit of 0, a restart intensity over zero seconds);
+    /// [`PipelineError::Start`] if a producer
     /// or processor could not start, [`PipelineError::Build`] or
     /// [`PipelineError::Subscribe`] if a batcher could not (what had started is stopped).
     pub fn start(self) -> Result<Pipeline<I>, PipelineError> {

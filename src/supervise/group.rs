@@ -19,6 +19,28 @@ use super::spec::{ChildSpec, Spawn};
 use crate::{DrainReport, Member, Reason, StageRef, Topology};
 
 /// Starts describing a group named `name` (used in logs and as its supervisor thread's name).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use stageflow::supervise::{self, Backoff, ChildSpec, Intensity, Strategy};
+///
+/// let mut group = supervise::group("ingest")
+///     .strategy(Strategy::RestForOne)
+///     .intensity(Intensity::new(5, Duration::from_secs(10)))
+///     .backoff(Backoff::Exponential {
+///         first: Duration::from_millis(50),
+///         max: Duration::from_secs(5),
+///     });
+/// let source = group.add(ChildSpec::new("source", || stageflow::from_iter(0u64..)));
+/// let group = group.start()?;
+/// assert_eq!(group.stages()[0].name(), "source");
+/// group.stop();
+/// assert_eq!(group.join(), stageflow::Reason::Shutdown);
+/// assert_eq!(source.restarts(), 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn group(name: impl Into<String>) -> GroupBuilder {
     GroupBuilder {
         name: name.into(),

@@ -119,3 +119,26 @@ fn too_many_restarts_end_the_pipeline_naming_the_producer() {
     assert_eq!(p.counters().producers.restarts, 2);
     assert_eq!(rec.acked(), 0);
 }
+
+#[test]
+fn bad_restart_options_are_errors_naming_the_option() {
+    let start = |b: pipeline::Builder| {
+        let w = b
+            .producer(|_| stageflow::producer(pipeline::DummyProducer::<u64>::new()))
+            .processors(
+                ProcessorOptions::new().concurrency(1),
+                |m: &mut Message<u64>| Ok::<_, String>(m.data),
+            );
+        match w.start() {
+            Err(pipeline::PipelineError::InvalidOption { option, .. }) => option,
+            other => panic!("expected an invalid option, got {other:?}"),
+        }
+    };
+    let b = pipeline::builder("bad").restart_intensity(Intensity::new(3, Duration::ZERO));
+    assert_eq!(start(b), "restart_intensity");
+    let b = pipeline::builder("bad").restart_backoff(stageflow::supervise::Backoff::Exponential {
+        first: Duration::from_secs(2),
+        max: Duration::from_secs(1),
+    });
+    assert_eq!(start(b), "restart_backoff");
+}
