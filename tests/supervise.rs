@@ -683,3 +683,17 @@ fn snapshots_see_the_current_incarnations() {
     topology.stop();
     assert_eq!(joined(&group), Reason::Shutdown);
 }
+
+/// The handles can be shared between threads; the descriptions can be sent.
+#[test]
+fn handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<supervise::Group>();
+    send_sync::<Child<Numbers, ProducerRole>>();
+    send_sync::<Child<Sink, ConsumerRole>>();
+    send_sync::<supervise::ChildSource<(u64, u64)>>();
+    send_sync::<supervise::GroupBuilder>();
+    send::<ChildSpec<Relay, ProducerConsumerRole>>();
+    send::<GroupError>();
+}

@@ -141,6 +141,12 @@ impl<S, R: Consumes<S>> ChildSpec<S, R> {
     /// ended and will not be restarted, the group finishes this child
     /// ([`Stage::finish`]), so a finite pipeline still ends from its sources to its sinks.
     ///
+    /// A running incarnation subscribes to a restarted producer through
+    /// [`Stage::subscribe_to`], which waits up to `options`' [timeout](SubscribeOptions::timeout)
+    /// for the subscription to be made: one that is stuck in a callback for longer stays
+    /// without that subscription (the group logs it at warn level) until it or the producer
+    /// is restarted again.
+    ///
     /// # Errors
     ///
     /// [`SubscribeError::InvalidOption`] naming a bad option.
