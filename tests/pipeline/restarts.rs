@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use stageflow::pipeline::{self, Acknowledger, Message, ProcessorOptions};
+use stageflow::pipeline::{self, Acknowledger, Message, ProcessorOptions, RateLimit};
 use stageflow::supervise::Intensity;
 use stageflow::{Context, Producer, Reason};
 
@@ -41,39 +41,57 @@ impl Producer for Flaky {
     }
 }
 
-#[test]
-fn a_crashed_producer_is_restarted_and_the_processors_resubscribe() {
+/// How the processors take their demand in a restart test.
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    /// The defaults: automatic demand, any processor.
+    Plain,
+    /// Manual demand from a shared rate limit (asked per subscription).
+    RateLimited,
+    /// A partition per processor (the producer's dispatcher partitions).
+    Partitioned,
+}
+
+/// A producer that crashes a quarter of the way, once; the pipeline must go on with its new
+/// incarnation, and end normally once it finishes.
+fn crash_once(shape: Shape) {
     const N: u64 = 2000;
     let rec = Recorder::default();
     let ack = rec.acknowledger();
     let cursor = Arc::new(AtomicU64::new(0));
     let incarnations = Arc::new(AtomicU64::new(0));
     let inc = incarnations.clone();
-    let p = pipeline::builder("restarts")
-        .producer(move |_| {
-            let first = inc.fetch_add(1, Ordering::Relaxed) == 0;
-            stageflow::producer(Flaky {
-                cursor: cursor.clone(),
-                n: N,
-                crash_at: first.then_some(N / 4),
-                ack: ack.clone(),
-            })
+    let mut b = pipeline::builder("restarts").producer(move |_| {
+        let first = inc.fetch_add(1, Ordering::Relaxed) == 0;
+        stageflow::producer(Flaky {
+            cursor: cursor.clone(),
+            n: N,
+            crash_at: first.then_some(N / 4),
+            ack: ack.clone(),
         })
-        .processors(
-            ProcessorOptions::new().concurrency(3),
-            |m: &mut Message<u64>| Ok::<_, String>(m.data),
-        )
+    });
+    let mut options = ProcessorOptions::new().concurrency(3);
+    match shape {
+        Shape::Plain => {}
+        Shape::RateLimited => {
+            b = b.rate_limiting(RateLimit::new(500, Duration::from_millis(10)));
+        }
+        Shape::Partitioned => options = options.partition_by(|m: &Message<u64>| m.data % 7),
+    }
+    let p = b
+        .processors(options, |m: &mut Message<u64>| Ok::<_, String>(m.data))
         .start()
         .unwrap();
     let outcomes = p.topology().join_timeout(WAIT * 3);
     assert_eq!(
         outcomes,
         [("restarts".to_string(), Some(Reason::Normal))],
-        "the group (producer, processors) ends normally once the new producer finished"
+        "{shape:?}: the group (producer, processors) ends normally once the new producer \
+         finished"
     );
-    assert_eq!(incarnations.load(Ordering::Relaxed), 2);
+    assert_eq!(incarnations.load(Ordering::Relaxed), 2, "{shape:?}");
     let c = p.counters();
-    assert_eq!(c.producers.restarts, 1);
+    assert_eq!(c.producers.restarts, 1, "{shape:?}");
     assert_eq!(
         p.group().restart_counts()[0],
         ("restarts.producer.0".into(), 1)
@@ -81,11 +99,30 @@ fn a_crashed_producer_is_restarted_and_the_processors_resubscribe() {
     // Every id was emitted once (the cursor is shared), acknowledged at most once; those not
     // acknowledged are the ones the crash discarded, and the counters say so.
     let acked = rec.acked() as u64;
-    assert_eq!(acked + c.producers.discarded, N, "{c:?}");
-    assert_eq!(c.unacknowledged(), c.producers.discarded);
+    assert_eq!(acked + c.producers.discarded, N, "{shape:?}: {c:?}");
+    assert!(
+        acked > N / 2,
+        "{shape:?}: the new producer's messages went through"
+    );
+    assert_eq!(c.unacknowledged(), c.producers.discarded, "{shape:?}");
     for (id, statuses) in rec.inner.lock().acks.iter() {
         assert_eq!(statuses.len(), 1, "message {id} acknowledged {statuses:?}");
     }
+}
+
+#[test]
+fn a_crashed_producer_is_restarted_and_the_processors_resubscribe() {
+    crash_once(Shape::Plain);
+}
+
+#[test]
+fn rate_limited_processors_resubscribe_with_manual_demand() {
+    crash_once(Shape::RateLimited);
+}
+
+#[test]
+fn partitioned_processors_resubscribe_to_their_partitions() {
+    crash_once(Shape::Partitioned);
 }
 
 #[test]
