@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -16,7 +17,7 @@ use super::error::GroupError;
 use super::policy::{Backoff, Intensity, Strategy};
 use super::run::{Event, Supervisor};
 use super::spec::{ChildSpec, Spawn};
-use crate::{DrainReport, Member, Reason, StageRef, Topology};
+use crate::{panic_message, DrainReport, Member, Reason, StageRef, Topology};
 
 /// Starts describing a group named `name` (used in logs and as its supervisor thread's name).
 ///
@@ -192,9 +193,24 @@ impl GroupBuilder {
                 message: why,
             });
         }
+        let watched = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("{}.supervisor", shared.name))
-            .spawn(move || supervisor.run());
+            .spawn(move || {
+                // The supervisor runs no user code outside `catch_unwind` (factories are
+                // caught where they run); should it panic all the same, the group must still
+                // end, and say why, rather than leave its children and joiners waiting.
+                if let Err(panic) = catch_unwind(AssertUnwindSafe(|| supervisor.run())) {
+                    let why = panic_message(&*panic).unwrap_or("a non-string payload");
+                    log::error!("group {}: its supervisor panicked: {why}", watched.name);
+                    for e in &watched.entries {
+                        if let Some(stage) = e.stage_ref() {
+                            stage.stop();
+                        }
+                    }
+                    watched.publish(Reason::Panicked(format!("supervisor: {why}")));
+                }
+            });
         match thread {
             Ok(handle) => *shared.thread.lock() = Some(handle),
             Err(e) => {
