@@ -119,7 +119,9 @@
 //! build time or while it runs ([`Stage::subscribe_to`], [`Stage::cancel`]). A consumer can take
 //! its demand into its own hands ([`DemandMode::Manual`], [`Context::ask`], [`Stage::ask`]); a
 //! producer can hold demand back until every consumer is there ([`ProducerDemand`]).
-//! [`Supervisor`] runs one worker thread per event with bounded concurrency.
+//! [`Supervisor`] runs one worker thread per event with bounded concurrency (GenStage's
+//! ConsumerSupervisor); [`supervise::Group`] restarts the stages of a pipeline when they
+//! crash (OTP's supervisors: see [Ending, failures and panics](#ending-failures-and-panics)).
 //!
 //! # Blocking sources
 //!
@@ -348,6 +350,36 @@
 //! catches panics can use too). [`Stage::stop`] stops a stage from outside
 //! ([`Reason::Shutdown`]). [`Topology`] joins or stops many stages at once.
 //!
+//! Nothing comes back by itself: a stage that ended stays ended. To have stages started again,
+//! run them in a [`supervise::Group`]: each child is a factory of fresh stages with a restart
+//! policy (permanent, transient, temporary, as in OTP); when one ends, the group restarts it
+//! (and, by its strategy, the children after it or all of them) after a backoff, its
+//! consumers subscribe to the new incarnation, and too many restarts within a period end the
+//! group with a reason naming the child and its last failure. What the crashed stage held is
+//! counted as discarded, as for any stage that ends; handles on a child resolve its current
+//! incarnation, and [`Topology::drain`] drains a group with the rest of a pipeline. The
+//! [`pipeline`] layer runs its producers and processors in one: a crashed producer is
+//! restarted and the processors resubscribe, as in Broadway.
+//!
+//! ```
+//! use std::time::Duration;
+//! use stageflow::fns::ForEach;
+//! use stageflow::supervise::{self, ChildSpec};
+//! use stageflow::SubscribeOptions;
+//!
+//! let mut group = supervise::group("ticks");
+//! let source = group.add(ChildSpec::new("source", || stageflow::from_iter(0u64..)));
+//! group.add(
+//!     ChildSpec::new("sink", || stageflow::consumer(ForEach::new(|_: u64| {})))
+//!         .subscribe_to(&source, SubscribeOptions::new())?,
+//! );
+//! let group = group.start()?;
+//! source.current().expect("running").stop(); // ends it from outside: it comes back
+//! assert!(source.wait_restarts(1, Duration::from_secs(30)).is_some());
+//! assert!(group.drain(Duration::from_secs(30)).is_complete());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Fan-in: a consumer with several producers
 //!
 //! A consumer (or producer-consumer) may subscribe to many producers; their events interleave
@@ -459,7 +491,8 @@
 //! - **Manual demand belongs to a subscription:** [`Stage::ask`] sends events to that
 //!   subscription's consumer, never to the caller.
 //! - **Errors are values, panics are contained:** a panicking callback ends its stage with
-//!   [`Reason::Panicked`], reported by [`Stage::join`]; an unhandled call gets
+//!   [`Reason::Panicked`], reported by [`Stage::join`] (a [`supervise::Group`] starts it
+//!   again, where OTP's supervisor would restart the process); an unhandled call gets
 //!   [`CallError::NoReply`]; only producers have a demand mode (a type error elsewhere, where
 //!   GenStage crashes a producer-consumer asked for it).
 //! - **Completion is explicit** ([`Context::finish`]), and a dropped [`Stream`] cancels with
@@ -508,6 +541,7 @@ mod runner;
 mod shared;
 mod stage;
 mod subscription;
+pub mod supervise;
 mod supervisor;
 mod timer;
 mod topology;
@@ -544,5 +578,5 @@ pub use subscription::{
 };
 pub use supervisor::{JobFailure, JobResult, Restart, Supervisor, SupervisorMsg, SupervisorStats};
 pub use timer::TimerId;
-pub use topology::{AsStageRef, DrainReport, Topology};
+pub use topology::{AsStageRef, DrainReport, Member, Topology};
 pub use unwind::panic_message;

@@ -1,5 +1,9 @@
-//! [`Topology`]: the stages of a pipeline, joined or stopped together.
+//! [`Topology`]: the stages of a pipeline, joined or stopped together; and [`Member`], what a
+//! topology holds besides single stages (a supervised group, whose stages change as it
+//! restarts them).
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::handle::StageRef;
@@ -39,7 +43,11 @@ use crate::reason::Reason;
 /// ```
 #[derive(Debug)]
 pub struct Topology {
+    /// The single stages, for [`Topology::stages`].
     stages: Vec<StageRef>,
+    /// Everything it drains, stops and joins, in the order added: the single stages and the
+    /// other members.
+    members: Vec<Arc<dyn Member>>,
     stop_wait: Duration,
 }
 
@@ -47,8 +55,62 @@ impl Default for Topology {
     fn default() -> Topology {
         Topology {
             stages: Vec::new(),
+            members: Vec::new(),
             stop_wait: Duration::from_secs(5),
         }
+    }
+}
+
+/// A part of a [`Topology`] that it finishes, stops and joins as one, and whose stages may
+/// change while it runs: a [`supervise::Group`](crate::supervise::Group) is one (it restarts
+/// its stages, so no fixed list of [`StageRef`]s stays true). A [`StageRef`] is one too.
+///
+/// # For implementors
+///
+/// `finish` and `stop` do not wait; `join_timeout` waits until every stage of the member has
+/// ended for good (a member that restarts stages must not restart them once asked to finish
+/// or stop).
+pub trait Member: fmt::Debug + Send + Sync {
+    /// The name its outcome is reported under.
+    fn name(&self) -> &str;
+    /// Its stages now (for observers: a snapshot of a topology reads them).
+    fn stages(&self) -> Vec<StageRef>;
+    /// Asks it to finish gracefully, as [`StageRef::finish`] does a stage. Does not wait.
+    fn finish(&self);
+    /// Asks it to stop, as [`StageRef::stop`] does a stage. Does not wait.
+    fn stop(&self);
+    /// Waits up to `timeout` (forever with `None`) for it to end; `None` if it still runs.
+    fn join_timeout(&self, timeout: Option<Duration>) -> Option<Reason>;
+    /// Events its stages discarded so far, every stage it ever ran counted.
+    fn discarded(&self) -> u64;
+}
+
+impl Member for StageRef {
+    fn name(&self) -> &str {
+        StageRef::name(self)
+    }
+
+    fn stages(&self) -> Vec<StageRef> {
+        vec![self.clone()]
+    }
+
+    fn finish(&self) {
+        StageRef::finish(self);
+    }
+
+    fn stop(&self) {
+        StageRef::stop(self);
+    }
+
+    fn join_timeout(&self, timeout: Option<Duration>) -> Option<Reason> {
+        match timeout {
+            Some(t) => StageRef::join_timeout(self, t),
+            None => Some(StageRef::join(self)),
+        }
+    }
+
+    fn discarded(&self) -> u64 {
+        self.counters().discarded
     }
 }
 
@@ -84,13 +146,29 @@ impl Topology {
 
     /// Adds a stage.
     pub fn add(&mut self, stage: &(impl AsStageRef + ?Sized)) -> &mut Topology {
-        self.stages.push(stage.stage_ref());
+        let stage = stage.stage_ref();
+        self.members.push(Arc::new(stage.clone()));
+        self.stages.push(stage);
         self
     }
 
     /// Adds a stage, builder style.
     pub fn with(mut self, stage: &(impl AsStageRef + ?Sized)) -> Topology {
-        self.stages.push(stage.stage_ref());
+        self.add(stage);
+        self
+    }
+
+    /// Adds a member that is not one fixed stage, such as a supervised
+    /// [`Group`](crate::supervise::Group): the topology finishes, stops and joins it with its
+    /// stages, and reports its outcome under its name.
+    pub fn add_member(&mut self, member: impl Member + 'static) -> &mut Topology {
+        self.members.push(Arc::new(member));
+        self
+    }
+
+    /// Adds a member, builder style; see [`add_member`](Topology::add_member).
+    pub fn with_member(mut self, member: impl Member + 'static) -> Topology {
+        self.add_member(member);
         self
     }
 
@@ -104,24 +182,40 @@ impl Topology {
         self
     }
 
-    /// The stages, in the order they were added.
+    /// The stages added one by one, in the order they were added (not those of its
+    /// [members](Topology::add_member): see [`current_stages`](Topology::current_stages)).
     pub fn stages(&self) -> &[StageRef] {
         &self.stages
     }
 
-    /// Asks every stage to stop.
+    /// Everything it finishes, stops and joins, in the order added: its stages (as
+    /// [`StageRef`]s) and its other [members](Topology::add_member).
+    pub fn members(&self) -> &[Arc<dyn Member>] {
+        &self.members
+    }
+
+    /// Every stage running in it now, in the order added: its stages, and the current stages
+    /// of its members (a supervised group's stages change as it restarts them).
+    pub fn current_stages(&self) -> Vec<StageRef> {
+        self.members.iter().flat_map(|m| m.stages()).collect()
+    }
+
+    /// Asks every stage (and member) to stop.
     pub fn stop(&self) {
-        for s in &self.stages {
-            s.stop();
+        for m in &self.members {
+            m.stop();
         }
     }
 
-    /// Waits for every stage to end; returns each stage's name and outcome, in the order they
-    /// were added.
+    /// Waits for every stage (and member) to end; returns each one's name and outcome, in the
+    /// order they were added.
     pub fn join(&self) -> Vec<(String, Reason)> {
-        self.stages
+        self.members
             .iter()
-            .map(|s| (s.name().to_owned(), s.join()))
+            .map(|m| {
+                let reason = m.join_timeout(None).expect("waiting without a deadline");
+                (m.name().to_owned(), reason)
+            })
             .collect()
     }
 
@@ -154,30 +248,27 @@ impl Topology {
     /// ```
     pub fn drain(&self, timeout: Duration) -> DrainReport {
         let deadline = crate::timer::deadline(timeout);
-        for s in &self.stages {
-            s.finish();
+        for m in &self.members {
+            m.finish();
         }
         let mut outcomes: Vec<(String, Option<Reason>)> = self
-            .stages
+            .members
             .iter()
-            .map(|s| {
+            .map(|m| {
                 let left = deadline.saturating_duration_since(Instant::now());
-                (s.name().to_owned(), s.join_timeout(left))
+                (m.name().to_owned(), m.join_timeout(Some(left)))
             })
             .collect();
         let late: Vec<usize> = (0..outcomes.len())
             .filter(|&i| outcomes[i].1.is_none())
             .collect();
-        let before: Vec<u64> = late
-            .iter()
-            .map(|&i| self.stages[i].counters().discarded)
-            .collect();
+        let before: Vec<u64> = late.iter().map(|&i| self.members[i].discarded()).collect();
         for &i in &late {
             log::warn!(
                 "stage {}: still running when the drain timed out after {timeout:?}; stopping it",
-                self.stages[i].name()
+                self.members[i].name()
             );
-            self.stages[i].stop();
+            self.members[i].stop();
         }
         let mut discarded = 0;
         // A stopped stage ends after the callback it runs returns: wait a little for them,
@@ -185,14 +276,14 @@ impl Topology {
         let stopped_by = crate::timer::deadline(self.stop_wait);
         for (k, &i) in late.iter().enumerate() {
             let left = stopped_by.saturating_duration_since(Instant::now());
-            outcomes[i].1 = self.stages[i].join_timeout(left);
-            discarded += self.stages[i].counters().discarded - before[k];
+            outcomes[i].1 = self.members[i].join_timeout(Some(left));
+            discarded += self.members[i].discarded().saturating_sub(before[k]);
         }
         DrainReport {
             outcomes,
             stopped: late
                 .iter()
-                .map(|&i| self.stages[i].name().to_owned())
+                .map(|&i| self.members[i].name().to_owned())
                 .collect(),
             discarded,
         }
@@ -202,11 +293,11 @@ impl Topology {
     /// `None`.
     pub fn join_timeout(&self, timeout: Duration) -> Vec<(String, Option<Reason>)> {
         let deadline = crate::timer::deadline(timeout);
-        self.stages
+        self.members
             .iter()
-            .map(|s| {
+            .map(|m| {
                 let left = deadline.saturating_duration_since(Instant::now());
-                (s.name().to_owned(), s.join_timeout(left))
+                (m.name().to_owned(), m.join_timeout(Some(left)))
             })
             .collect()
     }

@@ -14,6 +14,9 @@ mod fan_out;
 #[path = "../examples/rate_limiter.rs"]
 mod rate_limiter;
 #[allow(dead_code)]
+#[path = "../examples/supervised.rs"]
+mod supervised;
+#[allow(dead_code)]
 #[path = "../examples/supervisor.rs"]
 mod supervisor;
 
@@ -51,6 +54,20 @@ fn supervisor_never_runs_more_than_max_demand() {
         summary.peak_in_flight >= 2,
         "workers ran concurrently: {summary:?}"
     );
+}
+
+#[test]
+fn supervised_parser_crashes_and_comes_back() {
+    let s = supervised::run(10_000).unwrap();
+    assert_eq!(s.outcome, stageflow::Reason::Normal);
+    let restarts: Vec<(&str, u64)> = s.restarts.iter().map(|(n, r)| (n.as_str(), *r)).collect();
+    // Four corrupt readings (1250, 3750, 6250, 8750): four crashes, four restarts, and the
+    // source and the store never stopped.
+    assert_eq!(restarts, [("source", 0), ("parser", 4), ("store", 0)]);
+    assert_eq!(s.emitted, 10_000);
+    // Each crash loses what was inside the parser: its batch, its inbox, its output buffer.
+    let lost = s.emitted - s.stored;
+    assert!((4..=4 * 300).contains(&lost), "{s:?}");
 }
 
 #[test]

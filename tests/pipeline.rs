@@ -1,5 +1,5 @@
 //! The pipeline layer (`stageflow::pipeline`): batching, acknowledgements, failures, order,
-//! rate limits, shutdown, the testing helpers and the example, in one test binary.
+//! rate limits, shutdown, restarts, the testing helpers and the example, in one test binary.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +14,8 @@ mod acks;
 mod batching;
 #[path = "pipeline/order_rate.rs"]
 mod order_rate;
+#[path = "pipeline/restarts.rs"]
+mod restarts;
 #[path = "pipeline/shutdown.rs"]
 mod shutdown;
 

@@ -14,7 +14,7 @@ use log::info;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::{DrainReport, StageRef, Topology};
+use crate::{DrainReport, Member, Topology};
 
 use super::error::IoError;
 
@@ -178,13 +178,14 @@ impl SignalShutdown {
         let done = Arc::new(AtomicBool::new(false));
         // Close the signal wait when the pipeline ends by itself.
         let watcher = {
-            let stages: Vec<StageRef> = topology.stages().to_vec();
+            // Its members, not only its stages: a supervised group restarts its stages.
+            let members: Vec<Arc<dyn Member>> = topology.members().to_vec();
             let (handle, done) = (handle.clone(), done.clone());
             thread::Builder::new()
                 .name("stageflow-signal-watch".into())
                 .spawn(move || {
-                    for stage in &stages {
-                        while stage.join_timeout(WATCH).is_none() {
+                    for member in &members {
+                        while member.join_timeout(Some(WATCH)).is_none() {
                             if done.load(Ordering::Relaxed) {
                                 return;
                             }
@@ -198,14 +199,14 @@ impl SignalShutdown {
         let mut second = None;
         if let Some(signal) = first {
             tell(&notify, signal, SignalAction::Drain);
-            let stages: Vec<StageRef> = topology.stages().to_vec();
+            let members: Vec<Arc<dyn Member>> = topology.members().to_vec();
             second = thread::Builder::new()
                 .name("stageflow-signal-stop".into())
                 .spawn(move || {
                     let signal = signals.forever().next()?;
                     tell(&notify, signal, SignalAction::Stop);
-                    for stage in &stages {
-                        stage.stop();
+                    for member in &members {
+                        member.stop();
                     }
                     Some(signal)
                 })

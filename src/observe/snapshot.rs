@@ -126,7 +126,8 @@ pub struct EdgeSnapshot {
     pub per_sec: f64,
 }
 
-/// Anything a [`Snapshot`] can be taken of: a [`Topology`], a stage handle, a list of stages.
+/// Anything a [`Snapshot`] can be taken of: a [`Topology`], a stage handle, a supervised
+/// [`Group`](crate::supervise::Group), a list of stages.
 pub trait Observe {
     /// The stages to read, in order.
     fn observed(&self) -> Vec<StageRef>;
@@ -142,7 +143,15 @@ pub trait Observe {
 
 impl Observe for Topology {
     fn observed(&self) -> Vec<StageRef> {
-        self.stages().to_vec()
+        // Its members' stages too: a supervised group's current ones.
+        self.current_stages()
+    }
+}
+
+impl Observe for crate::supervise::Group {
+    fn observed(&self) -> Vec<StageRef> {
+        // The incarnations running now: a restarted child appears with its fresh counters.
+        self.stages()
     }
 }
 

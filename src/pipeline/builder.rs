@@ -7,6 +7,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
+
 use super::batch::BatchSize;
 use super::batcher::{BatchHandler, BatchProcessor, Batcher, Fused, KeyFn};
 use super::counters::Cells;
@@ -17,9 +19,12 @@ use super::processor::{Core, FailedHook, Gate, Handler, Processor, ProcessorMsg,
 use super::rate::{Limiter, RateLimit};
 use super::Batch;
 use crate::dispatcher::{DemandDispatcher, PartitionDispatcher};
+use crate::supervise::{
+    self, Backoff, ChildSource, ChildSpec, ChildUpstream, GroupBuilder, Intensity, RestartPolicy,
+};
 use crate::{
-    BuildError, ControlError, Partition, Producer, ProducerDemand, ProducerRole, Source,
-    StageBuilder, StageRef, SubscribeOptions, Topology, Upstream,
+    ControlError, Counters, Partition, Producer, ProducerDemand, ProducerRole, Source,
+    StageBuilder, SubscribeOptions, Topology, Upstream,
 };
 
 /// Starts a pipeline named `name` (the prefix of its stages' names). See the
@@ -28,14 +33,19 @@ pub fn builder(name: impl Into<String>) -> Builder {
     Builder {
         name: name.into(),
         shutdown: Duration::from_secs(30),
+        intensity: Intensity::default(),
+        backoff: Backoff::default(),
     }
 }
 
-/// The first step: a name and a shutdown timeout; next, the producers.
+/// The first step: a name, a shutdown timeout and how producers are restarted; next, the
+/// producers.
 #[derive(Debug)]
 pub struct Builder {
     name: String,
     shutdown: Duration,
+    intensity: Intensity,
+    backoff: Backoff,
 }
 
 impl Builder {
@@ -47,13 +57,30 @@ impl Builder {
         self
     }
 
+    /// How many producer restarts are too many (see [Restarts](super#restarts)): one more
+    /// within the period ends the pipeline (its group of producers and processors stops,
+    /// with an error naming the producer and its failure). The period must be above zero.
+    /// Defaults to 3 restarts within 5 s (Broadway's `max_restarts` and `max_seconds`).
+    pub fn restart_intensity(mut self, intensity: Intensity) -> Builder {
+        self.intensity = intensity;
+        self
+    }
+
+    /// How long a crashed producer waits before it is started again. Defaults to
+    /// `Backoff::Fixed(Duration::ZERO)` (at once; Broadway's processors resubscribe after
+    /// 100 ms, here they resubscribe as soon as the new producer runs).
+    pub fn restart_backoff(mut self, backoff: Backoff) -> Builder {
+        self.backoff = backoff;
+        self
+    }
+
     /// One producer, made by `factory(0)` (Broadway's default `concurrency: 1`); see
     /// [`producers`](Builder::producers).
     pub fn producer<P, I, F>(self, factory: F) -> WithProducers<I>
     where
         P: Producer<Out = Message<I>>,
         I: Send + 'static,
-        F: FnMut(usize) -> StageBuilder<P, ProducerRole> + 'static,
+        F: FnMut(usize) -> StageBuilder<P, ProducerRole> + Send + 'static,
     {
         self.producers(1, factory)
     }
@@ -64,47 +91,82 @@ impl Builder {
     /// names the stages and sets their dispatcher (a [`DemandDispatcher`] that shuffles
     /// demands on first dispatch, or a [`PartitionDispatcher`] with the processors'
     /// `partition_by`).
+    ///
+    /// A producer that crashes is started again from `factory(i)`, and the processors
+    /// subscribe to it (see [Restarts](super#restarts)); so the factory runs on the
+    /// pipeline's supervisor thread too, and must be `Send`.
     pub fn producers<P, I, F>(self, concurrency: usize, factory: F) -> WithProducers<I>
     where
         P: Producer<Out = Message<I>>,
         I: Send + 'static,
-        F: FnMut(usize) -> StageBuilder<P, ProducerRole> + 'static,
+        F: FnMut(usize) -> StageBuilder<P, ProducerRole> + Send + 'static,
     {
-        let mut factory = factory;
-        let spawn: SpawnProducer<I> = Box::new(move |i, name, partitions| {
-            // Nothing flows until every stage is wired (a finite producer could otherwise
-            // finish before the last processor subscribed).
-            let b = factory(i).name(name).demand(ProducerDemand::Accumulate);
-            let stage = match partitions {
-                None => b
-                    .dispatcher(DemandDispatcher::new().shuffle_demands_on_first_dispatch())
-                    .spawn()?,
-                Some((n, key)) => b
-                    .dispatcher(PartitionDispatcher::new(n, move |m: &Message<I>| {
-                        Some(key(m) % n as u64)
-                    })?)
-                    .spawn()?,
-            };
-            let (source, stage_ref) = (stage.source(), stage.stage_ref());
-            let release: Release = Box::new(move || stage.set_demand(ProducerDemand::Forward));
-            Ok((source, stage_ref, release))
+        let factory = Arc::new(Mutex::new(factory));
+        let add: AddProducer<I> = Box::new(move |group, i, name, partitions| {
+            let factory = factory.clone();
+            let mut first = true;
+            let spec = ChildSpec::new(name, move || {
+                let b = (factory.lock())(i);
+                // The first incarnation holds demand back until every stage is wired (a
+                // finite producer could otherwise finish before the last processor
+                // subscribed); a restarted one finds its processors there.
+                let b = if std::mem::take(&mut first) {
+                    b.demand(ProducerDemand::Accumulate)
+                } else {
+                    b
+                };
+                match &partitions {
+                    None => {
+                        b.dispatcher(DemandDispatcher::new().shuffle_demands_on_first_dispatch())
+                    }
+                    Some((n, key)) => {
+                        let (n, key) = (*n, key.clone());
+                        let hash = move |m: &Message<I>| Some(key(m) % n as u64);
+                        b.dispatcher(
+                            PartitionDispatcher::new(n, hash)
+                                .expect("validated: processors.concurrency is at least 1"),
+                        )
+                    }
+                }
+            })
+            // Broadway's producers are restarted after a crash; one that finishes is done.
+            .restart(RestartPolicy::Transient);
+            let child = group.add(spec);
+            let source = child.child_source();
+            let c = child.clone();
+            let counters: ReadCounters = Box::new(move || c.counters());
+            let release: Release = Box::new(move || match child.current() {
+                Some(stage) => stage.set_demand(ProducerDemand::Forward),
+                None => Ok(()),
+            });
+            ProducerChild {
+                source,
+                counters,
+                release,
+            }
         });
         WithProducers {
             base: self,
             concurrency,
-            spawn,
+            add,
             rate: None,
         }
     }
 }
 
-type SpawnProducer<I> = Box<
-    dyn FnMut(
-        usize,
-        String,
-        Option<(usize, KeyFn<I>)>,
-    ) -> Result<(Source<Message<I>>, StageRef, Release), BuildError>,
->;
+/// Adds producer `i`, named, to the pipeline's group (with the processors' partitions).
+type AddProducer<I> =
+    Box<dyn FnMut(&mut GroupBuilder, usize, String, Option<(usize, KeyFn<I>)>) -> ProducerChild<I>>;
+
+/// A producer, added to the pipeline's group.
+struct ProducerChild<I> {
+    source: ChildSource<Message<I>>,
+    counters: ReadCounters,
+    release: Release,
+}
+
+/// Reads the counters of a producer, every incarnation summed.
+pub(crate) type ReadCounters = Box<dyn Fn() -> Counters + Send + Sync>;
 
 /// Lets a producer's demand through, once the pipeline is wired.
 type Release = Box<dyn FnOnce() -> Result<(), ControlError>>;
@@ -113,7 +175,7 @@ type Release = Box<dyn FnOnce() -> Result<(), ControlError>>;
 pub struct WithProducers<I> {
     base: Builder,
     concurrency: usize,
-    spawn: SpawnProducer<I>,
+    add: AddProducer<I>,
     rate: Option<RateLimit>,
 }
 
@@ -403,6 +465,20 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
 
     fn validate(&self) -> Result<(), PipelineError> {
         let p = &self.producers;
+        if p.base.intensity.period.is_zero() {
+            return Err(PipelineError::invalid(
+                "restart_intensity",
+                "expected a period above zero, got 0",
+            ));
+        }
+        if let Backoff::Exponential { first, max } = p.base.backoff {
+            if first > max {
+                return Err(PipelineError::invalid(
+                    "restart_backoff",
+                    format!("expected first ({first:?}) to be at most max ({max:?})"),
+                ));
+            }
+        }
         if p.concurrency == 0 {
             return Err(PipelineError::invalid(
                 "producer.concurrency",
@@ -493,8 +569,10 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
     ///
     /// [`PipelineError::InvalidOption`] naming the option (a concurrency of 0, `min_demand`
     /// not below `max_demand`, a batch size of 0, a weight function without `max_demand`, a
-    /// batcher name given twice, a rate limit of 0); [`PipelineError::Build`] or
-    /// [`PipelineError::Subscribe`] if a stage could not start (what had started is stopped).
+    /// batcher name given twice, a rate limit of 0, a restart intensity over zero seconds);
+    /// [`PipelineError::Start`] if a producer
+    /// or processor could not start, [`PipelineError::Build`] or
+    /// [`PipelineError::Subscribe`] if a batcher could not (what had started is stopped).
     pub fn start(self) -> Result<Pipeline<I>, PipelineError> {
         self.validate()?;
         let WithProcessors {
@@ -506,23 +584,25 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
         let WithProducers {
             base,
             concurrency,
-            mut spawn,
+            mut add,
             rate,
         } = producers;
         let name = base.name;
-        // Stopped as a whole if a later stage fails to start.
-        let mut topology = Topology::new();
+        // Producers and processors are one supervised group (see "Restarts" in the module
+        // docs): a crashed producer is started again and the processors resubscribe.
+        let mut group = supervise::group(name.clone())
+            .intensity(base.intensity)
+            .backoff(base.backoff);
         let mut sources = Vec::new();
-        let mut producer_refs = Vec::new();
+        let mut producer_counters = Vec::new();
         let mut releases = Vec::new();
         let n = options.concurrency;
         for i in 0..concurrency {
             let partitions = options.partition_by.clone().map(|k| (n, k));
-            let (source, stage, release) = spawn(i, format!("{name}.producer.{i}"), partitions)?;
-            releases.push(release);
-            topology.add(&stage);
-            producer_refs.push(stage);
-            sources.push(source);
+            let producer = add(&mut group, i, format!("{name}.producer.{i}"), partitions);
+            releases.push(producer.release);
+            producer_counters.push(producer.counters);
+            sources.push(producer.source);
         }
         let limiter = rate.map(|r| Arc::new(Limiter::new(r, Instant::now())));
         let min_demand = options.min_demand.unwrap_or(options.max_demand / 2);
@@ -539,8 +619,8 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
                 o
             }
         };
-        let mut push: Vec<Push<I>> = Vec::new();
-        let mut processor_sources: Vec<Source<Message<O>>> = Vec::new();
+        let mut sinks = Vec::new();
+        let mut processors = Vec::new();
         for i in 0..n {
             let core = Core {
                 handler: make(),
@@ -557,24 +637,22 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
                     .map(|l| Gate::new(l.clone(), options.max_demand, min_demand)),
             };
             let stage_name = format!("{name}.processor.{i}");
+            // A processor is a temporary child: never restarted (a handler's panic fails one
+            // message, not the processor), so its builder is made once, here.
             if names.is_empty() {
-                let mut b = crate::consumer(Sink(core)).name(stage_name);
+                let mut once = Some(crate::consumer(Sink(core)));
+                let mut spec = ChildSpec::new(stage_name, move || {
+                    once.take().expect("a temporary child starts once")
+                })
+                .restart(RestartPolicy::Temporary);
                 for s in &sources {
-                    b = b.subscribe_to(s, sub_opts(i))?;
+                    spec = spec.subscribe_to(s, sub_opts(i))?;
                 }
-                let stage = b.spawn()?;
-                topology.add(&stage);
-                push.push(Box::new(move |m: ProcessorMsg<I>| {
-                    stage.cast(m).map_err(|_| PipelineError::Ended)
-                }));
+                sinks.push(group.add(spec));
             } else {
-                let mut b = crate::producer_consumer(Processor(core)).name(stage_name);
-                for s in &sources {
-                    b = b.subscribe_to(s, sub_opts(i))?;
-                }
-                let stage = if names.len() == 1 {
+                let b = crate::producer_consumer(Processor(core));
+                let b = if names.len() == 1 {
                     b.dispatcher(DemandDispatcher::new().shuffle_demands_on_first_dispatch())
-                        .spawn()?
                 } else {
                     let parts: Vec<Partition> =
                         names.iter().map(|n| Partition::Name(n.clone())).collect();
@@ -586,14 +664,35 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
                         })
                     };
                     b.dispatcher(PartitionDispatcher::named(parts, hash)?)
-                        .spawn()?
                 };
-                topology.add(&stage);
-                processor_sources.push(stage.source());
-                push.push(Box::new(move |m: ProcessorMsg<I>| {
-                    stage.cast(m).map_err(|_| PipelineError::Ended)
-                }));
+                let mut once = Some(b);
+                let mut spec = ChildSpec::new(stage_name, move || {
+                    once.take().expect("a temporary child starts once")
+                })
+                .restart(RestartPolicy::Temporary);
+                for s in &sources {
+                    spec = spec.subscribe_to(s, sub_opts(i))?;
+                }
+                processors.push(group.add(spec));
             }
+        }
+        let group = group.start()?;
+        // Stopped as a whole if a later stage fails to start.
+        let mut topology = Topology::new().with_member(group.clone());
+        let mut push: Vec<Push<I>> = Vec::new();
+        let mut processor_sources: Vec<Source<Message<O>>> = Vec::new();
+        for child in sinks {
+            let stage = child.current().ok_or(PipelineError::Ended)?;
+            push.push(Box::new(move |m: ProcessorMsg<I>| {
+                stage.cast(m).map_err(|_| PipelineError::Ended)
+            }));
+        }
+        for child in processors {
+            let stage = child.current().ok_or(PipelineError::Ended)?;
+            processor_sources.push(stage.source());
+            push.push(Box::new(move |m: ProcessorMsg<I>| {
+                stage.cast(m).map_err(|_| PipelineError::Ended)
+            }));
         }
         let mut batcher_cells = Vec::new();
         for spec in batchers {
@@ -674,7 +773,8 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
         Ok(Pipeline {
             name,
             topology,
-            producers: producer_refs,
+            group,
+            producers: producer_counters,
             push,
             partition_by: options.partition_by,
             processor_cells,

@@ -53,7 +53,8 @@ pub struct LayerCounters {
     pub in_flight: u64,
 }
 
-/// The producers' counters, from their stages' [`Counters`](crate::Counters).
+/// The producers' counters, from their stages' [`Counters`](crate::Counters), every
+/// incarnation of a restarted producer summed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ProducerCounters {
@@ -61,8 +62,11 @@ pub struct ProducerCounters {
     pub emitted: u64,
     /// Messages held in the producers' buffers.
     pub buffered: u64,
-    /// Messages the producers discarded (buffer policy, or a stop).
+    /// Messages the producers discarded (buffer policy, a stop, or a crash that left them
+    /// in a buffer).
     pub discarded: u64,
+    /// Producers started again after a crash (see [Restarts](super#restarts)).
+    pub restarts: u64,
 }
 
 /// A snapshot of a pipeline's counters, from [`Pipeline::counters`](super::Pipeline::counters).

@@ -3,6 +3,7 @@
 use std::error::Error;
 use std::fmt;
 
+use crate::supervise::GroupError;
 use crate::{BuildError, SubscribeError};
 
 /// A pipeline could not be built or changed.
@@ -20,6 +21,8 @@ pub enum PipelineError {
     Build(BuildError),
     /// A stage could not subscribe to another.
     Subscribe(SubscribeError),
+    /// The supervised group of producers and processors could not start.
+    Start(GroupError),
     /// The pipeline has ended (or the stage it needed has).
     Ended,
 }
@@ -41,6 +44,7 @@ impl fmt::Display for PipelineError {
             }
             PipelineError::Build(e) => write!(f, "pipeline: {e}"),
             PipelineError::Subscribe(e) => write!(f, "pipeline: {e}"),
+            PipelineError::Start(e) => write!(f, "pipeline: {e}"),
             PipelineError::Ended => f.write_str("pipeline: it has ended"),
         }
     }
@@ -51,6 +55,7 @@ impl Error for PipelineError {
         match self {
             PipelineError::Build(e) => Some(e),
             PipelineError::Subscribe(e) => Some(e),
+            PipelineError::Start(e) => Some(e),
             _ => None,
         }
     }
@@ -65,5 +70,11 @@ impl From<BuildError> for PipelineError {
 impl From<SubscribeError> for PipelineError {
     fn from(e: SubscribeError) -> PipelineError {
         PipelineError::Subscribe(e)
+    }
+}
+
+impl From<GroupError> for PipelineError {
+    fn from(e: GroupError) -> PipelineError {
+        PipelineError::Start(e)
     }
 }

@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use super::batcher::KeyFn;
+use super::builder::ReadCounters;
 use super::counters::{Cells, PipelineCounters, ProducerCounters};
 use super::error::PipelineError;
 use super::message::{Acked, Message, Status};
 use super::processor::ProcessorMsg;
 use super::rate::{Limiter, RateLimit};
-use crate::{DrainReport, Reason, StageRef, Topology};
+use crate::supervise::Group;
+use crate::{DrainReport, Reason, Topology};
 
 /// Hands messages to one processor.
 pub(crate) type Push<I> = Box<dyn Fn(ProcessorMsg<I>) -> Result<(), PipelineError> + Send + Sync>;
@@ -27,7 +29,10 @@ pub(crate) type Push<I> = Box<dyn Fn(ProcessorMsg<I>) -> Result<(), PipelineErro
 pub struct Pipeline<I> {
     pub(crate) name: String,
     pub(crate) topology: Topology,
-    pub(crate) producers: Vec<StageRef>,
+    /// The producers and processors, supervised.
+    pub(crate) group: Group,
+    /// The producers' counters, every incarnation summed.
+    pub(crate) producers: Vec<ReadCounters>,
     pub(crate) push: Vec<Push<I>>,
     pub(crate) partition_by: Option<KeyFn<I>>,
     pub(crate) processor_cells: Arc<Cells>,
@@ -74,21 +79,30 @@ impl<I: Send + 'static> Pipeline<I> {
         &self.name
     }
 
-    /// Every stage of the pipeline: producers, processors, each batcher and its batch
-    /// processors.
+    /// Every stage of the pipeline: the producers and processors (one member, their
+    /// supervised [`group`](Pipeline::group), whose current stages
+    /// [`Topology::current_stages`] lists), each batcher and its batch processors.
     pub fn topology(&self) -> &Topology {
         &self.topology
+    }
+
+    /// The supervised group that runs the producers and processors: each producer's
+    /// restarts ([`Group::restart_counts`]), the stages running now ([`Group::stages`]). See
+    /// [Restarts](super#restarts).
+    pub fn group(&self) -> &Group {
+        &self.group
     }
 
     /// A snapshot of the counters of each layer.
     pub fn counters(&self) -> PipelineCounters {
         let mut producers = ProducerCounters::default();
         for p in &self.producers {
-            let c = p.counters();
+            let c = p();
             producers.emitted += c.events_out;
             producers.buffered += c.buffered;
             producers.discarded += c.discarded;
         }
+        producers.restarts = self.group.restarts();
         let totals = self.totals.snapshot();
         PipelineCounters {
             producers,

@@ -134,15 +134,34 @@
 //! the producers stop producing and deliver what they hold, every message in flight is
 //! processed, batched and acknowledged, then every stage ends, within the shutdown timeout
 //! (30 s, Broadway's `:shutdown`). What is still in flight at the timeout is stopped and
-//! reported ([`ShutdownReport::unacknowledged`]), never dropped silently. A finite producer
-//! that finishes ends the pipeline the same way: [`Pipeline::join`].
+//! reported ([`ShutdownReport::unacknowledged`]), never dropped silently. Once a shutdown has
+//! begun, a producer that crashes is not restarted. A finite producer that finishes ends the
+//! pipeline the same way: [`Pipeline::join`].
+//!
+//! # Restarts
+//!
+//! The producers and processors run in a supervised [`Group`](crate::supervise::Group)
+//! ([`Pipeline::group`]), as Broadway's run under its supervisors. A producer that crashes
+//! (a panic, or [`Context::stop`](crate::Context::stop) with an error) is started again from
+//! its factory, and the processors, which stay up, subscribe to the new one (Broadway's
+//! processors resubscribe); the other producers never stop. What the crashed producer held
+//! in its buffer is counted as discarded, and its messages are never acknowledged, so they
+//! come back by the source's own rules (a queue redelivers what was not acknowledged).
+//! Messages already with the processors go on as usual.
+//!
+//! A producer that finishes normally is not restarted (it is a transient child): once all
+//! have finished, the group finishes the processors, and the pipeline ends (fan-in). More
+//! than 3 restarts within 5 s ([`Builder::restart_intensity`], Broadway's `max_restarts`
+//! and `max_seconds`) end the pipeline: the group stops, with an error naming the producer
+//! and its failure, and the batchers finish what they hold. [`Builder::restart_backoff`]
+//! sets a wait before each restart. Restarts are logged at warn level and counted in
+//! [`ProducerCounters::restarts`]. Processors, batchers and batch processors are not
+//! restarted: their handlers' errors and panics fail one message or batch, never the stage.
 //!
 //! # Where this differs from Broadway
 //!
-//! - **No restarts.** Processors subscribe to producers with permanent subscriptions: a
-//!   producer that finishes ends the pipeline once all have (fan-in), and one that crashes
-//!   ends its processors, whose messages in flight are counted as discarded (Broadway
-//!   restarts it under a supervisor and resubscribes after 100 ms).
+//! - **Only producers restart** (see above): a processor or batcher thread that ended is not
+//!   started again (Broadway restarts them too; here their handlers cannot crash them).
 //! - **Acknowledgers see ids, not data**: [`Acked`] carries the id the producer gave, the
 //!   metadata and the status (the data's type changes along the pipeline).
 //! - **Processor concurrency** defaults to one thread per CPU, not schedulers × 2.
