@@ -510,6 +510,7 @@ mod stage;
 mod subscription;
 mod supervisor;
 mod timer;
+mod timing;
 mod topology;
 mod unwind;
 mod upstream;
@@ -544,5 +545,6 @@ pub use subscription::{
 };
 pub use supervisor::{JobFailure, JobResult, Restart, Supervisor, SupervisorMsg, SupervisorStats};
 pub use timer::TimerId;
+pub use timing::{Histogram, HistogramSnapshot, StageTiming};
 pub use topology::{AsStageRef, DrainReport, Topology};
 pub use unwind::panic_message;

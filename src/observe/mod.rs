@@ -88,8 +88,12 @@
 //! for a stage and a stuck stage is seen as stuck rather than making the observer hang.
 
 mod error;
+mod history;
 #[cfg(feature = "observe-json")]
 mod json;
+mod metrics;
+mod observed;
+mod process;
 mod render;
 mod reporter;
 mod snapshot;
@@ -100,5 +104,9 @@ mod dashboard;
 #[cfg(feature = "dashboard")]
 pub use dashboard::{Dashboard, DashboardHandle};
 pub use error::ObserveError;
+pub use history::{History, StageHistory};
+pub use metrics::{Metric, MetricSet, MetricValue, Metrics, MetricsSource, SourceSnapshot};
+pub use observed::Observed;
+pub use process::ProcessSnapshot;
 pub use reporter::{Reporter, ReporterHandle};
 pub use snapshot::{EdgeSnapshot, Observe, Observer, Snapshot, StageSnapshot};

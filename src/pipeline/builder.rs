@@ -680,7 +680,7 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
             processor_cells,
             batcher_cells,
             totals,
-            pushed: AtomicU64::new(0),
+            pushed: Arc::new(AtomicU64::new(0)),
             next: AtomicU64::new(0),
             limiter,
             shutdown: base.shutdown,

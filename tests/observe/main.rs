@@ -10,6 +10,8 @@ mod core_api;
 mod dashboard;
 mod examples;
 mod fixtures;
+mod metrics;
+mod promtool;
 mod render;
 mod reporter;
 mod snapshot;
