@@ -15,6 +15,8 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::StageKind;
+
 /// A fast stage times one callback in this many.
 pub(crate) const SAMPLE_STRIDE: u32 = 16;
 
@@ -271,10 +273,27 @@ pub(crate) enum Waiting {
     Demand,
 }
 
+impl Waiting {
+    /// What a stage of `kind` waits for, blocked with `ready` demand from its consumers that
+    /// it may still serve, and (`backlog`) messages for a consumer whose inbox is full. A
+    /// consumer always waits for input; a producer or producer-consumer waits for demand when
+    /// its consumers have asked for nothing more, or cannot take what it has, and for input
+    /// otherwise.
+    #[inline]
+    pub(crate) fn of(kind: StageKind, ready: usize, backlog: bool) -> Waiting {
+        if kind != StageKind::Consumer && (backlog || ready == 0) {
+            Waiting::Demand
+        } else {
+            Waiting::Input
+        }
+    }
+}
+
 /// The timing one stage keeps (its thread writes, anyone reads). Hung off the stage's
 /// shared state; the loop calls [`start`](Timing::start)/[`stop`](Timing::stop) around each
-/// callback, [`events`](Timing::events) before `handle_events`, and [`wait`](Timing::wait)
-/// around a blocking receive.
+/// callback, [`events`](Timing::events) before `handle_events`, and
+/// [`wait_from`](Timing::wait_from)/[`waited`](Timing::waited) around a receive that may
+/// block.
 #[derive(Debug)]
 pub(crate) struct Timing {
     callbacks: Histogram,
@@ -362,17 +381,29 @@ impl Timing {
         self.weight.store(stride, Ordering::Relaxed);
     }
 
-    /// Runs `wait` (a blocking receive) and counts the time it took as waiting for `what`.
+    /// The stage is about to wait until `deadline` (`None`: for as long as it takes): the
+    /// time now, unless the deadline has passed already (a look at the inbox that cannot
+    /// block is not timed).
     #[inline]
-    pub(crate) fn wait<R>(&self, what: Waiting, wait: impl FnOnce() -> R) -> R {
-        let t = Instant::now();
-        let r = wait();
-        let ns = nanos(t.elapsed());
-        match what {
-            Waiting::Input => add(&self.input, ns),
-            Waiting::Demand => add(&self.demand, ns),
+    pub(crate) fn wait_from(&self, deadline: Option<Instant>) -> Option<Instant> {
+        let now = Instant::now();
+        match deadline {
+            Some(d) if d <= now => None,
+            _ => Some(now),
         }
-        r
+    }
+
+    /// The wait begun at `started` ended; `what` says what it was for (asked only if the
+    /// wait was timed).
+    #[inline]
+    pub(crate) fn waited(&self, started: Option<Instant>, what: impl FnOnce() -> Waiting) {
+        if let Some(t) = started {
+            let ns = nanos(t.elapsed());
+            match what() {
+                Waiting::Input => add(&self.input, ns),
+                Waiting::Demand => add(&self.demand, ns),
+            }
+        }
     }
 
     /// The timing so far.
@@ -484,14 +515,35 @@ mod tests {
     #[test]
     fn waits_are_counted_by_what_they_wait_for() {
         let t = Timing::default();
-        let got = t.wait(Waiting::Input, || {
-            std::thread::sleep(Duration::from_millis(2));
-            7
-        });
-        assert_eq!(got, 7);
-        t.wait(Waiting::Demand, || ());
+        let started = t.wait_from(None);
+        std::thread::sleep(Duration::from_millis(2)); // the wait being measured
+        t.waited(started, || Waiting::Input);
+        t.waited(t.wait_from(None), || Waiting::Demand);
         let s = t.snapshot();
         assert!(s.waiting_for_input >= Duration::from_millis(2));
         assert!(s.waiting_for_demand < s.waiting_for_input);
+        // A deadline already passed: not timed, and what it waited for is not asked.
+        let past = t.wait_from(Some(Instant::now()));
+        assert_eq!(past, None);
+        t.waited(past, || unreachable!("not asked"));
+    }
+
+    #[test]
+    fn what_a_blocked_stage_waits_for() {
+        use StageKind::{Consumer as C, Producer as P, ProducerConsumer as PC};
+        assert_eq!(Waiting::of(C, 0, false), Waiting::Input);
+        assert_eq!(Waiting::of(C, 0, true), Waiting::Input);
+        assert_eq!(Waiting::of(P, 0, false), Waiting::Demand, "nobody asks");
+        assert_eq!(
+            Waiting::of(P, 5, false),
+            Waiting::Input,
+            "asked, nothing to send"
+        );
+        assert_eq!(
+            Waiting::of(PC, 5, true),
+            Waiting::Demand,
+            "a consumer's inbox is full"
+        );
+        assert_eq!(Waiting::of(PC, 5, false), Waiting::Input);
     }
 }

@@ -140,6 +140,7 @@ impl<S: Callbacks> Runner<S> {
                 .store(link.manual_outstanding as u64, Ordering::Relaxed);
             self.in_hand = 0;
             let mut iter = events.into_iter();
+            self.shared.timing.events(len);
             self.invoke(|s, ctx| s.events(Events::new(&mut iter, len, sub), ctx));
             return;
         }
@@ -183,6 +184,7 @@ impl<S: Callbacks> Runner<S> {
         }
         let rest = iter.len() - batch.len;
         self.in_hand = rest;
+        self.shared.timing.events(batch.len);
         self.invoke(|s, ctx| s.events(Events::new(iter, batch.len, sub), ctx));
         // A batch mapped and left half-consumed leaves events behind: drop them.
         while iter.len() > rest {

@@ -38,6 +38,7 @@ use crate::reason::Reason;
 use crate::shared::{bump, Shared, StageKind};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 use crate::subscription::{BufferKeep, DemandMode, ProducerDemand, Subscription, SubscriptionId};
+use crate::timing::Waiting;
 
 /// The three user traits seen through one interface.
 pub(crate) trait Callbacks: Send + 'static {
@@ -436,7 +437,11 @@ impl<S: Callbacks> Runner<S> {
         }
         self.polls.missed(polls);
         self.publish_buffered();
-        self.inbox.recv()
+        let waiting = self.shared.timing.wait_from(None);
+        let got = self.inbox.recv();
+        let ready = || Waiting::of(S::KIND, self.downstream_ready(), false);
+        self.shared.timing.waited(waiting, ready);
+        got
     }
 
     /// Nothing but the inbox can give this turn work: no timer, no backlog, no demand or
@@ -489,7 +494,11 @@ impl<S: Callbacks> Runner<S> {
         } else {
             deadline
         };
-        match self.wait(wait_until, backlog) {
+        let waiting = self.shared.timing.wait_from(wait_until);
+        let got = self.wait(wait_until, backlog);
+        let ready = || Waiting::of(S::KIND, self.downstream_ready(), backlog);
+        self.shared.timing.waited(waiting, ready);
+        match got {
             Wait::Msg(env) => {
                 if let Some(gate) = &mut self.timer_gate {
                     *gate = gate.saturating_sub(1);
@@ -738,7 +747,10 @@ impl<S: Callbacks> Runner<S> {
             stop_requested: &self.shared.stop_requested,
             finishing: self.draining || self.finishing.is_some(),
         };
-        f(&mut self.stage, &mut ctx)
+        let timed = self.shared.timing.start();
+        let r = f(&mut self.stage, &mut ctx);
+        self.shared.timing.stop(timed);
+        r
     }
 
     /// Dispatches what the last callback emitted, then applies its other effects.

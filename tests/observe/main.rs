@@ -15,3 +15,4 @@ mod promtool;
 mod render;
 mod reporter;
 mod snapshot;
+mod timing;
