@@ -5,6 +5,8 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+#[cfg(all(feature = "dashboard", feature = "http"))]
+mod browser;
 mod core_api;
 #[cfg(all(feature = "dashboard", feature = "http"))]
 mod dashboard;

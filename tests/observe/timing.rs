@@ -157,3 +157,32 @@ fn a_producer_nobody_asks_waits_for_demand() {
     p.stop();
     assert!(p.join_timeout(LIMIT).is_some());
 }
+
+#[test]
+fn a_producer_asked_for_events_waits_for_input() {
+    let p = stageflow::producer(Pushed).name("asked").spawn().unwrap();
+    let (seen, seen_rx) = bounded(64);
+    let c = stageflow::consumer(Sink { seen, gate: None })
+        .name("asking")
+        .subscribe_to(&p, SubscribeOptions::new().max_demand(10))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    // Once the producer holds the consumer's demand, it has nothing to send: it waits for
+    // its input (the messages that carry events).
+    until(&p, "the demand reached the producer", |s| {
+        s.stages[0].owed == 10
+    });
+    std::thread::sleep(Duration::from_millis(60)); // the wait being measured
+    p.cast(Push::Emit(vec![1])).unwrap();
+    next(&seen_rx);
+    let t = p.timing();
+    assert!(
+        t.waiting_for_input >= Duration::from_millis(20),
+        "waited for input {:?}, for demand {:?}",
+        t.waiting_for_input,
+        t.waiting_for_demand
+    );
+    p.cast(Push::End(stageflow::Reason::Normal)).unwrap();
+    joined(&c);
+}
