@@ -230,8 +230,13 @@ impl HistogramSnapshot {
     }
 }
 
+/// Nanoseconds in `d` (u64 arithmetic: cheaper than `as_nanos`' u128 on the wait path;
+/// saturates after 584 years).
+#[inline]
 fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()))
 }
 
 /// What a stage was doing, read with [`Stage::timing`](crate::Stage::timing): time in its
@@ -274,14 +279,14 @@ pub(crate) enum Waiting {
 }
 
 impl Waiting {
-    /// What a stage of `kind` waits for, blocked with `ready` demand from its consumers that
-    /// it may still serve, and (`backlog`) messages for a consumer whose inbox is full. A
-    /// consumer always waits for input; a producer or producer-consumer waits for demand when
-    /// its consumers have asked for nothing more, or cannot take what it has, and for input
-    /// otherwise.
+    /// What a stage of `kind` waits for, blocked with `ready()` demand from its consumers
+    /// that it may still serve, and (`backlog`) messages for a consumer whose inbox is full.
+    /// A consumer always waits for input (`ready` is not asked); a producer or
+    /// producer-consumer waits for demand when its consumers have asked for nothing more, or
+    /// cannot take what it has, and for input otherwise.
     #[inline]
-    pub(crate) fn of(kind: StageKind, ready: usize, backlog: bool) -> Waiting {
-        if kind != StageKind::Consumer && (backlog || ready == 0) {
+    pub(crate) fn of(kind: StageKind, backlog: bool, ready: impl FnOnce() -> usize) -> Waiting {
+        if kind != StageKind::Consumer && (backlog || ready() == 0) {
             Waiting::Demand
         } else {
             Waiting::Input
@@ -369,8 +374,8 @@ impl Timing {
         self.callbacks.record_n(ns, weight);
         add(&self.busy, ns.saturating_mul(weight));
         let events = self.events.swap(0, Ordering::Relaxed) as u64;
-        if events > 0 {
-            self.per_event.record_n(ns / events, events * weight);
+        if let Some(each) = ns.checked_div(events) {
+            self.per_event.record_n(each, events * weight);
         }
         let stride = if took >= EVERY_CALLBACK_ABOVE {
             1
@@ -398,7 +403,7 @@ impl Timing {
     #[inline]
     pub(crate) fn waited(&self, started: Option<Instant>, what: impl FnOnce() -> Waiting) {
         if let Some(t) = started {
-            let ns = nanos(t.elapsed());
+            let ns = nanos(Instant::now().saturating_duration_since(t));
             match what() {
                 Waiting::Input => add(&self.input, ns),
                 Waiting::Demand => add(&self.demand, ns),
@@ -531,19 +536,20 @@ mod tests {
     #[test]
     fn what_a_blocked_stage_waits_for() {
         use StageKind::{Consumer as C, Producer as P, ProducerConsumer as PC};
-        assert_eq!(Waiting::of(C, 0, false), Waiting::Input);
-        assert_eq!(Waiting::of(C, 0, true), Waiting::Input);
-        assert_eq!(Waiting::of(P, 0, false), Waiting::Demand, "nobody asks");
+        let never = || -> usize { unreachable!("a consumer's demand is not asked") };
+        assert_eq!(Waiting::of(C, false, never), Waiting::Input);
+        assert_eq!(Waiting::of(C, true, never), Waiting::Input);
+        assert_eq!(Waiting::of(P, false, || 0), Waiting::Demand, "nobody asks");
         assert_eq!(
-            Waiting::of(P, 5, false),
+            Waiting::of(P, false, || 5),
             Waiting::Input,
             "asked, nothing to send"
         );
         assert_eq!(
-            Waiting::of(PC, 5, true),
+            Waiting::of(PC, true, || 5),
             Waiting::Demand,
             "a consumer's inbox is full"
         );
-        assert_eq!(Waiting::of(PC, 5, false), Waiting::Input);
+        assert_eq!(Waiting::of(PC, false, || 5), Waiting::Input);
     }
 }

@@ -439,7 +439,7 @@ impl<S: Callbacks> Runner<S> {
         self.publish_buffered();
         let waiting = self.shared.timing.wait_from(None);
         let got = self.inbox.recv();
-        let ready = || Waiting::of(S::KIND, self.dispatcher.ready(), false);
+        let ready = || Waiting::of(S::KIND, false, || self.dispatcher.ready());
         self.shared.timing.waited(waiting, ready);
         got
     }
@@ -496,7 +496,7 @@ impl<S: Callbacks> Runner<S> {
         };
         let waiting = self.shared.timing.wait_from(wait_until);
         let got = self.wait(wait_until, backlog);
-        let ready = || Waiting::of(S::KIND, self.dispatcher.ready(), backlog);
+        let ready = || Waiting::of(S::KIND, backlog, || self.dispatcher.ready());
         self.shared.timing.waited(waiting, ready);
         match got {
             Wait::Msg(env) => {

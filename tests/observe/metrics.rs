@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use stageflow::observe::{MetricSet, Metrics, MetricsSource, Observe, Observed, Observer};
+use stageflow::observe::{MetricSet, Metrics, Observe, Observed, Observer};
 use stageflow::pipeline::{self, Batch, BatcherOptions, Message, ProcessorOptions};
 use stageflow::{Histogram, Topology};
 
@@ -239,7 +239,7 @@ fn an_http_producer_and_a_flow_window_export_their_counters() {
 #[cfg(feature = "observe-json")]
 #[test]
 fn sources_and_the_process_are_in_the_json() {
-    let source = MetricsSource::new("users", Gauges::default());
+    let source = stageflow::observe::MetricsSource::new("users", Gauges::default());
     let mut observer = Observer::new(&Vec::<stageflow::StageRef>::new());
     observer.add_source(source);
     let v: serde_json::Value = serde_json::from_str(&observer.snapshot().to_json()).unwrap();
