@@ -708,7 +708,9 @@ mod tests {
     #[test]
     fn the_page_wraps_or_cuts_long_stage_names() {
         // The table's name cells wrap anywhere; the SVG boxes cut the name to fit.
-        assert!(PAGE.contains("td:first-child { max-width: 32ch; overflow-wrap: anywhere;"));
+        assert!(PAGE.contains(
+            "td:first-child { max-width: 32ch; min-width: 10ch; overflow-wrap: anywhere;"
+        ));
         assert!(PAGE.contains("fit(el(\"text\", { x: 10, y: 18, class: \"name\" }"));
     }
 
