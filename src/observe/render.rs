@@ -26,12 +26,13 @@ fn demand_text(e: &EdgeSnapshot) -> String {
     format!("{d}/{}", e.max_demand)
 }
 
-/// The table: one line per stage (the bottleneck marked `*`), then one per subscription.
+/// The table: one line per stage (the bottleneck marked `*`; `busy` is the share of the
+/// interval in callbacks), then one per subscription.
 ///
 /// ```text
-///   stage        kind               state        in      out    in/s   out/s  disc   buf  inbox
-///   source       producer           running   10.0k    10.0k    1.2k    1.2k     0     0  0/1024
-/// * slow         producer_consumer  running   10.0k     9.0k    1.2k    1.1k     0   120  3/1024
+///   stage        kind               state        in      out    in/s   out/s  disc   buf  inbox  busy
+///   source       producer           running   10.0k    10.0k    1.2k    1.2k     0     0  0/1024    1%
+/// * slow         producer_consumer  running   10.0k     9.0k    1.2k    1.1k     0   120  3/1024   97%
 ///   ...
 ///   source -> slow  #1  demand 500/1000 (min 500)  events 10.0k  1.2k/s
 /// ```
@@ -46,14 +47,14 @@ impl fmt::Display for Snapshot {
             .max(5);
         writeln!(
             f,
-            "  {:<w$}  {:<17}  {:<10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>11}",
-            "stage", "kind", "state", "in", "out", "in/s", "out/s", "disc", "buf", "inbox"
+            "  {:<w$}  {:<17}  {:<10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>11} {:>5}",
+            "stage", "kind", "state", "in", "out", "in/s", "out/s", "disc", "buf", "inbox", "busy"
         )?;
         for (i, s) in self.stages.iter().enumerate() {
             let mark = if self.bottleneck == Some(i) { '*' } else { ' ' };
             writeln!(
                 f,
-                "{mark} {:<w$}  {:<17}  {:<10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>11}",
+                "{mark} {:<w$}  {:<17}  {:<10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>11} {:>4.0}%",
                 s.name,
                 s.kind.as_str(),
                 short_state(s),
@@ -64,6 +65,7 @@ impl fmt::Display for Snapshot {
                 compact(s.discarded as f64),
                 compact(s.buffered as f64),
                 format!("{}/{}", s.inbox_len, s.inbox_capacity),
+                s.share_busy * 100.0,
             )?;
         }
         for e in &self.edges {

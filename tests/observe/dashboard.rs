@@ -470,7 +470,10 @@ fn the_json_keeps_a_bounded_history_and_the_process() {
     let metrics = get(&f.url("/metrics")).2;
     assert!(metrics.contains("# TYPE stageflow_stage_callback_seconds histogram"));
     if cfg!(target_os = "linux") {
-        assert!(metrics.contains("# TYPE process_resident_memory_bytes gauge"), "{metrics}");
+        assert!(
+            metrics.contains("# TYPE process_resident_memory_bytes gauge"),
+            "{metrics}"
+        );
     }
     crate::promtool::check(&metrics);
     f.end();
@@ -478,7 +481,10 @@ fn the_json_keeps_a_bounded_history_and_the_process() {
 
 #[test]
 fn too_long_a_history_is_refused() {
-    let p = stageflow::producer(Pushed).name("web-hist").spawn().unwrap();
+    let p = stageflow::producer(Pushed)
+        .name("web-hist")
+        .spawn()
+        .unwrap();
     let too_long = Dashboard::new()
         .refresh(Duration::from_millis(10))
         .history(Duration::from_secs(3600));
