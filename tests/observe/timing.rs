@@ -12,15 +12,15 @@ use crate::common::{joined, next, LIMIT};
 use crate::fixtures::{until, Push, Pushed, Sink};
 
 /// A source of `events` and a consumer named `name` that takes `per_event` for each event,
-/// asking one at a time.
-fn slow_pair(name: &str, events: u64, per_event: Duration) -> (StageRef, StageRef) {
+/// with a `max_demand` of `demand`.
+fn slow_pair(name: &str, events: u64, per_event: Duration, demand: usize) -> (StageRef, StageRef) {
     let source = stageflow::from_iter(0..events)
         .name(format!("{name}-src"))
         .spawn()
         .unwrap();
     let sink = stageflow::consumer(ForEach::new(move |_: u64| std::thread::sleep(per_event)))
         .name(name)
-        .subscribe_to(&source, SubscribeOptions::new().max_demand(1))
+        .subscribe_to(&source, SubscribeOptions::new().max_demand(demand))
         .unwrap()
         .spawn()
         .unwrap();
@@ -39,7 +39,8 @@ fn ended(stage: &StageRef) {
 fn smoke_every_slow_callback_is_timed() {
     const EVENTS: u64 = 200;
     let per_event = Duration::from_micros(300);
-    let (source, sink) = slow_pair("timed-sink", EVENTS, per_event);
+    // One event per batch: every event is a callback.
+    let (source, sink) = slow_pair("timed-sink", EVENTS, per_event, 1);
     ended(&sink);
     let t = sink.timing();
     // Callbacks are sampled until one is slow; from then on every one is timed. The first
@@ -85,14 +86,16 @@ fn smoke_every_slow_callback_is_timed() {
 
 #[test]
 fn an_observer_sees_a_slow_stage_busy() {
-    let (source, sink) = slow_pair("busy-sink", 400, Duration::from_millis(1));
+    // Batches of 5 events of 2 ms each: the next batch is in hand before one ends, so the
+    // stage hardly ever waits, even on a loaded machine.
+    let (source, sink) = slow_pair("busy-sink", 400, Duration::from_millis(2), 10);
     let topology = Topology::new().with(&source).with(&sink);
     let mut observer = Observer::new(&topology);
     let first = observer.snapshot();
     assert_eq!(first.stages[1].share_busy, 0.0, "no interval, no share");
-    // Wait until it has handled a good part of its input, then look at the interval.
-    until(&topology, "100 events handled", |s| {
-        s.stages[1].events_in >= 100
+    // Wait until it has spent a good while in its callbacks, then look at the interval.
+    until(&topology, "100 ms in callbacks", |s| {
+        s.stages[1].timing.busy >= Duration::from_millis(100)
     });
     let s = observer.snapshot();
     let sink_s = &s.stages[1];
