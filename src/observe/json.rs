@@ -4,7 +4,7 @@
 use serde::ser::{Serialize, SerializeMap, SerializeStruct, Serializer};
 
 use super::history::History;
-use super::metrics::{Metric, MetricValue, SourceSnapshot};
+use super::metrics::{scaled, Metric, MetricValue, SourceSnapshot};
 use super::process::ProcessSnapshot;
 use super::snapshot::{EdgeSnapshot, Snapshot, StageSnapshot};
 use crate::HistogramSnapshot;
@@ -47,10 +47,10 @@ impl Serialize for Quantiles<'_> {
         let mut s = ser.serialize_map(Some(5))?;
         s.serialize_entry("count", &h.count)?;
         let suffix = self.2;
-        s.serialize_entry(&format!("sum_{suffix}"), &(h.sum as f64 * scale))?;
-        s.serialize_entry(&format!("p50_{suffix}"), &(h.quantile(0.5) as f64 * scale))?;
-        s.serialize_entry(&format!("p99_{suffix}"), &(h.quantile(0.99) as f64 * scale))?;
-        s.serialize_entry(&format!("max_{suffix}"), &(h.max as f64 * scale))?;
+        s.serialize_entry(&format!("sum_{suffix}"), &scaled(h.sum, scale))?;
+        s.serialize_entry(&format!("p50_{suffix}"), &scaled(h.quantile(0.5), scale))?;
+        s.serialize_entry(&format!("p99_{suffix}"), &scaled(h.quantile(0.99), scale))?;
+        s.serialize_entry(&format!("max_{suffix}"), &scaled(h.max, scale))?;
         s.end()
     }
 }

@@ -185,6 +185,18 @@ pub enum MetricValue {
     },
 }
 
+/// `value` in the exported unit: times `scale`, or, for a scale that is the inverse of a
+/// whole number (`1e-9`), divided by that number, so that a nanosecond count in seconds is
+/// the nearest float (`321 * 1e-9` is `3.210000000000001e-7`, `321 / 1e9` is `3.21e-7`).
+pub(crate) fn scaled(value: u64, scale: f64) -> f64 {
+    let inverse = (1.0 / scale).round();
+    if scale > 0.0 && scale < 1.0 && (inverse * scale - 1.0).abs() < 1e-12 {
+        value as f64 / inverse
+    } else {
+        value as f64 * scale
+    }
+}
+
 impl MetricValue {
     /// `"counter"`, `"gauge"` or `"histogram"`.
     pub fn kind(&self) -> &'static str {

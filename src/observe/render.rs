@@ -3,7 +3,7 @@
 
 use std::fmt::{self, Write as _};
 
-use super::metrics::MetricValue;
+use super::metrics::{scaled, MetricValue};
 use super::snapshot::{EdgeSnapshot, Snapshot, StageSnapshot};
 use crate::HistogramSnapshot;
 
@@ -475,7 +475,7 @@ fn write_histogram(
     let mut total = 0;
     for (bound, cumulative) in h.cumulative() {
         let le = match bound {
-            Some(b) => number(b as f64 * scale),
+            Some(b) => number(scaled(b, scale)),
             None => "+Inf".to_owned(),
         };
         let _ = writeln!(
@@ -492,7 +492,7 @@ fn write_histogram(
         out,
         "{name}_sum{} {}",
         label_set(labels, None),
-        number(h.sum as f64 * scale)
+        number(scaled(h.sum, scale))
     );
     let _ = writeln!(out, "{name}_count{} {total}", label_set(labels, None));
 }
@@ -568,6 +568,14 @@ mod tests {
             label_set(&[("a b".into(), "\"}".into())], Some("+Inf")),
             "{a_b=\"\\\"}\",le=\"+Inf\"}"
         );
+    }
+
+    #[test]
+    fn nanoseconds_in_seconds_are_the_nearest_float() {
+        assert_eq!(scaled(321, 1e-9), 3.21e-7);
+        assert_eq!(number(scaled(100, 1e-9)), "0.0000001");
+        assert_eq!(scaled(7, 1.0), 7.0);
+        assert_eq!(scaled(3, 0.3), 3.0 * 0.3);
     }
 
     #[test]
