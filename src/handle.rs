@@ -18,6 +18,7 @@ use crate::reason::Reason;
 use crate::shared::{Counters, Shared, StageKind};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 use crate::subscription::{ProducerDemand, SubscribeOptions, SubscriptionId};
+use crate::timing::StageTiming;
 use crate::upstream::{Request, Upstream};
 
 mod sealed {
@@ -149,6 +150,13 @@ impl<S, R: Role<S>> Stage<S, R> {
     /// A snapshot of the stage's counters.
     pub fn counters(&self) -> Counters {
         self.core.counters()
+    }
+
+    /// Time the stage spent in its callbacks (histograms per callback and per event) and
+    /// waiting for input or for demand, since it started; see [`StageTiming`]. Reads atomics
+    /// the stage writes: never waits, never touches the stage.
+    pub fn timing(&self) -> StageTiming {
+        self.core.timing()
     }
 
     /// Whether the stage is a producer, a producer-consumer or a consumer.
@@ -611,6 +619,11 @@ impl StageRef {
         self.core.counters()
     }
 
+    /// Time in callbacks and waiting, since the stage started; see [`Stage::timing`].
+    pub fn timing(&self) -> StageTiming {
+        self.core.timing()
+    }
+
     /// Whether the stage is a producer, a producer-consumer or a consumer.
     pub fn kind(&self) -> StageKind {
         self.core.kind()
@@ -691,6 +704,10 @@ impl<C> StageCore<C> {
 
     fn kind(&self) -> StageKind {
         self.shared.kind()
+    }
+
+    fn timing(&self) -> StageTiming {
+        self.shared.timing()
     }
 
     fn inbox_len(&self) -> usize {

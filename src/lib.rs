@@ -291,10 +291,13 @@
 //! # Seeing a running pipeline
 //!
 //! The [`observe`] module takes [`observe::Snapshot`]s of a topology (every stage's counters,
-//! inbox and state, every subscription's demand, rates, and the bottleneck) without ever
-//! waiting on a stage, and renders them as a table, Graphviz DOT, Prometheus metrics or JSON
-//! (feature `observe-json`); an [`observe::Reporter`] logs them periodically, and with
-//! feature `dashboard` an HTTP endpoint serves `/metrics` and a live page of the pipeline.
+//! inbox and state, every subscription's demand, rates, the time each stage spends in its
+//! callbacks and waiting, and the bottleneck; every layer's counters; the process's CPU and
+//! memory) without ever waiting on a stage, and renders them as a table, Graphviz DOT,
+//! Prometheus metrics or JSON (feature `observe-json`); an [`observe::Reporter`] logs them
+//! periodically, and with feature `dashboard` an HTTP endpoint serves `/metrics` and a live
+//! page of the pipeline with ten minutes of history. [`Stage::timing`] reads one stage's
+//! time per callback ([`Histogram`]s) and time waiting for input or for demand.
 //! `examples/top.rs` redraws the table in place, like `top`.
 //!
 //! # Broadway's shape: pipelines of messages
@@ -544,6 +547,7 @@ mod subscription;
 pub mod supervise;
 mod supervisor;
 mod timer;
+mod timing;
 mod topology;
 mod unwind;
 mod upstream;
@@ -578,5 +582,6 @@ pub use subscription::{
 };
 pub use supervisor::{JobFailure, JobResult, Restart, Supervisor, SupervisorMsg, SupervisorStats};
 pub use timer::TimerId;
+pub use timing::{Histogram, HistogramSnapshot, StageTiming};
 pub use topology::{AsStageRef, DrainReport, Member, Topology};
 pub use unwind::panic_message;

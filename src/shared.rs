@@ -13,6 +13,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::reason::Reason;
 use crate::subscription::{Direction, SubscribeOptions, SubscriptionId};
+use crate::timing::{StageTiming, Timing};
 
 /// A snapshot of a stage's counters, read with [`Stage::counters`](crate::Stage::counters).
 ///
@@ -207,6 +208,8 @@ pub(crate) struct Shared {
     /// Handles, mailboxes and peer ports that can reach the stage (see `Counted`).
     pub(crate) refs: AtomicUsize,
     pub(crate) cells: Cells,
+    /// Time in callbacks and waiting (written by the stage's loop).
+    pub(crate) timing: Timing,
     /// The stage's kind and inbox, for observers (set by the builder).
     pub(crate) probe: OnceLock<Probe>,
     subs: Mutex<Vec<SubCell>>,
@@ -230,6 +233,7 @@ impl Shared {
             control_pending: AtomicBool::new(false),
             refs: AtomicUsize::new(0),
             cells: Cells::default(),
+            timing: Timing::default(),
             probe: OnceLock::new(),
             subs: Mutex::new(Vec::new()),
             done: Mutex::new(Done::default()),
@@ -289,6 +293,11 @@ impl Shared {
                 })
                 .collect(),
         }
+    }
+
+    /// Time in callbacks and waiting, so far.
+    pub(crate) fn timing(&self) -> StageTiming {
+        self.timing.snapshot()
     }
 
     /// The stage's kind (a consumer if the builder did not say).

@@ -175,7 +175,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::FlowError;
 pub use reduce::{top_n, Partitioned, Partitions, Reduced};
 pub use run::{FlowStream, RunningFlow};
-pub use window::{Emitted, Fired, LateEvents, Trigger, Window, WindowId};
+pub use window::{Emitted, Fired, LateEvents, Trigger, Window, WindowCounts, WindowId};
 
 use run::{checked, settle, Build, Chain, Lane, Sources, END_WAIT};
 

@@ -137,3 +137,61 @@ impl HttpStats {
         self.cells.paused.store(paused, Ordering::Relaxed);
     }
 }
+
+/// The producer's counters as metrics (layer `http`): `bytes_read_total`, `frames_total`,
+/// `heartbeats_total`, `malformed_total`, `oversize_total`, `stalls_total`,
+/// `requests_total`, `reconnects_total`, `discarded_total`, `pauses_total`, and the gauges
+/// `paused` (1 while the reader waits for demand) and `last_status`.
+impl crate::observe::Metrics for HttpStats {
+    fn layer(&self) -> &str {
+        "http"
+    }
+
+    fn collect(&self, out: &mut crate::observe::MetricSet) {
+        let c = self.snapshot();
+        out.counter("bytes_read_total", "Body bytes read.", c.bytes_read)
+            .counter("frames_total", "Frames decoded into events.", c.frames)
+            .counter(
+                "heartbeats_total",
+                "Keep-alive heartbeats seen.",
+                c.heartbeats,
+            )
+            .counter(
+                "malformed_total",
+                "Frames that did not decode, logged and skipped.",
+                c.malformed,
+            )
+            .counter(
+                "oversize_total",
+                "Frames over the size limit (each dropped its connection).",
+                c.oversize,
+            )
+            .counter("stalls_total", "Connections that stalled.", c.stalls)
+            .counter("requests_total", "Requests sent.", c.requests)
+            .counter(
+                "reconnects_total",
+                "Requests sent after a failure or the end of a body.",
+                c.reconnects,
+            )
+            .counter(
+                "discarded_total",
+                "Events the producer's buffer discarded.",
+                c.discarded,
+            )
+            .counter(
+                "pauses_total",
+                "Times the reader stopped reading for want of demand.",
+                c.pauses,
+            )
+            .gauge(
+                "paused",
+                "1 while the reader is paused for demand.",
+                f64::from(u8::from(c.paused)),
+            )
+            .gauge(
+                "last_status",
+                "The status of the last response (0 before any).",
+                f64::from(c.last_status.unwrap_or(0)),
+            );
+    }
+}

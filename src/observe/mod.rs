@@ -11,6 +11,16 @@
 //! [`bottleneck`](Snapshot::bottleneck): the one whose inbox is full, or which has work in
 //! hand while its consumers wait on it.
 //!
+//! Beside the counters, a snapshot holds each stage's [`timing`](StageSnapshot::timing)
+//! (histograms of the time per callback and per event, time busy and waiting) with the
+//! shares of the interval it was busy, waiting for input or waiting for demand; the values
+//! of every registered [`MetricsSource`] (each layer exports what it counts: a
+//! [`Pipeline`](crate::pipeline::Pipeline) registers itself, an HTTP producer's `HttpStats`,
+//! a Redis `StreamSource` and a flow window's `WindowCounts` are registered with
+//! [`Observed::source`]); and the process's CPU time, memory and threads
+//! ([`ProcessSnapshot`], Linux only). A [`History`] keeps the last minutes of throughput and
+//! busy share per stage.
+//!
 //! Snapshots cost the stages nothing they would notice. Each stage already publishes its
 //! counters with plain relaxed stores from its own thread; a snapshot reads them, and the
 //! inbox's length, from the observer's thread. It never sends a stage a message, never waits
@@ -75,7 +85,9 @@
 //!
 //! With feature `dashboard`, `Dashboard::serve` answers `GET /metrics` (Prometheus),
 //! `GET /snapshot.json` and `GET /`, a single self-contained page that draws the stages as a
-//! graph with live rates, demand and buffer fill, refreshed every second. It runs on its own
+//! graph with live rates, demand and buffer fill, busy and waiting shares and sparklines of
+//! the last ten minutes, the callback times per stage, every metrics source and the process,
+//! refreshed every second. It runs on its own
 //! threads, refuses anything but those three GETs (404/405), limits request heads, refuses
 //! bodies, and drops clients that stall: none of it can hold a stage back.
 //!
@@ -88,8 +100,12 @@
 //! for a stage and a stuck stage is seen as stuck rather than making the observer hang.
 
 mod error;
+mod history;
 #[cfg(feature = "observe-json")]
 mod json;
+mod metrics;
+mod observed;
+mod process;
 mod render;
 mod reporter;
 mod snapshot;
@@ -100,5 +116,9 @@ mod dashboard;
 #[cfg(feature = "dashboard")]
 pub use dashboard::{Dashboard, DashboardHandle};
 pub use error::ObserveError;
+pub use history::{History, StageHistory};
+pub use metrics::{Metric, MetricSet, MetricValue, Metrics, MetricsSource, SourceSnapshot};
+pub use observed::Observed;
+pub use process::ProcessSnapshot;
 pub use reporter::{Reporter, ReporterHandle};
 pub use snapshot::{EdgeSnapshot, Observe, Observer, Snapshot, StageSnapshot};

@@ -3,7 +3,9 @@
 
 use std::fmt::{self, Write as _};
 
+use super::metrics::{scaled, MetricValue};
 use super::snapshot::{EdgeSnapshot, Snapshot, StageSnapshot};
+use crate::HistogramSnapshot;
 
 /// Formats a count compactly: `999`, `12.3k`, `4.56M`, `7.89G`.
 pub(crate) fn compact(n: f64) -> String {
@@ -24,12 +26,13 @@ fn demand_text(e: &EdgeSnapshot) -> String {
     format!("{d}/{}", e.max_demand)
 }
 
-/// The table: one line per stage (the bottleneck marked `*`), then one per subscription.
+/// The table: one line per stage (the bottleneck marked `*`; `busy` is the share of the
+/// interval in callbacks), then one per subscription.
 ///
 /// ```text
-///   stage        kind               state        in      out    in/s   out/s  disc   buf  inbox
-///   source       producer           running   10.0k    10.0k    1.2k    1.2k     0     0  0/1024
-/// * slow         producer_consumer  running   10.0k     9.0k    1.2k    1.1k     0   120  3/1024
+///   stage        kind               state        in      out    in/s   out/s  disc   buf  inbox  busy
+///   source       producer           running   10.0k    10.0k    1.2k    1.2k     0     0  0/1024    1%
+/// * slow         producer_consumer  running   10.0k     9.0k    1.2k    1.1k     0   120  3/1024   97%
 ///   ...
 ///   source -> slow  #1  demand 500/1000 (min 500)  events 10.0k  1.2k/s
 /// ```
@@ -44,14 +47,14 @@ impl fmt::Display for Snapshot {
             .max(5);
         writeln!(
             f,
-            "  {:<w$}  {:<17}  {:<10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>11}",
-            "stage", "kind", "state", "in", "out", "in/s", "out/s", "disc", "buf", "inbox"
+            "  {:<w$}  {:<17}  {:<10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>11} {:>5}",
+            "stage", "kind", "state", "in", "out", "in/s", "out/s", "disc", "buf", "inbox", "busy"
         )?;
         for (i, s) in self.stages.iter().enumerate() {
             let mark = if self.bottleneck == Some(i) { '*' } else { ' ' };
             writeln!(
                 f,
-                "{mark} {:<w$}  {:<17}  {:<10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>11}",
+                "{mark} {:<w$}  {:<17}  {:<10} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>11} {:>4.0}%",
                 s.name,
                 s.kind.as_str(),
                 short_state(s),
@@ -62,6 +65,7 @@ impl fmt::Display for Snapshot {
                 compact(s.discarded as f64),
                 compact(s.buffered as f64),
                 format!("{}/{}", s.inbox_len, s.inbox_capacity),
+                s.share_busy * 100.0,
             )?;
         }
         for e in &self.edges {
@@ -296,8 +300,235 @@ impl Snapshot {
             "A subscription's max_demand.",
             &|e| Some(e.max_demand),
         );
+        self.timing_metrics(&mut out);
+        self.process_metrics(&mut out);
+        self.source_metrics(&mut out);
         out
     }
+
+    /// Per stage: time in callbacks (histograms per callback and per event) and the time
+    /// spent busy and waiting, as counters.
+    fn timing_metrics(&self, out: &mut String) {
+        let labels = |s: &StageSnapshot| {
+            vec![
+                ("stage".to_owned(), s.name.clone()),
+                ("kind".to_owned(), s.kind.as_str().to_owned()),
+            ]
+        };
+        for (name, help, pick) in [
+            (
+                "stageflow_stage_callback_seconds",
+                "Time a stage spent in one callback (handle_events per batch, handle_demand, handle_message), sampled.",
+                (|s: &StageSnapshot| &s.timing.callbacks) as fn(&StageSnapshot) -> &HistogramSnapshot,
+            ),
+            (
+                "stageflow_stage_event_seconds",
+                "Time a stage's handle_events spent per event, sampled.",
+                |s: &StageSnapshot| &s.timing.per_event,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for s in &self.stages {
+                write_histogram(out, name, &labels(s), pick(s), 1e-9);
+            }
+        }
+        for (name, help, pick) in [
+            (
+                "stageflow_stage_busy_seconds_total",
+                "Time a stage spent in its callbacks (estimated from samples for fast callbacks).",
+                (|s: &StageSnapshot| s.timing.busy) as fn(&StageSnapshot) -> std::time::Duration,
+            ),
+            (
+                "stageflow_stage_waiting_input_seconds_total",
+                "Time a stage waited for input (events, messages, timers).",
+                |s: &StageSnapshot| s.timing.waiting_for_input,
+            ),
+            (
+                "stageflow_stage_waiting_demand_seconds_total",
+                "Time a stage waited for its consumers' demand.",
+                |s: &StageSnapshot| s.timing.waiting_for_demand,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for s in &self.stages {
+                let _ = writeln!(
+                    out,
+                    "{name}{} {}",
+                    label_set(&labels(s), None),
+                    number(pick(s).as_secs_f64())
+                );
+            }
+        }
+    }
+
+    /// The process's CPU time, memory and threads, under the names Prometheus's client
+    /// libraries use.
+    fn process_metrics(&self, out: &mut String) {
+        let Some(p) = &self.process else {
+            return;
+        };
+        for (name, kind, help, value) in [
+            (
+                "process_cpu_seconds_total",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+                p.cpu().as_secs_f64(),
+            ),
+            (
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory size in bytes.",
+                p.resident_bytes as f64,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "gauge",
+                "Virtual memory size in bytes.",
+                p.virtual_bytes as f64,
+            ),
+            (
+                "process_threads",
+                "gauge",
+                "Number of OS threads in the process.",
+                p.threads as f64,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                number(value)
+            );
+        }
+    }
+
+    /// The registered sources' metrics, `stageflow_<layer>_<name>{source="…",…}`, each
+    /// family once (its first HELP and kind), its values from every source together.
+    fn source_metrics(&self, out: &mut String) {
+        let mut families: Vec<(String, &str, &'static str, String)> = Vec::new();
+        for source in &self.sources {
+            for m in &source.metrics {
+                let family = format!(
+                    "stageflow_{}_{}",
+                    metric_name(&source.layer),
+                    metric_name(&m.name)
+                );
+                let kind = m.value.kind();
+                let i = match families.iter().position(|f| f.0 == family) {
+                    Some(i) if families[i].2 == kind => i,
+                    Some(_) => continue, // the same name with another kind: not valid
+                    None => {
+                        families.push((family.clone(), &m.help, kind, String::new()));
+                        families.len() - 1
+                    }
+                };
+                let mut labels = vec![("source".to_owned(), source.name.clone())];
+                labels.extend(m.labels.iter().cloned());
+                let body = &mut families[i].3;
+                match &m.value {
+                    MetricValue::Counter(n) => {
+                        let _ = writeln!(body, "{family}{} {n}", label_set(&labels, None));
+                    }
+                    MetricValue::Gauge(v) => {
+                        let _ =
+                            writeln!(body, "{family}{} {}", label_set(&labels, None), number(*v));
+                    }
+                    MetricValue::Histogram { snapshot, scale } => {
+                        write_histogram(body, &family, &labels, snapshot, *scale);
+                    }
+                }
+            }
+        }
+        for (family, help, kind, body) in families {
+            let _ = write!(
+                out,
+                "# HELP {family} {}\n# TYPE {family} {kind}\n{body}",
+                help_escape(help)
+            );
+        }
+    }
+}
+
+/// `{k="v",…}` with the values escaped (and `le` last if given); empty for no labels.
+fn label_set(labels: &[(String, String)], le: Option<&str>) -> String {
+    let mut parts: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{}=\"{}\"", metric_name(k), label_escape(v)))
+        .collect();
+    if let Some(le) = le {
+        parts.push(format!("le=\"{le}\""));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+/// A histogram's `_bucket`, `_sum` and `_count` lines, its values times `scale`.
+fn write_histogram(
+    out: &mut String,
+    name: &str,
+    labels: &[(String, String)],
+    h: &HistogramSnapshot,
+    scale: f64,
+) {
+    let mut total = 0;
+    for (bound, cumulative) in h.cumulative() {
+        let le = match bound {
+            Some(b) => number(scaled(b, scale)),
+            None => "+Inf".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "{name}_bucket{} {cumulative}",
+            label_set(labels, Some(&le))
+        );
+        total = cumulative;
+    }
+    if h.counts.is_empty() {
+        let _ = writeln!(out, "{name}_bucket{} 0", label_set(labels, Some("+Inf")));
+    }
+    let _ = writeln!(
+        out,
+        "{name}_sum{} {}",
+        label_set(labels, None),
+        number(scaled(h.sum, scale))
+    );
+    let _ = writeln!(out, "{name}_count{} {total}", label_set(labels, None));
+}
+
+/// A sample value as Prometheus writes it (`+Inf`, `-Inf`, `NaN`).
+fn number(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_owned()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// A metric or label name made valid: `[a-zA-Z_][a-zA-Z0-9_]*`, anything else as `_`.
+fn metric_name(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+/// Escapes HELP text: backslash and newline.
+fn help_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
 /// Escapes a Prometheus label value: backslash, double quote and newline.
@@ -330,5 +561,29 @@ mod tests {
     fn escapes() {
         assert_eq!(dot_quote("a\"b\\c\nd"), "\"a\\\"b\\\\c\\nd\"");
         assert_eq!(label_escape("x\"y\\z\n"), "x\\\"y\\\\z\\n");
+        assert_eq!(help_escape("a\\b\nc"), "a\\\\b\\nc");
+        assert_eq!(metric_name("9 bad-name{}"), "_9_bad_name__");
+        assert_eq!(metric_name(""), "_");
+        assert_eq!(
+            label_set(&[("a b".into(), "\"}".into())], Some("+Inf")),
+            "{a_b=\"\\\"}\",le=\"+Inf\"}"
+        );
+    }
+
+    #[test]
+    fn nanoseconds_in_seconds_are_the_nearest_float() {
+        assert_eq!(scaled(321, 1e-9), 3.21e-7);
+        assert_eq!(number(scaled(100, 1e-9)), "0.0000001");
+        assert_eq!(scaled(7, 1.0), 7.0);
+        assert_eq!(scaled(3, 0.3), 3.0 * 0.3);
+    }
+
+    #[test]
+    fn numbers_as_prometheus_writes_them() {
+        assert_eq!(number(f64::NAN), "NaN");
+        assert_eq!(number(f64::INFINITY), "+Inf");
+        assert_eq!(number(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(number(1e-7), "0.0000001");
+        assert_eq!(number(3.0), "3");
     }
 }

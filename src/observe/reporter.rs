@@ -170,11 +170,11 @@ impl Drop for ReporterHandle {
 
 impl fmt::Display for StageSnapshot {
     /// One line: `name (kind, state): in N (R/s), out N (R/s), discarded N, buffered N,
-    /// inbox L/C`.
+    /// inbox L/C, busy P%` (the share of the interval in callbacks).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} ({}, {}): in {} ({}/s), out {} ({}/s), discarded {}, buffered {}, inbox {}/{}",
+            "{} ({}, {}): in {} ({}/s), out {} ({}/s), discarded {}, buffered {}, inbox {}/{}, busy {:.0}%",
             self.name,
             self.kind,
             self.state(),
@@ -185,7 +185,8 @@ impl fmt::Display for StageSnapshot {
             self.discarded,
             self.buffered,
             self.inbox_len,
-            self.inbox_capacity
+            self.inbox_capacity,
+            self.share_busy * 100.0
         )
     }
 }

@@ -4,8 +4,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::metrics::{MetricsSource, SourceSnapshot};
+use super::process::ProcessSnapshot;
 use crate::{
-    role::Role, AsStageRef, Direction, Reason, Stage, StageKind, StageRef, SubscriptionId, Topology,
+    role::Role, AsStageRef, Direction, Reason, Stage, StageKind, StageRef, StageTiming,
+    SubscriptionId, Topology,
 };
 
 /// A picture of a pipeline at one moment: every stage, every subscription between them, and
@@ -30,6 +33,12 @@ pub struct Snapshot {
     /// The index in `stages` of the stage holding the pipeline back, if any (see
     /// [`StageSnapshot::busy`]).
     pub bottleneck: Option<usize>,
+    /// What the registered [`MetricsSource`]s counted (a pipeline's acknowledgements, an
+    /// HTTP producer's bytes, …), in the order they were registered.
+    pub sources: Vec<SourceSnapshot>,
+    /// The process's CPU time, memory and threads (`None` where they cannot be read: not
+    /// Linux).
+    pub process: Option<ProcessSnapshot>,
 }
 
 /// One stage in a [`Snapshot`].
@@ -71,6 +80,15 @@ pub struct StageSnapshot {
     /// is busy in most snapshots; the busiest one is the snapshot's
     /// [`bottleneck`](Snapshot::bottleneck).
     pub busy: bool,
+    /// Time in callbacks and waiting since the stage started (see [`StageTiming`]).
+    pub timing: StageTiming,
+    /// The share of the interval since the previous snapshot (0 to 1) the stage spent in its
+    /// callbacks: near 1, the stage is the limit (its saturation). 0 without an interval.
+    pub share_busy: f64,
+    /// The share of the interval the stage waited for input (events, messages, timers).
+    pub share_waiting_input: f64,
+    /// The share of the interval the stage waited for its consumers' demand.
+    pub share_waiting_demand: f64,
 }
 
 impl StageSnapshot {
@@ -132,12 +150,19 @@ pub trait Observe {
     /// The stages to read, in order.
     fn observed(&self) -> Vec<StageRef>;
 
-    /// A snapshot of the stages, without rates (see [`Observer`] for rates).
+    /// The sources of metrics beyond the stages' counters that come with them (a
+    /// [`Pipeline`](crate::pipeline::Pipeline) gives its own counters). Defaults to none.
+    fn metrics_sources(&self) -> Vec<MetricsSource> {
+        Vec::new()
+    }
+
+    /// A snapshot of the stages and metrics sources, without rates (see [`Observer`] for
+    /// rates).
     ///
     /// Reads the counters each stage publishes: it never waits on a stage and never takes a
     /// lock a stage's event path takes.
     fn snapshot(&self) -> Snapshot {
-        Snapshot::of(&self.observed())
+        take(&self.observed(), &self.metrics_sources(), None)
     }
 }
 
@@ -182,7 +207,7 @@ impl Observe for Vec<StageRef> {
 impl Snapshot {
     /// A snapshot of `stages`, without rates.
     pub fn of(stages: &[StageRef]) -> Snapshot {
-        take(stages, None)
+        take(stages, &[], None)
     }
 
     /// The stage named `name`, if observed.
@@ -215,6 +240,11 @@ impl Snapshot {
     pub fn all_ended(&self) -> bool {
         self.stages.iter().all(|s| !s.is_running())
     }
+
+    /// The metrics source named `name`, if registered.
+    pub fn source(&self, name: &str) -> Option<&SourceSnapshot> {
+        self.sources.iter().find(|s| s.name == name)
+    }
 }
 
 /// Takes snapshots of a fixed list of stages and computes each one's rates from the one
@@ -246,14 +276,26 @@ impl Snapshot {
 #[derive(Debug)]
 pub struct Observer {
     stages: Vec<StageRef>,
+    sources: Vec<MetricsSource>,
     last: Option<Previous>,
 }
 
 #[derive(Debug)]
 struct Previous {
     taken: Instant,
-    stages: Vec<(u64, u64)>,
+    stages: Vec<Before>,
     edges: HashMap<SubscriptionId, u64>,
+    cpu: Option<Duration>,
+}
+
+/// A stage's figures in the previous snapshot, for rates and shares.
+#[derive(Clone, Copy, Debug)]
+struct Before {
+    events_in: u64,
+    events_out: u64,
+    busy: Duration,
+    input: Duration,
+    demand: Duration,
 }
 
 impl Observer {
@@ -261,8 +303,20 @@ impl Observer {
     pub fn new(stages: &(impl Observe + ?Sized)) -> Observer {
         Observer {
             stages: stages.observed(),
+            sources: stages.metrics_sources(),
             last: None,
         }
+    }
+
+    /// Adds a source of metrics, read with every snapshot.
+    pub fn add_source(&mut self, source: MetricsSource) -> &mut Observer {
+        self.sources.push(source);
+        self
+    }
+
+    /// The registered metrics sources.
+    pub fn sources(&self) -> &[MetricsSource] {
+        &self.sources
     }
 
     /// Adds a stage to observe.
@@ -279,13 +333,20 @@ impl Observer {
 
     /// A snapshot, with rates since the previous one (none for the first).
     pub fn snapshot(&mut self) -> Snapshot {
-        let snapshot = take(&self.stages, self.last.as_ref());
+        let snapshot = take(&self.stages, &self.sources, self.last.as_ref());
         self.last = Some(Previous {
             taken: snapshot.taken,
+            cpu: snapshot.process.as_ref().map(ProcessSnapshot::cpu),
             stages: snapshot
                 .stages
                 .iter()
-                .map(|s| (s.events_in, s.events_out))
+                .map(|s| Before {
+                    events_in: s.events_in,
+                    events_out: s.events_out,
+                    busy: s.timing.busy,
+                    input: s.timing.waiting_for_input,
+                    demand: s.timing.waiting_for_demand,
+                })
                 .collect(),
             edges: snapshot
                 .edges
@@ -294,6 +355,16 @@ impl Observer {
                 .collect(),
         });
         snapshot
+    }
+}
+
+/// The share of `interval` that `now - before` is, between 0 and 1.
+fn share(now: Duration, before: Duration, interval: Option<Duration>) -> f64 {
+    match interval {
+        Some(d) if !d.is_zero() => {
+            (now.saturating_sub(before).as_secs_f64() / d.as_secs_f64()).clamp(0.0, 1.0)
+        }
+        _ => 0.0,
     }
 }
 
@@ -315,7 +386,7 @@ struct EdgeParts {
     handled: Option<u64>,
 }
 
-fn take(stages: &[StageRef], last: Option<&Previous>) -> Snapshot {
+fn take(stages: &[StageRef], sources: &[MetricsSource], last: Option<&Previous>) -> Snapshot {
     let taken = Instant::now();
     let interval = last.map(|l| taken.saturating_duration_since(l.taken));
     let mut edges: HashMap<SubscriptionId, EdgeParts> = HashMap::new();
@@ -344,9 +415,16 @@ fn take(stages: &[StageRef], last: Option<&Previous>) -> Snapshot {
                 }
             }
         }
-        let (before_in, before_out) = last
+        let timing = stage.timing();
+        let before = last
             .and_then(|l| l.stages.get(i).copied())
-            .unwrap_or((c.events_in, c.events_out));
+            .unwrap_or(Before {
+                events_in: c.events_in,
+                events_out: c.events_out,
+                busy: timing.busy,
+                input: timing.waiting_for_input,
+                demand: timing.waiting_for_demand,
+            });
         let kind = stage.kind();
         let inbox_len = stage.inbox_len();
         let inbox_capacity = stage.inbox_capacity();
@@ -363,9 +441,13 @@ fn take(stages: &[StageRef], last: Option<&Previous>) -> Snapshot {
             inbox_len,
             inbox_capacity,
             owed,
-            in_per_sec: per_sec(c.events_in, before_in, interval),
-            out_per_sec: per_sec(c.events_out, before_out, interval),
+            in_per_sec: per_sec(c.events_in, before.events_in, interval),
+            out_per_sec: per_sec(c.events_out, before.events_out, interval),
             busy: false,
+            share_busy: share(timing.busy, before.busy, interval),
+            share_waiting_input: share(timing.waiting_for_input, before.input, interval),
+            share_waiting_demand: share(timing.waiting_for_demand, before.demand, interval),
+            timing,
         };
         s.busy = busy(&s);
         out.push(s);
@@ -392,12 +474,22 @@ fn take(stages: &[StageRef], last: Option<&Previous>) -> Snapshot {
         .collect();
     edge_list.sort_by_key(|e| e.subscription);
     let bottleneck = bottleneck(&out);
+    let process = ProcessSnapshot::read().map(|mut p| {
+        if let (Some(before), Some(d)) = (last.and_then(|l| l.cpu), interval) {
+            if !d.is_zero() {
+                p.cpu_cores = p.cpu().saturating_sub(before).as_secs_f64() / d.as_secs_f64();
+            }
+        }
+        p
+    });
     Snapshot {
         taken,
         interval,
         stages: out,
         edges: edge_list,
         bottleneck,
+        sources: sources.iter().map(MetricsSource::collect).collect(),
+        process,
     }
 }
 
@@ -451,6 +543,10 @@ mod tests {
             in_per_sec: 0.0,
             out_per_sec: 0.0,
             busy: false,
+            timing: StageTiming::default(),
+            share_busy: 0.0,
+            share_waiting_input: 0.0,
+            share_waiting_demand: 0.0,
         };
         s.busy = busy(&s);
         s

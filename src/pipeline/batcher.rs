@@ -259,6 +259,7 @@ impl<T: Send + 'static> Consumer for BatchProcessor<T> {
 impl<T> BatchProcessor<T> {
     /// `handle_batch`, `handle_failed`, then the acknowledgements.
     fn handle(&mut self, mut batch: Batch<T>) {
+        let _timer = self.cells.time_batch(batch.messages.len());
         {
             let outcome = catch_unwind(AssertUnwindSafe(|| (self.handler)(&mut batch)));
             let all_failed = match outcome {

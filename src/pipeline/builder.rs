@@ -134,7 +134,7 @@ impl Builder {
             let child = group.add(spec);
             let source = child.child_source();
             let c = child.clone();
-            let counters: ReadCounters = Box::new(move || c.counters());
+            let counters: ReadCounters = Arc::new(move || c.counters());
             let release: Release = Box::new(move || match child.current() {
                 Some(stage) => stage.set_demand(ProducerDemand::Forward),
                 None => Ok(()),
@@ -166,7 +166,7 @@ struct ProducerChild<I> {
 }
 
 /// Reads the counters of a producer, every incarnation summed.
-pub(crate) type ReadCounters = Box<dyn Fn() -> Counters + Send + Sync>;
+pub(crate) type ReadCounters = Arc<dyn Fn() -> Counters + Send + Sync>;
 
 /// Lets a producer's demand through, once the pipeline is wired.
 type Release = Box<dyn FnOnce() -> Result<(), ControlError>>;
@@ -780,7 +780,7 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
             processor_cells,
             batcher_cells,
             totals,
-            pushed: AtomicU64::new(0),
+            pushed: Arc::new(AtomicU64::new(0)),
             next: AtomicU64::new(0),
             limiter,
             shutdown: base.shutdown,

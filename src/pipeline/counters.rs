@@ -2,17 +2,61 @@
 //! per message), and the plain snapshots read from the pipeline's handle.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::Histogram;
 
 /// The cells of one layer.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Cells {
     pub(crate) messages_in: AtomicU64,
     pub(crate) successful: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) batches: AtomicU64,
+    /// Batch processors: messages per batch handled.
+    pub(crate) batch_sizes: Histogram,
+    /// Batch processors: nanoseconds per batch, `handle_batch` to acknowledgements.
+    pub(crate) batch_times: Histogram,
+}
+
+impl Default for Cells {
+    fn default() -> Self {
+        Cells {
+            messages_in: AtomicU64::new(0),
+            successful: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            batch_sizes: Histogram::sizes(),
+            batch_times: Histogram::durations(),
+        }
+    }
+}
+
+/// Times one batch from its creation to its drop, and records its size (see
+/// [`Cells::time_batch`]).
+pub(crate) struct BatchTimer<'a> {
+    cells: &'a Cells,
+    started: Instant,
+}
+
+impl Drop for BatchTimer<'_> {
+    fn drop(&mut self) {
+        self.cells
+            .batch_times
+            .record_duration(self.started.elapsed());
+    }
 }
 
 impl Cells {
+    /// A batch of `size` messages is handled from now until the returned guard drops.
+    pub(crate) fn time_batch(&self, size: usize) -> BatchTimer<'_> {
+        self.batch_sizes.record(size as u64);
+        BatchTimer {
+            cells: self,
+            started: Instant::now(),
+        }
+    }
+
     pub(crate) fn add(cell: &AtomicU64, n: u64) {
         if n > 0 {
             cell.fetch_add(n, Ordering::Relaxed);

@@ -10,9 +10,10 @@ use crossbeam_channel::Receiver;
 
 use super::batcher::KeyFn;
 use super::builder::ReadCounters;
-use super::counters::{Cells, PipelineCounters, ProducerCounters};
+use super::counters::{Cells, PipelineCounters};
 use super::error::PipelineError;
 use super::message::{Acked, Message, Status};
+use super::metrics::PipelineMetrics;
 use super::processor::ProcessorMsg;
 use super::rate::{Limiter, RateLimit};
 use crate::supervise::Group;
@@ -38,7 +39,7 @@ pub struct Pipeline<I> {
     pub(crate) processor_cells: Arc<Cells>,
     pub(crate) batcher_cells: Vec<(String, Arc<Cells>)>,
     pub(crate) totals: Arc<Cells>,
-    pub(crate) pushed: AtomicU64,
+    pub(crate) pushed: Arc<AtomicU64>,
     pub(crate) next: AtomicU64,
     pub(crate) limiter: Option<Arc<Limiter>>,
     pub(crate) shutdown: Duration,
@@ -95,26 +96,19 @@ impl<I: Send + 'static> Pipeline<I> {
 
     /// A snapshot of the counters of each layer.
     pub fn counters(&self) -> PipelineCounters {
-        let mut producers = ProducerCounters::default();
-        for p in &self.producers {
-            let c = p();
-            producers.emitted += c.events_out;
-            producers.buffered += c.buffered;
-            producers.discarded += c.discarded;
-        }
-        producers.restarts = self.group.restarts();
-        let totals = self.totals.snapshot();
-        PipelineCounters {
-            producers,
-            pushed: self.pushed.load(Ordering::Relaxed),
-            processors: self.processor_cells.snapshot(),
-            batchers: self
-                .batcher_cells
-                .iter()
-                .map(|(n, c)| (n.clone(), c.snapshot()))
-                .collect(),
-            successful: totals.successful,
-            failed: totals.failed,
+        self.metrics().counters()
+    }
+
+    /// The pipeline's counters as a source of metrics for `stageflow::observe` (the pipeline
+    /// registers it itself when observed: see its `Observe` implementation).
+    pub fn metrics(&self) -> PipelineMetrics {
+        PipelineMetrics {
+            producers: self.producers.clone(),
+            group: self.group.clone(),
+            processors: self.processor_cells.clone(),
+            batchers: self.batcher_cells.clone(),
+            totals: self.totals.clone(),
+            pushed: self.pushed.clone(),
         }
     }
 

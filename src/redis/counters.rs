@@ -82,3 +82,73 @@ impl Cells {
         }
     }
 }
+
+/// A source's counters as metrics (layer `redis`): `reads_total`, `read_total`,
+/// `resumed_total`, `claimed_total`, `skipped_in_flight_total`, `acked_total`,
+/// `failed_total`, `left_pending_total`, `dead_lettered_total`, `malformed_total`,
+/// `reconnects_total`, `errors_total`, `ack_failures_total`.
+impl<T> crate::observe::Metrics for super::StreamSource<T>
+where
+    super::StreamSource<T>: Send + Sync,
+{
+    fn layer(&self) -> &str {
+        "redis"
+    }
+
+    fn collect(&self, out: &mut crate::observe::MetricSet) {
+        let c = self.counters();
+        out.counter(
+            "reads_total",
+            "Read commands sent (XREADGROUP, XAUTOCLAIM).",
+            c.reads,
+        )
+        .counter("read_total", "Entries read as new.", c.read)
+        .counter(
+            "resumed_total",
+            "Entries of this consumer's pending list read again.",
+            c.resumed,
+        )
+        .counter(
+            "claimed_total",
+            "Entries claimed from the group's pending list.",
+            c.claimed,
+        )
+        .counter(
+            "skipped_in_flight_total",
+            "Entries read or claimed but still in flight here, not emitted.",
+            c.skipped_in_flight,
+        )
+        .counter("acked_total", "Entries acknowledged (XACK).", c.acked)
+        .counter(
+            "failed_total",
+            "Failed messages reported by the pipeline.",
+            c.failed,
+        )
+        .counter(
+            "left_pending_total",
+            "Failed entries left pending for a retry.",
+            c.left_pending,
+        )
+        .counter(
+            "dead_lettered_total",
+            "Failed entries moved to the dead-letter stream.",
+            c.dead_lettered,
+        )
+        .counter(
+            "malformed_total",
+            "Entries whose fields did not decode.",
+            c.malformed,
+        )
+        .counter(
+            "reconnects_total",
+            "Connections made again after one failed.",
+            c.reconnects,
+        )
+        .counter("errors_total", "Command errors.", c.errors)
+        .counter(
+            "ack_failures_total",
+            "Acknowledgements given up after the acknowledgement timeout.",
+            c.ack_failures,
+        );
+    }
+}

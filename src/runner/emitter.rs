@@ -342,6 +342,12 @@ impl<T: Send + 'static, M> Emitter<T, M> {
         self.counter = self.counter.saturating_add(n);
     }
 
+    /// The demand the dispatcher can serve now.
+    #[inline]
+    pub(super) fn ready(&self) -> usize {
+        self.dispatcher.ready()
+    }
+
     /// Producer-consumer: the downstream demand it may still serve (GenStage's counter, and
     /// never more than its dispatcher can take now: a broadcast's demand falls to the slowest
     /// consumer's when one subscribes).

@@ -50,6 +50,7 @@ use crate::events::Events;
 use crate::reason::Reason;
 use crate::shared::{bump, Shared};
 use crate::subscription::{BufferKeep, ProducerDemand, Subscription, SubscriptionId};
+use crate::timing::Waiting;
 
 /// The producer-side settings of a stage.
 pub(crate) struct Config<Out> {
@@ -247,7 +248,11 @@ impl<S: Callbacks> Runner<S> {
         }
         self.polls.missed(polls);
         self.publish_buffered();
-        self.inbox.recv()
+        let waiting = self.shared.timing.wait_from(None);
+        let got = self.inbox.recv();
+        let ready = || Waiting::of(S::KIND, false, || self.emitter.ready());
+        self.shared.timing.waited(waiting, ready);
+        got
     }
 
     /// Nothing but the inbox can give this turn work: no timer, no backlog, no demand or
@@ -302,7 +307,11 @@ impl<S: Callbacks> Runner<S> {
         };
         // An idle stage's `buffered` counter is exact.
         self.publish_buffered();
-        match self.wait(wait_until, backlog) {
+        let waiting = self.shared.timing.wait_from(wait_until);
+        let got = self.wait(wait_until, backlog);
+        let ready = || Waiting::of(S::KIND, backlog, || self.emitter.ready());
+        self.shared.timing.waited(waiting, ready);
+        match got {
             wait::Wait::Msg(env) => {
                 if let Some(gate) = &mut self.timer_gate {
                     *gate = gate.saturating_sub(1);
@@ -507,7 +516,10 @@ impl<S: Callbacks> Runner<S> {
             stop_requested: &self.shared.stop_requested,
             finishing: self.life.winds_down(),
         };
-        f(&mut self.stage, &mut ctx)
+        let timed = self.shared.timing.start();
+        let r = f(&mut self.stage, &mut ctx);
+        self.shared.timing.stop(timed);
+        r
     }
 
     /// Sends what the last callback emitted on its way, then applies its other effects.
@@ -804,6 +816,7 @@ impl<S: Callbacks> Runner<S> {
                 }
             }
             Receipt::Manual => {
+                self.shared.timing.events(len);
                 self.invoke(|s, ctx| s.events(Events::new(&mut iter, len, sub), ctx));
             }
         }
@@ -830,6 +843,7 @@ impl<S: Callbacks> Runner<S> {
         }
         let rest = iter.len() - batch.len;
         self.inlet.set_in_hand(rest);
+        self.shared.timing.events(batch.len);
         self.invoke(|s, ctx| s.events(Events::new(iter, batch.len, sub), ctx));
         // A batch mapped and left half-consumed leaves events behind: drop them.
         while iter.len() > rest {

@@ -414,3 +414,96 @@ fn bad_options_and_addresses_are_errors() {
     p.stop();
     joined(&p);
 }
+
+#[test]
+fn the_json_keeps_a_bounded_history_and_the_process() {
+    let f = serve(
+        Dashboard::new()
+            .refresh(Duration::from_millis(20))
+            .history(Duration::from_millis(200)),
+    );
+    f.p.cast(Push::Emit((0..10).collect())).unwrap();
+    let mut got = 0;
+    while got < 10 {
+        got += next(&f.seen);
+    }
+    // Points come every 20 ms; the history keeps 200 ms of them: wait until it has filled
+    // (its oldest point is 180 ms or more older than its newest), then it stays bounded.
+    let deadline = Instant::now() + LIMIT;
+    let v = loop {
+        let v: serde_json::Value = serde_json::from_str(&get(&f.url("/snapshot.json")).2).unwrap();
+        let ages: Vec<f64> = v["history"]["ages_secs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_f64().unwrap())
+            .collect();
+        if ages.first().is_some_and(|a| *a >= 0.18) {
+            assert!(ages[0] <= 0.2, "older than the span: {ages:?}");
+            assert_eq!(ages.last(), Some(&0.0));
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the history never filled: {v}");
+        std::thread::sleep(Duration::from_millis(5)); // polling a page refreshed on a timer
+    };
+    assert_eq!(v["history"]["span_secs"], 0.2);
+    let points = v["history"]["ages_secs"].as_array().unwrap().len();
+    let stages = v["history"]["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 2);
+    assert_eq!(stages[1]["name"], "web-sink");
+    for s in stages {
+        assert_eq!(s["out_per_sec"].as_array().unwrap().len(), points);
+        assert_eq!(s["share_busy"].as_array().unwrap().len(), points);
+    }
+    // Per stage, the shares and the callback times; the process beside them (Linux).
+    let sink = &v["stages"][1];
+    for key in ["share_busy", "share_waiting_input", "share_waiting_demand"] {
+        let share = sink[key].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&share), "{key} {share}");
+    }
+    assert!(sink["callback"]["count"].as_u64().is_some(), "{sink}");
+    assert!(sink["per_event"]["p99_secs"].as_f64().is_some(), "{sink}");
+    if cfg!(target_os = "linux") {
+        assert!(v["process"]["threads"].as_u64().unwrap() > 2, "{v}");
+    }
+    // /metrics has the per-stage histograms and the process's figures.
+    let metrics = get(&f.url("/metrics")).2;
+    assert!(metrics.contains("# TYPE stageflow_stage_callback_seconds histogram"));
+    if cfg!(target_os = "linux") {
+        assert!(
+            metrics.contains("# TYPE process_resident_memory_bytes gauge"),
+            "{metrics}"
+        );
+    }
+    crate::promtool::check(&metrics);
+    f.end();
+}
+
+#[test]
+fn too_long_a_history_is_refused() {
+    let p = stageflow::producer(Pushed)
+        .name("web-hist")
+        .spawn()
+        .unwrap();
+    let too_long = Dashboard::new()
+        .refresh(Duration::from_millis(10))
+        .history(Duration::from_secs(3600));
+    match too_long.serve("127.0.0.1:0", &p) {
+        Err(ObserveError::InvalidOption { option, message }) => {
+            assert_eq!(option, "history");
+            assert!(message.contains("100000 points"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Zero keeps none.
+    let none = Dashboard::new()
+        .history(Duration::ZERO)
+        .serve("127.0.0.1:0", &p)
+        .unwrap();
+    let body = get(&format!("http://{}/snapshot.json", none.local_addr())).2;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["history"]["ages_secs"].as_array().unwrap().len(), 0);
+    none.stop();
+    p.stop();
+    joined(&p);
+}

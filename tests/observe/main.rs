@@ -5,11 +5,16 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+#[cfg(all(feature = "dashboard", feature = "http"))]
+mod browser;
 mod core_api;
 #[cfg(all(feature = "dashboard", feature = "http"))]
 mod dashboard;
 mod examples;
 mod fixtures;
+mod metrics;
+mod promtool;
 mod render;
 mod reporter;
 mod snapshot;
+mod timing;

@@ -106,13 +106,29 @@ fn prometheus_text_follows_the_exposition_format() {
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').unwrap();
-            assert!(kind == "counter" || kind == "gauge", "{line}");
+            assert!(
+                kind == "counter" || kind == "gauge" || kind == "histogram",
+                "{line}"
+            );
             assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
-            assert!(name.starts_with("stageflow_"), "{line}");
-            typed.insert(name.to_owned(), kind.to_owned());
+            assert!(
+                name.starts_with("stageflow_") || name.starts_with("process_"),
+                "{line}"
+            );
+            assert!(
+                typed.insert(name.to_owned(), kind.to_owned()).is_none(),
+                "twice: {line}"
+            );
         } else if !line.starts_with("# HELP ") {
             let name = line.split(['{', ' ']).next().unwrap();
-            assert!(typed.contains_key(name), "sample before its TYPE: {line}");
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| {
+                    name.strip_suffix(suffix)
+                        .filter(|f| typed.get(*f).is_some_and(|k| k == "histogram"))
+                })
+                .unwrap_or(name);
+            assert!(typed.contains_key(family), "sample before its TYPE: {line}");
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok(), "{line}");
         }
@@ -135,6 +151,7 @@ fn prometheus_text_follows_the_exposition_format() {
     ] {
         assert!(text.contains(&line), "no {line} in\n{text}");
     }
+    crate::promtool::check(&text);
 }
 
 #[cfg(feature = "observe-json")]

@@ -110,7 +110,7 @@ fn log_lines_name_every_stage_at_info_level() {
         .unwrap();
     assert_eq!(
         last_src.1,
-        "stage log-src (producer, normal): in 0 (0/s), out 3 (0/s), discarded 0, buffered 0, inbox 0/1024"
+        "stage log-src (producer, normal): in 0 (0/s), out 3 (0/s), discarded 0, buffered 0, inbox 0/1024, busy 0%"
     );
     let last_sink = mine
         .iter()

@@ -112,6 +112,18 @@ fn credits_bound_what_is_read_and_the_rest_stays_in_the_stream() {
     assert!(report.is_complete(), "{report:?}");
     assert_eq!(source.counters().acked, 1000);
     assert_eq!(group_info(&mut con, "jobs", "g"), (0, 1000));
+    // The same counters, exported to observers (layer `redis`).
+    use stageflow::observe::Observe;
+    let snapshot = stageflow::observe::Observed::default()
+        .source("jobs", source.clone())
+        .snapshot();
+    let jobs = snapshot.source("jobs").unwrap();
+    assert_eq!(jobs.layer, "redis");
+    assert_eq!(jobs.value("acked_total", &[]), Some(1000.0));
+    assert_eq!(jobs.value("read_total", &[]), Some(1000.0));
+    assert!(snapshot
+        .to_prometheus()
+        .contains("stageflow_redis_acked_total{source=\"jobs\"} 1000\n"));
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +12,9 @@ use super::clock::{Clock, SystemClock};
 use super::error::FlowError;
 use super::watermark::Watermark;
 use crate::SubscriptionId;
+
+mod counts;
+pub use counts::WindowCounts;
 
 /// How a partition's events are cut into windows, and which triggers emit a window's
 /// accumulator before it closes. A window's result is always emitted when it closes and when
@@ -102,16 +105,16 @@ pub struct Window<T> {
 /// are dropped. Read it from
 /// [`Window::late_events`] while or after the flow runs.
 #[derive(Clone, Debug, Default)]
-pub struct LateEvents(Arc<AtomicU64>);
+pub struct LateEvents(pub(crate) Arc<counts::Cells>);
 
 impl LateEvents {
     /// The count so far.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.late.load(Ordering::Relaxed)
     }
 
     fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.0.late.fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -347,6 +350,12 @@ impl<T> Window<T> {
         self.late.clone()
     }
 
+    /// The window's counts, every partition together, shared by its clones: windows emitted
+    /// and late events, also as metrics for `stageflow::observe`.
+    pub fn counts(&self) -> WindowCounts {
+        WindowCounts(self.late.0.clone())
+    }
+
     /// Checks the options.
     pub(crate) fn validate(&self) -> Result<(), FlowError> {
         let bad = |option: &'static str, message: String| {
@@ -501,6 +510,7 @@ impl<T, A: Clone> Windows<T, A> {
     }
 
     fn fire(&self, index: u64, fired: Fired, value: A, out: &mut Vec<Action<A>>) {
+        self.late.0.fired.fetch_add(1, Ordering::Relaxed);
         out.push(Action::Fire {
             index,
             window: self.id(index),

@@ -25,6 +25,8 @@ use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
 use super::error::ObserveError;
+use super::history::History;
+use super::metrics::MetricsSource;
 use super::snapshot::{Observe, Observer, Snapshot};
 use crate::StageRef;
 
@@ -65,6 +67,7 @@ const LINGER: Duration = Duration::from_millis(200);
 #[derive(Clone, Debug)]
 pub struct Dashboard {
     refresh: Duration,
+    history: Duration,
     max_request_bytes: usize,
     max_connections: usize,
     timeout: Duration,
@@ -82,6 +85,7 @@ impl Dashboard {
     pub fn new() -> Dashboard {
         Dashboard {
             refresh: Duration::from_secs(1),
+            history: Duration::from_secs(600),
             max_request_bytes: 8 * 1024,
             max_connections: 16,
             timeout: Duration::from_secs(5),
@@ -94,6 +98,16 @@ impl Dashboard {
     /// request. Defaults to 1 s.
     pub fn refresh(mut self, interval: Duration) -> Dashboard {
         self.refresh = interval;
+        self
+    }
+
+    /// How long a history of the sampled snapshots is kept (per stage, events sent per
+    /// second and the share of time in callbacks, one point per
+    /// [`refresh`](Dashboard::refresh)), served in `/snapshot.json` as `history` and drawn on
+    /// the page as sparklines. Zero keeps none. At most 100 000 points (`history /
+    /// refresh`). Defaults to 10 minutes.
+    pub fn history(mut self, span: Duration) -> Dashboard {
+        self.history = span;
         self
     }
 
@@ -141,6 +155,15 @@ impl Dashboard {
                 format!("expected at least 10ms, got {:?}", self.refresh),
             );
         }
+        if self.history.as_secs_f64() / self.refresh.as_secs_f64() > 100_000.0 {
+            return bad(
+                "history",
+                format!(
+                    "expected at most 100000 points, got {:?} of history every {:?}",
+                    self.history, self.refresh
+                ),
+            );
+        }
         if self.max_request_bytes < 256 {
             return bad(
                 "max_request_bytes",
@@ -186,9 +209,15 @@ impl Dashboard {
         self.validate()?;
         let listener = TcpListener::bind(addr).map_err(ObserveError::Bind)?;
         let local = listener.local_addr().map_err(ObserveError::Bind)?;
+        let sources = stages.metrics_sources();
         let stages: Arc<Vec<StageRef>> = Arc::new(stages.observed());
         let mut observer = Observer::new(stages.as_slice());
-        let latest = Arc::new(Mutex::new(Arc::new(observer.snapshot())));
+        for source in &sources {
+            observer.add_source(source.clone());
+        }
+        let mut history = History::new(self.history);
+        let first = observer.snapshot();
+        let latest = Arc::new(Mutex::new(Arc::new(page_json(&first, &history))));
         let stopping = Arc::new(AtomicBool::new(false));
         let (stop_tx, stop_rx) = bounded::<()>(0);
 
@@ -200,8 +229,10 @@ impl Dashboard {
                 .spawn(move || loop {
                     match stop_rx.recv_timeout(refresh) {
                         Err(RecvTimeoutError::Timeout) => {
-                            let s = Arc::new(observer.snapshot());
-                            *latest.lock() = s;
+                            let s = observer.snapshot();
+                            history.record(&s);
+                            let json = Arc::new(page_json(&s, &history));
+                            *latest.lock() = json;
                         }
                         _ => return,
                     }
@@ -212,6 +243,7 @@ impl Dashboard {
         let server = Arc::new(Server {
             options: self,
             stages,
+            sources,
             latest,
             active: AtomicUsize::new(0),
         });
@@ -310,7 +342,9 @@ fn wake_addr(addr: SocketAddr) -> SocketAddr {
 struct Server {
     options: Dashboard,
     stages: Arc<Vec<StageRef>>,
-    latest: Arc<Mutex<Arc<Snapshot>>>,
+    sources: Vec<MetricsSource>,
+    /// The latest sampled snapshot with the history, as served at `/snapshot.json`.
+    latest: Arc<Mutex<Arc<String>>>,
     active: AtomicUsize,
 }
 
@@ -376,6 +410,18 @@ impl Response {
             head_only: false,
         }
     }
+}
+
+/// `/snapshot.json`: the snapshot's JSON with `history` added.
+fn page_json(snapshot: &Snapshot, history: &History) -> String {
+    let mut v = match serde_json::to_value(snapshot) {
+        Ok(v) => v,
+        Err(e) => return format!("{{\"error\":{:?}}}", e.to_string()),
+    };
+    if let (serde_json::Value::Object(map), Ok(h)) = (&mut v, serde_json::to_value(history)) {
+        map.insert("history".to_owned(), h);
+    }
+    v.to_string()
 }
 
 fn reason_phrase(status: u16) -> &'static str {
@@ -600,14 +646,20 @@ fn route(server: &Server, method: &str, target: &str) -> Response {
         return r;
     }
     let mut r = match path {
-        "/metrics" => Response::new(
-            200,
-            "text/plain; version=0.0.4; charset=utf-8",
-            Snapshot::of(&server.stages).to_prometheus().into_bytes(),
-        ),
+        "/metrics" => {
+            let mut observer = Observer::new(server.stages.as_slice());
+            for source in &server.sources {
+                observer.add_source(source.clone());
+            }
+            Response::new(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                observer.snapshot().to_prometheus().into_bytes(),
+            )
+        }
         "/snapshot.json" => {
-            let snapshot = server.latest.lock().clone();
-            Response::new(200, "application/json", snapshot.to_json().into_bytes())
+            let json = server.latest.lock().clone();
+            Response::new(200, "application/json", json.as_bytes().to_vec())
         }
         _ => Response::new(200, "text/html; charset=utf-8", PAGE.as_bytes().to_vec()),
     };
@@ -656,7 +708,9 @@ mod tests {
     #[test]
     fn the_page_wraps_or_cuts_long_stage_names() {
         // The table's name cells wrap anywhere; the SVG boxes cut the name to fit.
-        assert!(PAGE.contains("td:first-child { max-width: 32ch; overflow-wrap: anywhere;"));
+        assert!(PAGE.contains(
+            "td:first-child { max-width: 32ch; min-width: 10ch; overflow-wrap: anywhere;"
+        ));
         assert!(PAGE.contains("fit(el(\"text\", { x: 10, y: 18, class: \"name\" }"));
     }
 
