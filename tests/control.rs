@@ -564,7 +564,12 @@ fn counters_after_a_call_show_what_the_stage_did_before_replying() {
             got += b.len();
         }
     }
+    // The producer counts events as sent once they are in the consumer's inbox, just after
+    // the send: the consumer can hold them before the count moves. A call is the point where
+    // the counters show everything the stage did before it.
+    p.call(Cmd::Ping, LIMIT).unwrap();
     let out = p.counters().events_out;
+    assert_eq!(out, 1275);
     p.call(|r| Cmd::Emit(9, r), LIMIT).unwrap();
     let after = p.counters();
     assert_eq!(after.events_out + after.buffered, out + 9);
