@@ -671,7 +671,7 @@ fn main() {
     if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "o")) {
         observe_shape::table(s.quick, s.rounds);
     }
-    if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "m")) {
+    if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x.starts_with('m'))) {
         pipeline_shape::table(&s);
     }
     #[cfg(feature = "redis")]

@@ -136,14 +136,24 @@ pub(crate) fn table(quick: bool, rounds: usize) {
     println!("|---|---|---|---|---|---|---|");
     type Run = fn(&'static [&'static str]) -> (Duration, Counts);
     let runs: [Run; 3] = [through_flow, single_loop, rayon_fold];
-    for run in &runs {
+    // STAGEFLOW_ONLY=stageflow runs the flow only (for profiling; the other columns then
+    // read nothing meaningful), as `compare`'s other rows do.
+    let flow_only = std::env::var("STAGEFLOW_ONLY").as_deref() == Ok("stageflow");
+    let ways = if flow_only { 1 } else { runs.len() };
+    for run in &runs[..ways] {
         let (_, counts) = run(corpus); // Warm up, and check.
         assert_eq!(counts, expected, "every way counts the same");
     }
     let mut times: [Vec<Duration>; 3] = Default::default();
     let mut cpu: [Vec<Duration>; 3] = Default::default();
+    if flow_only {
+        for (t, c) in times.iter_mut().zip(&mut cpu).skip(1) {
+            t.push(Duration::from_secs(1));
+            c.push(Duration::ZERO);
+        }
+    }
     for _ in 0..rounds {
-        for ((run, t), c) in runs.iter().zip(&mut times).zip(&mut cpu) {
+        for ((run, t), c) in runs[..ways].iter().zip(&mut times).zip(&mut cpu) {
             let before = cpu_time();
             t.push(run(corpus).0);
             c.push(cpu_time().saturating_sub(before));
