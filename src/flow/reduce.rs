@@ -159,6 +159,25 @@ impl<T: 'static> Partitions<T> {
     }
 }
 
+impl<K: 'static> Partitions<K> {
+    /// The same partitions for `(key, count)` pairs: each pair to its key's partition.
+    pub(crate) fn of_pairs(self) -> Partitions<(K, u64)> {
+        let hash = self.hash;
+        Partitions {
+            hash: Arc::new(move |(k, _): &(K, u64)| hash(k)),
+            stages: self.stages,
+            window: self.window.of_pairs(),
+            max_demand: self.max_demand,
+            min_demand: self.min_demand,
+        }
+    }
+
+    /// Whether the window lets a reduction pre-reduce each batch before the partition.
+    pub(crate) fn takes_pre_reduced(&self) -> bool {
+        self.window.takes_pre_reduced()
+    }
+}
+
 impl<T: Hash + 'static> Partitions<T> {
     /// Partitions by the whole event (Flow's default key).
     pub fn by_event() -> Partitions<T> {
@@ -216,7 +235,9 @@ impl<T: Send + 'static> Partitioned<T> {
         })
     }
 
-    /// Counts each window's events by `key`.
+    /// Counts each window's events by `key`. Where the partition's key is the same,
+    /// [`Flow::count_by_key`] does both in one call, with the key written once, and counts
+    /// each batch before the partition.
     pub fn count_by_key<K>(
         self,
         key: impl Fn(&T) -> K + Send + Sync + 'static,
@@ -568,9 +589,7 @@ where
     fn handle_events(&mut self, events: Events<'_, T>, ctx: &mut Context<'_, O, Tick>) {
         let now = self.clock.now();
         let lane = events.subscription();
-        for e in events {
-            self.windows.push(lane, e, now, &mut self.actions);
-        }
+        self.windows.push_all(lane, events, now, &mut self.actions);
         self.send(ctx);
     }
 

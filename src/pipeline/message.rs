@@ -73,10 +73,31 @@ where
     }
 }
 
+/// Who acknowledges a message: shared (a reference count per message) or `'static` (none).
+#[derive(Clone)]
+enum By {
+    Shared(Arc<dyn Acknowledger>),
+    Static(&'static dyn Acknowledger),
+}
+
+impl By {
+    fn get(&self) -> &dyn Acknowledger {
+        match self {
+            By::Shared(a) => &**a,
+            By::Static(a) => *a,
+        }
+    }
+
+    /// The acknowledger's address: messages with the same one are acknowledged in one call.
+    fn key(&self) -> *const () {
+        self.get() as *const dyn Acknowledger as *const ()
+    }
+}
+
 /// An acknowledger and the id it knows the message by.
 #[derive(Clone)]
 struct Ack {
-    by: Arc<dyn Acknowledger>,
+    by: By,
     id: u64,
 }
 
@@ -139,9 +160,48 @@ impl<T> Message<T> {
 
     /// Sets who is told when the message is done, and the `id` it is known by (Broadway's
     /// `configure_ack`; a delivery tag, an offset, an index).
+    ///
+    /// Each message holds a clone of the `Arc`: one atomic increment where the producer makes
+    /// the message and one decrement where it is acknowledged, on a counter every message
+    /// shares, so the producer's and the batchers' cores take turns owning it. An
+    /// acknowledger that lives as long as the program is cheaper as
+    /// [`static_acknowledger`](Message::static_acknowledger).
     pub fn acknowledger(mut self, acknowledger: Arc<dyn Acknowledger>, id: u64) -> Message<T> {
         self.ack = Some(Ack {
-            by: acknowledger,
+            by: By::Shared(acknowledger),
+            id,
+        });
+        self
+    }
+
+    /// As [`acknowledger`](Message::acknowledger), for an acknowledger that lives as long as
+    /// the program (a `static`, or one leaked once with [`Box::leak`]): the message holds a
+    /// plain reference, with no reference count to update per message (what Broadway's
+    /// acknowledger is: a module and a term). Messages with the same acknowledger, whichever
+    /// way it was set, are acknowledged in one call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use stageflow::pipeline::{Acked, Acknowledger, Message};
+    ///
+    /// static ACKED: AtomicU64 = AtomicU64::new(0);
+    /// // One acknowledger for the program's life, leaked once (a `static` item works too).
+    /// let ack: &'static dyn Acknowledger =
+    ///     Box::leak(Box::new(|ok: Vec<Acked>, _failed: Vec<Acked>| {
+    ///         ACKED.fetch_add(ok.len() as u64, Ordering::Relaxed);
+    ///     }));
+    /// let m = Message::new("hello").static_acknowledger(ack, 7);
+    /// assert_eq!(m.ack_id(), Some(7));
+    /// ```
+    pub fn static_acknowledger(
+        mut self,
+        acknowledger: &'static dyn Acknowledger,
+        id: u64,
+    ) -> Message<T> {
+        self.ack = Some(Ack {
+            by: By::Static(acknowledger),
             id,
         });
         self
@@ -198,7 +258,7 @@ impl<T> Message<T> {
             } else {
                 (vec![acked], Vec::new())
             };
-            call(&*ack.by, ok, failed);
+            call(ack.by.get(), ok, failed);
         }
     }
 
@@ -231,13 +291,16 @@ fn call(by: &dyn Acknowledger, ok: Vec<Acked>, failed: Vec<Acked>) {
 /// were successful and how many failed (messages without an acknowledger included).
 pub(crate) fn ack_all<T>(messages: impl IntoIterator<Item = Message<T>>) -> (u64, u64) {
     struct Group {
-        by: Arc<dyn Acknowledger>,
+        by: By,
         ok: Vec<Acked>,
         failed: Vec<Acked>,
     }
+    let mut messages = messages.into_iter();
     let mut groups: Vec<Group> = Vec::new();
+    // The group of the previous message: runs of one acknowledger skip the search.
+    let mut last = 0;
     let (mut ok, mut failed) = (0, 0);
-    for m in messages {
+    while let Some(m) = messages.next() {
         let is_failed = m.is_failed();
         if is_failed {
             failed += 1;
@@ -250,21 +313,28 @@ pub(crate) fn ack_all<T>(messages: impl IntoIterator<Item = Message<T>>) -> (u64
             metadata: m.metadata,
             status: m.status,
         };
-        let key = Arc::as_ptr(&ack.by) as *const ();
-        let group = match groups
-            .iter_mut()
-            .position(|g| Arc::as_ptr(&g.by) as *const () == key)
-        {
-            Some(i) => &mut groups[i],
-            None => {
-                groups.push(Group {
-                    by: ack.by,
-                    ok: Vec::new(),
-                    failed: Vec::new(),
-                });
-                groups.last_mut().expect("just pushed")
-            }
-        };
+        let key = ack.by.key();
+        if groups.get(last).is_none_or(|g| g.by.key() != key) {
+            last = match groups.iter().position(|g| g.by.key() == key) {
+                Some(i) => i,
+                None => {
+                    // The first group is sized for every message left (usually there is one
+                    // acknowledger): one allocation per batch, not one per doubling.
+                    let room = if groups.is_empty() {
+                        messages.size_hint().0 + 1
+                    } else {
+                        0
+                    };
+                    groups.push(Group {
+                        by: ack.by,
+                        ok: Vec::with_capacity(if is_failed { 0 } else { room }),
+                        failed: Vec::new(),
+                    });
+                    groups.len() - 1
+                }
+            };
+        }
+        let group = &mut groups[last];
         if is_failed {
             group.failed.push(acked);
         } else {
@@ -272,7 +342,7 @@ pub(crate) fn ack_all<T>(messages: impl IntoIterator<Item = Message<T>>) -> (u64
         }
     }
     for g in groups {
-        call(&*g.by, g.ok, g.failed);
+        call(g.by.get(), g.ok, g.failed);
     }
     (ok, failed)
 }
@@ -317,6 +387,32 @@ mod tests {
         assert_eq!(ack_all(msgs), (6, 1));
         assert_eq!(*log_a.lock(), vec![(vec![0, 4], vec![2])]);
         assert_eq!(*log_b.lock(), vec![(vec![1, 3, 5], vec![])]);
+    }
+
+    #[test]
+    fn a_static_acknowledger_is_one_group_and_apart_from_shared_ones() {
+        static CALLS: std::sync::Mutex<Vec<(Vec<u64>, Vec<u64>)>> =
+            std::sync::Mutex::new(Vec::new());
+        static BY: fn(Vec<Acked>, Vec<Acked>) = |ok, failed| {
+            CALLS.lock().expect("not poisoned").push((
+                ok.iter().map(|a| a.id).collect(),
+                failed.iter().map(|a| a.id).collect(),
+            ));
+        };
+        let (shared, log) = recorder();
+        let mut msgs: Vec<Message<u32>> = (0..5)
+            .map(|i| match i {
+                1 => Message::new(i).acknowledger(shared.clone(), u64::from(i)),
+                _ => Message::new(i).static_acknowledger(&BY, u64::from(i)),
+            })
+            .collect();
+        msgs[3].fail("bad");
+        assert_eq!(ack_all(msgs), (4, 1));
+        assert_eq!(
+            *CALLS.lock().expect("not poisoned"),
+            vec![(vec![0, 2, 4], vec![3])]
+        );
+        assert_eq!(*log.lock(), vec![(vec![1], vec![])]);
     }
 
     #[test]
