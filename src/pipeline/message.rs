@@ -291,43 +291,45 @@ fn call(by: &dyn Acknowledger, ok: Vec<Acked>, failed: Vec<Acked>) {
 /// were successful and how many failed (messages without an acknowledger included).
 pub(crate) fn ack_all<T>(messages: impl IntoIterator<Item = Message<T>>) -> (u64, u64) {
     struct Group {
+        key: *const (),
         by: By,
         ok: Vec<Acked>,
         failed: Vec<Acked>,
     }
     let mut messages = messages.into_iter();
     let mut groups: Vec<Group> = Vec::new();
-    // The group of the previous message: runs of one acknowledger skip the search.
+    // The group of the previous message: a run of one acknowledger skips the search.
     let mut last = 0;
     let (mut ok, mut failed) = (0, 0);
     while let Some(m) = messages.next() {
-        let is_failed = m.is_failed();
+        let Message {
+            metadata,
+            status,
+            ack,
+            ..
+        } = m;
+        let is_failed = matches!(status, Status::Failed(_));
         if is_failed {
             failed += 1;
         } else {
             ok += 1;
         }
-        let Some(ack) = m.ack else { continue };
-        let acked = Acked {
-            id: ack.id,
-            metadata: m.metadata,
-            status: m.status,
-        };
-        let key = ack.by.key();
-        if groups.get(last).is_none_or(|g| g.by.key() != key) {
-            last = match groups.iter().position(|g| g.by.key() == key) {
+        let Some(Ack { by, id }) = ack else { continue };
+        let key = by.key();
+        if groups.get(last).is_none_or(|g| g.key != key) {
+            last = match groups.iter().position(|g| g.key == key) {
                 Some(i) => i,
                 None => {
-                    // The first group is sized for every message left (usually there is one
+                    // The first group is sized for every message left (there is usually one
                     // acknowledger): one allocation per batch, not one per doubling.
-                    let room = if groups.is_empty() {
-                        messages.size_hint().0 + 1
-                    } else {
-                        0
+                    let room = match (groups.is_empty(), is_failed) {
+                        (true, false) => messages.size_hint().0 + 1,
+                        _ => 0,
                     };
                     groups.push(Group {
-                        by: ack.by,
-                        ok: Vec::with_capacity(if is_failed { 0 } else { room }),
+                        key,
+                        by,
+                        ok: Vec::with_capacity(room),
                         failed: Vec::new(),
                     });
                     groups.len() - 1
@@ -335,11 +337,16 @@ pub(crate) fn ack_all<T>(messages: impl IntoIterator<Item = Message<T>>) -> (u64
             };
         }
         let group = &mut groups[last];
-        if is_failed {
-            group.failed.push(acked);
+        let list = if is_failed {
+            &mut group.failed
         } else {
-            group.ok.push(acked);
-        }
+            &mut group.ok
+        };
+        list.push(Acked {
+            id,
+            metadata,
+            status,
+        });
     }
     for g in groups {
         call(g.by.get(), g.ok, g.failed);
