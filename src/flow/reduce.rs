@@ -65,7 +65,7 @@ fn hash_of<K: Hash>(key: &K) -> u64 {
 /// A fast, fixed hash for choosing partitions (FxHash's word step, then SplitMix64's
 /// finalizer so that the low bits, which `% stages` reads, depend on every input bit). Not
 /// for hash tables facing untrusted keys: it only spreads keys over stages.
-struct Mix(u64);
+pub(crate) struct Mix(u64);
 
 impl Hasher for Mix {
     fn write(&mut self, bytes: &[u8]) {
@@ -102,6 +102,27 @@ impl Hasher for Mix {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+}
+
+/// [`Mix`] from a random seed, for a table the flow keeps inside a stage (the combiner's
+/// per-batch counts): a few instructions a word where SipHash takes hundreds, and a seed no
+/// input can know in advance. Each value draws its own seed.
+#[derive(Clone)]
+pub(crate) struct SeededMix(u64);
+
+impl Default for SeededMix {
+    fn default() -> SeededMix {
+        use std::hash::BuildHasher;
+        SeededMix(std::collections::hash_map::RandomState::new().hash_one(0x5EED_u64))
+    }
+}
+
+impl std::hash::BuildHasher for SeededMix {
+    type Hasher = Mix;
+
+    fn build_hasher(&self) -> Mix {
+        Mix(self.0)
     }
 }
 
@@ -670,6 +691,15 @@ mod tests {
             per[(hash_of(&(i * 4)) % 4) as usize] += 1;
         }
         assert!(per.iter().all(|c| c.abs_diff(2500) < 250), "{per:?}");
+    }
+
+    #[test]
+    fn a_seeded_hash_agrees_with_itself_and_differs_between_seeds() {
+        use std::hash::BuildHasher;
+        let (a, b) = (SeededMix::default(), SeededMix::default());
+        assert_eq!(a.hash_one("word"), a.clone().hash_one("word"));
+        assert_ne!(a.hash_one("word"), a.hash_one("ward"));
+        assert_ne!(a.hash_one("word"), b.hash_one("word"), "two draws of 64 bits");
     }
 
     #[test]
