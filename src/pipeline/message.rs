@@ -129,7 +129,9 @@ pub struct Message<T> {
     pub data: T,
     /// Free-form metadata.
     pub metadata: Metadata,
-    status: Status,
+    /// `None` while [`Status::Ok`]: most messages never fail, and a smaller message is
+    /// cheaper to move from stage to stage.
+    failed: Option<Box<Status>>,
     ack: Option<Ack>,
     batcher: Option<Arc<str>>,
 }
@@ -139,7 +141,7 @@ impl<T: fmt::Debug> fmt::Debug for Message<T> {
         f.debug_struct("Message")
             .field("data", &self.data)
             .field("metadata", &self.metadata)
-            .field("status", &self.status)
+            .field("status", self.status())
             .field("ack_id", &self.ack_id())
             .field("batcher", &self.batcher)
             .finish()
@@ -152,7 +154,7 @@ impl<T> Message<T> {
         Message {
             data,
             metadata: Metadata::new(),
-            status: Status::Ok,
+            failed: None,
             ack: None,
             batcher: None,
         }
@@ -215,18 +217,19 @@ impl<T> Message<T> {
 
     /// Its status.
     pub fn status(&self) -> &Status {
-        &self.status
+        static OK: Status = Status::Ok;
+        self.failed.as_deref().unwrap_or(&OK)
     }
 
     /// Whether it has failed.
     pub fn is_failed(&self) -> bool {
-        matches!(self.status, Status::Failed(_))
+        self.failed.is_some()
     }
 
     /// Marks it failed: it goes to `handle_failed` and is acknowledged as failed (Broadway's
     /// `Message.failed/2`). In a processor, the message then never reaches a batcher.
     pub fn fail(&mut self, reason: impl Into<String>) {
-        self.status = Status::Failed(reason.into());
+        self.failed = Some(Box::new(Status::Failed(reason.into())));
     }
 
     /// Sends it to the batcher named `name` (Broadway's `put_batcher`). Without it, a message
@@ -251,7 +254,7 @@ impl<T> Message<T> {
             let acked = Acked {
                 id: ack.id,
                 metadata: self.metadata.clone(),
-                status: self.status.clone(),
+                status: self.status().clone(),
             };
             let (ok, failed) = if self.is_failed() {
                 (Vec::new(), vec![acked])
@@ -268,7 +271,7 @@ impl<T> Message<T> {
         Message {
             data,
             metadata: self.metadata,
-            status: self.status,
+            failed: self.failed,
             ack: self.ack,
             batcher: self.batcher,
         }
@@ -304,11 +307,11 @@ pub(crate) fn ack_all<T>(messages: impl IntoIterator<Item = Message<T>>) -> (u64
     while let Some(m) = messages.next() {
         let Message {
             metadata,
-            status,
+            failed: failure,
             ack,
             ..
         } = m;
-        let is_failed = matches!(status, Status::Failed(_));
+        let is_failed = failure.is_some();
         if is_failed {
             failed += 1;
         } else {
@@ -345,7 +348,7 @@ pub(crate) fn ack_all<T>(messages: impl IntoIterator<Item = Message<T>>) -> (u64
         list.push(Acked {
             id,
             metadata,
-            status,
+            status: failure.map_or(Status::Ok, |f| *f),
         });
     }
     for g in groups {
