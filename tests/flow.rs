@@ -257,7 +257,10 @@ fn count_by_key_on_the_flow_pre_counts_each_batch_and_counts_the_same() {
     // The mappers sent a (word, count) pair per distinct word of each batch (batches of
     // hundreds of events, 37 words), not one event per word.
     let pairs = events_in(stream.stages(), "reduce");
-    assert!(pairs > 0 && pairs < 3000 / 4, "{pairs} pairs for 3000 words");
+    assert!(
+        pairs > 0 && pairs < 3000 / 4,
+        "{pairs} pairs for 3000 words"
+    );
     stream.finish().unwrap();
     // Each key in exactly one partition, with its whole count.
     assert_eq!(emitted.len(), 3);
@@ -265,7 +268,10 @@ fn count_by_key_on_the_flow_pre_counts_each_batch_and_counts_the_same() {
     for e in &emitted {
         assert_eq!((e.window, e.fired), (WindowId::Global, Fired::Done));
         for (k, n) in &e.value {
-            assert!(seen.insert(k.clone(), *n).is_none(), "{k} in two partitions");
+            assert!(
+                seen.insert(k.clone(), *n).is_none(),
+                "{k} in two partitions"
+            );
         }
     }
     let mut expected: HashMap<String, u64> = HashMap::new();
@@ -280,19 +286,24 @@ fn count_by_key_on_the_flow_counts_events_where_the_window_counts_them() {
     // Count windows and `Every` triggers count events: no pre-counting, the same emissions as
     // partition + count_by_key (one lane and one partition, so the order is fixed).
     let words: Vec<u64> = (0..40).map(|i| i % 3).collect();
-    let windows: [fn() -> Window<u64>; 2] = [
-        || Window::count(7),
-        || Window::global().trigger_every(5),
-    ];
+    let windows: [fn() -> Window<u64>; 2] =
+        [|| Window::count(7), || Window::global().trigger_every(5)];
     for window in windows {
         let mut stream = Flow::from_iter(words.clone())
             .stages(1)
-            .count_by_key(|w: &u64| *w, Partitions::by_event().stages(1).window(window()))
+            .count_by_key(
+                |w: &u64| *w,
+                Partitions::by_event().stages(1).window(window()),
+            )
             .emit_state()
             .stream()
             .unwrap();
         let one_step: Vec<_> = stream.by_ref().collect();
-        assert_eq!(events_in(stream.stages(), "reduce"), 40, "one pair per event");
+        assert_eq!(
+            events_in(stream.stages(), "reduce"),
+            40,
+            "one pair per event"
+        );
         stream.finish().unwrap();
         let two_steps = Flow::from_iter(words.clone())
             .stages(1)

@@ -164,10 +164,10 @@
 
 mod clock;
 mod departition;
-mod scratch;
 mod error;
 mod reduce;
 mod run;
+mod scratch;
 mod watermark;
 mod window;
 
@@ -180,8 +180,8 @@ use std::time::Duration;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::FlowError;
-pub use reduce::{top_n, Partitioned, Partitions, Reduced};
 use reduce::SeededMix;
+pub use reduce::{top_n, Partitioned, Partitions, Reduced};
 pub use run::{FlowStream, RunningFlow};
 pub use window::{Emitted, Fired, LateEvents, Trigger, Window, WindowId};
 
@@ -573,11 +573,12 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
         } else {
             self.then(move |batch: Vec<T>| batch.iter().map(|e| (key(e), 1)).collect())
         };
-        pairs
-            .partition(partitions.of_pairs())
-            .reduce(HashMap::new, |counts: &mut HashMap<K, u64>, (k, n)| {
+        pairs.partition(partitions.of_pairs()).reduce(
+            HashMap::new,
+            |counts: &mut HashMap<K, u64>, (k, n)| {
                 *counts.entry(k).or_insert(0) += n;
-            })
+            },
+        )
     }
 
     /// The lanes, to be spawned with a dispatcher.

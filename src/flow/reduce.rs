@@ -699,7 +699,11 @@ mod tests {
         let (a, b) = (SeededMix::default(), SeededMix::default());
         assert_eq!(a.hash_one("word"), a.clone().hash_one("word"));
         assert_ne!(a.hash_one("word"), a.hash_one("ward"));
-        assert_ne!(a.hash_one("word"), b.hash_one("word"), "two draws of 64 bits");
+        assert_ne!(
+            a.hash_one("word"),
+            b.hash_one("word"),
+            "two draws of 64 bits"
+        );
     }
 
     #[test]

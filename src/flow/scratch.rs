@@ -34,7 +34,11 @@ mod tests {
         assert!(take::<Vec<u32>>().capacity() >= 100);
         assert_eq!(take::<Vec<u32>>().capacity(), 0, "taken once");
         put(vec![1u8]);
-        assert_eq!(take::<Vec<u32>>(), Vec::<u32>::new(), "another type: a new value");
+        assert_eq!(
+            take::<Vec<u32>>(),
+            Vec::<u32>::new(),
+            "another type: a new value"
+        );
         put(vec![1u32]);
         std::thread::spawn(|| assert!(take::<Vec<u32>>().is_empty()))
             .join()
