@@ -525,8 +525,9 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     /// *combiner*, as Spark and Flink call it) and sends one `(key, count)` pair per distinct
     /// key of the batch instead of every event: fewer events to hash into partitions, send
     /// and fold. (The mapper's table hashes each key with a fast hash from a random seed, not
-    /// SipHash; the reducers' tables, which are what you get, are standard `HashMap`s.) The window allows it when what it emits does not depend on how many events
-    /// arrive: global and periodic windows without [`Every`](Trigger::Every) triggers. With
+    /// SipHash; the reducers' tables, which are what you get, are standard `HashMap`s.) The
+    /// window allows it when what it emits does not depend on how many events arrive: global
+    /// and periodic windows without [`Every`](Trigger::Every) triggers. With
     /// count windows, fixed windows (whose timestamps are read from the key) or `Every`
     /// triggers, each event is sent on as `(key, 1)`, and windows and triggers count events
     /// as they do after `partition`. Either way each window's counts are those of
@@ -543,7 +544,11 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     ///     .stages(2)
     ///     .flat_map(|line: &'static str| line.split(' ')) // no Vec per line, no String per word
     ///     .count_by_key(|word: &&str| *word, Partitions::by_event().stages(2))
-    ///     .departition(HashMap::new, |all: &mut HashMap<&str, u64>, part| all.extend(part), |all| all)
+    ///     .departition(
+    ///         HashMap::new,
+    ///         |all: &mut HashMap<&str, u64>, part| all.extend(part),
+    ///         |all| all,
+    ///     )
     ///     .collect()?;
     /// assert_eq!(counts[0].value["the"], 3);
     /// assert_eq!(counts[0].value["bird"], 1);

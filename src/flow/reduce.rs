@@ -63,8 +63,11 @@ fn hash_of<K: Hash>(key: &K) -> u64 {
 }
 
 /// A fast, fixed hash for choosing partitions (FxHash's word step, then SplitMix64's
-/// finalizer so that the low bits, which `% stages` reads, depend on every input bit). Not
-/// for hash tables facing untrusted keys: it only spreads keys over stages.
+/// finalizer so that the low bits, which `% stages` reads, depend on every input bit). From
+/// zero it only spreads keys over stages: not for hash tables facing untrusted keys. From a
+/// random seed ([`SeededMix`]) it keys the combiner's table, which holds at most a batch of
+/// keys: an input cannot aim at collisions without the seed, though it is no keyed
+/// cryptographic hash as SipHash is.
 pub(crate) struct Mix(u64);
 
 impl Hasher for Mix {
