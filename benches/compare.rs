@@ -665,13 +665,19 @@ fn main() {
     if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "l")) {
         http_decode::table(s.quick, s.rounds);
     }
-    if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "n")) {
-        flow_shape::table(s.quick, s.rounds);
+    if s.only
+        .as_ref()
+        .is_none_or(|o| o.iter().any(|x| x.starts_with('n')))
+    {
+        flow_shape::table(s.quick, s.rounds, s.only.as_deref());
     }
     if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "o")) {
         observe_shape::table(s.quick, s.rounds);
     }
-    if s.only.as_ref().is_none_or(|o| o.iter().any(|x| x == "m")) {
+    if s.only
+        .as_ref()
+        .is_none_or(|o| o.iter().any(|x| x.starts_with('m')))
+    {
         pipeline_shape::table(&s);
     }
     #[cfg(feature = "redis")]

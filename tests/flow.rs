@@ -245,6 +245,79 @@ fn count_by_key_meets_every_key_in_one_partition() {
 }
 
 #[test]
+fn count_by_key_on_the_flow_pre_counts_each_batch_and_counts_the_same() {
+    let words: Vec<String> = (0..3000).map(|i| format!("w{}", i % 37)).collect();
+    let mut stream = Flow::from_iter(words.clone())
+        .stages(2)
+        .count_by_key(|w: &String| w.clone(), Partitions::by_event().stages(3))
+        .emit_state()
+        .stream()
+        .unwrap();
+    let emitted: Vec<Emitted<HashMap<String, u64>>> = stream.by_ref().collect();
+    // The mappers sent a (word, count) pair per distinct word of each batch (batches of
+    // hundreds of events, 37 words), not one event per word.
+    let pairs = events_in(stream.stages(), "reduce");
+    assert!(
+        pairs > 0 && pairs < 3000 / 4,
+        "{pairs} pairs for 3000 words"
+    );
+    stream.finish().unwrap();
+    // Each key in exactly one partition, with its whole count.
+    assert_eq!(emitted.len(), 3);
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    for e in &emitted {
+        assert_eq!((e.window, e.fired), (WindowId::Global, Fired::Done));
+        for (k, n) in &e.value {
+            assert!(
+                seen.insert(k.clone(), *n).is_none(),
+                "{k} in two partitions"
+            );
+        }
+    }
+    let mut expected: HashMap<String, u64> = HashMap::new();
+    for w in words {
+        *expected.entry(w).or_insert(0) += 1;
+    }
+    assert_eq!(seen, expected);
+}
+
+#[test]
+fn count_by_key_on_the_flow_counts_events_where_the_window_counts_them() {
+    // Count windows and `Every` triggers count events: no pre-counting, the same emissions as
+    // partition + count_by_key (one lane and one partition, so the order is fixed).
+    let words: Vec<u64> = (0..40).map(|i| i % 3).collect();
+    let windows: [fn() -> Window<u64>; 2] =
+        [|| Window::count(7), || Window::global().trigger_every(5)];
+    for window in windows {
+        let mut stream = Flow::from_iter(words.clone())
+            .stages(1)
+            .count_by_key(
+                |w: &u64| *w,
+                Partitions::by_event().stages(1).window(window()),
+            )
+            .emit_state()
+            .stream()
+            .unwrap();
+        let one_step: Vec<_> = stream.by_ref().collect();
+        assert_eq!(
+            events_in(stream.stages(), "reduce"),
+            40,
+            "one pair per event"
+        );
+        stream.finish().unwrap();
+        let two_steps = Flow::from_iter(words.clone())
+            .stages(1)
+            .partition(Partitions::by_event().stages(1).window(window()))
+            .count_by_key(|w: &u64| *w)
+            .emit_state()
+            .collect()
+            .unwrap();
+        assert_eq!(one_step, two_steps, "{:?}", window());
+        assert!(one_step.len() > 2, "{one_step:?}");
+    }
+}
+
+#[test]
 fn reduce_group_by_emit_events_and_departition() {
     // reduce: a sum per partition, emitted as events.
     let sums = Flow::from_iter(1..=100u64)

@@ -1,6 +1,7 @@
-//! Row n of `compare`: word count over a generated corpus through a flow (lines → mapper
-//! stages splitting words → partition(4) by word → count per partition → departition merging
-//! the counts), beside a single-threaded `HashMap` loop and a rayon `fold`/`reduce`, in one
+//! Rows n and nc of `compare`: word count over a generated corpus through a flow (lines →
+//! mapper stages splitting words → partition(4) by word → count per partition → departition
+//! merging the counts; nc with the words borrowed and each batch pre-counted before the
+//! partition), beside a single-threaded `HashMap` loop and a rayon `fold`/`reduce`, in one
 //! run, alternately; words/s.
 
 use std::collections::HashMap;
@@ -49,6 +50,23 @@ fn through_flow(corpus: &'static [&'static str]) -> (Duration, Counts) {
         .flat_map(|line: &'static str| line.split(' ').collect::<Vec<_>>())
         .partition(Partitions::by_key(|w: &&'static str| *w).stages(4))
         .count_by_key(|w| *w)
+        .departition(HashMap::new, merge, |all| all)
+        .collect()
+        .expect("the flow runs");
+    let elapsed = start.elapsed();
+    let counts = out.into_iter().next().expect("one window").value;
+    (elapsed, counts)
+}
+
+/// The same count as the user the docs now show would write it: words borrowed from the
+/// lines with no `Vec` per line, and `Flow::count_by_key` (the key written once), whose
+/// mappers count each batch before the partition.
+fn pre_counted(corpus: &'static [&'static str]) -> (Duration, Counts) {
+    let start = Instant::now();
+    let out = Flow::from_iter(corpus.iter().copied())
+        .stages(2)
+        .flat_map(|line: &'static str| line.split(' '))
+        .count_by_key(|w: &&'static str| *w, Partitions::by_event().stages(4))
         .departition(HashMap::new, merge, |all| all)
         .collect()
         .expect("the flow runs");
@@ -118,8 +136,8 @@ fn m(r: f64) -> String {
     format!("{:.1} M", r / 1e6)
 }
 
-/// Prints the table of row n.
-pub(crate) fn table(quick: bool, rounds: usize) {
+/// Prints the table of rows n and nc (those `only` names, or both).
+pub(crate) fn table(quick: bool, rounds: usize, only: Option<&[String]>) {
     let lines = if quick { 50_000 } else { 200_000 };
     let corpus: &'static [&'static str] = Box::leak(corpus(lines).into_boxed_slice());
     let words = lines as u64 * 10;
@@ -130,40 +148,70 @@ pub(crate) fn table(quick: bool, rounds: usize) {
     );
     println!();
     println!(
-        "| id | flow: 2 mappers → partition(4) → count → departition | single-threaded HashMap loop | rayon fold/reduce ({} threads) | flow / loop | flow / rayon | CPU ns/word: flow, loop, rayon |",
+        "| id | flow | single-threaded HashMap loop | rayon fold/reduce ({} threads) | flow / loop | flow / rayon | CPU ns/word: flow, loop, rayon |",
         rayon::current_num_threads()
     );
     println!("|---|---|---|---|---|---|---|");
     type Run = fn(&'static [&'static str]) -> (Duration, Counts);
-    let runs: [Run; 3] = [through_flow, single_loop, rayon_fold];
-    for run in &runs {
+    let want = |id: &str| only.is_none_or(|o| o.iter().any(|x| x == id));
+    // STAGEFLOW_ONLY=stageflow runs the flows only (for profiling; the other columns then
+    // read nothing meaningful), as `compare`'s other rows do.
+    let flows_only = std::env::var("STAGEFLOW_ONLY").as_deref() == Ok("stageflow");
+    let ways: Vec<(&str, Run)> = [
+        ("n", through_flow as Run),
+        ("nc", pre_counted),
+        ("loop", single_loop),
+        ("rayon", rayon_fold),
+    ]
+    .into_iter()
+    .filter(|(id, _)| match *id {
+        "loop" | "rayon" => !flows_only,
+        id => want(id),
+    })
+    .collect();
+    for (_, run) in &ways {
         let (_, counts) = run(corpus); // Warm up, and check.
         assert_eq!(counts, expected, "every way counts the same");
     }
-    let mut times: [Vec<Duration>; 3] = Default::default();
-    let mut cpu: [Vec<Duration>; 3] = Default::default();
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); ways.len()];
+    let mut cpu: Vec<Vec<Duration>> = vec![Vec::new(); ways.len()];
     for _ in 0..rounds {
-        for ((run, t), c) in runs.iter().zip(&mut times).zip(&mut cpu) {
+        for (((_, run), t), c) in ways.iter().zip(&mut times).zip(&mut cpu) {
             let before = cpu_time();
             t.push(run(corpus).0);
             c.push(cpu_time().saturating_sub(before));
         }
     }
-    let [(fa, fl, fh), (la, ll, lh), (ra, rl, rh)] = times.map(|mut t| rate(words, &mut t));
-    let [cf, cl, cr] = cpu.map(|mut c| cpu_per_word(words, &mut c));
-    println!(
-        "| n | {} ({}–{}) | {} ({}–{}) | {} ({}–{}) | {:.2}× | {:.2}× | {cf:.0}, {cl:.0}, {cr:.0} |",
-        m(fa),
-        m(fl),
-        m(fh),
-        m(la),
-        m(ll),
-        m(lh),
-        m(ra),
-        m(rl),
-        m(rh),
-        fa / la,
-        fa / ra
-    );
+    let figures = |id: &str| {
+        let i = ways.iter().position(|(w, _)| *w == id)?;
+        let (mid, lo, hi) = rate(words, &mut times[i].clone());
+        Some((mid, lo, hi, cpu_per_word(words, &mut cpu[i].clone())))
+    };
+    let none = (1.0, 1.0, 1.0, 0.0);
+    let (la, ll, lh, cl) = figures("loop").unwrap_or(none);
+    let (ra, rl, rh, cr) = figures("rayon").unwrap_or(none);
+    let rows = [
+        ("n", "2 mappers → partition(4) → count_by_key → departition"),
+        ("nc", "2 mappers (no Vec per line) → count_by_key, pre-counted per batch, 4 partitions → departition"),
+    ];
+    for (id, shape) in rows {
+        let Some((fa, fl, fh, cf)) = figures(id) else {
+            continue;
+        };
+        println!(
+            "| {id}: {shape} | {} ({}–{}) | {} ({}–{}) | {} ({}–{}) | {:.2}× | {:.2}× | {cf:.0}, {cl:.0}, {cr:.0} |",
+            m(fa),
+            m(fl),
+            m(fh),
+            m(la),
+            m(ll),
+            m(lh),
+            m(ra),
+            m(rl),
+            m(rh),
+            fa / la,
+            fa / ra
+        );
+    }
     println!();
 }

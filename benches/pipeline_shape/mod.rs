@@ -24,14 +24,25 @@ const BATCH: usize = 100;
 fn with_pipeline(n: u64, md: usize) -> Duration {
     let acked = Arc::new(AtomicU64::new(0));
     let a = acked.clone();
-    let ack: Arc<dyn pipeline::Acknowledger> = Arc::new(move |ok: Vec<Acked>, _: Vec<Acked>| {
+    let count = move |ok: Vec<Acked>, _: Vec<Acked>| {
         a.fetch_add(ok.len() as u64, Ordering::Relaxed);
-    });
+    };
+    // STAGEFLOW_STATIC_ACK=1: the acknowledger set with `static_acknowledger` (leaked once per
+    // run, a few bytes), no reference count per message; to compare the two ways.
+    let by: Option<&'static dyn pipeline::Acknowledger> =
+        match std::env::var("STAGEFLOW_STATIC_ACK").as_deref() {
+            Ok("1") => Some(Box::leak(Box::new(count.clone()))),
+            _ => None,
+        };
+    let ack: Arc<dyn pipeline::Acknowledger> = Arc::new(count);
     let start = Instant::now();
     let p = pipeline::builder("bench")
         .producers(1, move |_| {
             let ack = ack.clone();
-            stageflow::from_iter((0..n).map(move |i| Message::new(i).acknowledger(ack.clone(), i)))
+            stageflow::from_iter((0..n).map(move |i| match by {
+                Some(by) => Message::new(i).static_acknowledger(by, i),
+                None => Message::new(i).acknowledger(ack.clone(), i),
+            }))
         })
         .processors(
             ProcessorOptions::new()

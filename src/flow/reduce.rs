@@ -63,9 +63,12 @@ fn hash_of<K: Hash>(key: &K) -> u64 {
 }
 
 /// A fast, fixed hash for choosing partitions (FxHash's word step, then SplitMix64's
-/// finalizer so that the low bits, which `% stages` reads, depend on every input bit). Not
-/// for hash tables facing untrusted keys: it only spreads keys over stages.
-struct Mix(u64);
+/// finalizer so that the low bits, which `% stages` reads, depend on every input bit). From
+/// zero it only spreads keys over stages: not for hash tables facing untrusted keys. From a
+/// random seed ([`SeededMix`]) it keys the combiner's table, which holds at most a batch of
+/// keys: an input cannot aim at collisions without the seed, though it is no keyed
+/// cryptographic hash as SipHash is.
+pub(crate) struct Mix(u64);
 
 impl Hasher for Mix {
     fn write(&mut self, bytes: &[u8]) {
@@ -102,6 +105,27 @@ impl Hasher for Mix {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
+    }
+}
+
+/// [`Mix`] from a random seed, for a table the flow keeps inside a stage (the combiner's
+/// per-batch counts): a few instructions a word where SipHash takes hundreds, and a seed no
+/// input can know in advance. Each value draws its own seed.
+#[derive(Clone)]
+pub(crate) struct SeededMix(u64);
+
+impl Default for SeededMix {
+    fn default() -> SeededMix {
+        use std::hash::BuildHasher;
+        SeededMix(std::collections::hash_map::RandomState::new().hash_one(0x5EED_u64))
+    }
+}
+
+impl std::hash::BuildHasher for SeededMix {
+    type Hasher = Mix;
+
+    fn build_hasher(&self) -> Mix {
+        Mix(self.0)
     }
 }
 
@@ -156,6 +180,25 @@ impl<T: 'static> Partitions<T> {
     pub fn min_demand(mut self, n: usize) -> Partitions<T> {
         self.min_demand = Some(n);
         self
+    }
+}
+
+impl<K: 'static> Partitions<K> {
+    /// The same partitions for `(key, count)` pairs: each pair to its key's partition.
+    pub(crate) fn of_pairs(self) -> Partitions<(K, u64)> {
+        let hash = self.hash;
+        Partitions {
+            hash: Arc::new(move |(k, _): &(K, u64)| hash(k)),
+            stages: self.stages,
+            window: self.window.of_pairs(),
+            max_demand: self.max_demand,
+            min_demand: self.min_demand,
+        }
+    }
+
+    /// Whether the window lets a reduction pre-reduce each batch before the partition.
+    pub(crate) fn takes_pre_reduced(&self) -> bool {
+        self.window.takes_pre_reduced()
     }
 }
 
@@ -216,7 +259,9 @@ impl<T: Send + 'static> Partitioned<T> {
         })
     }
 
-    /// Counts each window's events by `key`.
+    /// Counts each window's events by `key`. Where the partition's key is the same,
+    /// [`Flow::count_by_key`] does both in one call, with the key written once, and counts
+    /// each batch before the partition.
     pub fn count_by_key<K>(
         self,
         key: impl Fn(&T) -> K + Send + Sync + 'static,
@@ -568,9 +613,7 @@ where
     fn handle_events(&mut self, events: Events<'_, T>, ctx: &mut Context<'_, O, Tick>) {
         let now = self.clock.now();
         let lane = events.subscription();
-        for e in events {
-            self.windows.push(lane, e, now, &mut self.actions);
-        }
+        self.windows.push_all(lane, events, now, &mut self.actions);
         self.send(ctx);
     }
 
@@ -651,6 +694,19 @@ mod tests {
             per[(hash_of(&(i * 4)) % 4) as usize] += 1;
         }
         assert!(per.iter().all(|c| c.abs_diff(2500) < 250), "{per:?}");
+    }
+
+    #[test]
+    fn a_seeded_hash_agrees_with_itself_and_differs_between_seeds() {
+        use std::hash::BuildHasher;
+        let (a, b) = (SeededMix::default(), SeededMix::default());
+        assert_eq!(a.hash_one("word"), a.clone().hash_one("word"));
+        assert_ne!(a.hash_one("word"), a.hash_one("ward"));
+        assert_ne!(
+            a.hash_one("word"),
+            b.hash_one("word"),
+            "two draws of 64 bits"
+        );
     }
 
     #[test]

@@ -149,6 +149,26 @@ impl<T> Accumulator<T> {
         (if full { self.take() } else { None }, started)
     }
 
+    /// Adds messages from `messages` until the batch has `n` (a batch by count): the same as
+    /// [`push`](Accumulator::push) of each in turn until the batch is full, in one move of
+    /// the run. Returns the full batch if it is now full, and whether these messages started
+    /// a batch. Takes nothing from an empty `messages`.
+    pub(crate) fn fill(
+        &mut self,
+        messages: &mut impl Iterator<Item = Message<T>>,
+        n: usize,
+    ) -> (Option<Vec<Message<T>>>, bool) {
+        let started = self.pending.is_empty();
+        if started {
+            // One allocation per batch, not one per doubling.
+            self.pending.reserve(n);
+        }
+        let room = n.saturating_sub(self.pending.len()).max(1);
+        self.pending.extend(messages.by_ref().take(room));
+        let full = self.pending.len() >= n;
+        (if full { self.take() } else { None }, started)
+    }
+
     /// The batch in the making, if it is not empty.
     pub(crate) fn take(&mut self) -> Option<Vec<Message<T>>> {
         if self.pending.is_empty() {
@@ -204,6 +224,45 @@ mod tests {
         assert!(a.push(Message::new(4), &size).0.is_none());
         assert_eq!(data(a.push(Message::new(7), &size).0), Some(vec![4, 7]));
         assert_eq!(data(a.push(Message::new(12), &size).0), Some(vec![12]));
+    }
+
+    #[test]
+    fn filling_by_count_is_pushing_one_by_one() {
+        for n in [1, 3, 4] {
+            for runs in [vec![0, 2, 5, 1, 7], vec![3, 3, 3], vec![10]] {
+                let size = BatchSize::Count(n);
+                let (mut filled, mut pushed) = (Accumulator::new(), Accumulator::new());
+                let mut next = 0u32;
+                for len in runs {
+                    let run: Vec<u32> = (next..next + len).collect();
+                    next += len;
+                    let mut by_push = Vec::new();
+                    for &x in &run {
+                        let (full, started) = pushed.push(Message::new(x), &size);
+                        by_push.push((data(full), started));
+                    }
+                    let mut by_fill = Vec::new();
+                    let mut messages = run.iter().map(|&x| Message::new(x)).peekable();
+                    while messages.peek().is_some() {
+                        let (full, started) = filled.fill(&mut messages, n);
+                        by_fill.push((data(full), started));
+                    }
+                    // Every batch the pushes made, at the fill that completed it; a batch
+                    // started by the same messages.
+                    let batches = |v: &[(Option<Vec<u32>>, bool)]| -> Vec<Vec<u32>> {
+                        v.iter().filter_map(|(b, _)| b.clone()).collect()
+                    };
+                    assert_eq!(batches(&by_fill), batches(&by_push), "n {n}");
+                    assert_eq!(
+                        by_fill.iter().any(|(_, s)| *s),
+                        by_push.iter().any(|(_, s)| *s),
+                        "n {n}"
+                    );
+                    assert_eq!(filled.generation(), pushed.generation());
+                    assert_eq!(filled.len(), pushed.len());
+                }
+            }
+        }
     }
 
     #[test]

@@ -78,8 +78,29 @@ impl<T> Batcher<T> {
         ctx: &mut Context<'_, Out, Due>,
     ) -> Vec<Batch<T>> {
         Cells::add(&self.cells.messages_in, events.len() as u64);
-        let n = self.parts.len() as u64;
         let mut out = Vec::new();
+        if let (None, BatchSize::Count(size)) = (&self.partition_by, &self.size) {
+            // One partition, batches by count: move runs of messages, not one at a time.
+            let (size, mut events) = (*size, events.peekable());
+            while events.peek().is_some() {
+                let generation = self.parts[0].generation();
+                match self.parts[0].fill(&mut events, size) {
+                    (Some(messages), _) => out.push(self.batch(messages, 0, Trigger::Size)),
+                    (None, true) => {
+                        ctx.send_after(
+                            Due {
+                                partition: 0,
+                                generation,
+                            },
+                            self.timeout,
+                        );
+                    }
+                    (None, false) => {}
+                }
+            }
+            return out;
+        }
+        let n = self.parts.len() as u64;
         for m in events {
             let p = match &self.partition_by {
                 Some(key) => (key(&m) % n) as usize,

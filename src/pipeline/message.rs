@@ -73,10 +73,31 @@ where
     }
 }
 
+/// Who acknowledges a message: shared (a reference count per message) or `'static` (none).
+#[derive(Clone)]
+enum By {
+    Shared(Arc<dyn Acknowledger>),
+    Static(&'static dyn Acknowledger),
+}
+
+impl By {
+    fn get(&self) -> &dyn Acknowledger {
+        match self {
+            By::Shared(a) => &**a,
+            By::Static(a) => *a,
+        }
+    }
+
+    /// The acknowledger's address: messages with the same one are acknowledged in one call.
+    fn key(&self) -> *const () {
+        self.get() as *const dyn Acknowledger as *const ()
+    }
+}
+
 /// An acknowledger and the id it knows the message by.
 #[derive(Clone)]
 struct Ack {
-    by: Arc<dyn Acknowledger>,
+    by: By,
     id: u64,
 }
 
@@ -108,7 +129,9 @@ pub struct Message<T> {
     pub data: T,
     /// Free-form metadata.
     pub metadata: Metadata,
-    status: Status,
+    /// `None` while [`Status::Ok`]: most messages never fail, and a smaller message is
+    /// cheaper to move from stage to stage.
+    failed: Option<Box<Status>>,
     ack: Option<Ack>,
     batcher: Option<Arc<str>>,
 }
@@ -118,7 +141,7 @@ impl<T: fmt::Debug> fmt::Debug for Message<T> {
         f.debug_struct("Message")
             .field("data", &self.data)
             .field("metadata", &self.metadata)
-            .field("status", &self.status)
+            .field("status", self.status())
             .field("ack_id", &self.ack_id())
             .field("batcher", &self.batcher)
             .finish()
@@ -131,7 +154,7 @@ impl<T> Message<T> {
         Message {
             data,
             metadata: Metadata::new(),
-            status: Status::Ok,
+            failed: None,
             ack: None,
             batcher: None,
         }
@@ -139,9 +162,48 @@ impl<T> Message<T> {
 
     /// Sets who is told when the message is done, and the `id` it is known by (Broadway's
     /// `configure_ack`; a delivery tag, an offset, an index).
+    ///
+    /// Each message holds a clone of the `Arc`: one atomic increment where the producer makes
+    /// the message and one decrement where it is acknowledged, on a counter every message
+    /// shares, so the producer's and the batchers' cores take turns owning it. An
+    /// acknowledger that lives as long as the program is cheaper as
+    /// [`static_acknowledger`](Message::static_acknowledger).
     pub fn acknowledger(mut self, acknowledger: Arc<dyn Acknowledger>, id: u64) -> Message<T> {
         self.ack = Some(Ack {
-            by: acknowledger,
+            by: By::Shared(acknowledger),
+            id,
+        });
+        self
+    }
+
+    /// As [`acknowledger`](Message::acknowledger), for an acknowledger that lives as long as
+    /// the program (a `static`, or one leaked once with [`Box::leak`]): the message holds a
+    /// plain reference, with no reference count to update per message (what Broadway's
+    /// acknowledger is: a module and a term). Messages with the same acknowledger, whichever
+    /// way it was set, are acknowledged in one call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use stageflow::pipeline::{Acked, Acknowledger, Message};
+    ///
+    /// static ACKED: AtomicU64 = AtomicU64::new(0);
+    /// // One acknowledger for the program's life, leaked once (a `static` item works too).
+    /// let ack: &'static dyn Acknowledger =
+    ///     Box::leak(Box::new(|ok: Vec<Acked>, _failed: Vec<Acked>| {
+    ///         ACKED.fetch_add(ok.len() as u64, Ordering::Relaxed);
+    ///     }));
+    /// let m = Message::new("hello").static_acknowledger(ack, 7);
+    /// assert_eq!(m.ack_id(), Some(7));
+    /// ```
+    pub fn static_acknowledger(
+        mut self,
+        acknowledger: &'static dyn Acknowledger,
+        id: u64,
+    ) -> Message<T> {
+        self.ack = Some(Ack {
+            by: By::Static(acknowledger),
             id,
         });
         self
@@ -155,18 +217,19 @@ impl<T> Message<T> {
 
     /// Its status.
     pub fn status(&self) -> &Status {
-        &self.status
+        static OK: Status = Status::Ok;
+        self.failed.as_deref().unwrap_or(&OK)
     }
 
     /// Whether it has failed.
     pub fn is_failed(&self) -> bool {
-        matches!(self.status, Status::Failed(_))
+        self.failed.is_some()
     }
 
     /// Marks it failed: it goes to `handle_failed` and is acknowledged as failed (Broadway's
     /// `Message.failed/2`). In a processor, the message then never reaches a batcher.
     pub fn fail(&mut self, reason: impl Into<String>) {
-        self.status = Status::Failed(reason.into());
+        self.failed = Some(Box::new(Status::Failed(reason.into())));
     }
 
     /// Sends it to the batcher named `name` (Broadway's `put_batcher`). Without it, a message
@@ -191,14 +254,14 @@ impl<T> Message<T> {
             let acked = Acked {
                 id: ack.id,
                 metadata: self.metadata.clone(),
-                status: self.status.clone(),
+                status: self.status().clone(),
             };
             let (ok, failed) = if self.is_failed() {
                 (Vec::new(), vec![acked])
             } else {
                 (vec![acked], Vec::new())
             };
-            call(&*ack.by, ok, failed);
+            call(ack.by.get(), ok, failed);
         }
     }
 
@@ -208,7 +271,7 @@ impl<T> Message<T> {
         Message {
             data,
             metadata: self.metadata,
-            status: self.status,
+            failed: self.failed,
             ack: self.ack,
             batcher: self.batcher,
         }
@@ -231,48 +294,65 @@ fn call(by: &dyn Acknowledger, ok: Vec<Acked>, failed: Vec<Acked>) {
 /// were successful and how many failed (messages without an acknowledger included).
 pub(crate) fn ack_all<T>(messages: impl IntoIterator<Item = Message<T>>) -> (u64, u64) {
     struct Group {
-        by: Arc<dyn Acknowledger>,
+        key: *const (),
+        by: By,
         ok: Vec<Acked>,
         failed: Vec<Acked>,
     }
+    let mut messages = messages.into_iter();
     let mut groups: Vec<Group> = Vec::new();
+    // The group of the previous message: a run of one acknowledger skips the search.
+    let mut last = 0;
     let (mut ok, mut failed) = (0, 0);
-    for m in messages {
-        let is_failed = m.is_failed();
+    while let Some(m) = messages.next() {
+        let Message {
+            metadata,
+            failed: failure,
+            ack,
+            ..
+        } = m;
+        let is_failed = failure.is_some();
         if is_failed {
             failed += 1;
         } else {
             ok += 1;
         }
-        let Some(ack) = m.ack else { continue };
-        let acked = Acked {
-            id: ack.id,
-            metadata: m.metadata,
-            status: m.status,
-        };
-        let key = Arc::as_ptr(&ack.by) as *const ();
-        let group = match groups
-            .iter_mut()
-            .position(|g| Arc::as_ptr(&g.by) as *const () == key)
-        {
-            Some(i) => &mut groups[i],
-            None => {
-                groups.push(Group {
-                    by: ack.by,
-                    ok: Vec::new(),
-                    failed: Vec::new(),
-                });
-                groups.last_mut().expect("just pushed")
-            }
-        };
-        if is_failed {
-            group.failed.push(acked);
-        } else {
-            group.ok.push(acked);
+        let Some(Ack { by, id }) = ack else { continue };
+        let key = by.key();
+        if groups.get(last).is_none_or(|g| g.key != key) {
+            last = match groups.iter().position(|g| g.key == key) {
+                Some(i) => i,
+                None => {
+                    // The first group is sized for every message left (there is usually one
+                    // acknowledger): one allocation per batch, not one per doubling.
+                    let room = match (groups.is_empty(), is_failed) {
+                        (true, false) => messages.size_hint().0 + 1,
+                        _ => 0,
+                    };
+                    groups.push(Group {
+                        key,
+                        by,
+                        ok: Vec::with_capacity(room),
+                        failed: Vec::new(),
+                    });
+                    groups.len() - 1
+                }
+            };
         }
+        let group = &mut groups[last];
+        let list = if is_failed {
+            &mut group.failed
+        } else {
+            &mut group.ok
+        };
+        list.push(Acked {
+            id,
+            metadata,
+            status: failure.map_or(Status::Ok, |f| *f),
+        });
     }
     for g in groups {
-        call(&*g.by, g.ok, g.failed);
+        call(g.by.get(), g.ok, g.failed);
     }
     (ok, failed)
 }
@@ -317,6 +397,32 @@ mod tests {
         assert_eq!(ack_all(msgs), (6, 1));
         assert_eq!(*log_a.lock(), vec![(vec![0, 4], vec![2])]);
         assert_eq!(*log_b.lock(), vec![(vec![1, 3, 5], vec![])]);
+    }
+
+    #[test]
+    fn a_static_acknowledger_is_one_group_and_apart_from_shared_ones() {
+        static CALLS: std::sync::Mutex<Vec<(Vec<u64>, Vec<u64>)>> =
+            std::sync::Mutex::new(Vec::new());
+        static BY: fn(Vec<Acked>, Vec<Acked>) = |ok, failed| {
+            CALLS.lock().expect("not poisoned").push((
+                ok.iter().map(|a| a.id).collect(),
+                failed.iter().map(|a| a.id).collect(),
+            ));
+        };
+        let (shared, log) = recorder();
+        let mut msgs: Vec<Message<u32>> = (0..5)
+            .map(|i| match i {
+                1 => Message::new(i).acknowledger(shared.clone(), u64::from(i)),
+                _ => Message::new(i).static_acknowledger(&BY, u64::from(i)),
+            })
+            .collect();
+        msgs[3].fail("bad");
+        assert_eq!(ack_all(msgs), (4, 1));
+        assert_eq!(
+            *CALLS.lock().expect("not poisoned"),
+            vec![(vec![0, 2, 4], vec![3])]
+        );
+        assert_eq!(*log.lock(), vec![(vec![1], vec![])]);
     }
 
     #[test]

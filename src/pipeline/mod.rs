@@ -78,6 +78,12 @@
 //! `handle_message`, without batchers). [`Message::ack_immediately`] acknowledges one at once
 //! and never again. There are no retries: as in Broadway, redelivery is the source's job.
 //!
+//! A message refers to its acknowledger. With [`Message::acknowledger`] that is a clone of an
+//! `Arc`, whose shared count the producer increments and the acknowledging stage decrements
+//! for every message; an acknowledger that lives as long as the program (a `static`, or one
+//! leaked once) can be set with [`Message::static_acknowledger`] instead, with no count to
+//! update. Acknowledgements are grouped the same either way.
+//!
 //! # Batching
 //!
 //! A batch is emitted when it reaches its size, or when `batch_timeout` has passed since its

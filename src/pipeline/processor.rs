@@ -112,10 +112,17 @@ impl<I, O> Core<I, O> {
             &self.cells.failed,
             (failed_in.len() + failed_out.len()) as u64,
         );
-        let (ok1, f1) = ack_all(failed_in);
-        let (ok2, f2) = ack_all(done.into_iter().chain(failed_out));
-        Cells::add(&self.totals.successful, ok1 + ok2);
-        Cells::add(&self.totals.failed, f1 + f2);
+        // Most batches have nothing to acknowledge here (every message went on to a batcher).
+        if !failed_in.is_empty() {
+            let (ok, failed) = ack_all(failed_in);
+            Cells::add(&self.totals.successful, ok);
+            Cells::add(&self.totals.failed, failed);
+        }
+        if !done.is_empty() || !failed_out.is_empty() {
+            let (ok, failed) = ack_all(done.into_iter().chain(failed_out));
+            Cells::add(&self.totals.successful, ok);
+            Cells::add(&self.totals.failed, failed);
+        }
         out
     }
 }

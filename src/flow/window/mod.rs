@@ -256,6 +256,39 @@ pub struct Emitted<T> {
     pub value: T,
 }
 
+impl<T: 'static> Window<T> {
+    /// The same window over `(event, count)` pairs, reading timestamps from the event: what
+    /// [`Flow::count_by_key`](super::Flow::count_by_key)'s reducers get, given a window of
+    /// keys.
+    pub(crate) fn of_pairs<B>(self) -> Window<(T, B)> {
+        let kind = match self.kind {
+            Kind::Global => Kind::Global,
+            Kind::Count(n) => Kind::Count(n),
+            Kind::Periodic(d) => Kind::Periodic(d),
+            Kind::Fixed { size, at, lateness } => Kind::Fixed {
+                size,
+                at: Arc::new(move |(e, _): &(T, B)| at(e)),
+                lateness,
+            },
+        };
+        Window {
+            kind,
+            triggers: self.triggers,
+            clock: self.clock,
+            tick: self.tick,
+            late: self.late,
+        }
+    }
+
+    /// Whether what it emits depends only on which events arrive when, not on how many there
+    /// are nor on what they say: global and periodic windows without `Every` triggers. A
+    /// reduction that can merge may then pre-reduce each batch before the partition.
+    pub(crate) fn takes_pre_reduced(&self) -> bool {
+        matches!(self.kind, Kind::Global | Kind::Periodic(_))
+            && !self.triggers.iter().any(|t| matches!(t, Trigger::Every(_)))
+    }
+}
+
 impl<T> Window<T> {
     fn of(kind: Kind<T>) -> Window<T> {
         Window {
@@ -549,6 +582,45 @@ impl<T, A: Clone> Windows<T, A> {
         if self.watermark.end(&lane) {
             self.advance_event_time(out);
         }
+    }
+
+    /// Takes a batch of events that arrived at `now` from `lane`: the same as
+    /// [`push`](Windows::push) of each in turn. Where every event of the batch goes to one
+    /// window (global and periodic windows without `Every` triggers), the window is looked up
+    /// once for the batch, not once per event.
+    pub(crate) fn push_all(
+        &mut self,
+        lane: SubscriptionId,
+        events: impl ExactSizeIterator<Item = T>,
+        now: Duration,
+        out: &mut Vec<Action<A>>,
+    ) {
+        let index = match &self.kind {
+            _ if events.len() == 0 => return,
+            Kind::Global if self.every.is_empty() => 0,
+            Kind::Periodic(d) if self.every.is_empty() => {
+                let index = nanos(now) / nanos(*d).max(1);
+                self.close_below(index, out);
+                index
+            }
+            _ => {
+                for e in events {
+                    self.push(lane, e, now, out);
+                }
+                return;
+            }
+        };
+        let init = &self.init;
+        let w = self.open.entry(index).or_insert_with(|| Open {
+            acc: init(),
+            events: 0,
+            past_end: false,
+        });
+        let n = events.len() as u64;
+        for e in events {
+            (self.fold)(&mut w.acc, e);
+        }
+        w.events += n;
     }
 
     /// Takes one event that arrived at `now` from `lane`.

@@ -620,3 +620,37 @@ fn seeded_lanes_beyond_the_lateness_count_exactly_the_events_the_rule_makes_late
     }
     assert!(late > 100, "the seeds should make events late: {late}");
 }
+
+#[test]
+fn a_batch_is_the_same_as_its_events_one_by_one() {
+    // `push_all` (one window lookup per batch where it can) against `push` of each event, for
+    // every kind of window, with and without triggers, batches crossing periods.
+    let kinds: Vec<fn() -> Window<Ev>> = vec![
+        Window::global,
+        || Window::global().trigger_every(3),
+        || Window::count(4),
+        || Window::periodic(secs(5)),
+        || Window::periodic(secs(5)).trigger_every(2),
+        || Window::fixed(secs(5), |e: &Ev| secs(*e)),
+    ];
+    let batches: [(&[Ev], u64); 4] = [
+        (&[1, 2, 3], 1),
+        (&[], 2),
+        (&[4, 5, 6, 7, 8], 7),
+        (&[9, 10], 12),
+    ];
+    for make in kinds {
+        let (mut by_batch, mut by_event) = (windows(make()), windows(make()));
+        for (events, at) in batches {
+            let mut out = Vec::new();
+            by_batch.push_all(one_lane(), events.iter().copied(), secs(at), &mut out);
+            assert_eq!(
+                out,
+                push_all(&mut by_event, events, secs(at)),
+                "{:?}",
+                make()
+            );
+        }
+        assert_eq!(finish(&mut by_batch), finish(&mut by_event), "{:?}", make());
+    }
+}
