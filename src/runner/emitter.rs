@@ -644,3 +644,89 @@ fn deliver<T>(
     }
     0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emitter(accumulate: bool) -> (Emitter<u32, &'static str>, Discards) {
+        let shared = Arc::new(Shared::new("emitter".into()));
+        let discards = Discards::new(shared.clone());
+        let e = Emitter::new(
+            shared,
+            Dispatch::demand(),
+            None,
+            BufferKeep::Last,
+            accumulate,
+        );
+        (e, discards)
+    }
+
+    #[test]
+    fn smoke_events_no_consumer_asked_for_wait_in_the_buffer() {
+        let (mut e, mut d) = emitter(false);
+        let events = e.send_whole(vec![1, 2, 3], &mut d).unwrap_err();
+        assert_eq!(e.place(events, &mut d), 0);
+        assert_eq!(e.event_count(), 3);
+        assert!(!e.is_delivered());
+        // New events queue behind buffered ones: never sent whole past them.
+        assert!(e.send_whole(vec![4], &mut d).is_err());
+        assert!(matches!(e.flush_step(&mut d), Flushed::Done(0)));
+    }
+
+    #[test]
+    fn an_info_waits_for_the_events_buffered_before_it() {
+        let (mut e, mut d) = emitter(false);
+        assert_eq!(
+            e.push_info("alone"),
+            Err("alone"),
+            "nothing buffered: at once"
+        );
+        let events = e.send_whole(vec![1, 2], &mut d).unwrap_err();
+        e.place(events, &mut d);
+        assert_eq!(e.push_info("after 2"), Ok(()));
+        assert_eq!(e.pop_due_info(), None);
+    }
+
+    #[test]
+    fn forwarding_replays_what_accumulated_in_emission_order() {
+        let (mut e, mut d) = emitter(false);
+        let events = e.send_whole(vec![1, 2, 3], &mut d).unwrap_err();
+        e.place(events, &mut d);
+        assert_eq!(e.set_accumulating(true), 0);
+        // An ask the buffer covers in part, a batch emitted, an ask it does not cover.
+        e.hold_demand(2);
+        e.hold_emitted(vec![4, 5]);
+        e.hold_demand(4);
+        assert_eq!(e.event_count(), 5);
+        assert_eq!(e.demand_mode(), ProducerDemand::Accumulate);
+        let steps = e.set_accumulating(false);
+        assert_eq!(steps, 3);
+        let mut seen = Vec::new();
+        for _ in 0..steps {
+            match e.replay(&mut d) {
+                Some(Replayed::Covered) => seen.push("covered".to_owned()),
+                Some(Replayed::Emitted(ev)) => seen.push(format!("emitted {ev:?}")),
+                Some(Replayed::Demand(n)) => seen.push(format!("demand {n}")),
+                None => seen.push("none".to_owned()),
+            }
+        }
+        assert_eq!(seen, ["covered", "emitted [4, 5]", "demand 3"]);
+        // No consumer took the covered events: they are back at the buffer's front, oldest
+        // first, ahead of anything newer.
+        assert_eq!(e.event_count(), 3);
+        assert!(e.replay(&mut d).is_none());
+    }
+
+    #[test]
+    fn the_end_counts_everything_held_as_lost() {
+        let (mut e, mut d) = emitter(false);
+        let events = e.send_whole(vec![1, 2, 3], &mut d).unwrap_err();
+        e.place(events, &mut d);
+        e.set_accumulating(true);
+        e.hold_emitted(vec![4, 5]);
+        assert_eq!(e.end(&Reason::Shutdown), 5);
+        assert_eq!(e.event_count(), 0);
+        assert!(e.is_delivered());
+    }
+}

@@ -405,3 +405,151 @@ impl<T, M> Inlet<T, M> {
 fn withdrawn() -> Reason {
     Reason::error("subscribe withdrawn: it failed on the caller's side")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Envelope;
+    use crate::subscription::SubscribeOptions;
+    use crossbeam_channel::{unbounded, Receiver};
+    use std::convert::Infallible;
+
+    type Env = Envelope<Infallible, u32, ()>;
+
+    fn inlet() -> Inlet<u32, ()> {
+        Inlet::new(Arc::new(Shared::new("inlet".into())))
+    }
+
+    fn producer() -> (Box<dyn Port<Up<u32>>>, Receiver<Env>) {
+        let (tx, rx) = unbounded::<Env>();
+        (Box::new(tx), rx)
+    }
+
+    fn info(sub: SubscriptionId, max: usize, min: usize) -> Subscription {
+        Subscription {
+            id: sub,
+            direction: Direction::Upstream,
+            peer: "p".into(),
+            options: SubscribeOptions::new().max_demand(max).min_demand(min),
+        }
+    }
+
+    fn pending(inlet: &mut Inlet<u32, ()>, sub: SubscriptionId) {
+        inlet.pending.push(PendingSub {
+            sub,
+            cancel: None,
+            asks: 0,
+            withdrawn: false,
+        });
+    }
+
+    fn sent(rx: &Receiver<Env>) -> Vec<String> {
+        rx.try_iter()
+            .map(|e| match e {
+                Envelope::Up(Up::Ask { n, .. }) => format!("ask {n}"),
+                Envelope::Up(Up::Cancel { .. }) => "cancel".to_owned(),
+                _ => "other".to_owned(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn smoke_a_confirmed_subscription_asks_its_max_demand() {
+        let mut inlet = inlet();
+        let sub = SubscriptionId::unique();
+        let (port, rx) = producer();
+        assert!(matches!(
+            inlet.confirmed(port, info(sub, 10, 5)),
+            Confirmed::Linked(None)
+        ));
+        inlet.start(sub);
+        assert_eq!(sent(&rx), ["ask 10"]);
+        assert_eq!(inlet.producers(), 1);
+    }
+
+    #[test]
+    fn a_withdrawn_subscription_is_cancelled_on_arrival_and_never_linked() {
+        let mut inlet = inlet();
+        let sub = SubscriptionId::unique();
+        pending(&mut inlet, sub);
+        inlet.withdraw(sub);
+        let (port, rx) = producer();
+        assert!(matches!(
+            inlet.confirmed(port, info(sub, 10, 5)),
+            Confirmed::Withdrawn
+        ));
+        assert_eq!(sent(&rx), ["cancel"]);
+        assert_eq!(inlet.producers(), 0);
+        assert!(inlet.pending.is_empty(), "no pending entry is left behind");
+    }
+
+    #[test]
+    fn a_cancel_or_ask_before_the_confirmation_waits_for_it() {
+        let mut inlet = inlet();
+        let (a, b) = (SubscriptionId::unique(), SubscriptionId::unique());
+        pending(&mut inlet, a);
+        pending(&mut inlet, b);
+        assert!(inlet.cancel(a, Reason::Normal).is_ok());
+        inlet.manual_ask(b, 3);
+        inlet.manual_ask(b, 4);
+        let (port, rx) = producer();
+        match inlet.confirmed(port, info(a, 10, 5)) {
+            Confirmed::Linked(Some(p)) => assert_eq!(p.cancel, Some(Reason::Normal)),
+            _ => panic!("the cancel was not kept"),
+        }
+        let (port, _rx) = producer();
+        match inlet.confirmed(port, info(b, 10, 5)) {
+            Confirmed::Linked(Some(p)) => assert_eq!(p.asks, 7),
+            _ => panic!("the asks were not kept"),
+        }
+        // Nothing reached the producer before the runner applied what was kept.
+        assert!(sent(&rx).is_empty());
+        // A cancel of no subscription of this side is handed back (the runner tries the
+        // output side).
+        let other = SubscriptionId::unique();
+        assert_eq!(inlet.cancel(other, Reason::Shutdown), Err(Reason::Shutdown));
+    }
+
+    #[test]
+    fn a_message_is_cut_into_batches_by_demand_with_an_ask_after_each() {
+        let mut inlet = inlet();
+        let mut discards = Discards::new(inlet.shared.clone());
+        let sub = SubscriptionId::unique();
+        let (port, _rx) = producer();
+        let _ = inlet.confirmed(port, info(sub, 10, 5));
+        inlet.start(sub);
+        match inlet.receive(sub, 5, &mut discards) {
+            Some(Receipt::One(0, batch)) => {
+                assert_eq!((batch.len, batch.ask), (5, 5));
+            }
+            _ => panic!("five events of ten asked are one batch"),
+        }
+        // The next ten: two batches of five (max - min), each followed by its ask.
+        match inlet.receive(sub, 10, &mut discards) {
+            Some(Receipt::Many(0, batches)) => {
+                let cut: Vec<(usize, usize)> = batches.map(|b| (b.len, b.ask)).collect();
+                assert_eq!(cut, [(5, 5), (5, 5)]);
+            }
+            _ => panic!("ten events are two batches"),
+        }
+        // Events from nowhere are counted as discarded, not handed on.
+        let unknown = SubscriptionId::unique();
+        assert!(inlet.receive(unknown, 3, &mut discards).is_none());
+        assert_eq!(inlet.shared.cells.discarded.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn the_queue_gives_events_only_to_demand_and_keeps_its_order() {
+        let mut inlet = inlet();
+        let sub = SubscriptionId::unique();
+        inlet.queue(Inbound::Events(sub, vec![1, 2, 3]));
+        inlet.queue(Inbound::Cancel(sub, Reason::Normal));
+        assert_eq!(inlet.event_count(), 3);
+        assert!(inlet.next_queued(0).is_none(), "no demand, no events");
+        assert!(matches!(inlet.next_queued(1), Some(Inbound::Events(_, e)) if e == [1, 2, 3]));
+        assert_eq!(inlet.event_count(), 0);
+        // A cancel needs no demand.
+        assert!(matches!(inlet.next_queued(0), Some(Inbound::Cancel(..))));
+        assert!(inlet.queue_is_empty());
+    }
+}
