@@ -8,8 +8,9 @@
 //! every subscription the outstanding demand, `max_demand`/`min_demand` and the events that
 //! went through it; and, taken through an [`Observer`], the rates since the previous
 //! snapshot. The stage holding the others back is marked as the
-//! [`bottleneck`](Snapshot::bottleneck): the one whose inbox is full, or which has work in
-//! hand while its consumers wait on it.
+//! [`bottleneck`](Snapshot::bottleneck): over an interval, the one that spent the most of it
+//! (at least half) in its callbacks; otherwise the one whose inbox is full, or which has work
+//! in hand while its consumers wait on it.
 //!
 //! Beside the counters, a snapshot holds each stage's [`timing`](StageSnapshot::timing)
 //! (histograms of the time per callback and per event, time busy and waiting) with the

@@ -30,8 +30,10 @@ pub struct Snapshot {
     /// The subscriptions, as edges from producer to consumer, ordered by subscription id.
     /// A subscription that has ended (cancelled, or one of its stages ended) is not listed.
     pub edges: Vec<EdgeSnapshot>,
-    /// The index in `stages` of the stage holding the pipeline back, if any (see
-    /// [`StageSnapshot::busy`]).
+    /// The index in `stages` of the stage holding the pipeline back, if any: over an
+    /// interval, the one busiest in its callbacks if that is at least half the interval
+    /// ([`StageSnapshot::share_busy`]); otherwise the [busy](StageSnapshot::busy) one with
+    /// the fullest inbox.
     pub bottleneck: Option<usize>,
     /// What the registered [`MetricsSource`]s counted (a pipeline's acknowledgements, an
     /// HTTP producer's bytes, …), in the order they were registered.
@@ -507,10 +509,28 @@ fn busy(s: &StageSnapshot) -> bool {
     }
 }
 
-/// The busy stage with the fullest inbox; among equals, one whose consumers wait on it, then
-/// the one furthest down the list (a topology lists stages from source to sink, and the
-/// furthest busy stage is the one the others queue behind).
+/// A stage busy in its callbacks for at least this share of the interval is saturated.
+const SATURATED: f64 = 0.5;
+
+/// Over an interval, the saturated stage that was busiest in its callbacks (saturation is the
+/// true bottleneck signal: steadier than an inbox, which fills and empties between two
+/// snapshots); among equals the one furthest down the list. Failing that (a first snapshot,
+/// or no stage saturated), the busy stage with the fullest inbox; among equals, one whose
+/// consumers wait on it, then the one furthest down the list (a topology lists stages from
+/// source to sink, and the furthest busy stage is the one the others queue behind).
 fn bottleneck(stages: &[StageSnapshot]) -> Option<usize> {
+    let mut saturated: Option<(usize, f64)> = None;
+    for (i, s) in stages.iter().enumerate() {
+        if s.is_running()
+            && s.share_busy >= SATURATED
+            && saturated.is_none_or(|(_, b)| s.share_busy >= b)
+        {
+            saturated = Some((i, s.share_busy));
+        }
+    }
+    if let Some((i, _)) = saturated {
+        return Some(i);
+    }
     let score = |s: &StageSnapshot| s.inbox_fill() + if s.owed > 0 { 0.5 } else { 0.0 };
     let mut best: Option<(usize, f64)> = None;
     for (i, s) in stages.iter().enumerate().filter(|(_, s)| s.busy) {
@@ -602,6 +622,27 @@ mod tests {
         assert_eq!(bottleneck(&chain), Some(1));
         // Nothing busy: no bottleneck.
         assert_eq!(bottleneck(&[stage("idle", C, 0, 0, 0)]), None);
+    }
+
+    #[test]
+    fn over_an_interval_the_saturated_stage_is_the_bottleneck_whatever_its_inbox() {
+        // The sink's inbox is full now, but the middle stage spent 90 % of the interval in its
+        // callbacks: it is the limit.
+        let mut chain = [
+            stage("source", P, 0, 0, 0),
+            stage("enrich", PC, 0, 0, 50),
+            stage("sink", C, 8, 0, 0),
+        ];
+        chain[1].share_busy = 0.9;
+        chain[2].share_busy = 0.3;
+        assert_eq!(bottleneck(&chain), Some(1));
+        // Nobody at half: back to the inbox rule.
+        chain[1].share_busy = 0.4;
+        assert_eq!(bottleneck(&chain), Some(2));
+        // An ended stage is nobody's bottleneck, however busy it was.
+        chain[1].share_busy = 0.9;
+        chain[1].outcome = Some(Reason::Normal);
+        assert_eq!(bottleneck(&chain), Some(2));
     }
 
     #[test]
