@@ -227,21 +227,7 @@ fn count_by_key_meets_every_key_in_one_partition() {
         .unwrap();
     // One final emission per partition, each key in exactly one of them.
     assert_eq!(emitted.len(), 3);
-    let mut seen: HashMap<String, u64> = HashMap::new();
-    for e in &emitted {
-        assert_eq!((e.window, e.fired), (WindowId::Global, Fired::Done));
-        for (k, n) in &e.value {
-            assert!(
-                seen.insert(k.clone(), *n).is_none(),
-                "{k} in two partitions"
-            );
-        }
-    }
-    let mut expected: HashMap<String, u64> = HashMap::new();
-    for w in words {
-        *expected.entry(w).or_insert(0) += 1;
-    }
-    assert_eq!(seen, expected);
+    assert_each_key_in_one_partition(&emitted, words);
 }
 
 #[test]
@@ -264,21 +250,7 @@ fn count_by_key_on_the_flow_pre_counts_each_batch_and_counts_the_same() {
     stream.finish().unwrap();
     // Each key in exactly one partition, with its whole count.
     assert_eq!(emitted.len(), 3);
-    let mut seen: HashMap<String, u64> = HashMap::new();
-    for e in &emitted {
-        assert_eq!((e.window, e.fired), (WindowId::Global, Fired::Done));
-        for (k, n) in &e.value {
-            assert!(
-                seen.insert(k.clone(), *n).is_none(),
-                "{k} in two partitions"
-            );
-        }
-    }
-    let mut expected: HashMap<String, u64> = HashMap::new();
-    for w in words {
-        *expected.entry(w).or_insert(0) += 1;
-    }
-    assert_eq!(seen, expected);
+    assert_each_key_in_one_partition(&emitted, words);
 }
 
 #[test]
@@ -956,4 +928,24 @@ fn top_hashtags_example_counts_every_tag_once_over_many_windows() {
         ..options
     });
     assert_eq!(top_n(total, 1000, |(_, n)| *n), all);
+}
+
+/// The final emissions of a global window over `words` counted by key: each key in exactly
+/// one partition's emission, with its whole count.
+fn assert_each_key_in_one_partition(emitted: &[Emitted<HashMap<String, u64>>], words: Vec<String>) {
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    for e in emitted {
+        assert_eq!((e.window, e.fired), (WindowId::Global, Fired::Done));
+        for (k, n) in &e.value {
+            assert!(
+                seen.insert(k.clone(), *n).is_none(),
+                "{k} in two partitions"
+            );
+        }
+    }
+    let mut expected: HashMap<String, u64> = HashMap::new();
+    for w in words {
+        *expected.entry(w).or_insert(0) += 1;
+    }
+    assert_eq!(seen, expected);
 }
