@@ -614,3 +614,85 @@ fn a_tag_reaches_both_sides_of_a_subscription() {
     joined(&p);
     joined(&c);
 }
+
+#[test]
+fn a_stop_ends_a_producer_consumer_between_two_queued_messages() {
+    // A producer-consumer whose consumers have no demand queues what it receives. When demand
+    // comes it handles the queue a message at a time; a stop seen in the first must not wait
+    // for the other four (each could be slow).
+    struct OnCast;
+    impl Producer for OnCast {
+        type Out = u64;
+        type Message = u64;
+        fn handle_demand(&mut self, _: usize, _: &mut Context<'_, u64, u64>) {}
+        fn handle_message(&mut self, n: u64, ctx: &mut Context<'_, u64, u64>) {
+            ctx.emit(n);
+        }
+    }
+    struct Slow {
+        entered: Sender<()>,
+        release: crossbeam_channel::Receiver<()>,
+        handled: Arc<std::sync::atomic::AtomicU64>,
+    }
+    impl stageflow::ProducerConsumer for Slow {
+        type In = u64;
+        type Out = u64;
+        type Message = ();
+        fn handle_events(&mut self, events: Events<'_, u64>, ctx: &mut Context<'_, u64>) {
+            self.handled
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ctx.emit_all(events);
+            let _ = self.entered.send(());
+            let _ = self.release.recv_timeout(common::LIMIT);
+        }
+    }
+    let p = stageflow::producer(OnCast).spawn().unwrap();
+    let (entered, has_entered) = crossbeam_channel::unbounded();
+    let (release, released) = crossbeam_channel::unbounded();
+    let handled = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let pc = stageflow::producer_consumer(Slow {
+        entered,
+        release: released,
+        handled: handled.clone(),
+    })
+    .subscribe_to(&p, SubscribeOptions::new().max_demand(10))
+    .unwrap()
+    .spawn()
+    .unwrap();
+    let (mut rec, _rx) = Recorder::<u64>::new();
+    rec.mode = stageflow::DemandMode::Manual;
+    let c = stageflow::consumer(rec).spawn().unwrap();
+    let sub = c.subscribe_to(&pc, SubscribeOptions::new()).unwrap();
+    // Five messages of one event each, every one received (and queued) before the next is
+    // sent, so none merges with another.
+    for n in 1..=5u64 {
+        p.cast(n).unwrap();
+        let deadline = std::time::Instant::now() + common::LIMIT;
+        while pc.counters().events_in < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the producer-consumer did not receive event {n} within {:?}",
+                common::LIMIT
+            );
+            std::thread::yield_now();
+        }
+    }
+    assert_eq!(handled.load(std::sync::atomic::Ordering::Relaxed), 0);
+    c.ask(sub, 100).unwrap();
+    next(&has_entered);
+    pc.stop();
+    release.send(()).unwrap();
+    assert_eq!(joined(&pc), Reason::Shutdown);
+    assert_eq!(
+        handled.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the queued messages after the stop were handled"
+    );
+    let counters = pc.counters();
+    assert_eq!(counters.events_in, 5);
+    assert_eq!(counters.discarded, 4, "the four it never handled");
+    c.stop();
+    p.stop();
+    joined(&c);
+    joined(&p);
+}
