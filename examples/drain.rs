@@ -1,14 +1,17 @@
 //! Ending a pipeline gracefully on Ctrl-C: an endless stream of log lines is parsed and
-//! counted per level in four partitions; Ctrl-C (or `--secs N`) drains it: the source stops,
-//! every line already in flight is counted, and the counts add up to what the source emitted.
+//! counted per level in four partitions; Ctrl-C or SIGTERM (or `--secs N`) drains it: the
+//! source stops, every line already in flight is counted, and the counts add up to what the
+//! source emitted. A second signal during the drain stops every stage at once.
 //!
-//! `cargo run --release --example drain` (then Ctrl-C), or `-- --secs 2`.
+//! `cargo run --release --features io --example drain` (then Ctrl-C), or `-- --secs 2`. The
+//! signals are wired by `stageflow::io::shutdown_on_signals` (feature `io`, unix).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use stageflow::fns::{Fold, Map};
-use stageflow::SubscribeOptions;
+use stageflow::io::SignalAction;
+use stageflow::{DrainReport, SubscribeOptions, Topology};
 
 /// What a run saw.
 #[derive(Debug)]
@@ -31,9 +34,10 @@ fn lines() -> impl Iterator<Item = String> {
     })
 }
 
-/// Runs until `stop` says so (a Ctrl-C, a timer), then drains.
+/// Starts the pipeline and hands it to `end`, which drains it when it is time (on a signal,
+/// in `main`; when a test says so) and returns the drain's report; then sums the counts.
 pub(crate) fn run(
-    stop: crossbeam_channel::Receiver<()>,
+    end: impl FnOnce(&Topology) -> DrainReport,
     print: bool,
 ) -> Result<Summary, Box<dyn std::error::Error>> {
     let (pipeline, counters) = stageflow::from_iter(lines())
@@ -54,13 +58,11 @@ pub(crate) fn run(
             .keep_state()
         })
         .run_sinks()?;
-    let _ = stop.recv();
-    if print {
-        println!("draining…");
-    }
-    let report = pipeline.drain(Duration::from_secs(5));
+    let report = end(&pipeline);
     let mut counted = BTreeMap::new();
     for sink in &counters {
+        // The value, not `join_result`: after a second signal (or a drain that timed out) the
+        // stopped sinks still hold what they counted, and the report says it is partial.
         if let Some(counts) = sink.join_state().1.and_then(Fold::into_inner) {
             for (level, n) in counts {
                 *counted.entry(level).or_default() += n;
@@ -91,25 +93,28 @@ pub(crate) fn run(
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (tx, rx) = crossbeam_channel::bounded(1);
+    // Handlers first: from here on, Ctrl-C drains instead of killing the process.
+    let shutdown = stageflow::io::shutdown_on_signals()
+        .drain_timeout(Duration::from_secs(5))
+        .on_signal(|_, action| match action {
+            SignalAction::Drain => println!("draining… (again to stop at once)"),
+            _ => println!("stopping every stage"),
+        })
+        .build()?;
     let args: Vec<String> = std::env::args().collect();
     if let Some(secs) = args
         .iter()
         .position(|a| a == "--secs")
         .and_then(|i| args.get(i + 1))
     {
-        let secs: f64 = secs.parse()?;
-        let tx = tx.clone();
+        let secs: f64 = secs.parse().map_err(|e| format!("--secs {secs}: {e}"))?;
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_secs_f64(secs));
-            let _ = tx.try_send(());
+            let _ = signal_hook::low_level::raise(signal_hook::consts::SIGINT);
         });
     } else {
         println!("counting log lines; Ctrl-C drains and ends");
     }
-    ctrlc::set_handler(move || {
-        let _ = tx.try_send(());
-    })?;
-    run(rx, true)?;
+    run(move |pipeline| shutdown.run(pipeline).drain, true)?;
     Ok(())
 }

@@ -242,11 +242,7 @@ fn top_per_window<S: Send + 'static>(
         )
         .count_by_key(|tag| tag.clone())
         .take_top(top, |(_, n)| *n)
-        .departition(
-            Vec::new,
-            |all: &mut Vec<(String, u64)>, part| all.extend(part),
-            move |all| top_n(all, top, |(_, n)| *n),
-        )
+        .departition_top(top, |(_, n)| *n)
         .stream()
 }
 

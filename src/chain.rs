@@ -126,7 +126,7 @@ enum Fan<T> {
 ///     .run_sinks()?;
 /// let (pipeline, sinks) = sum;
 /// pipeline.join();
-/// let total = sinks[0].join_state().1.unwrap().into_inner().unwrap();
+/// let total = sinks[0].join_result()?;
 /// assert_eq!(total, (1..=1000u64).map(|x| x * x).filter(|x| x.is_multiple_of(2)).sum::<u64>());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

@@ -227,3 +227,59 @@ impl fmt::Display for ControlError {
 }
 
 impl Error for ControlError {}
+
+/// Why [`Stage::join_result`](crate::Stage::join_result) has no result to hand back. The
+/// stage has ended in every case; where it kept its value, the value stays with it, for
+/// [`Stage::join_state`](crate::Stage::join_state) to take.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// A callback of the stage panicked: its result is partial, or gone with the unwinding.
+    Panicked {
+        /// The stage's name.
+        stage: String,
+        /// The panic message.
+        message: String,
+    },
+    /// The stage did not finish normally: it was stopped ([`Reason::Shutdown`]), or it ended
+    /// with an error ([`Reason::Error`], its own or a producer's), so its result may be
+    /// partial.
+    ///
+    /// [`Reason::Shutdown`]: crate::Reason::Shutdown
+    /// [`Reason::Error`]: crate::Reason::Error
+    Ended {
+        /// The stage's name.
+        stage: String,
+        /// How it ended.
+        reason: crate::Reason,
+    },
+    /// The stage finished normally but holds no result: it was not built with
+    /// [`keep_state`](crate::StageBuilder::keep_state), another call took its value already,
+    /// or its value had none to give.
+    NoResult {
+        /// The stage's name.
+        stage: String,
+    },
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JoinError::Panicked { stage, message } => {
+                write!(f, "no result: stage {stage} panicked: {message}")
+            }
+            JoinError::Ended { stage, reason } => write!(
+                f,
+                "no result: stage {stage} ended with {reason}, not normally (its result may be \
+                 partial: join_state hands it back)"
+            ),
+            JoinError::NoResult { stage } => write!(
+                f,
+                "no result: stage {stage} kept none (build it with keep_state; only the first \
+                 call gets the value)"
+            ),
+        }
+    }
+}
+
+impl Error for JoinError {}

@@ -222,7 +222,7 @@ type OnTerminate = Option<Box<dyn FnMut(&Reason) + Send>>;
 ///     .keep_state()
 ///     .subscribe_to(&running, SubscribeOptions::new())?
 ///     .spawn()?;
-/// let got = sink.join_state().1.unwrap().into_vec();
+/// let got = sink.join_result()?;
 /// assert_eq!(got[..4], [1, 3, 6, 10]);
 /// assert!(got.last() > Some(&100) && got.len() < 1000);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -326,8 +326,9 @@ where
 closure_debug!(Sink<F, T>);
 
 /// A consumer that folds every event into an accumulator: `acc = f(acc, event)`. Its result
-/// comes back with [`Stage::join_state`](crate::Stage::join_state) (build it with
-/// [`keep_state`](crate::StageBuilder::keep_state)), then [`Fold::into_inner`], which is
+/// comes back with [`Stage::join_result`](crate::Stage::join_result) (build it with
+/// [`keep_state`](crate::StageBuilder::keep_state)), an error if `f` panicked; or with
+/// [`Stage::join_state`](crate::Stage::join_state), then [`Fold::into_inner`], which is
 /// `None` if `f` panicked.
 pub struct Fold<F, T, A> {
     f: F,
@@ -380,6 +381,15 @@ where
     }
 }
 
+/// The accumulator; none if `f` panicked (see [`Fold::into_inner`]).
+impl<F, T, A> crate::StageResult for Fold<F, T, A> {
+    type Output = A;
+
+    fn into_output(self) -> Option<A> {
+        self.acc
+    }
+}
+
 impl<F, T, A: fmt::Debug> fmt::Debug for Fold<F, T, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Fold").field("acc", &self.acc).finish()
@@ -387,8 +397,8 @@ impl<F, T, A: fmt::Debug> fmt::Debug for Fold<F, T, A> {
 }
 
 /// A consumer that collects every event into a `Vec`, in the order received. Its result comes
-/// back with [`Stage::join_state`](crate::Stage::join_state) (build it with
-/// [`keep_state`](crate::StageBuilder::keep_state)), then [`Collect::into_vec`].
+/// back with [`Stage::join_result`](crate::Stage::join_result) (build it with
+/// [`keep_state`](crate::StageBuilder::keep_state)).
 ///
 /// It holds everything it receives: for a bounded input, or a test.
 ///
@@ -401,8 +411,7 @@ impl<F, T, A: fmt::Debug> fmt::Debug for Fold<F, T, A> {
 ///     .keep_state()
 ///     .subscribe_to(&words, SubscribeOptions::new())?
 ///     .spawn()?;
-/// let (_, collected) = sink.join_state();
-/// assert_eq!(collected.unwrap().into_vec(), ["demand", "flows", "up"]);
+/// assert_eq!(sink.join_result()?, ["demand", "flows", "up"]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
@@ -424,6 +433,15 @@ impl<T> Collect<T> {
     /// What it collected so far.
     pub fn as_slice(&self) -> &[T] {
         &self.events
+    }
+}
+
+/// What it collected.
+impl<T> crate::StageResult for Collect<T> {
+    type Output = Vec<T>;
+
+    fn into_output(self) -> Option<Vec<T>> {
+        Some(self.events)
     }
 }
 

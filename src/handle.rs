@@ -13,10 +13,11 @@ use crossbeam_channel::{bounded, RecvTimeoutError, SendTimeoutError, TrySendErro
 
 use crate::context::Reply;
 use crate::envelope::{Control, Counted, Down, Envelope, Port, Wrap};
-use crate::error::{CallError, CastError, ControlError, SubscribeError};
+use crate::error::{CallError, CastError, ControlError, JoinError, SubscribeError};
 use crate::reason::Reason;
 use crate::shared::{Counters, Shared, StageKind};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
+use crate::stage_result::StageResult;
 use crate::subscription::{ProducerDemand, SubscribeOptions, SubscriptionId};
 use crate::timing::StageTiming;
 use crate::upstream::{Request, Upstream};
@@ -236,6 +237,70 @@ impl<S, R: Role<S>> Stage<S, R> {
             .and_then(|b| b.downcast::<S>().ok())
             .map(|b| *b);
         (reason, state)
+    }
+
+    /// Waits until the stage has ended and hands back its result: the one call that gets a
+    /// sink's sum, collection or model out, where [`join_state`](Stage::join_state) gives the
+    /// stage's value and how it ended, to look into. The stage must be built with
+    /// [`keep_state`](crate::StageBuilder::keep_state) and its type implement
+    /// [`StageResult`](crate::StageResult), as [`Fold`](crate::fns::Fold) (its accumulator)
+    /// and [`Collect`](crate::fns::Collect) (its `Vec`) do.
+    ///
+    /// A result is handed back only from a stage that finished normally ([`Reason::Normal`]:
+    /// its input ran out, or it was [finished](Stage::finish) or drained); one that was
+    /// stopped, failed or panicked may hold a partial result, and that is an error, never a
+    /// partial result taken for a whole one, nor a panic. On an error the value, if kept, is
+    /// left with the stage for [`join_state`](Stage::join_state). There is one value, so only
+    /// the first call gets it.
+    ///
+    /// Calling it from the stage's own callbacks deadlocks, as [`join`](Stage::join) does.
+    ///
+    /// # Errors
+    ///
+    /// [`JoinError::Panicked`](crate::JoinError::Panicked) with the panic message;
+    /// [`JoinError::Ended`](crate::JoinError::Ended) with the reason, for a stage stopped or
+    /// ended by an error; [`JoinError::NoResult`](crate::JoinError::NoResult) for a stage
+    /// built without `keep_state`, whose value another call took, or that holds no result.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stageflow::fns::Fold;
+    /// use stageflow::SubscribeOptions;
+    ///
+    /// let numbers = stageflow::from_iter(1..=100u64).spawn()?;
+    /// let sum = stageflow::consumer(Fold::new(0u64, |sum, x: u64| sum + x))
+    ///     .keep_state()
+    ///     .subscribe_to(&numbers, SubscribeOptions::new())?
+    ///     .spawn()?;
+    /// assert_eq!(sum.join_result()?, 5050);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn join_result(&self) -> Result<S::Output, JoinError>
+    where
+        S: StageResult + 'static,
+    {
+        let stage = || self.name().to_owned();
+        match self.join() {
+            Reason::Normal => {}
+            Reason::Panicked(message) => {
+                return Err(JoinError::Panicked {
+                    stage: stage(),
+                    message,
+                })
+            }
+            reason => {
+                return Err(JoinError::Ended {
+                    stage: stage(),
+                    reason,
+                })
+            }
+        }
+        self.shared()
+            .take_state()
+            .and_then(|b| b.downcast::<S>().ok())
+            .and_then(|b| (*b).into_output())
+            .ok_or_else(|| JoinError::NoResult { stage: stage() })
     }
 
     /// How the stage ended, or `None` while it runs.

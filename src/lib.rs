@@ -72,7 +72,7 @@
 //! every producer). Events are moved from stage to stage, never cloned (a broadcast clones
 //! one per extra consumer). For the simple cases, the [`fns`] module makes stages from
 //! closures (`Map`, `FlatMap`, `Filter`, `ForEach`, `Batches`, `Generate`, and `Fold` and
-//! `Collect`, whose result comes back from [`Stage::join_state`]).
+//! `Collect`, whose result comes back from [`Stage::join_result`]).
 //!
 //! # The credit protocol
 //!
@@ -407,7 +407,9 @@
 //! flight reaches the end, every stage ends normally, and what could not drain within the
 //! timeout is stopped and counted in the [`DrainReport`]. A [`Supervisor`] waits for its
 //! running workers first. A stage built with [`StageBuilder::keep_state`] hands its final
-//! value back from [`Stage::join_state`]:
+//! value back from [`Stage::join_state`], and its result ([`StageResult`]: a fold's
+//! accumulator, a collection) from [`Stage::join_result`], an error if it panicked or did
+//! not finish normally:
 //!
 //! ```
 //! use std::time::Duration;
@@ -421,7 +423,7 @@
 //!     .spawn()?;
 //! let report = Topology::new().with(&source).with(&count).drain(Duration::from_secs(5));
 //! assert!(report.is_complete());
-//! let counted = count.join_state().1.unwrap().into_inner().unwrap();
+//! let counted = count.join_result()?;
 //! assert_eq!(counted, source.counters().events_out); // nothing in flight was lost
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -543,6 +545,7 @@ pub mod redis;
 mod runner;
 mod shared;
 mod stage;
+mod stage_result;
 mod subscription;
 pub mod supervise;
 mod supervisor;
@@ -556,7 +559,7 @@ pub use bridge::{from_iter, stream, IterProducer, Stream};
 pub use builder::{consumer, producer, producer_consumer, StageBuilder};
 pub use chain::{Chain, ChainEnd, IntoBuilder, Lanes};
 pub use context::{ConsumerContext, Context, Mailbox, Reply};
-pub use error::{BuildError, CallError, CastError, ControlError, SubscribeError};
+pub use error::{BuildError, CallError, CastError, ControlError, JoinError, SubscribeError};
 pub use events::Events;
 pub use handle::{ConsumerHandle, ProducerConsumerHandle, ProducerHandle, Stage, StageRef};
 pub use upstream::{Source, Upstream};
@@ -576,6 +579,7 @@ pub mod role {
 pub use reason::Reason;
 pub use shared::{Counters, StageKind, SubscriptionCounters};
 pub use stage::{Consumer, Producer, ProducerConsumer};
+pub use stage_result::StageResult;
 pub use subscription::{
     BufferKeep, CancelMode, DemandMode, Direction, Partition, ProducerDemand, Selector,
     SubscribeOptions, Subscription, SubscriptionId,

@@ -8,7 +8,7 @@ use std::sync::{mpsc, Arc};
 
 use common::joined;
 use stageflow::fns::{Batches, Collect, Filter, FlatMap, Fold, ForEach, Generate, Map};
-use stageflow::{Reason, SubscribeOptions};
+use stageflow::{JoinError, Reason, SubscribeOptions};
 
 #[test]
 fn smoke() {
@@ -117,6 +117,116 @@ fn fold_and_collect_hand_their_result_back_from_the_handle() {
         all.join_state().1.expect("kept").into_vec(),
         vec!["a", "b", "c"]
     );
+}
+
+#[test]
+fn join_result_hands_back_a_fold_or_a_collection_in_one_call() {
+    let numbers = stageflow::from_iter(1..=1000u64).spawn().unwrap();
+    let sum = stageflow::consumer(Fold::new(0u64, |acc, x: u64| acc + x))
+        .keep_state()
+        .subscribe_to(&numbers, SubscribeOptions::new().max_demand(7))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    assert_eq!(joined(&sum), Reason::Normal);
+    assert_eq!(sum.join_result(), Ok(500_500));
+    // There is one value: the second call says so.
+    let again = sum.join_result().unwrap_err();
+    assert!(
+        matches!(&again, JoinError::NoResult { stage } if stage == sum.name()),
+        "{again:?}"
+    );
+    assert!(again.to_string().contains("keep_state"), "{again}");
+
+    let words = stageflow::from_iter(["a", "b", "c"]).spawn().unwrap();
+    let all = stageflow::consumer(Collect::new())
+        .keep_state()
+        .subscribe_to(&words, SubscribeOptions::new().max_demand(1))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    assert_eq!(joined(&all), Reason::Normal);
+    assert_eq!(all.join_result(), Ok(vec!["a", "b", "c"]));
+}
+
+#[test]
+fn join_result_without_keep_state_says_so() {
+    let numbers = stageflow::from_iter(1..=10u64).spawn().unwrap();
+    let sum = stageflow::consumer(Fold::new(0u64, |acc, x: u64| acc + x))
+        .name("unkept")
+        .subscribe_to(&numbers, SubscribeOptions::new())
+        .unwrap()
+        .spawn()
+        .unwrap();
+    assert_eq!(joined(&sum), Reason::Normal);
+    assert_eq!(
+        sum.join_result(),
+        Err(JoinError::NoResult {
+            stage: "unkept".into()
+        })
+    );
+}
+
+#[test]
+fn join_result_of_a_panicked_fold_is_an_error_naming_the_panic() {
+    let numbers = stageflow::from_iter(1..=10u64).spawn().unwrap();
+    let sum = stageflow::consumer(Fold::new(0u64, |acc, x: u64| {
+        assert!(x != 3, "three is not welcome");
+        acc + x
+    }))
+    .name("sum")
+    .keep_state()
+    .subscribe_to(&numbers, SubscribeOptions::new().max_demand(1))
+    .unwrap()
+    .spawn()
+    .unwrap();
+    joined(&sum);
+    let err = sum.join_result().unwrap_err();
+    assert!(
+        matches!(&err, JoinError::Panicked { stage, message }
+            if stage == "sum" && message.contains("three is not welcome")),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().starts_with("no result: stage sum panicked"),
+        "{err}"
+    );
+}
+
+#[test]
+fn join_result_of_a_stopped_stage_is_an_error_and_leaves_the_value() {
+    let numbers = stageflow::from_iter(0u64..).spawn().unwrap(); // endless
+    let (tx, rx) = mpsc::channel();
+    let count = stageflow::consumer(Fold::new(0u64, move |n, _: u64| {
+        if n == 100 {
+            let _ = tx.send(());
+        }
+        n + 1
+    }))
+    .name("count")
+    .keep_state()
+    .subscribe_to(&numbers, SubscribeOptions::new().max_demand(10))
+    .unwrap()
+    .spawn()
+    .unwrap();
+    rx.recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the count passes 100");
+    count.stop();
+    assert_eq!(joined(&count), Reason::Shutdown);
+    let err = count.join_result().unwrap_err();
+    assert_eq!(
+        err,
+        JoinError::Ended {
+            stage: "count".into(),
+            reason: Reason::Shutdown
+        }
+    );
+    // The partial count is still there for whoever wants it.
+    let (reason, fold) = count.join_state();
+    assert_eq!(reason, Reason::Shutdown);
+    assert!(fold.and_then(Fold::into_inner).unwrap() > 100);
+    numbers.stop();
+    assert_eq!(joined(&numbers), Reason::Shutdown);
 }
 
 #[test]

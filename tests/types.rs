@@ -5,7 +5,7 @@ mod common;
 
 use stageflow::dispatcher::{BroadcastDispatcher, DemandDispatcher, PartitionDispatcher};
 use stageflow::{
-    BuildError, CallError, CastError, ConsumerHandle, ControlError, Counters, Mailbox,
+    BuildError, CallError, CastError, ConsumerHandle, ControlError, Counters, JoinError, Mailbox,
     ProducerConsumerHandle, ProducerHandle, Reason, Reply, Source, StageRef, SubscribeError,
     SubscribeOptions, SubscriptionId, Supervisor, Topology,
 };
@@ -36,6 +36,7 @@ fn handles_and_values_are_send_and_sync() {
     send_sync::<CallError>();
     send_sync::<CastError<String>>();
     send_sync::<ControlError>();
+    send_sync::<JoinError>();
     send::<Reply<String>>();
     send::<DemandDispatcher>();
     send::<BroadcastDispatcher<u64>>();

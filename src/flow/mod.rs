@@ -22,12 +22,8 @@
 //!     .flat_map(|line: &'static str| line.split(' '))
 //!     // Partition by the word and count by it: each mapper stage pre-counts its batch.
 //!     .count_by_key(|word: &&str| *word, Partitions::by_event().stages(2))
-//!     // One stage merges the partitions' counts, then ranks them.
-//!     .departition(
-//!         Vec::new,
-//!         |all: &mut Vec<(&str, u64)>, part| all.extend(part),
-//!         |all| stageflow::flow::top_n(all, 3, |(_, n)| *n),
-//!     )
+//!     // One stage merges the partitions' counts and ranks them.
+//!     .departition_top(3, |(_, n)| *n)
 //!     .collect()?;
 //! assert_eq!(counts.len(), 1); // one window: the global window, emitted at the end
 //! assert_eq!(counts[0].value, [("the", 3), ("cat", 2), ("a", 1)]);
@@ -94,7 +90,7 @@
 //! let emitted = Flow::from_iter(1..=10u64)
 //!     .partition(Partitions::by_event().stages(2).window(window))
 //!     .reduce(|| 0u64, |sum: &mut u64, x| *sum += x)
-//!     .departition(|| 0u64, |all: &mut u64, part| *all += part, |all| all)
+//!     .departition_sum()
 //!     .collect()?;
 //! let start = Duration::ZERO;
 //! let end = Duration::from_secs(5);
@@ -112,7 +108,11 @@
 //! shape each emission; then choose what leaves the reducers:
 //! [`emit_state`](Reduced::emit_state) (each emission, with its window),
 //! [`emit_events`](Reduced::emit_events) (the items of each emission, Flow's default), or
-//! [`departition`](Reduced::departition) (one merged result per window). Each gives a new
+//! [`departition`](Reduced::departition) (one merged result per window, with ready-made
+//! merges for the common cases: [`departition_sum`](Reduced::departition_sum),
+//! [`departition_counts`](Reduced::departition_counts),
+//! [`departition_collect`](Reduced::departition_collect),
+//! [`departition_top`](Reduced::departition_top)). Each gives a new
 //! [`Flow`], to run or to continue with more operations and partitions (in stages of their
 //! own: operations after a reduction are not fused into the reducers).
 //!
@@ -536,7 +536,6 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     /// # Examples
     ///
     /// ```
-    /// use std::collections::HashMap;
     /// use stageflow::flow::{Flow, Partitions};
     ///
     /// let lines = ["the cat", "the dog", "a cat and the bird"];
@@ -544,11 +543,7 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     ///     .stages(2)
     ///     .flat_map(|line: &'static str| line.split(' ')) // no Vec per line, no String per word
     ///     .count_by_key(|word: &&str| *word, Partitions::by_event().stages(2))
-    ///     .departition(
-    ///         HashMap::new,
-    ///         |all: &mut HashMap<&str, u64>, part| all.extend(part),
-    ///         |all| all,
-    ///     )
+    ///     .departition_counts() // one map, the partitions' counts added
     ///     .collect()?;
     /// assert_eq!(counts[0].value["the"], 3);
     /// assert_eq!(counts[0].value["bird"], 1);

@@ -294,6 +294,21 @@ impl<T: Send + 'static> Partitioned<T> {
     }
 }
 
+/// Adds a partition's `(key, count)` pairs into a window's map.
+fn merge_counts<K: Hash + Eq, N: std::ops::AddAssign>(
+    all: &mut HashMap<K, N>,
+    part: impl IntoIterator<Item = (K, N)>,
+) {
+    for (k, n) in part {
+        match all.entry(k) {
+            std::collections::hash_map::Entry::Occupied(mut e) => *e.get_mut() += n,
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(n);
+            }
+        }
+    }
+}
+
 /// Whether `(ka, a)` goes before `(kb, b)` in a top list: greater key first, then smaller item.
 fn outranks<K: Ord, I: Ord>(ka: &K, a: &I, kb: &K, b: &I) -> bool {
     match ka.cmp(kb) {
@@ -454,6 +469,11 @@ where
     /// windows of a partition that gets no events close only when the input completes, and
     /// those of a partition whose [watermark](Window#event-time-and-the-watermark) an idle
     /// lane holds back wait for that lane to send or end.
+    ///
+    /// The common merges are ready-made: [`departition_sum`](Reduced::departition_sum)
+    /// (totals), [`departition_counts`](Reduced::departition_counts) (maps of counts, added),
+    /// [`departition_collect`](Reduced::departition_collect) (one `Vec`) and
+    /// [`departition_top`](Reduced::departition_top) (a top list).
     pub fn departition<M, O>(
         self,
         init: impl Fn() -> M + Send + Sync + 'static,
@@ -478,6 +498,133 @@ where
             b.add(&stage);
             Ok(vec![crate::Upstream::source(&stage)])
         }))
+    }
+
+    /// Sums each window's values from every partition: a [`departition`](Reduced::departition)
+    /// with `B::default()` to start and `+=` to merge. For totals: a count, a sum, a
+    /// [`Duration`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stageflow::flow::{Flow, Partitions};
+    ///
+    /// let total = Flow::from_iter(1..=100u64)
+    ///     .partition(Partitions::by_event().stages(3))
+    ///     .reduce(|| 0u64, |sum: &mut u64, x| *sum += x)
+    ///     .departition_sum()
+    ///     .collect()?;
+    /// assert_eq!(total[0].value, 5050);
+    /// # Ok::<(), stageflow::flow::FlowError>(())
+    /// ```
+    pub fn departition_sum(self) -> Flow<Emitted<B>>
+    where
+        B: Default + std::ops::AddAssign,
+    {
+        self.departition(B::default, |all: &mut B, part| *all += part, |all| all)
+    }
+
+    /// Merges each window's `(key, count)` pairs from every partition into one map, adding
+    /// the counts of a key that more than one partition counted: what follows a
+    /// [`count_by_key`](Flow::count_by_key) (whose partitions hold disjoint keys) or a
+    /// [`Partitioned::count_by_key`] by a key other than the partition's (whose partitions may
+    /// each count the same key). Any iterable of pairs will do, and any count type with `+=`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stageflow::flow::{Flow, Partitions};
+    ///
+    /// let lines = ["the cat", "the dog", "a cat and the bird"];
+    /// let counts = Flow::from_iter(lines)
+    ///     .flat_map(|line: &'static str| line.split(' '))
+    ///     .count_by_key(|word: &&str| *word, Partitions::by_event().stages(2))
+    ///     .departition_counts()
+    ///     .collect()?;
+    /// assert_eq!(counts[0].value["the"], 3);
+    /// assert_eq!(counts[0].value["bird"], 1);
+    /// # Ok::<(), stageflow::flow::FlowError>(())
+    /// ```
+    pub fn departition_counts<K, N>(self) -> Flow<Emitted<HashMap<K, N>>>
+    where
+        B: IntoIterator<Item = (K, N)>,
+        K: Hash + Eq + Send + 'static,
+        N: std::ops::AddAssign + Send + 'static,
+    {
+        self.departition(HashMap::new, merge_counts, |all| all)
+    }
+
+    /// Collects each window's items from every partition into one `Vec`: the partitions'
+    /// states (each an iterable: a `Vec`, a map's pairs) one after the other, in the order the
+    /// partitions' results arrive (sort it if order matters).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stageflow::flow::{Flow, Partitions};
+    ///
+    /// let evens = Flow::from_iter(0..10u32)
+    ///     .partition(Partitions::by_event().stages(2))
+    ///     .reduce(Vec::new, |v: &mut Vec<u32>, x| {
+    ///         if x % 2 == 0 {
+    ///             v.push(x)
+    ///         }
+    ///     })
+    ///     .departition_collect()
+    ///     .collect()?;
+    /// let mut all = evens[0].value.clone();
+    /// all.sort_unstable();
+    /// assert_eq!(all, [0, 2, 4, 6, 8]);
+    /// # Ok::<(), stageflow::flow::FlowError>(())
+    /// ```
+    pub fn departition_collect<I>(self) -> Flow<Emitted<Vec<I>>>
+    where
+        B: IntoIterator<Item = I>,
+        I: Send + 'static,
+    {
+        self.departition(
+            Vec::new,
+            |all: &mut Vec<I>, part| all.extend(part),
+            |all| all,
+        )
+    }
+
+    /// Keeps each window's `n` greatest items by `by` over every partition (see [`top_n`]:
+    /// greatest first, ties to the smaller item): a window's top list, once its partitions
+    /// are merged. Each item must be whole in one partition (a key's count, after
+    /// partitioning by that key); to rank counts that several partitions share, merge them
+    /// with [`departition_counts`](Reduced::departition_counts) and rank the map.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stageflow::flow::{Flow, Partitions};
+    ///
+    /// let lines = ["the cat", "the dog", "a cat and the bird"];
+    /// let top = Flow::from_iter(lines)
+    ///     .flat_map(|line: &'static str| line.split(' '))
+    ///     .count_by_key(|word: &&str| *word, Partitions::by_event().stages(2))
+    ///     .take_top(2, |(_, n)| *n) // each partition's top 2 ...
+    ///     .departition_top(2, |(_, n)| *n) // ... and the top 2 of those
+    ///     .collect()?;
+    /// assert_eq!(top[0].value, [("the", 3), ("cat", 2)]);
+    /// # Ok::<(), stageflow::flow::FlowError>(())
+    /// ```
+    pub fn departition_top<I, K>(
+        self,
+        n: usize,
+        by: impl Fn(&I) -> K + Send + Sync + 'static,
+    ) -> Flow<Emitted<Vec<I>>>
+    where
+        B: IntoIterator<Item = I>,
+        I: Ord + Send + 'static,
+        K: Ord,
+    {
+        self.departition(
+            Vec::new,
+            |all: &mut Vec<I>, part| all.extend(part),
+            move |all| top_n(all, n, &by),
+        )
     }
 
     /// Spawns the lanes and the reducers; returns the reducers' outputs.

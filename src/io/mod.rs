@@ -42,7 +42,7 @@
 //!     .keep_state()
 //!     .subscribe_to(&source, SubscribeOptions::new())?
 //!     .spawn()?;
-//! assert_eq!(total.join_state().1.unwrap().into_inner(), Some(6));
+//! assert_eq!(total.join_result()?, 6);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

@@ -75,7 +75,8 @@ impl Builder {
     }
 
     /// One producer, made by `factory(0)` (Broadway's default `concurrency: 1`); see
-    /// [`producers`](Builder::producers).
+    /// [`producers`](Builder::producers). For a producer that cannot be made twice, see
+    /// [`producer_once`](Builder::producer_once).
     pub fn producer<P, I, F>(self, factory: F) -> WithProducers<I>
     where
         P: Producer<Out = Message<I>>,
@@ -83,6 +84,54 @@ impl Builder {
         F: FnMut(usize) -> StageBuilder<P, ProducerRole> + Send + 'static,
     {
         self.producers(1, factory)
+    }
+
+    /// One producer, given as it is: for a producer that cannot be made again (it owns a
+    /// socket, a file, a channel's receiver, a queue's client that is not `Clone`), where
+    /// [`producer`](Builder::producer) would need a factory that can run again.
+    ///
+    /// **Not restarted after a crash** (a temporary child, OTP's `:temporary`): a producer
+    /// given by value cannot be made again, so if it panics or stops with an error, it is
+    /// gone: the failure is logged at warn level, the processors finish what they have, and
+    /// the pipeline ends as it would after the producer's finishing (normally; the messages
+    /// the producer held are counted as discarded and never acknowledged). Use
+    /// [`producer`](Builder::producer) with a factory to have it restarted (see
+    /// [Restarts](super#restarts)). A producer that finishes normally ends the pipeline either
+    /// way.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stageflow::pipeline::{self, Message, ProcessorOptions};
+    ///
+    /// // A receiver is not `Clone`: hand the producer over as it is.
+    /// let (tx, rx) = crossbeam_channel::unbounded();
+    /// for word in ["one", "two", "three"] {
+    ///     tx.send(Message::new(word.to_owned()))?;
+    /// }
+    /// drop(tx); // the source ends with the channel
+    /// let p = pipeline::builder("words")
+    ///     .producer_once(stageflow::from_iter(rx))
+    ///     .processors(ProcessorOptions::new().concurrency(2), |m: &mut Message<String>| {
+    ///         Ok::<_, String>(m.data.len())
+    ///     })
+    ///     .start()?;
+    /// p.join();
+    /// assert_eq!(p.counters().processors.successful, 3);
+    /// assert_eq!(p.counters().producers.restarts, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn producer_once<P, I>(self, producer: StageBuilder<P, ProducerRole>) -> WithProducers<I>
+    where
+        P: Producer<Out = Message<I>>,
+        I: Send + 'static,
+    {
+        let mut once = Some(producer);
+        self.supervised_producers(
+            1,
+            move |_| once.take().expect("a temporary child starts once"),
+            RestartPolicy::Temporary,
+        )
     }
 
     /// The producers: `concurrency` stages made by `factory(i)` for `i` in
@@ -96,6 +145,22 @@ impl Builder {
     /// subscribe to it (see [Restarts](super#restarts)); so the factory runs on the
     /// pipeline's supervisor thread too, and must be `Send`.
     pub fn producers<P, I, F>(self, concurrency: usize, factory: F) -> WithProducers<I>
+    where
+        P: Producer<Out = Message<I>>,
+        I: Send + 'static,
+        F: FnMut(usize) -> StageBuilder<P, ProducerRole> + Send + 'static,
+    {
+        // Broadway's producers are restarted after a crash; one that finishes is done.
+        self.supervised_producers(concurrency, factory, RestartPolicy::Transient)
+    }
+
+    /// The producers, as children of the pipeline's group restarted by `policy`.
+    fn supervised_producers<P, I, F>(
+        self,
+        concurrency: usize,
+        factory: F,
+        policy: RestartPolicy,
+    ) -> WithProducers<I>
     where
         P: Producer<Out = Message<I>>,
         I: Send + 'static,
@@ -129,8 +194,7 @@ impl Builder {
                     }
                 }
             })
-            // Broadway's producers are restarted after a crash; one that finishes is done.
-            .restart(RestartPolicy::Transient);
+            .restart(policy);
             let child = group.add(spec);
             let source = child.child_source();
             let c = child.clone();

@@ -153,7 +153,9 @@
 //! processors resubscribe); the other producers never stop. What the crashed producer held
 //! in its buffer is counted as discarded, and its messages are never acknowledged, so they
 //! come back by the source's own rules (a queue redelivers what was not acknowledged).
-//! Messages already with the processors go on as usual.
+//! Messages already with the processors go on as usual. A producer handed over by value
+//! ([`Builder::producer_once`], for one that cannot be made again) cannot be restarted: its
+//! crash is logged at warn level and ends the pipeline as its finishing would.
 //!
 //! A producer that finishes normally is not restarted (it is a transient child): once all
 //! have finished, the group finishes the processors, and the pipeline ends (fan-in). More

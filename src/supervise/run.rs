@@ -268,7 +268,12 @@ impl Supervisor {
         let name = self.entry(i).name().to_owned();
         let policy = self.entry(i).policy();
         if self.closing.is_some() || !policy.restarts_after(&reason) {
-            info!("group {group}: child {name} ended ({reason}); not restarted ({policy:?})");
+            if reason.is_normal() || self.closing.is_some() {
+                info!("group {group}: child {name} ended ({reason}); not restarted ({policy:?})");
+            } else {
+                // A temporary child's failure ends it for good: say so where failures are seen.
+                warn!("group {group}: child {name} failed ({reason}); not restarted ({policy:?})");
+            }
             self.gone(i);
             return;
         }

@@ -179,3 +179,80 @@ fn bad_restart_options_are_errors_naming_the_option() {
     });
     assert_eq!(start(b), "restart_backoff");
 }
+
+/// A producer that is not `Clone` (it owns a receiver), handed over once.
+struct FromReceiver(crossbeam_channel::Receiver<Message<u64>>);
+
+impl Producer for FromReceiver {
+    type Out = Message<u64>;
+    type Message = ();
+
+    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, Message<u64>>) {
+        for _ in 0..demand {
+            match self.0.try_recv() {
+                Ok(m) => ctx.emit(m),
+                Err(crossbeam_channel::TryRecvError::Empty) => return,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return ctx.finish(),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_producer_given_once_runs_without_a_factory() {
+    const N: u64 = 500;
+    let rec = Recorder::default();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for m in rec.messages(N) {
+        tx.send(m).unwrap();
+    }
+    drop(tx);
+    let p = pipeline::builder("once")
+        .producer_once(stageflow::producer(FromReceiver(rx)))
+        .processors(
+            ProcessorOptions::new().concurrency(3),
+            |m: &mut Message<u64>| Ok::<_, String>(m.data),
+        )
+        .start()
+        .unwrap();
+    let outcomes = p.topology().join_timeout(WAIT * 3);
+    assert_eq!(outcomes, [("once".to_string(), Some(Reason::Normal))]);
+    assert!(rec.assert_exactly_once(N).is_empty());
+    assert_eq!(p.counters().producers.restarts, 0);
+}
+
+#[test]
+fn a_producer_given_once_is_not_restarted_and_its_crash_ends_the_pipeline() {
+    let rec = Recorder::default();
+    let cursor = Arc::new(AtomicU64::new(0));
+    let p = pipeline::builder("once-crash")
+        .producer_once(stageflow::producer(Flaky {
+            cursor: cursor.clone(),
+            n: u64::MAX,
+            crash_at: Some(300),
+            ack: rec.acknowledger(),
+        }))
+        .processors(
+            ProcessorOptions::new().concurrency(2),
+            |m: &mut Message<u64>| Ok::<_, String>(m.data),
+        )
+        .start()
+        .unwrap();
+    // The group ends as after the producer's finishing (its producer gone for good, the
+    // processors finished), where a factory's producer would have been started again.
+    let outcomes = p.topology().join_timeout(WAIT * 3);
+    assert_eq!(outcomes, [("once-crash".to_string(), Some(Reason::Normal))]);
+    let c = p.counters();
+    assert_eq!(c.producers.restarts, 0, "{c:?}");
+    assert_eq!(p.group().restart_counts()[0].1, 0);
+    // What was emitted went through, acknowledged once; what the crash held is counted.
+    let emitted = cursor.load(Ordering::Relaxed);
+    assert!(
+        emitted >= 300,
+        "the producer ran until its crash: {emitted}"
+    );
+    assert_eq!(rec.acked() as u64 + c.producers.discarded, emitted, "{c:?}");
+    for (id, statuses) in rec.inner.lock().acks.iter() {
+        assert_eq!(statuses.len(), 1, "message {id} acknowledged {statuses:?}");
+    }
+}

@@ -79,7 +79,7 @@ pub use counts::WindowCounts;
 ///     .stages(4) // four lanes into every reducer, each taking batches of up to 1000 events
 ///     .partition(Partitions::by_event().stages(2).window(window))
 ///     .reduce(|| 0u64, |n: &mut u64, _| *n += 1)
-///     .departition(|| 0u64, |all: &mut u64, n| *all += n, |all| all)
+///     .departition_sum()
 ///     .collect()?;
 /// assert_eq!(late.get(), 0);
 /// assert_eq!(counts.iter().map(|e| e.value).sum::<u64>(), 4000);
