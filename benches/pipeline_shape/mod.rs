@@ -16,12 +16,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::bounded;
 use stageflow::pipeline::{self, Acked, Batch, BatcherOptions, Message, ProcessorOptions};
 
-const PROCESSORS: usize = 8;
 const BATCH: usize = 100;
 
-/// The pipeline: `n` messages, each acknowledged (counted) once per batch; processors with
-/// `max_demand` `md` (and `min_demand` half of it).
-fn with_pipeline(n: u64, md: usize) -> Duration {
+/// The pipeline: `n` messages, each acknowledged (counted) once per batch; `processors`
+/// processors with `max_demand` `md` (and `min_demand` half of it).
+fn with_pipeline(n: u64, md: usize, processors: usize) -> Duration {
     let acked = Arc::new(AtomicU64::new(0));
     let a = acked.clone();
     let count = move |ok: Vec<Acked>, _: Vec<Acked>| {
@@ -46,7 +45,7 @@ fn with_pipeline(n: u64, md: usize) -> Duration {
         })
         .processors(
             ProcessorOptions::new()
-                .concurrency(PROCESSORS)
+                .concurrency(processors)
                 .max_demand(md),
             |m: &mut Message<u64>| Ok::<u64, String>(m.data.wrapping_mul(2)),
         )
@@ -75,11 +74,11 @@ struct Plain {
 }
 
 /// The same shape by hand, handing out chunks of `md / 2` (what the processors' demand cuts).
-fn by_hand(n: u64, md: usize) -> Duration {
+fn by_hand(n: u64, md: usize, processors: usize) -> Duration {
     let acked = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let (work_tx, work_rx) = bounded::<Vec<Plain>>(PROCESSORS * 2);
-    let (out_tx, out_rx) = bounded::<Vec<Plain>>(PROCESSORS * 2);
+    let (work_tx, work_rx) = bounded::<Vec<Plain>>(processors * 2);
+    let (out_tx, out_rx) = bounded::<Vec<Plain>>(processors * 2);
     let producer = std::thread::spawn(move || {
         let mut i = 0;
         while i < n {
@@ -89,7 +88,7 @@ fn by_hand(n: u64, md: usize) -> Duration {
             i = end;
         }
     });
-    let workers: Vec<_> = (0..PROCESSORS)
+    let workers: Vec<_> = (0..processors)
         .map(|_| {
             let (rx, tx) = (work_rx.clone(), out_tx.clone());
             std::thread::spawn(move || {
@@ -150,16 +149,24 @@ pub(crate) fn table(s: &super::Settings) {
         "m",
         "producer → 8 processors (10/5, Broadway's default) → batcher of 100 → acknowledger",
         n,
-        || with_pipeline(n, 10),
-        || by_hand(n, 10),
+        || with_pipeline(n, 10, 8),
+        || by_hand(n, 10, 8),
     );
     super::row(
         s,
         "m100",
         "producer → 8 processors (100/50) → batcher of 100 → acknowledger",
         n,
-        || with_pipeline(n, 100),
-        || by_hand(n, 100),
+        || with_pipeline(n, 100, 8),
+        || by_hand(n, 100, 8),
+    );
+    super::row(
+        s,
+        "m50",
+        "producer → 50 processors (10/5) → batcher of 100 → acknowledger (issue 22: threads past the core count should cost memory, not speed)",
+        n,
+        || with_pipeline(n, 10, 50),
+        || by_hand(n, 10, 50),
     );
     println!();
 }
