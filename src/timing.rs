@@ -8,7 +8,8 @@
 //! [`EVERY_CALLBACK_ABOVE`]) times one callback in [`SAMPLE_STRIDE`], and each timed callback
 //! stands for the callbacks it skipped (its weight, in the histograms and the busy time);
 //! once a timed callback takes longer than that, every callback is timed until one is fast
-//! again. The figures are then estimates for a fast stage, unbiased unless its callbacks'
+//! again (and that first slow one counts once, the fast ones it skipped at the last fast
+//! duration). The figures are then estimates for a fast stage, unbiased unless its callbacks'
 //! durations follow a cycle of exactly the stride, and exact for a slow one, where they
 //! matter. Untimed callbacks cost a load, a store and a branch.
 
@@ -312,6 +313,9 @@ pub(crate) struct Timing {
     weight: AtomicU32,
     /// The events of the callback about to be timed (0: not `handle_events`).
     events: AtomicUsize,
+    /// The last timed fast callback, in nanoseconds: what a skipped one is taken to have cost
+    /// when the timed one after it turns out slow.
+    last_fast: AtomicU64,
 }
 
 impl Default for Timing {
@@ -325,6 +329,7 @@ impl Default for Timing {
             skip: AtomicU32::new(0),
             weight: AtomicU32::new(1),
             events: AtomicUsize::new(0),
+            last_fast: AtomicU64::new(0),
         }
     }
 }
@@ -371,17 +376,29 @@ impl Timing {
     fn timed(&self, took: Duration) {
         let weight = u64::from(self.weight.load(Ordering::Relaxed));
         let ns = nanos(took);
-        self.callbacks.record_n(ns, weight);
-        add(&self.busy, ns.saturating_mul(weight));
+        let slow = took >= EVERY_CALLBACK_ABOVE;
+        // A timed callback stands for the fast ones skipped before it, if it is fast too. A
+        // slow one (the stage's callbacks just got slow) counts once: the skipped ones are
+        // taken to have cost what the last fast one did, or a slow callback after fifteen
+        // quick ones would count sixteen times.
+        let own = if slow { 1 } else { weight };
+        let skipped = weight - own;
+        self.callbacks.record_n(ns, own);
+        let mut busy = ns.saturating_mul(own);
+        if skipped > 0 {
+            let each = self.last_fast.load(Ordering::Relaxed);
+            self.callbacks.record_n(each, skipped);
+            busy = busy.saturating_add(each.saturating_mul(skipped));
+        }
+        add(&self.busy, busy);
         let events = self.events.swap(0, Ordering::Relaxed) as u64;
         if let Some(each) = ns.checked_div(events) {
-            self.per_event.record_n(each, events * weight);
+            self.per_event.record_n(each, events * own);
         }
-        let stride = if took >= EVERY_CALLBACK_ABOVE {
-            1
-        } else {
-            SAMPLE_STRIDE
-        };
+        if !slow {
+            self.last_fast.store(ns, Ordering::Relaxed);
+        }
+        let stride = if slow { 1 } else { SAMPLE_STRIDE };
         self.skip.store(stride - 1, Ordering::Relaxed);
         self.weight.store(stride, Ordering::Relaxed);
     }
@@ -502,6 +519,29 @@ mod tests {
         assert_eq!(s.busy, Duration::from_nanos(1_000 + 2_000 * 16));
         assert_eq!(s.per_event.count, 10 + 4 * 16);
         assert_eq!(s.per_event.max, 500);
+    }
+
+    #[test]
+    fn a_slow_callback_after_skipped_fast_ones_counts_once() {
+        let t = Timing::default();
+        assert!(t.start().is_some());
+        t.timed(Duration::from_nanos(1_000));
+        for _ in 1..SAMPLE_STRIDE {
+            assert!(t.start().is_none());
+        }
+        // The stage's callbacks get slow: 10 ms, once, and the 15 skipped taken at 1 µs each.
+        t.events(5);
+        assert!(t.start().is_some());
+        t.timed(Duration::from_millis(10));
+        let s = t.snapshot();
+        assert_eq!(
+            s.busy,
+            Duration::from_nanos(1_000 + 15 * 1_000 + 10_000_000),
+            "not sixteen times 10 ms"
+        );
+        assert_eq!(s.callbacks.count, 1 + u64::from(SAMPLE_STRIDE));
+        assert_eq!(s.per_event.count, 5);
+        assert_eq!(s.callbacks.max, 10_000_000);
     }
 
     #[test]
