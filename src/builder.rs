@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, unbounded};
+use crossbeam_channel::{bounded, unbounded, Sender};
 
 use crate::dispatcher::{Dispatch, Dispatcher};
 use crate::envelope::{Counted, Down, Envelope, Port, Up};
@@ -23,7 +23,7 @@ use crate::subscription::{
     SubscriptionId,
 };
 use crate::unwind::stage_main;
-use crate::upstream::{subscribe, Pending, Source, Upstream};
+use crate::upstream::{subscribe, Pending, Request, Source, Upstream};
 
 /// The default inbox capacity, in messages.
 const DEFAULT_INBOX: usize = 1024;
@@ -378,6 +378,16 @@ where
         inbox: Box::new(tx.clone()),
     });
     let handle = Counted::new(tx.clone(), Some(ctl_tx), shared.clone());
+    if crate::sim::active() {
+        return enlist(
+            callbacks,
+            shared,
+            handle,
+            (tx, rx, ctl_rx),
+            config,
+            subscriptions,
+        );
+    }
     let mut made: Vec<(Source<C::In>, Pending)> = Vec::new();
     let mut failed: Vec<Subscription> = Vec::new();
     for (source, options) in subscriptions {
@@ -412,6 +422,56 @@ where
     for (_, pending) in made {
         // A stage that ended meanwhile is reported by its outcome, not here.
         let _ = pending.registered();
+    }
+    Ok(Stage::new(shared, handle))
+}
+
+/// The inbox's two ends and the control channel's receiving end.
+type Channels<C> = (
+    Sender<Env<C>>,
+    crossbeam_channel::Receiver<Env<C>>,
+    crossbeam_channel::Receiver<Env<C>>,
+);
+
+type Env<C> = Envelope<<C as Callbacks>::In, <C as Callbacks>::Out, <C as Callbacks>::Msg>;
+
+/// `launch` inside a simulation: no thread, and no wait for any producer (it has not run
+/// yet). Each subscription goes through the stage as a running stage's would
+/// (`Stage::subscribe_to`): the stage holds it as pending from its first turn, and hears of a
+/// refusal or an ended producer through `handle_cancel`.
+fn enlist<C: Callbacks, S, R>(
+    callbacks: C,
+    shared: Arc<Shared>,
+    handle: Counted<Env<C>>,
+    (tx, rx, ctl_rx): Channels<C>,
+    config: Config<C::Out>,
+    subscriptions: Vec<(Source<C::In>, SubscribeOptions)>,
+) -> Result<Stage<S, R>, BuildError>
+where
+    R: Role<S, In = C::In, Out = C::Out, Message = C::Msg>,
+{
+    let mut requests = Vec::with_capacity(subscriptions.len());
+    for (source, options) in subscriptions {
+        let port: Box<dyn Port<Down<C::In>>> = Box::new(handle.clone());
+        let request =
+            Request::new(&source, port, &shared, options, true).map_err(BuildError::Subscribe)?;
+        requests.push(request.split());
+    }
+    for (req, waiting) in requests {
+        let _ = handle.urgent(Envelope::Down(Down::Subscribe(req)));
+        crate::sim::keep(Box::new(waiting));
+    }
+    let runner = Runner::new(
+        callbacks,
+        shared.clone(),
+        tx,
+        rx,
+        ctl_rx,
+        config,
+        Vec::new(),
+    );
+    if crate::sim::enlist(Box::new(crate::sim::StageTask::new(runner))).is_err() {
+        unreachable!("a simulation is active on this thread");
     }
     Ok(Stage::new(shared, handle))
 }

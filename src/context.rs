@@ -260,7 +260,13 @@ thread_local! {
 
 /// Marks the current thread's stage as ending (see [`Reply`]).
 pub(crate) fn mark_ending() {
-    ENDING.with(|e| e.set(true));
+    set_ending(true);
+}
+
+/// Marks the stage running on this thread as ending or not: a simulation steps many stages
+/// on one thread, and says so before each.
+pub(crate) fn set_ending(ending: bool) {
+    ENDING.with(|e| e.set(ending));
 }
 
 impl<R> Reply<R> {

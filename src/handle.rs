@@ -544,6 +544,35 @@ impl<S, R: Consumes<S>> Stage<S, R> {
         }
     }
 
+    /// [`Stage::subscribe_to`] without the wait: the request is on its way through this
+    /// stage, which holds it as pending; the caller keeps (or waits on) what the answer comes
+    /// back on. For a simulation, which cannot wait (`sim::subscribe`).
+    pub(crate) fn subscribe_nowait(
+        &self,
+        producer: &(impl Upstream<R::In> + ?Sized),
+        options: SubscribeOptions,
+    ) -> Result<(SubscriptionId, crate::upstream::Waiting), SubscribeError> {
+        let gone = || SubscribeError::ConsumerGone {
+            consumer: self.shared().name.to_string(),
+        };
+        if self.is_finished() {
+            return Err(gone());
+        }
+        let request = Request::new(
+            &producer.source(),
+            Box::new(self.tx().clone()),
+            self.shared(),
+            options,
+            true,
+        )?;
+        let (req, waiting) = request.split();
+        let sub = req.sub;
+        self.tx()
+            .urgent(Envelope::Down(Down::Subscribe(req)))
+            .map_err(|_| gone())?;
+        Ok((sub, waiting))
+    }
+
     /// Cancels subscription `old` with `reason` and subscribes to `producer` anew, in that
     /// order, as one request (GenStage's `sync_resubscribe`). The cancel takes effect as with
     /// [`Stage::cancel`], so if `old` is permanent this stage ends by its cancel mode; use a
@@ -651,6 +680,10 @@ impl StageRef {
         StageRef {
             core: StageCore { shared, port },
         }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.core.shared
     }
 }
 

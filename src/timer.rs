@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 /// The instant `after` from now; a duration too long to represent means "practically never"
 /// (about 30 years), never a panic.
 pub(crate) fn deadline(after: Duration) -> Instant {
-    let now = Instant::now();
+    let now = crate::clock::now();
     now.checked_add(after)
         .or_else(|| now.checked_add(Duration::from_secs(30 * 365 * 24 * 3600)))
         .unwrap_or(now)

@@ -14,16 +14,26 @@ pub(crate) fn stage_main<S: Callbacks>(mut runner: Runner<S>) {
     let shared = runner.shared().clone();
     let reason = match catch_unwind(AssertUnwindSafe(|| runner.run())) {
         Ok(reason) => reason,
-        Err(payload) => {
-            let msg = describe(payload.as_ref());
-            error!("stage {}: a callback panicked: {msg}", shared.name);
-            Reason::Panicked(msg)
-        }
+        Err(payload) => panicked(&shared.name, payload.as_ref()),
     };
     crate::context::mark_ending();
     if catch_unwind(AssertUnwindSafe(|| runner.terminate(&reason))).is_err() {
         error!("stage {}: panicked while ending", shared.name);
     }
+    put_away(runner, reason);
+}
+
+/// What a callback's panic is turned into (and logged as).
+pub(crate) fn panicked(name: &str, payload: &(dyn Any + Send)) -> Reason {
+    let msg = describe(payload);
+    error!("stage {name}: a callback panicked: {msg}");
+    Reason::Panicked(msg)
+}
+
+/// The last of a stage whose end is done: its `terminate`, its value kept or dropped, and
+/// its outcome published, last.
+pub(crate) fn put_away<S: Callbacks>(mut runner: Runner<S>, reason: Reason) {
+    let shared = runner.shared().clone();
     if catch_unwind(AssertUnwindSafe(|| runner.terminate_stage(&reason))).is_err() {
         error!("stage {}: its terminate callback panicked", shared.name);
     }

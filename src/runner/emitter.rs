@@ -308,6 +308,16 @@ impl<T: Send + 'static, M> Emitter<T, M> {
         self.downs.iter().any(|l| !l.out.backlog.is_empty())
     }
 
+    /// Messages waiting in the backlogs, and links (closed or not) still held.
+    pub(super) fn backlog_len(&self) -> usize {
+        self.downs.len()
+            + self
+                .downs
+                .iter()
+                .map(|l| l.out.backlog.len())
+                .sum::<usize>()
+    }
+
     /// Sends what fits of every backlog; drops closed links whose backlog is delivered.
     pub(super) fn flush_backlogs(&mut self) {
         for l in &mut self.downs {

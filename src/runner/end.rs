@@ -11,11 +11,37 @@ use crate::error::SubscribeError;
 use crate::reason::Reason;
 use crate::shared::bump;
 
+/// An ending stage's account: events lost so far, and until when it waits for its
+/// producers to confirm.
+pub(crate) struct Ending {
+    lost: usize,
+    deadline: Instant,
+}
+
+/// What one round of the end's wait came to.
+pub(crate) enum EndTurn {
+    /// Something arrived or left: go on.
+    More,
+    /// Nothing to do before a message comes or this time (the confirm deadline) is reached
+    /// (only without blocking).
+    Idle(Instant),
+    /// The end is complete.
+    Done,
+}
+
 impl<S: Callbacks> Runner<S> {
     /// Tells every peer the stage ended; waits until its consumers have been told and its
     /// producers have confirmed (receiving all the while, so that no peer can wait on this
     /// stage, and counting every event that still arrives), then drops what is left.
     pub(crate) fn terminate(&mut self, reason: &Reason) {
+        let mut ending = self.end_begin(reason);
+        while let EndTurn::More = self.end_turn::<true>(&mut ending, reason) {}
+        self.end_finish(ending, reason);
+    }
+
+    /// The end's first part: what a callback emitted before it panicked, and the parts' own
+    /// ends (every consumer told, every producer asked to confirm).
+    pub(crate) fn end_begin(&mut self, reason: &Reason) -> Ending {
         // Emitted by a callback that then panicked: emitted, and lost.
         let mut lost = self.fx.emitted.len();
         if lost > 0 {
@@ -24,38 +50,66 @@ impl<S: Callbacks> Runner<S> {
         self.fx.emitted.clear();
         lost += self.emitter.end(reason);
         lost += self.inlet.end(reason);
-        let deadline = crate::timer::deadline(self.confirm_timeout);
-        loop {
-            self.flush_backlogs();
-            lost += self.emitter.take_gone_backlogs();
-            self.emitter.drop_closed_links();
-            let backlog = self.any_backlog();
-            if !backlog && self.inlet.producers() == 0 {
-                break;
-            }
-            if Instant::now() >= deadline {
-                if self.inlet.producers() > 0 {
-                    warn!(
-                        "stage {}: {} producers did not confirm the end within {:?} (see \
-                         StageBuilder::confirm_timeout); events they send now are counted by them",
-                        self.shared.name,
-                        self.inlet.producers(),
-                        self.confirm_timeout
-                    );
-                }
-                lost += self.emitter.backlog_events();
-                break;
-            }
-            while let Ok(env) = self.control.try_recv() {
-                lost += self.drop_late(env, reason);
-            }
-            self.publish_buffered();
-            match self.wait(Some(deadline), backlog) {
-                Wait::Msg(env) => lost += self.drop_late(env, reason),
-                Wait::Timeout => {}
-                Wait::Disconnected => break,
-            }
+        Ending {
+            lost,
+            deadline: crate::timer::deadline(self.confirm_timeout),
         }
+    }
+
+    /// One round of the end's wait: backlogs delivered, producers' confirmations and late
+    /// messages received. `BLOCK` as in `Runner::turn`: without it the round only looks.
+    pub(crate) fn end_turn<const BLOCK: bool>(
+        &mut self,
+        ending: &mut Ending,
+        reason: &Reason,
+    ) -> EndTurn {
+        let before = if BLOCK { 0 } else { self.backlog_len() };
+        self.flush_backlogs();
+        ending.lost += self.emitter.take_gone_backlogs();
+        self.emitter.drop_closed_links();
+        let backlog = self.any_backlog();
+        if !backlog && self.inlet.producers() == 0 {
+            return EndTurn::Done;
+        }
+        if crate::clock::now() >= ending.deadline {
+            if self.inlet.producers() > 0 {
+                warn!(
+                    "stage {}: {} producers did not confirm the end within {:?} (see \
+                     StageBuilder::confirm_timeout); events they send now are counted by them",
+                    self.shared.name,
+                    self.inlet.producers(),
+                    self.confirm_timeout
+                );
+            }
+            ending.lost += self.emitter.backlog_events();
+            return EndTurn::Done;
+        }
+        let mut worked = false;
+        while let Ok(env) = self.control.try_recv() {
+            ending.lost += self.drop_late(env, reason);
+            worked = true;
+        }
+        self.publish_buffered();
+        let got = if BLOCK {
+            self.wait(Some(ending.deadline), backlog)
+        } else {
+            self.poll(backlog)
+        };
+        match got {
+            Wait::Msg(env) => {
+                ending.lost += self.drop_late(env, reason);
+                EndTurn::More
+            }
+            Wait::Timeout if BLOCK || worked || self.backlog_len() != before => EndTurn::More,
+            Wait::Timeout => EndTurn::Idle(ending.deadline),
+            Wait::Disconnected => EndTurn::Done,
+        }
+    }
+
+    /// The end's last part: what is still in the inbox and on the control path is dropped
+    /// (and counted), every discard logged, the links forgotten.
+    pub(crate) fn end_finish(&mut self, ending: Ending, reason: &Reason) {
+        let mut lost = ending.lost;
         while let Ok(env) = self.inbox.try_recv() {
             lost += self.drop_late(env, reason);
         }

@@ -323,6 +323,11 @@ impl<T, M> Inlet<T, M> {
         self.ups.iter().any(|l| !l.out.backlog.is_empty())
     }
 
+    /// Messages waiting in the backlogs.
+    pub(super) fn backlog_len(&self) -> usize {
+        self.ups.iter().map(|l| l.out.backlog.len()).sum()
+    }
+
     /// Sends what fits of every backlog.
     pub(super) fn flush_backlogs(&mut self) {
         for l in &mut self.ups {

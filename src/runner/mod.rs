@@ -25,9 +25,12 @@ mod inlet;
 mod lifecycle;
 mod links;
 mod polling;
+mod step;
 mod wait;
 
 pub(crate) use callbacks::{AsConsumer, AsProducer, AsProducerConsumer, Callbacks};
+
+pub(crate) use end::{EndTurn, Ending};
 
 use discards::Discards;
 use emitter::{Emitter, Flushed, Replayed};
@@ -51,6 +54,17 @@ use crate::reason::Reason;
 use crate::shared::{bump, Shared};
 use crate::subscription::{BufferKeep, ProducerDemand, Subscription, SubscriptionId};
 use crate::timing::Waiting;
+
+/// What a turn that is not the common one came to.
+pub(crate) enum Turned {
+    /// It handled something, or changed what the next turn does.
+    Worked,
+    /// It found nothing to do (only without blocking): nothing will change before a message
+    /// comes or the time given (a timer's) is reached.
+    Idle(Option<Instant>),
+    /// The stage ends, for this reason.
+    End(Reason),
+}
 
 /// The producer-side settings of a stage.
 pub(crate) struct Config<Out> {
@@ -182,14 +196,7 @@ impl<S: Callbacks> Runner<S> {
     /// turn is unbounded, so calls and stops are always served.
     pub(crate) fn run(&mut self) -> Reason {
         let _live = polling::Live::enter();
-        for info in std::mem::take(&mut self.failed) {
-            let reason = Reason::error(format!("noproc: producer {} has ended", info.peer));
-            warn!(
-                "stage {}: subscription to {} failed: {reason}",
-                self.shared.name, info.peer
-            );
-            self.invoke(|s, ctx| s.cancelled(&info, &reason, ctx));
-        }
+        self.report_failed();
         loop {
             if let Some(reason) = self.life.take_exit() {
                 return reason;
@@ -211,10 +218,23 @@ impl<S: Callbacks> Runner<S> {
                     Ok(env) => self.handle(env),
                     Err(_) => return self.life.unreachable_reason(),
                 }
-            } else if let Some(reason) = self.turn() {
+            } else if let Turned::End(reason) = self.turn::<true>() {
                 return reason;
             }
             self.settle();
+        }
+    }
+
+    /// Build-time temporary subscriptions whose producer had already ended: the stage's
+    /// `handle_cancel` hears of each before anything else.
+    fn report_failed(&mut self) {
+        for info in std::mem::take(&mut self.failed) {
+            let reason = Reason::error(format!("noproc: producer {} has ended", info.peer));
+            warn!(
+                "stage {}: subscription to {} failed: {reason}",
+                self.shared.name, info.peer
+            );
+            self.invoke(|s, ctx| s.cancelled(&info, &reason, ctx));
         }
     }
 
@@ -270,11 +290,16 @@ impl<S: Callbacks> Runner<S> {
 
     /// A turn with more to attend to than the inbox: the stage may be unreachable, backlogs
     /// may have room, timers may be due. Returns why the stage ends, if it does.
+    ///
+    /// `BLOCK`: wait for a message as long as there is nothing else to do (a stage thread);
+    /// without it the turn only looks (a simulation's step, `step.rs`), and says whether it
+    /// found anything to do.
     #[inline(never)]
-    fn turn(&mut self) -> Option<Reason> {
+    fn turn<const BLOCK: bool>(&mut self) -> Turned {
         if self.unreachable() {
-            return Some(self.life.unreachable_reason());
+            return Turned::End(self.life.unreachable_reason());
         }
+        let before = if BLOCK { 0 } else { self.backlog_len() };
         let mut backlog = self.any_backlog();
         if backlog || self.emitter.any_closed() {
             self.flush_backlogs();
@@ -287,19 +312,22 @@ impl<S: Callbacks> Runner<S> {
         } else {
             self.fx.timers.next_deadline()
         };
+        let mut gated = false;
         if let Some(d) = deadline {
-            if self.timer_gate.is_none() && Instant::now() >= d {
+            if self.timer_gate.is_none() && crate::clock::now() >= d {
                 self.timer_gate = Some(self.inbox.len());
+                gated = true;
             }
         }
         if self.timer_gate == Some(0) {
             self.timer_gate = None;
             self.fire_timers();
-            return None;
+            return Turned::Worked;
         }
-        let wait_until = if self.emitter.has_pending_demand() || self.emitter.any_gone() {
+        let work_waits = self.emitter.has_pending_demand() || self.emitter.any_gone();
+        let wait_until = if work_waits {
             // Work is waiting: look at the inbox without blocking.
-            Some(Instant::now())
+            Some(crate::clock::now())
         } else if self.timer_gate.is_some() {
             None
         } else {
@@ -307,20 +335,28 @@ impl<S: Callbacks> Runner<S> {
         };
         // An idle stage's `buffered` counter is exact.
         self.publish_buffered();
-        let waiting = self.shared.timing.wait_from(wait_until);
-        let got = self.wait(wait_until, backlog);
-        let ready = || Waiting::of(S::KIND, backlog, || self.emitter.ready());
-        self.shared.timing.waited(waiting, ready);
+        let got = if BLOCK {
+            let waiting = self.shared.timing.wait_from(wait_until);
+            let got = self.wait(wait_until, backlog);
+            let ready = || Waiting::of(S::KIND, backlog, || self.emitter.ready());
+            self.shared.timing.waited(waiting, ready);
+            got
+        } else {
+            self.poll(backlog)
+        };
         match got {
             wait::Wait::Msg(env) => {
                 if let Some(gate) = &mut self.timer_gate {
                     *gate = gate.saturating_sub(1);
                 }
                 self.handle(env);
-                None
+                Turned::Worked
             }
-            wait::Wait::Timeout => None,
-            wait::Wait::Disconnected => Some(self.life.unreachable_reason()),
+            wait::Wait::Timeout if BLOCK || work_waits || gated || self.backlog_len() != before => {
+                Turned::Worked
+            }
+            wait::Wait::Timeout => Turned::Idle(wait_until),
+            wait::Wait::Disconnected => Turned::End(self.life.unreachable_reason()),
         }
     }
 
@@ -416,6 +452,12 @@ impl<S: Callbacks> Runner<S> {
 
     fn any_backlog(&self) -> bool {
         self.inlet.any_backlog() || self.emitter.any_backlog()
+    }
+
+    /// Messages waiting in backlogs, and closed links not yet dropped: a step that changed
+    /// this did something (see [`Runner::turn`]).
+    fn backlog_len(&self) -> usize {
+        self.inlet.backlog_len() + self.emitter.backlog_len()
     }
 
     /// Sends what fits of every backlog; drops closed links whose backlog is delivered.
@@ -938,7 +980,7 @@ impl<S: Callbacks> Runner<S> {
             .fx
             .timers
             .next_deadline()
-            .is_some_and(|d| d <= Instant::now());
+            .is_some_and(|d| d <= crate::clock::now());
         let done = self.emitter.is_delivered() && self.inlet.queue_is_empty() && !due;
         // Every consumer it had has left: what it holds can reach nobody (the end counts it
         // as discarded).
@@ -952,7 +994,7 @@ impl<S: Callbacks> Runner<S> {
 
     #[inline(never)]
     fn fire_timers(&mut self) {
-        let now = Instant::now();
+        let now = crate::clock::now();
         while let Some(msg) = self.fx.timers.pop_due(now) {
             self.invoke(|s, ctx| s.message(msg, ctx));
             if self.life.is_exiting() {
@@ -979,6 +1021,6 @@ impl<S: Callbacks> Runner<S> {
             msg
         };
         // ...or, with none, on the next turn, like a message sent to itself.
-        self.fx.timers.schedule(Instant::now(), msg);
+        self.fx.timers.schedule(crate::clock::now(), msg);
     }
 }

@@ -3,10 +3,23 @@
 
 use std::time::Instant;
 
-use crossbeam_channel::{RecvTimeoutError, Select};
+use crossbeam_channel::{RecvTimeoutError, Select, TryRecvError};
 
 use super::{Callbacks, Env, Runner};
 use crate::envelope::{Coalesce, Down, Up};
+
+/// How long a wait with backlogs may wait.
+enum Until {
+    Forever,
+    Deadline(Instant),
+    Now,
+}
+
+impl From<Option<Instant>> for Until {
+    fn from(deadline: Option<Instant>) -> Until {
+        deadline.map_or(Until::Forever, Until::Deadline)
+    }
+}
 
 /// What a wait brought.
 pub(super) enum Wait<E> {
@@ -21,7 +34,7 @@ impl<S: Callbacks> Runner<S> {
     #[inline]
     pub(super) fn wait(&mut self, deadline: Option<Instant>, backlog: bool) -> Wait<Env<S>> {
         if backlog {
-            return self.wait_with_backlog(deadline);
+            return self.wait_with_backlog(Until::from(deadline));
         }
         match deadline {
             None => match self.inbox.recv() {
@@ -36,9 +49,22 @@ impl<S: Callbacks> Runner<S> {
         }
     }
 
+    /// [`Runner::wait`] without waiting: what is there now (a simulation's step, whose
+    /// virtual time no real wait may be given).
+    pub(super) fn poll(&mut self, backlog: bool) -> Wait<Env<S>> {
+        if backlog {
+            return self.wait_with_backlog(Until::Now);
+        }
+        match self.inbox.try_recv() {
+            Ok(env) => Wait::Msg(env),
+            Err(TryRecvError::Empty) => Wait::Timeout,
+            Err(TryRecvError::Disconnected) => Wait::Disconnected,
+        }
+    }
+
     /// [`Runner::wait`] with backlogs: a select over the inbox and the peers' inboxes.
     #[inline(never)]
-    fn wait_with_backlog(&mut self, deadline: Option<Instant>) -> Wait<Env<S>> {
+    fn wait_with_backlog(&mut self, until: Until) -> Wait<Env<S>> {
         let downs_links = &mut self.emitter.downs;
         let ups_links = &mut self.inlet.ups;
         // Take each backlog's first message in hand, so the select can send it.
@@ -66,12 +92,16 @@ impl<S: Callbacks> Runner<S> {
             for (k, (i, _)) in ups.iter().enumerate() {
                 ops.push((ups_links[*i].out.port.register(&mut sel), false, k));
             }
-            let op = match deadline {
-                Some(d) => match sel.select_deadline(d) {
+            let op = match until {
+                Until::Deadline(d) => match sel.select_deadline(d) {
                     Ok(op) => op,
                     Err(_) => break 'select Wait::Timeout,
                 },
-                None => sel.select(),
+                Until::Now => match sel.try_select() {
+                    Ok(op) => op,
+                    Err(_) => break 'select Wait::Timeout,
+                },
+                Until::Forever => sel.select(),
             };
             let index = op.index();
             if index == inbox {

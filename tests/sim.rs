@@ -1,0 +1,200 @@
+//! The simulation (`stageflow::sim`): the crate's own stages stepped on one thread under a
+//! seeded scheduler.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use stageflow::fns::{ForEach, Map};
+use stageflow::sim::{self, FailureKind, Sim};
+use stageflow::{Reason, SubscribeOptions};
+
+type Seen = Arc<Mutex<Vec<u64>>>;
+
+/// from_iter → map → sink, small demands: the numbers arrive doubled, in order, all of them.
+fn chain(sim: &mut Sim, n: u64) -> Seen {
+    let seen: Seen = Arc::default();
+    let into = seen.clone();
+    sim.build(|| {
+        let numbers = stageflow::from_iter(0..n).name("numbers").spawn().unwrap();
+        let doubler = stageflow::producer_consumer(Map::new(|x: u64| x * 2))
+            .name("doubler")
+            .subscribe_to(
+                &numbers,
+                SubscribeOptions::new().max_demand(4).min_demand(1),
+            )
+            .unwrap()
+            .spawn()
+            .unwrap();
+        stageflow::consumer(ForEach::new(move |x: u64| into.lock().unwrap().push(x)))
+            .name("sink")
+            .subscribe_to(&doubler, SubscribeOptions::new().max_demand(3))
+            .unwrap()
+            .spawn()
+            .unwrap();
+    });
+    seen
+}
+
+#[test]
+fn a_chain_runs_to_its_end_under_every_seed() {
+    let ran = sim::explore(0..300, |sim| {
+        let seen = chain(sim, 50);
+        let report = sim.run()?;
+        let seen = seen.lock().unwrap();
+        let expected: Vec<u64> = (0..50).map(|x| x * 2).collect();
+        assert_eq!(*seen, expected, "seed {}", sim.seed());
+        assert_eq!(report.stage("sink").unwrap().counters.events_in, 50);
+        for s in &report.stages {
+            assert_eq!(s.outcome, Some(Reason::Normal), "{s}");
+        }
+        Ok(())
+    });
+    assert_eq!(ran.unwrap_or_else(|f| panic!("{f}")), 300);
+}
+
+#[test]
+fn the_same_seed_replays_the_same_schedule_and_others_differ() {
+    let hash = |seed| {
+        let mut sim = Sim::new(seed);
+        chain(&mut sim, 30);
+        let r = sim.run().unwrap();
+        (r.schedule_hash, r.steps)
+    };
+    assert_eq!(hash(7), hash(7));
+    let distinct: std::collections::HashSet<_> = (0..20).map(|s| hash(s).0).collect();
+    assert!(
+        distinct.len() > 10,
+        "only {} schedules in 20 seeds",
+        distinct.len()
+    );
+}
+
+#[test]
+fn a_stage_stopped_at_a_drawn_step_ends_everything_and_the_counters_balance() {
+    let ran = sim::explore(0..300, |sim| {
+        let seen: Seen = Arc::default();
+        let into = seen.clone();
+        let at = sim.rng().below(300);
+        let doubler = sim.build(|| {
+            let numbers = stageflow::from_iter(0..100u64).spawn().unwrap();
+            let doubler = stageflow::producer_consumer(Map::new(|x: u64| x * 2))
+                .subscribe_to(&numbers, SubscribeOptions::new().max_demand(4))
+                .unwrap()
+                .spawn()
+                .unwrap();
+            stageflow::consumer(ForEach::new(move |x: u64| into.lock().unwrap().push(x)))
+                .subscribe_to(&doubler, SubscribeOptions::new().max_demand(3))
+                .unwrap()
+                .spawn()
+                .unwrap();
+            doubler
+        });
+        let stopper = doubler.clone();
+        sim.at(at, move || stopper.stop());
+        drop(doubler);
+        sim.run()?;
+        let seen = seen.lock().unwrap();
+        let expected: Vec<u64> = (0..seen.len() as u64).map(|x| x * 2).collect();
+        assert_eq!(*seen, expected);
+        Ok(())
+    });
+    ran.unwrap_or_else(|f| panic!("{f}"));
+}
+
+#[test]
+fn an_injected_panic_reaches_the_consumer_by_its_cancel_mode() {
+    let mut sim = Sim::new(3);
+    let (numbers, sink) = sim.build(|| {
+        let numbers = stageflow::from_iter(0..1000u64).spawn().unwrap();
+        let sink = stageflow::consumer(ForEach::new(|_: u64| {}))
+            .subscribe_to(&numbers, SubscribeOptions::new().max_demand(2))
+            .unwrap()
+            .spawn()
+            .unwrap();
+        (numbers, sink)
+    });
+    assert!(sim.panic_at(&numbers, 5));
+    sim.run().unwrap_or_else(|f| panic!("{f}"));
+    assert!(matches!(numbers.join(), Reason::Panicked(_)));
+    assert!(
+        matches!(sink.join(), Reason::Panicked(_)),
+        "permanent: the consumer follows"
+    );
+}
+
+#[test]
+fn a_pipeline_that_cannot_end_is_reported_stuck_with_each_stage() {
+    let mut sim = Sim::new(1);
+    let _sink = sim.build(|| {
+        // A producer that never emits and never ends, held by its handle.
+        let quiet = stageflow::producer(Quiet).name("quiet").spawn().unwrap();
+        let sink = stageflow::consumer(ForEach::new(|_: u64| {}))
+            .name("sink")
+            .subscribe_to(&quiet, SubscribeOptions::new())
+            .unwrap()
+            .spawn()
+            .unwrap();
+        (quiet, sink)
+    });
+    let failure = sim.run().unwrap_err();
+    assert_eq!(failure.kind, FailureKind::Stuck);
+    let text = failure.to_string();
+    assert!(text.contains("quiet (producer): running"), "{text}");
+    assert!(text.contains("sink (consumer): running"), "{text}");
+    assert!(text.contains("demand 1000 of 1000"), "{text}");
+    assert!(text.contains("replay: Sim::new(1)"), "{text}");
+}
+
+#[test]
+fn timers_run_on_virtual_time() {
+    use stageflow::{Consumer, ConsumerContext};
+    struct Ticker {
+        ticks: u32,
+    }
+    impl Consumer for Ticker {
+        type In = u64;
+        type Message = ();
+        fn handle_events(
+            &mut self,
+            _: stageflow::Events<'_, u64>,
+            _: &mut ConsumerContext<'_, ()>,
+        ) {
+        }
+        fn handle_message(&mut self, _: (), ctx: &mut ConsumerContext<'_, ()>) {
+            self.ticks += 1;
+            if self.ticks == 61 {
+                ctx.stop(Reason::Normal);
+            } else {
+                ctx.send_after((), Duration::from_secs(60));
+            }
+        }
+    }
+    let mut sim = Sim::new(9);
+    let ticker = sim.build(|| {
+        let ticker = stageflow::consumer(Ticker { ticks: 0 }).spawn().unwrap();
+        ticker.cast(()).unwrap();
+        ticker
+    });
+    let started = std::time::Instant::now();
+    let report = sim.run().unwrap_or_else(|f| panic!("{f}"));
+    assert!(
+        report.elapsed >= Duration::from_secs(3600),
+        "{:?}",
+        report.elapsed
+    );
+    assert!(
+        report.elapsed < Duration::from_secs(3601),
+        "{:?}",
+        report.elapsed
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(ticker.join(), Reason::Normal);
+}
+
+struct Quiet;
+
+impl stageflow::Producer for Quiet {
+    type Out = u64;
+    type Message = ();
+    fn handle_demand(&mut self, _demand: usize, _ctx: &mut stageflow::Context<'_, u64>) {}
+}
