@@ -378,15 +378,20 @@ where
         inbox: Box::new(tx.clone()),
     });
     let handle = Counted::new(tx.clone(), Some(ctl_tx), shared.clone());
-    if crate::sim::active() {
-        return enlist(
-            callbacks,
-            shared,
-            handle,
-            (tx, rx, ctl_rx),
-            config,
-            subscriptions,
-        );
+    let simulated = crate::sim::active();
+    if simulated {
+        shared.simulated.store(true, Ordering::Relaxed);
+        if !crate::sim::can_wait() {
+            // Built inside a stage's turn: nothing can be waited for.
+            return enlist(
+                callbacks,
+                shared,
+                handle,
+                (tx, rx, ctl_rx),
+                config,
+                subscriptions,
+            );
+        }
     }
     let mut made: Vec<(Source<C::In>, Pending)> = Vec::new();
     let mut failed: Vec<Subscription> = Vec::new();
@@ -409,6 +414,16 @@ where
         }
     }
     let runner = Runner::new(callbacks, shared.clone(), tx, rx, ctl_rx, config, failed);
+    if simulated {
+        // No thread: the simulation steps it (and runs meanwhile in the waits below).
+        if crate::sim::enlist(Box::new(crate::sim::StageTask::new(runner))).is_err() {
+            unreachable!("a simulation is active on this thread");
+        }
+        for (_, pending) in made {
+            let _ = pending.registered();
+        }
+        return Ok(Stage::new(shared, handle));
+    }
     let thread = std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || stage_main(runner));
@@ -435,10 +450,10 @@ type Channels<C> = (
 
 type Env<C> = Envelope<<C as Callbacks>::In, <C as Callbacks>::Out, <C as Callbacks>::Msg>;
 
-/// `launch` inside a simulation: no thread, and no wait for any producer (it has not run
-/// yet). Each subscription goes through the stage as a running stage's would
-/// (`Stage::subscribe_to`): the stage holds it as pending from its first turn, and hears of a
-/// refusal or an ended producer through `handle_cancel`.
+/// `launch` inside a simulation's turn (a stage's callback builds a stage), where nothing
+/// can be waited for: no thread, and no wait for any producer. Each subscription goes through
+/// the stage as a running stage's would (`Stage::subscribe_to`): the stage holds it as
+/// pending from its first turn, and a refusal or an ended producer reaches it as a cancel.
 fn enlist<C: Callbacks, S, R>(
     callbacks: C,
     shared: Arc<Shared>,

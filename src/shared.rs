@@ -220,6 +220,8 @@ pub(crate) struct Shared {
     /// gone.
     ended_tx: Mutex<Option<Sender<Infallible>>>,
     ended: Receiver<Infallible>,
+    /// The stage runs in a simulation (`crate::sim`), not on a thread of its own.
+    pub(crate) simulated: AtomicBool,
 }
 
 impl Shared {
@@ -238,6 +240,7 @@ impl Shared {
             subs: Mutex::new(Vec::new()),
             done: Mutex::new(Done::default()),
             done_cond: Condvar::new(),
+            simulated: AtomicBool::new(false),
         }
     }
 
@@ -349,6 +352,9 @@ impl Shared {
         rx: &Receiver<T>,
         deadline: Instant,
     ) -> Result<Option<T>, ()> {
+        if self.simulated.load(Ordering::Relaxed) {
+            return self.recv_simulated(rx);
+        }
         let mut sel = crossbeam_channel::Select::new();
         let mine = sel.recv(rx);
         sel.recv(&self.ended);
@@ -366,8 +372,44 @@ impl Shared {
         self.done.lock().outcome.clone()
     }
 
+    /// [`Shared::recv_unless_ended`] for a stage in a simulation: the schedule runs until
+    /// the value comes or the stage ends; if it cannot run (this is a stage's own turn) or
+    /// nothing can move, the wait is over at once, as at its deadline.
+    fn recv_simulated<T>(&self, rx: &Receiver<T>) -> Result<Option<T>, ()> {
+        let mut got = None;
+        crate::sim::wait_until(|| {
+            if got.is_none() {
+                got = match rx.try_recv() {
+                    Ok(v) => Some(Some(v)),
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => Some(None),
+                    Err(crossbeam_channel::TryRecvError::Empty) if self.outcome().is_some() => {
+                        Some(rx.try_recv().ok())
+                    }
+                    Err(crossbeam_channel::TryRecvError::Empty) => None,
+                };
+            }
+            got.is_some()
+        });
+        got.ok_or(())
+    }
+
     /// Waits for the outcome until `deadline` (forever with `None`), then joins the thread.
+    ///
+    /// A stage in a simulation has no thread: the schedule runs until it has ended (a
+    /// simulation that cannot end it panics rather than wait forever, naming the stage).
     pub(crate) fn wait(&self, deadline: Option<Instant>) -> Option<Reason> {
+        if self.simulated.load(Ordering::Relaxed) && self.outcome().is_none() {
+            let ended = crate::sim::wait_until(|| self.outcome().is_some());
+            if ended != Some(true) && deadline.is_none() {
+                panic!(
+                    "joined stage {}, which runs in a simulation that cannot end it now (no \
+                     simulation runs on this thread, this is a stage's own turn, or the \
+                     simulation is stuck): end it in a run (Sim::run) first",
+                    self.name
+                );
+            }
+            return self.outcome();
+        }
         let mut done = self.done.lock();
         while done.outcome.is_none() {
             match deadline {

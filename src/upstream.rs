@@ -200,8 +200,47 @@ impl<T: Send + 'static> Request<T> {
 impl Waiting {
     /// Waits for the producer's answer, until the subscribe deadline.
     pub(crate) fn answer(self) -> Result<Pending, SubscribeError> {
+        let result = if crate::sim::active() {
+            self.answer_simulated()
+        } else {
+            self.answer_on_threads()
+        };
+        result.map(|()| Pending {
+            sub: self.sub,
+            registered: self.registered,
+            consumer: self.consumer,
+            deadline: self.deadline,
+        })
+    }
+
+    /// In a simulation: the schedule runs until the producer has answered (a producer that
+    /// cannot, because this is a stage's own turn or nothing can move, has timed out).
+    fn answer_simulated(&self) -> Result<(), SubscribeError> {
+        let mut got = None;
+        crate::sim::wait_until(|| {
+            if got.is_none() {
+                got = match self.answer.try_recv() {
+                    Ok(result) => Some(result),
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        Some(Err(SubscribeError::ProducerGone {
+                            producer: self.producer.to_string(),
+                        }))
+                    }
+                    Err(crossbeam_channel::TryRecvError::Empty) => None,
+                };
+            }
+            got.is_some()
+        });
+        got.unwrap_or_else(|| {
+            Err(SubscribeError::Timeout {
+                producer: self.producer.to_string(),
+            })
+        })
+    }
+
+    fn answer_on_threads(&self) -> Result<(), SubscribeError> {
         let producer = &self.producer;
-        let result = match self.answer.recv_deadline(self.deadline) {
+        match self.answer.recv_deadline(self.deadline) {
             Ok(result) => result,
             Err(RecvTimeoutError::Disconnected) => Err(SubscribeError::ProducerGone {
                 producer: producer.to_string(),
@@ -215,13 +254,7 @@ impl Waiting {
                     producer: producer.to_string(),
                 }),
             },
-        };
-        result.map(|()| Pending {
-            sub: self.sub,
-            registered: self.registered,
-            consumer: self.consumer,
-            deadline: self.deadline,
-        })
+        }
     }
 }
 

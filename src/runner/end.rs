@@ -116,12 +116,17 @@ impl<S: Callbacks> Runner<S> {
         while let Ok(env) = self.control.try_recv() {
             lost += self.drop_late(env, reason);
         }
+        self.inlet.forget_all();
+        self.emitter.clear_links();
+        // Forgetting a pending subscription drops the stage's own port in it: the last
+        // reference, whose drop wakes the stage. Nothing is left behind in the inbox.
+        while let Ok(env) = self.inbox.try_recv() {
+            lost += self.drop_late(env, reason);
+        }
         self.discards
             .count(lost, &format!("the stage ended ({reason})"));
         // The last word: every discard not yet logged.
         self.discards.flush();
-        self.inlet.forget_all();
-        self.emitter.clear_links();
         self.publish_buffered();
     }
 

@@ -3,15 +3,20 @@
 //! failed checks stages report.
 
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Instant;
 
+use super::scheduler::{Round, Scheduler};
 use super::task::Task;
 
-/// What code running inside a simulation hands to it.
-#[derive(Default)]
+/// A simulation's state, shared by its [`Sim`](super::Sim) and the code running inside it.
 pub(crate) struct Current {
+    /// The stages and the schedule; borrowed for one round at a time, so that code between
+    /// rounds (an action, a build) may step it too.
+    pub(crate) scheduler: RefCell<Scheduler>,
+    /// The step limit of a run.
+    pub(crate) max_steps: Cell<u64>,
     /// Stages built since the scheduler last looked.
     pub(crate) newcomers: RefCell<Vec<Box<dyn Task>>>,
     /// What a non-blocking subscribe leaves behind and must outlive the run (the producer
@@ -50,8 +55,70 @@ impl Drop for Entered {
     }
 }
 
+impl Current {
+    pub(crate) fn new(seed: u64, max_steps: u64) -> Current {
+        Current {
+            scheduler: RefCell::new(Scheduler::new(seed)),
+            max_steps: Cell::new(max_steps),
+            newcomers: RefCell::default(),
+            kept: RefCell::default(),
+            failures: RefCell::default(),
+        }
+    }
+
+    /// Stages built since the last look join the schedule.
+    pub(crate) fn take_newcomers(&self, scheduler: &mut Scheduler) {
+        let newcomers = std::mem::take(&mut *self.newcomers.borrow_mut());
+        if !newcomers.is_empty() {
+            scheduler.enlist(newcomers);
+        }
+    }
+}
+
+/// Steps the simulation running on this thread until `ready` says so, or nothing can move,
+/// or the step limit is reached; returns whether `ready` said so. `None` when no simulation
+/// runs here or it is being stepped already (code inside a stage's turn): the caller cannot
+/// wait then.
+///
+/// This is how the crate's blocking calls work inside a simulation (a build-time
+/// subscription's answer, a call's reply, a join): instead of blocking the thread, they run
+/// the schedule until what they wait for has happened.
+pub(crate) fn wait_until(mut ready: impl FnMut() -> bool) -> Option<bool> {
+    let current = CURRENT.with(|c| c.borrow().clone())?;
+    loop {
+        if ready() {
+            return Some(true);
+        }
+        let Ok(mut scheduler) = current.scheduler.try_borrow_mut() else {
+            return None;
+        };
+        current.take_newcomers(&mut scheduler);
+        if scheduler.steps >= current.max_steps.get() {
+            return Some(false);
+        }
+        match scheduler.round() {
+            Round::Worked => {}
+            Round::Idle(Some(at)) => scheduler.set_now(at),
+            Round::Idle(None) | Round::AllEnded => {
+                drop(scheduler);
+                return Some(ready());
+            }
+        }
+    }
+}
+
 fn with<R>(f: impl FnOnce(&Current) -> R) -> Option<R> {
     CURRENT.with(|c| c.borrow().as_ref().map(|c| f(c)))
+}
+
+/// Whether a simulation runs on this thread and may be stepped now (this is not a stage's
+/// turn): a wait can then run the schedule.
+pub(crate) fn can_wait() -> bool {
+    CURRENT.with(|c| {
+        c.borrow()
+            .as_ref()
+            .is_some_and(|c| c.scheduler.try_borrow_mut().is_ok())
+    })
 }
 
 /// Whether a simulation runs on this thread.

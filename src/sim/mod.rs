@@ -101,12 +101,13 @@
 mod current;
 mod report;
 mod rng;
+mod scheduler;
 mod task;
 
 pub use report::{Failure, FailureKind, Report, StageState};
 pub use rng::Rng;
 
-pub(crate) use current::{active, enlist, keep};
+pub(crate) use current::{active, can_wait, enlist, keep, wait_until};
 pub(crate) use task::StageTask;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -116,7 +117,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use current::{Current, Entered};
-use task::{Step, Task};
+use scheduler::Round;
+use task::{Phase, Task};
 
 use crate::error::SubscribeError;
 use crate::handle::{Consumes, Role, Stage};
@@ -124,57 +126,29 @@ use crate::shared::{Shared, StageKind};
 use crate::subscription::{SubscribeOptions, SubscriptionId};
 use crate::upstream::Upstream;
 
-/// The default limit on turns in one run (see [`Sim::max_steps`]).
+/// The default limit on turns in one simulation (see [`Sim::max_steps`]).
 const MAX_STEPS: u64 = 2_000_000;
 
 /// A simulation: stages built inside it run on the calling thread, one turn at a time, in an
 /// order drawn from its seed. See the [module docs](self).
 pub struct Sim {
     seed: u64,
-    schedule: Rng,
     rng: Rng,
     current: Rc<Current>,
-    stages: Vec<Entry>,
-    start: Instant,
-    now: Instant,
-    step_time: Duration,
-    steps: u64,
-    max_steps: u64,
-    hash: u64,
     /// Actions by the step they run at, in the order they were given.
     actions: Vec<(u64, Box<dyn FnOnce()>)>,
-    clock: SimClock,
     balance: bool,
-    /// The stages not ended, reused by every step.
-    candidates: Vec<usize>,
-}
-
-struct Entry {
-    task: Box<dyn Task>,
-    turns: u64,
-    panic_at: Option<u64>,
 }
 
 impl Sim {
     /// A simulation whose every choice follows from `seed`.
     pub fn new(seed: u64) -> Sim {
-        let start = Instant::now();
         Sim {
             seed,
-            schedule: Rng::new(seed),
-            rng: Rng::new(seed ^ 0x5EED_0F_7E57),
-            current: Rc::new(Current::default()),
-            stages: Vec::new(),
-            start,
-            now: start,
-            step_time: Duration::from_micros(1),
-            steps: 0,
-            max_steps: MAX_STEPS,
-            hash: 0xcbf2_9ce4_8422_2325,
+            rng: Rng::new(seed ^ 0x5EED_0F7E_57),
+            current: Rc::new(Current::new(seed, MAX_STEPS)),
             actions: Vec::new(),
-            clock: SimClock::default(),
             balance: true,
-            candidates: Vec::new(),
         }
     }
 
@@ -192,14 +166,14 @@ impl Sim {
     /// How far virtual time moves with each turn (1 µs by default; zero stops it moving
     /// between timers).
     pub fn step_time(&mut self, per_turn: Duration) -> &mut Sim {
-        self.step_time = per_turn;
+        self.current.scheduler.borrow_mut().step_time = per_turn;
         self
     }
 
-    /// At most this many turns in one run before it fails with
+    /// At most this many turns in the simulation's life before a run fails with
     /// [`FailureKind::StepLimit`] (2 000 000 by default).
     pub fn max_steps(&mut self, steps: u64) -> &mut Sim {
-        self.max_steps = steps;
+        self.current.max_steps.set(steps);
         self
     }
 
@@ -211,13 +185,18 @@ impl Sim {
     }
 
     /// Runs `build` inside the simulation: the stages it spawns join the simulation instead
-    /// of starting threads (and their subscriptions are made when the run starts, without
-    /// waiting). Returns what `build` returns, typically the handles.
+    /// of starting threads. Returns what `build` returns, typically the handles.
+    ///
+    /// What blocks on threads runs the schedule here instead, until what it waits for has
+    /// happened: `spawn` returns once the stage holds its subscriptions, as on threads (the
+    /// stages built before take turns meanwhile).
     pub fn build<R>(&mut self, build: impl FnOnce() -> R) -> R {
-        let entered = Entered::new(&self.current, self.now);
+        let now = self.current.scheduler.borrow().now;
+        let entered = Entered::new(&self.current, now);
         let r = build();
         drop(entered);
-        self.take_newcomers();
+        self.current
+            .take_newcomers(&mut self.current.scheduler.borrow_mut());
         r
     }
 
@@ -236,7 +215,8 @@ impl Sim {
     /// their cancel modes. Returns `false` if the stage is not part of this simulation.
     pub fn panic_at(&mut self, stage: &impl crate::AsStageRef, turn: u64) -> bool {
         let target = stage.stage_ref();
-        match self
+        let mut scheduler = self.current.scheduler.borrow_mut();
+        match scheduler
             .stages
             .iter_mut()
             .find(|e| Arc::ptr_eq(e.task.shared(), target.shared()))
@@ -252,25 +232,26 @@ impl Sim {
     /// A flow [`Clock`](crate::flow::Clock) on this simulation's virtual time (time since
     /// the simulation was made): windows given it close as the simulation's time passes.
     pub fn clock(&self) -> SimClock {
-        self.clock.clone()
+        SimClock {
+            nanos: self.current.scheduler.borrow().nanos.clone(),
+        }
     }
 
     /// Virtual time since the simulation was made.
     pub fn elapsed(&self) -> Duration {
-        self.now - self.start
+        let s = self.current.scheduler.borrow();
+        s.now - s.start
     }
 
     /// Turns taken so far.
     pub fn steps(&self) -> u64 {
-        self.steps
+        self.current.scheduler.borrow().steps
     }
 
     /// Every stage's state now.
     pub fn stages(&self) -> Vec<StageState> {
-        self.stages
-            .iter()
-            .map(|e| state_of(e.task.as_ref()))
-            .collect()
+        let s = self.current.scheduler.borrow();
+        s.stages.iter().map(|e| state_of(e.task.as_ref())).collect()
     }
 
     /// Runs until every stage has ended, then checks the counters (see the [module
@@ -319,111 +300,56 @@ impl Sim {
     ///
     /// As [`Sim::run_until_idle`].
     pub fn run_for(&mut self, duration: Duration) -> Result<Report, Failure> {
-        let until = self.now + duration;
+        let until = self.current.scheduler.borrow().now + duration;
         match self.drive(Some(until)) {
             Err(kind) => Err(self.failure(kind)),
             Ok(_) => Ok(self.report()),
         }
     }
 
-    // -- The scheduler -----------------------------------------------------------------------
+    // -- Driving the scheduler ---------------------------------------------------------------
 
-    fn take_newcomers(&mut self) {
-        let newcomers = std::mem::take(&mut *self.current.newcomers.borrow_mut());
-        self.stages.extend(newcomers.into_iter().map(|task| Entry {
-            task,
-            turns: 0,
-            panic_at: None,
-        }));
-    }
-
-    fn set_now(&mut self, now: Instant) {
-        self.now = now;
-        crate::clock::set_virtual(Some(now));
-        self.clock
-            .nanos
-            .store((now - self.start).as_nanos() as u64, Ordering::Relaxed);
-    }
-
-    /// Steps stages until all have ended (`Ok(true)`), nothing can move (`Ok(false)`), or
-    /// `until` is reached (`Ok(false)`).
+    /// Takes rounds until every stage has ended (`Ok(true)`), nothing can move
+    /// (`Ok(false)`), or `until` is reached (`Ok(false)`). Actions run between rounds, with
+    /// the scheduler free for what they do.
     fn drive(&mut self, until: Option<Instant>) -> Result<bool, FailureKind> {
-        let _entered = Entered::new(&self.current, self.now);
+        let now = self.current.scheduler.borrow().now;
+        let _entered = Entered::new(&self.current, now);
         loop {
-            self.take_newcomers();
             self.run_due_actions(false);
-            if let Some(message) = self.current.failures.borrow_mut().first() {
+            if let Some(message) = self.current.failures.borrow().first() {
                 return Err(FailureKind::Check(message.clone()));
             }
-            let mut candidates = std::mem::take(&mut self.candidates);
-            candidates.clear();
-            candidates.extend(
-                (0..self.stages.len())
-                    .filter(|&i| self.stages[i].task.phase() != task::Phase::Ended),
-            );
-            if candidates.is_empty() && self.actions.is_empty() {
-                self.candidates = candidates;
-                return Ok(true);
+            let mut scheduler = self.current.scheduler.borrow_mut();
+            self.current.take_newcomers(&mut scheduler);
+            if scheduler.steps >= self.current.max_steps.get() {
+                return Err(FailureKind::StepLimit(self.current.max_steps.get()));
             }
-            let mut earliest: Option<Instant> = None;
-            let mut worked = false;
-            while !candidates.is_empty() {
-                let k = self.schedule.below(candidates.len() as u64) as usize;
-                let i = candidates.swap_remove(k);
-                let entry = &mut self.stages[i];
-                if entry.panic_at == Some(entry.turns + 1) {
-                    entry.panic_at = None;
-                    entry.task.inject_panic(format!(
-                        "panic injected by the simulation at turn {}",
-                        entry.turns + 1
-                    ));
-                }
-                match entry.task.step() {
-                    Step::Worked => {
-                        entry.turns += 1;
-                        self.steps += 1;
-                        self.hash = (self.hash ^ i as u64).wrapping_mul(0x0100_0000_01b3);
-                        worked = true;
-                        break;
+            let round = scheduler.round();
+            match round {
+                Round::Worked => {
+                    if let Some(u) = until.filter(|u| scheduler.now >= *u) {
+                        scheduler.set_now(u);
+                        return Ok(false);
                     }
-                    Step::Idle(at) => {
-                        if let Some(at) = at {
-                            earliest = Some(earliest.map_or(at, |e: Instant| e.min(at)));
-                        }
-                    }
-                    Step::Ended => {}
+                    continue;
                 }
+                Round::AllEnded if self.actions.is_empty() => return Ok(true),
+                Round::AllEnded | Round::Idle(_) => {}
             }
-            self.candidates = candidates;
-            if worked {
-                if self.steps >= self.max_steps {
-                    return Err(FailureKind::StepLimit(self.max_steps));
-                }
-                let next = self.now + self.step_time;
-                if until.is_some_and(|u| next >= u) {
-                    self.set_now(until.unwrap_or(next));
-                    return Ok(false);
-                }
-                self.set_now(next);
-                continue;
-            }
+            drop(scheduler);
             // Nothing could move: an action may change that, then a timer.
             if self.run_due_actions(true) {
                 continue;
             }
-            match earliest {
-                Some(at) if until.is_none_or(|u| at < u) => {
-                    self.set_now(at.max(self.now));
-                }
+            let mut scheduler = self.current.scheduler.borrow_mut();
+            match round {
+                Round::Idle(Some(at)) if until.is_none_or(|u| at < u) => scheduler.set_now(at),
                 _ => {
                     if let Some(u) = until {
-                        self.set_now(u.max(self.now));
+                        scheduler.set_now(u);
                     }
-                    let ended = self
-                        .stages
-                        .iter()
-                        .all(|e| e.task.phase() == task::Phase::Ended);
-                    return Ok(ended);
+                    return Ok(scheduler.all_ended());
                 }
             }
         }
@@ -432,17 +358,15 @@ impl Sim {
     /// Runs the actions due at this step (or, with `next`, the next one whatever its step);
     /// returns whether any ran.
     fn run_due_actions(&mut self, next: bool) -> bool {
+        let steps = self.steps();
         let mut ran = false;
         while let Some((step, _)) = self.actions.first() {
-            if *step > self.steps && !(next && !ran) {
+            if *step > steps && !(next && !ran) {
                 break;
             }
             let (_, action) = self.actions.remove(0);
             action();
             ran = true;
-        }
-        if ran {
-            self.take_newcomers();
         }
         ran
     }
@@ -454,12 +378,20 @@ impl Sim {
         if !self.balance {
             return None;
         }
+        let scheduler = self.current.scheduler.borrow();
         let (mut out, mut inn) = (0u64, 0u64);
-        for e in &self.stages {
+        for e in &scheduler.stages {
             let shared = e.task.shared();
             let c = shared.counters();
             out += c.events_out;
             inn += c.events_in;
+            let inbox = shared.inbox().0;
+            if inbox != 0 {
+                return Some(FailureKind::Check(format!(
+                    "stage {} ended with {inbox} messages left in its inbox",
+                    shared.name
+                )));
+            }
             if c.buffered != 0 {
                 return Some(FailureKind::Check(format!(
                     "stage {} ended with {} events still counted as buffered",
@@ -486,11 +418,12 @@ impl Sim {
     }
 
     fn report(&self) -> Report {
+        let hash = self.current.scheduler.borrow().hash;
         Report {
             seed: self.seed,
-            steps: self.steps,
+            steps: self.steps(),
             elapsed: self.elapsed(),
-            schedule_hash: self.hash,
+            schedule_hash: hash,
             stages: self.stages(),
         }
     }
@@ -499,7 +432,7 @@ impl Sim {
         Failure {
             seed: self.seed,
             kind,
-            steps: self.steps,
+            steps: self.steps(),
             elapsed: self.elapsed(),
             stages: self.stages(),
         }
@@ -510,16 +443,20 @@ impl Drop for Sim {
     /// Stages still running are stopped and stepped to their end, so that their handles'
     /// `join` returns.
     fn drop(&mut self) {
-        for e in &self.stages {
-            if e.task.phase() != task::Phase::Ended {
-                e.task
-                    .shared()
-                    .stop_requested
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(scheduler) = self.current.scheduler.try_borrow() {
+            for e in &scheduler.stages {
+                if e.task.phase() != Phase::Ended {
+                    e.task
+                        .shared()
+                        .stop_requested
+                        .store(true, Ordering::Relaxed);
+                }
             }
         }
         self.actions.clear();
-        self.max_steps = self.steps.saturating_add(100_000);
+        self.current
+            .max_steps
+            .set(self.steps().saturating_add(100_000));
         let _ = catch_unwind(AssertUnwindSafe(|| self.drive(None)));
         self.current.kept.borrow_mut().clear();
     }
@@ -529,8 +466,7 @@ impl std::fmt::Debug for Sim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sim")
             .field("seed", &self.seed)
-            .field("stages", &self.stages.len())
-            .field("steps", &self.steps)
+            .field("steps", &self.steps())
             .field("elapsed", &self.elapsed())
             .finish()
     }
@@ -627,7 +563,10 @@ pub fn explore(
     let mut ran = 0;
     for seed in seeds {
         let mut sim = Sim::new(seed);
+        let now = sim.current.scheduler.borrow().now;
+        let entered = Entered::new(&sim.current.clone(), now);
         let outcome = catch_unwind(AssertUnwindSafe(|| test(&mut sim)));
+        drop(entered);
         ran += 1;
         match outcome {
             Ok(Ok(())) => {}

@@ -1,0 +1,444 @@
+//! The crate's order, fan-in, churn and ending scenarios under the simulation
+//! (`stageflow::sim`): thousands of seeded schedules each, on one thread, on virtual time.
+//! A failure names its seed; `STAGEFLOW_SIM_SEED=<seed>` replays it alone.
+//!
+//! `SIM_SEEDS` scales every scenario's seed count (default 1: the counts below).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use stageflow::dispatcher::{BroadcastDispatcher, DemandDispatcher};
+use stageflow::fns::{ForEach, Map};
+use stageflow::sim::{self, Failure, Rng, Sim};
+use stageflow::{
+    CancelMode, Consumer, ConsumerContext, ConsumerHandle, Context, DemandMode, Events, Producer,
+    ProducerDemand, ProducerHandle, Reason, SubscribeOptions, Subscription, SubscriptionId,
+};
+
+fn seeds(n: u64) -> std::ops::Range<u64> {
+    let scale = std::env::var("SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(1);
+    0..n * scale
+}
+
+fn explore(n: u64, test: impl FnMut(&mut Sim) -> Result<(), Failure>) {
+    let _ = env_logger::builder().is_test(true).try_init();
+    if let Err(failure) = sim::explore(seeds(n), test) {
+        panic!("{failure}");
+    }
+}
+
+/// What a sink handled, per subscription.
+type Log = Arc<Mutex<HashMap<SubscriptionId, Vec<u64>>>>;
+
+/// Records every batch by subscription; manual demand if asked.
+struct Sink {
+    log: Log,
+    manual: bool,
+}
+
+impl Consumer for Sink {
+    type In = u64;
+    type Message = ();
+    fn handle_events(&mut self, events: Events<'_, u64>, _: &mut ConsumerContext<'_>) {
+        let sub = events.subscription();
+        let events: Vec<u64> = events.collect();
+        self.log
+            .lock()
+            .unwrap()
+            .entry(sub)
+            .or_default()
+            .extend(events);
+    }
+    fn handle_subscribe(&mut self, _: &Subscription, _: &mut ConsumerContext<'_>) -> DemandMode {
+        if self.manual {
+            DemandMode::Manual
+        } else {
+            DemandMode::Automatic
+        }
+    }
+}
+
+/// Every subscription's events strictly increase (the producers count up).
+fn in_order(log: &Log) -> Result<(), String> {
+    for (sub, events) in log.lock().unwrap().iter() {
+        if let Some(w) = events.windows(2).find(|w| w[0] >= w[1]) {
+            return Err(format!("subscription {sub}: {} then {}", w[0], w[1]));
+        }
+    }
+    Ok(())
+}
+
+fn options(rng: &mut Rng) -> SubscribeOptions {
+    let max = [1, 2, 3, 5, 10, 64][rng.below(6) as usize];
+    SubscribeOptions::new()
+        .max_demand(max)
+        .min_demand(rng.below(max as u64) as usize)
+}
+
+// -- Order: buffered events are never stranded, never overtaken -----------------------------
+
+enum Tick {
+    Tick,
+}
+
+/// Emits from a timer, a few events per tick, counting up to `limit`, then finishes.
+struct Trickle {
+    next: u64,
+    limit: u64,
+    demand: usize,
+    ticking: bool,
+}
+
+impl Producer for Trickle {
+    type Out = u64;
+    type Message = Tick;
+    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, u64, Tick>) {
+        self.demand += demand;
+        if !self.ticking {
+            self.ticking = true;
+            ctx.send_after(Tick::Tick, Duration::from_millis(1));
+        }
+    }
+    fn handle_message(&mut self, Tick::Tick: Tick, ctx: &mut Context<'_, u64, Tick>) {
+        let k = self.demand.min(3) as u64;
+        let end = (self.next + k).min(self.limit);
+        ctx.emit_all(self.next..end);
+        self.demand -= (end - self.next) as usize;
+        self.next = end;
+        if self.next == self.limit {
+            ctx.finish();
+        } else if self.demand > 0 {
+            ctx.send_after(Tick::Tick, Duration::from_millis(1));
+        } else {
+            self.ticking = false;
+        }
+    }
+}
+
+/// A consumer leaves at a drawn step with demand unmet, another subscribes at another: every
+/// event reaches one of them, or is counted as discarded by a producer that finished with
+/// nobody left; each gets its events in order.
+fn leaver_and_late(sim: &mut Sim, dispatcher: u64) -> Result<(), Failure> {
+    const N: u64 = 60;
+    let log: Log = Arc::default();
+    let (leave_at, join_at) = (sim.rng().below(200), sim.rng().below(200));
+    let (a, b) = (options(sim.rng()), options(sim.rng()));
+    let (p, leaver, late) = sim.build(|| {
+        let trickle = Trickle {
+            next: 0,
+            limit: N,
+            demand: 0,
+            ticking: false,
+        };
+        let p = stageflow::producer(trickle).name("trickle");
+        let p = match dispatcher {
+            0 => p.dispatcher(DemandDispatcher::new()),
+            _ => p.dispatcher(BroadcastDispatcher::new()),
+        };
+        let p = p.buffer_size(10).spawn().unwrap();
+        let sink = |name: &str| {
+            stageflow::consumer(Sink {
+                log: log.clone(),
+                manual: false,
+            })
+            .name(name)
+        };
+        let leaver = sink("leaver")
+            .subscribe_to(&p, a.cancel(CancelMode::Temporary))
+            .unwrap()
+            .spawn()
+            .unwrap();
+        let late = sink("late").spawn().unwrap();
+        (p, leaver, late)
+    });
+    let (p2, l2, late2) = (p.clone(), leaver.clone(), late.clone());
+    sim.at(leave_at, move || {
+        let sub = l2.counters().subscriptions.first().map(|s| s.id);
+        if let Some(sub) = sub {
+            let _ = l2.cancel(sub, Reason::Normal);
+        }
+        l2.stop();
+    });
+    sim.at(join_at, move || {
+        let _ = sim::subscribe(&late2, &p2, b.cancel(CancelMode::Temporary));
+    });
+    let stopper = late.clone();
+    sim.run_until_idle()?;
+    // The late consumer has nothing more coming once the producer ended.
+    stopper.stop();
+    let report = sim.run()?;
+    drop((p, leaver, late));
+    let order = in_order(&log);
+    sim::check(order.is_ok(), || order.unwrap_err());
+    let received: u64 = log.lock().unwrap().values().map(|v| v.len() as u64).sum();
+    let discarded = report.stage("trickle").unwrap().counters.discarded;
+    sim::check(dispatcher == 1 || received + discarded == N, || {
+        format!("{received} received + {discarded} discarded != {N}")
+    });
+    Ok(())
+}
+
+#[test]
+fn order_demand_dispatcher() {
+    explore(1500, |sim| leaver_and_late(sim, 0));
+}
+
+#[test]
+fn order_broadcast_dispatcher() {
+    explore(1000, |sim| leaver_and_late(sim, 1));
+}
+
+// -- Fan-in: two paths into one sink lose nothing ---------------------------------------------
+
+#[test]
+fn fan_in_loses_nothing_and_ends_once_both_paths_have() {
+    explore(1500, |sim| {
+        const N: u64 = 80;
+        let opts: Vec<SubscribeOptions> = (0..4).map(|_| options(sim.rng())).collect();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let into = seen.clone();
+        sim.build(|| {
+            let source = stageflow::from_iter(0..N).name("source").spawn().unwrap();
+            let map = |name: &str, o: &SubscribeOptions| {
+                stageflow::producer_consumer(Map::new(|x: u64| x))
+                    .name(name)
+                    .subscribe_to(&source, o.clone())
+                    .unwrap()
+                    .spawn()
+                    .unwrap()
+            };
+            let (a, b) = (map("map-a", &opts[0]), map("map-b", &opts[1]));
+            stageflow::consumer(ForEach::new(move |x: u64| into.lock().unwrap().push(x)))
+                .name("sink")
+                .subscribe_to(&a, opts[2].clone())
+                .unwrap()
+                .subscribe_to(&b, opts[3].clone())
+                .unwrap()
+                .spawn()
+                .unwrap();
+        });
+        let report = sim.run()?;
+        for s in &report.stages {
+            sim::check(s.outcome == Some(Reason::Normal), || format!("{s}"));
+        }
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort_unstable();
+        sim::check(seen == (0..N).collect::<Vec<_>>(), || {
+            format!(
+                "the sink saw {} events, not each of 0..{N} once",
+                seen.len()
+            )
+        });
+        Ok(())
+    });
+}
+
+// -- Churn: subscribes, cancels, resubscribes, asks, demand flips and stops -------------------
+
+/// Emits what it is asked for, counting up.
+struct Counting {
+    next: u64,
+}
+
+impl Producer for Counting {
+    type Out = u64;
+    type Message = ();
+    fn handle_demand(&mut self, n: usize, ctx: &mut Context<'_, u64>) {
+        ctx.emit_all(self.next..self.next + n as u64);
+        self.next += n as u64;
+    }
+}
+
+struct Slot {
+    handle: ConsumerHandle<Sink>,
+    held: Vec<SubscriptionId>,
+}
+
+fn sink_slot(n: u64, log: &Log) -> Slot {
+    let handle = stageflow::consumer(Sink {
+        log: log.clone(),
+        manual: n % 5 == 4,
+    })
+    .name(format!("sink{n}"))
+    .inbox_capacity(1 + (n % 4) as usize)
+    .spawn()
+    .unwrap();
+    Slot {
+        handle,
+        held: Vec::new(),
+    }
+}
+
+/// One churn operation, drawn.
+fn churn_op(
+    rng: &mut Rng,
+    producer: &ProducerHandle<Counting>,
+    slots: &Rc<RefCell<Vec<Slot>>>,
+    log: &Log,
+    fresh: u64,
+) {
+    let mut slots = slots.borrow_mut();
+    let i = rng.below(slots.len() as u64) as usize;
+    let held = slots[i].held.clone();
+    let pick = |rng: &mut Rng| held[rng.below(held.len() as u64) as usize];
+    let cancel = |rng: &mut Rng| {
+        if rng.below(2) == 0 {
+            CancelMode::Temporary
+        } else {
+            CancelMode::Transient
+        }
+    };
+    match rng.below(10) {
+        0..=2 => {
+            let o = options(rng).cancel(cancel(rng));
+            if let Ok(id) = sim::subscribe(&slots[i].handle, producer, o) {
+                slots[i].held.push(id);
+            }
+        }
+        3..=4 if !held.is_empty() => {
+            let id = pick(rng);
+            let _ = slots[i].handle.cancel(id, Reason::Normal);
+            slots[i].held.retain(|&h| h != id);
+        }
+        5 if !held.is_empty() => {
+            // A resubscribe: the cancel, then the subscribe, in that order.
+            let id = pick(rng);
+            let _ = slots[i].handle.cancel(id, Reason::Normal);
+            slots[i].held.retain(|&h| h != id);
+            let o = options(rng).cancel(cancel(rng));
+            if let Ok(id) = sim::subscribe(&slots[i].handle, producer, o) {
+                slots[i].held.push(id);
+            }
+        }
+        6 if !held.is_empty() => {
+            let _ = slots[i].handle.ask(pick(rng), 1 + rng.below(20) as usize);
+        }
+        7 => {
+            let mode = if rng.below(2) == 0 {
+                ProducerDemand::Accumulate
+            } else {
+                ProducerDemand::Forward
+            };
+            let _ = producer.set_demand(mode);
+        }
+        8 => {
+            // Stop a sink in whatever state it is, and put a fresh one in its place.
+            let old = std::mem::replace(&mut slots[i], sink_slot(fresh, log));
+            old.handle.stop();
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn churn_keeps_order_ends_and_balances() {
+    explore(1500, |sim| {
+        let log: Log = Arc::default();
+        let (producer, slots) = sim.build(|| {
+            let producer = stageflow::producer(Counting { next: 0 })
+                .name("counting")
+                .buffer_size(20)
+                .spawn()
+                .unwrap();
+            let slots: Vec<Slot> = (0..3).map(|n| sink_slot(n, &log)).collect();
+            (producer, Rc::new(RefCell::new(slots)))
+        });
+        let ops = 5 + sim.rng().below(25);
+        for k in 0..ops {
+            let step = sim.rng().below(400);
+            let mut rng = Rng::new(sim.rng().next_u64());
+            let (p, s, l) = (producer.clone(), slots.clone(), log.clone());
+            sim.at(step, move || churn_op(&mut rng, &p, &s, &l, 3 + k));
+        }
+        // The end: every stage stopped; each must end, and the counters balance.
+        let end = slots.clone();
+        sim.at(400, move || {
+            producer.stop();
+            for slot in end.borrow().iter() {
+                slot.handle.stop();
+            }
+        });
+        sim.run()?;
+        let order = in_order(&log);
+        sim::check(order.is_ok(), || order.unwrap_err());
+        Ok(())
+    });
+}
+
+// -- Endings: panics and stops anywhere; every stage ends and nothing is lost silently --------
+
+#[test]
+fn panics_and_stops_anywhere_end_every_stage_and_balance() {
+    explore(1500, |sim| {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let into = seen.clone();
+        let modes = [
+            CancelMode::Permanent,
+            CancelMode::Transient,
+            CancelMode::Temporary,
+        ];
+        let opts: Vec<SubscribeOptions> = (0..3)
+            .map(|_| {
+                let mode = modes[sim.rng().below(3) as usize];
+                options(sim.rng()).cancel(mode)
+            })
+            .collect();
+        let stages = sim.build(|| {
+            let source = stageflow::from_iter(0..200u64)
+                .name("source")
+                .spawn()
+                .unwrap();
+            let a = stageflow::producer_consumer(Map::new(|x: u64| x))
+                .name("map-a")
+                .subscribe_to(&source, opts[0].clone())
+                .unwrap()
+                .spawn()
+                .unwrap();
+            let b = stageflow::producer_consumer(Map::new(|x: u64| x))
+                .name("map-b")
+                .subscribe_to(&a, opts[1].clone())
+                .unwrap()
+                .spawn()
+                .unwrap();
+            let sink =
+                stageflow::consumer(ForEach::new(move |x: u64| into.lock().unwrap().push(x)))
+                    .name("sink")
+                    .subscribe_to(&b, opts[2].clone())
+                    .unwrap()
+                    .spawn()
+                    .unwrap();
+            (source, a, b, sink)
+        });
+        let refs = [
+            stageflow::AsStageRef::stage_ref(&stages.0),
+            stageflow::AsStageRef::stage_ref(&stages.1),
+            stageflow::AsStageRef::stage_ref(&stages.2),
+            stageflow::AsStageRef::stage_ref(&stages.3),
+        ];
+        let victim = sim.rng().below(4) as usize;
+        let turn = 1 + sim.rng().below(60);
+        sim.panic_at(&refs[victim], turn);
+        let stopped = sim.rng().below(4) as usize;
+        let at = sim.rng().below(300);
+        let r = refs[stopped].clone();
+        sim.at(at, move || r.stop());
+        // Stages whose subscriptions outlive their producer wait for more: stop them too once
+        // nothing moves.
+        sim.run_until_idle()?;
+        for r in &refs {
+            r.stop();
+        }
+        sim.run()?;
+        let seen = seen.lock().unwrap();
+        sim::check(seen.windows(2).all(|w| w[0] < w[1]), || {
+            "the sink's events are not in order".into()
+        });
+        Ok(())
+    });
+}
