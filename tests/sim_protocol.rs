@@ -442,3 +442,118 @@ fn panics_and_stops_anywhere_end_every_stage_and_balance() {
         Ok(())
     });
 }
+
+// -- Accumulate mode: demand held, events buffered, consumers leaving, flips ------------------
+
+/// Emits a few events on every tick whatever the demand (they wait in the buffer, or are
+/// held while it accumulates), and what it is asked for, counting up to `limit` either way;
+/// then finishes.
+struct Spontaneous {
+    next: u64,
+    limit: u64,
+}
+
+impl Spontaneous {
+    fn emit(&mut self, n: u64, ctx: &mut Context<'_, u64, Tick>) {
+        let end = (self.next + n).min(self.limit);
+        ctx.emit_all(self.next..end);
+        self.next = end;
+        if self.next == self.limit {
+            ctx.finish();
+        }
+    }
+}
+
+impl Producer for Spontaneous {
+    type Out = u64;
+    type Message = Tick;
+    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, u64, Tick>) {
+        self.emit(demand.min(2) as u64, ctx);
+    }
+    fn handle_message(&mut self, Tick::Tick: Tick, ctx: &mut Context<'_, u64, Tick>) {
+        self.emit(3, ctx);
+        if self.next < self.limit {
+            ctx.send_after(Tick::Tick, Duration::from_millis(1));
+        }
+    }
+}
+
+#[test]
+fn accumulate_flips_with_consumers_leaving_keep_order() {
+    explore(1500, |sim| {
+        let log: Log = Arc::default();
+        let opts: Vec<SubscribeOptions> = (0..3)
+            .map(|_| options(sim.rng()).cancel(CancelMode::Temporary))
+            .collect();
+        let (producer, sinks) = sim.build(|| {
+            // Forwarding at first: events wait in the buffer until consumers come.
+            let producer = stageflow::producer(Spontaneous {
+                next: 0,
+                limit: 120,
+            })
+            .name("spontaneous")
+            .buffer_size(1000)
+            .spawn()
+            .unwrap();
+            producer.info(Tick::Tick).unwrap();
+            let sinks: Vec<ConsumerHandle<Sink>> = (0..3)
+                .map(|i| {
+                    stageflow::consumer(Sink {
+                        log: log.clone(),
+                        manual: false,
+                    })
+                    .name(format!("sink{i}"))
+                    .spawn()
+                    .unwrap()
+                })
+                .collect();
+            (producer, sinks)
+        });
+        // Each sink subscribes at a drawn step, with events buffered or not, accumulating
+        // or not.
+        for (sink, o) in sinks.iter().zip(opts) {
+            let step = sim.rng().below(150);
+            let (s, p) = (sink.clone(), producer.clone());
+            sim.at(step, move || {
+                let _ = sim::subscribe(&s, &p, o);
+            });
+        }
+        for _ in 0..(2 + sim.rng().below(8)) {
+            let step = sim.rng().below(300);
+            let p = producer.clone();
+            let mode = if sim.rng().below(2) == 0 {
+                ProducerDemand::Forward
+            } else {
+                ProducerDemand::Accumulate
+            };
+            sim.at(step, move || {
+                let _ = p.set_demand(mode);
+            });
+        }
+        for sink in &sinks {
+            if sim.rng().below(2) == 0 {
+                let step = sim.rng().range(50..300);
+                let s = sink.clone();
+                sim.at(step, move || {
+                    if let Some(sub) = s.counters().subscriptions.first() {
+                        let _ = s.cancel(sub.id, Reason::Normal);
+                    }
+                });
+            }
+        }
+        // At the end demand is forwarded, so that the producer can deliver and finish.
+        let p = producer.clone();
+        sim.at(300, move || {
+            let _ = p.set_demand(ProducerDemand::Forward);
+        });
+        sim.run_until_idle()?;
+        for sink in &sinks {
+            sink.stop();
+        }
+        producer.stop();
+        sim.run()?;
+        let order = in_order(&log);
+        sim::check(order.is_ok(), || order.unwrap_err());
+        Ok(())
+    });
+}

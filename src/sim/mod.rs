@@ -145,7 +145,7 @@ impl Sim {
     pub fn new(seed: u64) -> Sim {
         Sim {
             seed,
-            rng: Rng::new(seed ^ 0x5EED_0F7E_57),
+            rng: Rng::new(seed ^ 0x5EED_0F7E_5700_0000),
             current: Rc::new(Current::new(seed, MAX_STEPS)),
             actions: Vec::new(),
             balance: true,
@@ -361,7 +361,9 @@ impl Sim {
         let steps = self.steps();
         let mut ran = false;
         while let Some((step, _)) = self.actions.first() {
-            if *step > steps && !(next && !ran) {
+            // Not due yet: it runs only as the first of a `next` call.
+            let first_of_next = next && !ran;
+            if *step > steps && !first_of_next {
                 break;
             }
             let (_, action) = self.actions.remove(0);
