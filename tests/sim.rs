@@ -198,3 +198,77 @@ impl stageflow::Producer for Quiet {
     type Message = ();
     fn handle_demand(&mut self, _demand: usize, _ctx: &mut stageflow::Context<'_, u64>) {}
 }
+
+/// Emits one event a second of (virtual) time, whatever the demand, up to `limit`.
+struct EverySecond {
+    next: u64,
+    limit: u64,
+}
+
+impl stageflow::Producer for EverySecond {
+    type Out = u64;
+    type Message = ();
+    fn handle_demand(&mut self, _demand: usize, _ctx: &mut stageflow::Context<'_, u64>) {}
+    fn handle_message(&mut self, (): (), ctx: &mut stageflow::Context<'_, u64>) {
+        ctx.emit(self.next);
+        self.next += 1;
+        if self.next == self.limit {
+            ctx.finish();
+        } else {
+            ctx.send_after((), Duration::from_secs(1));
+        }
+    }
+}
+
+#[test]
+fn an_hour_of_minute_windows_runs_on_virtual_time() {
+    use stageflow::flow::{Emitted, Flow, Partitions, Window};
+    let mut sim = Sim::new(11);
+    let clock = sim.clock();
+    let windows: Arc<Mutex<Vec<Emitted<u64>>>> = Arc::default();
+    let into = windows.clone();
+    let _running = sim.build(|| {
+        let seconds = stageflow::producer(EverySecond {
+            next: 0,
+            limit: 3600,
+        })
+        .buffer_size(10_000)
+        .spawn()
+        .unwrap();
+        seconds.info(()).unwrap();
+        let window = Window::periodic(Duration::from_secs(60))
+            .clock(clock)
+            .tick(Duration::from_secs(1));
+        Flow::from_stages([stageflow::Upstream::source(&seconds)])
+            .partition(Partitions::by_event().stages(2).window(window))
+            .reduce(|| 0u64, |count: &mut u64, _| *count += 1)
+            .departition_sum()
+            .into_consumer(ForEach::new(move |e: Emitted<u64>| {
+                into.lock().unwrap().push(e)
+            }))
+            .unwrap()
+    });
+    let started = std::time::Instant::now();
+    let report = sim.run().unwrap_or_else(|f| panic!("{f}"));
+    let windows = windows.lock().unwrap();
+    let total: u64 = windows.iter().map(|e| e.value).sum();
+    assert_eq!(total, 3600, "every event in some window");
+    assert!(
+        (60..=61).contains(&windows.len()),
+        "an hour in minute windows: {} windows",
+        windows.len()
+    );
+    assert!(
+        windows.iter().filter(|e| e.value == 60).count() >= 58,
+        "full minutes"
+    );
+    assert!(
+        report.elapsed >= Duration::from_secs(3599),
+        "{:?}",
+        report.elapsed
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "virtual, not real, time"
+    );
+}
