@@ -396,8 +396,9 @@ impl<S: Callbacks> Runner<S> {
     /// dispatcher has, and see whether a draining or finishing stage is done.
     ///
     /// The common turn (nothing gone, pending, buffered or finishing) costs a few checks; the
-    /// rest is out of line.
-    #[inline]
+    /// rest is out of line. Always inlined: with `step` as a second caller the compiler took
+    /// it out of the loop (f +1.1 % in instructions).
+    #[inline(always)]
     fn settle(&mut self) {
         if self.life.is_exiting() {
             return;
