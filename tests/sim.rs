@@ -272,3 +272,55 @@ fn an_hour_of_minute_windows_runs_on_virtual_time() {
         "virtual, not real, time"
     );
 }
+
+/// Counts what it receives; answers a call with the count.
+struct Counter(u64);
+
+impl stageflow::Consumer for Counter {
+    type In = u64;
+    type Message = stageflow::Reply<u64>;
+    fn handle_events(
+        &mut self,
+        events: stageflow::Events<'_, u64>,
+        _: &mut stageflow::ConsumerContext<'_, stageflow::Reply<u64>>,
+    ) {
+        self.0 += events.count() as u64;
+    }
+    fn handle_message(
+        &mut self,
+        reply: stageflow::Reply<u64>,
+        _: &mut stageflow::ConsumerContext<'_, stageflow::Reply<u64>>,
+    ) {
+        reply.send(self.0);
+    }
+}
+
+#[test]
+fn calls_and_joins_run_the_schedule_instead_of_blocking() {
+    let ran = sim::explore(0..100, |sim| {
+        let (numbers, counter) = sim.build(|| {
+            let numbers = stageflow::producer(Quiet).spawn().unwrap();
+            let counter = stageflow::consumer(Counter(0))
+                .subscribe_to(&numbers, SubscribeOptions::new())
+                .unwrap()
+                .spawn()
+                .unwrap();
+            (numbers, counter)
+        });
+        // Inside explore's closure the simulation is this thread's: a call runs the
+        // schedule until the reply comes.
+        let seen = counter.call(|r| r, Duration::from_secs(5)).unwrap();
+        assert_eq!(seen, 0);
+        numbers.stop();
+        // So does a join, until the stage has ended.
+        assert_eq!(
+            counter.join(),
+            Reason::Shutdown,
+            "permanent: the consumer follows"
+        );
+        assert_eq!(numbers.join(), Reason::Shutdown);
+        sim.run()?;
+        Ok(())
+    });
+    assert_eq!(ran.unwrap_or_else(|f| panic!("{f}")), 100);
+}
