@@ -48,6 +48,18 @@ impl Demand {
         self.max
     }
 
+    /// Moves the bounds to `max`/`min` (adaptive demand), right after a refill: a larger
+    /// `max` is asked for at once (returned: what to add to the refill's ask); a smaller one
+    /// takes effect as the outstanding demand drains below it.
+    pub(crate) fn resize(&mut self, max: usize, min: usize) -> usize {
+        debug_assert!(max >= 1 && min < max);
+        let grow = max.saturating_sub(self.max);
+        self.current += grow;
+        self.max = max;
+        self.min = min;
+        grow
+    }
+
     /// The demand still outstanding: asked for and not yet received.
     pub(crate) fn outstanding(&self) -> usize {
         self.current
@@ -112,6 +124,54 @@ impl Iterator for Batches {
             ask,
             excess: len - counted,
         })
+    }
+}
+
+/// How full a consumer's inbox was when it asked (adaptive demand's signal).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fill {
+    /// Nothing waiting: the consumer will wait for what it asks.
+    Empty,
+    /// At capacity: the consumer is behind.
+    Full,
+    /// Neither.
+    Some,
+}
+
+/// The bounds an adaptive subscription moves between (see
+/// [`SubscribeOptions::adaptive_demand`](crate::SubscribeOptions::adaptive_demand)): from the
+/// `max_demand`/`min_demand` it was given up to `limit`, doubling and halving, keeping their
+/// ratio.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Adaptive {
+    base_max: usize,
+    base_min: usize,
+    limit: usize,
+}
+
+impl Adaptive {
+    pub(crate) fn new(max: usize, min: usize, limit: usize) -> Adaptive {
+        Adaptive {
+            base_max: max,
+            base_min: min,
+            limit: limit.max(max),
+        }
+    }
+
+    /// The bounds after an ask made with the inbox `fill`, if they change.
+    pub(crate) fn next(&self, max: usize, fill: Fill) -> Option<(usize, usize)> {
+        let to = match fill {
+            Fill::Empty if max < self.limit => max.saturating_mul(2).min(self.limit),
+            Fill::Full if max > self.base_max => (max / 2).max(self.base_max),
+            _ => return None,
+        };
+        // min keeps its ratio to max (and stays below it).
+        let min = if to == self.base_max {
+            self.base_min
+        } else {
+            ((self.base_min as u128 * to as u128) / self.base_max as u128) as usize
+        };
+        Some((to, min.min(to - 1)))
     }
 }
 
@@ -200,6 +260,37 @@ mod tests {
         assert_eq!(d.outstanding(), 7);
         assert_eq!(d.receive(2).map(|b| b.ask).collect::<Vec<_>>(), vec![5]);
         assert_eq!(d.outstanding(), 10);
+    }
+
+    #[test]
+    fn resizing_asks_for_growth_at_once_and_lets_shrinking_drain() {
+        let mut d = Demand::new(10, 5);
+        // Five events: D falls to 5, the refill asks 5 and D is 10 again; growing to 40/20
+        // adds 30 to that ask.
+        assert_eq!(d.receive(5).map(|b| b.ask).collect::<Vec<_>>(), vec![5]);
+        assert_eq!(d.resize(40, 20), 30);
+        assert_eq!(d.outstanding(), 40);
+        // Now it asks at 20, up to 40.
+        assert_eq!(d.receive(20).map(|b| b.ask).collect::<Vec<_>>(), vec![20]);
+        // Shrinking asks nothing and lets D drain: 40 outstanding, bounds 10/5.
+        assert_eq!(d.resize(10, 5), 0);
+        assert_eq!(d.receive(30).map(|b| b.ask).collect::<Vec<_>>(), vec![0; 6]);
+        assert_eq!(d.outstanding(), 10);
+    }
+
+    #[test]
+    fn adaptive_bounds_double_when_starved_and_halve_when_behind() {
+        let a = Adaptive::new(10, 5, 100);
+        assert_eq!(a.next(10, Fill::Empty), Some((20, 10)));
+        assert_eq!(a.next(80, Fill::Empty), Some((100, 50)));
+        assert_eq!(a.next(100, Fill::Empty), None, "at the limit");
+        assert_eq!(a.next(100, Fill::Full), Some((50, 25)));
+        assert_eq!(a.next(20, Fill::Full), Some((10, 5)));
+        assert_eq!(a.next(10, Fill::Full), None, "where it started");
+        assert_eq!(a.next(40, Fill::Some), None);
+        // 1/0 grows with min 0; 3/1 keeps min below max.
+        assert_eq!(Adaptive::new(1, 0, 4).next(1, Fill::Empty), Some((2, 0)));
+        assert_eq!(Adaptive::new(3, 2, 5).next(3, Fill::Empty), Some((5, 3)));
     }
 
     #[test]

@@ -133,6 +133,7 @@ pub struct SubscribeOptions {
     pub(crate) partition: Option<Partition>,
     pub(crate) selector: Option<Arc<dyn Any + Send + Sync>>,
     pub(crate) tag: Option<Arc<str>>,
+    pub(crate) adaptive: Option<usize>,
 }
 
 /// Names one partition of a partitioning dispatcher: by index, or by name.
@@ -216,6 +217,7 @@ impl fmt::Debug for SubscribeOptions {
             .field("partition", &self.partition)
             .field("selector", &self.selector.is_some())
             .field("tag", &self.tag)
+            .field("adaptive_demand", &self.adaptive)
             .finish()
     }
 }
@@ -231,6 +233,7 @@ impl SubscribeOptions {
             partition: None,
             selector: None,
             tag: None,
+            adaptive: None,
         }
     }
 
@@ -286,6 +289,40 @@ impl SubscribeOptions {
     pub fn tag(mut self, tag: impl Into<Arc<str>>) -> SubscribeOptions {
         self.tag = Some(tag.into());
         self
+    }
+
+    /// Lets this subscription's demand adapt to its consumer, between `max_demand` and
+    /// `limit` (not in GenStage: a stageflow extension for stages on threads). Defaults to
+    /// none: the demand stays as set.
+    ///
+    /// Each time the consumer asks for more, it looks at its inbox. Empty: it is about to wait
+    /// for the very events it asks for, so the subscription's `max_demand` doubles, up to
+    /// `limit`, and `min_demand` with it (keeping their ratio), and the ask covers the
+    /// difference at once. Full: it is behind, so both halve, down to where they started.
+    /// A consumer that keeps waiting on a fast producer therefore asks for bigger batches,
+    /// with fewer asks and fewer wake-ups per event; one that keeps up keeps the demand it
+    /// was given. The bound on events in flight is `limit` instead of `max_demand`.
+    ///
+    /// Automatic demand only (a manual subscription asks what it asks). `limit` must be at
+    /// least `max_demand`, or subscribing fails naming `adaptive_demand`.
+    ///
+    /// ```
+    /// use stageflow::SubscribeOptions;
+    ///
+    /// // Broadway's default demand, free to grow to 100 when the consumer starves.
+    /// let opts = SubscribeOptions::new().max_demand(10).min_demand(5).adaptive_demand(100);
+    /// assert_eq!(opts.get_adaptive_demand(), Some(100));
+    /// assert!(opts.validate().is_ok());
+    /// assert!(SubscribeOptions::new().max_demand(10).adaptive_demand(5).validate().is_err());
+    /// ```
+    pub fn adaptive_demand(mut self, limit: usize) -> SubscribeOptions {
+        self.adaptive = Some(limit);
+        self
+    }
+
+    /// The limit set with [`SubscribeOptions::adaptive_demand`], if any.
+    pub fn get_adaptive_demand(&self) -> Option<usize> {
+        self.adaptive
     }
 
     /// The configured `max_demand`.
@@ -361,6 +398,18 @@ impl SubscribeOptions {
                     min
                 ),
             ));
+        }
+        if let Some(limit) = self.adaptive {
+            if limit < self.max_demand {
+                return Err(SubscribeError::invalid(
+                    "adaptive_demand",
+                    format!(
+                        "expected the adaptive_demand limit to be at least max_demand ({}), got \
+                         {limit}",
+                        self.max_demand
+                    ),
+                ));
+            }
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{joined, next, Numbers, Recorder, Report};
 use crossbeam_channel::Sender;
-use stageflow::{Context, DemandMode, Producer, Reason, Reply, SubscribeOptions};
+use stageflow::{Context, DemandMode, Events, Producer, Reason, Reply, SubscribeOptions};
 
 /// What one run of `Numbers -> Recorder` showed.
 #[derive(Debug)]
@@ -346,4 +346,47 @@ fn partial_deliveries_ask_once_min_demand_is_reached() {
     assert!(rx.try_recv().is_err(), "no ask after the second batch");
     assert_eq!(consumer.counters().events_in, 12);
     finish(producer, consumer, rx);
+}
+
+/// On threads: a consumer with adaptive demand behind a fast producer gets every event once,
+/// in order, in batches that grew past its `max_demand`, and its outstanding demand never
+/// went past its limit.
+#[test]
+fn adaptive_demand_on_threads_grows_and_keeps_order() {
+    use std::sync::{Arc, Mutex};
+    const N: u64 = 200_000;
+    let seen: Arc<Mutex<(Vec<u64>, usize)>> = Arc::default();
+    let into = seen.clone();
+    let producer = stageflow::from_iter(0..N).spawn().unwrap();
+    let sink = stageflow::consumer(stageflow::fns::Batches::new(
+        move |batch: Events<'_, u64>| {
+            let batch: Vec<u64> = batch.collect();
+            let mut s = into.lock().unwrap();
+            s.1 = s.1.max(batch.len());
+            s.0.extend(batch);
+        },
+    ))
+    .subscribe_to(
+        &producer,
+        SubscribeOptions::new()
+            .max_demand(10)
+            .min_demand(5)
+            .adaptive_demand(400),
+    )
+    .unwrap()
+    .spawn()
+    .unwrap();
+    assert_eq!(joined(&sink), Reason::Normal);
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.0.iter().copied().eq(0..N),
+        "every event once, in order"
+    );
+    assert!(
+        seen.1 > 5,
+        "batches grew past max_demand - min_demand: largest {}",
+        seen.1
+    );
+    assert!(seen.1 <= 400, "a batch larger than the limit: {}", seen.1);
+    joined(&producer);
 }

@@ -557,3 +557,74 @@ fn accumulate_flips_with_consumers_leaving_keep_order() {
         Ok(())
     });
 }
+
+// -- Adaptive demand: grows when the consumer starves, within its limit ----------------------
+
+/// Counts `handle_events` calls and checks order.
+struct Batches {
+    calls: Arc<Mutex<(u64, Vec<u64>)>>,
+}
+
+impl Consumer for Batches {
+    type In = u64;
+    type Message = ();
+    fn handle_events(&mut self, events: Events<'_, u64>, _: &mut ConsumerContext<'_>) {
+        let mut c = self.calls.lock().unwrap();
+        c.0 += 1;
+        c.1.extend(events);
+    }
+}
+
+fn batches(sim: &mut Sim, options: SubscribeOptions) -> Result<u64, Failure> {
+    const N: u64 = 3000;
+    let calls = Arc::new(Mutex::new((0, Vec::new())));
+    let sink = sim.build(|| {
+        let numbers = stageflow::from_iter(0..N).spawn().unwrap();
+        stageflow::consumer(Batches {
+            calls: calls.clone(),
+        })
+        .subscribe_to(&numbers, options.clone())
+        .unwrap()
+        .spawn()
+        .unwrap()
+    });
+    // Whatever the schedule, the demand outstanding stays within the limit.
+    let limit = options
+        .get_adaptive_demand()
+        .unwrap_or(options.get_max_demand()) as u64;
+    for k in 0..20 {
+        let s = sink.clone();
+        sim.at(k * 25, move || {
+            for sub in s.counters().subscriptions {
+                sim::check(sub.demand <= limit, || {
+                    format!("{} outstanding, limit {limit}", sub.demand)
+                });
+            }
+        });
+    }
+    sim.run()?;
+    let c = calls.lock().unwrap();
+    sim::check(c.1 == (0..N).collect::<Vec<_>>(), || {
+        "lost or reordered".into()
+    });
+    Ok(c.0)
+}
+
+#[test]
+fn adaptive_demand_grows_batches_within_its_limit_and_loses_nothing() {
+    let (mut fixed, mut adaptive) = (0, 0);
+    explore(300, |sim| {
+        let base = SubscribeOptions::new().max_demand(10).min_demand(5);
+        if sim.seed() % 2 == 0 {
+            fixed += batches(sim, base)?;
+        } else {
+            adaptive += batches(sim, base.adaptive_demand(200))?;
+        }
+        Ok(())
+    });
+    // 3000 events in batches of at most 5 (fixed) against batches up to 100.
+    assert!(
+        adaptive * 4 < fixed,
+        "adaptive demand made {adaptive} batches, fixed {fixed}"
+    );
+}

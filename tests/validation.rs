@@ -66,6 +66,11 @@ fn bad_options() -> Vec<(SubscribeOptions, &'static str, &'static str)> {
             "max_demand",
             "expected max_demand to be at least 1, got 0",
         ),
+        (
+            SubscribeOptions::new().max_demand(10).adaptive_demand(9),
+            "adaptive_demand",
+            "expected the adaptive_demand limit to be at least max_demand (10), got 9",
+        ),
     ]
 }
 

@@ -16,6 +16,8 @@ use crate::subscription::{SubscribeOptions, SubscriptionId};
 ///
 /// Like GenStage, it expects every consumer to ask at most the first ask it ever saw (the
 /// common `max_demand`), and logs a warning when one asks more; the ask is still honoured.
+/// (A subscription with [adaptive demand](crate::SubscribeOptions::adaptive_demand) asks
+/// more on purpose: up to its limit, no warning.)
 ///
 /// # Examples
 ///
@@ -48,6 +50,8 @@ pub struct DemandDispatcher {
     total: usize,
     pending: usize,
     max_demand: Option<usize>,
+    /// The largest limit of a subscription with adaptive demand.
+    adaptive_limit: usize,
     /// Shuffle the entries on the next dispatch (once).
     shuffle: bool,
     name: Option<String>,
@@ -84,7 +88,7 @@ impl DemandDispatcher {
     /// [`Dispatcher::ask`], which never uses its outbox here: for the runtime's direct call.
     pub(crate) fn record_ask(&mut self, sub: SubscriptionId, n: usize) -> usize {
         let max = *self.max_demand.get_or_insert(n);
-        if n > max {
+        if n > max && n > self.adaptive_limit {
             warn!(
                 "stage {}: DemandDispatcher expects a maximum demand of {max}; using different \
                  maximum demands will overload greedy consumers; got demand for {n} events from \
@@ -207,8 +211,12 @@ impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
     fn subscribe(
         &mut self,
         sub: SubscriptionId,
-        _options: &SubscribeOptions,
+        options: &SubscribeOptions,
     ) -> Result<(), SubscribeError> {
+        if let Some(limit) = options.get_adaptive_demand() {
+            // Its asks grow up to its limit on purpose: no warning below it.
+            self.adaptive_limit = self.adaptive_limit.max(limit);
+        }
         self.entries.push((0, sub));
         Ok(())
     }

@@ -13,7 +13,7 @@ use log::warn;
 
 use super::discards::Discards;
 use super::links::{Inbound, Outlet, PendingSub, UpLink};
-use crate::demand::{Batch, Batches, Demand};
+use crate::demand::{Adaptive, Batch, Batches, Demand, Fill};
 use crate::envelope::{Port, SubscribeRequest, Up};
 use crate::reason::Reason;
 use crate::shared::{bump, Shared};
@@ -108,7 +108,12 @@ impl<T, M> Inlet<T, M> {
             return Confirmed::Withdrawn;
         }
         let opts = &info.options;
-        let demand = Demand::new(opts.get_max_demand(), opts.get_min_demand());
+        let (max, min) = (opts.get_max_demand(), opts.get_min_demand());
+        let demand = Demand::new(max, min);
+        let adaptive = opts
+            .get_adaptive_demand()
+            .filter(|&limit| limit > max)
+            .map(|limit| Adaptive::new(max, min, limit));
         let (cell, events) = self
             .shared
             .add_sub(sub, Direction::Upstream, info.peer.clone(), opts);
@@ -116,6 +121,7 @@ impl<T, M> Inlet<T, M> {
             info,
             out: Outlet::new(producer, None),
             demand,
+            adaptive,
             mode: DemandMode::Automatic,
             manual_outstanding: 0,
             cancelling: false,
@@ -209,17 +215,34 @@ impl<T, M> Inlet<T, M> {
 
     /// After a batch: ask the link at `at` (or wherever `sub`'s link moved, if a callback
     /// cancelled another) for `n` more, unless it is being cancelled.
+    ///
+    /// `fill` says how full the stage's inbox is; only a subscription with adaptive demand
+    /// asks it, and moves its bounds by the answer (growth is asked for at once).
     // Always inlined: it runs after every batch, and is a few instructions once in place.
     #[inline(always)]
-    pub(super) fn ask_after_batch(&mut self, at: usize, sub: SubscriptionId, n: usize) {
+    pub(super) fn ask_after_batch(
+        &mut self,
+        at: usize,
+        sub: SubscriptionId,
+        mut n: usize,
+        fill: impl FnOnce() -> Fill,
+    ) {
         let link = match self.ups.get_mut(at) {
             Some(link) if link.info.id == sub => Some(link),
             _ => self.ups.iter_mut().find(|l| l.info.id == sub),
         };
         if let Some(link) = link {
-            if !link.cancelling {
-                let _ = link.out.send(Up::Ask { sub, n });
+            if link.cancelling {
+                return;
             }
+            if let Some(adaptive) = link.adaptive {
+                if let Some((max, min)) = adaptive.next(link.demand.max(), fill()) {
+                    n += link.demand.resize(max, min);
+                    link.cell
+                        .store(link.demand.outstanding() as u64, Ordering::Relaxed);
+                }
+            }
+            let _ = link.out.send(Up::Ask { sub, n });
         }
     }
 
@@ -381,6 +404,7 @@ impl<T, M> Inlet<T, M> {
             info,
             out,
             demand: Demand::new(1, 0),
+            adaptive: None,
             mode: DemandMode::Manual,
             manual_outstanding: 0,
             cancelling: true,

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use crate::demand::Demand;
+use crate::demand::{Adaptive, Demand};
 use crate::envelope::{Coalesce, Down, Port, PortError, Up};
 use crate::reason::Reason;
 use crate::shared::{bump, Shared};
@@ -94,6 +94,8 @@ pub(super) struct UpLink<T> {
     pub(super) info: Subscription,
     pub(super) out: Outlet<Up<T>>,
     pub(super) demand: Demand,
+    /// Set for a subscription with adaptive demand.
+    pub(super) adaptive: Option<Adaptive>,
     pub(super) mode: DemandMode,
     /// Manual mode: asked and not yet received.
     pub(super) manual_outstanding: usize,

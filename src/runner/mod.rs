@@ -46,7 +46,7 @@ use crossbeam_channel::{Receiver, RecvError, Sender, TryRecvError};
 use log::{error, info, warn};
 
 use crate::context::{Context, Effects, End, Mailbox};
-use crate::demand::Batch;
+use crate::demand::{Batch, Fill};
 use crate::dispatcher::Dispatch;
 use crate::envelope::{Control, Counted, Down, Envelope, SubscribeRequest, Subscribed, Up};
 use crate::events::Events;
@@ -54,6 +54,18 @@ use crate::reason::Reason;
 use crate::shared::{bump, Shared};
 use crate::subscription::{BufferKeep, ProducerDemand, Subscription, SubscriptionId};
 use crate::timing::Waiting;
+
+/// How full an inbox is, for adaptive demand (see `Inlet::ask_after_batch`).
+fn inbox_fill<E>(inbox: &Receiver<E>) -> Fill {
+    let len = inbox.len();
+    if len == 0 {
+        Fill::Empty
+    } else if inbox.capacity().is_some_and(|c| len >= c) {
+        Fill::Full
+    } else {
+        Fill::Some
+    }
+}
 
 /// What a turn that is not the common one came to.
 pub(crate) enum Turned {
@@ -903,7 +915,9 @@ impl<S: Callbacks> Runner<S> {
             return false;
         }
         if batch.ask > 0 && self.life.goes_on() {
-            self.inlet.ask_after_batch(at, sub, batch.ask);
+            let inbox = &self.inbox;
+            self.inlet
+                .ask_after_batch(at, sub, batch.ask, || inbox_fill(inbox));
         }
         true
     }
