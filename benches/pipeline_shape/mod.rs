@@ -21,6 +21,16 @@ const BATCH: usize = 100;
 /// The pipeline: `n` messages, each acknowledged (counted) once per batch; `processors`
 /// processors with `max_demand` `md` (and `min_demand` half of it).
 fn with_pipeline(n: u64, md: usize, processors: usize) -> Duration {
+    with_pipeline_adaptive(n, md, processors, None)
+}
+
+/// [`with_pipeline`], the processors' demand adaptive up to `adaptive` if given.
+fn with_pipeline_adaptive(
+    n: u64,
+    md: usize,
+    processors: usize,
+    adaptive: Option<usize>,
+) -> Duration {
     let acked = Arc::new(AtomicU64::new(0));
     let a = acked.clone();
     let count = move |ok: Vec<Acked>, _: Vec<Acked>| {
@@ -44,9 +54,12 @@ fn with_pipeline(n: u64, md: usize, processors: usize) -> Duration {
             }))
         })
         .processors(
-            ProcessorOptions::new()
-                .concurrency(processors)
-                .max_demand(md),
+            match adaptive {
+                Some(limit) => ProcessorOptions::new().adaptive_demand(limit),
+                None => ProcessorOptions::new(),
+            }
+            .concurrency(processors)
+            .max_demand(md),
             |m: &mut Message<u64>| Ok::<u64, String>(m.data.wrapping_mul(2)),
         )
         .batcher(
@@ -159,6 +172,14 @@ pub(crate) fn table(s: &super::Settings) {
         n,
         || with_pipeline(n, 100, 8),
         || by_hand(n, 100, 8),
+    );
+    super::row(
+        s,
+        "ma",
+        "row m with adaptive demand: processors at 10/5 that grow to 100/50 while they starve (issue 22)",
+        n,
+        || with_pipeline_adaptive(n, 10, 8, Some(100)),
+        || by_hand(n, 10, 8),
     );
     super::row(
         s,

@@ -304,6 +304,7 @@ pub struct ProcessorOptions<I> {
     concurrency: usize,
     max_demand: usize,
     min_demand: Option<usize>,
+    adaptive: Option<usize>,
     partition_by: Option<KeyFn<I>>,
     on_failed: Option<FailedHook<I>>,
 }
@@ -314,6 +315,7 @@ impl<I> fmt::Debug for ProcessorOptions<I> {
             .field("concurrency", &self.concurrency)
             .field("max_demand", &self.max_demand)
             .field("min_demand", &self.min_demand)
+            .field("adaptive_demand", &self.adaptive)
             .field("partition_by", &self.partition_by.is_some())
             .finish_non_exhaustive()
     }
@@ -332,6 +334,7 @@ impl<I> ProcessorOptions<I> {
             concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_demand: 10,
             min_demand: None,
+            adaptive: None,
             partition_by: None,
             on_failed: None,
         }
@@ -360,6 +363,15 @@ impl<I> ProcessorOptions<I> {
     /// Each processor's `min_demand`. Defaults to `max_demand / 2` (`5`).
     pub fn min_demand(mut self, n: usize) -> Self {
         self.min_demand = Some(n);
+        self
+    }
+
+    /// Lets each processor's demand grow from `max_demand` up to `limit` while it finds its
+    /// inbox empty when it asks, and shrink back when it finds it full (see
+    /// [`SubscribeOptions::adaptive_demand`](crate::SubscribeOptions::adaptive_demand)).
+    /// Defaults to none. Not with a rate limit (whose processors ask by hand).
+    pub fn adaptive_demand(mut self, limit: usize) -> Self {
+        self.adaptive = Some(limit);
         self
     }
 
@@ -560,6 +572,18 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
             ));
         }
         check_demand("processors", o.max_demand, o.min_demand)?;
+        if let Some(limit) = o.adaptive {
+            if limit < o.max_demand {
+                return Err(PipelineError::invalid(
+                    "processors.adaptive_demand",
+                    format!(
+                        "expected the adaptive_demand limit to be at least max_demand ({}), got \
+                         {limit}",
+                        o.max_demand
+                    ),
+                ));
+            }
+        }
         for (i, b) in self.batchers.iter().enumerate() {
             if b.name.is_empty() {
                 return Err(PipelineError::invalid(
@@ -674,9 +698,12 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
         let totals = Arc::new(Cells::default());
         let names: Arc<[Arc<str>]> = batchers.iter().map(|b| b.name.clone()).collect();
         let sub_opts = |i: usize| {
-            let o = SubscribeOptions::new()
+            let mut o = SubscribeOptions::new()
                 .max_demand(options.max_demand)
                 .min_demand(min_demand);
+            if let Some(limit) = options.adaptive {
+                o = o.adaptive_demand(limit);
+            }
             if options.partition_by.is_some() {
                 o.partition(i as u64)
             } else {

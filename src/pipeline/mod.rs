@@ -123,6 +123,13 @@
 //! - **Ordering or fairness** across processors (`partition_by`, skewed keys): smaller demand
 //!   spreads work more evenly.
 //!
+//! - **Not sure**: [`ProcessorOptions::adaptive_demand`] lets each processor's demand grow
+//!   from `max_demand` up to a limit while it finds its inbox empty when it asks (it would
+//!   otherwise wait), and shrink back when it falls behind. Row m with `adaptive_demand(100)`
+//!   took 589 instructions a message against 1 391 at the fixed default (`BENCHMARKS.md`,
+//!   row ma), about as many as a fixed 100 / 50; memory in flight is then bounded by the
+//!   limit.
+//!
 //! The batcher's demand on each processor is the batch size by default
 //! ([`BatcherOptions::max_demand`]).
 //!
