@@ -131,6 +131,36 @@ fn source(
 }
 
 #[test]
+fn adaptive_demand_acknowledges_every_message_once() {
+    let rec = Recorder::default();
+    let r = rec.clone();
+    let p = pipeline::builder("adaptive")
+        .producer(move |_| source(&r, 20_000))
+        .processors(
+            pipeline::ProcessorOptions::new()
+                .concurrency(4)
+                .adaptive_demand(200),
+            |m: &mut Message<u64>| Ok::<_, String>(m.data * 2),
+        )
+        .batcher(
+            "default",
+            pipeline::BatcherOptions::new().batch_size(100),
+            |_: &mut pipeline::Batch<u64>| Ok::<_, String>(()),
+        )
+        .start()
+        .unwrap();
+    let outcomes = p.topology().join_timeout(WAIT);
+    assert!(
+        outcomes
+            .iter()
+            .all(|(_, r)| r.as_ref().is_some_and(|r| r.is_normal())),
+        "{outcomes:?}"
+    );
+    assert!(rec.assert_exactly_once(20_000).is_empty());
+    assert_eq!(p.counters().successful, 20_000);
+}
+
+#[test]
 fn smoke() {
     let rec = Recorder::default();
     let r = rec.clone();

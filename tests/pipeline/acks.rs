@@ -330,6 +330,10 @@ fn bad_options_are_errors_naming_the_option() {
         "processors.min_demand"
     );
     assert_eq!(
+        start(ProcessorOptions::new().adaptive_demand(5), None),
+        "processors.adaptive_demand"
+    );
+    assert_eq!(
         start(
             ProcessorOptions::new(),
             Some(BatcherOptions::new().batch_size(0))
