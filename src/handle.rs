@@ -336,15 +336,17 @@ impl<S, R: Role<S>> Stage<S, R> {
     ///
     /// [`CastError::Stopped`] with the message if the stage has ended.
     pub fn cast(&self, msg: R::Message) -> Result<(), CastError<R::Message>> {
-        self.tx()
-            .sender()
-            .send(Envelope::Message(msg))
-            .map_err(|e| {
-                let Envelope::Message(m) = e.into_inner() else {
-                    unreachable!()
-                };
-                CastError::Stopped(m)
-            })
+        send_waiting(
+            self.tx().sender(),
+            self.shared(),
+            Envelope::Message(msg),
+            None,
+        )
+        .map_err(|e| match e {
+            SendTimeoutError::Timeout(Envelope::Message(m)) => CastError::Full(m),
+            SendTimeoutError::Disconnected(Envelope::Message(m)) => CastError::Stopped(m),
+            _ => unreachable!(),
+        })
     }
 
     /// Like [`Stage::cast`], without waiting: fails with [`CastError::Full`] if the inbox is
@@ -375,14 +377,18 @@ impl<S, R: Role<S>> Stage<S, R> {
         msg: R::Message,
         timeout: Duration,
     ) -> Result<(), CastError<R::Message>> {
-        self.tx()
-            .sender()
-            .send_deadline(Envelope::Message(msg), crate::timer::deadline(timeout))
-            .map_err(|e| match e {
-                SendTimeoutError::Timeout(Envelope::Message(m)) => CastError::Full(m),
-                SendTimeoutError::Disconnected(Envelope::Message(m)) => CastError::Stopped(m),
-                _ => unreachable!(),
-            })
+        let deadline = Some(crate::timer::deadline(timeout));
+        send_waiting(
+            self.tx().sender(),
+            self.shared(),
+            Envelope::Message(msg),
+            deadline,
+        )
+        .map_err(|e| match e {
+            SendTimeoutError::Timeout(Envelope::Message(m)) => CastError::Full(m),
+            SendTimeoutError::Disconnected(Envelope::Message(m)) => CastError::Stopped(m),
+            _ => unreachable!(),
+        })
     }
 
     /// Sends the message that `make` builds around a [`Reply`] and waits up to `timeout` for
@@ -435,11 +441,12 @@ impl<S, R: Role<S>> Stage<S, R> {
         let deadline = crate::timer::deadline(timeout);
         let (tx, rx) = bounded(1);
         let msg = make(Reply::new(tx));
-        match self
-            .tx()
-            .sender()
-            .send_deadline(Envelope::Message(msg), deadline)
-        {
+        match send_waiting(
+            self.tx().sender(),
+            self.shared(),
+            Envelope::Message(msg),
+            Some(deadline),
+        ) {
             Ok(()) => {}
             Err(SendTimeoutError::Timeout(_)) => return Err(CallError::Timeout),
             Err(SendTimeoutError::Disconnected(_)) => return Err(CallError::Stopped),
@@ -470,11 +477,12 @@ impl<S, R: Role<S>> Stage<S, R> {
     ///
     /// [`CastError::Stopped`] with the message if the stage has ended.
     pub fn info(&self, msg: R::Message) -> Result<(), CastError<R::Message>> {
-        self.tx().sender().send(Envelope::Info(msg)).map_err(|e| {
-            let Envelope::Info(m) = e.into_inner() else {
-                unreachable!()
-            };
-            CastError::Stopped(m)
+        send_waiting(self.tx().sender(), self.shared(), Envelope::Info(msg), None).map_err(|e| {
+            match e {
+                SendTimeoutError::Timeout(Envelope::Info(m)) => CastError::Full(m),
+                SendTimeoutError::Disconnected(Envelope::Info(m)) => CastError::Stopped(m),
+                _ => unreachable!(),
+            }
         })
     }
 }
@@ -666,6 +674,48 @@ impl<S: Producer> Stage<S, ProducerRole> {
             RecvTimeoutError::Timeout => CallError::Timeout,
             RecvTimeoutError::Disconnected => CallError::Stopped,
         })
+    }
+}
+
+/// Sends `env` into a stage's inbox, waiting for room until `deadline` (for ever with
+/// `None`). A stage in a simulation has no thread of its own to make room: the schedule runs
+/// until there is room; when it cannot (nothing can move, or this is a stage's own turn), the
+/// send fails as at its deadline.
+fn send_waiting<E>(
+    sender: &crossbeam_channel::Sender<E>,
+    shared: &Shared,
+    env: E,
+    deadline: Option<std::time::Instant>,
+) -> Result<(), SendTimeoutError<E>> {
+    if shared.simulated.load(Ordering::Relaxed) {
+        let mut env = Some(env);
+        let mut gone = false;
+        crate::sim::wait_until(|| {
+            let Some(e) = env.take() else { return true };
+            match sender.try_send(e) {
+                Ok(()) => true,
+                Err(TrySendError::Full(e)) => {
+                    env = Some(e);
+                    false
+                }
+                Err(TrySendError::Disconnected(e)) => {
+                    env = Some(e);
+                    gone = true;
+                    true
+                }
+            }
+        });
+        return match env {
+            None => Ok(()),
+            Some(e) if gone => Err(SendTimeoutError::Disconnected(e)),
+            Some(e) => Err(SendTimeoutError::Timeout(e)),
+        };
+    }
+    match deadline {
+        Some(d) => sender.send_deadline(env, d),
+        None => sender
+            .send(env)
+            .map_err(|e| SendTimeoutError::Disconnected(e.into_inner())),
     }
 }
 

@@ -324,3 +324,43 @@ fn calls_and_joins_run_the_schedule_instead_of_blocking() {
     });
     assert_eq!(ran.unwrap_or_else(|f| panic!("{f}")), 100);
 }
+
+/// Adds up what it is cast.
+struct Tally(Arc<Mutex<u64>>);
+
+impl stageflow::Consumer for Tally {
+    type In = u64;
+    type Message = u64;
+    fn handle_events(
+        &mut self,
+        _: stageflow::Events<'_, u64>,
+        _: &mut stageflow::ConsumerContext<'_, u64>,
+    ) {
+    }
+    fn handle_message(&mut self, n: u64, _: &mut stageflow::ConsumerContext<'_, u64>) {
+        *self.0.lock().unwrap() += n;
+    }
+}
+
+#[test]
+fn a_cast_into_a_full_inbox_runs_the_schedule_until_there_is_room() {
+    let mut sim = Sim::new(4);
+    let sum: Arc<Mutex<u64>> = Arc::default();
+    let tally = sim.build(|| {
+        let tally = stageflow::consumer(Tally(sum.clone()))
+            .inbox_capacity(1)
+            .spawn()
+            .unwrap();
+        // Twenty casts into an inbox of one: from the second on, each waits for room, which
+        // only the stage's turns can make.
+        for n in 1..=20 {
+            tally.cast(n).unwrap();
+        }
+        tally
+    });
+    // Each cast found room once the one before it had been taken: 1..=19 are handled.
+    assert!(*sum.lock().unwrap() >= 190, "{}", sum.lock().unwrap());
+    tally.stop();
+    sim.run().unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(tally.join(), Reason::Shutdown);
+}

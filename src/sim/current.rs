@@ -83,8 +83,13 @@ impl Current {
 /// This is how the crate's blocking calls work inside a simulation (a build-time
 /// subscription's answer, a call's reply, a join): instead of blocking the thread, they run
 /// the schedule until what they wait for has happened.
+///
+/// `ready` is asked at least once, whatever happens.
 pub(crate) fn wait_until(mut ready: impl FnMut() -> bool) -> Option<bool> {
-    let current = CURRENT.with(|c| c.borrow().clone())?;
+    let Some(current) = CURRENT.with(|c| c.borrow().clone()) else {
+        ready();
+        return None;
+    };
     loop {
         if ready() {
             return Some(true);
