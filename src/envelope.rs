@@ -215,6 +215,45 @@ impl<E: Wrap<Control> + Send + 'static> Counted<E> {
     }
 }
 
+impl<E: Wrap<Control> + Send + 'static> Counted<E> {
+    /// A blocking send to a stage in a simulation: the schedule runs until there is room.
+    /// Inside a stage's turn it cannot, and the send would block the simulation's only
+    /// thread for ever: that is a panic naming the stage, not a hang.
+    fn send_simulated<M>(&self, msg: M) -> Result<(), M>
+    where
+        E: Wrap<M>,
+    {
+        let mut msg = Some(msg);
+        let mut gone = false;
+        let waited = crate::sim::wait_until(|| {
+            let Some(m) = msg.take() else { return true };
+            match self.tx.try_send(E::wrap(m)) {
+                Ok(()) => true,
+                Err(crossbeam_channel::TrySendError::Full(e)) => {
+                    msg = Some(e.unwrap());
+                    false
+                }
+                Err(crossbeam_channel::TrySendError::Disconnected(e)) => {
+                    msg = Some(e.unwrap());
+                    gone = true;
+                    true
+                }
+            }
+        });
+        match msg {
+            None => Ok(()),
+            Some(m) if gone => Err(m),
+            Some(_) if waited.is_none() => panic!(
+                "a blocking send to stage {} (Mailbox::cast) inside a simulated stage's turn: \
+                 its inbox is full, and only the simulation's own thread could make room; \
+                 use Mailbox::try_cast in simulated stages",
+                self.shared.name
+            ),
+            Some(m) => Err(m),
+        }
+    }
+}
+
 impl<E: Wrap<Control> + Send + 'static> Clone for Counted<E> {
     fn clone(&self) -> Self {
         Counted::new(self.tx.clone(), self.ctl.clone(), self.shared.clone())
@@ -237,6 +276,9 @@ where
         Port::try_send(&self.tx, msg)
     }
     fn send(&self, msg: M) -> Result<(), M> {
+        if self.shared.simulated.load(Ordering::Relaxed) {
+            return self.send_simulated(msg);
+        }
         Port::send(&self.tx, msg)
     }
     fn send_urgent(&self, msg: M) -> Result<(), M> {

@@ -85,9 +85,14 @@
 //!   counters' atomics are not interleaved). Races inside one turn need loom or shuttle.
 //! - **The network, files and anything that blocks outside the crate's calls.** The HTTP
 //!   and Redis sources, the pipeline layer's supervisor and every layer that starts a thread
-//!   of its own run on real threads, outside the schedule; a callback that blocks (a
-//!   `Mailbox::send` to a full inbox, a sleep, a `Stage::call`) blocks the whole simulation.
-//!   Use `try_send` and casts in simulated stages, and drive calls from outside a run.
+//!   of its own run on real threads, outside the schedule. A callback that blocks (a sleep, a
+//!   lock held elsewhere) blocks the whole simulation. The crate's own waits know better:
+//!   called from the test's code (inside [`Sim::build`], an action, or [`explore`]'s
+//!   closure), a `cast`, `call`, `join` or build-time subscription runs the schedule until
+//!   what it waits for has happened. Called from inside a stage's turn, where the schedule
+//!   cannot run, a call or subscribe fails as at its timeout and a blocking
+//!   `Mailbox::cast` into a full inbox panics naming the stage (a hang otherwise): use
+//!   `try_cast` in simulated stages.
 //! - **Streams.** A [`Stream`](crate::Stream) consumes on the caller's thread; it has no
 //!   place in a schedule.
 //! - **Wall-clock time.** Only the crate's timers and [`Sim::clock`] follow virtual time;
