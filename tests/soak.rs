@@ -1671,3 +1671,29 @@ fn soak() {
     );
     assert!(failures.is_empty(), "failed iterations: {failures:?}");
 }
+
+/// The soak's clean runs (random topologies under every dispatcher, exact counts, order)
+/// under the deterministic simulation: every stage on this thread, turns drawn from the
+/// seed. `SOAK_SIM_RUNS` plans (default 60); a failure names the plan's iteration, and the
+/// same `SOAK_SEED`/`SOAK_ITER` replays it, step for step.
+#[test]
+fn soak_clean_runs_under_simulation() {
+    let runs = env_u64("SOAK_SIM_RUNS").unwrap_or(60);
+    let master = env_u64("SOAK_SEED").unwrap_or(1);
+    let only = env_u64("SOAK_ITER");
+    for i in 0..runs {
+        let i = only.unwrap_or(i);
+        let seed = mix(master ^ mix(i.wrapping_add(1)));
+        let plan = draw_plan(seed, true);
+        let mut sim = stageflow::sim::Sim::new(seed);
+        let errs = sim.build(|| run_clean(&plan));
+        assert!(
+            errs.is_empty(),
+            "SOAK_SEED={master} SOAK_ITER={i} (clean, simulated) failed:\n{}\nplan: {plan:#?}",
+            errs.join("\n")
+        );
+        if only.is_some() {
+            break;
+        }
+    }
+}
