@@ -22,6 +22,8 @@ pub(crate) struct Entry {
     pub(crate) task: Box<dyn Task>,
     pub(crate) turns: u64,
     pub(crate) panic_at: Option<u64>,
+    /// How likely it is to be picked against the others (see `Scheduler::weighted`).
+    weight: u64,
 }
 
 /// The stages and the schedule.
@@ -37,14 +39,21 @@ pub(crate) struct Scheduler {
     pub(crate) nanos: Arc<AtomicU64>,
     /// The stages not ended, reused by every round.
     candidates: Vec<usize>,
+    /// Half the seeds give each stage a weight drawn from 1 to 64, so that some stages run
+    /// far more often than others (a starved consumer, a producer that races ahead): orders
+    /// a uniform pick almost never makes. The other half pick uniformly.
+    weighted: bool,
 }
 
 impl Scheduler {
     pub(crate) fn new(seed: u64) -> Scheduler {
         let start = Instant::now();
+        let mut schedule = Rng::new(seed);
+        let weighted = schedule.below(2) == 1;
         Scheduler {
+            weighted,
             stages: Vec::new(),
-            schedule: Rng::new(seed),
+            schedule,
             start,
             now: start,
             step_time: Duration::from_micros(1),
@@ -56,11 +65,42 @@ impl Scheduler {
     }
 
     pub(crate) fn enlist(&mut self, tasks: Vec<Box<dyn Task>>) {
-        self.stages.extend(tasks.into_iter().map(|task| Entry {
-            task,
-            turns: 0,
-            panic_at: None,
-        }));
+        for task in tasks {
+            let weight = if self.weighted {
+                1 << self.schedule.below(7)
+            } else {
+                1
+            };
+            self.stages.push(Entry {
+                task,
+                turns: 0,
+                panic_at: None,
+                weight,
+            });
+        }
+    }
+
+    /// Takes one of `candidates` out, drawn by weight.
+    fn pick(&mut self, candidates: &mut Vec<usize>) -> usize {
+        let k = if self.weighted {
+            let total: u64 = candidates.iter().map(|&i| self.stages[i].weight).sum();
+            let mut r = self.schedule.below(total);
+            candidates
+                .iter()
+                .position(|&i| {
+                    let w = self.stages[i].weight;
+                    if r < w {
+                        true
+                    } else {
+                        r -= w;
+                        false
+                    }
+                })
+                .unwrap_or(0)
+        } else {
+            self.schedule.below(candidates.len() as u64) as usize
+        };
+        candidates.swap_remove(k)
     }
 
     pub(crate) fn all_ended(&self) -> bool {
@@ -75,8 +115,8 @@ impl Scheduler {
             .store((self.now - self.start).as_nanos() as u64, Ordering::Relaxed);
     }
 
-    /// One round: stages not ended are tried in an order drawn from the seed until one takes
-    /// a turn; virtual time then moves by the step time.
+    /// One round: stages not ended are tried in an order drawn from the seed (by weight)
+    /// until one takes a turn; virtual time then moves by the step time.
     pub(crate) fn round(&mut self) -> Round {
         let mut candidates = std::mem::take(&mut self.candidates);
         candidates.clear();
@@ -90,8 +130,7 @@ impl Scheduler {
         let mut earliest: Option<Instant> = None;
         let mut worked = false;
         while !candidates.is_empty() {
-            let k = self.schedule.below(candidates.len() as u64) as usize;
-            let i = candidates.swap_remove(k);
+            let i = self.pick(&mut candidates);
             let entry = &mut self.stages[i];
             if entry.panic_at == Some(entry.turns + 1) {
                 entry.panic_at = None;
