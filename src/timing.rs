@@ -316,6 +316,10 @@ pub(crate) struct Timing {
     /// The last timed fast callback, in nanoseconds: what a skipped one is taken to have cost
     /// when the timed one after it turns out slow.
     last_fast: AtomicU64,
+    /// A simulation's fault (`Sim::panic_at`): the callback this many callbacks from now
+    /// panics (0: none). Checked only where a callback is not skipped, which is every one
+    /// while it is armed: the loop's fast path pays nothing for it.
+    panic_in: AtomicU64,
 }
 
 impl Default for Timing {
@@ -330,6 +334,7 @@ impl Default for Timing {
             weight: AtomicU32::new(1),
             events: AtomicUsize::new(0),
             last_fast: AtomicU64::new(0),
+            panic_in: AtomicU64::new(0),
         }
     }
 }
@@ -361,7 +366,34 @@ impl Timing {
             self.skip.store(skip - 1, Ordering::Relaxed);
             return None;
         }
+        self.start_timed()
+    }
+
+    /// A callback that is not skipped: timed, or counted towards a simulation's fault.
+    #[inline(never)]
+    fn start_timed(&self) -> Option<Instant> {
+        if self.panic_in.load(Ordering::Relaxed) != 0 {
+            return self.count_down_to_panic();
+        }
         Some(Instant::now())
+    }
+
+    /// Arms a simulation's fault: the `k`-th callback from now (1: the next) panics where it
+    /// starts. Until then no callback is skipped or timed.
+    pub(crate) fn panic_at_callback(&self, k: u64) {
+        self.panic_in.store(k.max(1), Ordering::Relaxed);
+        self.skip.store(0, Ordering::Relaxed);
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn count_down_to_panic(&self) -> Option<Instant> {
+        let left = self.panic_in.load(Ordering::Relaxed) - 1;
+        self.panic_in.store(left, Ordering::Relaxed);
+        if left == 0 {
+            panic!("{}", crate::sim::INJECTED_PANIC);
+        }
+        None
     }
 
     /// The callback begun at `started` ended.

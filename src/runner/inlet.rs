@@ -235,12 +235,8 @@ impl<T, M> Inlet<T, M> {
             if link.cancelling {
                 return;
             }
-            if let Some(adaptive) = link.adaptive {
-                if let Some((max, min)) = adaptive.next(link.demand.max(), fill()) {
-                    n += link.demand.resize(max, min);
-                    link.cell
-                        .store(link.demand.outstanding() as u64, Ordering::Relaxed);
-                }
+            if link.adaptive.is_some() {
+                n += adapt(link, fill());
             }
             let _ = link.out.send(Up::Ask { sub, n });
         }
@@ -433,6 +429,23 @@ impl<T, M> Inlet<T, M> {
 /// Why a subscription whose subscribe failed on the caller's side is cancelled.
 fn withdrawn() -> Reason {
     Reason::error("subscribe withdrawn: it failed on the caller's side")
+}
+
+/// Adaptive demand after an ask made with the inbox `fill`: moves the link's bounds if the
+/// rule says so; returns what to add to the ask. Out of line: only adaptive links come here.
+#[cold]
+#[inline(never)]
+fn adapt<T>(link: &mut UpLink<T>, fill: Fill) -> usize {
+    let Some(adaptive) = link.adaptive else {
+        return 0;
+    };
+    let Some((max, min)) = adaptive.next(link.demand.max(), fill) else {
+        return 0;
+    };
+    let grow = link.demand.resize(max, min);
+    link.cell
+        .store(link.demand.outstanding() as u64, Ordering::Relaxed);
+    grow
 }
 
 #[cfg(test)]

@@ -112,6 +112,9 @@ mod task;
 pub use report::{Failure, FailureKind, Report, StageState};
 pub use rng::Rng;
 
+/// The message of a panic [`Sim::panic_at`] injects (a panic hook can tell it from others).
+pub const INJECTED_PANIC: &str = "panic injected by the simulation (Sim::panic_at)";
+
 pub(crate) use current::{active, can_wait, enlist, keep, wait_until};
 pub(crate) use task::StageTask;
 
@@ -215,10 +218,12 @@ impl Sim {
         self
     }
 
-    /// Ends `stage` at its `turn`-th turn (counted from 1) as if a callback had panicked
-    /// then: its subscribers see [`Reason::Panicked`](crate::Reason::Panicked) and follow
-    /// their cancel modes. Returns `false` if the stage is not part of this simulation.
-    pub fn panic_at(&mut self, stage: &impl crate::AsStageRef, turn: u64) -> bool {
+    /// Makes `stage`'s `k`-th callback from now (1: the next) panic where it starts, as if
+    /// your code had panicked there: mid-turn, between two batches of a message, inside a
+    /// replay. The stage ends with [`Reason::Panicked`](crate::Reason::Panicked) and its
+    /// subscribers follow their cancel modes. Returns `false` if the stage is not part of this
+    /// simulation (or has ended).
+    pub fn panic_at(&mut self, stage: &impl crate::AsStageRef, k: u64) -> bool {
         let target = stage.stage_ref();
         let mut scheduler = self.current.scheduler.borrow_mut();
         match scheduler
@@ -226,11 +231,11 @@ impl Sim {
             .iter_mut()
             .find(|e| Arc::ptr_eq(e.task.shared(), target.shared()))
         {
-            Some(entry) => {
-                entry.panic_at = Some(turn.max(1));
+            Some(entry) if entry.task.phase() != Phase::Ended => {
+                entry.task.panic_at_callback(k);
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 

@@ -21,7 +21,6 @@ pub(crate) enum Round {
 pub(crate) struct Entry {
     pub(crate) task: Box<dyn Task>,
     pub(crate) turns: u64,
-    pub(crate) panic_at: Option<u64>,
     /// How likely it is to be picked against the others (see `Scheduler::weighted`).
     weight: u64,
 }
@@ -74,7 +73,6 @@ impl Scheduler {
             self.stages.push(Entry {
                 task,
                 turns: 0,
-                panic_at: None,
                 weight,
             });
         }
@@ -132,13 +130,6 @@ impl Scheduler {
         while !candidates.is_empty() {
             let i = self.pick(&mut candidates);
             let entry = &mut self.stages[i];
-            if entry.panic_at == Some(entry.turns + 1) {
-                entry.panic_at = None;
-                entry.task.inject_panic(format!(
-                    "panic injected by the simulation at turn {}",
-                    entry.turns + 1
-                ));
-            }
             match entry.task.step() {
                 Step::Worked => {
                     entry.turns += 1;

@@ -48,8 +48,8 @@ pub(crate) trait Task {
     fn phase(&self) -> Phase;
     /// One turn.
     fn step(&mut self) -> Step;
-    /// Ends the stage at its next step, as if a callback had panicked with `message`.
-    fn inject_panic(&mut self, message: String);
+    /// Makes the stage's `k`-th callback from now panic where it starts.
+    fn panic_at_callback(&mut self, k: u64);
 }
 
 /// A stage's runner and where it is in its life.
@@ -58,7 +58,6 @@ pub(crate) struct StageTask<S: Callbacks> {
     runner: Option<Runner<S>>,
     phase: Phase,
     ending: Option<(Ending, Reason)>,
-    injected: Option<String>,
 }
 
 impl<S: Callbacks> StageTask<S> {
@@ -68,7 +67,6 @@ impl<S: Callbacks> StageTask<S> {
             runner: Some(runner),
             phase: Phase::Starting,
             ending: None,
-            injected: None,
         }
     }
 
@@ -150,11 +148,6 @@ impl<S: Callbacks> Task for StageTask<S> {
             Phase::Ending => return self.step_ending(),
             Phase::Starting | Phase::Running => {}
         }
-        if let Some(message) = self.injected.take() {
-            error!("stage {}: a callback panicked: {message}", self.shared.name);
-            self.begin_end(Reason::Panicked(message));
-            return Step::Worked;
-        }
         let Some(runner) = self.runner.as_mut() else {
             return Step::Ended;
         };
@@ -183,9 +176,8 @@ impl<S: Callbacks> Task for StageTask<S> {
         }
     }
 
-    fn inject_panic(&mut self, message: String) {
-        if matches!(self.phase, Phase::Starting | Phase::Running) {
-            self.injected = Some(message);
-        }
+    fn panic_at_callback(&mut self, k: u64) {
+        // Where the loop starts a callback (`Runner::call`), through its timing.
+        self.shared.timing.panic_at_callback(k);
     }
 }
