@@ -41,7 +41,7 @@
 //!
 //! | phase | stages (names) | how many | subscribed to |
 //! |---|---|---|---|
-//! | sources | `flow-source-i` | one per iterator or producer | |
+//! | sources | `flow-source-i` | one per producer (none for iterators, see below) | |
 //! | mappers | `flow-map-i` | [`Flow::stages`], default: the cores | every source |
 //! | reducers | `flow-reduce-i` | [`Partitions::stages`], default: the cores | every mapper, partition `i` |
 //! | departition | `flow-departition-0` | one | every reducer |
@@ -51,7 +51,15 @@
 //! reducer of its key's partition through a
 //! [`PartitionDispatcher`] (`hash(event) % stages`).
 //! Sources the flow starts wait with [`ProducerDemand::Accumulate`] until every stage has
-//! subscribed, so a short input cannot end before the flow is whole. The flow ends when its
+//! subscribed, so a short input cannot end before the flow is whole.
+//!
+//! A flow from iterators ([`Flow::from_iter`], [`Flow::from_iters`]) with mapper operations
+//! or a partition has no source stage: each mapper stage pulls the iterators itself, a batch
+//! of `max_demand - min_demand` consecutive items at a time (the iterators in turn, behind
+//! one lock taken once per batch), runs the operations on it and sends the result on. Each
+//! event crosses one channel less and the flow runs one thread less for the same number of
+//! lanes; each lane still sends its events in the order it pulled them, asks its own
+//! consumers for demand, and ends when the iterators have. The flow ends when its
 //! sources finish: each stage finishes once all its producers have, reducers emit every open
 //! window first ([`Fired::Done`]), and the last stage's consumer sees the end.
 //!
@@ -165,6 +173,7 @@
 mod clock;
 mod departition;
 mod error;
+mod lane;
 mod reduce;
 mod run;
 mod scratch;
@@ -175,7 +184,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -185,12 +194,12 @@ pub use reduce::{top_n, Partitioned, Partitions, Reduced};
 pub use run::{FlowStream, RunningFlow};
 pub use window::{Emitted, Fired, LateEvents, Trigger, Window, WindowCounts, WindowId};
 
+use lane::{FusedLane, Pool, Pull};
 use run::{checked, settle, Build, Chain, Lane, Sources, END_WAIT};
 
 use crate::dispatcher::PartitionDispatcher;
 use crate::{
-    Consumer, ConsumerContext, Events, IterProducer, Producer, ProducerDemand, Source,
-    SubscribeOptions,
+    Consumer, ConsumerContext, Events, Producer, ProducerDemand, Source, SubscribeOptions,
 };
 
 /// A flow: sources, then mapper operations fused into one stage per parallel lane. Nothing
@@ -212,7 +221,7 @@ use crate::{
 /// # Ok::<(), stageflow::flow::FlowError>(())
 /// ```
 pub struct Flow<S, T = S> {
-    sources: Sources<S>,
+    sources: Origin<S>,
     chain: Chain<S, T>,
     /// Whether any mapper operation was added (without any, the sources are the output).
     fused: bool,
@@ -235,6 +244,15 @@ impl<S, T> fmt::Debug for Flow<S, T> {
     }
 }
 
+/// Where a flow's events come from.
+enum Origin<S> {
+    /// Iterators: pulled by the mapper lanes themselves (fused), or, in a flow without
+    /// lanes, by a source stage each.
+    Iters(Vec<Box<dyn Pull<S>>>),
+    /// Stages, spawned or subscribed to when the flow runs.
+    Stages(Sources<S>),
+}
+
 /// The default number of stages per phase: the machine's cores (Flow's
 /// `System.schedulers_online()`).
 pub(crate) fn cores() -> usize {
@@ -243,6 +261,10 @@ pub(crate) fn cores() -> usize {
 
 impl<S: Send + 'static> Flow<S, S> {
     fn from_sources(sources: Sources<S>) -> Flow<S, S> {
+        Flow::from_origin(Origin::Stages(sources))
+    }
+
+    fn from_origin(sources: Origin<S>) -> Flow<S, S> {
         Flow {
             sources,
             chain: Arc::new(|batch| batch),
@@ -255,8 +277,9 @@ impl<S: Send + 'static> Flow<S, S> {
         }
     }
 
-    /// A flow of the items of `iter`, pulled by a producer stage as the mapper stages ask
-    /// (Flow's `from_enumerable`).
+    /// A flow of the items of `iter`, pulled as the flow's consumers ask (Flow's
+    /// `from_enumerable`): by the mapper stages themselves, a batch at a time, when the flow
+    /// has mapper operations or a partition, or else by a producer stage.
     // Named like `stageflow::from_iter`; `FromIterator` cannot be implemented, as the flow needs
     // the iterator itself to be `Send + 'static`.
     #[allow(clippy::should_implement_trait)]
@@ -268,19 +291,20 @@ impl<S: Send + 'static> Flow<S, S> {
         Flow::from_iters([iter])
     }
 
-    /// A flow of the items of several iterators, each pulled by its own producer stage, merged
-    /// (Flow's `from_enumerables`).
+    /// A flow of the items of several iterators, merged (Flow's `from_enumerables`). The
+    /// mapper stages pull them in turn, a batch of consecutive items of one iterator at a
+    /// time; a flow without mapper operations or a partition has a producer stage per
+    /// iterator instead.
     pub fn from_iters<I>(iters: impl IntoIterator<Item = I>) -> Flow<S, S>
     where
         I: IntoIterator<Item = S>,
         I::IntoIter: Send + 'static,
     {
-        let iters: Vec<I::IntoIter> = iters.into_iter().map(IntoIterator::into_iter).collect();
-        Flow::from_producers(
-            iters
-                .into_iter()
-                .map(|i| IterProducer::new(i).stop_on_cancel()),
-        )
+        let iters = iters
+            .into_iter()
+            .map(|i| Box::new(i.into_iter()) as Box<dyn Pull<S>>)
+            .collect();
+        Flow::from_origin(Origin::Iters(iters))
     }
 
     /// A flow of what `producer` emits: any [`Producer`] (an HTTP stream of the `http` module,
@@ -421,7 +445,8 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     }
 
     /// The `max_demand` with which the mapper stages ask the sources (and a stream or consumer
-    /// asks the last stages). Defaults to `1000`.
+    /// asks the last stages). Mapper stages that pull iterators themselves pull
+    /// `max_demand - min_demand` items at a time. Defaults to `1000`.
     pub fn max_demand(mut self, n: usize) -> Flow<S, T> {
         self.max_demand = n;
         self
@@ -475,12 +500,35 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
                 "expected stages to be at least 1, got 0",
             ));
         }
-        let sources = (self.sources)(b)?;
+        let no_sources = || FlowError::invalid("sources", "expected at least one source, got none");
+        let sources = match self.sources {
+            Origin::Iters(iters) if iters.is_empty() => return Err(no_sources()),
+            Origin::Iters(iters) if self.fused || dispatcher.is_some() => {
+                // The lanes pull the iterators themselves: no source stage, one channel
+                // crossing less, the batch the mapper stages would have asked for.
+                let pool = Arc::new(Mutex::new(Pool::new(iters)));
+                let batch = options.get_max_demand() - options.get_min_demand();
+                let mut outs = Vec::with_capacity(stages);
+                for _ in 0..stages {
+                    let lane = FusedLane::new(pool.clone(), self.chain.clone(), Some(batch));
+                    outs.push(spawn_lane(b, lane, "map", dispatcher)?);
+                }
+                return Ok(outs);
+            }
+            Origin::Iters(iters) => {
+                // No lanes: a source stage per iterator, pulling exactly what is asked.
+                let mut outs = Vec::with_capacity(iters.len());
+                for iter in iters {
+                    let pool = Arc::new(Mutex::new(Pool::new(vec![iter])));
+                    let lane = FusedLane::new(pool, Arc::new(|batch| batch), None);
+                    outs.push(spawn_lane(b, lane, "source", None)?);
+                }
+                outs
+            }
+            Origin::Stages(spawn) => spawn(b)?,
+        };
         if sources.is_empty() {
-            return Err(FlowError::invalid(
-                "sources",
-                "expected at least one source, got none",
-            ));
+            return Err(no_sources());
         }
         if !self.fused && dispatcher.is_none() {
             // No operation: the sources are the output (S is T).
@@ -695,6 +743,32 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
         let running = self.start()?;
         settle(&running.topology, end_wait)
     }
+}
+
+/// Spawns a lane that pulls its own iterators, named for `role`, accumulating demand until
+/// the flow is whole.
+fn spawn_lane<S: Send + 'static, T: Send + 'static>(
+    b: &mut Build,
+    lane: FusedLane<S, T>,
+    role: &'static str,
+    dispatcher: Option<&dyn Fn() -> Result<PartitionDispatcher<T>, FlowError>>,
+) -> Result<Source<T>, FlowError> {
+    // A batch may make more events than were asked for: they wait in the buffer, at most a
+    // batch's worth, for the next ask.
+    let mut builder = crate::producer(lane)
+        .name(b.name(role))
+        .demand(ProducerDemand::Accumulate)
+        .buffer_unbounded();
+    if let Some(make) = dispatcher {
+        builder = builder.dispatcher(make()?);
+    }
+    let stage = builder.spawn()?;
+    b.add(&stage);
+    let handle = stage.clone();
+    b.on_release(move || {
+        let _ = handle.set_demand(ProducerDemand::Forward);
+    });
+    Ok(crate::Upstream::source(&stage))
 }
 
 /// A consumer that drops what it receives.
