@@ -80,6 +80,7 @@ fn hash_of<K: Hash>(key: &K) -> u64 {
 pub(crate) struct Mix(u64);
 
 impl Hasher for Mix {
+    #[inline]
     fn write(&mut self, bytes: &[u8]) {
         let mut chunks = bytes.chunks_exact(8);
         for c in &mut chunks {
@@ -87,12 +88,7 @@ impl Hasher for Mix {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            // The last 1 to 7 bytes, little-endian, without a copy through memory.
-            let word = rest
-                .iter()
-                .rev()
-                .fold(0u64, |w, &b| (w << 8) | u64::from(b));
-            self.add(word);
+            self.add(tail(rest));
         }
     }
 
@@ -141,7 +137,28 @@ impl std::hash::BuildHasher for SeededMix {
     }
 }
 
+/// The last 1 to 7 bytes of a key as a zero-padded little-endian word, read in at most three
+/// loads (4, 2 and 1 bytes) rather than copied through memory or read a byte at a time.
+#[inline]
+fn tail(rest: &[u8]) -> u64 {
+    let mut word = 0u64;
+    let mut at = 0;
+    if rest.len() >= 4 {
+        word = u64::from(u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]));
+        at = 4;
+    }
+    if rest.len() - at >= 2 {
+        word |= u64::from(u16::from_le_bytes([rest[at], rest[at + 1]])) << (8 * at);
+        at += 2;
+    }
+    if rest.len() > at {
+        word |= u64::from(rest[at]) << (8 * at);
+    }
+    word
+}
+
 impl Mix {
+    #[inline]
     fn add(&mut self, word: u64) {
         self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517C_C1B7_2722_0A95);
     }
