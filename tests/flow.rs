@@ -207,6 +207,23 @@ fn lanes_pull_their_iterators_in_batches_each_in_order() {
 }
 
 #[test]
+fn flat_map_keeps_every_item_however_many_each_event_makes() {
+    // Batches that make many items per event, then none, then a few: each batch is sized by
+    // the one before, never too small to hold it.
+    let out = Flow::from_iter(0..3000u64)
+        .stages(1)
+        .max_demand(100)
+        .flat_map(|x| std::iter::repeat_n(x, [100, 0, 3][(x / 1000) as usize]))
+        .collect()
+        .unwrap();
+    assert_eq!(out.len(), 1000 * 100 + 1000 * 3);
+    assert!(
+        out.windows(2).all(|w| w[0] <= w[1]),
+        "one lane keeps its order"
+    );
+}
+
+#[test]
 fn running_stages_merge_and_a_producer_is_a_source() {
     // Accumulating until the flow is whole: several mapper stages, short inputs.
     let accumulating = |r: std::ops::Range<u32>| {

@@ -184,6 +184,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -404,10 +405,19 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
         I: IntoIterator,
         I::Item: Send + 'static,
     {
+        // Items per event in the last batch (rounded up, at most `MAX_PER_EVENT`), shared by the
+        // lanes: a batch is sized as the last one turned out, not doubled from an item per
+        // event.
+        const MAX_PER_EVENT: usize = 64;
+        let per_event = AtomicUsize::new(1);
         self.then(move |batch| {
-            // At least an item per event, as a rule: fewer doublings than from nothing.
-            let mut out = Vec::with_capacity(batch.len());
+            let events = batch.len();
+            let mut out = Vec::with_capacity(events * per_event.load(Ordering::Relaxed));
             out.extend(batch.into_iter().flat_map(&f));
+            if events > 0 {
+                let seen = out.len().div_ceil(events).clamp(1, MAX_PER_EVENT);
+                per_event.store(seen, Ordering::Relaxed);
+            }
             out
         })
     }
