@@ -814,6 +814,28 @@ fn an_http_stream_is_a_source() {
 }
 
 #[test]
+fn a_lane_whose_filter_drops_everything_still_stops() {
+    // The lanes pull an endless iterator and emit nothing: they must still see the stop.
+    let pulled = Arc::new(AtomicU64::new(0));
+    let counter = pulled.clone();
+    let running = Flow::from_iter((0u64..).inspect(move |_| {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }))
+    .stages(2)
+    .filter(|_| false)
+    .start()
+    .unwrap();
+    wait_until("the lanes to pull", || {
+        pulled.load(Ordering::Relaxed) > 100_000
+    });
+    running.stop();
+    let stages = running.stages().to_vec();
+    for s in &stages {
+        assert!(s.join_timeout(LIMIT).is_some(), "{} still runs", s.name());
+    }
+}
+
+#[test]
 fn dropping_the_stream_stops_an_endless_flow() {
     let mut stream = Flow::from_iter(0u64..)
         .stages(2)

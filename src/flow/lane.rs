@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::run::Chain;
 use crate::{Context, Producer, Reason, Subscription};
@@ -58,6 +59,10 @@ impl<S> Pool<S> {
     }
 }
 
+/// Batches a lane pulls in one callback before it lets the stage handle its messages (a
+/// filter that drops everything must not keep a lane from seeing a stop).
+const PULLS_PER_TURN: usize = 16;
+
 /// A mapper lane that is its own source: asked for events, it pulls batches of `batch` items
 /// until it has emitted at least what was asked (what a batch makes beyond that waits in the
 /// stage's buffer for the next ask), and finishes once the iterators have ended. Without a
@@ -68,7 +73,15 @@ pub(crate) struct FusedLane<S, T> {
     /// Items pulled at a time; `None`: as many as asked.
     batch: Option<usize>,
     consumers: usize,
+    /// Demand asked and not yet met.
+    owed: usize,
+    /// Whether a [`Resume`] is on its way.
+    resuming: bool,
 }
+
+/// A lane's message to itself: go on pulling for the demand still owed.
+#[derive(Debug)]
+pub(crate) struct Resume;
 
 impl<S, T> FusedLane<S, T> {
     pub(crate) fn new(
@@ -81,6 +94,40 @@ impl<S, T> FusedLane<S, T> {
             chain,
             batch: batch.map(|b| b.max(1)),
             consumers: 0,
+            owed: 0,
+            resuming: false,
+        }
+    }
+
+    /// Pulls and emits for the demand owed, at most [`PULLS_PER_TURN`] batches; what is
+    /// still owed then is pulled after the stage has handled its messages.
+    fn pull(&mut self, ctx: &mut Context<'_, T, Resume>) {
+        for _ in 0..PULLS_PER_TURN {
+            if self.owed == 0 {
+                return;
+            }
+            let n = self.batch.unwrap_or(self.owed);
+            let mut items = Vec::with_capacity(n);
+            // A lane that panicked while pulling left the iterators as they were: the flow
+            // fails with that lane, and the others go on with what is left.
+            let ended = self
+                .pool
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pull(n, &mut items);
+            if !items.is_empty() {
+                let out = (self.chain)(items);
+                self.owed = self.owed.saturating_sub(out.len());
+                ctx.emit_all(out);
+            }
+            if ended {
+                ctx.finish();
+                return;
+            }
+        }
+        if self.owed > 0 && !self.resuming {
+            self.resuming = true;
+            ctx.send_after(Resume, Duration::ZERO);
         }
     }
 }
@@ -95,37 +142,23 @@ impl<S, T> fmt::Debug for FusedLane<S, T> {
 
 impl<S: Send + 'static, T: Send + 'static> Producer for FusedLane<S, T> {
     type Out = T;
-    type Message = ();
+    type Message = Resume;
 
-    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, T>) {
-        let mut emitted = 0;
-        while emitted < demand {
-            let n = self.batch.unwrap_or(demand - emitted);
-            let mut items = Vec::with_capacity(n);
-            // A lane that panicked while pulling left the iterators as they were: the flow
-            // fails with that lane, and the others go on with what is left.
-            let ended = self
-                .pool
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .pull(n, &mut items);
-            if !items.is_empty() {
-                let out = (self.chain)(items);
-                emitted += out.len();
-                ctx.emit_all(out);
-            }
-            if ended {
-                ctx.finish();
-                return;
-            }
-        }
+    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, T, Resume>) {
+        self.owed = self.owed.saturating_add(demand);
+        self.pull(ctx);
     }
 
-    fn handle_subscribe(&mut self, _: &Subscription, _: &mut Context<'_, T>) {
+    fn handle_message(&mut self, _: Resume, ctx: &mut Context<'_, T, Resume>) {
+        self.resuming = false;
+        self.pull(ctx);
+    }
+
+    fn handle_subscribe(&mut self, _: &Subscription, _: &mut Context<'_, T, Resume>) {
         self.consumers += 1;
     }
 
-    fn handle_cancel(&mut self, _: &Subscription, _: &Reason, ctx: &mut Context<'_, T>) {
+    fn handle_cancel(&mut self, _: &Subscription, _: &Reason, ctx: &mut Context<'_, T, Resume>) {
         self.consumers = self.consumers.saturating_sub(1);
         if self.consumers == 0 {
             ctx.stop(Reason::Normal);
