@@ -55,8 +55,9 @@
 //!
 //! A flow from iterators ([`Flow::from_iter`], [`Flow::from_iters`]) with mapper operations
 //! or a partition has no source stage: each mapper stage pulls the iterators itself, a batch
-//! of `max_demand - min_demand` consecutive items at a time (the iterators in turn, behind
-//! one lock taken once per batch), runs the operations on it and sends the result on. Each
+//! of [`max_demand`](Flow::max_demand) consecutive items at a time (the most it had asked a
+//! source for; the iterators in turn, behind one lock taken once per batch), runs the
+//! operations on it and sends the result on. Each
 //! event crosses one channel less and the flow runs one thread less for the same number of
 //! lanes; each lane still sends its events in the order it pulled them, asks its own
 //! consumers for demand, and ends when the iterators have. The flow ends when its
@@ -439,7 +440,7 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     }
 
     /// Turns each batch a mapper stage handles into another (Flow's `map_batch`). A batch is
-    /// at most `max_demand - min_demand` events.
+    /// at most [`max_demand`](Flow::max_demand) events.
     pub fn map_batch<U: Send + 'static>(
         self,
         f: impl Fn(Vec<T>) -> Vec<U> + Send + Sync + 'static,
@@ -455,14 +456,15 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     }
 
     /// The `max_demand` with which the mapper stages ask the sources (and a stream or consumer
-    /// asks the last stages). Mapper stages that pull iterators themselves pull
-    /// `max_demand - min_demand` items at a time. Defaults to `1000`.
+    /// asks the last stages). Mapper stages that pull iterators themselves pull `max_demand`
+    /// items at a time. Defaults to `1000`.
     pub fn max_demand(mut self, n: usize) -> Flow<S, T> {
         self.max_demand = n;
         self
     }
 
-    /// The `min_demand` of the same subscriptions. Defaults to `max_demand / 2`.
+    /// The `min_demand` of the same subscriptions (mapper stages that pull iterators themselves
+    /// have none to the sources). Defaults to `max_demand / 2`.
     pub fn min_demand(mut self, n: usize) -> Flow<S, T> {
         self.min_demand = Some(n);
         self
@@ -515,9 +517,9 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
             Origin::Iters(iters) if iters.is_empty() => return Err(no_sources()),
             Origin::Iters(iters) if self.fused || dispatcher.is_some() => {
                 // The lanes pull the iterators themselves: no source stage, one channel
-                // crossing less, the batch the mapper stages would have asked for.
+                // crossing less, a batch of the most a mapper stage had asked a source for.
                 let pool = Arc::new(Mutex::new(Pool::new(iters)));
-                let batch = options.get_max_demand() - options.get_min_demand();
+                let batch = options.get_max_demand();
                 let mut outs = Vec::with_capacity(stages);
                 for _ in 0..stages {
                     let lane = FusedLane::new(pool.clone(), self.chain.clone(), Some(batch));
