@@ -144,6 +144,45 @@
 //! reducer holds is its open windows' accumulators; a departition holds each window until every
 //! partition has closed it.
 //!
+//! # Sizing: stages and demand on few cores
+//!
+//! Every stage is a thread: a flow from iterators with `m` mapper stages ([`Flow::stages`])
+//! and `p` partitions ([`Partitions::stages`]) runs `m + p` threads, one more for a
+//! departition, and the thread that reads its output. What the sizes did to the word count
+//! of `benches/flow_shape` (rows n and nc of `cargo bench --bench compare`: 500 000 words,
+//! 5000 distinct, skewed; `STAGEFLOW_FLOW` sets the sizes), counted as instructions of the
+//! flow's threads under callgrind, which the machine's load cannot change (2 cores,
+//! 2026-12-07):
+//!
+//! | mappers, partitions | `Flow::max_demand` | `Partitions::max_demand` | `partition` + `count_by_key` (n) | `Flow::count_by_key` (nc) |
+//! |---|---|---|---|---|
+//! | 2, 4 | 1000 | 1000 | 804–812 M | 518 M |
+//! | 2, 2 | 1000 | 1000 | 811 M | 516 M |
+//! | 1, 2 | 1000 | 1000 | 809 M | 515 M |
+//! | 2, 4 | 100 | 100 | 941 M | 838 M |
+//! | 2, 4 | 10 000 | 1000 | 811 M | 349 M |
+//! | 2, 4 | 1000 | 10 000 | 789 M | 497 M |
+//! | 2, 2 | 10 000 | 10 000 | 794 M | 347 M |
+//!
+//! - **Stages past the cores add threads, not work, and not speed.** One or two mappers, two
+//!   or four partitions: the same work within 1 %. On the wall clock (2 cores shared with
+//!   other builds) the CPU time per word of n was 160 ns with 2 mappers and 2 partitions, 180
+//!   ns with 2 and 4, and 200 ns with 1 and 1, which leaves a core idle. Start from the
+//!   default (as many stages per phase as cores); add partitions when a reducer's work per
+//!   event is much more than a mapper's.
+//! - **Demand is the batch, and every batch has a fixed cost** (a message, a wake-up, a
+//!   callback, a window lookup). With 100 instead of 1000, n did 17 % more work and nc 62 %
+//!   more (380 and 200 CPU ns a word against 180 and 80).
+//! - **A combiner wants big batches.** [`Flow::count_by_key`] sends one pair per distinct key
+//!   of a batch, and a lane's batch is [`Flow::max_demand`] items: 10 000 instead of 1000 cut
+//!   nc's work by a third (518 → 349 M instructions; 80 → 60 CPU ns a word). The reducers'
+//!   demand matters less: 10 000 instead of 1000 saved 2 % in n and 4 % in nc.
+//! - **Memory in flight** is bounded by the same numbers: a lane holds at most a batch of
+//!   `max_demand` items and what the operations make of them, a reducer at most
+//!   [`Partitions::max_demand`] events per lane, and events for a partition whose reducer
+//!   has not asked wait in the lanes' dispatchers (see
+//!   [`PartitionDispatcher`'s memory](PartitionDispatcher#memory)).
+//!
 //! # Where this differs from Elixir's Flow
 //!
 //! - **Types.** A flow is `Flow<S, T>`: what its sources emit and what its mappers make of it;
