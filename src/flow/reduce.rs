@@ -30,6 +30,10 @@ pub(crate) type Lanes<T> = Box<
 
 type HashFn<T> = Arc<dyn Fn(&T) -> u64 + Send + Sync>;
 
+/// A reduction's fold over a whole batch: one call per batch, the fold itself compiled into
+/// its loop (where a call per event through [`Fold`] keeps the compiler from inlining it).
+type FoldAll<T, A> = Arc<dyn for<'a> Fn(&mut A, Events<'a, T>) + Send + Sync>;
+
 /// Makes a mapper lane's partition dispatcher for `n` partitions, with the key and its hash
 /// compiled into the dispatcher's hash function: routing an event is one indirect call.
 type MakeDispatcher<T> =
@@ -283,11 +287,16 @@ impl<T: Send + 'static> Partitioned<T> {
         init: impl Fn() -> A + Send + Sync + 'static,
         fold: impl Fn(&mut A, T) + Send + Sync + 'static,
     ) -> Reduced<T, A> {
+        let fold = Arc::new(fold);
+        let each = fold.clone();
         Reduced {
             lanes: self.lanes,
             partitions: self.partitions,
             init: Arc::new(init),
-            fold: Arc::new(fold),
+            fold,
+            fold_all: Arc::new(move |acc: &mut A, events: Events<'_, T>| {
+                events.for_each(|e| each(acc, e));
+            }),
             finish: Arc::new(|a| a),
         }
     }
@@ -399,6 +408,7 @@ pub struct Reduced<T, A, B = A> {
     partitions: Partitions<T>,
     init: Init<A>,
     fold: Fold<T, A>,
+    fold_all: FoldAll<T, A>,
     finish: Finish<A, B>,
 }
 
@@ -449,6 +459,7 @@ where
             partitions: self.partitions,
             init: self.init,
             fold: self.fold,
+            fold_all: self.fold_all,
             finish: Arc::new(move |a| f(prev(a))),
         }
     }
@@ -705,6 +716,7 @@ where
                     self.fold.clone(),
                     window.clock.now(),
                 ),
+                fold_all: self.fold_all.clone(),
                 clock: window.clock.clone(),
                 tick: window.tick_period(),
                 finish: self.finish.clone(),
@@ -742,6 +754,7 @@ pub(crate) struct Tick;
 struct ReduceStage<T, A, B, O> {
     partition: usize,
     windows: Windows<T, A>,
+    fold_all: FoldAll<T, A>,
     clock: Arc<dyn Clock>,
     tick: Option<Duration>,
     finish: Finish<A, B>,
@@ -804,7 +817,12 @@ where
     fn handle_events(&mut self, events: Events<'_, T>, ctx: &mut Context<'_, O, Tick>) {
         let now = self.clock.now();
         let lane = events.subscription();
-        self.windows.push_all(lane, events, now, &mut self.actions);
+        let n = events.len() as u64;
+        match self.windows.batch_window(n, now, &mut self.actions) {
+            // The whole batch to one window: one call folds it.
+            Some(acc) => (self.fold_all)(acc, events),
+            None => self.windows.push_all(lane, events, now, &mut self.actions),
+        }
         self.send(ctx);
     }
 
