@@ -156,13 +156,13 @@
 //!
 //! | mappers, partitions | `Flow::max_demand` | `Partitions::max_demand` | `partition` + `count_by_key` (n) | `Flow::count_by_key` (nc) |
 //! |---|---|---|---|---|
-//! | 2, 4 | 1000 | 1000 | 804–812 M | 518 M |
-//! | 2, 2 | 1000 | 1000 | 811 M | 516 M |
-//! | 1, 2 | 1000 | 1000 | 809 M | 515 M |
-//! | 2, 4 | 100 | 100 | 941 M | 838 M |
-//! | 2, 4 | 10 000 | 1000 | 811 M | 349 M |
-//! | 2, 4 | 1000 | 10 000 | 789 M | 497 M |
-//! | 2, 2 | 10 000 | 10 000 | 794 M | 347 M |
+//! | 2, 4 | 1000 | 1000 | 789–794 M | 509 M |
+//! | 2, 2 | 1000 | 1000 | 785 M | 506 M |
+//! | 1, 2 | 1000 | 1000 | 787 M | 505 M |
+//! | 2, 4 | 100 | 100 | 926 M | 822 M |
+//! | 2, 4 | 10 000 | 1000 | 791 M | 348 M |
+//! | 2, 4 | 1000 | 10 000 | 771 M | 488 M |
+//! | 2, 2 | 10 000 | 10 000 | 773 M | 345 M |
 //!
 //! - **Stages past the cores add threads, not work, and not speed.** One or two mappers, two
 //!   or four partitions: the same work within 1 %. On the wall clock (2 cores shared with
@@ -171,11 +171,11 @@
 //!   default (as many stages per phase as cores); add partitions when a reducer's work per
 //!   event is much more than a mapper's.
 //! - **Demand is the batch, and every batch has a fixed cost** (a message, a wake-up, a
-//!   callback, a window lookup). With 100 instead of 1000, n did 17 % more work and nc 62 %
+//!   callback, a window lookup). With 100 instead of 1000, n did 17 % more work and nc 61 %
 //!   more (380 and 200 CPU ns a word against 180 and 80).
 //! - **A combiner wants big batches.** [`Flow::count_by_key`] sends one pair per distinct key
 //!   of a batch, and a lane's batch is [`Flow::max_demand`] items: 10 000 instead of 1000 cut
-//!   nc's work by a third (518 → 349 M instructions; 80 → 60 CPU ns a word). The reducers'
+//!   nc's work by a third (509 → 348 M instructions; 80 → 60 CPU ns a word). The reducers'
 //!   demand matters less: 10 000 instead of 1000 saved 2 % in n and 4 % in nc.
 //! - **Memory in flight** is bounded by the same numbers: a lane holds at most a batch of
 //!   `max_demand` items and what the operations make of them, a reducer at most
