@@ -57,12 +57,13 @@
 //! or a partition has no source stage: each mapper stage pulls the iterators itself, a batch
 //! of [`max_demand`](Flow::max_demand) consecutive items at a time (the most it had asked a
 //! source for; the iterators in turn, behind one lock taken once per batch), runs the
-//! operations on it and sends the result on. Each
-//! event crosses one channel less and the flow runs one thread less for the same number of
-//! lanes; each lane still sends its events in the order it pulled them, asks its own
-//! consumers for demand, and ends when the iterators have. The flow ends when its
-//! sources finish: each stage finishes once all its producers have, reducers emit every open
-//! window first ([`Fired::Done`]), and the last stage's consumer sees the end.
+//! operations on it and sends the result on. Each event crosses one channel less and the flow
+//! runs one thread less for the same number of lanes; each lane still sends its events in the
+//! order it pulled them, waits for its consumers' demand, and ends when the iterators have.
+//!
+//! The flow ends when its sources finish: each stage finishes once all its producers have,
+//! reducers emit every open window first ([`Fired::Done`]), and the last stage's consumer sees
+//! the end.
 //!
 //! # Windows and triggers
 //!
@@ -165,7 +166,7 @@
 //! | 2, 2 | 10 000 | 10 000 | 773 M | 345 M |
 //!
 //! - **Stages past the cores add threads, not work, and not speed.** One or two mappers, two
-//!   or four partitions: the same work within 1 %. On the wall clock (2 cores shared with
+//!   or four partitions: the same work within about 1 %. On the wall clock (2 cores shared with
 //!   other builds) the CPU time per word of n was 160 ns with 2 mappers and 2 partitions, 180
 //!   ns with 2 and 4, and 200 ns with 1 and 1, which leaves a core idle. Start from the
 //!   default (as many stages per phase as cores); add partitions when a reducer's work per
