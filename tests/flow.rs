@@ -149,20 +149,81 @@ fn mapper_operations_fuse_into_one_stage_per_lane() {
         .iter()
         .map(|s| s.name().to_owned())
         .collect();
-    assert_eq!(
-        names,
-        [
-            "flow-source-0",
-            "flow-source-1",
-            "flow-map-0",
-            "flow-map-1",
-            "flow-map-2"
-        ]
-    );
+    // The lanes pull the iterators themselves: no source stage.
+    assert_eq!(names, ["flow-map-0", "flow-map-1", "flow-map-2"]);
     let mut words: Vec<String> = stream.collect();
     words.sort();
     assert_eq!(words, ["A", "B", "C", "D", "E", "F"]);
     assert_eq!(seen.load(Ordering::Relaxed), 6);
+}
+
+#[test]
+fn lanes_pull_their_iterators_in_batches_each_in_order() {
+    // One lane, two iterators: each iterator's items leave in their order, interleaved a
+    // batch (max_demand items) at a time.
+    let out = Flow::from_iters([0..1000u32, 1000..2000])
+        .stages(1)
+        .max_demand(10)
+        .map(|x| x)
+        .collect()
+        .unwrap();
+    assert_eq!(out.len(), 2000);
+    let (low, high): (Vec<u32>, Vec<u32>) = out.iter().partition(|&&x| x < 1000);
+    assert_eq!(low, (0..1000).collect::<Vec<u32>>());
+    assert_eq!(high, (1000..2000).collect::<Vec<u32>>());
+    assert_eq!(
+        &out[..20],
+        [(0..10).collect::<Vec<u32>>(), (1000..1010).collect()].concat()
+    );
+
+    // A partition with no operations: the lanes are the sources, and they still count on
+    // demand: a flat_map that makes ten events of each item pulls a batch at a time.
+    let stream = Flow::from_iter(0..100u64)
+        .stages(2)
+        .flat_map(|x| std::iter::repeat_n(x, 10))
+        .partition(Partitions::by_event().stages(2))
+        .reduce(|| vec![0u64], |n: &mut Vec<u64>, _| n[0] += 1)
+        .emit_events()
+        .stream()
+        .unwrap();
+    let names: Vec<String> = stream
+        .stages()
+        .iter()
+        .map(|s| s.name().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["flow-map-0", "flow-map-1", "flow-reduce-0", "flow-reduce-1"]
+    );
+    assert_eq!(stream.sum::<u64>(), 1000);
+    let names: Vec<String> = Flow::from_iter(0..10u64)
+        .partition(Partitions::by_event().stages(1))
+        .reduce(|| 0u64, |n: &mut u64, x| *n += x)
+        .emit_state()
+        .stream()
+        .unwrap()
+        .stages()
+        .iter()
+        .map(|s| s.name().to_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains("source")), "{names:?}");
+}
+
+#[test]
+fn flat_map_keeps_every_item_however_many_each_event_makes() {
+    // Batches that make many items per event, then none, then a few: each batch is sized by
+    // the one before, never too small to hold it.
+    let out = Flow::from_iter(0..3000u64)
+        .stages(1)
+        .max_demand(100)
+        .flat_map(|x| std::iter::repeat_n(x, [100, 0, 3][(x / 1000) as usize]))
+        .collect()
+        .unwrap();
+    assert_eq!(out.len(), 1000 * 100 + 1000 * 3);
+    assert!(
+        out.windows(2).all(|w| w[0] <= w[1]),
+        "one lane keeps its order"
+    );
 }
 
 #[test]
@@ -693,16 +754,24 @@ fn draining_an_endless_flow_emits_its_open_windows() {
         .emit_state()
         .into_consumer(Collect(tx))
         .unwrap();
-    let source = running.stages()[0].clone();
-    wait_until("events to flow", || source.counters().events_out > 10_000);
+    // The lanes pull the iterator themselves: what they emitted is what the source gave.
+    let stages = running.stages().to_vec();
+    let emitted_by_lanes = || -> u64 {
+        stages
+            .iter()
+            .filter(|s| s.name().contains("map"))
+            .map(|s| s.counters().events_out)
+            .sum()
+    };
+    wait_until("events to flow", || emitted_by_lanes() > 10_000);
     let report = running.drain(LIMIT);
     assert!(report.is_complete(), "{report:?}");
     let emitted: Vec<Emitted<HashMap<u64, u64>>> = rx.try_iter().collect();
     assert_eq!(emitted.len(), 2, "one global window per partition");
     assert!(emitted.iter().all(|e| e.fired == Fired::Done));
-    // Every event the source emitted was counted.
+    // Every event the lanes emitted was counted.
     let counted: u64 = emitted.iter().flat_map(|e| e.value.values()).sum();
-    assert_eq!(counted, source.counters().events_out);
+    assert_eq!(counted, emitted_by_lanes());
 }
 
 #[cfg(feature = "http")]
@@ -745,6 +814,28 @@ fn an_http_stream_is_a_source() {
         .map(|k| (format!("t{k}"), if k < 300 % 7 { 43 } else { 42 }))
         .collect();
     assert_eq!(counts[0].value, expected);
+}
+
+#[test]
+fn a_lane_whose_filter_drops_everything_still_stops() {
+    // The lanes pull an endless iterator and emit nothing: they must still see the stop.
+    let pulled = Arc::new(AtomicU64::new(0));
+    let counter = pulled.clone();
+    let running = Flow::from_iter((0u64..).inspect(move |_| {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }))
+    .stages(2)
+    .filter(|_| false)
+    .start()
+    .unwrap();
+    wait_until("the lanes to pull", || {
+        pulled.load(Ordering::Relaxed) > 100_000
+    });
+    running.stop();
+    let stages = running.stages().to_vec();
+    for s in &stages {
+        assert!(s.join_timeout(LIMIT).is_some(), "{} still runs", s.name());
+    }
 }
 
 #[test]

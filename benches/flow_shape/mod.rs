@@ -3,6 +3,9 @@
 //! merging the counts; nc with the words borrowed and each batch pre-counted before the
 //! partition), beside a single-threaded `HashMap` loop and a rayon `fold`/`reduce`, in one
 //! run, alternately; words/s.
+//!
+//! `STAGEFLOW_FLOW=mappers,partitions,max_demand,partition_max_demand` sizes both flows
+//! (defaults `2,4,1000,1000`): for the sizing figures of the flow guide.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -36,6 +39,30 @@ fn corpus(lines: usize) -> Vec<&'static str> {
 
 type Counts = HashMap<&'static str, u64>;
 
+/// The flows' sizes: mapper stages, partitions, the mappers' and the reducers' `max_demand`.
+#[derive(Clone, Copy)]
+struct Sizes {
+    mappers: usize,
+    partitions: usize,
+    max_demand: usize,
+    partition_max_demand: usize,
+}
+
+fn sizes() -> Sizes {
+    let given: Vec<usize> = std::env::var("STAGEFLOW_FLOW")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let at = |i: usize, default: usize| given.get(i).copied().unwrap_or(default);
+    Sizes {
+        mappers: at(0, 2),
+        partitions: at(1, 4),
+        max_demand: at(2, 1000),
+        partition_max_demand: at(3, 1000),
+    }
+}
+
 fn merge(all: &mut Counts, part: Counts) {
     for (w, n) in part {
         *all.entry(w).or_insert(0) += n;
@@ -44,11 +71,17 @@ fn merge(all: &mut Counts, part: Counts) {
 
 /// The flow: map → partition(4) → reduce → departition.
 fn through_flow(corpus: &'static [&'static str]) -> (Duration, Counts) {
+    let z = sizes();
     let start = Instant::now();
     let out = Flow::from_iter(corpus.iter().copied())
-        .stages(2)
+        .stages(z.mappers)
+        .max_demand(z.max_demand)
         .flat_map(|line: &'static str| line.split(' ').collect::<Vec<_>>())
-        .partition(Partitions::by_key(|w: &&'static str| *w).stages(4))
+        .partition(
+            Partitions::by_key(|w: &&'static str| *w)
+                .stages(z.partitions)
+                .max_demand(z.partition_max_demand),
+        )
         .count_by_key(|w| *w)
         .departition(HashMap::new, merge, |all| all)
         .collect()
@@ -62,11 +95,18 @@ fn through_flow(corpus: &'static [&'static str]) -> (Duration, Counts) {
 /// lines with no `Vec` per line, and `Flow::count_by_key` (the key written once), whose
 /// mappers count each batch before the partition.
 fn pre_counted(corpus: &'static [&'static str]) -> (Duration, Counts) {
+    let z = sizes();
     let start = Instant::now();
     let out = Flow::from_iter(corpus.iter().copied())
-        .stages(2)
+        .stages(z.mappers)
+        .max_demand(z.max_demand)
         .flat_map(|line: &'static str| line.split(' '))
-        .count_by_key(|w: &&'static str| *w, Partitions::by_event().stages(4))
+        .count_by_key(
+            |w: &&'static str| *w,
+            Partitions::by_event()
+                .stages(z.partitions)
+                .max_demand(z.partition_max_demand),
+        )
         .departition(HashMap::new, merge, |all| all)
         .collect()
         .expect("the flow runs");
@@ -146,6 +186,13 @@ pub(crate) fn table(quick: bool, rounds: usize, only: Option<&[String]>) {
         "## n: word count, {lines} lines, {words} words, {} distinct (words/s: median (min–max) of {rounds} rounds, run alternately; CPU ns/word: median, all threads)",
         expected.len()
     );
+    if std::env::var("STAGEFLOW_FLOW").is_ok() {
+        let z = sizes();
+        println!(
+            "STAGEFLOW_FLOW: {} mappers (max_demand {}), {} partitions (max_demand {})",
+            z.mappers, z.max_demand, z.partitions, z.partition_max_demand
+        );
+    }
     println!();
     println!(
         "| id | flow | single-threaded HashMap loop | rayon fold/reduce ({} threads) | flow / loop | flow / rayon | CPU ns/word: flow, loop, rayon |",

@@ -41,7 +41,7 @@
 //!
 //! | phase | stages (names) | how many | subscribed to |
 //! |---|---|---|---|
-//! | sources | `flow-source-i` | one per iterator or producer | |
+//! | sources | `flow-source-i` | one per producer (none for iterators, see below) | |
 //! | mappers | `flow-map-i` | [`Flow::stages`], default: the cores | every source |
 //! | reducers | `flow-reduce-i` | [`Partitions::stages`], default: the cores | every mapper, partition `i` |
 //! | departition | `flow-departition-0` | one | every reducer |
@@ -51,9 +51,19 @@
 //! reducer of its key's partition through a
 //! [`PartitionDispatcher`] (`hash(event) % stages`).
 //! Sources the flow starts wait with [`ProducerDemand::Accumulate`] until every stage has
-//! subscribed, so a short input cannot end before the flow is whole. The flow ends when its
-//! sources finish: each stage finishes once all its producers have, reducers emit every open
-//! window first ([`Fired::Done`]), and the last stage's consumer sees the end.
+//! subscribed, so a short input cannot end before the flow is whole.
+//!
+//! A flow from iterators ([`Flow::from_iter`], [`Flow::from_iters`]) with mapper operations
+//! or a partition has no source stage: each mapper stage pulls the iterators itself, a batch
+//! of [`max_demand`](Flow::max_demand) consecutive items at a time (the most it had asked a
+//! source for; the iterators in turn, behind one lock taken once per batch), runs the
+//! operations on it and sends the result on. Each event crosses one channel less and the flow
+//! runs one thread less for the same number of lanes; each lane still sends its events in the
+//! order it pulled them, waits for its consumers' demand, and ends when the iterators have.
+//!
+//! The flow ends when its sources finish: each stage finishes once all its producers have,
+//! reducers emit every open window first ([`Fired::Done`]), and the last stage's consumer sees
+//! the end.
 //!
 //! # Windows and triggers
 //!
@@ -135,6 +145,45 @@
 //! reducer holds is its open windows' accumulators; a departition holds each window until every
 //! partition has closed it.
 //!
+//! # Sizing: stages and demand on few cores
+//!
+//! Every stage is a thread: a flow from iterators with `m` mapper stages ([`Flow::stages`])
+//! and `p` partitions ([`Partitions::stages`]) runs `m + p` threads, one more for a
+//! departition, and the thread that reads its output. What the sizes did to the word count
+//! of `benches/flow_shape` (rows n and nc of `cargo bench --bench compare`: 500 000 words,
+//! 5000 distinct, skewed; `STAGEFLOW_FLOW` sets the sizes), counted as instructions of the
+//! flow's threads under callgrind, which the machine's load cannot change (2 cores,
+//! 2026-12-07):
+//!
+//! | mappers, partitions | `Flow::max_demand` | `Partitions::max_demand` | `partition` + `count_by_key` (n) | `Flow::count_by_key` (nc) |
+//! |---|---|---|---|---|
+//! | 2, 4 | 1000 | 1000 | 789–794 M | 509 M |
+//! | 2, 2 | 1000 | 1000 | 785 M | 506 M |
+//! | 1, 2 | 1000 | 1000 | 787 M | 505 M |
+//! | 2, 4 | 100 | 100 | 926 M | 822 M |
+//! | 2, 4 | 10 000 | 1000 | 791 M | 348 M |
+//! | 2, 4 | 1000 | 10 000 | 771 M | 488 M |
+//! | 2, 2 | 10 000 | 10 000 | 773 M | 345 M |
+//!
+//! - **Stages past the cores add threads, not work, and not speed.** One or two mappers, two
+//!   or four partitions: the same work within about 1 %. On the wall clock (2 cores shared with
+//!   other builds) the CPU time per word of n was 160 ns with 2 mappers and 2 partitions, 180
+//!   ns with 2 and 4, and 200 ns with 1 and 1, which leaves a core idle. Start from the
+//!   default (as many stages per phase as cores); add partitions when a reducer's work per
+//!   event is much more than a mapper's.
+//! - **Demand is the batch, and every batch has a fixed cost** (a message, a wake-up, a
+//!   callback, a window lookup). With 100 instead of 1000, n did 17 % more work and nc 61 %
+//!   more (380 and 200 CPU ns a word against 180 and 80).
+//! - **A combiner wants big batches.** [`Flow::count_by_key`] sends one pair per distinct key
+//!   of a batch, and a lane's batch is [`Flow::max_demand`] items: 10 000 instead of 1000 cut
+//!   nc's work by a third (509 → 348 M instructions; 80 → 60 CPU ns a word). The reducers'
+//!   demand matters less: 10 000 instead of 1000 saved 2 % in n and 4 % in nc.
+//! - **Memory in flight** is bounded by the same numbers: a lane holds at most a batch of
+//!   `max_demand` items and what the operations make of them, a reducer at most
+//!   [`Partitions::max_demand`] events per lane, and events for a partition whose reducer
+//!   has not asked wait in the lanes' dispatchers (see
+//!   [`PartitionDispatcher`'s memory](PartitionDispatcher#memory)).
+//!
 //! # Where this differs from Elixir's Flow
 //!
 //! - **Types.** A flow is `Flow<S, T>`: what its sources emit and what its mappers make of it;
@@ -165,6 +214,7 @@
 mod clock;
 mod departition;
 mod error;
+mod lane;
 mod reduce;
 mod run;
 mod scratch;
@@ -175,7 +225,8 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -185,12 +236,12 @@ pub use reduce::{top_n, Partitioned, Partitions, Reduced};
 pub use run::{FlowStream, RunningFlow};
 pub use window::{Emitted, Fired, LateEvents, Trigger, Window, WindowCounts, WindowId};
 
+use lane::{FusedLane, Pool, Pull};
 use run::{checked, settle, Build, Chain, Lane, Sources, END_WAIT};
 
 use crate::dispatcher::PartitionDispatcher;
 use crate::{
-    Consumer, ConsumerContext, Events, IterProducer, Producer, ProducerDemand, Source,
-    SubscribeOptions,
+    Consumer, ConsumerContext, Events, Producer, ProducerDemand, Source, SubscribeOptions,
 };
 
 /// A flow: sources, then mapper operations fused into one stage per parallel lane. Nothing
@@ -212,7 +263,7 @@ use crate::{
 /// # Ok::<(), stageflow::flow::FlowError>(())
 /// ```
 pub struct Flow<S, T = S> {
-    sources: Sources<S>,
+    sources: Origin<S>,
     chain: Chain<S, T>,
     /// Whether any mapper operation was added (without any, the sources are the output).
     fused: bool,
@@ -235,6 +286,15 @@ impl<S, T> fmt::Debug for Flow<S, T> {
     }
 }
 
+/// Where a flow's events come from.
+enum Origin<S> {
+    /// Iterators: pulled by the mapper lanes themselves (fused), or, in a flow without
+    /// lanes, by a source stage each.
+    Iters(Vec<Box<dyn Pull<S>>>),
+    /// Stages, spawned or subscribed to when the flow runs.
+    Stages(Sources<S>),
+}
+
 /// The default number of stages per phase: the machine's cores (Flow's
 /// `System.schedulers_online()`).
 pub(crate) fn cores() -> usize {
@@ -243,6 +303,10 @@ pub(crate) fn cores() -> usize {
 
 impl<S: Send + 'static> Flow<S, S> {
     fn from_sources(sources: Sources<S>) -> Flow<S, S> {
+        Flow::from_origin(Origin::Stages(sources))
+    }
+
+    fn from_origin(sources: Origin<S>) -> Flow<S, S> {
         Flow {
             sources,
             chain: Arc::new(|batch| batch),
@@ -255,8 +319,9 @@ impl<S: Send + 'static> Flow<S, S> {
         }
     }
 
-    /// A flow of the items of `iter`, pulled by a producer stage as the mapper stages ask
-    /// (Flow's `from_enumerable`).
+    /// A flow of the items of `iter`, pulled as the flow's consumers ask (Flow's
+    /// `from_enumerable`): by the mapper stages themselves, a batch at a time, when the flow
+    /// has mapper operations or a partition, or else by a producer stage.
     // Named like `stageflow::from_iter`; `FromIterator` cannot be implemented, as the flow needs
     // the iterator itself to be `Send + 'static`.
     #[allow(clippy::should_implement_trait)]
@@ -268,19 +333,20 @@ impl<S: Send + 'static> Flow<S, S> {
         Flow::from_iters([iter])
     }
 
-    /// A flow of the items of several iterators, each pulled by its own producer stage, merged
-    /// (Flow's `from_enumerables`).
+    /// A flow of the items of several iterators, merged (Flow's `from_enumerables`). The
+    /// mapper stages pull them in turn, a batch of consecutive items of one iterator at a
+    /// time; a flow without mapper operations or a partition has a producer stage per
+    /// iterator instead.
     pub fn from_iters<I>(iters: impl IntoIterator<Item = I>) -> Flow<S, S>
     where
         I: IntoIterator<Item = S>,
         I::IntoIter: Send + 'static,
     {
-        let iters: Vec<I::IntoIter> = iters.into_iter().map(IntoIterator::into_iter).collect();
-        Flow::from_producers(
-            iters
-                .into_iter()
-                .map(|i| IterProducer::new(i).stop_on_cancel()),
-        )
+        let iters = iters
+            .into_iter()
+            .map(|i| Box::new(i.into_iter()) as Box<dyn Pull<S>>)
+            .collect();
+        Flow::from_origin(Origin::Iters(iters))
     }
 
     /// A flow of what `producer` emits: any [`Producer`] (an HTTP stream of the `http` module,
@@ -380,10 +446,19 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
         I: IntoIterator,
         I::Item: Send + 'static,
     {
+        // Items per event in the last batch (rounded up, at most `MAX_PER_EVENT`), shared by the
+        // lanes: a batch is sized as the last one turned out, not doubled from an item per
+        // event.
+        const MAX_PER_EVENT: usize = 64;
+        let per_event = AtomicUsize::new(1);
         self.then(move |batch| {
-            // At least an item per event, as a rule: fewer doublings than from nothing.
-            let mut out = Vec::with_capacity(batch.len());
+            let events = batch.len();
+            let mut out = Vec::with_capacity(events * per_event.load(Ordering::Relaxed));
             out.extend(batch.into_iter().flat_map(&f));
+            if events > 0 {
+                let seen = out.len().div_ceil(events).clamp(1, MAX_PER_EVENT);
+                per_event.store(seen, Ordering::Relaxed);
+            }
             out
         })
     }
@@ -405,7 +480,7 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     }
 
     /// Turns each batch a mapper stage handles into another (Flow's `map_batch`). A batch is
-    /// at most `max_demand - min_demand` events.
+    /// at most [`max_demand`](Flow::max_demand) events.
     pub fn map_batch<U: Send + 'static>(
         self,
         f: impl Fn(Vec<T>) -> Vec<U> + Send + Sync + 'static,
@@ -421,13 +496,15 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     }
 
     /// The `max_demand` with which the mapper stages ask the sources (and a stream or consumer
-    /// asks the last stages). Defaults to `1000`.
+    /// asks the last stages). Mapper stages that pull iterators themselves pull `max_demand`
+    /// items at a time. Defaults to `1000`.
     pub fn max_demand(mut self, n: usize) -> Flow<S, T> {
         self.max_demand = n;
         self
     }
 
-    /// The `min_demand` of the same subscriptions. Defaults to `max_demand / 2`.
+    /// The `min_demand` of the same subscriptions (mapper stages that pull iterators themselves
+    /// have none to the sources). Defaults to `max_demand / 2`.
     pub fn min_demand(mut self, n: usize) -> Flow<S, T> {
         self.min_demand = Some(n);
         self
@@ -475,12 +552,35 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
                 "expected stages to be at least 1, got 0",
             ));
         }
-        let sources = (self.sources)(b)?;
+        let no_sources = || FlowError::invalid("sources", "expected at least one source, got none");
+        let sources = match self.sources {
+            Origin::Iters(iters) if iters.is_empty() => return Err(no_sources()),
+            Origin::Iters(iters) if self.fused || dispatcher.is_some() => {
+                // The lanes pull the iterators themselves: no source stage, one channel
+                // crossing less, a batch of the most a mapper stage had asked a source for.
+                let pool = Arc::new(Mutex::new(Pool::new(iters)));
+                let batch = options.get_max_demand();
+                let mut outs = Vec::with_capacity(stages);
+                for _ in 0..stages {
+                    let lane = FusedLane::new(pool.clone(), self.chain.clone(), Some(batch));
+                    outs.push(spawn_lane(b, lane, "map", dispatcher)?);
+                }
+                return Ok(outs);
+            }
+            Origin::Iters(iters) => {
+                // No lanes: a source stage per iterator, pulling exactly what is asked.
+                let mut outs = Vec::with_capacity(iters.len());
+                for iter in iters {
+                    let pool = Arc::new(Mutex::new(Pool::new(vec![iter])));
+                    let lane = FusedLane::new(pool, Arc::new(|batch| batch), None);
+                    outs.push(spawn_lane(b, lane, "source", None)?);
+                }
+                outs
+            }
+            Origin::Stages(spawn) => spawn(b)?,
+        };
         if sources.is_empty() {
-            return Err(FlowError::invalid(
-                "sources",
-                "expected at least one source, got none",
-            ));
+            return Err(no_sources());
         }
         if !self.fused && dispatcher.is_none() {
             // No operation: the sources are the output (S is T).
@@ -695,6 +795,32 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
         let running = self.start()?;
         settle(&running.topology, end_wait)
     }
+}
+
+/// Spawns a lane that pulls its own iterators, named for `role`, accumulating demand until
+/// the flow is whole.
+fn spawn_lane<S: Send + 'static, T: Send + 'static>(
+    b: &mut Build,
+    lane: FusedLane<S, T>,
+    role: &'static str,
+    dispatcher: Option<&dyn Fn() -> Result<PartitionDispatcher<T>, FlowError>>,
+) -> Result<Source<T>, FlowError> {
+    // A batch may make more events than were asked for: they wait in the buffer, at most a
+    // batch's worth, for the next ask.
+    let mut builder = crate::producer(lane)
+        .name(b.name(role))
+        .demand(ProducerDemand::Accumulate)
+        .buffer_unbounded();
+    if let Some(make) = dispatcher {
+        builder = builder.dispatcher(make()?);
+    }
+    let stage = builder.spawn()?;
+    b.add(&stage);
+    let handle = stage.clone();
+    b.on_release(move || {
+        let _ = handle.set_demand(ProducerDemand::Forward);
+    });
+    Ok(crate::Upstream::source(&stage))
 }
 
 /// A consumer that drops what it receives.

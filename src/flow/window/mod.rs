@@ -595,20 +595,40 @@ impl<T, A: Clone> Windows<T, A> {
         now: Duration,
         out: &mut Vec<Action<A>>,
     ) {
+        let fold = self.fold.clone();
+        match self.batch_window(events.len() as u64, now, out) {
+            Some(acc) => {
+                for e in events {
+                    fold(acc, e);
+                }
+            }
+            None => {
+                for e in events {
+                    self.push(lane, e, now, out);
+                }
+            }
+        }
+    }
+
+    /// Where a batch of `n` events that arrived at `now` all go to one window (global and
+    /// periodic windows without `Every` triggers, and `n > 0`): that window's accumulator,
+    /// opened if need be, with the `n` events counted, for the caller to fold them into.
+    /// Otherwise `None`, and nothing changed: push the events one by one.
+    pub(crate) fn batch_window(
+        &mut self,
+        n: u64,
+        now: Duration,
+        out: &mut Vec<Action<A>>,
+    ) -> Option<&mut A> {
         let index = match &self.kind {
-            _ if events.len() == 0 => return,
+            _ if n == 0 => return None,
             Kind::Global if self.every.is_empty() => 0,
             Kind::Periodic(d) if self.every.is_empty() => {
                 let index = nanos(now) / nanos(*d).max(1);
                 self.close_below(index, out);
                 index
             }
-            _ => {
-                for e in events {
-                    self.push(lane, e, now, out);
-                }
-                return;
-            }
+            _ => return None,
         };
         let init = &self.init;
         let w = self.open.entry(index).or_insert_with(|| Open {
@@ -616,11 +636,8 @@ impl<T, A: Clone> Windows<T, A> {
             events: 0,
             past_end: false,
         });
-        let n = events.len() as u64;
-        for e in events {
-            (self.fold)(&mut w.acc, e);
-        }
         w.events += n;
+        Some(&mut w.acc)
     }
 
     /// Takes one event that arrived at `now` from `lane`.

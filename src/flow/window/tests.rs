@@ -654,3 +654,40 @@ fn a_batch_is_the_same_as_its_events_one_by_one() {
         assert_eq!(finish(&mut by_batch), finish(&mut by_event), "{:?}", make());
     }
 }
+
+#[test]
+fn a_batch_for_one_window_is_folded_by_the_caller_and_counted() {
+    // Global: the window's accumulator, the events counted for triggers and windows.
+    let mut w = windows(Window::global());
+    let mut out = Vec::new();
+    w.batch_window(3, secs(1), &mut out)
+        .expect("one window")
+        .extend([1, 2, 3]);
+    assert_eq!(w.open[&0].events, 3);
+    assert!(w.batch_window(0, secs(1), &mut out).is_none(), "no events");
+    // Periodic: entering a later period closes the earlier one first.
+    let mut w = windows(Window::periodic(secs(10)));
+    w.batch_window(2, secs(1), &mut out).unwrap().extend([1, 2]);
+    assert!(out.is_empty());
+    w.batch_window(1, secs(12), &mut out).unwrap().push(3);
+    let first = WindowId::Periodic {
+        start: secs(0),
+        end: secs(10),
+    };
+    assert_eq!(
+        out,
+        vec![
+            fire(0, first, Fired::Closed, &[1, 2]),
+            Action::ClosedBelow(1)
+        ]
+    );
+    // Count windows and `Every` triggers count event by event: no batch window.
+    let mut out = Vec::new();
+    assert!(windows(Window::count(2))
+        .batch_window(3, secs(1), &mut out)
+        .is_none());
+    assert!(windows(Window::global().trigger_every(2))
+        .batch_window(3, secs(1), &mut out)
+        .is_none());
+    assert!(out.is_empty());
+}
