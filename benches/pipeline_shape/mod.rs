@@ -24,7 +24,8 @@ fn with_pipeline(n: u64, md: usize, processors: usize) -> Duration {
     with_pipeline_adaptive(n, md, processors, None)
 }
 
-/// [`with_pipeline`], the processors' demand adaptive up to `adaptive` if given.
+/// [`with_pipeline`] (whose processors' demand is fixed), their demand adaptive up to
+/// `adaptive` if given.
 fn with_pipeline_adaptive(
     n: u64,
     md: usize,
@@ -56,7 +57,7 @@ fn with_pipeline_adaptive(
         .processors(
             match adaptive {
                 Some(limit) => ProcessorOptions::new().adaptive_demand(limit),
-                None => ProcessorOptions::new(),
+                None => ProcessorOptions::new().fixed_demand(),
             }
             .concurrency(processors)
             .max_demand(md),
@@ -160,7 +161,7 @@ pub(crate) fn table(s: &super::Settings) {
     super::row(
         s,
         "m",
-        "producer → 8 processors (10/5, Broadway's default) → batcher of 100 → acknowledger",
+        "producer → 8 processors (10/5 fixed, Broadway's default) → batcher of 100 → acknowledger",
         n,
         || with_pipeline(n, 10, 8),
         || by_hand(n, 10, 8),
@@ -176,15 +177,23 @@ pub(crate) fn table(s: &super::Settings) {
     super::row(
         s,
         "ma",
-        "row m with adaptive demand: processors at 10/5 that grow to 100/50 while they starve (issue 22)",
+        "row m at the pipeline's defaults: processors at 10/5, adaptive up to 100/50 (issue 22)",
         n,
         || with_pipeline_adaptive(n, 10, 8, Some(100)),
         || by_hand(n, 10, 8),
     );
     super::row(
         s,
+        "ma50",
+        "row ma with 50 processors (issue 22: threads past the core count should cost memory, not speed)",
+        n,
+        || with_pipeline_adaptive(n, 10, 50, Some(100)),
+        || by_hand(n, 10, 50),
+    );
+    super::row(
+        s,
         "m50",
-        "producer → 50 processors (10/5) → batcher of 100 → acknowledger (issue 22: threads past the core count should cost memory, not speed)",
+        "producer → 50 processors (10/5 fixed) → batcher of 100 → acknowledger",
         n,
         || with_pipeline(n, 10, 50),
         || by_hand(n, 10, 50),

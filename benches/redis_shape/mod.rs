@@ -53,7 +53,9 @@ fn handle(fields: &stageflow::redis::Fields) -> u64 {
     std::str::from_utf8(&fields["n"]).unwrap().parse().unwrap()
 }
 
-fn with_pipeline(url: &str, n: u64, demand: usize) -> Duration {
+/// `demand`: the processors' fixed `max_demand` (half of it their `min_demand`); `None`: the
+/// pipeline's defaults (10 / 5, adaptive up to 100).
+fn with_pipeline(url: &str, n: u64, demand: Option<usize>) -> Duration {
     fill(url, "bench", n);
     let source = stageflow::redis::stream(url, "bench")
         .group("g")
@@ -66,10 +68,14 @@ fn with_pipeline(url: &str, n: u64, demand: usize) -> Duration {
     let p = pipeline::builder("bench")
         .producers(1, move |_| stageflow::producer(src.producer()))
         .processors(
-            ProcessorOptions::new()
-                .concurrency(2)
-                .max_demand(demand)
-                .min_demand(demand / 2),
+            match demand {
+                Some(d) => ProcessorOptions::new()
+                    .fixed_demand()
+                    .max_demand(d)
+                    .min_demand(d / 2),
+                None => ProcessorOptions::new(),
+            }
+            .concurrency(2),
             |m: &mut Message<Entry>| Ok::<u64, String>(handle(&m.data.fields)),
         )
         .batcher(
@@ -157,9 +163,17 @@ pub(crate) fn table(s: &super::Settings) {
     super::row(
         s,
         "r",
-        "XREADGROUP → 2 processors (100 / 50) → batcher of 100 → XACK, beside an XREADGROUP COUNT 100 / XACK loop",
+        "XREADGROUP → 2 processors (100 / 50, fixed) → batcher of 100 → XACK, beside an XREADGROUP COUNT 100 / XACK loop",
         n,
-        || with_pipeline(&url, n, BATCH),
+        || with_pipeline(&url, n, Some(BATCH)),
+        || by_hand(&url, n),
+    );
+    super::row(
+        s,
+        "rd",
+        "the same at the pipeline's defaults: processors at 10 / 5, adaptive up to 100 (issue 22: r at default options)",
+        n,
+        || with_pipeline(&url, n, None),
         || by_hand(&url, n),
     );
     super::row(
@@ -167,7 +181,7 @@ pub(crate) fn table(s: &super::Settings) {
         "r200",
         "the same with processors at 200 / 100 (reads of about 100)",
         n,
-        || with_pipeline(&url, n, 2 * BATCH),
+        || with_pipeline(&url, n, Some(2 * BATCH)),
         || by_hand(&url, n),
     );
     println!();

@@ -299,12 +299,21 @@ impl<I: Send + 'static> WithProducers<I> {
 
 type MakeHandler<I, O> = Box<dyn Fn() -> Handler<I, O>>;
 
+/// How far the processors' demand may grow (see `ProcessorOptions::adaptive_demand`).
+#[derive(Clone, Copy, Debug)]
+enum Growth {
+    /// Ten times `max_demand`.
+    Default,
+    UpTo(usize),
+    Fixed,
+}
+
 /// The processors' options (Broadway's `processors: [default: [...]]`).
 pub struct ProcessorOptions<I> {
     concurrency: usize,
     max_demand: usize,
     min_demand: Option<usize>,
-    adaptive: Option<usize>,
+    growth: Growth,
     partition_by: Option<KeyFn<I>>,
     on_failed: Option<FailedHook<I>>,
 }
@@ -315,7 +324,7 @@ impl<I> fmt::Debug for ProcessorOptions<I> {
             .field("concurrency", &self.concurrency)
             .field("max_demand", &self.max_demand)
             .field("min_demand", &self.min_demand)
-            .field("adaptive_demand", &self.adaptive)
+            .field("growth", &self.growth)
             .field("partition_by", &self.partition_by.is_some())
             .finish_non_exhaustive()
     }
@@ -334,7 +343,7 @@ impl<I> ProcessorOptions<I> {
             concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_demand: 10,
             min_demand: None,
-            adaptive: None,
+            growth: Growth::Default,
             partition_by: None,
             on_failed: None,
         }
@@ -352,9 +361,10 @@ impl<I> ProcessorOptions<I> {
         self
     }
 
-    /// Each processor's `max_demand` on each producer: the most important knob for
-    /// throughput (see [Sizing demand](crate::pipeline#sizing-demand-what-throughput-costs):
-    /// with cheap handlers, 100 ran 5.6× the default on 2 cores). Defaults to `10`.
+    /// Each processor's `max_demand` on each producer, where its demand starts (it grows from
+    /// there unless [`fixed_demand`](ProcessorOptions::fixed_demand)): the most important
+    /// knob for throughput (see [Sizing
+    /// demand](crate::pipeline#sizing-demand-what-throughput-costs)). Defaults to `10`.
     pub fn max_demand(mut self, n: usize) -> Self {
         self.max_demand = n;
         self
@@ -369,10 +379,30 @@ impl<I> ProcessorOptions<I> {
     /// Lets each processor's demand grow from `max_demand` up to `limit` while it finds its
     /// inbox empty when it asks, and shrink back when it finds it full (see
     /// [`SubscribeOptions::adaptive_demand`](crate::SubscribeOptions::adaptive_demand)).
-    /// Defaults to none. Not with a rate limit (whose processors ask by hand).
+    /// Defaults to ten times `max_demand` (100 at the default 10 / 5): see [Sizing
+    /// demand](crate::pipeline#sizing-demand-what-throughput-costs). Processors behind a rate
+    /// limit ask by hand, and do not grow.
     pub fn adaptive_demand(mut self, limit: usize) -> Self {
-        self.adaptive = Some(limit);
+        self.growth = Growth::UpTo(limit);
         self
+    }
+
+    /// Keeps each processor's demand at `max_demand` / `min_demand`, as Broadway does (no
+    /// [`adaptive_demand`](ProcessorOptions::adaptive_demand)): for handlers whose messages
+    /// should spread evenly over the processors, or a bound on messages in flight of exactly
+    /// `max_demand` per processor.
+    pub fn fixed_demand(mut self) -> Self {
+        self.growth = Growth::Fixed;
+        self
+    }
+
+    /// The adaptive demand's limit, if the demand adapts.
+    fn growth_limit(&self) -> Option<usize> {
+        match self.growth {
+            Growth::Default => Some(self.max_demand.saturating_mul(10)),
+            Growth::UpTo(limit) => Some(limit),
+            Growth::Fixed => None,
+        }
     }
 
     /// Sends every message with the same `key(message) % concurrency` to the same processor,
@@ -572,7 +602,7 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
             ));
         }
         check_demand("processors", o.max_demand, o.min_demand)?;
-        if let Some(limit) = o.adaptive {
+        if let Growth::UpTo(limit) = o.growth {
             if limit < o.max_demand {
                 return Err(PipelineError::invalid(
                     "processors.adaptive_demand",
@@ -701,7 +731,7 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
             let mut o = SubscribeOptions::new()
                 .max_demand(options.max_demand)
                 .min_demand(min_demand);
-            if let Some(limit) = options.adaptive {
+            if let Some(limit) = options.growth_limit().filter(|_| rate.is_none()) {
                 o = o.adaptive_demand(limit);
             }
             if options.partition_by.is_some() {

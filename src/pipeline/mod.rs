@@ -104,31 +104,32 @@
 //! Broadway). On threads, every ask and every delivery to an idle processor is a wake-up (a
 //! futex call and a context switch: microseconds, where a BEAM message costs a fraction of
 //! one), so a processor that takes 5 messages per wake-up spends most of its time being woken.
-//! Measured on 2 cores (`BENCHMARKS.md`, row m: producer → 8 processors → batcher of 100):
 //!
-//! | processors' demand | messages/s |
-//! |---|---|
-//! | 10 / 5 (the default) | 553 k |
-//! | 100 / 50 | 3.1 M |
+//! So by default a processor's demand adapts ([`ProcessorOptions::adaptive_demand`], a
+//! stageflow extension): each time it asks with its inbox empty (it would wait for what it
+//! asks), its `max_demand` and `min_demand` double, up to ten times where they started (100 /
+//! 50 at the defaults); each time it asks with its inbox full, they halve, down to where they
+//! started. Measured on 2 cores, load under 1 (`BENCHMARKS.md`, rows m, ma, m100: producer →
+//! 8 processors → batcher of 100 → acknowledger, 1 M messages, median of 5 rounds):
+//!
+//! | processors' demand | messages/s | CPU per message | against a hand-written 10 / 5 |
+//! |---|---|---|---|
+//! | 10 / 5, fixed (Broadway's; [`ProcessorOptions::fixed_demand`]) | 2.4 M | 818 ns | 0.44× |
+//! | 10 / 5, adaptive up to 100 (the default) | 7.6 M | 260 ns | 1.59× |
+//! | 100 / 50, fixed | 8.6 M | 231 ns | |
 //!
 //! A user's orders pipeline (4 processors, batches of 100) took 13.6–24.7× the time of a
-//! hand-written version at the defaults and 3.0–3.8× with `max_demand(100)`. How to size it:
+//! hand-written version at fixed 10 / 5 and 3.0–3.8× with `max_demand(100)`. How to size it:
 //!
-//! - **Cheap handlers** (microseconds a message): raise `max_demand` until a processor's batch
-//!   takes well over a wake-up, 100–1000; memory in flight is at most `max_demand` messages per
-//!   processor per producer.
+//! - **Cheap handlers** (microseconds a message): the default grows to 100; raise
+//!   `max_demand` (the limit follows, ten times it) until a processor's batch takes well over a
+//!   wake-up, 100–1000; memory in flight is at most the limit per processor per producer.
 //! - **Handlers that wait** (an HTTP call, a database write): demand matters less than
-//!   [`ProcessorOptions::concurrency`]; keep demand small so that slow messages do not queue
-//!   behind each other in one processor while others idle.
-//! - **Ordering or fairness** across processors (`partition_by`, skewed keys): smaller demand
-//!   spreads work more evenly.
-//!
-//! - **Not sure**: [`ProcessorOptions::adaptive_demand`] lets each processor's demand grow
-//!   from `max_demand` up to a limit while it finds its inbox empty when it asks (it would
-//!   otherwise wait), and shrink back when it falls behind. Row m with `adaptive_demand(100)`
-//!   took 589 instructions a message against 1 391 at the fixed default (`BENCHMARKS.md`,
-//!   row ma), about as many as a fixed 100 / 50; memory in flight is then bounded by the
-//!   limit.
+//!   [`ProcessorOptions::concurrency`]; keep demand small and fixed
+//!   ([`ProcessorOptions::fixed_demand`]) so that slow messages do not queue behind each other
+//!   in one processor while others idle.
+//! - **Ordering or fairness** across processors (`partition_by`, skewed keys): smaller, fixed
+//!   demand spreads work more evenly.
 //!
 //! The batcher's demand on each processor is the batch size by default
 //! ([`BatcherOptions::max_demand`]).
