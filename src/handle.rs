@@ -517,27 +517,7 @@ impl<S, R: Consumes<S>> Stage<S, R> {
         let gone = || SubscribeError::ConsumerGone {
             consumer: self.shared().name.to_string(),
         };
-        if self.is_finished() {
-            return Err(gone());
-        }
-        let request = Request::new(
-            &producer.source(),
-            Box::new(self.tx().clone()),
-            self.shared(),
-            options,
-            true,
-        )?;
-        let (req, waiting) = request.split();
-        let sub = req.sub;
-        // Through this stage, so that it holds the subscription as pending before the
-        // producer hears of it, and a cancel made before reaches the producer first.
-        if self
-            .tx()
-            .urgent(Envelope::Down(Down::Subscribe(req)))
-            .is_err()
-        {
-            return Err(gone());
-        }
+        let (sub, waiting) = self.subscribe_nowait(producer, options)?;
         match waiting.answer() {
             Ok(pending) => pending.registered(),
             Err(e) => {
@@ -553,8 +533,8 @@ impl<S, R: Consumes<S>> Stage<S, R> {
     }
 
     /// [`Stage::subscribe_to`] without the wait: the request is on its way through this
-    /// stage, which holds it as pending; the caller keeps (or waits on) what the answer comes
-    /// back on. For a simulation, which cannot wait (`sim::subscribe`).
+    /// stage, which holds it as pending; the caller waits on (or, in a simulation, which
+    /// cannot wait, keeps: `sim::subscribe`) what the answer comes back on.
     pub(crate) fn subscribe_nowait(
         &self,
         producer: &(impl Upstream<R::In> + ?Sized),
@@ -575,6 +555,8 @@ impl<S, R: Consumes<S>> Stage<S, R> {
         )?;
         let (req, waiting) = request.split();
         let sub = req.sub;
+        // Through this stage, so that it holds the subscription as pending before the
+        // producer hears of it, and a cancel made before reaches the producer first.
         self.tx()
             .urgent(Envelope::Down(Down::Subscribe(req)))
             .map_err(|_| gone())?;

@@ -6,51 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{joined, next, Recorder, Report, LIMIT};
+use common::{joined, next, Recorder, Report, Trickle, LIMIT};
 use crossbeam_channel::Sender;
 use stageflow::dispatcher::{BroadcastDispatcher, DemandDispatcher, Dispatcher};
 use stageflow::{BufferKeep, CancelMode, Context, Producer, Reason, Reply, SubscribeOptions};
-
-enum Tick {
-    Tick,
-}
-
-/// The guide's pattern for blocking sources: it keeps its unmet demand and emits from a timer,
-/// a few events per tick, counting up to `limit`, then finishes.
-struct Trickle {
-    next: u64,
-    limit: u64,
-    demand: usize,
-    ticking: bool,
-}
-
-impl Producer for Trickle {
-    type Out = u64;
-    type Message = Tick;
-
-    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, u64, Tick>) {
-        self.demand += demand;
-        if !self.ticking {
-            self.ticking = true;
-            ctx.send_after(Tick::Tick, Duration::from_millis(1));
-        }
-    }
-
-    fn handle_message(&mut self, Tick::Tick: Tick, ctx: &mut Context<'_, u64, Tick>) {
-        let k = self.demand.min(3) as u64;
-        let end = (self.next + k).min(self.limit);
-        ctx.emit_all(self.next..end);
-        self.demand -= (end - self.next) as usize;
-        self.next = end;
-        if self.next == self.limit {
-            ctx.finish();
-        } else if self.demand > 0 {
-            ctx.send_after(Tick::Tick, Duration::from_millis(1));
-        } else {
-            self.ticking = false;
-        }
-    }
-}
 
 /// A consumer takes a few events and leaves with unmet demand; events keep coming while nobody
 /// is subscribed; a second consumer subscribes. It must get every remaining event, in order,

@@ -4,12 +4,15 @@
 //!
 //! `SIM_SEEDS` scales every scenario's seed count (default 1: the counts below).
 
+mod common;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{Tick, Trickle};
 use stageflow::dispatcher::{BroadcastDispatcher, DemandDispatcher};
 use stageflow::fns::{ForEach, Map};
 use stageflow::sim::{self, Failure, Rng, Sim};
@@ -83,44 +86,6 @@ fn options(rng: &mut Rng) -> SubscribeOptions {
 
 // -- Order: buffered events are never stranded, never overtaken -----------------------------
 
-enum Tick {
-    Tick,
-}
-
-/// Emits from a timer, a few events per tick, counting up to `limit`, then finishes.
-struct Trickle {
-    next: u64,
-    limit: u64,
-    demand: usize,
-    ticking: bool,
-}
-
-impl Producer for Trickle {
-    type Out = u64;
-    type Message = Tick;
-    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, u64, Tick>) {
-        self.demand += demand;
-        if !self.ticking {
-            self.ticking = true;
-            ctx.send_after(Tick::Tick, Duration::from_millis(1));
-        }
-    }
-    fn handle_message(&mut self, Tick::Tick: Tick, ctx: &mut Context<'_, u64, Tick>) {
-        let k = self.demand.min(3) as u64;
-        let end = (self.next + k).min(self.limit);
-        ctx.emit_all(self.next..end);
-        self.demand -= (end - self.next) as usize;
-        self.next = end;
-        if self.next == self.limit {
-            ctx.finish();
-        } else if self.demand > 0 {
-            ctx.send_after(Tick::Tick, Duration::from_millis(1));
-        } else {
-            self.ticking = false;
-        }
-    }
-}
-
 /// A consumer leaves at a drawn step with demand unmet, another subscribes at another: every
 /// event reaches one of them, or is counted as discarded by a producer that finished with
 /// nobody left; each gets its events in order.
@@ -130,12 +95,7 @@ fn leaver_and_late(sim: &mut Sim, dispatcher: u64) -> Result<(), Failure> {
     let (leave_at, join_at) = (sim.rng().below(200), sim.rng().below(200));
     let (a, b) = (options(sim.rng()), options(sim.rng()));
     let (p, leaver, late) = sim.build(|| {
-        let trickle = Trickle {
-            next: 0,
-            limit: N,
-            demand: 0,
-            ticking: false,
-        };
+        let trickle = Trickle::new(N);
         let p = stageflow::producer(trickle).name("trickle");
         let p = match dispatcher {
             0 => p.dispatcher(DemandDispatcher::new()),

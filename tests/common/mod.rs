@@ -273,3 +273,57 @@ where
         .expect("the producer entered its blocking callback");
     gate_tx
 }
+
+/// A timer message.
+pub enum Tick {
+    Tick,
+}
+
+/// The guide's pattern for blocking sources: it keeps its unmet demand and emits from a timer,
+/// a few events per tick, counting up to `limit`, then finishes.
+pub struct Trickle {
+    pub next: u64,
+    pub limit: u64,
+    pub demand: usize,
+    pub ticking: bool,
+}
+
+impl Trickle {
+    /// Counts from 0 to `limit`.
+    pub fn new(limit: u64) -> Trickle {
+        Trickle {
+            next: 0,
+            limit,
+            demand: 0,
+            ticking: false,
+        }
+    }
+}
+
+impl Producer for Trickle {
+    type Out = u64;
+    type Message = Tick;
+
+    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, u64, Tick>) {
+        self.demand += demand;
+        if !self.ticking {
+            self.ticking = true;
+            ctx.send_after(Tick::Tick, Duration::from_millis(1));
+        }
+    }
+
+    fn handle_message(&mut self, Tick::Tick: Tick, ctx: &mut Context<'_, u64, Tick>) {
+        let k = self.demand.min(3) as u64;
+        let end = (self.next + k).min(self.limit);
+        ctx.emit_all(self.next..end);
+        self.demand -= (end - self.next) as usize;
+        self.next = end;
+        if self.next == self.limit {
+            ctx.finish();
+        } else if self.demand > 0 {
+            ctx.send_after(Tick::Tick, Duration::from_millis(1));
+        } else {
+            self.ticking = false;
+        }
+    }
+}
