@@ -81,6 +81,47 @@ pub(crate) struct SubscribeRequest<T> {
     /// or drops it, it says so to the consumer too (on its control path), so that the consumer
     /// forgets it.
     pub(crate) pending: bool,
+    /// Tells a pending consumer if the request is dropped without an answer.
+    pub(crate) unanswered: Unanswered<T>,
+}
+
+/// Tells a consumer that holds a subscribe request as pending that the request was dropped
+/// unanswered: it sat in the control channel of a producer that ended after its last look
+/// there, and went with the channel. The consumer then forgets it, instead of holding it (and,
+/// if its subscriber gave up, a withdrawn entry) for ever. Every producer-side path that
+/// answers a request disarms it first ([`Unanswered::answered`]).
+pub(crate) struct Unanswered<T> {
+    tell: Option<(ConsumerPort<T>, SubscriptionId)>,
+}
+
+/// The consumer's end of a subscription, as a producer holds it.
+type ConsumerPort<T> = Box<dyn Port<Down<T>>>;
+
+impl<T> Unanswered<T> {
+    /// Armed if `pending`: the consumer holds the request as pending.
+    pub(crate) fn new(consumer: &dyn Port<Down<T>>, sub: SubscriptionId, pending: bool) -> Self {
+        Unanswered {
+            tell: pending.then(|| (consumer.clone_box(), sub)),
+        }
+    }
+
+    /// The request was answered (or the consumer told otherwise): nothing to say when dropped.
+    pub(crate) fn answered(&mut self) {
+        self.tell = None;
+    }
+}
+
+impl<T> Drop for Unanswered<T> {
+    fn drop(&mut self) {
+        if let Some((consumer, sub)) = self.tell.take() {
+            let _ = consumer.send_urgent(Down::Cancel {
+                sub,
+                reason: Reason::error(
+                    "noproc: the producer ended before it read the subscribe request",
+                ),
+            });
+        }
+    }
 }
 
 /// From a handle to its stage.
@@ -374,5 +415,34 @@ impl<T> Coalesce for Up<T> {
             }
             (_, next) => Some(next),
         }
+    }
+}
+
+#[cfg(test)]
+mod unanswered_tests {
+    use super::{Down, Envelope, Unanswered};
+    use crate::subscription::SubscriptionId;
+
+    type Env = Envelope<u64, u64, ()>;
+
+    #[test]
+    fn a_pending_request_dropped_unanswered_cancels_at_the_consumer_once() {
+        let (tx, rx) = crossbeam_channel::unbounded::<Env>();
+        let sub = SubscriptionId::unique();
+        drop(Unanswered::<u64>::new(&tx, sub, true));
+        match rx.try_recv() {
+            Ok(Envelope::Down(Down::Cancel { sub: got, reason })) => {
+                assert_eq!(got, sub);
+                assert!(reason.to_string().contains("noproc"), "{reason}");
+            }
+            _ => panic!("expected a cancel"),
+        }
+        assert!(rx.try_recv().is_err(), "once");
+        // Answered, or not pending: nothing.
+        let mut answered = Unanswered::<u64>::new(&tx, sub, true);
+        answered.answered();
+        drop(answered);
+        drop(Unanswered::<u64>::new(&tx, sub, false));
+        assert!(rx.try_recv().is_err());
     }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 
-use crate::envelope::{Control, Down, Port, SubscribeRequest, Up};
+use crate::envelope::{Control, Down, Port, SubscribeRequest, Unanswered, Up};
 use crate::error::SubscribeError;
 use crate::handle::{Emits, Role, Stage, StageRef};
 use crate::shared::Shared;
@@ -167,6 +167,7 @@ impl<T: Send + 'static> Request<T> {
         let deadline = crate::timer::deadline(options.timeout);
         let (ack, answer) = bounded(1);
         let (registered_tx, registered) = bounded(1);
+        let unanswered = Unanswered::new(&*consumer, sub, pending);
         let req = Box::new(SubscribeRequest {
             sub,
             consumer,
@@ -178,6 +179,7 @@ impl<T: Send + 'static> Request<T> {
             registered: Some(registered_tx),
             consumer_id: Arc::as_ptr(consumer_shared) as usize,
             pending,
+            unanswered,
         });
         Ok(Request {
             req,

@@ -109,7 +109,10 @@ impl<T: Send + 'static, M> Emitter<T, M> {
             registered,
             consumer_id,
             pending,
+            mut unanswered,
         } = req;
+        // Every path below answers it (and tells a pending consumer of a refusal).
+        unanswered.answered();
         // A consumer that holds the request as pending hears of a refusal on its control
         // path, and forgets it.
         let refused = |consumer: &dyn Port<Down<T>>, why: &str| {

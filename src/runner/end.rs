@@ -148,7 +148,8 @@ impl<S: Callbacks> Runner<S> {
                 self.inlet.confirmed_end(sub);
                 0
             }
-            Envelope::Up(Up::Subscribe(req)) => {
+            Envelope::Up(Up::Subscribe(mut req)) => {
+                req.unanswered.answered();
                 let _ = req.ack.send(Err(SubscribeError::ProducerGone {
                     producer: self.shared.name.to_string(),
                 }));
@@ -161,7 +162,9 @@ impl<S: Callbacks> Runner<S> {
                 }
                 0
             }
-            Envelope::Down(Down::Subscribe(req)) => {
+            Envelope::Down(Down::Subscribe(mut req)) => {
+                // This stage is the consumer, and is ending: nobody to tell.
+                req.unanswered.answered();
                 let _ = req.ack.send(Err(SubscribeError::ConsumerGone {
                     consumer: self.shared.name.to_string(),
                 }));

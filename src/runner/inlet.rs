@@ -83,8 +83,12 @@ impl<T, M> Inlet<T, M> {
             asks: 0,
             withdrawn: false,
         });
-        if port.send_urgent(Up::Subscribe(req)).is_err() {
-            // The producer has ended: dropping the request tells the caller so.
+        if let Err(back) = port.send_urgent(Up::Subscribe(req)) {
+            // The producer has ended: dropping the request tells the caller so (and this
+            // stage forgets it here, not by a cancel to itself).
+            if let Up::Subscribe(mut req) = back {
+                req.unanswered.answered();
+            }
             self.take_pending(sub);
         }
     }
