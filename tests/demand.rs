@@ -348,9 +348,10 @@ fn partial_deliveries_ask_once_min_demand_is_reached() {
     finish(producer, consumer, rx);
 }
 
-/// On threads: a consumer with adaptive demand behind a fast producer gets every event once,
-/// in order, in batches that grew past its `max_demand`, and its outstanding demand never
-/// went past its limit.
+/// On threads: a consumer with adaptive demand gets every event once, in order, in batches
+/// no larger than its limit. (Whether it grows depends on whether it finds its inbox empty
+/// when it asks, a race on threads: `tests/sim_protocol.rs` shows the growth, seed by seed,
+/// and the inlet's unit tests the rule.)
 #[test]
 fn adaptive_demand_on_threads_grows_and_keeps_order() {
     use std::sync::{Arc, Mutex};
@@ -381,11 +382,6 @@ fn adaptive_demand_on_threads_grows_and_keeps_order() {
     assert!(
         seen.0.iter().copied().eq(0..N),
         "every event once, in order"
-    );
-    assert!(
-        seen.1 > 5,
-        "batches grew past max_demand - min_demand: largest {}",
-        seen.1
     );
     assert!(seen.1 <= 400, "a batch larger than the limit: {}", seen.1);
     joined(&producer);

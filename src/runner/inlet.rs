@@ -514,6 +514,48 @@ mod tests {
     }
 
     #[test]
+    fn adaptive_demand_grows_when_the_inbox_is_empty_and_shrinks_when_it_is_full() {
+        let mut inlet = inlet();
+        let mut discards = Discards::new(inlet.shared.clone());
+        let sub = SubscriptionId::unique();
+        let (port, rx) = producer();
+        let mut info = info(sub, 10, 5);
+        info.options = info.options.adaptive_demand(40);
+        assert!(matches!(
+            inlet.confirmed(port, info),
+            Confirmed::Linked(None)
+        ));
+        inlet.start(sub);
+        assert_eq!(sent(&rx), ["ask 10"]);
+        // Five events, the refill asks 5: an empty inbox doubles 10/5 to 20/10, the ask adds 10.
+        let Some(Receipt::One(at, batch)) = inlet.receive(sub, 5, &mut discards) else {
+            panic!("one batch");
+        };
+        assert_eq!(batch.ask, 5);
+        inlet.ask_after_batch(at, sub, batch.ask, || Fill::Empty);
+        assert_eq!(sent(&rx), ["ask 15"]);
+        assert_eq!(inlet.ups[0].demand.outstanding(), 20);
+        // Ten events reach min 10, the refill asks 10: a full inbox halves back to 10/5.
+        let Some(Receipt::One(at, batch)) = inlet.receive(sub, 10, &mut discards) else {
+            panic!("one batch");
+        };
+        assert_eq!(batch.ask, 10);
+        inlet.ask_after_batch(at, sub, batch.ask, || Fill::Full);
+        assert_eq!(sent(&rx), ["ask 10"]);
+        assert_eq!(inlet.ups[0].demand.max(), 10);
+        // Neither empty nor full: the bounds stay; a fixed subscription never asks the inbox.
+        let Some(Receipt::One(at, batch)) = inlet.receive(sub, 5, &mut discards) else {
+            panic!("one batch");
+        };
+        inlet.ask_after_batch(at, sub, batch.ask, || Fill::Some);
+        assert_eq!(inlet.ups[0].demand.max(), 10);
+        inlet.ups[0].adaptive = None;
+        inlet.ask_after_batch(at, sub, 5, || {
+            panic!("a fixed subscription looked at the inbox")
+        });
+    }
+
+    #[test]
     fn a_withdrawn_subscription_is_cancelled_on_arrival_and_never_linked() {
         let mut inlet = inlet();
         let sub = SubscriptionId::unique();
