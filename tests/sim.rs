@@ -364,3 +364,122 @@ fn a_cast_into_a_full_inbox_runs_the_schedule_until_there_is_room() {
     sim.run().unwrap_or_else(|f| panic!("{f}"));
     assert_eq!(tally.join(), Reason::Shutdown);
 }
+
+/// Sends itself a tick every virtual second, for ever, counting them.
+struct Forever(Arc<std::sync::atomic::AtomicU64>);
+
+impl stageflow::Consumer for Forever {
+    type In = u64;
+    type Message = ();
+    fn handle_events(
+        &mut self,
+        _: stageflow::Events<'_, u64>,
+        _: &mut stageflow::ConsumerContext<'_, ()>,
+    ) {
+    }
+    fn handle_message(&mut self, (): (), ctx: &mut stageflow::ConsumerContext<'_, ()>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ctx.send_after((), Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn run_for_stops_at_a_virtual_time_and_a_pipeline_that_never_ends_hits_the_step_limit() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let ticks = Arc::new(AtomicU64::new(0));
+    let mut sim = Sim::new(2);
+    let forever = sim.build(|| {
+        let f = stageflow::consumer(Forever(ticks.clone())).spawn().unwrap();
+        f.cast(()).unwrap();
+        f
+    });
+    let report = sim.run_for(Duration::from_secs(10)).unwrap();
+    let n = ticks.load(Ordering::Relaxed);
+    assert!((10..=11).contains(&n), "{n} ticks in 10 virtual seconds");
+    assert_eq!(report.elapsed, Duration::from_secs(10));
+    assert!(forever.outcome().is_none(), "still running");
+    // Run to its end: it never ends, so the step limit says so.
+    sim.max_steps(sim.steps() + 50);
+    let failure = sim.run().unwrap_err();
+    assert_eq!(failure.kind, FailureKind::StepLimit(sim.steps()));
+    // Dropping the simulation stops what still runs: a join returns.
+    drop(sim);
+    assert_eq!(forever.join(), Reason::Shutdown);
+}
+
+/// Stores its own mailbox where a test can take it (on message 0), adds up the rest.
+struct Keeper {
+    slot: Arc<Mutex<Option<stageflow::Mailbox<u64>>>>,
+}
+
+impl stageflow::Consumer for Keeper {
+    type In = u64;
+    type Message = u64;
+    fn handle_events(
+        &mut self,
+        _: stageflow::Events<'_, u64>,
+        _: &mut stageflow::ConsumerContext<'_, u64>,
+    ) {
+    }
+    fn handle_message(&mut self, n: u64, ctx: &mut stageflow::ConsumerContext<'_, u64>) {
+        if n == 0 {
+            *self.slot.lock().unwrap() = Some(ctx.mailbox());
+        }
+    }
+}
+
+/// Casts twice through a mailbox, with the blocking `cast`, when told to.
+struct Caster {
+    slot: Arc<Mutex<Option<stageflow::Mailbox<u64>>>>,
+}
+
+impl stageflow::Consumer for Caster {
+    type In = u64;
+    type Message = ();
+    fn handle_events(
+        &mut self,
+        _: stageflow::Events<'_, u64>,
+        _: &mut stageflow::ConsumerContext<'_, ()>,
+    ) {
+    }
+    fn handle_message(&mut self, (): (), _: &mut stageflow::ConsumerContext<'_, ()>) {
+        let mailbox = self.slot.lock().unwrap().clone().unwrap();
+        mailbox.cast(1).unwrap();
+        mailbox.cast(2).unwrap();
+    }
+}
+
+#[test]
+fn a_blocking_mailbox_cast_inside_a_turn_panics_naming_the_stage_instead_of_hanging() {
+    let slot: Arc<Mutex<Option<stageflow::Mailbox<u64>>>> = Arc::default();
+    let mut sim = Sim::new(5);
+    let (keeper, caster) = sim.build(|| {
+        let keeper = stageflow::consumer(Keeper { slot: slot.clone() })
+            .name("keeper")
+            .inbox_capacity(1)
+            .spawn()
+            .unwrap();
+        keeper.cast(0).unwrap();
+        let caster = stageflow::consumer(Caster { slot: slot.clone() })
+            .spawn()
+            .unwrap();
+        (keeper, caster)
+    });
+    sim.run_until_idle().unwrap();
+    assert!(slot.lock().unwrap().is_some());
+    // The caster's second cast finds the keeper's inbox of one full, inside its own turn.
+    caster.cast(()).unwrap();
+    sim.run_until_idle().unwrap();
+    match caster.outcome() {
+        Some(Reason::Panicked(m)) => {
+            assert!(
+                m.contains("keeper") && m.contains("Mailbox::try_cast"),
+                "{m}"
+            )
+        }
+        other => panic!("expected a panic, got {other:?}"),
+    }
+    slot.lock().unwrap().take();
+    keeper.stop();
+    sim.run().unwrap_or_else(|f| panic!("{f}"));
+}
