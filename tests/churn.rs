@@ -10,16 +10,14 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::LIMIT;
+use common::{BySubscription as Sink, Log, LIMIT};
 use stageflow::{
-    CancelMode, Consumer, ConsumerContext, ConsumerHandle, Context, DemandMode, Events, Producer,
-    ProducerDemand, ProducerHandle, Reason, Reply, SubscribeError, SubscribeOptions, Subscription,
-    SubscriptionId,
+    CancelMode, ConsumerHandle, Context, Producer, ProducerDemand, ProducerHandle, Reason, Reply,
+    SubscribeError, SubscribeOptions, SubscriptionId,
 };
 
 /// splitmix64.
@@ -52,40 +50,6 @@ impl Producer for Counting {
     }
     fn handle_message(&mut self, reply: Reply<u64>, ctx: &mut Context<'_, u64, Reply<u64>>) {
         ctx.reply(reply, self.next);
-    }
-}
-
-/// What a sink handled, per subscription.
-#[derive(Clone, Default)]
-struct Log {
-    by_sub: Arc<Mutex<HashMap<SubscriptionId, Vec<u64>>>>,
-}
-
-struct Sink {
-    log: Log,
-    manual: bool,
-}
-
-impl Consumer for Sink {
-    type In = u64;
-    type Message = ();
-    fn handle_events(&mut self, events: Events<'_, u64>, _: &mut ConsumerContext<'_>) {
-        let sub = events.subscription();
-        let events: Vec<u64> = events.collect();
-        self.log
-            .by_sub
-            .lock()
-            .unwrap()
-            .entry(sub)
-            .or_default()
-            .extend(events);
-    }
-    fn handle_subscribe(&mut self, _: &Subscription, _: &mut ConsumerContext<'_>) -> DemandMode {
-        if self.manual {
-            DemandMode::Manual
-        } else {
-            DemandMode::Automatic
-        }
     }
 }
 
@@ -274,7 +238,7 @@ fn churn_from_several_threads_keeps_order_ends_and_balances() {
     let mut received = 0u64;
     let mut discarded = 0u64;
     for slot in &all {
-        let by_sub = slot.log.by_sub.lock().unwrap();
+        let by_sub = slot.log.lock().unwrap();
         for (sub, events) in by_sub.iter() {
             if let Some(w) = events.windows(2).find(|w| w[1] <= w[0]) {
                 errs.push(format!(

@@ -7,18 +7,17 @@
 mod common;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Tick, Trickle};
+use common::{BySubscription as Sink, Log, Tick, Trickle};
 use stageflow::dispatcher::{BroadcastDispatcher, DemandDispatcher};
 use stageflow::fns::{ForEach, Map};
 use stageflow::sim::{self, Failure, Rng, Sim};
 use stageflow::{
-    CancelMode, Consumer, ConsumerContext, ConsumerHandle, Context, DemandMode, Events, Producer,
-    ProducerDemand, ProducerHandle, Reason, SubscribeOptions, Subscription, SubscriptionId,
+    CancelMode, Consumer, ConsumerContext, ConsumerHandle, Context, Events, Producer,
+    ProducerDemand, ProducerHandle, Reason, SubscribeOptions, SubscriptionId,
 };
 
 fn seeds(n: u64) -> std::ops::Range<u64> {
@@ -33,37 +32,6 @@ fn explore(n: u64, test: impl FnMut(&mut Sim) -> Result<(), Failure>) {
     let _ = env_logger::builder().is_test(true).try_init();
     if let Err(failure) = sim::explore(seeds(n), test) {
         panic!("{failure}");
-    }
-}
-
-/// What a sink handled, per subscription.
-type Log = Arc<Mutex<HashMap<SubscriptionId, Vec<u64>>>>;
-
-/// Records every batch by subscription; manual demand if asked.
-struct Sink {
-    log: Log,
-    manual: bool,
-}
-
-impl Consumer for Sink {
-    type In = u64;
-    type Message = ();
-    fn handle_events(&mut self, events: Events<'_, u64>, _: &mut ConsumerContext<'_>) {
-        let sub = events.subscription();
-        let events: Vec<u64> = events.collect();
-        self.log
-            .lock()
-            .unwrap()
-            .entry(sub)
-            .or_default()
-            .extend(events);
-    }
-    fn handle_subscribe(&mut self, _: &Subscription, _: &mut ConsumerContext<'_>) -> DemandMode {
-        if self.manual {
-            DemandMode::Manual
-        } else {
-            DemandMode::Automatic
-        }
     }
 }
 

@@ -327,3 +327,36 @@ impl Producer for Trickle {
         }
     }
 }
+
+/// What a [`BySubscription`] sink handled, per subscription.
+pub type Log = std::sync::Arc<
+    std::sync::Mutex<std::collections::HashMap<stageflow::SubscriptionId, Vec<u64>>>,
+>;
+
+/// Records every batch by subscription; asks by hand if `manual`.
+pub struct BySubscription {
+    pub log: Log,
+    pub manual: bool,
+}
+
+impl Consumer for BySubscription {
+    type In = u64;
+    type Message = ();
+    fn handle_events(&mut self, events: Events<'_, u64>, _: &mut ConsumerContext<'_>) {
+        let sub = events.subscription();
+        let events: Vec<u64> = events.collect();
+        self.log
+            .lock()
+            .unwrap()
+            .entry(sub)
+            .or_default()
+            .extend(events);
+    }
+    fn handle_subscribe(&mut self, _: &Subscription, _: &mut ConsumerContext<'_>) -> DemandMode {
+        if self.manual {
+            DemandMode::Manual
+        } else {
+            DemandMode::Automatic
+        }
+    }
+}
