@@ -524,31 +524,25 @@ pub fn check(ok: bool, message: impl FnOnce() -> String) -> bool {
 }
 
 /// Subscribes the running stage `consumer` to `producer` without waiting for the answer (a
-/// simulation cannot wait: the answer comes when the producer takes its turn). The stage
-/// holds the subscription as pending at once, so a cancel or an ask with the returned id
-/// takes effect whatever comes first; if the producer refuses or has ended, the stage's
-/// `handle_cancel` hears of it. Works on threads too, where it returns before the producer
-/// has answered.
+/// simulation cannot wait inside a stage's turn: the answer comes when the producer takes its
+/// turn). The stage holds the subscription as pending at once, so a cancel or an ask with the
+/// returned id takes effect whatever comes first; if the producer refuses or has ended, the
+/// stage forgets it. Outside a simulation it is [`Stage::subscribe_to`], which waits.
 ///
 /// # Errors
 ///
 /// [`SubscribeError::InvalidOption`] for bad options, [`SubscribeError::ConsumerGone`] if the
-/// stage has ended.
+/// stage has ended; outside a simulation, those of [`Stage::subscribe_to`].
 pub fn subscribe<S, R: Consumes<S>>(
     consumer: &Stage<S, R>,
     producer: &(impl Upstream<<R as Role<S>>::In> + ?Sized),
     options: SubscribeOptions,
 ) -> Result<SubscriptionId, SubscribeError> {
-    let (sub, waiting) = consumer.subscribe_nowait(producer, options)?;
-    if active() {
-        keep(Box::new(waiting));
-    } else {
-        // On threads the answer is read by nobody: a thread waits for it to drop the request
-        // at the subscribe timeout, as a caller that gave up would.
-        std::thread::spawn(move || {
-            let _ = waiting.answer();
-        });
+    if !active() {
+        return consumer.subscribe_to(producer, options);
     }
+    let (sub, waiting) = consumer.subscribe_nowait(producer, options)?;
+    keep(Box::new(waiting));
     Ok(sub)
 }
 

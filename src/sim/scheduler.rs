@@ -20,7 +20,6 @@ pub(crate) enum Round {
 
 pub(crate) struct Entry {
     pub(crate) task: Box<dyn Task>,
-    pub(crate) turns: u64,
     /// How likely it is to be picked against the others (see `Scheduler::weighted`).
     weight: u64,
 }
@@ -70,11 +69,7 @@ impl Scheduler {
             } else {
                 1
             };
-            self.stages.push(Entry {
-                task,
-                turns: 0,
-                weight,
-            });
+            self.stages.push(Entry { task, weight });
         }
     }
 
@@ -132,7 +127,6 @@ impl Scheduler {
             let entry = &mut self.stages[i];
             match entry.task.step() {
                 Step::Worked => {
-                    entry.turns += 1;
                     self.steps += 1;
                     self.hash = (self.hash ^ i as u64).wrapping_mul(0x0100_0000_01b3);
                     worked = true;
