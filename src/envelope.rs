@@ -264,33 +264,16 @@ impl<E: Wrap<Control> + Send + 'static> Counted<E> {
     where
         E: Wrap<M>,
     {
-        let mut msg = Some(msg);
-        let mut gone = false;
-        let waited = crate::sim::wait_until(|| {
-            let Some(m) = msg.take() else { return true };
-            match self.tx.try_send(E::wrap(m)) {
-                Ok(()) => true,
-                Err(crossbeam_channel::TrySendError::Full(e)) => {
-                    msg = Some(e.unwrap());
-                    false
-                }
-                Err(crossbeam_channel::TrySendError::Disconnected(e)) => {
-                    msg = Some(e.unwrap());
-                    gone = true;
-                    true
-                }
-            }
-        });
-        match msg {
-            None => Ok(()),
-            Some(m) if gone => Err(m),
-            Some(_) if waited.is_none() => panic!(
+        match crate::sim::send_when_room(&self.tx, E::wrap(msg)) {
+            crate::sim::Sent::Done => Ok(()),
+            crate::sim::Sent::Gone(e) => Err(e.unwrap()),
+            crate::sim::Sent::NoRoom { not_run: true, .. } => panic!(
                 "a blocking send to stage {} (Mailbox::cast) inside a simulated stage's turn: \
                  its inbox is full, and only the simulation's own thread could make room; \
                  use Mailbox::try_cast in simulated stages",
                 self.shared.name
             ),
-            Some(m) => Err(m),
+            crate::sim::Sent::NoRoom { env, .. } => Err(env.unwrap()),
         }
     }
 }

@@ -670,27 +670,10 @@ fn send_waiting<E>(
     deadline: Option<std::time::Instant>,
 ) -> Result<(), SendTimeoutError<E>> {
     if shared.simulated.load(Ordering::Relaxed) {
-        let mut env = Some(env);
-        let mut gone = false;
-        crate::sim::wait_until(|| {
-            let Some(e) = env.take() else { return true };
-            match sender.try_send(e) {
-                Ok(()) => true,
-                Err(TrySendError::Full(e)) => {
-                    env = Some(e);
-                    false
-                }
-                Err(TrySendError::Disconnected(e)) => {
-                    env = Some(e);
-                    gone = true;
-                    true
-                }
-            }
-        });
-        return match env {
-            None => Ok(()),
-            Some(e) if gone => Err(SendTimeoutError::Disconnected(e)),
-            Some(e) => Err(SendTimeoutError::Timeout(e)),
+        return match crate::sim::send_when_room(sender, env) {
+            crate::sim::Sent::Done => Ok(()),
+            crate::sim::Sent::Gone(e) => Err(SendTimeoutError::Disconnected(e)),
+            crate::sim::Sent::NoRoom { env, .. } => Err(SendTimeoutError::Timeout(env)),
         };
     }
     match deadline {

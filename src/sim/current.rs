@@ -155,3 +155,46 @@ pub(crate) fn keep(value: Box<dyn Any>) {
 pub(crate) fn fail(message: String) -> bool {
     with(move |c| c.failures.borrow_mut().push(message)).is_some()
 }
+
+/// What [`send_when_room`] came to.
+pub(crate) enum Sent<E> {
+    Done,
+    /// The receiving stage has ended.
+    Gone(E),
+    /// Still full: nothing could move, or (`not_run`) the schedule could not run here (no
+    /// simulation on this thread, or this is a stage's own turn).
+    NoRoom {
+        env: E,
+        not_run: bool,
+    },
+}
+
+/// Sends `env` into `tx` (a simulated stage's inbox) once it has room, running the schedule
+/// meanwhile: how the crate's blocking sends wait inside a simulation.
+pub(crate) fn send_when_room<E>(tx: &crossbeam_channel::Sender<E>, env: E) -> Sent<E> {
+    let mut env = Some(env);
+    let mut gone = false;
+    let waited = wait_until(|| {
+        let Some(e) = env.take() else { return true };
+        match tx.try_send(e) {
+            Ok(()) => true,
+            Err(crossbeam_channel::TrySendError::Full(e)) => {
+                env = Some(e);
+                false
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(e)) => {
+                env = Some(e);
+                gone = true;
+                true
+            }
+        }
+    });
+    match env {
+        None => Sent::Done,
+        Some(e) if gone => Sent::Gone(e),
+        Some(e) => Sent::NoRoom {
+            env: e,
+            not_run: waited.is_none(),
+        },
+    }
+}

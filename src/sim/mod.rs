@@ -115,7 +115,7 @@ pub use rng::Rng;
 /// The message of a panic [`Sim::panic_at`] injects (a panic hook can tell it from others).
 pub const INJECTED_PANIC: &str = "panic injected by the simulation (Sim::panic_at)";
 
-pub(crate) use current::{active, can_wait, enlist, keep, wait_until};
+pub(crate) use current::{active, can_wait, enlist, keep, send_when_room, wait_until, Sent};
 pub(crate) use task::StageTask;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
