@@ -483,3 +483,72 @@ fn a_blocking_mailbox_cast_inside_a_turn_panics_naming_the_stage_instead_of_hang
     keeper.stop();
     sim.run().unwrap_or_else(|f| panic!("{f}"));
 }
+
+/// What `replay_child` prints before each seed's line and before the count.
+const REPLAY_MARK: &str = "replay-child:";
+
+/// Run by `stageflow_sim_seed_makes_explore_run_that_seed_alone`, in a child process with
+/// `STAGEFLOW_SIM_SEED` set: explores 1000 seeds of a small chain and prints, for each seed
+/// that ran, its seed, schedule hash and steps, then how many seeds ran. (Ignored: run on its
+/// own, without the variable, it just explores the 1000 seeds.)
+#[test]
+#[ignore = "run as a child process by stageflow_sim_seed_makes_explore_run_that_seed_alone"]
+fn replay_child() {
+    let ran = sim::explore(0..1000, |sim| {
+        let seen = chain(sim, 10);
+        let report = sim.run()?;
+        assert_eq!(seen.lock().unwrap().len(), 10, "seed {}", sim.seed());
+        println!(
+            "{REPLAY_MARK} seed={} hash={:x} steps={}",
+            sim.seed(),
+            report.schedule_hash,
+            report.steps
+        );
+        Ok(())
+    });
+    let ran = ran.unwrap_or_else(|f| panic!("{f}"));
+    println!("{REPLAY_MARK} explored={ran}");
+}
+
+#[test]
+fn stageflow_sim_seed_makes_explore_run_that_seed_alone() {
+    // One seed inside the explored range, one beyond it: the variable replaces the range.
+    for seed in [737u64, 4242] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "replay_child", "--ignored", "--nocapture"])
+            .args(["--test-threads", "1"])
+            .env("STAGEFLOW_SIM_SEED", seed.to_string())
+            .output()
+            .expect("the test binary runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "seed {seed}: the child failed ({}):\n{stdout}\n{stderr}",
+            out.status
+        );
+        // What the child printed after each mark, up to the end of the line (libtest may
+        // start the first of them on its own "test replay_child ..." line).
+        let printed: Vec<&str> = stdout
+            .match_indices(REPLAY_MARK)
+            .map(|(at, _)| {
+                let rest = &stdout[at + REPLAY_MARK.len()..];
+                rest[..rest.find('\n').unwrap_or(rest.len())].trim()
+            })
+            .collect();
+        // The replay is the schedule this process gets from Sim::new(seed).
+        let mut sim = Sim::new(seed);
+        let seen = chain(&mut sim, 10);
+        let report = sim.run().unwrap_or_else(|f| panic!("{f}"));
+        assert_eq!(seen.lock().unwrap().len(), 10);
+        let expected = format!(
+            "seed={seed} hash={:x} steps={}",
+            report.schedule_hash, report.steps
+        );
+        assert_eq!(
+            printed,
+            [expected.as_str(), "explored=1"],
+            "seed {seed}: only that seed runs, on its schedule; the child printed:\n{stdout}"
+        );
+    }
+}
