@@ -552,3 +552,163 @@ fn stageflow_sim_seed_makes_explore_run_that_seed_alone() {
         );
     }
 }
+
+/// Runs the closure it is cast inside its own turn.
+struct InTurn;
+
+type Act = Box<dyn FnOnce() + Send>;
+
+impl stageflow::Consumer for InTurn {
+    type In = u64;
+    type Message = Act;
+    fn handle_events(
+        &mut self,
+        _: stageflow::Events<'_, u64>,
+        _: &mut stageflow::ConsumerContext<'_, Act>,
+    ) {
+    }
+    fn handle_message(&mut self, act: Act, _: &mut stageflow::ConsumerContext<'_, Act>) {
+        act();
+    }
+}
+
+/// Answers a call with how many calls it has handled, this one included.
+struct Answerer(u64);
+
+impl stageflow::Consumer for Answerer {
+    type In = u64;
+    type Message = stageflow::Reply<u64>;
+    fn handle_events(
+        &mut self,
+        _: stageflow::Events<'_, u64>,
+        _: &mut stageflow::ConsumerContext<'_, stageflow::Reply<u64>>,
+    ) {
+    }
+    fn handle_message(
+        &mut self,
+        reply: stageflow::Reply<u64>,
+        _: &mut stageflow::ConsumerContext<'_, stageflow::Reply<u64>>,
+    ) {
+        self.0 += 1;
+        reply.send(self.0);
+    }
+}
+
+/// What the calls and the subscribe made inside a turn came to.
+struct FromATurn {
+    into_room: Result<u64, stageflow::CallError>,
+    into_full: Result<u64, stageflow::CallError>,
+    subscribe: Result<stageflow::SubscriptionId, stageflow::SubscribeError>,
+    waited: Duration,
+}
+
+#[test]
+fn a_call_or_subscribe_inside_a_turn_fails_as_at_its_timeout_and_the_run_ends_cleanly() {
+    use stageflow::{CallError, SubscribeError};
+    // Long enough that a wait for it, in real or virtual time, would show.
+    const TIMEOUT: Duration = Duration::from_secs(30);
+    let ran = sim::explore(0..100, |sim| {
+        let seen: Seen = Arc::default();
+        let into = seen.clone();
+        let (numbers, answerer, sink, in_turn) = sim.build(|| {
+            let numbers = stageflow::from_iter(0..10u64)
+                .name("numbers")
+                .spawn()
+                .unwrap();
+            let answerer = stageflow::consumer(Answerer(0))
+                .name("answerer")
+                .inbox_capacity(1)
+                .spawn()
+                .unwrap();
+            let sink =
+                stageflow::consumer(ForEach::new(move |x: u64| into.lock().unwrap().push(x)))
+                    .name("sink")
+                    .spawn()
+                    .unwrap();
+            let in_turn = stageflow::consumer(InTurn).name("in_turn").spawn().unwrap();
+            (numbers, answerer, sink, in_turn)
+        });
+        sim.run_until_idle()?;
+        let got: Arc<Mutex<Option<FromATurn>>> = Arc::default();
+        let (answerer2, sink2, numbers2, into) =
+            (answerer.clone(), sink.clone(), numbers.clone(), got.clone());
+        let act: Act = Box::new(move || {
+            let started = std::time::Instant::now();
+            // The answerer's inbox of one has room: the call goes in, and the reply cannot
+            // come while this turn lasts.
+            let into_room = answerer2.call(|r| r, TIMEOUT);
+            // Now that inbox is full, and only the answerer's turn could make room.
+            let into_full = answerer2.call(|r| r, TIMEOUT);
+            let subscribe = sink2.subscribe_to(&numbers2, SubscribeOptions::new().timeout(TIMEOUT));
+            *into.lock().unwrap() = Some(FromATurn {
+                into_room,
+                into_full,
+                subscribe,
+                waited: started.elapsed(),
+            });
+        });
+        in_turn.cast(act).unwrap();
+        sim.run_until_idle()?;
+        let FromATurn {
+            into_room,
+            into_full,
+            subscribe,
+            waited,
+        } = got.lock().unwrap().take().expect("the closure ran");
+        assert_eq!(into_room, Err(CallError::Timeout));
+        assert_eq!(into_full, Err(CallError::Timeout));
+        assert_eq!(
+            subscribe,
+            Err(SubscribeError::Timeout {
+                producer: "numbers".into()
+            })
+        );
+        // At once, as at the timeout: neither real nor virtual time waited for it.
+        assert!(waited < TIMEOUT, "waited {waited:?} in real time");
+        assert!(
+            sim.elapsed() < TIMEOUT,
+            "{:?} of virtual time",
+            sim.elapsed()
+        );
+        // The withdrawn subscribe left nothing behind, pending or held, on either side.
+        assert_eq!(*seen.lock().unwrap(), Vec::<u64>::new());
+        assert!(
+            sink.counters().subscriptions.is_empty(),
+            "{:?}",
+            sink.counters()
+        );
+        assert!(
+            numbers.counters().subscriptions.is_empty(),
+            "{:?}",
+            numbers.counters()
+        );
+        // The first call's message was delivered (and answered into the void), the second's
+        // was not: from the test's code, a call is the answerer's second.
+        assert_eq!(answerer.call(|r| r, TIMEOUT), Ok(2));
+        // From the test's code, the same subscribe succeeds and the run ends cleanly.
+        sink.subscribe_to(&numbers, SubscribeOptions::new().max_demand(3))
+            .expect("subscribes outside a turn");
+        // (So the counters do list a subscription the sink holds.)
+        assert_eq!(
+            sink.counters().subscriptions.len(),
+            1,
+            "{:?}",
+            sink.counters()
+        );
+        answerer.stop();
+        in_turn.stop();
+        let report = sim.run()?;
+        assert_eq!(*seen.lock().unwrap(), (0..10).collect::<Vec<u64>>());
+        for (name, reason) in [
+            ("numbers", Reason::Normal),
+            ("sink", Reason::Normal),
+            ("answerer", Reason::Shutdown),
+            ("in_turn", Reason::Shutdown),
+        ] {
+            let stage = report.stage(name).unwrap();
+            assert_eq!(stage.outcome, Some(reason), "{stage}");
+        }
+        Ok(())
+    });
+    assert_eq!(ran.unwrap_or_else(|f| panic!("{f}")), 100);
+}
