@@ -512,8 +512,9 @@ fn replay_child() {
 
 #[test]
 fn stageflow_sim_seed_makes_explore_run_that_seed_alone() {
-    // One seed inside the explored range, one beyond it: the variable replaces the range.
-    for seed in [737u64, 4242] {
+    // One seed inside the explored range, one beyond it (the variable replaces the range),
+    // and the largest seed (whose range must not overflow).
+    for seed in [737u64, 4242, u64::MAX] {
         let out = std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "replay_child", "--ignored", "--nocapture"])
             .args(["--test-threads", "1"])
@@ -551,6 +552,26 @@ fn stageflow_sim_seed_makes_explore_run_that_seed_alone() {
             "seed {seed}: only that seed runs, on its schedule; the child printed:\n{stdout}"
         );
     }
+    // A value that is not a seed is refused, naming the variable, instead of running every
+    // seed as if nothing were set.
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "replay_child", "--ignored", "--nocapture"])
+        .args(["--test-threads", "1"])
+        .env("STAGEFLOW_SIM_SEED", "0x10")
+        .output()
+        .expect("the test binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a bad seed must fail the run:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("STAGEFLOW_SIM_SEED=\"0x10\" is not a seed")
+            || stderr.contains("STAGEFLOW_SIM_SEED=\"0x10\" is not a seed"),
+        "the failure names the variable and the value:\n{stdout}\n{stderr}"
+    );
+    assert!(!stdout.contains("seed=0 "), "no seed ran:\n{stdout}");
 }
 
 /// Runs the closure it is cast inside its own turn.

@@ -549,22 +549,35 @@ pub fn subscribe<S, R: Consumes<S>>(
 /// Runs `test` once for each seed in `seeds`, each with a fresh [`Sim`], and stops at the
 /// first that fails (an `Err`, or a panic in `test`). Returns how many seeds ran.
 ///
-/// With the environment variable `STAGEFLOW_SIM_SEED` set to a seed, only that seed runs:
-/// the way to replay a failure without editing the test.
+/// With the environment variable `STAGEFLOW_SIM_SEED` set to a seed, only that seed runs
+/// (in `seeds` or not): the way to replay a failure without editing the test.
 ///
 /// # Errors
 ///
 /// The first [`Failure`], with its seed.
+///
+/// # Panics
+///
+/// If `STAGEFLOW_SIM_SEED` is set to something other than a decimal `u64`: a typo while
+/// replaying would otherwise run every seed as if nothing were set.
 pub fn explore(
     seeds: std::ops::Range<u64>,
     mut test: impl FnMut(&mut Sim) -> Result<(), Failure>,
 ) -> Result<u64, Failure> {
-    let only = std::env::var("STAGEFLOW_SIM_SEED")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok());
-    let seeds = match only {
-        Some(seed) => seed..seed + 1,
-        None => seeds,
+    let seeds = match std::env::var("STAGEFLOW_SIM_SEED") {
+        Ok(s) => {
+            let seed = s.trim().parse::<u64>().unwrap_or_else(|_| {
+                panic!("STAGEFLOW_SIM_SEED={s:?} is not a seed: give a decimal u64, as a failure prints it")
+            });
+            seed..=seed
+        }
+        Err(std::env::VarError::NotUnicode(s)) => {
+            panic!("STAGEFLOW_SIM_SEED={s:?} is not a seed: give a decimal u64, as a failure prints it")
+        }
+        Err(std::env::VarError::NotPresent) => match seeds.end.checked_sub(1) {
+            Some(last) if !seeds.is_empty() => seeds.start..=last,
+            _ => 1..=0,
+        },
     };
     let mut ran = 0;
     for seed in seeds {
