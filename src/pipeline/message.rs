@@ -1,16 +1,13 @@
 //! [`Message`]: the data a pipeline carries with its metadata, its status and its
 //! acknowledger; [`Acknowledger`] and the grouping of acknowledgements (pure, no threads).
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use log::error;
 
-/// Free-form metadata a producer attaches to a message (a queue's delivery tag, a partition,
-/// an offset). An empty map allocates nothing.
-pub type Metadata = BTreeMap<String, String>;
+use super::metadata::Metadata;
 
 /// Whether a message has failed, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -301,10 +298,10 @@ pub(crate) fn ack_all<T>(messages: impl IntoIterator<Item = Message<T>>) -> (u64
     }
     let mut messages = messages.into_iter();
     let mut groups: Vec<Group> = Vec::new();
-    // The group of the previous message: a run of one acknowledger skips the search.
-    let mut last = 0;
     let (mut ok, mut failed) = (0, 0);
-    while let Some(m) = messages.next() {
+    // A message that ended a run of one acknowledger, to start the next.
+    let mut next = messages.next();
+    while let Some(m) = next.take() {
         let Message {
             metadata,
             failed: failure,
@@ -317,39 +314,61 @@ pub(crate) fn ack_all<T>(messages: impl IntoIterator<Item = Message<T>>) -> (u64
         } else {
             ok += 1;
         }
-        let Some(Ack { by, id }) = ack else { continue };
-        let key = by.key();
-        if groups.get(last).is_none_or(|g| g.key != key) {
-            last = match groups.iter().position(|g| g.key == key) {
-                Some(i) => i,
-                None => {
-                    // The first group is sized for every message left (there is usually one
-                    // acknowledger): one allocation per batch, not one per doubling.
-                    let room = match (groups.is_empty(), is_failed) {
-                        (true, false) => messages.size_hint().0 + 1,
-                        _ => 0,
-                    };
-                    groups.push(Group {
-                        key,
-                        by,
-                        ok: Vec::with_capacity(room),
-                        failed: Vec::new(),
-                    });
-                    groups.len() - 1
-                }
-            };
-        }
-        let group = &mut groups[last];
-        let list = if is_failed {
-            &mut group.failed
-        } else {
-            &mut group.ok
+        let Some(Ack { by, id }) = ack else {
+            next = messages.next();
+            continue;
         };
-        list.push(Acked {
+        let key = by.key();
+        let at = match groups.iter().position(|g| g.key == key) {
+            Some(i) => i,
+            None => {
+                // The first group is sized for every message left (there is usually one
+                // acknowledger): one allocation per batch, not one per doubling.
+                let room = match (groups.is_empty(), is_failed) {
+                    (true, false) => messages.size_hint().0 + 1,
+                    _ => 0,
+                };
+                groups.push(Group {
+                    key,
+                    by,
+                    ok: Vec::with_capacity(room),
+                    failed: Vec::new(),
+                });
+                groups.len() - 1
+            }
+        };
+        let group = &mut groups[at];
+        let acked = Acked {
             id,
             metadata,
             status: failure.map_or(Status::Ok, |f| *f),
-        });
+        };
+        if is_failed {
+            group.failed.push(acked);
+        } else {
+            group.ok.push(acked);
+        }
+        // The common run: successful messages of the same acknowledger, taken without
+        // looking the group up again.
+        let list = &mut group.ok;
+        for m in messages.by_ref() {
+            match &m.ack {
+                Some(a) if m.failed.is_none() && a.by.key() == key => {
+                    let Message { metadata, ack, .. } = m;
+                    let id = ack.map_or(0, |a| a.id);
+                    list.push(Acked {
+                        id,
+                        metadata,
+                        status: Status::Ok,
+                    });
+                    ok += 1;
+                }
+                _ => {
+                    next = Some(m);
+                    break;
+                }
+            }
+        }
     }
     for g in groups {
         call(g.by.get(), g.ok, g.failed);

@@ -199,6 +199,7 @@ mod counters;
 mod error;
 mod handle;
 mod message;
+mod metadata;
 mod metrics;
 mod processor;
 mod rate;
@@ -211,7 +212,8 @@ pub use builder::{
 pub use counters::{LayerCounters, PipelineCounters, ProducerCounters};
 pub use error::PipelineError;
 pub use handle::{AckReport, Pipeline, ShutdownReport, TestAcks};
-pub use message::{Acked, Acknowledger, Message, Metadata, Status};
+pub use message::{Acked, Acknowledger, Message, Status};
+pub use metadata::Metadata;
 pub use metrics::PipelineMetrics;
 pub use rate::RateLimit;
 pub use testing::DummyProducer;
