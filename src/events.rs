@@ -67,6 +67,20 @@ impl<'a, T> Events<'a, T> {
     }
 }
 
+impl<T> Events<'_, T> {
+    /// Moves up to `max` events onto the end of `into`, in one loop (a `Vec` knows the
+    /// length of what it extends with here, and a peekable iterator would move each event
+    /// twice). Returns how many.
+    pub(crate) fn move_into(&mut self, into: &mut Vec<T>, max: usize) -> usize {
+        let k = self.n.min(max);
+        if let Some(iter) = self.iter.as_deref_mut() {
+            into.extend(iter.take(k));
+        }
+        self.n -= k;
+        k
+    }
+}
+
 impl<T> Iterator for Events<'_, T> {
     type Item = T;
 

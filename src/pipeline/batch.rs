@@ -153,10 +153,33 @@ impl<T> Accumulator<T> {
     /// [`push`](Accumulator::push) of each in turn until the batch is full, in one move of
     /// the run. Returns the full batch if it is now full, and whether these messages started
     /// a batch. Takes nothing from an empty `messages`.
+    #[cfg(test)]
     pub(crate) fn fill(
         &mut self,
         messages: &mut impl Iterator<Item = Message<T>>,
         n: usize,
+    ) -> (Option<Vec<Message<T>>>, bool) {
+        self.fill_with(n, |pending, room| {
+            pending.extend(messages.by_ref().take(room))
+        })
+    }
+
+    /// [`fill`](Accumulator::fill) from a batch of events, moved in one loop.
+    pub(crate) fn fill_from(
+        &mut self,
+        events: &mut crate::Events<'_, Message<T>>,
+        n: usize,
+    ) -> (Option<Vec<Message<T>>>, bool) {
+        self.fill_with(n, |pending, room| {
+            events.move_into(pending, room);
+        })
+    }
+
+    /// [`fill`](Accumulator::fill), `take(pending, room)` moving up to `room` messages in.
+    fn fill_with(
+        &mut self,
+        n: usize,
+        take: impl FnOnce(&mut Vec<Message<T>>, usize),
     ) -> (Option<Vec<Message<T>>>, bool) {
         let started = self.pending.is_empty();
         if started {
@@ -164,7 +187,7 @@ impl<T> Accumulator<T> {
             self.pending.reserve(n);
         }
         let room = n.saturating_sub(self.pending.len()).max(1);
-        self.pending.extend(messages.by_ref().take(room));
+        take(&mut self.pending, room);
         let full = self.pending.len() >= n;
         (if full { self.take() } else { None }, started)
     }

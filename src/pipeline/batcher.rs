@@ -81,10 +81,10 @@ impl<T> Batcher<T> {
         let mut out = Vec::new();
         if let (None, BatchSize::Count(size)) = (&self.partition_by, &self.size) {
             // One partition, batches by count: move runs of messages, not one at a time.
-            let (size, mut events) = (*size, events.peekable());
-            while events.peek().is_some() {
+            let (size, mut events) = (*size, events);
+            while events.len() > 0 {
                 let generation = self.parts[0].generation();
-                match self.parts[0].fill(&mut events, size) {
+                match self.parts[0].fill_from(&mut events, size) {
                     (Some(messages), _) => out.push(self.batch(messages, 0, Trigger::Size)),
                     (None, true) => {
                         ctx.send_after(

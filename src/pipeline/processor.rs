@@ -50,9 +50,14 @@ pub(crate) struct Core<I, O> {
 }
 
 impl<I, O> Core<I, O> {
-    /// Runs `handle_message` on each message; returns what goes on to the batchers.
-    fn process(&mut self, messages: impl Iterator<Item = Message<I>>) -> Vec<Message<O>> {
-        let mut out = Vec::with_capacity(messages.size_hint().0);
+    /// Runs `handle_message` on each message; hands what goes on to the batchers to `out`
+    /// (straight into the callback's output: no batch of its own to allocate and copy).
+    fn process(
+        &mut self,
+        messages: impl Iterator<Item = Message<I>>,
+        mut out: impl FnMut(Message<O>),
+    ) {
+        let mut passed = 0u64;
         let mut failed = Vec::new();
         let mut done = Vec::new();
         let mut n = 0u64;
@@ -69,7 +74,10 @@ impl<I, O> Core<I, O> {
                                 let reason = format!("unknown batcher {b:?}");
                                 failed.push(Failed::Out(m.with_failure(reason)));
                             }
-                            _ => out.push(m),
+                            _ => {
+                                passed += 1;
+                                out(m);
+                            }
                         },
                     }
                 }
@@ -86,7 +94,7 @@ impl<I, O> Core<I, O> {
         }
         Cells::add(&self.cells.messages_in, n);
         Cells::add(&self.cells.batches, 1);
-        Cells::add(&self.cells.successful, (out.len() + done.len()) as u64);
+        Cells::add(&self.cells.successful, passed + done.len() as u64);
         let mut failed_in: Vec<Message<I>> = Vec::new();
         let mut failed_out: Vec<Message<O>> = Vec::new();
         for f in failed {
@@ -123,7 +131,6 @@ impl<I, O> Core<I, O> {
             Cells::add(&self.totals.successful, ok);
             Cells::add(&self.totals.failed, failed);
         }
-        out
     }
 }
 
@@ -193,20 +200,20 @@ impl Gate {
 }
 
 impl<I, O> Core<I, O> {
-    /// `handle_message` for both kinds; returns what goes on to the batchers.
+    /// `handle_message` for both kinds; what goes on to the batchers goes to `out`.
     fn message<Out>(
         &mut self,
         msg: ProcessorMsg<I>,
         ctx: &mut Context<'_, Out, ProcessorMsg<I>>,
-    ) -> Vec<Message<O>> {
+        out: impl FnMut(Message<O>),
+    ) {
         match msg {
-            ProcessorMsg::Push(messages) => self.process(messages.into_iter()),
+            ProcessorMsg::Push(messages) => self.process(messages.into_iter(), out),
             ProcessorMsg::Refill => {
                 if let Some(g) = &mut self.gate {
                     g.refill_set = false;
                     g.refill(ctx);
                 }
-                Vec::new()
             }
         }
     }
@@ -262,8 +269,7 @@ impl<I: Send + 'static, O: Send + 'static> ProducerConsumer for Processor<I, O> 
         ctx: &mut Context<'_, Message<O>, ProcessorMsg<I>>,
     ) {
         let (sub, n) = (events.subscription(), events.len());
-        let out = self.0.process(events);
-        ctx.emit_all(out);
+        self.0.process(events, |m| ctx.emit(m));
         self.0.arrived(sub, n, ctx);
     }
 
@@ -272,7 +278,8 @@ impl<I: Send + 'static, O: Send + 'static> ProducerConsumer for Processor<I, O> 
         msg: ProcessorMsg<I>,
         ctx: &mut Context<'_, Message<O>, ProcessorMsg<I>>,
     ) {
-        let out = self.0.message(msg, ctx);
+        let mut out = Vec::new();
+        self.0.message(msg, ctx, |m| out.push(m));
         ctx.emit_all(out);
     }
 
@@ -307,8 +314,10 @@ impl<I: Send + 'static, O: Send + 'static> Consumer for Sink<I, O> {
         ctx: &mut ConsumerContext<'_, ProcessorMsg<I>>,
     ) {
         let (sub, n) = (events.subscription(), events.len());
-        let out = self.0.process(events);
-        debug_assert!(out.is_empty());
+        // Without batchers every message is acknowledged here: nothing goes on.
+        self.0.process(events, |_| {
+            debug_assert!(false, "a sink passed a message on")
+        });
         self.0.arrived(sub, n, ctx);
     }
 
@@ -317,7 +326,9 @@ impl<I: Send + 'static, O: Send + 'static> Consumer for Sink<I, O> {
         msg: ProcessorMsg<I>,
         ctx: &mut ConsumerContext<'_, ProcessorMsg<I>>,
     ) {
-        self.0.message(msg, ctx);
+        self.0.message(msg, ctx, |_| {
+            debug_assert!(false, "a sink passed a message on")
+        });
     }
 
     fn handle_subscribe(
