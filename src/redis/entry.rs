@@ -61,7 +61,7 @@ impl From<StreamId> for Entry {
 }
 
 /// The bytes of a field's value (Redis sends bulk strings; anything else is rendered).
-fn value_bytes(v: Value) -> Vec<u8> {
+pub(crate) fn value_bytes(v: Value) -> Vec<u8> {
     match v {
         Value::BulkString(b) => b,
         Value::SimpleString(s) => s.into_bytes(),

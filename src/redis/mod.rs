@@ -137,6 +137,7 @@ mod counters;
 mod entry;
 mod error;
 mod producer;
+mod reply;
 mod shared;
 mod sink;
 mod source;

@@ -7,12 +7,13 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use log::warn;
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
-use redis::{Connection, RedisError};
+use redis::streams::StreamAutoClaimReply;
+use redis::{Connection, RedisError, Value};
 
 use super::conn::{self, Backoff};
 use super::counters::Cells;
 use super::entry::Entry;
+use super::reply;
 use super::shared::{StreamSource, ID_KEY};
 use crate::pipeline::Message;
 use crate::{Context, Producer};
@@ -113,7 +114,7 @@ impl<T: Send + 'static> StreamProducer<T> {
         Cells::add(&cells.reads, 1);
         match &self.phase {
             Phase::OwnPending(cursor) => {
-                let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+                let reply: Value = redis::cmd("XREADGROUP")
                     .arg("GROUP")
                     .arg(&s.opts.group)
                     .arg(&s.opts.consumer)
@@ -123,11 +124,7 @@ impl<T: Send + 'static> StreamProducer<T> {
                     .arg(&s.opts.stream)
                     .arg(cursor)
                     .query(con)?;
-                let ids: Vec<StreamId> = reply
-                    .into_iter()
-                    .flat_map(|r| r.keys)
-                    .flat_map(|k| k.ids)
-                    .collect();
+                let ids = reply::entries(reply)?;
                 match ids.last() {
                     None => self.phase = Phase::Claim("0-0".into()),
                     Some(last) => self.phase = Phase::OwnPending(last.id.clone()),
@@ -150,10 +147,13 @@ impl<T: Send + 'static> StreamProducer<T> {
                 } else {
                     self.phase = Phase::Claim(reply.next_stream_id);
                 }
-                self.emit(reply.claimed, &cells.claimed, ctx);
+                let claimed = reply.claimed.into_iter().map(Entry::from).collect();
+                self.emit(claimed, &cells.claimed, ctx);
             }
             Phase::New => {
-                let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+                // Read as a plain value and walked by value: the client's StreamReadReply
+                // copies the whole reply first (see `reply`).
+                let reply: Value = redis::cmd("XREADGROUP")
                     .arg("GROUP")
                     .arg(&s.opts.group)
                     .arg(&s.opts.consumer)
@@ -165,11 +165,7 @@ impl<T: Send + 'static> StreamProducer<T> {
                     .arg(&s.opts.stream)
                     .arg(">")
                     .query(con)?;
-                let ids: Vec<StreamId> = reply
-                    .into_iter()
-                    .flat_map(|r| r.keys)
-                    .flat_map(|k| k.ids)
-                    .collect();
+                let ids = reply::entries(reply)?;
                 self.emit(ids, &cells.read, ctx);
             }
         }
@@ -179,7 +175,7 @@ impl<T: Send + 'static> StreamProducer<T> {
     /// Emits `ids` (skipping those still in flight here), counting them in `counter`.
     fn emit(
         &mut self,
-        ids: Vec<StreamId>,
+        ids: Vec<Entry>,
         counter: &std::sync::atomic::AtomicU64,
         ctx: &mut Context<'_, Message<T>, ReadTurn>,
     ) {
@@ -191,14 +187,14 @@ impl<T: Send + 'static> StreamProducer<T> {
         let mut emitted = 0u64;
         {
             let mut in_flight = shared.in_flight.lock();
-            for sid in ids {
-                if !in_flight.insert(sid.id.clone()) {
+            for entry in ids {
+                if !in_flight.insert(entry.id.clone()) {
                     Cells::add(&shared.cells.skipped_in_flight, 1);
                     continue;
                 }
                 emitted += 1;
-                let id = sid.id.clone();
-                match (self.source.decode)(Entry::from_reply(sid)) {
+                let id = entry.id.clone();
+                match (self.source.decode)(entry) {
                     Ok(data) => {
                         let mut m =
                             Message::new(data).acknowledger(self.source.ack.clone(), self.seq);
