@@ -109,14 +109,14 @@
 //! stageflow extension): each time it asks with its inbox empty (it would wait for what it
 //! asks), its `max_demand` and `min_demand` double, up to ten times where they started (100 /
 //! 50 at the defaults); each time it asks with its inbox full, they halve, down to where they
-//! started. Measured on 2 cores, load under 1 (`BENCHMARKS.md`, rows m, ma, m100: producer →
-//! 8 processors → batcher of 100 → acknowledger, 1 M messages, median of 5 rounds):
+//! started. Measured on 2 cores (`BENCHMARKS.md`, rows m, ma, m100: producer → 8 processors →
+//! batcher of 100 → acknowledger, 1 M messages, median of 5 rounds, two runs):
 //!
 //! | processors' demand | messages/s | CPU per message | against a hand-written 10 / 5 |
 //! |---|---|---|---|
-//! | 10 / 5, fixed (Broadway's; [`ProcessorOptions::fixed_demand`]) | 2.4 M | 818 ns | 0.44× |
-//! | 10 / 5, adaptive up to 100 (the default) | 7.6 M | 260 ns | 1.59× |
-//! | 100 / 50, fixed | 8.6 M | 231 ns | |
+//! | 10 / 5, fixed (Broadway's; [`ProcessorOptions::fixed_demand`]) | 2.9–3.1 M | 609–633 ns | 0.38–0.46× |
+//! | 10 / 5, adaptive up to 100 (the default) | 11.2–11.4 M | 168–172 ns | 1.39–1.51× |
+//! | 100 / 50, fixed | 11.5–11.6 M | 162–168 ns | |
 //!
 //! A user's orders pipeline (4 processors, batches of 100) took 13.6–24.7× the time of a
 //! hand-written version at fixed 10 / 5 and 3.0–3.8× with `max_demand(100)`. How to size it:
