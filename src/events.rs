@@ -132,3 +132,28 @@ impl<T: fmt::Debug> fmt::Debug for Events<'_, T> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn move_into_moves_at_most_the_batch_and_leaves_the_rest_of_the_message() {
+        let mut iter = (0..10u32).collect::<Vec<_>>().into_iter();
+        let mut into = vec![100];
+        {
+            // A batch of the first 5 events of a message of 10.
+            let mut events = Events::new(&mut iter, 5, SubscriptionId::unique());
+            assert_eq!(events.move_into(&mut into, 3), 3);
+            assert_eq!(events.len(), 2);
+            assert_eq!(events.as_slice(), [3, 4]);
+            // Asking for more than the batch holds moves only the batch.
+            assert_eq!(events.move_into(&mut into, 10), 2);
+            assert_eq!(events.len(), 0);
+            assert_eq!(events.move_into(&mut into, 10), 0);
+        }
+        assert_eq!(into, [100, 0, 1, 2, 3, 4]);
+        // The next batch starts at the message's sixth event.
+        assert_eq!(iter.as_slice(), [5, 6, 7, 8, 9]);
+    }
+}

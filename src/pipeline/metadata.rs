@@ -102,6 +102,13 @@ impl PartialEq for Metadata {
 
 impl Eq for Metadata {}
 
+impl std::hash::Hash for Metadata {
+    /// As the map's (an allocated empty map hashes as none).
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state);
+    }
+}
+
 impl PartialEq<BTreeMap<String, String>> for Metadata {
     fn eq(&self, other: &BTreeMap<String, String>) -> bool {
         **self == *other

@@ -569,15 +569,13 @@ pub fn explore(
             let seed = s.trim().parse::<u64>().unwrap_or_else(|_| {
                 panic!("STAGEFLOW_SIM_SEED={s:?} is not a seed: give a decimal u64, as a failure prints it")
             });
-            seed..=seed
+            // `seed..seed + 1` would overflow for the largest seed.
+            Box::new(std::iter::once(seed)) as Box<dyn Iterator<Item = u64>>
         }
         Err(std::env::VarError::NotUnicode(s)) => {
             panic!("STAGEFLOW_SIM_SEED={s:?} is not a seed: give a decimal u64, as a failure prints it")
         }
-        Err(std::env::VarError::NotPresent) => match seeds.end.checked_sub(1) {
-            Some(last) if !seeds.is_empty() => seeds.start..=last,
-            _ => 1..=0,
-        },
+        Err(std::env::VarError::NotPresent) => Box::new(seeds),
     };
     let mut ran = 0;
     for seed in seeds {
