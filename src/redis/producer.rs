@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use log::warn;
 use redis::streams::StreamAutoClaimReply;
-use redis::{Connection, RedisError, Value};
+use redis::{Connection, ConnectionLike, RedisError};
 
 use super::conn::{self, Backoff};
 use super::counters::Cells;
@@ -114,16 +114,17 @@ impl<T: Send + 'static> StreamProducer<T> {
         Cells::add(&cells.reads, 1);
         match &self.phase {
             Phase::OwnPending(cursor) => {
-                let reply: Value = redis::cmd("XREADGROUP")
-                    .arg("GROUP")
-                    .arg(&s.opts.group)
-                    .arg(&s.opts.consumer)
-                    .arg("COUNT")
-                    .arg(count)
-                    .arg("STREAMS")
-                    .arg(&s.opts.stream)
-                    .arg(cursor)
-                    .query(con)?;
+                let reply = con.req_command(
+                    redis::cmd("XREADGROUP")
+                        .arg("GROUP")
+                        .arg(&s.opts.group)
+                        .arg(&s.opts.consumer)
+                        .arg("COUNT")
+                        .arg(count)
+                        .arg("STREAMS")
+                        .arg(&s.opts.stream)
+                        .arg(cursor),
+                )?;
                 let ids = reply::entries(reply)?;
                 match ids.last() {
                     None => self.phase = Phase::Claim("0-0".into()),
@@ -151,20 +152,21 @@ impl<T: Send + 'static> StreamProducer<T> {
                 self.emit(claimed, &cells.claimed, ctx);
             }
             Phase::New => {
-                // Read as a plain value and walked by value: the client's StreamReadReply
-                // copies the whole reply first (see `reply`).
-                let reply: Value = redis::cmd("XREADGROUP")
-                    .arg("GROUP")
-                    .arg(&s.opts.group)
-                    .arg(&s.opts.consumer)
-                    .arg("COUNT")
-                    .arg(count)
-                    .arg("BLOCK")
-                    .arg(s.opts.block.as_millis() as u64)
-                    .arg("STREAMS")
-                    .arg(&s.opts.stream)
-                    .arg(">")
-                    .query(con)?;
+                // The reply as it came, walked once by value: `Cmd::query` would rebuild it
+                // to look for errors and `StreamReadReply` copy it whole (see `reply`).
+                let reply = con.req_command(
+                    redis::cmd("XREADGROUP")
+                        .arg("GROUP")
+                        .arg(&s.opts.group)
+                        .arg(&s.opts.consumer)
+                        .arg("COUNT")
+                        .arg(count)
+                        .arg("BLOCK")
+                        .arg(s.opts.block.as_millis() as u64)
+                        .arg("STREAMS")
+                        .arg(&s.opts.stream)
+                        .arg(">"),
+                )?;
                 let ids = reply::entries(reply)?;
                 self.emit(ids, &cells.read, ctx);
             }

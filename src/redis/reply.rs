@@ -2,7 +2,9 @@
 //!
 //! The client's own `StreamReadReply` clones the whole reply before converting it (it tries
 //! one shape, then another, each on a copy): a quarter of a stream source's instructions went
-//! to that copy. Here the reply is walked once and its strings are moved into the entries.
+//! to that copy. And `Cmd::query` first rebuilds every array of the reply to look for error
+//! values in it. Here the reply, as `ConnectionLike::req_command` returns it, is walked once:
+//! its strings are moved into the entries and an error value anywhere in it is the error.
 
 use redis::{ErrorKind, RedisError, Value};
 
@@ -14,11 +16,11 @@ use super::entry::{Entry, Fields};
 /// fields (an entry with no field).
 pub(crate) fn entries(reply: Value) -> Result<Vec<Entry>, RedisError> {
     let mut out = Vec::new();
-    match unwrap(reply) {
+    match check(reply)? {
         Value::Nil => {}
         Value::Array(streams) => {
             for stream in streams {
-                match unwrap(stream) {
+                match check(stream)? {
                     Value::Array(row) if row.len() == 2 => {
                         let entries = row.into_iter().nth(1).expect("two elements");
                         stream_entries(entries, &mut out)?;
@@ -39,7 +41,7 @@ pub(crate) fn entries(reply: Value) -> Result<Vec<Entry>, RedisError> {
 
 /// One stream's entries: `[[id, fields], ...]`.
 fn stream_entries(entries: Value, out: &mut Vec<Entry>) -> Result<(), RedisError> {
-    let entries = match unwrap(entries) {
+    let entries = match check(entries)? {
         Value::Array(entries) => entries,
         Value::Nil => return Ok(()),
         _ => return Err(shape("a stream's entries are not an array")),
@@ -47,7 +49,7 @@ fn stream_entries(entries: Value, out: &mut Vec<Entry>) -> Result<(), RedisError
     out.reserve(entries.len());
     for entry in entries {
         // `[id, fields]`, and with `XREADGROUP ... CLAIM` two more elements, not used here.
-        let Value::Array(parts) = unwrap(entry) else {
+        let Value::Array(parts) = check(entry)? else {
             return Err(shape("an entry is not [id, fields]"));
         };
         let mut parts = parts.into_iter();
@@ -55,7 +57,7 @@ fn stream_entries(entries: Value, out: &mut Vec<Entry>) -> Result<(), RedisError
             return Err(shape("an entry is not [id, fields]"));
         };
         out.push(Entry {
-            id: text(id).ok_or_else(|| shape("an entry's id is not a string"))?,
+            id: text(check(id)?).ok_or_else(|| shape("an entry's id is not a string"))?,
             fields: fields_of(fields)?,
         });
     }
@@ -65,7 +67,7 @@ fn stream_entries(entries: Value, out: &mut Vec<Entry>) -> Result<(), RedisError
 /// An entry's fields: `[field, value, ...]`, a map (RESP3), or nil (deleted).
 fn fields_of(fields: Value) -> Result<Fields, RedisError> {
     let mut out = Fields::new();
-    match unwrap(fields) {
+    match check(fields)? {
         Value::Nil => {}
         Value::Array(flat) => {
             if flat.len() % 2 != 0 {
@@ -73,14 +75,14 @@ fn fields_of(fields: Value) -> Result<Fields, RedisError> {
             }
             let mut flat = flat.into_iter();
             while let (Some(k), Some(v)) = (flat.next(), flat.next()) {
-                let k = text(k).ok_or_else(|| shape("a field's name is not a string"))?;
-                out.insert(k, super::entry::value_bytes(v));
+                let k = text(check(k)?).ok_or_else(|| shape("a field's name is not a string"))?;
+                out.insert(k, super::entry::value_bytes(check(v)?));
             }
         }
         Value::Map(pairs) => {
             for (k, v) in pairs {
-                let k = text(k).ok_or_else(|| shape("a field's name is not a string"))?;
-                out.insert(k, super::entry::value_bytes(v));
+                let k = text(check(k)?).ok_or_else(|| shape("a field's name is not a string"))?;
+                out.insert(k, super::entry::value_bytes(check(v)?));
             }
         }
         _ => return Err(shape("an entry's fields are not an array")),
@@ -90,18 +92,20 @@ fn fields_of(fields: Value) -> Result<Fields, RedisError> {
 
 /// A string of the reply, moved out (bulk strings that are not UTF-8 are refused).
 fn text(v: Value) -> Option<String> {
-    match unwrap(v) {
+    match v {
         Value::BulkString(b) => String::from_utf8(b).ok(),
         Value::SimpleString(s) => Some(s),
         _ => None,
     }
 }
 
-/// The value itself, without the attributes a RESP3 server may attach.
-fn unwrap(v: Value) -> Value {
+/// The value itself, without the attributes a RESP3 server may attach; an error value is the
+/// error.
+fn check(v: Value) -> Result<Value, RedisError> {
     match v {
-        Value::Attribute { data, .. } => unwrap(*data),
-        v => v,
+        Value::Attribute { data, .. } => check(*data),
+        Value::ServerError(e) => Err(e.into()),
+        v => Ok(v),
     }
 }
 
