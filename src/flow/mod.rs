@@ -231,8 +231,7 @@ use std::time::Duration;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::FlowError;
-use reduce::SeededMix;
-pub use reduce::{top_n, Partitioned, Partitions, Reduced};
+pub use reduce::{top_n, KeyHash, KeyHasher, Partitioned, Partitions, Reduced};
 pub use run::{FlowStream, RunningFlow};
 pub use window::{Emitted, Fired, LateEvents, Trigger, Window, WindowCounts, WindowId};
 
@@ -653,7 +652,7 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
         self,
         key: impl Fn(&T) -> K + Send + Sync + 'static,
         partitions: Partitions<K>,
-    ) -> Reduced<(K, u64), HashMap<K, u64>>
+    ) -> Reduced<(K, u64), HashMap<K, u64, KeyHasher>, HashMap<K, u64>>
     where
         K: Hash + Eq + Clone + Send + 'static,
     {
@@ -661,7 +660,7 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
             self.then(move |batch: Vec<T>| {
                 // Each lane's thread keeps its table from batch to batch: no allocation and no
                 // growth once it has seen a batch's worth of keys.
-                let mut counts = scratch::take::<HashMap<K, u64, SeededMix>>();
+                let mut counts = scratch::take::<HashMap<K, u64, KeyHasher>>();
                 for e in &batch {
                     *counts.entry(key(e)).or_insert(0) += 1;
                 }
@@ -673,12 +672,16 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
         } else {
             self.then(move |batch: Vec<T>| batch.iter().map(|e| (key(e), 1)).collect())
         };
-        pairs.partition(partitions.of_pairs()).reduce(
-            HashMap::new,
-            |counts: &mut HashMap<K, u64>, (k, n)| {
-                *counts.entry(k).or_insert(0) += n;
-            },
-        )
+        // The reducers count in tables hashed as the combiner's are, emitted as standard maps.
+        pairs
+            .partition(partitions.of_pairs())
+            .reduce(
+                HashMap::default,
+                |counts: &mut HashMap<K, u64, KeyHasher>, (k, n)| {
+                    *counts.entry(k).or_insert(0) += n;
+                },
+            )
+            .map_state(|counts| counts.into_iter().collect())
     }
 
     /// The lanes, to be spawned with a dispatcher.

@@ -78,7 +78,7 @@ fn hash_of<K: Hash>(key: &K) -> u64 {
 /// A fast, fixed hash for choosing partitions (FxHash's word step, then SplitMix64's
 /// finalizer so that the low bits, which `% stages` reads, depend on every input bit). From
 /// zero it only spreads keys over stages: not for hash tables facing untrusted keys. From a
-/// random seed ([`SeededMix`]) it keys the combiner's table, which holds at most a batch of
+/// random seed ([`KeyHasher`]) it keys the combiner's table, which holds at most a batch of
 /// keys: an input cannot aim at collisions without the seed, though it is no keyed
 /// cryptographic hash as SipHash is.
 pub(crate) struct Mix(u64);
@@ -120,24 +120,84 @@ impl Hasher for Mix {
     }
 }
 
-/// [`Mix`] from a random seed, for a table the flow keeps inside a stage (the combiner's
-/// per-batch counts): a few instructions a word where SipHash takes hundreds, and a seed no
-/// input can know in advance. Each value draws its own seed.
+/// The hash of the tables a flow keeps by key (the combiner's per-batch counts, the counts of
+/// [`count_by_key`](Partitioned::count_by_key)'s windows): FxHash's word step from a random
+/// seed, with SplitMix64's finalizer. A few instructions a short key where the standard
+/// library's SipHash takes a hundred or more, and a seed no input can know in advance; each
+/// value draws its own.
+///
+/// It is no keyed cryptographic hash, as SipHash is: for keys chosen by an adversary who can
+/// see how long the flow takes (a denial of service by collisions), reduce into a
+/// `HashMap` with the standard hasher yourself ([`Partitioned::reduce`]).
+///
+/// # Examples
+///
+/// ```
+/// use std::collections::HashMap;
+/// use stageflow::flow::KeyHasher;
+///
+/// let mut counts: HashMap<&str, u64, KeyHasher> = HashMap::default();
+/// *counts.entry("word").or_insert(0) += 1;
+/// assert_eq!(counts["word"], 1);
+/// ```
 #[derive(Clone)]
-pub(crate) struct SeededMix(u64);
+pub struct KeyHasher(u64);
 
-impl Default for SeededMix {
-    fn default() -> SeededMix {
-        use std::hash::BuildHasher;
-        SeededMix(std::collections::hash_map::RandomState::new().hash_one(0x5EED_u64))
+impl fmt::Debug for KeyHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyHasher").finish_non_exhaustive()
     }
 }
 
-impl std::hash::BuildHasher for SeededMix {
-    type Hasher = Mix;
+impl Default for KeyHasher {
+    fn default() -> KeyHasher {
+        use std::hash::BuildHasher;
+        KeyHasher(std::collections::hash_map::RandomState::new().hash_one(0x5EED_u64))
+    }
+}
 
-    fn build_hasher(&self) -> Mix {
-        Mix(self.0)
+impl std::hash::BuildHasher for KeyHasher {
+    type Hasher = KeyHash;
+
+    fn build_hasher(&self) -> KeyHash {
+        KeyHash(Mix(self.0))
+    }
+}
+
+/// The hasher a [`KeyHasher`] builds.
+pub struct KeyHash(Mix);
+
+impl fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyHash").finish_non_exhaustive()
+    }
+}
+
+impl Hasher for KeyHash {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.write(bytes);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0.write_u64(n);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0.write_usize(n);
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0.write_u32(n);
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.0.write_u8(n);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0.finish()
     }
 }
 
@@ -319,16 +379,23 @@ impl<T: Send + 'static> Partitioned<T> {
     /// Counts each window's events by `key`. Where the partition's key is the same,
     /// [`Flow::count_by_key`] does both in one call, with the key written once, and counts
     /// each batch before the partition.
+    ///
+    /// A window counts in a table hashed with [`KeyHasher`] (a few instructions a key where
+    /// SipHash takes a hundred or more) and is emitted as a standard `HashMap`.
     pub fn count_by_key<K>(
         self,
         key: impl Fn(&T) -> K + Send + Sync + 'static,
-    ) -> Reduced<T, HashMap<K, u64>>
+    ) -> Reduced<T, HashMap<K, u64, KeyHasher>, HashMap<K, u64>>
     where
         K: Hash + Eq + Clone + Send + 'static,
     {
-        self.reduce(HashMap::new, move |acc: &mut HashMap<K, u64>, e| {
-            *acc.entry(key(&e)).or_insert(0) += 1;
-        })
+        self.reduce(
+            HashMap::default,
+            move |acc: &mut HashMap<K, u64, KeyHasher>, e| {
+                *acc.entry(key(&e)).or_insert(0) += 1;
+            },
+        )
+        .map_state(|counts| counts.into_iter().collect())
     }
 
     /// Keeps each window's `n` greatest events by `by` (Flow's `take_sort/4`), greatest first;
@@ -965,7 +1032,7 @@ mod tests {
     #[test]
     fn a_seeded_hash_agrees_with_itself_and_differs_between_seeds() {
         use std::hash::BuildHasher;
-        let (a, b) = (SeededMix::default(), SeededMix::default());
+        let (a, b) = (KeyHasher::default(), KeyHasher::default());
         assert_eq!(a.hash_one("word"), a.clone().hash_one("word"));
         assert_ne!(a.hash_one("word"), a.hash_one("ward"));
         assert_ne!(
