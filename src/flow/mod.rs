@@ -231,7 +231,7 @@ use std::time::Duration;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::FlowError;
-pub use reduce::{top_n, KeyHash, KeyHasher, Partitioned, Partitions, Reduced};
+pub use reduce::{top_n, KeyCounts, KeyHash, KeyHasher, Partitioned, Partitions, Reduced};
 pub use run::{FlowStream, RunningFlow};
 pub use window::{Emitted, Fired, LateEvents, Trigger, Window, WindowCounts, WindowId};
 
@@ -652,7 +652,7 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
         self,
         key: impl Fn(&T) -> K + Send + Sync + 'static,
         partitions: Partitions<K>,
-    ) -> Reduced<(K, u64), HashMap<K, u64, KeyHasher>, HashMap<K, u64>>
+    ) -> Reduced<(K, u64), KeyCounts<K>, HashMap<K, u64>>
     where
         K: Hash + Eq + Clone + Send + 'static,
     {
@@ -675,12 +675,9 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
         // The reducers count in tables hashed as the combiner's are, emitted as standard maps.
         pairs
             .partition(partitions.of_pairs())
-            .reduce(
-                HashMap::default,
-                |counts: &mut HashMap<K, u64, KeyHasher>, (k, n)| {
-                    *counts.entry(k).or_insert(0) += n;
-                },
-            )
+            .reduce(KeyCounts::default, |counts: &mut KeyCounts<K>, (k, n)| {
+                *counts.entry(k).or_insert(0) += n;
+            })
             .map_state(|counts| counts.into_iter().collect())
     }
 

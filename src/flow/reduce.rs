@@ -164,6 +164,10 @@ impl std::hash::BuildHasher for KeyHasher {
     }
 }
 
+/// A window's counts while it fills, in [`count_by_key`](Partitioned::count_by_key) and
+/// [`Flow::count_by_key`](super::Flow::count_by_key): emitted as a `HashMap<K, u64>`.
+pub type KeyCounts<K> = HashMap<K, u64, KeyHasher>;
+
 /// The hasher a [`KeyHasher`] builds.
 pub struct KeyHash(Mix);
 
@@ -385,7 +389,7 @@ impl<T: Send + 'static> Partitioned<T> {
     pub fn count_by_key<K>(
         self,
         key: impl Fn(&T) -> K + Send + Sync + 'static,
-    ) -> Reduced<T, HashMap<K, u64, KeyHasher>, HashMap<K, u64>>
+    ) -> Reduced<T, KeyCounts<K>, HashMap<K, u64>>
     where
         K: Hash + Eq + Clone + Send + 'static,
     {
