@@ -14,7 +14,7 @@ use super::conn::{self, Backoff};
 use super::counters::Cells;
 use super::entry::Entry;
 use super::reply;
-use super::shared::{StreamSource, ID_KEY};
+use super::shared::{Options, StreamSource, ID_KEY};
 use crate::pipeline::Message;
 use crate::{Context, Producer};
 
@@ -50,6 +50,25 @@ pub struct StreamProducer<T> {
     backoff: Backoff,
     scheduled: bool,
     seq: u64,
+}
+
+/// `XREADGROUP GROUP <group> <consumer> COUNT <count> [BLOCK <ms>] STREAMS <stream> <id>`.
+///
+/// Sent with `ConnectionLike::req_command` and its reply walked once by value (`reply`):
+/// `Cmd::query` would rebuild the reply to look for errors in it, and the client's
+/// `StreamReadReply` copy it whole.
+fn xreadgroup(opts: &Options, count: usize, block: Option<Duration>, id: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
+        .arg(&opts.group)
+        .arg(&opts.consumer)
+        .arg("COUNT")
+        .arg(count);
+    if let Some(block) = block {
+        cmd.arg("BLOCK").arg(block.as_millis() as u64);
+    }
+    cmd.arg("STREAMS").arg(&opts.stream).arg(id);
+    cmd
 }
 
 impl<T> fmt::Debug for StreamProducer<T> {
@@ -114,17 +133,7 @@ impl<T: Send + 'static> StreamProducer<T> {
         Cells::add(&cells.reads, 1);
         match &self.phase {
             Phase::OwnPending(cursor) => {
-                let reply = con.req_command(
-                    redis::cmd("XREADGROUP")
-                        .arg("GROUP")
-                        .arg(&s.opts.group)
-                        .arg(&s.opts.consumer)
-                        .arg("COUNT")
-                        .arg(count)
-                        .arg("STREAMS")
-                        .arg(&s.opts.stream)
-                        .arg(cursor),
-                )?;
+                let reply = con.req_command(&xreadgroup(&s.opts, count, None, cursor))?;
                 let ids = reply::entries(reply)?;
                 match ids.last() {
                     None => self.phase = Phase::Claim("0-0".into()),
@@ -152,21 +161,8 @@ impl<T: Send + 'static> StreamProducer<T> {
                 self.emit(claimed, &cells.claimed, ctx);
             }
             Phase::New => {
-                // The reply as it came, walked once by value: `Cmd::query` would rebuild it
-                // to look for errors and `StreamReadReply` copy it whole (see `reply`).
-                let reply = con.req_command(
-                    redis::cmd("XREADGROUP")
-                        .arg("GROUP")
-                        .arg(&s.opts.group)
-                        .arg(&s.opts.consumer)
-                        .arg("COUNT")
-                        .arg(count)
-                        .arg("BLOCK")
-                        .arg(s.opts.block.as_millis() as u64)
-                        .arg("STREAMS")
-                        .arg(&s.opts.stream)
-                        .arg(">"),
-                )?;
+                let read = xreadgroup(&s.opts, count, Some(s.opts.block), ">");
+                let reply = con.req_command(&read)?;
                 let ids = reply::entries(reply)?;
                 self.emit(ids, &cells.read, ctx);
             }
