@@ -623,8 +623,9 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     /// Where the window allows, each mapper stage first counts its batch by key (a
     /// *combiner*, as Spark and Flink call it) and sends one `(key, count)` pair per distinct
     /// key of the batch instead of every event: fewer events to hash into partitions, send
-    /// and fold. (The mapper's table hashes each key with a fast hash from a random seed, not
-    /// SipHash; the reducers' tables, which are what you get, are standard `HashMap`s.) The
+    /// and fold. (The mappers' and the reducers' tables hash each key with [`KeyHasher`], a
+    /// fast hash from a random seed, not SipHash; each window is emitted as a standard
+    /// `HashMap`.) The
     /// window allows it when what it emits does not depend on how many events arrive: global
     /// and periodic windows without [`Every`](Trigger::Every) triggers. With
     /// count windows, fixed windows (whose timestamps are read from the key) or `Every`
