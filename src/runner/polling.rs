@@ -1,6 +1,6 @@
 //! How a waiting stage polls its inbox before it blocks (see `Runner::next_envelope`): a
-//! budget that adapts to whether polling pays, and the process-wide count of running stages
-//! that says whether polling may take a core at all.
+//! budget that adapts to whether polling pays, the yields that take polling's place when
+//! stages outnumber cores, and the process-wide count of running stages that says which.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -9,6 +9,10 @@ use std::sync::OnceLock;
 const POLLS: u32 = 64;
 /// The least it polls when polling has not paid.
 const MIN_POLLS: u32 = 2;
+/// How many times a waiting stage yields its core (looking at its inbox after each) before
+/// it blocks, while more stages run than there are cores. Measured on 2 cores (BENCHMARKS.md,
+/// "stop 22"): 8, 16 and 32 did about as well as each other and far better than none.
+const YIELDS: u32 = 16;
 
 /// The polling budget of one stage.
 #[derive(Debug)]
@@ -33,6 +37,17 @@ impl Polls {
             self.budget
         } else {
             0
+        }
+    }
+
+    /// How many times the next wait yields before it blocks: [`YIELDS`] while more stages run
+    /// than there are cores (when it does not poll), else none.
+    #[inline]
+    pub(super) fn yields(&self) -> u32 {
+        if fits(self.cores) {
+            0
+        } else {
+            YIELDS
         }
     }
 
@@ -106,12 +121,20 @@ mod tests {
     }
 
     #[test]
-    fn no_polling_while_more_stages_run_than_there_are_cores() {
+    fn no_polling_but_yields_while_more_stages_run_than_there_are_cores() {
         let _live = Live::enter();
         let p = Polls {
             budget: POLLS,
             cores: 0,
         };
         assert_eq!(p.budget(), 0);
+        assert_eq!(p.yields(), YIELDS);
+        // With a core for every stage it polls and does not yield.
+        let p = Polls {
+            budget: POLLS,
+            cores: usize::MAX,
+        };
+        assert_eq!(p.budget(), POLLS);
+        assert_eq!(p.yields(), 0);
     }
 }
