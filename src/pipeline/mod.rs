@@ -110,13 +110,13 @@
 //! asks), its `max_demand` and `min_demand` double, up to ten times where they started (100 /
 //! 50 at the defaults); each time it asks with its inbox full, they halve, down to where they
 //! started. Measured on 2 cores (`BENCHMARKS.md`, rows m, ma, m100: producer → 8 processors →
-//! batcher of 100 → acknowledger, 1 M messages, median of 5 rounds, two runs):
+//! batcher of 100 → acknowledger, 1 M messages, medians of 5 or 7 rounds, several runs):
 //!
 //! | processors' demand | messages/s | CPU per message | against a hand-written 10 / 5 |
 //! |---|---|---|---|
-//! | 10 / 5, fixed (Broadway's; [`ProcessorOptions::fixed_demand`]) | 2.9–3.1 M | 609–633 ns | 0.38–0.46× |
-//! | 10 / 5, adaptive up to 100 (the default) | 11.2–11.4 M | 168–172 ns | 1.39–1.51× |
-//! | 100 / 50, fixed | 11.5–11.6 M | 162–168 ns | |
+//! | 10 / 5, fixed (Broadway's; [`ProcessorOptions::fixed_demand`]) | 3.6–3.7 M | 522–550 ns | 0.56–0.57× |
+//! | 10 / 5, adaptive up to 100 (the default) | 11.6–13.3 M | 148–154 ns | 1.62–2.02× |
+//! | 100 / 50, fixed | 11.2–11.9 M | 160–165 ns | |
 //!
 //! A user's orders pipeline (4 processors, batches of 100) took 13.6–24.7× the time of a
 //! hand-written version at fixed 10 / 5 and 3.0–3.8× with `max_demand(100)`. How to size it:
