@@ -114,9 +114,9 @@
 //!
 //! | processors' demand | messages/s | CPU per message | against a hand-written 10 / 5 |
 //! |---|---|---|---|
-//! | 10 / 5, fixed (Broadway's; [`ProcessorOptions::fixed_demand`]) | 3.6–3.7 M | 522–550 ns | 0.56–0.57× |
-//! | 10 / 5, adaptive up to 100 (the default) | 11.6–13.3 M | 148–154 ns | 1.62–2.02× |
-//! | 100 / 50, fixed | 11.2–11.9 M | 160–165 ns | |
+//! | 10 / 5, fixed (Broadway's; [`ProcessorOptions::fixed_demand`]) | 3.6–4.4 M | 432–550 ns | 0.52–0.61× |
+//! | 10 / 5, adaptive up to 100 (the default) | 10.9–13.3 M | 148–159 ns | 1.49–2.02× |
+//! | 100 / 50, fixed | 11.2–14.1 M | 137–165 ns | |
 //!
 //! A user's orders pipeline (4 processors, batches of 100) took 13.6–24.7× the time of a
 //! hand-written version at fixed 10 / 5 and 3.0–3.8× with `max_demand(100)`. How to size it:
