@@ -284,19 +284,41 @@ impl<S: Callbacks> Runner<S> {
             }
         }
         self.polls.missed(polls);
-        for _ in 0..self.polls.yields() {
+        let yields = self.polls.yields();
+        if yields > 0 {
+            // Not polled: one look before the wait is timed (a message already there is no wait).
             match self.inbox.try_recv() {
                 Ok(env) => return Ok(env),
-                Err(TryRecvError::Empty) => std::thread::yield_now(),
+                Err(TryRecvError::Empty) => {}
                 Err(TryRecvError::Disconnected) => return Err(RecvError),
             }
         }
         self.publish_buffered();
+        // The yields are part of the wait: the time another stage ran on this core counts as
+        // waiting for input, as the time blocked does.
         let waiting = self.shared.timing.wait_from(None);
-        let got = self.inbox.recv();
+        let got = match yields {
+            0 => self.inbox.recv(),
+            yields => self.yield_then_recv(yields),
+        };
         let ready = || Waiting::of(S::KIND, false, || self.emitter.ready());
         self.shared.timing.waited(waiting, ready);
         got
+    }
+
+    /// Yields the core up to `yields` times, looking at the inbox after each, then blocks on
+    /// it (see [`next_envelope`](Runner::next_envelope)).
+    #[inline(never)]
+    fn yield_then_recv(&mut self, yields: u32) -> Result<Env<S>, RecvError> {
+        for _ in 0..yields {
+            std::thread::yield_now();
+            match self.inbox.try_recv() {
+                Ok(env) => return Ok(env),
+                Err(TryRecvError::Empty) => {}
+                Err(TryRecvError::Disconnected) => return Err(RecvError),
+            }
+        }
+        self.inbox.recv()
     }
 
     /// Nothing but the inbox can give this turn work: no timer, no backlog, no demand or
