@@ -61,6 +61,17 @@ fn tweet_pipeline_acknowledges_every_tweet_read() {
 /// Generous bound for every wait.
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Waits (at most [`WAIT`]) for every stage of `p` to end, and asserts each ended normally.
+fn assert_ends_normally<I: Send + 'static>(p: &pipeline::Pipeline<I>) {
+    let outcomes = p.topology().join_timeout(WAIT);
+    assert!(
+        outcomes
+            .iter()
+            .all(|(_, r)| r.as_ref().is_some_and(|r| r.is_normal())),
+        "{outcomes:?}"
+    );
+}
+
 /// An acknowledger that records every call: each id with its status, and the sizes of the
 /// calls.
 #[derive(Clone, Default)]
@@ -149,13 +160,7 @@ fn adaptive_demand_acknowledges_every_message_once() {
         )
         .start()
         .unwrap();
-    let outcomes = p.topology().join_timeout(WAIT);
-    assert!(
-        outcomes
-            .iter()
-            .all(|(_, r)| r.as_ref().is_some_and(|r| r.is_normal())),
-        "{outcomes:?}"
-    );
+    assert_ends_normally(&p);
     assert!(rec.assert_exactly_once(20_000).is_empty());
     assert_eq!(p.counters().successful, 20_000);
 }
@@ -180,13 +185,7 @@ fn smoke() {
         )
         .start()
         .unwrap();
-    let outcomes = p.topology().join_timeout(WAIT);
-    assert!(
-        outcomes
-            .iter()
-            .all(|(_, r)| r.as_ref().is_some_and(|r| r.is_normal())),
-        "{outcomes:?}"
-    );
+    assert_ends_normally(&p);
     assert!(rec.assert_exactly_once(100).is_empty());
     let c = p.counters();
     assert_eq!(c.successful, 100);

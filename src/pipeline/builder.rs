@@ -24,7 +24,7 @@ use crate::supervise::{
 };
 use crate::{
     ControlError, Counters, Partition, Producer, ProducerDemand, ProducerRole, Source,
-    StageBuilder, SubscribeOptions, Topology, Upstream,
+    StageBuilder, SubscribeError, SubscribeOptions, Topology, Upstream,
 };
 
 /// Starts a pipeline named `name` (the prefix of its stages' names). See the
@@ -603,14 +603,16 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
         }
         check_demand("processors", o.max_demand, o.min_demand)?;
         if let Growth::UpTo(limit) = o.growth {
-            if limit < o.max_demand {
+            // The core's rule for the limit, through its public validation.
+            let core = SubscribeOptions::new()
+                .max_demand(o.max_demand)
+                .min_demand(0)
+                .adaptive_demand(limit)
+                .validate();
+            if let Err(SubscribeError::InvalidOption { message, .. }) = core {
                 return Err(PipelineError::invalid(
                     "processors.adaptive_demand",
-                    format!(
-                        "expected the adaptive_demand limit to be at least max_demand ({}), got \
-                         {limit}",
-                        o.max_demand
-                    ),
+                    message,
                 ));
             }
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use stageflow::pipeline::{self, Batch, BatcherOptions, DummyProducer, Message, ProcessorOptions};
 
-use super::{source, Recorder, WAIT};
+use super::{assert_ends_normally, source, Recorder, WAIT};
 
 /// What happens to message `i` in a case: in the processor (0 ok, 1 error, 2 panic, 3 fail),
 /// and which batches fail (a batch fails if its first message's id is a multiple of
@@ -183,13 +183,7 @@ fn a_panicking_processor_fails_that_message_only() {
         )
         .start()
         .unwrap();
-    let outcomes = p.topology().join_timeout(WAIT);
-    assert!(
-        outcomes
-            .iter()
-            .all(|(_, r)| r.as_ref().is_some_and(|r| r.is_normal())),
-        "{outcomes:?}"
-    );
+    assert_ends_normally(&p);
     assert_eq!(rec.assert_exactly_once(50), [7]);
     let r = rec.inner.lock();
     assert_eq!(

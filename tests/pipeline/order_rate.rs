@@ -9,7 +9,7 @@ use crossbeam_channel::unbounded;
 use parking_lot::Mutex;
 use stageflow::pipeline::{self, Batch, BatcherOptions, Message, ProcessorOptions, RateLimit};
 
-use super::{Recorder, WAIT};
+use super::{assert_ends_normally, Recorder, WAIT};
 
 #[test]
 fn partition_by_keeps_per_key_order_end_to_end() {
@@ -62,13 +62,7 @@ fn partition_by_keeps_per_key_order_end_to_end() {
         )
         .start()
         .unwrap();
-    let outcomes = p.topology().join_timeout(WAIT);
-    assert!(
-        outcomes
-            .iter()
-            .all(|(_, r)| r.as_ref().is_some_and(|r| r.is_normal())),
-        "{outcomes:?}"
-    );
+    assert_ends_normally(&p);
     assert!(rec.assert_exactly_once(N).is_empty());
     let mut next: HashMap<u64, u64> = HashMap::new();
     for (key, seq) in seen.lock().iter() {
