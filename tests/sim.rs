@@ -35,6 +35,35 @@ fn chain(sim: &mut Sim, n: u64) -> Seen {
     seen
 }
 
+/// A test stage: a consumer of `u64` events that ignores them and runs its closure on each
+/// message it is cast or called with.
+struct OnMessage<M>(Box<Handler<M>>);
+
+type Handler<M> = dyn FnMut(M, &mut stageflow::ConsumerContext<'_, M>) + Send;
+
+fn on_message<M>(
+    f: impl FnMut(M, &mut stageflow::ConsumerContext<'_, M>) + Send + 'static,
+) -> OnMessage<M> {
+    OnMessage(Box::new(f))
+}
+
+impl<M: Send + 'static> stageflow::Consumer for OnMessage<M> {
+    type In = u64;
+    type Message = M;
+    fn handle_events(
+        &mut self,
+        _: stageflow::Events<'_, u64>,
+        _: &mut stageflow::ConsumerContext<'_, M>,
+    ) {
+    }
+    fn handle_message(&mut self, m: M, ctx: &mut stageflow::ConsumerContext<'_, M>) {
+        (self.0)(m, ctx);
+    }
+}
+
+/// A closure cast to an [`on_message`] stage to run inside its turn.
+type Act = Box<dyn FnOnce() + Send>;
+
 #[test]
 fn a_chain_runs_to_its_end_under_every_seed() {
     let ran = sim::explore(0..300, |sim| {
@@ -325,32 +354,18 @@ fn calls_and_joins_run_the_schedule_instead_of_blocking() {
     assert_eq!(ran.unwrap_or_else(|f| panic!("{f}")), 100);
 }
 
-/// Adds up what it is cast.
-struct Tally(Arc<Mutex<u64>>);
-
-impl stageflow::Consumer for Tally {
-    type In = u64;
-    type Message = u64;
-    fn handle_events(
-        &mut self,
-        _: stageflow::Events<'_, u64>,
-        _: &mut stageflow::ConsumerContext<'_, u64>,
-    ) {
-    }
-    fn handle_message(&mut self, n: u64, _: &mut stageflow::ConsumerContext<'_, u64>) {
-        *self.0.lock().unwrap() += n;
-    }
-}
-
 #[test]
 fn a_cast_into_a_full_inbox_runs_the_schedule_until_there_is_room() {
     let mut sim = Sim::new(4);
     let sum: Arc<Mutex<u64>> = Arc::default();
     let tally = sim.build(|| {
-        let tally = stageflow::consumer(Tally(sum.clone()))
-            .inbox_capacity(1)
-            .spawn()
-            .unwrap();
+        let tally = stageflow::consumer(on_message({
+            let sum = sum.clone();
+            move |n: u64, _| *sum.lock().unwrap() += n
+        }))
+        .inbox_capacity(1)
+        .spawn()
+        .unwrap();
         // Twenty casts into an inbox of one: from the second on, each waits for room, which
         // only the stage's turns can make.
         for n in 1..=20 {
@@ -407,27 +422,6 @@ fn run_for_stops_at_a_virtual_time_and_a_pipeline_that_never_ends_hits_the_step_
     assert_eq!(forever.join(), Reason::Shutdown);
 }
 
-/// Stores its own mailbox where a test can take it (on message 0), adds up the rest.
-struct Keeper {
-    slot: Arc<Mutex<Option<stageflow::Mailbox<u64>>>>,
-}
-
-impl stageflow::Consumer for Keeper {
-    type In = u64;
-    type Message = u64;
-    fn handle_events(
-        &mut self,
-        _: stageflow::Events<'_, u64>,
-        _: &mut stageflow::ConsumerContext<'_, u64>,
-    ) {
-    }
-    fn handle_message(&mut self, n: u64, ctx: &mut stageflow::ConsumerContext<'_, u64>) {
-        if n == 0 {
-            *self.slot.lock().unwrap() = Some(ctx.mailbox());
-        }
-    }
-}
-
 /// Casts twice through a mailbox, with the blocking `cast`, when told to.
 struct Caster {
     slot: Arc<Mutex<Option<stageflow::Mailbox<u64>>>>,
@@ -454,11 +448,19 @@ fn a_blocking_mailbox_cast_inside_a_turn_panics_naming_the_stage_instead_of_hang
     let slot: Arc<Mutex<Option<stageflow::Mailbox<u64>>>> = Arc::default();
     let mut sim = Sim::new(5);
     let (keeper, caster) = sim.build(|| {
-        let keeper = stageflow::consumer(Keeper { slot: slot.clone() })
-            .name("keeper")
-            .inbox_capacity(1)
-            .spawn()
-            .unwrap();
+        let keeper = stageflow::consumer(on_message({
+            // Stores its own mailbox where the test can take it, on message 0.
+            let slot = slot.clone();
+            move |n: u64, ctx| {
+                if n == 0 {
+                    *slot.lock().unwrap() = Some(ctx.mailbox());
+                }
+            }
+        }))
+        .name("keeper")
+        .inbox_capacity(1)
+        .spawn()
+        .unwrap();
         keeper.cast(0).unwrap();
         let caster = stageflow::consumer(Caster { slot: slot.clone() })
             .spawn()
@@ -574,47 +576,6 @@ fn stageflow_sim_seed_makes_explore_run_that_seed_alone() {
     assert!(!stdout.contains("seed=0 "), "no seed ran:\n{stdout}");
 }
 
-/// Runs the closure it is cast inside its own turn.
-struct InTurn;
-
-type Act = Box<dyn FnOnce() + Send>;
-
-impl stageflow::Consumer for InTurn {
-    type In = u64;
-    type Message = Act;
-    fn handle_events(
-        &mut self,
-        _: stageflow::Events<'_, u64>,
-        _: &mut stageflow::ConsumerContext<'_, Act>,
-    ) {
-    }
-    fn handle_message(&mut self, act: Act, _: &mut stageflow::ConsumerContext<'_, Act>) {
-        act();
-    }
-}
-
-/// Answers a call with how many calls it has handled, this one included.
-struct Answerer(u64);
-
-impl stageflow::Consumer for Answerer {
-    type In = u64;
-    type Message = stageflow::Reply<u64>;
-    fn handle_events(
-        &mut self,
-        _: stageflow::Events<'_, u64>,
-        _: &mut stageflow::ConsumerContext<'_, stageflow::Reply<u64>>,
-    ) {
-    }
-    fn handle_message(
-        &mut self,
-        reply: stageflow::Reply<u64>,
-        _: &mut stageflow::ConsumerContext<'_, stageflow::Reply<u64>>,
-    ) {
-        self.0 += 1;
-        reply.send(self.0);
-    }
-}
-
 /// What the calls and the subscribe made inside a turn came to.
 struct FromATurn {
     into_room: Result<u64, stageflow::CallError>,
@@ -636,17 +597,27 @@ fn a_call_or_subscribe_inside_a_turn_fails_as_at_its_timeout_and_the_run_ends_cl
                 .name("numbers")
                 .spawn()
                 .unwrap();
-            let answerer = stageflow::consumer(Answerer(0))
-                .name("answerer")
-                .inbox_capacity(1)
-                .spawn()
-                .unwrap();
+            let answerer = stageflow::consumer(on_message({
+                // Answers a call with how many calls it has handled, this one included.
+                let mut calls = 0u64;
+                move |reply: stageflow::Reply<u64>, _| {
+                    calls += 1;
+                    reply.send(calls);
+                }
+            }))
+            .name("answerer")
+            .inbox_capacity(1)
+            .spawn()
+            .unwrap();
             let sink =
                 stageflow::consumer(ForEach::new(move |x: u64| into.lock().unwrap().push(x)))
                     .name("sink")
                     .spawn()
                     .unwrap();
-            let in_turn = stageflow::consumer(InTurn).name("in_turn").spawn().unwrap();
+            let in_turn = stageflow::consumer(on_message(|act: Act, _| act()))
+                .name("in_turn")
+                .spawn()
+                .unwrap();
             (numbers, answerer, sink, in_turn)
         });
         sim.run_until_idle()?;
