@@ -68,10 +68,22 @@ impl<'a, T> Events<'a, T> {
 }
 
 impl<T> Events<'_, T> {
-    /// Moves up to `max` events onto the end of `into`, in one loop (a `Vec` knows the
-    /// length of what it extends with here, and a peekable iterator would move each event
-    /// twice). Returns how many.
-    pub(crate) fn move_into(&mut self, into: &mut Vec<T>, max: usize) -> usize {
+    /// Moves up to `max` events onto the end of `into`, in one loop, and returns how many:
+    /// for a consumer that gathers events into batches of its own (a `Vec` knows the length
+    /// of what it extends with here, where `extend(events.by_ref().take(n))` checks each
+    /// event and a peekable iterator moves each one twice). The rest stay in the batch.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stageflow::Events;
+    /// /// Tops `batch` up to `size` events from `events`; the rest stay for the next batch.
+    /// fn top_up(events: &mut Events<'_, u64>, batch: &mut Vec<u64>, size: usize) {
+    ///     let room = size.saturating_sub(batch.len());
+    ///     events.move_into(batch, room);
+    /// }
+    /// ```
+    pub fn move_into(&mut self, into: &mut Vec<T>, max: usize) -> usize {
         let k = self.n.min(max);
         if let Some(iter) = self.iter.as_deref_mut() {
             into.extend(iter.take(k));
