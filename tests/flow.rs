@@ -118,6 +118,11 @@ fn merge_counts(all: &mut HashMap<String, u64>, part: HashMap<String, u64>) {
     }
 }
 
+/// The names of a flow's stages.
+fn stage_names(stages: &[stageflow::StageRef]) -> Vec<String> {
+    stages.iter().map(|s| s.name().to_owned()).collect()
+}
+
 #[test]
 fn smoke() {
     let mut out = Flow::from_iter(0..1000u64)
@@ -144,11 +149,7 @@ fn mapper_operations_fuse_into_one_stage_per_lane() {
         .map_batch(|batch: Vec<String>| batch.into_iter().map(|w| w.to_uppercase()).collect())
         .stream()
         .unwrap();
-    let names: Vec<String> = stream
-        .stages()
-        .iter()
-        .map(|s| s.name().to_owned())
-        .collect();
+    let names = stage_names(stream.stages());
     // The lanes pull the iterators themselves: no source stage.
     assert_eq!(names, ["flow-map-0", "flow-map-1", "flow-map-2"]);
     let mut words: Vec<String> = stream.collect();
@@ -186,26 +187,21 @@ fn lanes_pull_their_iterators_in_batches_each_in_order() {
         .emit_events()
         .stream()
         .unwrap();
-    let names: Vec<String> = stream
-        .stages()
-        .iter()
-        .map(|s| s.name().to_owned())
-        .collect();
+    let names = stage_names(stream.stages());
     assert_eq!(
         names,
         ["flow-map-0", "flow-map-1", "flow-reduce-0", "flow-reduce-1"]
     );
     assert_eq!(stream.sum::<u64>(), 1000);
-    let names: Vec<String> = Flow::from_iter(0..10u64)
-        .partition(Partitions::by_event().stages(1))
-        .reduce(|| 0u64, |n: &mut u64, x| *n += x)
-        .emit_state()
-        .stream()
-        .unwrap()
-        .stages()
-        .iter()
-        .map(|s| s.name().to_owned())
-        .collect();
+    let names = stage_names(
+        Flow::from_iter(0..10u64)
+            .partition(Partitions::by_event().stages(1))
+            .reduce(|| 0u64, |n: &mut u64, x| *n += x)
+            .emit_state()
+            .stream()
+            .unwrap()
+            .stages(),
+    );
     assert!(names.iter().all(|n| !n.contains("source")), "{names:?}");
 }
 
