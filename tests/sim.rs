@@ -380,31 +380,22 @@ fn a_cast_into_a_full_inbox_runs_the_schedule_until_there_is_room() {
     assert_eq!(tally.join(), Reason::Shutdown);
 }
 
-/// Sends itself a tick every virtual second, for ever, counting them.
-struct Forever(Arc<std::sync::atomic::AtomicU64>);
-
-impl stageflow::Consumer for Forever {
-    type In = u64;
-    type Message = ();
-    fn handle_events(
-        &mut self,
-        _: stageflow::Events<'_, u64>,
-        _: &mut stageflow::ConsumerContext<'_, ()>,
-    ) {
-    }
-    fn handle_message(&mut self, (): (), ctx: &mut stageflow::ConsumerContext<'_, ()>) {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        ctx.send_after((), Duration::from_secs(1));
-    }
-}
-
 #[test]
 fn run_for_stops_at_a_virtual_time_and_a_pipeline_that_never_ends_hits_the_step_limit() {
     use std::sync::atomic::{AtomicU64, Ordering};
     let ticks = Arc::new(AtomicU64::new(0));
     let mut sim = Sim::new(2);
     let forever = sim.build(|| {
-        let f = stageflow::consumer(Forever(ticks.clone())).spawn().unwrap();
+        let f = stageflow::consumer(on_message({
+            // Sends itself a tick every virtual second, for ever, counting them.
+            let ticks = ticks.clone();
+            move |(): (), ctx| {
+                ticks.fetch_add(1, Ordering::Relaxed);
+                ctx.send_after((), Duration::from_secs(1));
+            }
+        }))
+        .spawn()
+        .unwrap();
         f.cast(()).unwrap();
         f
     });
@@ -420,27 +411,6 @@ fn run_for_stops_at_a_virtual_time_and_a_pipeline_that_never_ends_hits_the_step_
     // Dropping the simulation stops what still runs: a join returns.
     drop(sim);
     assert_eq!(forever.join(), Reason::Shutdown);
-}
-
-/// Casts twice through a mailbox, with the blocking `cast`, when told to.
-struct Caster {
-    slot: Arc<Mutex<Option<stageflow::Mailbox<u64>>>>,
-}
-
-impl stageflow::Consumer for Caster {
-    type In = u64;
-    type Message = ();
-    fn handle_events(
-        &mut self,
-        _: stageflow::Events<'_, u64>,
-        _: &mut stageflow::ConsumerContext<'_, ()>,
-    ) {
-    }
-    fn handle_message(&mut self, (): (), _: &mut stageflow::ConsumerContext<'_, ()>) {
-        let mailbox = self.slot.lock().unwrap().clone().unwrap();
-        mailbox.cast(1).unwrap();
-        mailbox.cast(2).unwrap();
-    }
 }
 
 #[test]
@@ -462,9 +432,17 @@ fn a_blocking_mailbox_cast_inside_a_turn_panics_naming_the_stage_instead_of_hang
         .spawn()
         .unwrap();
         keeper.cast(0).unwrap();
-        let caster = stageflow::consumer(Caster { slot: slot.clone() })
-            .spawn()
-            .unwrap();
+        let caster = stageflow::consumer(on_message({
+            // Casts twice into the keeper's mailbox, inside its own turn.
+            let slot = slot.clone();
+            move |(): (), _| {
+                let mailbox = slot.lock().unwrap().clone().unwrap();
+                mailbox.cast(1).unwrap();
+                mailbox.cast(2).unwrap();
+            }
+        }))
+        .spawn()
+        .unwrap();
         (keeper, caster)
     });
     sim.run_until_idle().unwrap();
