@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::builder::{producer, StageBuilder};
+use crate::builder::{producer, ScopedBuilder};
 use crate::context::Context;
 use crate::demand::{Batches, Demand};
-use crate::envelope::{Counted, Down, Envelope, Port, Up};
+use crate::envelope::{Counted, Down, Envelope, PortBox, Up};
 use crate::error::SubscribeError;
 use crate::handle::ProducerRole;
 use crate::reason::Reason;
@@ -34,8 +34,8 @@ pub struct IterProducer<I> {
 
 impl<I> IterProducer<I>
 where
-    I: Iterator + Send + 'static,
-    I::Item: Send + 'static,
+    I: Iterator + Send,
+    I::Item: Send,
 {
     /// A producer of the items of `iter` (what [`from_iter`] builds, to configure further).
     pub fn new(iter: impl IntoIterator<IntoIter = I>) -> IterProducer<I> {
@@ -62,8 +62,8 @@ impl<I> fmt::Debug for IterProducer<I> {
 
 impl<I> Producer for IterProducer<I>
 where
-    I: Iterator + Send + 'static,
-    I::Item: Send + 'static,
+    I: Iterator + Send,
+    I::Item: Send,
 {
     type Out = I::Item;
     type Message = ();
@@ -109,20 +109,20 @@ where
 /// assert_eq!(total, 5050);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn from_iter<I>(iter: I) -> StageBuilder<IterProducer<I::IntoIter>, ProducerRole>
+pub fn from_iter<'env, I>(iter: I) -> ScopedBuilder<'env, IterProducer<I::IntoIter>, ProducerRole>
 where
     I: IntoIterator,
-    I::IntoIter: Send + 'static,
-    I::Item: Send + 'static,
+    I::IntoIter: Send + 'env,
+    I::Item: Send,
 {
     producer(IterProducer::new(iter))
 }
 
-type StreamEnvelope<T> = Envelope<T, Infallible, ()>;
+type StreamEnvelope<T> = Envelope<'static, T, Infallible, ()>;
 
-struct StreamSub<T> {
+struct StreamSub<T: 'static> {
     id: SubscriptionId,
-    port: Box<dyn Port<Up<T>>>,
+    port: PortBox<'static, Up<'static, T>>,
     demand: Demand,
 }
 
@@ -192,7 +192,7 @@ impl<T: Send + 'static> fmt::Debug for Stream<T> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn stream<T: Send + 'static>(
-    producer: &(impl Upstream<T> + ?Sized),
+    producer: &(impl Upstream<'static, T> + ?Sized),
     options: SubscribeOptions,
 ) -> Result<Stream<T>, SubscribeError> {
     let mut stream = Stream::new();
@@ -249,7 +249,7 @@ impl<T: Send + 'static> Stream<T> {
     /// As [`stream`].
     pub fn subscribe_to(
         &mut self,
-        producer: &(impl Upstream<T> + ?Sized),
+        producer: &(impl Upstream<'static, T> + ?Sized),
         options: SubscribeOptions,
     ) -> Result<SubscriptionId, SubscribeError> {
         let port = Counted::new(self.tx.clone(), None, self.shared.clone());

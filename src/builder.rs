@@ -4,26 +4,29 @@ use std::any::type_name;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread::Scope;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, unbounded, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
+use crate::context::Mailbox;
 use crate::dispatcher::{Dispatch, Dispatcher};
-use crate::envelope::{Counted, Down, Envelope, Port, Up};
+use crate::envelope::{Control, Counted, Down, Envelope, Msg, PortBox, Up, Wrap};
 use crate::error::{BuildError, SubscribeError};
 use crate::handle::{
-    ConsumerRole, Consumes, Emits, ProducerConsumerRole, ProducerRole, Role, Stage,
+    ConsumerRole, Consumes, Emits, Kept, ProducerConsumerRole, ProducerRole, Role, ScopedStage,
+    Stage,
 };
 use crate::reason::Reason;
-use crate::runner::{AsConsumer, AsProducer, AsProducerConsumer, Callbacks, Config, Runner};
-use crate::shared::{Probe, Shared};
+use crate::runner::{AsConsumer, AsProducer, AsProducerConsumer, Callbacks, Config, Mint, Runner};
+use crate::shared::{InboxGauge, Probe, Shared};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 use crate::subscription::{
     BufferKeep, CancelMode, Direction, ProducerDemand, SubscribeOptions, Subscription,
     SubscriptionId,
 };
 use crate::unwind::stage_main;
-use crate::upstream::{subscribe, Pending, Request, Source, Upstream};
+use crate::upstream::{subscribe, Pending, Request, ScopedSource, Upstream};
 
 /// The default inbox capacity, in messages.
 const DEFAULT_INBOX: usize = 1024;
@@ -55,36 +58,64 @@ const DEFAULT_PRODUCER_BUFFER: usize = 10_000;
 /// ones.stop();
 /// ones.join();
 /// ```
-pub fn producer<S: Producer>(stage: S) -> StageBuilder<S, ProducerRole> {
-    StageBuilder::new(stage, Some(DEFAULT_PRODUCER_BUFFER))
+pub fn producer<'env, S: Producer + 'env>(stage: S) -> ScopedBuilder<'env, S, ProducerRole> {
+    ScopedBuilder::new(stage, Some(DEFAULT_PRODUCER_BUFFER))
 }
 
 /// Starts building a producer-consumer stage from `stage`.
-pub fn producer_consumer<S: ProducerConsumer>(stage: S) -> StageBuilder<S, ProducerConsumerRole> {
-    StageBuilder::new(stage, None)
+pub fn producer_consumer<'env, S: ProducerConsumer + 'env>(
+    stage: S,
+) -> ScopedBuilder<'env, S, ProducerConsumerRole> {
+    ScopedBuilder::new(stage, None)
 }
 
 /// Starts building a consumer stage from `stage`.
-pub fn consumer<S: Consumer>(stage: S) -> StageBuilder<S, ConsumerRole> {
-    StageBuilder::new(stage, None)
+pub fn consumer<'env, S: Consumer + 'env>(stage: S) -> ScopedBuilder<'env, S, ConsumerRole> {
+    ScopedBuilder::new(stage, None)
 }
 
 /// The options of a stage before it starts. Made by [`producer`], [`producer_consumer`] or
 /// [`consumer`]; [`spawn`](StageBuilder::spawn) validates them and starts the stage's thread.
-pub struct StageBuilder<S, R: Role<S>> {
+/// Its methods are [`ScopedBuilder`]'s.
+pub type StageBuilder<S, R> = ScopedBuilder<'static, S, R>;
+
+/// The options of a stage before it starts, whose events and messages live for `'env`: the
+/// type [`producer`], [`producer_consumer`] and [`consumer`] return. With `'env` `'static`
+/// (the [`StageBuilder`] alias), [`spawn`](ScopedBuilder::spawn) starts the stage on a thread
+/// of its own; for any `'env`, [`spawn_scoped`](ScopedBuilder::spawn_scoped) starts it on a
+/// thread of a [`std::thread::scope`], where its events and its value may borrow from the
+/// caller's stack.
+///
+/// ```
+/// use stageflow::fns::Fold;
+/// use stageflow::SubscribeOptions;
+///
+/// let text = String::from("to be or not to be");
+/// let count = std::thread::scope(|scope| {
+///     let words = stageflow::from_iter(text.split(' ')).spawn_scoped(scope)?;
+///     let count = stageflow::consumer(Fold::new(0usize, |n, w: &str| n + usize::from(w == "be")))
+///         .keep_state()
+///         .subscribe_to(&words, SubscribeOptions::new())?
+///         .spawn_scoped(scope)?;
+///     count.join_result().map_err(Box::<dyn std::error::Error>::from)
+/// })?;
+/// assert_eq!(count, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct ScopedBuilder<'env, S: 'env, R: Role<S>> {
     stage: S,
     name: Option<String>,
     inbox_capacity: usize,
     buffer_size: Option<usize>,
     buffer_keep: BufferKeep,
-    dispatcher: Option<Dispatch<R::Out>>,
+    dispatcher: Option<Dispatch<'env, R::Out>>,
     demand: ProducerDemand,
     keep_state: bool,
     confirm_timeout: Duration,
-    subscriptions: Vec<(Source<R::In>, SubscribeOptions)>,
+    subscriptions: Vec<(ScopedSource<'env, R::In>, SubscribeOptions)>,
 }
 
-impl<S, R: Role<S>> fmt::Debug for StageBuilder<S, R> {
+impl<S, R: Role<S>> fmt::Debug for ScopedBuilder<'_, S, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StageBuilder")
             .field("name", &self.name)
@@ -96,9 +127,9 @@ impl<S, R: Role<S>> fmt::Debug for StageBuilder<S, R> {
     }
 }
 
-impl<S, R: Role<S>> StageBuilder<S, R> {
-    fn new(stage: S, buffer_size: Option<usize>) -> StageBuilder<S, R> {
-        StageBuilder {
+impl<'env, S, R: Role<S>> ScopedBuilder<'env, S, R> {
+    fn new(stage: S, buffer_size: Option<usize>) -> ScopedBuilder<'env, S, R> {
+        ScopedBuilder {
             stage,
             name: None,
             inbox_capacity: DEFAULT_INBOX,
@@ -215,7 +246,7 @@ impl<S, R: Role<S>> StageBuilder<S, R> {
     }
 }
 
-impl<S, R: Emits<S>> StageBuilder<S, R> {
+impl<'env, S, R: Emits<S>> ScopedBuilder<'env, S, R> {
     /// How many events the producer buffer holds when no consumer has demand for them; past
     /// that, events are discarded by [`buffer_keep`](StageBuilder::buffer_keep), counted and
     /// logged. Must be at least 1. Defaults to `10_000` for a producer and unbounded for a
@@ -241,13 +272,13 @@ impl<S, R: Emits<S>> StageBuilder<S, R> {
 
     /// How events are shared among consumers. Defaults to
     /// [`DemandDispatcher`](crate::dispatcher::DemandDispatcher).
-    pub fn dispatcher(mut self, dispatcher: impl Dispatcher<R::Out>) -> Self {
+    pub fn dispatcher(mut self, dispatcher: impl Dispatcher<R::Out> + 'env) -> Self {
         self.dispatcher = Some(Dispatch::new(dispatcher));
         self
     }
 }
 
-impl<S, R: Consumes<S>> StageBuilder<S, R> {
+impl<'env, S, R: Consumes<S>> ScopedBuilder<'env, S, R> {
     /// Subscribes the stage, when it starts, to `producer` (GenStage's `subscribe_to`). The
     /// options are checked now; the producer is asked when [`spawn`](StageBuilder::spawn) runs.
     ///
@@ -256,7 +287,7 @@ impl<S, R: Consumes<S>> StageBuilder<S, R> {
     /// [`SubscribeError::InvalidOption`] naming the option and the value.
     pub fn subscribe_to(
         mut self,
-        producer: &(impl Upstream<R::In> + ?Sized),
+        producer: &(impl Upstream<'env, R::In> + ?Sized),
         options: SubscribeOptions,
     ) -> Result<Self, SubscribeError> {
         options.validate()?;
@@ -265,7 +296,7 @@ impl<S, R: Consumes<S>> StageBuilder<S, R> {
     }
 }
 
-impl<S: Producer> StageBuilder<S, ProducerRole> {
+impl<S: Producer> ScopedBuilder<'_, S, ProducerRole> {
     /// Whether the producer starts forwarding demand to `handle_demand` or accumulating it
     /// (see [`ProducerDemand`]); switch later with
     /// [`Stage::set_demand`](crate::Stage::set_demand). Defaults to
@@ -274,7 +305,9 @@ impl<S: Producer> StageBuilder<S, ProducerRole> {
         self.demand = mode;
         self
     }
+}
 
+impl<S: Producer + 'static> StageBuilder<S, ProducerRole> {
     /// Validates the options and starts the stage on its own thread.
     ///
     /// # Errors
@@ -283,11 +316,29 @@ impl<S: Producer> StageBuilder<S, ProducerRole> {
     /// could not start.
     pub fn spawn(self) -> Result<Stage<S, ProducerRole>, BuildError> {
         let (parts, stage) = self.into_parts()?;
-        launch(AsProducer(stage), parts)
+        launch(AsProducer(stage), parts, OnItsOwn)
     }
 }
 
-impl<S: ProducerConsumer> StageBuilder<S, ProducerConsumerRole> {
+impl<'env, S: Producer + 'env> ScopedBuilder<'env, S, ProducerRole> {
+    /// Validates the options and starts the stage on a thread of `scope`, where its events
+    /// and its value may borrow what outlives the scope. See [`ScopedBuilder::spawn_scoped`]
+    /// for consumers, which says what a stage in a scope cannot do.
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](ScopedBuilder::spawn); and [`BuildError::InvalidOption`] (option
+    /// `spawn_scoped`) inside a simulation, which runs stages on its own thread.
+    pub fn spawn_scoped<'scope>(
+        self,
+        scope: &'scope Scope<'scope, 'env>,
+    ) -> Result<ScopedStage<'env, S, ProducerRole>, BuildError> {
+        let (parts, stage) = self.into_parts()?;
+        launch(AsProducer(stage), parts, InScope(scope))
+    }
+}
+
+impl<S: ProducerConsumer + 'static> StageBuilder<S, ProducerConsumerRole> {
     /// Validates the options, subscribes to the producers given with
     /// [`subscribe_to`](StageBuilder::subscribe_to), and starts the stage on its own thread.
     ///
@@ -301,11 +352,28 @@ impl<S: ProducerConsumer> StageBuilder<S, ProducerConsumerRole> {
     /// It returns once the stage holds its subscriptions, so their ids work at once.
     pub fn spawn(self) -> Result<Stage<S, ProducerConsumerRole>, BuildError> {
         let (parts, stage) = self.into_parts()?;
-        launch(AsProducerConsumer(stage), parts)
+        launch(AsProducerConsumer(stage), parts, OnItsOwn)
     }
 }
 
-impl<S: Consumer> StageBuilder<S, ConsumerRole> {
+impl<'env, S: ProducerConsumer + 'env> ScopedBuilder<'env, S, ProducerConsumerRole> {
+    /// Like [`spawn`](ScopedBuilder::spawn), on a thread of `scope`: see
+    /// [`ScopedBuilder::spawn_scoped`] for consumers.
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](ScopedBuilder::spawn); and [`BuildError::InvalidOption`] (option
+    /// `spawn_scoped`) inside a simulation.
+    pub fn spawn_scoped<'scope>(
+        self,
+        scope: &'scope Scope<'scope, 'env>,
+    ) -> Result<ScopedStage<'env, S, ProducerConsumerRole>, BuildError> {
+        let (parts, stage) = self.into_parts()?;
+        launch(AsProducerConsumer(stage), parts, InScope(scope))
+    }
+}
+
+impl<S: Consumer + 'static> StageBuilder<S, ConsumerRole> {
     /// Validates the options, subscribes to the producers given with
     /// [`subscribe_to`](StageBuilder::subscribe_to), and starts the stage on its own thread.
     ///
@@ -320,22 +388,50 @@ impl<S: Consumer> StageBuilder<S, ConsumerRole> {
     /// It returns once the stage holds its subscriptions, so their ids work at once.
     pub fn spawn(self) -> Result<Stage<S, ConsumerRole>, BuildError> {
         let (parts, stage) = self.into_parts()?;
-        launch(AsConsumer(stage), parts)
+        launch(AsConsumer(stage), parts, OnItsOwn)
     }
 }
 
-struct Parts<In, Out> {
+impl<'env, S: Consumer + 'env> ScopedBuilder<'env, S, ConsumerRole> {
+    /// Like [`spawn`](ScopedBuilder::spawn), on a thread of `scope` (a
+    /// [`std::thread::scope`]): the stage's events, messages and value may borrow from the
+    /// caller's stack, for as long as the scope lasts. The scope waits for the stage's thread
+    /// before it returns, as for any thread it spawned, so every stage of a scoped pipeline
+    /// must end within it: by running out of input, or by [`finish`](ScopedStage::finish)
+    /// or [`stop`](ScopedStage::stop).
+    ///
+    /// Everything a handle does works, [`join_result`](ScopedStage::join_result) included.
+    /// What could outlive the scope does not exist for a stage in one: an untyped
+    /// [`StageRef`](crate::StageRef) (so no [`Topology`](crate::Topology), snapshot or
+    /// metrics), and a working [`Context::mailbox`](crate::Context::mailbox) (the one it gets
+    /// refuses every message). A stage in a scope subscribes only to stages of the same
+    /// scope's `'env`.
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](ScopedBuilder::spawn); and [`BuildError::InvalidOption`] (option
+    /// `spawn_scoped`) inside a simulation, which runs stages on its own thread.
+    pub fn spawn_scoped<'scope>(
+        self,
+        scope: &'scope Scope<'scope, 'env>,
+    ) -> Result<ScopedStage<'env, S, ConsumerRole>, BuildError> {
+        let (parts, stage) = self.into_parts()?;
+        launch(AsConsumer(stage), parts, InScope(scope))
+    }
+}
+
+struct Parts<'e, In, Out> {
     name: Arc<str>,
     inbox_capacity: usize,
-    config: Config<Out>,
-    subscriptions: Vec<(Source<In>, SubscribeOptions)>,
+    config: Config<'e, Out>,
+    subscriptions: Vec<(ScopedSource<'e, In>, SubscribeOptions)>,
 }
 
 /// A builder taken apart: what `launch` needs, and the user's stage.
-type Split<S, R> = (Parts<<R as Role<S>>::In, <R as Role<S>>::Out>, S);
+type Split<'e, S, R> = (Parts<'e, <R as Role<S>>::In, <R as Role<S>>::Out>, S);
 
-impl<S, R: Role<S>> StageBuilder<S, R> {
-    fn into_parts(self) -> Result<Split<S, R>, BuildError> {
+impl<'env, S, R: Role<S>> ScopedBuilder<'env, S, R> {
+    fn into_parts(self) -> Result<Split<'env, S, R>, BuildError> {
         self.validate()?;
         let name = self.stage_name();
         let parts = Parts {
@@ -355,48 +451,169 @@ impl<S, R: Role<S>> StageBuilder<S, R> {
     }
 }
 
+/// How a stage's thread starts, and what it may hand out: on a thread of its own, or on a
+/// thread of a scope. The difference is `'e`: only a stage whose types are `'static` can be
+/// reached by what may outlive any scope (mailboxes, observers' gauges, a simulation).
+trait Start<'e> {
+    /// Makes mailboxes to the stage whose inbox is `tx`.
+    fn mint<E, M>(&self, tx: &Sender<E>, shared: &Arc<Shared>) -> Option<Mint<M>>
+    where
+        E: Wrap<Msg<M>> + Wrap<Control> + Send + 'e;
+
+    /// Reads the length of the inbox `tx`, for observers.
+    fn gauge<E: Send + 'e>(&self, tx: &Sender<E>) -> Option<Box<dyn InboxGauge>>;
+
+    /// Whether the stage runs in the simulation active on this thread.
+    fn simulated(&self) -> Result<bool, BuildError>;
+
+    /// Hands the stage to the simulation.
+    fn enlist<C: Callbacks + 'e>(&self, runner: Runner<'e, C>);
+
+    /// Starts the stage's thread.
+    fn thread<C: Callbacks + 'e>(
+        &self,
+        builder: std::thread::Builder,
+        runner: Runner<'e, C>,
+    ) -> std::io::Result<()>
+    where
+        Runner<'e, C>: Send;
+}
+
+/// [`ScopedBuilder::spawn`]: a thread of its own, joined through the stage's handles.
+struct OnItsOwn;
+
+impl Start<'static> for OnItsOwn {
+    fn mint<E, M>(&self, tx: &Sender<E>, shared: &Arc<Shared>) -> Option<Mint<M>>
+    where
+        E: Wrap<Msg<M>> + Wrap<Control> + Send + 'static,
+    {
+        let (tx, shared) = (tx.clone(), shared.clone());
+        Some(Box::new(move || {
+            Mailbox::new(Box::new(Counted::new(tx.clone(), None, shared.clone())))
+        }))
+    }
+
+    fn gauge<E: Send + 'static>(&self, tx: &Sender<E>) -> Option<Box<dyn InboxGauge>> {
+        Some(Box::new(tx.clone()))
+    }
+
+    fn simulated(&self) -> Result<bool, BuildError> {
+        Ok(crate::sim::active())
+    }
+
+    fn enlist<C: Callbacks + 'static>(&self, runner: Runner<'static, C>) {
+        if crate::sim::enlist(Box::new(crate::sim::StageTask::new(runner))).is_err() {
+            unreachable!("a simulation is active on this thread");
+        }
+    }
+
+    fn thread<C: Callbacks + 'static>(
+        &self,
+        builder: std::thread::Builder,
+        runner: Runner<'static, C>,
+    ) -> std::io::Result<()>
+    where
+        Runner<'static, C>: Send,
+    {
+        let shared = runner.shared().clone();
+        let handle = builder.spawn(move || stage_main(runner))?;
+        shared.set_thread(handle);
+        Ok(())
+    }
+}
+
+/// [`ScopedBuilder::spawn_scoped`]: a thread of the scope, which joins it.
+struct InScope<'s, 'env>(&'s Scope<'s, 'env>);
+
+impl<'env> Start<'env> for InScope<'_, 'env> {
+    fn mint<E, M>(&self, _: &Sender<E>, _: &Arc<Shared>) -> Option<Mint<M>>
+    where
+        E: Wrap<Msg<M>> + Wrap<Control> + Send + 'env,
+    {
+        None
+    }
+
+    fn gauge<E: Send + 'env>(&self, _: &Sender<E>) -> Option<Box<dyn InboxGauge>> {
+        None
+    }
+
+    fn simulated(&self) -> Result<bool, BuildError> {
+        if crate::sim::active() {
+            return Err(BuildError::InvalidOption {
+                option: "spawn_scoped",
+                message: "a simulation runs its stages on its own thread, and a stage in a \
+                          scope needs a thread of the scope: use spawn inside a simulation"
+                    .into(),
+            });
+        }
+        Ok(false)
+    }
+
+    fn enlist<C: Callbacks + 'env>(&self, _: Runner<'env, C>) {
+        unreachable!("a stage in a scope never runs in a simulation (see `simulated`)");
+    }
+
+    fn thread<C: Callbacks + 'env>(
+        &self,
+        builder: std::thread::Builder,
+        runner: Runner<'env, C>,
+    ) -> std::io::Result<()>
+    where
+        Runner<'env, C>: Send,
+    {
+        builder.spawn_scoped(self.0, move || stage_main(runner))?;
+        Ok(())
+    }
+}
+
 /// Creates the inbox, makes the build-time subscriptions, starts the thread, and returns once
 /// the stage holds its subscriptions (so their ids work at once).
-fn launch<C: Callbacks, S, R>(
+fn launch<'e, C: Callbacks<State = S> + 'e, S: 'e, R>(
     callbacks: C,
-    parts: Parts<C::In, C::Out>,
-) -> Result<Stage<S, R>, BuildError>
+    parts: Parts<'e, C::In, C::Out>,
+    start: impl Start<'e>,
+) -> Result<ScopedStage<'e, S, R>, BuildError>
 where
     R: Role<S, In = C::In, Out = C::Out, Message = C::Msg>,
+    Runner<'e, C>: Send,
 {
+    let simulated = start.simulated()?;
     let Parts {
         name,
         inbox_capacity,
         config,
         subscriptions,
     } = parts;
-    let (tx, rx) = bounded::<Envelope<C::In, C::Out, C::Msg>>(inbox_capacity);
-    let (ctl_tx, ctl_rx) = unbounded::<Envelope<C::In, C::Out, C::Msg>>();
+    let (tx, rx) = bounded::<Env<'e, C>>(inbox_capacity);
+    let (ctl_tx, ctl_rx) = unbounded::<Env<'e, C>>();
     let shared = Arc::new(Shared::new(name.clone()));
     let _ = shared.probe.set(Probe {
         kind: C::KIND,
-        inbox: Box::new(tx.clone()),
+        inbox: start.gauge(&tx),
     });
-    let handle = Counted::new(tx.clone(), Some(ctl_tx), shared.clone());
-    let simulated = crate::sim::active();
+    let mint = start.mint(&tx, &shared);
+    let kept: Kept<C::State> = Kept::default();
+    let handle = Counted::new(tx, Some(ctl_tx), shared.clone());
     if simulated {
         shared.simulated.store(true, Ordering::Relaxed);
         if !crate::sim::can_wait() {
             // Built inside a stage's turn: nothing can be waited for.
-            return enlist(
+            let runner = enlist(
                 callbacks,
-                shared,
-                handle,
-                (tx, rx, ctl_rx),
-                config,
+                &shared,
+                &handle,
+                (rx, ctl_rx),
+                (mint, config, kept.clone()),
                 subscriptions,
-            );
+            )?;
+            start.enlist(runner);
+            return Ok(ScopedStage::new(shared, handle, kept));
         }
     }
-    let mut made: Vec<(Source<C::In>, Pending)> = Vec::new();
+    let mut made: Vec<(ScopedSource<'e, C::In>, Pending)> = Vec::new();
     let mut failed: Vec<Subscription> = Vec::new();
     for (source, options) in subscriptions {
-        let port: Box<dyn Port<Down<C::In>>> = Box::new(handle.clone());
+        let port: PortBox<'e, Down<'e, C::In>> = Box::new(handle.clone());
         let temporary = options.get_cancel() == CancelMode::Temporary;
         match subscribe(&source, port, &shared, options.clone()) {
             Ok(pending) => made.push((source, pending)),
@@ -413,86 +630,80 @@ where
             }
         }
     }
-    let runner = Runner::new(callbacks, shared.clone(), tx, rx, ctl_rx, config, failed);
+    let runner = Runner::new(
+        callbacks,
+        shared.clone(),
+        (rx, ctl_rx),
+        mint,
+        config,
+        kept.clone(),
+        failed,
+    );
     if simulated {
         // No thread: the simulation steps it (and runs meanwhile in the waits below).
-        if crate::sim::enlist(Box::new(crate::sim::StageTask::new(runner))).is_err() {
-            unreachable!("a simulation is active on this thread");
-        }
+        start.enlist(runner);
         for (_, pending) in made {
             let _ = pending.registered();
         }
-        return Ok(Stage::new(shared, handle));
+        return Ok(ScopedStage::new(shared, handle, kept));
     }
-    let thread = std::thread::Builder::new()
-        .name(name.to_string())
-        .spawn(move || stage_main(runner));
-    match thread {
-        Ok(handle) => shared.set_thread(handle),
-        Err(e) => {
-            withdraw(&made);
-            return Err(BuildError::Spawn(e));
-        }
+    let builder = std::thread::Builder::new().name(name.to_string());
+    if let Err(e) = start.thread(builder, runner) {
+        withdraw(&made);
+        return Err(BuildError::Spawn(e));
     }
     for (_, pending) in made {
         // A stage that ended meanwhile is reported by its outcome, not here.
         let _ = pending.registered();
     }
-    Ok(Stage::new(shared, handle))
+    Ok(ScopedStage::new(shared, handle, kept))
 }
 
-/// The inbox's two ends and the control channel's receiving end.
-type Channels<C> = (
-    Sender<Env<C>>,
-    crossbeam_channel::Receiver<Env<C>>,
-    crossbeam_channel::Receiver<Env<C>>,
-);
+type Env<'e, C> = Envelope<'e, <C as Callbacks>::In, <C as Callbacks>::Out, <C as Callbacks>::Msg>;
 
-type Env<C> = Envelope<<C as Callbacks>::In, <C as Callbacks>::Out, <C as Callbacks>::Msg>;
+/// What the runner is made of besides the stage and its channels.
+type Makings<'e, C> = (
+    Option<Mint<<C as Callbacks>::Msg>>,
+    Config<'e, <C as Callbacks>::Out>,
+    Kept<<C as Callbacks>::State>,
+);
 
 /// `launch` inside a simulation's turn (a stage's callback builds a stage), where nothing
 /// can be waited for: no thread, and no wait for any producer. Each subscription goes through
 /// the stage as a running stage's would (`Stage::subscribe_to`): the stage holds it as
 /// pending from its first turn, and a refusal or an ended producer reaches it as a cancel.
-fn enlist<C: Callbacks, S, R>(
+fn enlist<'e, C: Callbacks + 'e>(
     callbacks: C,
-    shared: Arc<Shared>,
-    handle: Counted<Env<C>>,
-    (tx, rx, ctl_rx): Channels<C>,
-    config: Config<C::Out>,
-    subscriptions: Vec<(Source<C::In>, SubscribeOptions)>,
-) -> Result<Stage<S, R>, BuildError>
-where
-    R: Role<S, In = C::In, Out = C::Out, Message = C::Msg>,
-{
+    shared: &Arc<Shared>,
+    handle: &Counted<Env<'e, C>>,
+    channels: (Receiver<Env<'e, C>>, Receiver<Env<'e, C>>),
+    (mint, config, kept): Makings<'e, C>,
+    subscriptions: Vec<(ScopedSource<'e, C::In>, SubscribeOptions)>,
+) -> Result<Runner<'e, C>, BuildError> {
     let mut requests = Vec::with_capacity(subscriptions.len());
     for (source, options) in subscriptions {
-        let port: Box<dyn Port<Down<C::In>>> = Box::new(handle.clone());
+        let port: PortBox<'e, Down<'e, C::In>> = Box::new(handle.clone());
         let request =
-            Request::new(&source, port, &shared, options, true).map_err(BuildError::Subscribe)?;
+            Request::new(&source, port, shared, options, true).map_err(BuildError::Subscribe)?;
         requests.push(request.split());
     }
     for (req, waiting) in requests {
         let _ = handle.urgent(Envelope::Down(Down::Subscribe(req)));
         crate::sim::keep(Box::new(waiting));
     }
-    let runner = Runner::new(
+    Ok(Runner::new(
         callbacks,
         shared.clone(),
-        tx,
-        rx,
-        ctl_rx,
+        channels,
+        mint,
         config,
+        kept,
         Vec::new(),
-    );
-    if crate::sim::enlist(Box::new(crate::sim::StageTask::new(runner))).is_err() {
-        unreachable!("a simulation is active on this thread");
-    }
-    Ok(Stage::new(shared, handle))
+    ))
 }
 
 /// Cancels subscriptions made for a stage that will not start.
-fn withdraw<T: Send + 'static>(made: &[(Source<T>, Pending)]) {
+fn withdraw<T: Send>(made: &[(ScopedSource<'_, T>, Pending)]) {
     for (source, pending) in made {
         source.send_up(Up::Cancel {
             sub: pending.sub,

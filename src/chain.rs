@@ -54,7 +54,9 @@ type Release = Box<dyn FnOnce()>;
 
 /// The source starts accumulating demand: nothing flows (and no finite source finishes) while
 /// the chain is still starting its later stages.
-fn pending_producer<S: Producer>(builder: StageBuilder<S, ProducerRole>) -> Pending<S::Out> {
+fn pending_producer<S: Producer + 'static>(
+    builder: StageBuilder<S, ProducerRole>,
+) -> Pending<S::Out> {
     Box::new(move |dispatcher, topology, release| {
         let builder = match dispatcher {
             Some(d) => builder.dispatcher(d),
@@ -71,7 +73,7 @@ fn pending_producer<S: Producer>(builder: StageBuilder<S, ProducerRole>) -> Pend
     })
 }
 
-fn pending_stage<S: ProducerConsumer>(
+fn pending_stage<S: ProducerConsumer + 'static>(
     builder: StageBuilder<S, ProducerConsumerRole>,
 ) -> Pending<S::Out> {
     Box::new(move |dispatcher, topology, _| {
@@ -130,7 +132,7 @@ enum Fan<T> {
 /// assert_eq!(total, (1..=1000u64).map(|x| x * x).filter(|x| x.is_multiple_of(2)).sum::<u64>());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct Chain<T> {
+pub struct Chain<T: 'static> {
     topology: Topology,
     release: Option<Release>,
     tails: Vec<Pending<T>>,
@@ -151,7 +153,7 @@ impl<T> fmt::Debug for Chain<T> {
 
 /// A [`Chain`] fanned out into lanes ([`Chain::parallel`], [`Chain::partition`]): its next
 /// link is made once per lane, by a function of the lane's number.
-pub struct Lanes<T> {
+pub struct Lanes<T: 'static> {
     chain: Chain<T>,
 }
 
@@ -163,13 +165,13 @@ impl<T> fmt::Debug for Lanes<T> {
 
 /// The end of a [`Chain`]: its consumers are running; [`ChainEnd::run`] hands over the
 /// [`Topology`].
-pub struct ChainEnd<C: Consumer> {
+pub struct ChainEnd<C: Consumer + 'static> {
     topology: Topology,
     sinks: Vec<ConsumerHandle<C>>,
     error: Option<BuildError>,
 }
 
-impl<C: Consumer> fmt::Debug for ChainEnd<C> {
+impl<C: Consumer + 'static> fmt::Debug for ChainEnd<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChainEnd")
             .field("stages", &self.topology.stages().len())
@@ -179,7 +181,9 @@ impl<C: Consumer> fmt::Debug for ChainEnd<C> {
 }
 
 impl<T: Send + 'static> Chain<T> {
-    pub(crate) fn start<S: Producer<Out = T>>(source: StageBuilder<S, ProducerRole>) -> Chain<T> {
+    pub(crate) fn start<S: Producer<Out = T> + 'static>(
+        source: StageBuilder<S, ProducerRole>,
+    ) -> Chain<T> {
         Chain {
             topology: Topology::new(),
             release: None,
@@ -200,7 +204,7 @@ impl<T: Send + 'static> Chain<T> {
     /// The next link: one producer-consumer, subscribed to every stage before it.
     pub fn via<P, B>(self, stage: B) -> Chain<P::Out>
     where
-        P: ProducerConsumer<In = T>,
+        P: ProducerConsumer<In = T> + 'static,
         B: IntoBuilder<P, ProducerConsumerRole>,
     {
         let mut stage = Some(stage);
@@ -244,7 +248,7 @@ impl<T: Send + 'static> Chain<T> {
     /// The last link: one consumer, subscribed to every stage before it.
     pub fn to<C, B>(self, stage: B) -> ChainEnd<C>
     where
-        C: Consumer<In = T>,
+        C: Consumer<In = T> + 'static,
         B: IntoBuilder<C, ConsumerRole>,
     {
         let mut stage = Some(stage);
@@ -318,7 +322,7 @@ impl<T: Send + 'static> Chain<T> {
         }
     }
 
-    fn link<P: ProducerConsumer<In = T>>(
+    fn link<P: ProducerConsumer<In = T> + 'static>(
         mut self,
         mut make: impl FnMut(usize) -> StageBuilder<P, ProducerConsumerRole>,
     ) -> Chain<P::Out> {
@@ -345,7 +349,7 @@ impl<T: Send + 'static> Chain<T> {
     }
 
     /// `builder`, subscribed (when it starts) to every source, as copy `lane`.
-    fn subscribed<S, R: crate::handle::Consumes<S, In = T>>(
+    fn subscribed<S: 'static, R: crate::handle::Consumes<S, In = T>>(
         &self,
         mut builder: StageBuilder<S, R>,
         lane: usize,
@@ -363,7 +367,7 @@ impl<T: Send + 'static> Chain<T> {
         Ok(builder)
     }
 
-    fn end<C: Consumer<In = T>>(
+    fn end<C: Consumer<In = T> + 'static>(
         mut self,
         mut make: impl FnMut(usize) -> StageBuilder<C, ConsumerRole>,
     ) -> ChainEnd<C> {
@@ -408,7 +412,7 @@ impl<T: Send + 'static> Lanes<T> {
     /// The next link: `make(lane)` for each lane, a producer-consumer (or its builder).
     pub fn via<P, B>(self, mut make: impl FnMut(usize) -> B) -> Chain<P::Out>
     where
-        P: ProducerConsumer<In = T>,
+        P: ProducerConsumer<In = T> + 'static,
         B: IntoBuilder<P, ProducerConsumerRole>,
     {
         self.chain.link(move |lane| make(lane).into_builder())
@@ -417,14 +421,14 @@ impl<T: Send + 'static> Lanes<T> {
     /// The last link: `make(lane)` for each lane, a consumer (or its builder).
     pub fn to<C, B>(self, mut make: impl FnMut(usize) -> B) -> ChainEnd<C>
     where
-        C: Consumer<In = T>,
+        C: Consumer<In = T> + 'static,
         B: IntoBuilder<C, ConsumerRole>,
     {
         self.chain.end(move |lane| make(lane).into_builder())
     }
 }
 
-impl<C: Consumer> ChainEnd<C> {
+impl<C: Consumer + 'static> ChainEnd<C> {
     /// The running pipeline, or the first error met while building it (then every stage
     /// already started is stopped).
     ///
@@ -451,7 +455,7 @@ impl<C: Consumer> ChainEnd<C> {
 }
 
 /// A linear pipeline from this producer, in one expression: see [`Chain`](crate::Chain).
-impl<S: Producer> StageBuilder<S, ProducerRole> {
+impl<S: Producer + 'static> StageBuilder<S, ProducerRole> {
     /// Starts a [`Chain`](crate::Chain) from this producer (the shortcuts below start one too).
     pub fn chain(self) -> Chain<S::Out> {
         Chain::start(self)
@@ -460,7 +464,7 @@ impl<S: Producer> StageBuilder<S, ProducerRole> {
     /// A chain whose next link is one producer-consumer; see [`Chain::via`](crate::Chain::via).
     pub fn via<P, B>(self, stage: B) -> Chain<P::Out>
     where
-        P: ProducerConsumer<In = S::Out>,
+        P: ProducerConsumer<In = S::Out> + 'static,
         B: IntoBuilder<P, ProducerConsumerRole>,
     {
         self.chain().via(stage)
@@ -490,7 +494,7 @@ impl<S: Producer> StageBuilder<S, ProducerRole> {
     /// A chain ending at one consumer; see [`Chain::to`](crate::Chain::to).
     pub fn to<C, B>(self, stage: B) -> ChainEnd<C>
     where
-        C: Consumer<In = S::Out>,
+        C: Consumer<In = S::Out> + 'static,
         B: IntoBuilder<C, ConsumerRole>,
     {
         self.chain().to(stage)

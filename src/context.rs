@@ -52,12 +52,12 @@ pub(crate) struct Effects<Out, M> {
     pub(crate) asks: Vec<(SubscriptionId, usize)>,
     pub(crate) cancels: Vec<(SubscriptionId, Reason)>,
     pub(crate) timers: Timers<M>,
-    /// Makes a mailbox to this stage.
-    pub(crate) mint: Box<dyn Fn() -> Mailbox<M> + Send>,
+    /// Makes a mailbox to this stage; `None` for a stage in a scope.
+    pub(crate) mint: Option<crate::runner::Mint<M>>,
 }
 
 impl<Out, M> Effects<Out, M> {
-    pub(crate) fn new(mint: Box<dyn Fn() -> Mailbox<M> + Send>) -> Effects<Out, M> {
+    pub(crate) fn new(mint: Option<crate::runner::Mint<M>>) -> Effects<Out, M> {
         Effects {
             mint,
             emitted: Vec::new(),
@@ -219,8 +219,22 @@ impl<Out, M> Context<'_, Out, M> {
     /// A mailbox to this stage, to hand to other threads (a worker this stage started, say) so
     /// they can send it messages. Like a handle, a mailbox keeps the stage reachable: a stage
     /// that stores a mailbox to itself only ends by finishing, failing or being stopped.
+    ///
+    /// A stage started in a scope ([`spawn_scoped`](crate::ScopedBuilder::spawn_scoped)) has
+    /// no mailbox, since a mailbox could outlive the scope: the one it gets refuses every
+    /// message with [`CastError::Stopped`] (and this logs a warning). Its handle's
+    /// [`cast`](crate::ScopedStage::cast) works within the scope.
     pub fn mailbox(&self) -> Mailbox<M> {
-        (self.fx.mint)()
+        match &self.fx.mint {
+            Some(mint) => mint(),
+            None => {
+                log::warn!(
+                    "stage {}: runs in a scope, so its mailbox refuses every message",
+                    self.name
+                );
+                Mailbox::new(Box::new(Closed))
+            }
+        }
     }
 
     /// Cancels a subscription of this stage, upstream or downstream, with `reason`. The
@@ -340,7 +354,34 @@ impl<M> Mailbox<M> {
     }
 }
 
-impl<M> Clone for Mailbox<M> {
+/// The port of a mailbox to a stage in a scope: every send fails as to a stage that ended.
+struct Closed;
+
+impl<M> Port<M> for Closed {
+    fn try_send(&self, msg: M) -> Result<(), PortError<M>> {
+        Err(PortError::Gone(msg))
+    }
+    fn send(&self, msg: M) -> Result<(), M> {
+        Err(msg)
+    }
+    fn send_urgent(&self, msg: M) -> Result<(), M> {
+        Err(msg)
+    }
+    fn register<'a>(&'a self, _: &mut crossbeam_channel::Select<'a>) -> usize {
+        unreachable!("a mailbox never waits in a select")
+    }
+    fn send_selected(&self, _: crossbeam_channel::SelectedOperation<'_>, msg: M) -> Result<(), M> {
+        Err(msg)
+    }
+    fn clone_box<'s>(&self) -> crate::envelope::PortBox<'s, M>
+    where
+        Self: 's,
+    {
+        Box::new(Closed)
+    }
+}
+
+impl<M: 'static> Clone for Mailbox<M> {
     fn clone(&self) -> Self {
         Mailbox {
             port: self.port.clone_box(),

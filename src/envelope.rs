@@ -17,11 +17,11 @@ use crate::subscription::{SubscribeOptions, Subscription, SubscriptionId};
 
 /// Everything a stage's inbox can hold. `In`: events it consumes; `Out`: events it emits; `M`:
 /// its own messages.
-pub(crate) enum Envelope<In, Out, M> {
+pub(crate) enum Envelope<'e, In, Out, M> {
     /// From one of its producers.
-    Down(Down<In>),
+    Down(Down<'e, In>),
     /// From one of its consumers (or someone subscribing one).
-    Up(Up<Out>),
+    Up(Up<'e, Out>),
     /// A cast or a call.
     Message(M),
     /// An info: handled after the events buffered before it.
@@ -31,9 +31,9 @@ pub(crate) enum Envelope<In, Out, M> {
 }
 
 /// Producer to consumer.
-pub(crate) enum Down<T> {
+pub(crate) enum Down<'e, T> {
     /// The producer accepted a subscription; the consumer now asks on it.
-    Subscribed(Box<Subscribed<T>>),
+    Subscribed(Box<Subscribed<'e, T>>),
     /// Events, never more than the subscription asked for.
     Events { sub: SubscriptionId, events: Vec<T> },
     /// The subscription ended (the producer finished, stopped, failed, or confirms a cancel),
@@ -45,11 +45,11 @@ pub(crate) enum Down<T> {
     /// ask on it made after the subscribe waits for it) and passes the request on to the
     /// producer's control path, behind any cancel it sent there before: a cancel and a
     /// subscribe from one caller take effect in the order they were made.
-    Subscribe(Box<SubscribeRequest<T>>),
+    Subscribe(Box<SubscribeRequest<'e, T>>),
 }
 
-pub(crate) struct Subscribed<T> {
-    pub(crate) producer: Box<dyn Port<Up<T>>>,
+pub(crate) struct Subscribed<'e, T> {
+    pub(crate) producer: PortBox<'e, Up<'e, T>>,
     /// As the consumer sees it: direction upstream, peer the producer.
     pub(crate) info: Subscription,
     /// Told (and dropped) once the consumer holds the subscription, so that whoever
@@ -58,17 +58,17 @@ pub(crate) struct Subscribed<T> {
 }
 
 /// Consumer to producer.
-pub(crate) enum Up<T> {
-    Subscribe(Box<SubscribeRequest<T>>),
+pub(crate) enum Up<'e, T> {
+    Subscribe(Box<SubscribeRequest<'e, T>>),
     Ask { sub: SubscriptionId, n: usize },
     Cancel { sub: SubscriptionId, reason: Reason },
 }
 
-pub(crate) struct SubscribeRequest<T> {
+pub(crate) struct SubscribeRequest<'e, T> {
     pub(crate) sub: SubscriptionId,
-    pub(crate) consumer: Box<dyn Port<Down<T>>>,
+    pub(crate) consumer: PortBox<'e, Down<'e, T>>,
     pub(crate) consumer_name: std::sync::Arc<str>,
-    pub(crate) producer: Box<dyn Port<Up<T>>>,
+    pub(crate) producer: PortBox<'e, Up<'e, T>>,
     pub(crate) producer_name: std::sync::Arc<str>,
     pub(crate) options: SubscribeOptions,
     pub(crate) ack: Sender<Result<(), SubscribeError>>,
@@ -82,7 +82,7 @@ pub(crate) struct SubscribeRequest<T> {
     /// forgets it.
     pub(crate) pending: bool,
     /// Tells a pending consumer if the request is dropped without an answer.
-    pub(crate) unanswered: Unanswered<T>,
+    pub(crate) unanswered: Unanswered<'e, T>,
 }
 
 /// Tells a consumer that holds a subscribe request as pending that the request was dropped
@@ -90,16 +90,20 @@ pub(crate) struct SubscribeRequest<T> {
 /// there, and went with the channel. The consumer then forgets it, instead of holding it (and,
 /// if its subscriber gave up, a withdrawn entry) for ever. Every producer-side path that
 /// answers a request disarms it first ([`Unanswered::answered`]).
-pub(crate) struct Unanswered<T> {
-    tell: Option<(ConsumerPort<T>, SubscriptionId)>,
+pub(crate) struct Unanswered<'e, T> {
+    tell: Option<(ConsumerPort<'e, T>, SubscriptionId)>,
 }
 
 /// The consumer's end of a subscription, as a producer holds it.
-type ConsumerPort<T> = Box<dyn Port<Down<T>>>;
+type ConsumerPort<'e, T> = PortBox<'e, Down<'e, T>>;
 
-impl<T> Unanswered<T> {
+impl<'e, T: 'e> Unanswered<'e, T> {
     /// Armed if `pending`: the consumer holds the request as pending.
-    pub(crate) fn new(consumer: &dyn Port<Down<T>>, sub: SubscriptionId, pending: bool) -> Self {
+    pub(crate) fn new(
+        consumer: &(dyn Port<Down<'e, T>> + 'e),
+        sub: SubscriptionId,
+        pending: bool,
+    ) -> Self {
         Unanswered {
             tell: pending.then(|| (consumer.clone_box(), sub)),
         }
@@ -111,7 +115,7 @@ impl<T> Unanswered<T> {
     }
 }
 
-impl<T> Drop for Unanswered<T> {
+impl<T> Drop for Unanswered<'_, T> {
     fn drop(&mut self) {
         if let Some((consumer, sub)) = self.tell.take() {
             let _ = consumer.send_urgent(Down::Cancel {
@@ -170,8 +174,13 @@ pub(crate) trait Port<M>: Send + Sync {
     /// Completes a send operation that `sel` selected; gives the message back if the peer is
     /// gone.
     fn send_selected(&self, op: SelectedOperation<'_>, msg: M) -> Result<(), M>;
-    fn clone_box(&self) -> Box<dyn Port<M>>;
+    fn clone_box<'s>(&self) -> PortBox<'s, M>
+    where
+        Self: 's;
 }
+
+/// A port as its holder keeps it: the peer's types (and so the port) live for `'e`.
+pub(crate) type PortBox<'e, M> = Box<dyn Port<M> + 'e>;
 
 /// Puts a message in an envelope and takes it out again.
 pub(crate) trait Wrap<M>: Sized {
@@ -181,7 +190,7 @@ pub(crate) trait Wrap<M>: Sized {
 
 macro_rules! wrap {
     ($msg:ty, $variant:ident) => {
-        impl<In, Out, M> Wrap<$msg> for Envelope<In, Out, M> {
+        impl<'e, In, Out, M> Wrap<$msg> for Envelope<'e, In, Out, M> {
             fn wrap(msg: $msg) -> Self {
                 Envelope::$variant(msg)
             }
@@ -195,14 +204,14 @@ macro_rules! wrap {
     };
 }
 
-wrap!(Down<In>, Down);
-wrap!(Up<Out>, Up);
+wrap!(Down<'e, In>, Down);
+wrap!(Up<'e, Out>, Up);
 wrap!(Control, Control);
 
 /// A stage's own message, as a mailbox sends it.
 pub(crate) struct Msg<M>(pub(crate) M);
 
-impl<In, Out, M> Wrap<Msg<M>> for Envelope<In, Out, M> {
+impl<In, Out, M> Wrap<Msg<M>> for Envelope<'_, In, Out, M> {
     fn wrap(msg: Msg<M>) -> Self {
         Envelope::Message(msg.0)
     }
@@ -223,13 +232,13 @@ impl<In, Out, M> Wrap<Msg<M>> for Envelope<In, Out, M> {
 /// (stop, cancel, ask, subscribe, demand mode): the runtime's own `try_send`s of events can
 /// keep an inbox full for as long as traffic flows, and control must not wait behind them.
 /// Control is bounded by what users do, not by event traffic.
-pub(crate) struct Counted<E: Wrap<Control> + Send + 'static> {
+pub(crate) struct Counted<E: Wrap<Control> + Send> {
     tx: Sender<E>,
     ctl: Option<Sender<E>>,
     shared: Arc<Shared>,
 }
 
-impl<E: Wrap<Control> + Send + 'static> Counted<E> {
+impl<E: Wrap<Control> + Send> Counted<E> {
     /// A reference to a stage with inbox `tx` and control channel `ctl` (`None`: control goes
     /// through the inbox, for a [`Stream`](crate::Stream), which no handle controls).
     pub(crate) fn new(tx: Sender<E>, ctl: Option<Sender<E>>, shared: Arc<Shared>) -> Counted<E> {
@@ -256,7 +265,7 @@ impl<E: Wrap<Control> + Send + 'static> Counted<E> {
     }
 }
 
-impl<E: Wrap<Control> + Send + 'static> Counted<E> {
+impl<E: Wrap<Control> + Send> Counted<E> {
     /// A blocking send to a stage in a simulation: the schedule runs until there is room.
     /// Inside a stage's turn it cannot, and the send would block the simulation's only
     /// thread for ever: that is a panic naming the stage, not a hang.
@@ -278,13 +287,13 @@ impl<E: Wrap<Control> + Send + 'static> Counted<E> {
     }
 }
 
-impl<E: Wrap<Control> + Send + 'static> Clone for Counted<E> {
+impl<E: Wrap<Control> + Send> Clone for Counted<E> {
     fn clone(&self) -> Self {
         Counted::new(self.tx.clone(), self.ctl.clone(), self.shared.clone())
     }
 }
 
-impl<E: Wrap<Control> + Send + 'static> Drop for Counted<E> {
+impl<E: Wrap<Control> + Send> Drop for Counted<E> {
     fn drop(&mut self) {
         if self.shared.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
             let _ = self.tx.try_send(E::wrap(Control::Wake));
@@ -294,7 +303,7 @@ impl<E: Wrap<Control> + Send + 'static> Drop for Counted<E> {
 
 impl<M, E> Port<M> for Counted<E>
 where
-    E: Wrap<M> + Wrap<Control> + Send + 'static,
+    E: Wrap<M> + Wrap<Control> + Send,
 {
     fn try_send(&self, msg: M) -> Result<(), PortError<M>> {
         Port::try_send(&self.tx, msg)
@@ -314,14 +323,17 @@ where
     fn send_selected(&self, op: SelectedOperation<'_>, msg: M) -> Result<(), M> {
         Port::send_selected(&self.tx, op, msg)
     }
-    fn clone_box(&self) -> Box<dyn Port<M>> {
+    fn clone_box<'s>(&self) -> PortBox<'s, M>
+    where
+        Self: 's,
+    {
         Box::new(self.clone())
     }
 }
 
 impl<M, E> Port<M> for Sender<E>
 where
-    E: Wrap<M> + Send + 'static,
+    E: Wrap<M> + Send,
 {
     fn try_send(&self, msg: M) -> Result<(), PortError<M>> {
         Sender::try_send(self, E::wrap(msg)).map_err(|e| match e {
@@ -347,7 +359,10 @@ where
             .map_err(|e| e.into_inner().unwrap())
     }
 
-    fn clone_box(&self) -> Box<dyn Port<M>> {
+    fn clone_box<'s>(&self) -> PortBox<'s, M>
+    where
+        Self: 's,
+    {
         Box::new(self.clone())
     }
 }
@@ -364,7 +379,7 @@ pub(crate) trait Coalesce: Sized {
     }
 }
 
-impl<T> Coalesce for Down<T> {
+impl<T> Coalesce for Down<'_, T> {
     fn coalesce(&mut self, next: Self) -> Option<Self> {
         match (self, next) {
             (
@@ -389,7 +404,7 @@ impl<T> Coalesce for Down<T> {
     }
 }
 
-impl<T> Coalesce for Up<T> {
+impl<T> Coalesce for Up<'_, T> {
     fn coalesce(&mut self, next: Self) -> Option<Self> {
         match (self, next) {
             (Up::Ask { sub, n }, Up::Ask { sub: s2, n: more }) if *sub == s2 => {
@@ -406,7 +421,7 @@ mod unanswered_tests {
     use super::{Down, Envelope, Unanswered};
     use crate::subscription::SubscriptionId;
 
-    type Env = Envelope<u64, u64, ()>;
+    type Env = Envelope<'static, u64, u64, ()>;
 
     #[test]
     fn a_pending_request_dropped_unanswered_cancels_at_the_consumer_once() {

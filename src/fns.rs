@@ -52,7 +52,7 @@ pub struct Map<F, In, Out> {
 
 impl<F, In, Out> Map<F, In, Out>
 where
-    F: FnMut(In) -> Out + Send + 'static,
+    F: FnMut(In) -> Out + Send,
 {
     /// Maps each event with `f`.
     pub fn new(f: F) -> Map<F, In, Out> {
@@ -65,9 +65,9 @@ where
 
 impl<F, In, Out> ProducerConsumer for Map<F, In, Out>
 where
-    F: FnMut(In) -> Out + Send + 'static,
-    In: Send + 'static,
-    Out: Send + 'static,
+    F: FnMut(In) -> Out + Send,
+    In: Send,
+    Out: Send,
 {
     type In = In;
     type Out = Out;
@@ -88,7 +88,7 @@ pub struct FlatMap<F, In, Out> {
 
 impl<F, In, I> FlatMap<F, In, I>
 where
-    F: FnMut(In) -> I + Send + 'static,
+    F: FnMut(In) -> I + Send,
     I: IntoIterator,
 {
     /// Emits every item of `f(event)` for each event, in order.
@@ -102,10 +102,10 @@ where
 
 impl<F, In, I> ProducerConsumer for FlatMap<F, In, I>
 where
-    F: FnMut(In) -> I + Send + 'static,
-    In: Send + 'static,
-    I: IntoIterator + 'static,
-    I::Item: Send + 'static,
+    F: FnMut(In) -> I + Send,
+    In: Send,
+    I: IntoIterator,
+    I::Item: Send,
 {
     type In = In;
     type Out = I::Item;
@@ -129,7 +129,7 @@ pub struct Filter<F, T> {
 
 impl<F, T> Filter<F, T>
 where
-    F: FnMut(&T) -> bool + Send + 'static,
+    F: FnMut(&T) -> bool + Send,
 {
     /// Keeps the events for which `f` returns `true`.
     pub fn new(f: F) -> Filter<F, T> {
@@ -142,8 +142,8 @@ where
 
 impl<F, T> ProducerConsumer for Filter<F, T>
 where
-    F: FnMut(&T) -> bool + Send + 'static,
-    T: Send + 'static,
+    F: FnMut(&T) -> bool + Send,
+    T: Send,
 {
     type In = T;
     type Out = T;
@@ -165,7 +165,7 @@ pub struct ForEach<F, T> {
 
 impl<F, T> ForEach<F, T>
 where
-    F: FnMut(T) + Send + 'static,
+    F: FnMut(T) + Send,
 {
     /// Calls `f` with each event, in order.
     pub fn new(f: F) -> ForEach<F, T> {
@@ -178,8 +178,8 @@ where
 
 impl<F, T> Consumer for ForEach<F, T>
 where
-    F: FnMut(T) + Send + 'static,
-    T: Send + 'static,
+    F: FnMut(T) + Send,
+    T: Send,
 {
     type In = T;
     type Message = ();
@@ -235,7 +235,7 @@ pub struct Process<F, In, Out> {
 
 impl<F, In, Out> Process<F, In, Out>
 where
-    F: for<'a, 'c> FnMut(Events<'a, In>, &mut Context<'c, Out>) + Send + 'static,
+    F: for<'a, 'c> FnMut(Events<'a, In>, &mut Context<'c, Out>) + Send,
 {
     /// Calls `f` with each batch and the stage's context.
     pub fn new(f: F) -> Process<F, In, Out> {
@@ -255,9 +255,9 @@ where
 
 impl<F, In, Out> ProducerConsumer for Process<F, In, Out>
 where
-    F: for<'a, 'c> FnMut(Events<'a, In>, &mut Context<'c, Out>) + Send + 'static,
-    In: Send + 'static,
-    Out: Send + 'static,
+    F: for<'a, 'c> FnMut(Events<'a, In>, &mut Context<'c, Out>) + Send,
+    In: Send,
+    Out: Send,
 {
     type In = In;
     type Out = Out;
@@ -286,7 +286,7 @@ pub struct Sink<F, T> {
 
 impl<F, T> Sink<F, T>
 where
-    F: for<'a, 'c> FnMut(Events<'a, T>, &mut ConsumerContext<'c>) + Send + 'static,
+    F: for<'a, 'c> FnMut(Events<'a, T>, &mut ConsumerContext<'c>) + Send,
 {
     /// Calls `f` with each batch and the stage's context.
     pub fn new(f: F) -> Sink<F, T> {
@@ -306,8 +306,8 @@ where
 
 impl<F, T> Consumer for Sink<F, T>
 where
-    F: for<'a, 'c> FnMut(Events<'a, T>, &mut ConsumerContext<'c>) + Send + 'static,
-    T: Send + 'static,
+    F: for<'a, 'c> FnMut(Events<'a, T>, &mut ConsumerContext<'c>) + Send,
+    T: Send,
 {
     type In = T;
     type Message = ();
@@ -338,7 +338,7 @@ pub struct Fold<F, T, A> {
 
 impl<F, T, A> Fold<F, T, A>
 where
-    F: FnMut(A, T) -> A + Send + 'static,
+    F: FnMut(A, T) -> A + Send,
 {
     /// Starts from `init` and folds each event in with `f`, in order.
     pub fn new(init: A, f: F) -> Fold<F, T, A> {
@@ -365,9 +365,9 @@ where
 
 impl<F, T, A> Consumer for Fold<F, T, A>
 where
-    F: FnMut(A, T) -> A + Send + 'static,
-    T: Send + 'static,
-    A: Send + 'static,
+    F: FnMut(A, T) -> A + Send,
+    T: Send,
+    A: Send,
 {
     type In = T;
     type Message = ();
@@ -451,7 +451,7 @@ impl<T> Default for Collect<T> {
     }
 }
 
-impl<T: Send + 'static> Consumer for Collect<T> {
+impl<T: Send> Consumer for Collect<T> {
     type In = T;
     type Message = ();
 
@@ -468,7 +468,7 @@ pub struct Batches<F, T> {
 
 impl<F, T> Batches<F, T>
 where
-    F: FnMut(Events<'_, T>) + Send + 'static,
+    F: FnMut(Events<'_, T>) + Send,
 {
     /// Calls `f` with each batch.
     pub fn new(f: F) -> Batches<F, T> {
@@ -481,8 +481,8 @@ where
 
 impl<F, T> Consumer for Batches<F, T>
 where
-    F: FnMut(Events<'_, T>) + Send + 'static,
-    T: Send + 'static,
+    F: FnMut(Events<'_, T>) + Send,
+    T: Send,
 {
     type In = T;
     type Message = ();
@@ -503,7 +503,7 @@ pub struct Generate<F, Out> {
 
 impl<F, Out> Generate<F, Out>
 where
-    F: FnMut(usize, &mut Context<'_, Out>) + Send + 'static,
+    F: FnMut(usize, &mut Context<'_, Out>) + Send,
 {
     /// Produces with `f`.
     pub fn new(f: F) -> Generate<F, Out> {
@@ -516,8 +516,8 @@ where
 
 impl<F, Out> Producer for Generate<F, Out>
 where
-    F: FnMut(usize, &mut Context<'_, Out>) + Send + 'static,
-    Out: Send + 'static,
+    F: FnMut(usize, &mut Context<'_, Out>) + Send,
+    Out: Send,
 {
     type Out = Out;
     type Message = ();

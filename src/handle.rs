@@ -30,11 +30,11 @@ mod sealed {
 /// [`ProducerRole`], [`ProducerConsumerRole`] and [`ConsumerRole`] only.
 pub trait Role<S>: sealed::Sealed + Send + Sync + 'static {
     /// The events the stage consumes (none for a producer).
-    type In: Send + 'static;
+    type In: Send;
     /// The events the stage emits (none for a consumer).
-    type Out: Send + 'static;
+    type Out: Send;
     /// The stage's own messages.
-    type Message: Send + 'static;
+    type Message: Send;
 }
 
 /// Roles whose stages emit events: producers and producer-consumers.
@@ -84,8 +84,17 @@ pub type ProducerConsumerHandle<S> = Stage<S, ProducerConsumerRole>;
 /// A running consumer.
 pub type ConsumerHandle<S> = Stage<S, ConsumerRole>;
 
-type Inbox<S, R> =
-    Counted<Envelope<<R as Role<S>>::In, <R as Role<S>>::Out, <R as Role<S>>::Message>>;
+type Inbox<'e, S, R> =
+    Counted<Envelope<'e, <R as Role<S>>::In, <R as Role<S>>::Out, <R as Role<S>>::Message>>;
+
+/// Where a stage built with [`keep_state`](crate::StageBuilder::keep_state) leaves its value
+/// as it ends, for [`Stage::join_state`] to take.
+pub(crate) type Kept<S> = Arc<parking_lot::Mutex<Option<S>>>;
+
+/// A handle on a running stage, in role `R`, whose callbacks are those of `S`: a stage
+/// started with [`spawn`](crate::StageBuilder::spawn), whose events and messages live for
+/// `'static`. Its methods are [`ScopedStage`]'s.
+pub type Stage<S, R> = ScopedStage<'static, S, R>;
 
 /// A handle on a running stage whose callbacks are those of `S`, in role `R`.
 ///
@@ -93,21 +102,27 @@ type Inbox<S, R> =
 /// stop the stage: a stage runs until it finishes, fails, is stopped, or can no longer be
 /// reached (no handle and no subscription left), and then its thread ends by itself.
 /// [`Topology`](crate::Topology) stops its stages when dropped.
-pub struct Stage<S, R: Role<S>> {
-    core: StageCore<Inbox<S, R>>,
+///
+/// `'env` is how long the stage's events and messages may live: `'static` (the [`Stage`]
+/// alias) for a stage started with [`spawn`](crate::StageBuilder::spawn), the scope's for
+/// one started with [`spawn_scoped`](crate::ScopedBuilder::spawn_scoped).
+pub struct ScopedStage<'env, S: 'env, R: Role<S>> {
+    core: StageCore<Inbox<'env, S, R>>,
+    kept: Kept<S>,
     _stage: PhantomData<fn() -> S>,
 }
 
-impl<S, R: Role<S>> Clone for Stage<S, R> {
+impl<S, R: Role<S>> Clone for ScopedStage<'_, S, R> {
     fn clone(&self) -> Self {
-        Stage {
+        ScopedStage {
             core: self.core.clone(),
+            kept: self.kept.clone(),
             _stage: PhantomData,
         }
     }
 }
 
-impl<S, R: Role<S>> fmt::Debug for Stage<S, R> {
+impl<S, R: Role<S>> fmt::Debug for ScopedStage<'_, S, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Stage")
             .field("name", &self.shared().name)
@@ -116,10 +131,15 @@ impl<S, R: Role<S>> fmt::Debug for Stage<S, R> {
     }
 }
 
-impl<S, R: Role<S>> Stage<S, R> {
-    pub(crate) fn new(shared: Arc<Shared>, tx: Inbox<S, R>) -> Stage<S, R> {
-        Stage {
+impl<'env, S, R: Role<S>> ScopedStage<'env, S, R> {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        tx: Inbox<'env, S, R>,
+        kept: Kept<S>,
+    ) -> ScopedStage<'env, S, R> {
+        ScopedStage {
             core: StageCore { shared, port: tx },
+            kept,
             _stage: PhantomData,
         }
     }
@@ -130,7 +150,7 @@ impl<S, R: Role<S>> Stage<S, R> {
     }
 
     /// The stage's inbox, whose control path never waits behind events.
-    pub(crate) fn tx(&self) -> &Inbox<S, R> {
+    pub(crate) fn tx(&self) -> &Inbox<'env, S, R> {
         &self.core.port
     }
 
@@ -170,13 +190,13 @@ impl<S, R: Role<S>> Stage<S, R> {
     /// channel's length: never waits, never touches the stage. Observers compare it with
     /// [`inbox_capacity`](Self::inbox_capacity): a full inbox is a stage that cannot keep up.
     pub fn inbox_len(&self) -> usize {
-        self.core.inbox_len()
+        self.tx().sender().len()
     }
 
     /// The capacity of the stage's inbox, in messages (see
     /// [`StageBuilder::inbox_capacity`](crate::StageBuilder::inbox_capacity)).
     pub fn inbox_capacity(&self) -> usize {
-        self.core.inbox_capacity()
+        self.tx().sender().capacity().unwrap_or(usize::MAX)
     }
 
     /// Asks the stage to stop. It stops after the callback it is running, if any, returns
@@ -226,16 +246,9 @@ impl<S, R: Role<S>> Stage<S, R> {
     /// as it was at the end (after its `terminate`), if it was built with
     /// [`keep_state`](crate::StageBuilder::keep_state). `None` without it, or when another
     /// handle took the value already: there is one value, so only the first call gets it.
-    pub fn join_state(&self) -> (Reason, Option<S>)
-    where
-        S: 'static,
-    {
+    pub fn join_state(&self) -> (Reason, Option<S>) {
         let reason = self.join();
-        let state = self
-            .shared()
-            .take_state()
-            .and_then(|b| b.downcast::<S>().ok())
-            .map(|b| *b);
+        let state = self.kept.lock().take();
         (reason, state)
     }
 
@@ -278,7 +291,7 @@ impl<S, R: Role<S>> Stage<S, R> {
     /// ```
     pub fn join_result(&self) -> Result<S::Output, JoinError>
     where
-        S: StageResult + 'static,
+        S: StageResult,
     {
         let stage = || self.name().to_owned();
         match self.join() {
@@ -296,10 +309,9 @@ impl<S, R: Role<S>> Stage<S, R> {
                 })
             }
         }
-        self.shared()
-            .take_state()
-            .and_then(|b| b.downcast::<S>().ok())
-            .and_then(|b| (*b).into_output())
+        let state = self.kept.lock().take();
+        state
+            .and_then(StageResult::into_output)
             .ok_or_else(|| JoinError::NoResult { stage: stage() })
     }
 
@@ -311,17 +323,6 @@ impl<S, R: Role<S>> Stage<S, R> {
     /// Whether the stage has ended.
     pub fn is_finished(&self) -> bool {
         self.core.is_finished()
-    }
-
-    /// An untyped handle on this stage, for a [`Topology`](crate::Topology) or a list of
-    /// stages of different types.
-    pub fn stage_ref(&self) -> StageRef {
-        StageRef {
-            core: StageCore {
-                shared: self.shared().clone(),
-                port: Box::new(self.tx().clone()),
-            },
-        }
     }
 
     /// Sends `msg` to the stage's `handle_message`, waiting while its inbox is full.
@@ -487,7 +488,7 @@ impl<S, R: Role<S>> Stage<S, R> {
     }
 }
 
-impl<S, R: Consumes<S>> Stage<S, R> {
+impl<'env, S, R: Consumes<S>> ScopedStage<'env, S, R> {
     /// Subscribes this running stage to `producer` and waits for the producer to confirm.
     /// Returns the new subscription's id.
     ///
@@ -511,7 +512,7 @@ impl<S, R: Consumes<S>> Stage<S, R> {
     /// passed on, and fails after the subscribe timeout.
     pub fn subscribe_to(
         &self,
-        producer: &(impl Upstream<R::In> + ?Sized),
+        producer: &(impl Upstream<'env, R::In> + ?Sized),
         options: SubscribeOptions,
     ) -> Result<SubscriptionId, SubscribeError> {
         let gone = || SubscribeError::ConsumerGone {
@@ -537,7 +538,7 @@ impl<S, R: Consumes<S>> Stage<S, R> {
     /// cannot wait, keeps: `sim::subscribe`) what the answer comes back on.
     pub(crate) fn subscribe_nowait(
         &self,
-        producer: &(impl Upstream<R::In> + ?Sized),
+        producer: &(impl Upstream<'env, R::In> + ?Sized),
         options: SubscribeOptions,
     ) -> Result<(SubscriptionId, crate::upstream::Waiting), SubscribeError> {
         let gone = || SubscribeError::ConsumerGone {
@@ -575,7 +576,7 @@ impl<S, R: Consumes<S>> Stage<S, R> {
         &self,
         old: SubscriptionId,
         reason: Reason,
-        producer: &(impl Upstream<R::In> + ?Sized),
+        producer: &(impl Upstream<'env, R::In> + ?Sized),
         options: SubscribeOptions,
     ) -> Result<SubscriptionId, SubscribeError> {
         options.validate()?;
@@ -619,7 +620,7 @@ impl<S, R: Consumes<S>> Stage<S, R> {
     }
 }
 
-impl<S: Producer> Stage<S, ProducerRole> {
+impl<S: Producer> ScopedStage<'_, S, ProducerRole> {
     /// Switches the producer between accumulating demand and forwarding it (GenStage's
     /// `demand/2`). Switching to [`ProducerDemand::Forward`] sends the events held back in the
     /// order they were emitted (those the buffer covered for the asks that came in, then the
@@ -684,7 +685,23 @@ fn send_waiting<E>(
     }
 }
 
-/// An untyped handle on a stage: its name, counters, outcome; stop and join.
+impl<S, R: Role<S>> Stage<S, R> {
+    /// An untyped handle on this stage, for a [`Topology`](crate::Topology) or a list of
+    /// stages of different types. (A stage in a scope has none: an untyped handle could
+    /// outlive the scope.)
+    pub fn stage_ref(&self) -> StageRef {
+        StageRef {
+            core: StageCore {
+                shared: self.shared().clone(),
+                port: Box::new(self.tx().clone()),
+            },
+        }
+    }
+}
+
+/// An untyped handle on a stage: its name, counters, outcome; stop and join. Made by
+/// [`Stage::stage_ref`] or [`Source::stage_ref`](crate::Source::stage_ref); a stage in a
+/// scope has none.
 pub struct StageRef {
     core: StageCore<Box<dyn Port<Control>>>,
 }
@@ -794,7 +811,7 @@ trait ControlPath {
     fn control(&self, c: Control) -> Result<(), Control>;
 }
 
-impl<E: Wrap<Control> + Send + 'static> ControlPath for Counted<E> {
+impl<E: Wrap<Control> + Send> ControlPath for Counted<E> {
     fn control(&self, c: Control) -> Result<(), Control> {
         self.urgent(E::wrap(c)).map_err(Wrap::unwrap)
     }

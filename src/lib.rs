@@ -617,13 +617,15 @@ mod unwind;
 mod upstream;
 
 pub use bridge::{from_iter, stream, IterProducer, Stream};
-pub use builder::{consumer, producer, producer_consumer, StageBuilder};
+pub use builder::{consumer, producer, producer_consumer, ScopedBuilder, StageBuilder};
 pub use chain::{Chain, ChainEnd, IntoBuilder, Lanes};
 pub use context::{ConsumerContext, Context, Mailbox, Reply};
 pub use error::{BuildError, CallError, CastError, ControlError, JoinError, SubscribeError};
 pub use events::Events;
-pub use handle::{ConsumerHandle, ProducerConsumerHandle, ProducerHandle, Stage, StageRef};
-pub use upstream::{Source, Upstream};
+pub use handle::{
+    ConsumerHandle, ProducerConsumerHandle, ProducerHandle, ScopedStage, Stage, StageRef,
+};
+pub use upstream::{ScopedSource, Source, Upstream};
 // The plumbing behind `Stage<S, R>`, documented in `role`; also at the root, where code
 // written before `role` existed finds it.
 #[doc(hidden)]

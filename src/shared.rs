@@ -152,7 +152,8 @@ impl<T: Send> InboxGauge for Sender<T> {
 #[derive(Debug)]
 pub(crate) struct Probe {
     pub(crate) kind: StageKind,
-    pub(crate) inbox: Box<dyn InboxGauge>,
+    /// `None` for a stage in a scope: a gauge holds a sender, which must not outlive it.
+    pub(crate) inbox: Option<Box<dyn InboxGauge>>,
 }
 
 #[derive(Debug, Default)]
@@ -185,15 +186,12 @@ pub(crate) struct SubCell {
 struct Done {
     outcome: Option<Reason>,
     thread: Option<JoinHandle<()>>,
-    /// The stage's value, kept for `Stage::join_state`.
-    state: Option<Box<dyn std::any::Any + Send>>,
 }
 
 impl std::fmt::Debug for Done {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Done")
             .field("outcome", &self.outcome)
-            .field("state", &self.state.is_some())
             .finish()
     }
 }
@@ -313,7 +311,8 @@ impl Shared {
     pub(crate) fn inbox(&self) -> (usize, usize) {
         self.probe
             .get()
-            .map_or((0, 0), |p| (p.inbox.len(), p.inbox.capacity()))
+            .and_then(|p| p.inbox.as_ref())
+            .map_or((0, 0), |g| (g.len(), g.capacity()))
     }
 
     pub(crate) fn set_thread(&self, handle: JoinHandle<()>) {
@@ -323,16 +322,6 @@ impl Shared {
         }
         // A stage that already ended has nothing left to join but its handle, which is
         // dropped here (the thread is exiting or gone).
-    }
-
-    /// Keeps the stage's value (before the outcome is published).
-    pub(crate) fn set_state(&self, state: Box<dyn std::any::Any + Send>) {
-        self.done.lock().state = Some(state);
-    }
-
-    /// Takes the kept value of an ended stage.
-    pub(crate) fn take_state(&self) -> Option<Box<dyn std::any::Any + Send>> {
-        self.done.lock().state.take()
     }
 
     pub(crate) fn set_outcome(&self, reason: Reason) {

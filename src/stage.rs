@@ -52,12 +52,12 @@ use crate::subscription::{DemandMode, Subscription};
 ///     }
 /// }
 /// ```
-pub trait Producer: Send + 'static {
+pub trait Producer: Send {
     /// The events this producer emits.
-    type Out: Send + 'static;
+    type Out: Send;
     /// Messages that [`cast`](crate::Stage::cast), [`call`](crate::Stage::call),
     /// [`info`](crate::Stage::info) and timers deliver to `handle_message`. Use `()` if none.
-    type Message: Send + 'static;
+    type Message: Send;
 
     /// Consumers asked for `demand` more events than the buffer holds. Emit them with `ctx`.
     fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, Self::Out, Self::Message>);
@@ -142,13 +142,13 @@ pub trait Producer: Send + 'static {
 ///     }
 /// }
 /// ```
-pub trait ProducerConsumer: Send + 'static {
+pub trait ProducerConsumer: Send {
     /// The events it consumes.
-    type In: Send + 'static;
+    type In: Send;
     /// The events it emits.
-    type Out: Send + 'static;
+    type Out: Send;
     /// The stage's own messages (see [`Producer::Message`]).
-    type Message: Send + 'static;
+    type Message: Send;
 
     /// Handles one batch of incoming events; emit the results with `ctx`.
     fn handle_events(
@@ -232,11 +232,11 @@ pub trait ProducerConsumer: Send + 'static {
 ///     }
 /// }
 /// ```
-pub trait Consumer: Send + 'static {
+pub trait Consumer: Send {
     /// The events it consumes.
-    type In: Send + 'static;
+    type In: Send;
     /// The stage's own messages (see [`Producer::Message`]).
-    type Message: Send + 'static;
+    type Message: Send;
 
     /// Handles one batch of events.
     fn handle_events(

@@ -10,7 +10,7 @@ use crate::runner::{Callbacks, Runner};
 
 /// The body of every stage thread: run the loop, turn a panic into [`Reason::Panicked`], tell
 /// the peers, run the stage's `terminate`, drop the stage, and publish the outcome last.
-pub(crate) fn stage_main<S: Callbacks>(mut runner: Runner<S>) {
+pub(crate) fn stage_main<S: Callbacks>(mut runner: Runner<'_, S>) {
     let shared = runner.shared().clone();
     let reason = match catch_unwind(AssertUnwindSafe(|| runner.run())) {
         Ok(reason) => reason,
@@ -32,14 +32,14 @@ pub(crate) fn panicked(name: &str, payload: &(dyn Any + Send)) -> Reason {
 
 /// The last of a stage whose end is done: its `terminate`, its value kept or dropped, and
 /// its outcome published, last.
-pub(crate) fn put_away<S: Callbacks>(mut runner: Runner<S>, reason: Reason) {
+pub(crate) fn put_away<S: Callbacks>(mut runner: Runner<'_, S>, reason: Reason) {
     let shared = runner.shared().clone();
     if catch_unwind(AssertUnwindSafe(|| runner.terminate_stage(&reason))).is_err() {
         error!("stage {}: its terminate callback panicked", shared.name);
     }
-    if runner.keeps_state() {
+    if let Some(kept) = runner.kept() {
         // For `Stage::join_state`: the stage's value outlives its thread.
-        shared.set_state(runner.into_stage().into_state());
+        *kept.lock() = Some(runner.into_stage().into_state());
     // The user's Drop runs here; a panic in it must not keep the outcome from being published.
     } else if catch_unwind(AssertUnwindSafe(move || drop(runner))).is_err() {
         error!("stage {}: panicked while being dropped", shared.name);

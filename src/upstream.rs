@@ -8,21 +8,26 @@ use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 
-use crate::envelope::{Control, Down, Port, SubscribeRequest, Unanswered, Up};
+use crate::envelope::{Control, Down, PortBox, SubscribeRequest, Unanswered, Up};
 use crate::error::SubscribeError;
-use crate::handle::{Emits, Role, Stage, StageRef};
+use crate::handle::{Emits, Role, ScopedStage, StageRef};
 use crate::shared::Shared;
 use crate::subscription::{SubscribeOptions, SubscriptionId};
 
 /// Something a consumer can subscribe to: a running producer or producer-consumer of `T`.
-pub trait Upstream<T> {
+///
+/// `'env` is how long the producer's events (and so its subscriptions) may live: `'static`
+/// for a stage started with [`spawn`](crate::StageBuilder::spawn), the scope's `'env` for one
+/// started with [`spawn_scoped`](crate::ScopedBuilder::spawn_scoped). A consumer subscribes
+/// only to producers of its own `'env`.
+pub trait Upstream<'env, T> {
     /// The producer's subscription endpoint.
-    fn source(&self) -> Source<T>;
+    fn source(&self) -> ScopedSource<'env, T>;
 }
 
-impl<S, R: Emits<S>> Upstream<<R as Role<S>>::Out> for Stage<S, R> {
-    fn source(&self) -> Source<<R as Role<S>>::Out> {
-        Source {
+impl<'env, S, R: Emits<S>> Upstream<'env, <R as Role<S>>::Out> for ScopedStage<'env, S, R> {
+    fn source(&self) -> ScopedSource<'env, <R as Role<S>>::Out> {
+        ScopedSource {
             port: Box::new(self.tx().clone()),
             control: Box::new(self.tx().clone()),
             name: self.shared().name.clone(),
@@ -31,8 +36,8 @@ impl<S, R: Emits<S>> Upstream<<R as Role<S>>::Out> for Stage<S, R> {
     }
 }
 
-impl<T> Upstream<T> for Source<T> {
-    fn source(&self) -> Source<T> {
+impl<'env, T: 'env> Upstream<'env, T> for ScopedSource<'env, T> {
+    fn source(&self) -> ScopedSource<'env, T> {
         self.clone()
     }
 }
@@ -63,16 +68,21 @@ impl<T> Upstream<T> for Source<T> {
 /// pipeline.join();
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct Source<T> {
-    port: Box<dyn Port<Up<T>>>,
-    control: Box<dyn Port<Control>>,
+pub type Source<T> = ScopedSource<'static, T>;
+
+/// A producer's subscription endpoint, for events of type `T` that live for `'env`: a
+/// [`Source`] of a producer started in a scope (see
+/// [`spawn_scoped`](crate::ScopedBuilder::spawn_scoped)). Everything said of [`Source`] holds.
+pub struct ScopedSource<'env, T> {
+    port: PortBox<'env, Up<'env, T>>,
+    control: PortBox<'env, Control>,
     name: Arc<str>,
     shared: Arc<Shared>,
 }
 
-impl<T> Clone for Source<T> {
+impl<'env, T: 'env> Clone for ScopedSource<'env, T> {
     fn clone(&self) -> Self {
-        Source {
+        ScopedSource {
             port: self.port.clone_box(),
             control: self.control.clone_box(),
             name: self.name.clone(),
@@ -81,7 +91,7 @@ impl<T> Clone for Source<T> {
     }
 }
 
-impl<T> fmt::Debug for Source<T> {
+impl<T> fmt::Debug for ScopedSource<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Source")
             .field("producer", &self.name)
@@ -89,21 +99,24 @@ impl<T> fmt::Debug for Source<T> {
     }
 }
 
-impl<T> Source<T> {
+impl<'env, T> ScopedSource<'env, T> {
     /// The producer's name.
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// An untyped handle on the producer, to stop, finish or join it.
-    pub fn stage_ref(&self) -> StageRef {
-        StageRef::from_parts(self.shared.clone(), self.control.clone_box())
-    }
-
     /// On the producer's control path, which never blocks and never drops the message: used
     /// to withdraw subscriptions.
-    pub(crate) fn send_up(&self, msg: Up<T>) {
+    pub(crate) fn send_up(&self, msg: Up<'env, T>) {
         let _ = self.port.send_urgent(msg);
+    }
+}
+
+impl<T> Source<T> {
+    /// An untyped handle on the producer, to stop, finish or join it. (A producer in a scope
+    /// has none: an untyped handle could outlive the scope.)
+    pub fn stage_ref(&self) -> StageRef {
+        StageRef::from_parts(self.shared.clone(), self.control.clone_box())
     }
 }
 
@@ -115,9 +128,9 @@ impl<T> Source<T> {
 /// For a consumer that is not running yet (a stage being built) or that runs on the caller's
 /// thread (a [`Stream`](crate::Stream)); a running stage subscribes through its own control
 /// path (`Stage::subscribe_to`).
-pub(crate) fn subscribe<T: Send + 'static>(
-    source: &Source<T>,
-    consumer: Box<dyn Port<Down<T>>>,
+pub(crate) fn subscribe<'e, T: Send + 'e>(
+    source: &ScopedSource<'e, T>,
+    consumer: PortBox<'e, Down<'e, T>>,
     consumer_shared: &Arc<Shared>,
     options: SubscribeOptions,
 ) -> Result<Pending, SubscribeError> {
@@ -132,8 +145,8 @@ pub(crate) fn subscribe<T: Send + 'static>(
 }
 
 /// A subscribe request and what its caller waits on.
-pub(crate) struct Request<T> {
-    req: Box<SubscribeRequest<T>>,
+pub(crate) struct Request<'e, T> {
+    req: Box<SubscribeRequest<'e, T>>,
     waiting: Waiting,
 }
 
@@ -147,16 +160,16 @@ pub(crate) struct Waiting {
     deadline: Instant,
 }
 
-impl<T: Send + 'static> Request<T> {
+impl<'e, T: Send + 'e> Request<'e, T> {
     /// Validates the options and builds the request; `pending`: the consumer passes it on
     /// (see [`SubscribeRequest::pending`]).
     pub(crate) fn new(
-        source: &Source<T>,
-        consumer: Box<dyn Port<Down<T>>>,
+        source: &ScopedSource<'e, T>,
+        consumer: PortBox<'e, Down<'e, T>>,
         consumer_shared: &Arc<Shared>,
         options: SubscribeOptions,
         pending: bool,
-    ) -> Result<Request<T>, SubscribeError> {
+    ) -> Result<Request<'e, T>, SubscribeError> {
         options.validate()?;
         if Arc::ptr_eq(&source.shared, consumer_shared) {
             return Err(SubscribeError::SelfSubscription {
@@ -194,7 +207,7 @@ impl<T: Send + 'static> Request<T> {
         })
     }
 
-    pub(crate) fn split(self) -> (Box<SubscribeRequest<T>>, Waiting) {
+    pub(crate) fn split(self) -> (Box<SubscribeRequest<'e, T>>, Waiting) {
         (self.req, self.waiting)
     }
 }

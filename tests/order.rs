@@ -14,7 +14,7 @@ use stageflow::{BufferKeep, CancelMode, Context, Producer, Reason, Reply, Subscr
 /// A consumer takes a few events and leaves with unmet demand; events keep coming while nobody
 /// is subscribed; a second consumer subscribes. It must get every remaining event, in order,
 /// and the finishing producer must end.
-fn nothing_stranded_nothing_overtaken(dispatcher: impl Dispatcher<u64>) {
+fn nothing_stranded_nothing_overtaken(dispatcher: impl Dispatcher<u64> + 'static) {
     const LIMIT_EVENTS: u64 = 300;
     let p = stageflow::producer(Trickle {
         next: 0,

@@ -141,7 +141,7 @@ type Recording = (ConsumerHandle<Recorder<u64>>, Receiver<Report<u64>>);
 
 /// A `Recorder` of `u64` subscribed to `p` with `options` when it starts.
 fn recorder(
-    p: &impl stageflow::Upstream<u64>,
+    p: &impl stageflow::Upstream<'static, u64>,
     options: SubscribeOptions,
 ) -> Result<Recording, BuildError> {
     let (rec, rx) = Recorder::new();

@@ -50,7 +50,7 @@ fn producers_of_different_types_are_chosen_at_run_time() {
     // Two stage types (`IterProducer<Range<u64>>`, `IterProducer<vec::IntoIter<u64>>`).
     let range = stageflow::from_iter(0..3u64).spawn().unwrap();
     let generated = stageflow::from_iter(vec![11u64, 12]).spawn().unwrap();
-    let choices: Vec<&dyn Upstream<u64>> = vec![&range, &generated];
+    let choices: Vec<&dyn Upstream<'static, u64>> = vec![&range, &generated];
     for (i, chosen) in choices.into_iter().enumerate() {
         let sink = stageflow::consumer(Collect::new())
             .keep_state()

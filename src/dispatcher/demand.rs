@@ -203,7 +203,11 @@ impl DemandDispatcher {
     }
 }
 
-impl<T: Send + 'static> Dispatcher<T> for DemandDispatcher {
+impl<T: Send> Dispatcher<T> for DemandDispatcher {
+    fn into_inline(self) -> Result<DemandDispatcher, Self> {
+        Ok(self)
+    }
+
     fn attach(&mut self, stage: &str) {
         self.name = Some(stage.to_owned());
     }

@@ -3,39 +3,26 @@
 //! available); any other dispatcher behind a box. The runtime's own; users see only
 //! [`Dispatcher`].
 
-use std::any::Any;
-
 use super::{DemandDispatcher, Dispatcher, Outbox};
 use crate::error::SubscribeError;
 use crate::subscription::{SubscribeOptions, SubscriptionId};
 
-pub(crate) enum Dispatch<T> {
+pub(crate) enum Dispatch<'e, T: 'e> {
     Demand(DemandDispatcher),
-    Other(Box<dyn Dispatcher<T>>),
+    Other(Box<dyn Dispatcher<T> + 'e>),
 }
 
-impl<T: Send + 'static> Dispatch<T> {
+impl<'e, T: Send> Dispatch<'e, T> {
     /// Holds `d` inline if it is a [`DemandDispatcher`], boxed otherwise (a box given as it is).
-    pub(crate) fn new<D: Dispatcher<T>>(d: D) -> Dispatch<T> {
-        let mut slot = Some(d);
-        let any: &mut dyn Any = &mut slot;
-        if let Some(demand) = any.downcast_mut::<Option<DemandDispatcher>>() {
-            if let Some(demand) = demand.take() {
-                return Dispatch::Demand(demand);
-            }
-        } else if let Some(boxed) = any.downcast_mut::<Option<Box<dyn Dispatcher<T>>>>() {
-            if let Some(boxed) = boxed.take() {
-                return Dispatch::Other(boxed);
-            }
-        }
-        match slot {
-            Some(d) => Dispatch::Other(Box::new(d)),
-            None => unreachable!("a dispatcher taken is returned"),
+    pub(crate) fn new<D: Dispatcher<T> + 'e>(d: D) -> Dispatch<'e, T> {
+        match d.into_inline() {
+            Ok(demand) => Dispatch::Demand(demand),
+            Err(d) => Dispatch::Other(d.into_boxed()),
         }
     }
 
     /// The default: a [`DemandDispatcher`].
-    pub(crate) fn demand() -> Dispatch<T> {
+    pub(crate) fn demand() -> Dispatch<'e, T> {
         Dispatch::Demand(DemandDispatcher::new())
     }
 
@@ -61,7 +48,7 @@ impl<T: Send + 'static> Dispatch<T> {
     }
 }
 
-impl<T: Send + 'static> Dispatcher<T> for Dispatch<T> {
+impl<T: Send> Dispatcher<T> for Dispatch<'_, T> {
     fn attach(&mut self, stage: &str) {
         match self {
             Dispatch::Demand(d) => Dispatcher::<T>::attach(d, stage),

@@ -186,7 +186,7 @@ impl<T> std::fmt::Debug for Outbox<'_, T> {
 }
 
 /// How a producer shares events among its consumers. See the [module docs](self).
-pub trait Dispatcher<T>: Send + 'static {
+pub trait Dispatcher<T>: Send {
     /// Called once, before anything else, with the producer's name, for log messages. The
     /// default does nothing.
     fn attach(&mut self, stage: &str) {
@@ -243,9 +243,28 @@ pub trait Dispatcher<T>: Send + 'static {
     fn held(&self) -> usize {
         0
     }
+
+    /// The runtime's own: hands a [`DemandDispatcher`] back as itself, so that the stage holds
+    /// it inline (its calls direct, its shortcuts taken); any other dispatcher as it is.
+    #[doc(hidden)]
+    fn into_inline(self) -> Result<DemandDispatcher, Self>
+    where
+        Self: Sized,
+    {
+        Err(self)
+    }
+
+    /// The runtime's own: the dispatcher in a box (a box as it is).
+    #[doc(hidden)]
+    fn into_boxed<'a>(self) -> Box<dyn Dispatcher<T> + 'a>
+    where
+        Self: Sized + 'a,
+    {
+        Box::new(self)
+    }
 }
 
-impl<T: 'static> Dispatcher<T> for Box<dyn Dispatcher<T>> {
+impl<'d, T> Dispatcher<T> for Box<dyn Dispatcher<T> + 'd> {
     fn attach(&mut self, stage: &str) {
         (**self).attach(stage)
     }
@@ -273,6 +292,12 @@ impl<T: 'static> Dispatcher<T> for Box<dyn Dispatcher<T>> {
     }
     fn one_subscription_per_consumer(&self) -> bool {
         (**self).one_subscription_per_consumer()
+    }
+    fn into_boxed<'a>(self) -> Box<dyn Dispatcher<T> + 'a>
+    where
+        Self: 'a,
+    {
+        self
     }
 }
 

@@ -352,7 +352,7 @@ impl<T> fmt::Debug for PartitionDispatcher<T> {
     }
 }
 
-impl<T: Send + 'static> Dispatcher<T> for PartitionDispatcher<T> {
+impl<T: Send> Dispatcher<T> for PartitionDispatcher<T> {
     fn attach(&mut self, stage: &str) {
         self.name = Some(stage.to_owned());
     }

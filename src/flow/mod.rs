@@ -261,7 +261,7 @@ use crate::{
 /// assert_eq!(squares, [1, 4, 9, 16, 25]);
 /// # Ok::<(), stageflow::flow::FlowError>(())
 /// ```
-pub struct Flow<S, T = S> {
+pub struct Flow<S: 'static, T = S> {
     sources: Origin<S>,
     chain: Chain<S, T>,
     /// Whether any mapper operation was added (without any, the sources are the output).
@@ -286,7 +286,7 @@ impl<S, T> fmt::Debug for Flow<S, T> {
 }
 
 /// Where a flow's events come from.
-enum Origin<S> {
+enum Origin<S: 'static> {
     /// Iterators: pulled by the mapper lanes themselves (fused), or, in a flow without
     /// lanes, by a source stage each.
     Iters(Vec<Box<dyn Pull<S>>>),
@@ -351,12 +351,12 @@ impl<S: Send + 'static> Flow<S, S> {
     /// A flow of what `producer` emits: any [`Producer`] (an HTTP stream of the `http` module,
     /// a [`Generate`](crate::fns::Generate), your own), started when the flow runs and stopped
     /// with it.
-    pub fn from_producer<P: Producer<Out = S>>(producer: P) -> Flow<S, S> {
+    pub fn from_producer<P: Producer<Out = S> + 'static>(producer: P) -> Flow<S, S> {
         Flow::from_producers([producer])
     }
 
     /// A flow of what several producers of one type emit, merged.
-    pub fn from_producers<P: Producer<Out = S>>(
+    pub fn from_producers<P: Producer<Out = S> + 'static>(
         producers: impl IntoIterator<Item = P>,
     ) -> Flow<S, S> {
         let producers: Vec<P> = producers.into_iter().collect();
@@ -400,7 +400,7 @@ impl<S: Send + 'static> Flow<S, S> {
     /// [`ProducerDemand::Forward`] once every stage of the flow has subscribed (as Flow does
     /// with `GenStage.demand/2`): start them with [`ProducerDemand::Accumulate`] and none of
     /// their events can go before the flow is whole. The flow does not stop them when it ends.
-    pub fn from_producer_stages<P: Producer<Out = S>>(
+    pub fn from_producer_stages<P: Producer<Out = S> + 'static>(
         stages: impl IntoIterator<Item = crate::ProducerHandle<P>>,
     ) -> Flow<S, S> {
         let stages: Vec<crate::ProducerHandle<P>> = stages.into_iter().collect();
@@ -739,7 +739,10 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     /// # Errors
     ///
     /// As [`stream`](Flow::stream).
-    pub fn into_consumer<C: Consumer<In = T>>(self, consumer: C) -> Result<RunningFlow, FlowError> {
+    pub fn into_consumer<C: Consumer<In = T> + 'static>(
+        self,
+        consumer: C,
+    ) -> Result<RunningFlow, FlowError> {
         self.into_consumers([consumer])
     }
 
@@ -750,7 +753,7 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     ///
     /// As [`stream`](Flow::stream), and [`FlowError::InvalidOption`] naming `consumers` if
     /// there is none.
-    pub fn into_consumers<C: Consumer<In = T>>(
+    pub fn into_consumers<C: Consumer<In = T> + 'static>(
         self,
         consumers: impl IntoIterator<Item = C>,
     ) -> Result<RunningFlow, FlowError> {

@@ -326,7 +326,7 @@ impl<T: Hash + 'static> Partitions<T> {
 }
 
 /// A partitioned flow, waiting for its reduction. Made by [`Flow::partition`].
-pub struct Partitioned<T> {
+pub struct Partitioned<T: 'static> {
     lanes: Lanes<T>,
     partitions: Partitions<T>,
 }
@@ -474,7 +474,7 @@ type Finish<A, B> = Arc<dyn Fn(A) -> B + Send + Sync>;
 ///
 /// `A` is the accumulator; `B` what each emission makes of it ([`map_state`](Reduced::map_state),
 /// [`take_top`](Reduced::take_top)).
-pub struct Reduced<T, A, B = A> {
+pub struct Reduced<T: 'static, A, B = A> {
     lanes: Lanes<T>,
     partitions: Partitions<T>,
     init: Init<A>,

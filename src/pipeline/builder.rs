@@ -79,7 +79,7 @@ impl Builder {
     /// [`producer_once`](Builder::producer_once).
     pub fn producer<P, I, F>(self, factory: F) -> WithProducers<I>
     where
-        P: Producer<Out = Message<I>>,
+        P: Producer<Out = Message<I>> + 'static,
         I: Send + 'static,
         F: FnMut(usize) -> StageBuilder<P, ProducerRole> + Send + 'static,
     {
@@ -123,7 +123,7 @@ impl Builder {
     /// ```
     pub fn producer_once<P, I>(self, producer: StageBuilder<P, ProducerRole>) -> WithProducers<I>
     where
-        P: Producer<Out = Message<I>>,
+        P: Producer<Out = Message<I>> + 'static,
         I: Send + 'static,
     {
         let mut once = Some(producer);
@@ -146,7 +146,7 @@ impl Builder {
     /// pipeline's supervisor thread too, and must be `Send`.
     pub fn producers<P, I, F>(self, concurrency: usize, factory: F) -> WithProducers<I>
     where
-        P: Producer<Out = Message<I>>,
+        P: Producer<Out = Message<I>> + 'static,
         I: Send + 'static,
         F: FnMut(usize) -> StageBuilder<P, ProducerRole> + Send + 'static,
     {
@@ -162,7 +162,7 @@ impl Builder {
         policy: RestartPolicy,
     ) -> WithProducers<I>
     where
-        P: Producer<Out = Message<I>>,
+        P: Producer<Out = Message<I>> + 'static,
         I: Send + 'static,
         F: FnMut(usize) -> StageBuilder<P, ProducerRole> + Send + 'static,
     {
@@ -223,7 +223,7 @@ type AddProducer<I> =
     Box<dyn FnMut(&mut GroupBuilder, usize, String, Option<(usize, KeyFn<I>)>) -> ProducerChild<I>>;
 
 /// A producer, added to the pipeline's group.
-struct ProducerChild<I> {
+struct ProducerChild<I: 'static> {
     source: ChildSource<Message<I>>,
     counters: ReadCounters,
     release: Release,
@@ -236,7 +236,7 @@ pub(crate) type ReadCounters = Arc<dyn Fn() -> Counters + Send + Sync>;
 type Release = Box<dyn FnOnce() -> Result<(), ControlError>>;
 
 /// The second step: producers of `Message<I>`; next, the processors.
-pub struct WithProducers<I> {
+pub struct WithProducers<I: 'static> {
     base: Builder,
     concurrency: usize,
     add: AddProducer<I>,
@@ -525,7 +525,7 @@ struct BatcherSpec<T> {
 
 /// The last step: producers and processors, and zero or more batchers; then
 /// [`start`](WithProcessors::start).
-pub struct WithProcessors<I, O> {
+pub struct WithProcessors<I: 'static, O> {
     producers: WithProducers<I>,
     options: ProcessorOptions<I>,
     make: MakeHandler<I, O>,

@@ -12,10 +12,12 @@ use crate::stage::{Consumer, Producer, ProducerConsumer};
 use crate::subscription::{DemandMode, Subscription};
 
 /// The three user traits seen through one interface.
-pub(crate) trait Callbacks: Send + 'static {
-    type In: Send + 'static;
-    type Out: Send + 'static;
-    type Msg: Send + 'static;
+pub(crate) trait Callbacks: Send {
+    type In: Send;
+    type Out: Send;
+    type Msg: Send;
+    /// The user's stage value.
+    type State: Send;
     const KIND: StageKind;
     /// The stage has an input side ([`Inlet`](super::inlet::Inlet)): consumers and
     /// producer-consumers. A constant: the loop's code for the other side compiles away.
@@ -44,7 +46,7 @@ pub(crate) trait Callbacks: Send + 'static {
     }
     fn terminate(&mut self, reason: &Reason);
     /// The user's stage value, for `Stage::join_state`.
-    fn into_state(self) -> Box<dyn std::any::Any + Send>;
+    fn into_state(self) -> Self::State;
 }
 
 pub(crate) struct AsProducer<S>(pub(crate) S);
@@ -55,6 +57,7 @@ impl<S: Producer> Callbacks for AsProducer<S> {
     type In = Infallible;
     type Out = S::Out;
     type Msg = S::Message;
+    type State = S;
     const KIND: StageKind = StageKind::Producer;
 
     fn format_discarded(&mut self, count: usize) -> bool {
@@ -65,8 +68,8 @@ impl<S: Producer> Callbacks for AsProducer<S> {
         self.0.terminate(reason)
     }
 
-    fn into_state(self) -> Box<dyn std::any::Any + Send> {
-        Box::new(self.0)
+    fn into_state(self) -> S {
+        self.0
     }
 
     fn demand(&mut self, n: usize, ctx: &mut Context<'_, S::Out, S::Message>) {
@@ -98,6 +101,7 @@ impl<S: ProducerConsumer> Callbacks for AsProducerConsumer<S> {
     type In = S::In;
     type Out = S::Out;
     type Msg = S::Message;
+    type State = S;
     const KIND: StageKind = StageKind::ProducerConsumer;
 
     fn format_discarded(&mut self, count: usize) -> bool {
@@ -108,8 +112,8 @@ impl<S: ProducerConsumer> Callbacks for AsProducerConsumer<S> {
         self.0.terminate(reason)
     }
 
-    fn into_state(self) -> Box<dyn std::any::Any + Send> {
-        Box::new(self.0)
+    fn into_state(self) -> S {
+        self.0
     }
 
     fn demand(&mut self, _: usize, _: &mut Context<'_, S::Out, S::Message>) {}
@@ -140,14 +144,15 @@ impl<S: Consumer> Callbacks for AsConsumer<S> {
     type In = S::In;
     type Out = Infallible;
     type Msg = S::Message;
+    type State = S;
     const KIND: StageKind = StageKind::Consumer;
 
     fn terminate(&mut self, reason: &Reason) {
         self.0.terminate(reason)
     }
 
-    fn into_state(self) -> Box<dyn std::any::Any + Send> {
-        Box::new(self.0)
+    fn into_state(self) -> S {
+        self.0
     }
 
     fn demand(&mut self, _: usize, _: &mut Context<'_, Infallible, S::Message>) {}

@@ -24,10 +24,10 @@ use crate::shared::{bump, Shared};
 use crate::subscription::{BufferKeep, Direction, ProducerDemand, Subscription, SubscriptionId};
 
 /// The output side of a producer or producer-consumer (see the module doc).
-pub(super) struct Emitter<T, M> {
+pub(super) struct Emitter<'e, T, M> {
     shared: Arc<Shared>,
-    pub(super) downs: Vec<DownLink<T>>,
-    dispatcher: Dispatch<T>,
+    pub(super) downs: Vec<DownLink<'e, T>>,
+    dispatcher: Dispatch<'e, T>,
     buffer: Buffer<T, M>,
     /// Producer in accumulate mode: what it holds back (see `held`).
     accumulating: bool,
@@ -65,14 +65,14 @@ pub(super) enum Replayed<T> {
     Demand(usize),
 }
 
-impl<T: Send + 'static, M> Emitter<T, M> {
+impl<'e, T: Send, M> Emitter<'e, T, M> {
     pub(super) fn new(
         shared: Arc<Shared>,
-        mut dispatcher: Dispatch<T>,
+        mut dispatcher: Dispatch<'e, T>,
         buffer_size: Option<usize>,
         buffer_keep: BufferKeep,
         accumulate: bool,
-    ) -> Emitter<T, M> {
+    ) -> Emitter<'e, T, M> {
         dispatcher.attach(&shared.name);
         Emitter {
             shared,
@@ -95,7 +95,7 @@ impl<T: Send + 'static, M> Emitter<T, M> {
     /// added; returns the subscription for `handle_subscribe` if added.
     pub(super) fn subscribe(
         &mut self,
-        req: SubscribeRequest<T>,
+        req: SubscribeRequest<'e, T>,
         discards: &mut Discards,
     ) -> Option<Subscription> {
         let SubscribeRequest {
@@ -115,7 +115,7 @@ impl<T: Send + 'static, M> Emitter<T, M> {
         unanswered.answered();
         // A consumer that holds the request as pending hears of a refusal on its control
         // path, and forgets it.
-        let refused = |consumer: &dyn Port<Down<T>>, why: &str| {
+        let refused = |consumer: &dyn Port<Down<'e, T>>, why: &str| {
             if pending {
                 let _ = consumer.send_urgent(Down::Cancel {
                     sub,
@@ -536,7 +536,7 @@ impl<T: Send + 'static, M> Emitter<T, M> {
     fn route<R>(
         &mut self,
         discards: &mut Discards,
-        f: impl FnOnce(&mut Dispatch<T>, &mut Outbox<'_, T>) -> R,
+        f: impl FnOnce(&mut Dispatch<'e, T>, &mut Outbox<'_, T>) -> R,
     ) -> R {
         let downs = &mut self.downs;
         let shared = &self.shared;
@@ -625,8 +625,8 @@ impl<T: Send + 'static, M> Emitter<T, M> {
 /// (none, unless `sub` is no consumer of this stage's: a dispatcher's fault). A consumer found
 /// gone is noted in `gone`; its events stay in the backlog, counted when the link is reaped.
 #[inline]
-fn deliver<T>(
-    downs: &mut [DownLink<T>],
+fn deliver<'e, T>(
+    downs: &mut [DownLink<'e, T>],
     shared: &Shared,
     gone: &mut Vec<SubscriptionId>,
     sub: SubscriptionId,
@@ -662,7 +662,7 @@ fn deliver<T>(
 mod tests {
     use super::*;
 
-    fn emitter(accumulate: bool) -> (Emitter<u32, &'static str>, Discards) {
+    fn emitter(accumulate: bool) -> (Emitter<'static, u32, &'static str>, Discards) {
         let shared = Arc::new(Shared::new("emitter".into()));
         let discards = Discards::new(shared.clone());
         let e = Emitter::new(

@@ -29,7 +29,7 @@ pub(crate) enum EndTurn {
     Done,
 }
 
-impl<S: Callbacks> Runner<S> {
+impl<'e, S: Callbacks> Runner<'e, S> {
     /// Tells every peer the stage ended; waits until its consumers have been told and its
     /// producers have confirmed (receiving all the while, so that no peer can wait on this
     /// stage, and counting every event that still arrives), then drops what is left.
@@ -132,7 +132,7 @@ impl<S: Callbacks> Runner<S> {
 
     /// Something that reached an ending stage; returns the events it held (counted as
     /// received, and then as discarded).
-    fn drop_late(&mut self, env: Env<S>, reason: &Reason) -> usize {
+    fn drop_late(&mut self, env: Env<'e, S>, reason: &Reason) -> usize {
         match env {
             Envelope::Down(Down::Events { events, .. }) => {
                 bump(&self.shared.cells.events_in, events.len() as u64);

@@ -14,15 +14,15 @@ use log::warn;
 use super::discards::Discards;
 use super::links::{Inbound, Outlet, PendingSub, UpLink};
 use crate::demand::{Adaptive, Batch, Batches, Demand, Fill};
-use crate::envelope::{Port, SubscribeRequest, Up};
+use crate::envelope::{PortBox, SubscribeRequest, Up};
 use crate::reason::Reason;
 use crate::shared::{bump, Shared};
 use crate::subscription::{DemandMode, Direction, Subscription, SubscriptionId};
 
 /// The input side of a consumer or producer-consumer (see the module doc).
-pub(super) struct Inlet<T, M> {
+pub(super) struct Inlet<'e, T, M> {
     shared: Arc<Shared>,
-    pub(super) ups: Vec<UpLink<T>>,
+    pub(super) ups: Vec<UpLink<'e, T>>,
     /// Subscriptions a handle asked for, passed on and not yet confirmed.
     pending: Vec<PendingSub>,
     /// Producer-consumer: what it received and could not handle yet (no downstream demand).
@@ -52,8 +52,8 @@ pub(super) enum Confirmed {
     Linked(Option<PendingSub>),
 }
 
-impl<T, M> Inlet<T, M> {
-    pub(super) fn new(shared: Arc<Shared>) -> Inlet<T, M> {
+impl<'e, T, M> Inlet<'e, T, M> {
+    pub(super) fn new(shared: Arc<Shared>) -> Inlet<'e, T, M> {
         Inlet {
             shared,
             ups: Vec::new(),
@@ -74,7 +74,7 @@ impl<T, M> Inlet<T, M> {
 
     /// A handle asks this stage to subscribe: hold the subscription as pending and pass the
     /// request on to the producer's control path (behind any cancel this stage sent there).
-    pub(super) fn forward_subscribe(&mut self, req: Box<SubscribeRequest<T>>) {
+    pub(super) fn forward_subscribe(&mut self, req: Box<SubscribeRequest<'e, T>>) {
         let sub = req.sub;
         let port = req.producer.clone_box();
         self.pending.push(PendingSub {
@@ -97,7 +97,7 @@ impl<T, M> Inlet<T, M> {
     /// `handle_subscribe` says otherwise), unless its subscribe was withdrawn.
     pub(super) fn confirmed(
         &mut self,
-        producer: Box<dyn Port<Up<T>>>,
+        producer: PortBox<'e, Up<'e, T>>,
         info: Subscription,
     ) -> Confirmed {
         let sub = info.id;
@@ -248,7 +248,7 @@ impl<T, M> Inlet<T, M> {
 
     /// A producer ended the subscription (or confirmed its cancel): the link, if it was held;
     /// a pending subscription it refused is forgotten.
-    pub(super) fn remove(&mut self, sub: SubscriptionId) -> Option<UpLink<T>> {
+    pub(super) fn remove(&mut self, sub: SubscriptionId) -> Option<UpLink<'e, T>> {
         let Some(i) = self.ups.iter().position(|l| l.info.id == sub) else {
             self.take_pending(sub);
             return None;
@@ -390,7 +390,7 @@ impl<T, M> Inlet<T, M> {
     /// the producer's confirmation like the others'.
     pub(super) fn confirmed_too_late(
         &mut self,
-        producer: Box<dyn Port<Up<T>>>,
+        producer: PortBox<'e, Up<'e, T>>,
         info: Subscription,
         reason: &Reason,
     ) {
@@ -439,7 +439,7 @@ fn withdrawn() -> Reason {
 /// rule says so; returns what to add to the ask. Out of line: only adaptive links come here.
 #[cold]
 #[inline(never)]
-fn adapt<T>(link: &mut UpLink<T>, fill: Fill) -> usize {
+fn adapt<T>(link: &mut UpLink<'_, T>, fill: Fill) -> usize {
     let Some(adaptive) = link.adaptive else {
         return 0;
     };
@@ -460,13 +460,13 @@ mod tests {
     use crossbeam_channel::{unbounded, Receiver};
     use std::convert::Infallible;
 
-    type Env = Envelope<Infallible, u32, ()>;
+    type Env = Envelope<'static, Infallible, u32, ()>;
 
-    fn inlet() -> Inlet<u32, ()> {
+    fn inlet() -> Inlet<'static, u32, ()> {
         Inlet::new(Arc::new(Shared::new("inlet".into())))
     }
 
-    fn producer() -> (Box<dyn Port<Up<u32>>>, Receiver<Env>) {
+    fn producer() -> (PortBox<'static, Up<'static, u32>>, Receiver<Env>) {
         let (tx, rx) = unbounded::<Env>();
         (Box::new(tx), rx)
     }
@@ -480,7 +480,7 @@ mod tests {
         }
     }
 
-    fn pending(inlet: &mut Inlet<u32, ()>, sub: SubscriptionId) {
+    fn pending(inlet: &mut Inlet<'static, u32, ()>, sub: SubscriptionId) {
         inlet.pending.push(PendingSub {
             sub,
             cancel: None,

@@ -6,22 +6,22 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use crate::demand::{Adaptive, Demand};
-use crate::envelope::{Coalesce, Down, Port, PortError, Up};
+use crate::envelope::{Coalesce, Down, PortBox, PortError, Up};
 use crate::reason::Reason;
 use crate::shared::{bump, Shared};
 use crate::subscription::{DemandMode, Subscription, SubscriptionId};
 
 /// Sends to one peer, keeping what does not fit in a backlog (protocol rules 4 and 5).
-pub(super) struct Outlet<M> {
-    pub(super) port: Box<dyn Port<M>>,
+pub(super) struct Outlet<'e, M: 'e> {
+    pub(super) port: PortBox<'e, M>,
     pub(super) backlog: VecDeque<M>,
     /// Where events count as sent (`events_out`) once they are in the peer's inbox: a
     /// producer's consumer links only.
     pub(super) counts: Option<Arc<Shared>>,
 }
 
-impl<M: Coalesce> Outlet<M> {
-    pub(super) fn new(port: Box<dyn Port<M>>, counts: Option<Arc<Shared>>) -> Outlet<M> {
+impl<'e, M: Coalesce> Outlet<'e, M> {
+    pub(super) fn new(port: PortBox<'e, M>, counts: Option<Arc<Shared>>) -> Outlet<'e, M> {
         Outlet {
             port,
             backlog: VecDeque::new(),
@@ -90,9 +90,9 @@ impl<M: Coalesce> Outlet<M> {
 }
 
 /// This stage as a consumer of one producer.
-pub(super) struct UpLink<T> {
+pub(super) struct UpLink<'e, T> {
     pub(super) info: Subscription,
-    pub(super) out: Outlet<Up<T>>,
+    pub(super) out: Outlet<'e, Up<'e, T>>,
     pub(super) demand: Demand,
     /// Set for a subscription with adaptive demand.
     pub(super) adaptive: Option<Adaptive>,
@@ -110,9 +110,9 @@ pub(super) struct UpLink<T> {
 }
 
 /// This stage as the producer of one consumer.
-pub(super) struct DownLink<T> {
+pub(super) struct DownLink<'e, T> {
     pub(super) info: Subscription,
-    pub(super) out: Outlet<Down<T>>,
+    pub(super) out: Outlet<'e, Down<'e, T>>,
     /// Identifies the consuming stage.
     pub(super) consumer_id: usize,
     /// Asked for and not yet sent.

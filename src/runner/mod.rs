@@ -42,14 +42,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, RecvError, TryRecvError};
 use log::{error, info, warn};
 
 use crate::context::{Context, Effects, End, Mailbox};
 use crate::demand::{Batch, Fill};
 use crate::dispatcher::Dispatch;
-use crate::envelope::{Control, Counted, Down, Envelope, SubscribeRequest, Subscribed, Up};
+use crate::envelope::{Control, Down, Envelope, SubscribeRequest, Subscribed, Up};
 use crate::events::Events;
+use crate::handle::Kept;
 use crate::reason::Reason;
 use crate::shared::{bump, Shared};
 use crate::subscription::{BufferKeep, ProducerDemand, Subscription, SubscriptionId};
@@ -79,8 +80,8 @@ pub(crate) enum Turned {
 }
 
 /// The producer-side settings of a stage.
-pub(crate) struct Config<Out> {
-    pub(crate) dispatcher: Dispatch<Out>,
+pub(crate) struct Config<'e, Out> {
+    pub(crate) dispatcher: Dispatch<'e, Out>,
     pub(crate) demand: ProducerDemand,
     pub(crate) buffer_size: Option<usize>,
     pub(crate) buffer_keep: BufferKeep,
@@ -98,21 +99,25 @@ const CONTROL_PER_TURN: usize = 64;
 /// publishes it too before it waits, before it replies to a call, and when it ends.
 const PUBLISH_EVERY: u32 = 32;
 
-type Env<S> = Envelope<<S as Callbacks>::In, <S as Callbacks>::Out, <S as Callbacks>::Msg>;
+type Env<'e, S> = Envelope<'e, <S as Callbacks>::In, <S as Callbacks>::Out, <S as Callbacks>::Msg>;
 
-pub(crate) struct Runner<S: Callbacks> {
+/// Makes a mailbox to a stage (a stage in a scope has none: see `Context::mailbox`).
+pub(crate) type Mint<M> = Box<dyn Fn() -> Mailbox<M> + Send>;
+
+pub(crate) struct Runner<'e, S: Callbacks + 'e> {
     stage: S,
     shared: Arc<Shared>,
-    inbox: Receiver<Env<S>>,
+    inbox: Receiver<Env<'e, S>>,
     /// What handles send: stop, cancel, ask, subscribe, demand mode (see `Counted`).
-    control: Receiver<Env<S>>,
+    control: Receiver<Env<'e, S>>,
     /// What the last callback asked for, and the timers.
     fx: Effects<S::Out, S::Msg>,
-    inlet: Inlet<S::In, S::Msg>,
-    emitter: Emitter<S::Out, S::Msg>,
+    inlet: Inlet<'e, S::In, S::Msg>,
+    emitter: Emitter<'e, S::Out, S::Msg>,
     life: Lifecycle,
     discards: Discards,
-    keep_state: bool,
+    /// Where the stage's value goes when it ends, for `Stage::join_state` (`keep_state`).
+    kept: Option<Kept<S::State>>,
     /// See `StageBuilder::confirm_timeout`.
     confirm_timeout: Duration,
     /// A timer is due and waits behind this many queued messages.
@@ -129,7 +134,7 @@ pub(crate) struct Runner<S: Callbacks> {
     polls: polling::Polls,
 }
 
-impl<S: Callbacks> Runner<S> {
+impl<'e, S: Callbacks> Runner<'e, S> {
     /// A producer: an emitter and no inlet.
     const PRODUCER: bool = S::EMITS && !S::RECEIVES;
     /// A producer-consumer: it handles input only while downstream has demand.
@@ -138,20 +143,13 @@ impl<S: Callbacks> Runner<S> {
     pub(crate) fn new(
         stage: S,
         shared: Arc<Shared>,
-        self_tx: Sender<Env<S>>,
-        inbox: Receiver<Env<S>>,
-        control: Receiver<Env<S>>,
-        config: Config<S::Out>,
+        channels: (Receiver<Env<'e, S>>, Receiver<Env<'e, S>>),
+        mint: Option<Mint<S::Msg>>,
+        config: Config<'e, S::Out>,
+        kept: Kept<S::State>,
         failed: Vec<Subscription>,
-    ) -> Runner<S> {
-        let mint_shared = shared.clone();
-        let mint = Box::new(move || {
-            Mailbox::new(Box::new(Counted::new(
-                self_tx.clone(),
-                None,
-                mint_shared.clone(),
-            )))
-        });
+    ) -> Runner<'e, S> {
+        let (inbox, control) = channels;
         let accumulate = Self::PRODUCER && config.demand == ProducerDemand::Accumulate;
         Runner {
             stage,
@@ -169,7 +167,7 @@ impl<S: Callbacks> Runner<S> {
             life: Lifecycle::new(),
             discards: Discards::new(shared.clone()),
             shared,
-            keep_state: config.keep_state,
+            kept: config.keep_state.then_some(kept),
             confirm_timeout: config.confirm_timeout,
             timer_gate: None,
             failed,
@@ -184,9 +182,9 @@ impl<S: Callbacks> Runner<S> {
         &self.shared
     }
 
-    /// Whether the stage's value is kept for `Stage::join_state`.
-    pub(crate) fn keeps_state(&self) -> bool {
-        self.keep_state
+    /// Where the stage's value is kept for `Stage::join_state`, if it is.
+    pub(crate) fn kept(&self) -> Option<Kept<S::State>> {
+        self.kept.clone()
     }
 
     /// The stage's value; the rest of the runner is dropped.
@@ -271,7 +269,7 @@ impl<S: Callbacks> Runner<S> {
     ///
     /// Before it blocks, the stage publishes its `buffered` counter: an idle stage's is exact.
     #[inline]
-    fn next_envelope(&mut self) -> Result<Env<S>, RecvError> {
+    fn next_envelope(&mut self) -> Result<Env<'e, S>, RecvError> {
         let polls = self.polls.budget();
         for _ in 0..polls {
             match self.inbox.try_recv() {
@@ -309,7 +307,7 @@ impl<S: Callbacks> Runner<S> {
     /// Yields the core up to `yields` times, looking at the inbox after each, then blocks on
     /// it (see [`next_envelope`](Runner::next_envelope)).
     #[inline(never)]
-    fn yield_then_recv(&mut self, yields: u32) -> Result<Env<S>, RecvError> {
+    fn yield_then_recv(&mut self, yields: u32) -> Result<Env<'e, S>, RecvError> {
         for _ in 0..yields {
             std::thread::yield_now();
             match self.inbox.try_recv() {
@@ -535,7 +533,7 @@ impl<S: Callbacks> Runner<S> {
 
     // Always inlined: an envelope is large, and passing it to a call costs a copy per message.
     #[inline(always)]
-    fn handle(&mut self, env: Env<S>) {
+    fn handle(&mut self, env: Env<'e, S>) {
         if let Envelope::Up(Up::Ask { sub, n }) = env {
             // An ask owns nothing: forgetting it skips the envelope's generic drop glue, which
             // the compiler calls here otherwise.
@@ -551,7 +549,7 @@ impl<S: Callbacks> Runner<S> {
     /// Any envelope, out of line: `handle` takes events and asks itself and sends the rest
     /// here (this match stays total so that it is right whatever it is given).
     #[inline(never)]
-    fn handle_other(&mut self, env: Env<S>) {
+    fn handle_other(&mut self, env: Env<'e, S>) {
         match env {
             Envelope::Down(Down::Events { sub, events }) => self.on_events(sub, events),
             Envelope::Up(Up::Ask { sub, n }) => self.on_ask(sub, n),
@@ -700,7 +698,7 @@ impl<S: Callbacks> Runner<S> {
     }
 
     /// A consumer subscribes.
-    fn on_subscribe(&mut self, req: SubscribeRequest<S::Out>) {
+    fn on_subscribe(&mut self, req: SubscribeRequest<'e, S::Out>) {
         if let Some(info) = self.emitter.subscribe(req, &mut self.discards) {
             self.invoke(|s, ctx| {
                 s.subscribed(&info, ctx);
@@ -838,7 +836,7 @@ impl<S: Callbacks> Runner<S> {
 
     /// A producer confirmed a subscription: `handle_subscribe` chooses its mode; what was
     /// asked of it while pending applies; an automatic one asks its `max_demand`.
-    fn on_subscribed(&mut self, s: Subscribed<S::In>) {
+    fn on_subscribed(&mut self, s: Subscribed<'e, S::In>) {
         let Subscribed {
             producer,
             info,

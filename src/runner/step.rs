@@ -9,7 +9,7 @@ use crossbeam_channel::TryRecvError;
 
 use super::{Callbacks, Runner, Turned};
 
-impl<S: Callbacks> Runner<S> {
+impl<'e, S: Callbacks> Runner<'e, S> {
     /// Takes one turn without blocking: [`Turned::Worked`] if it handled or changed
     /// anything, [`Turned::Idle`] if nothing can happen before a message comes (or the time
     /// it gives), [`Turned::End`] when the stage ends (then `end_begin` follows).

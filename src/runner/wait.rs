@@ -28,11 +28,11 @@ pub(super) enum Wait<E> {
     Disconnected,
 }
 
-impl<S: Callbacks> Runner<S> {
+impl<'e, S: Callbacks> Runner<'e, S> {
     /// Waits for an envelope, or, when `backlog` says some peer's backlog is not empty, for
     /// room at that peer. (The caller publishes the `buffered` counter first.)
     #[inline]
-    pub(super) fn wait(&mut self, deadline: Option<Instant>, backlog: bool) -> Wait<Env<S>> {
+    pub(super) fn wait(&mut self, deadline: Option<Instant>, backlog: bool) -> Wait<Env<'e, S>> {
         if backlog {
             return self.wait_with_backlog(Until::from(deadline));
         }
@@ -51,7 +51,7 @@ impl<S: Callbacks> Runner<S> {
 
     /// [`Runner::wait`] without waiting: what is there now (a simulation's step, whose
     /// virtual time no real wait may be given).
-    pub(super) fn poll(&mut self, backlog: bool) -> Wait<Env<S>> {
+    pub(super) fn poll(&mut self, backlog: bool) -> Wait<Env<'e, S>> {
         if backlog {
             return self.wait_with_backlog(Until::Now);
         }
@@ -64,12 +64,12 @@ impl<S: Callbacks> Runner<S> {
 
     /// [`Runner::wait`] with backlogs: a select over the inbox and the peers' inboxes.
     #[inline(never)]
-    fn wait_with_backlog(&mut self, until: Until) -> Wait<Env<S>> {
+    fn wait_with_backlog(&mut self, until: Until) -> Wait<Env<'e, S>> {
         let downs_links = &mut self.emitter.downs;
         let ups_links = &mut self.inlet.ups;
         // Take each backlog's first message in hand, so the select can send it.
-        let mut downs: Vec<(usize, Option<Down<S::Out>>)> = Vec::new();
-        let mut ups: Vec<(usize, Option<Up<S::In>>)> = Vec::new();
+        let mut downs: Vec<(usize, Option<Down<'e, S::Out>>)> = Vec::new();
+        let mut ups: Vec<(usize, Option<Up<'e, S::In>>)> = Vec::new();
         for (i, l) in downs_links.iter_mut().enumerate() {
             if let Some(m) = l.out.backlog.pop_front() {
                 downs.push((i, Some(m)));

@@ -535,7 +535,7 @@ pub fn check(ok: bool, message: impl FnOnce() -> String) -> bool {
 /// stage has ended; outside a simulation, those of [`Stage::subscribe_to`].
 pub fn subscribe<S, R: Consumes<S>>(
     consumer: &Stage<S, R>,
-    producer: &(impl Upstream<<R as Role<S>>::In> + ?Sized),
+    producer: &(impl Upstream<'static, <R as Role<S>>::In> + ?Sized),
     options: SubscribeOptions,
 ) -> Result<SubscriptionId, SubscribeError> {
     if !active() {

@@ -53,15 +53,15 @@ pub(crate) trait Task {
 }
 
 /// A stage's runner and where it is in its life.
-pub(crate) struct StageTask<S: Callbacks> {
+pub(crate) struct StageTask<S: Callbacks + 'static> {
     shared: Arc<Shared>,
-    runner: Option<Runner<S>>,
+    runner: Option<Runner<'static, S>>,
     phase: Phase,
     ending: Option<(Ending, Reason)>,
 }
 
-impl<S: Callbacks> StageTask<S> {
-    pub(crate) fn new(runner: Runner<S>) -> StageTask<S> {
+impl<S: Callbacks + 'static> StageTask<S> {
+    pub(crate) fn new(runner: Runner<'static, S>) -> StageTask<S> {
         StageTask {
             shared: runner.shared().clone(),
             runner: Some(runner),
@@ -133,7 +133,7 @@ impl<S: Callbacks> StageTask<S> {
     }
 }
 
-impl<S: Callbacks> Task for StageTask<S> {
+impl<S: Callbacks + 'static> Task for StageTask<S> {
     fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }

@@ -20,7 +20,7 @@ use crate::{panic_message, CancelMode, Counters, Stage, StageRef};
 ///
 /// A [`Stage`] handle taken from it ([`Child::current`]) reaches that incarnation only; after
 /// a restart, take the new one.
-pub struct Child<S, R: Role<S>> {
+pub struct Child<S: 'static, R: Role<S>> {
     pub(crate) slot: Arc<Slot<S, R>>,
 }
 
@@ -102,7 +102,7 @@ impl<S: 'static, R: Role<S>> Child<S, R> {
 }
 
 /// What a slot holds now.
-struct SlotState<S, R: Role<S>> {
+struct SlotState<S: 'static, R: Role<S>> {
     current: Option<Stage<S, R>>,
     /// Incarnations started so far.
     starts: u64,
@@ -111,7 +111,7 @@ struct SlotState<S, R: Role<S>> {
 }
 
 /// A child's description and state, shared by its handles and the group.
-pub(crate) struct Slot<S, R: Role<S>> {
+pub(crate) struct Slot<S: 'static, R: Role<S>> {
     pub(crate) id: u64,
     name: Arc<str>,
     policy: RestartPolicy,
@@ -121,7 +121,7 @@ pub(crate) struct Slot<S, R: Role<S>> {
     changed: Condvar,
 }
 
-impl<S: 'static, R: Spawn<S>> Slot<S, R> {
+impl<S: Send + 'static, R: Spawn<S>> Slot<S, R> {
     pub(crate) fn new(spec: ChildSpec<S, R>) -> Slot<S, R> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         Slot {
@@ -179,7 +179,7 @@ pub(crate) trait Entry: Send + Sync {
     fn restarts(&self) -> u64;
 }
 
-impl<S: 'static, R: Spawn<S>> Entry for Slot<S, R> {
+impl<S: Send + 'static, R: Spawn<S>> Entry for Slot<S, R> {
     fn id(&self) -> u64 {
         self.id
     }

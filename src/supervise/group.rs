@@ -101,7 +101,7 @@ impl GroupBuilder {
     /// [`Strategy::RestForOne`] restart, restarted with them). Returns the handle that
     /// resolves its running incarnation; a child added later subscribes to it with
     /// [`ChildSpec::subscribe_to`].
-    pub fn add<S: 'static, R: Spawn<S>>(&mut self, spec: ChildSpec<S, R>) -> Child<S, R> {
+    pub fn add<S: Send + 'static, R: Spawn<S>>(&mut self, spec: ChildSpec<S, R>) -> Child<S, R> {
         let slot = Arc::new(Slot::new(spec));
         self.entries.push(slot.clone());
         Child { slot }

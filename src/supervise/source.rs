@@ -14,7 +14,7 @@ pub(crate) type CurrentSource<T> = Arc<dyn Fn() -> Option<Source<T>> + Send + Sy
 /// A child of a group that emits `T`, typed by its events only (as [`Source`] is for a
 /// stage): producers of different stage types but the same events have the same
 /// `ChildSource<T>`. It follows the child across its restarts.
-pub struct ChildSource<T> {
+pub struct ChildSource<T: 'static> {
     pub(crate) id: u64,
     name: Arc<str>,
     pub(crate) current: CurrentSource<T>,
@@ -63,7 +63,7 @@ impl<T> ChildUpstream<T> for ChildSource<T> {
     }
 }
 
-impl<S: 'static, R: Emits<S>> ChildUpstream<R::Out> for Child<S, R> {
+impl<S: Send + 'static, R: Emits<S>> ChildUpstream<R::Out> for Child<S, R> {
     fn child_source(&self) -> ChildSource<R::Out> {
         let slot = self.slot.clone();
         ChildSource {

@@ -45,7 +45,7 @@ impl<S: Consumer> Spawn<S> for ConsumerRole {
 pub(crate) type Factory<S, R> = Box<dyn FnMut() -> StageBuilder<S, R> + Send>;
 
 /// One subscription of a child, made again by each incarnation.
-pub(crate) struct Link<S, R: Role<S>> {
+pub(crate) struct Link<S: 'static, R: Role<S>> {
     /// The in-group producer's child id; `None` for a producer outside the group.
     pub(crate) producer: Option<u64>,
     /// The cancel mode the user gave (in the group, the subscription itself is temporary).
@@ -89,7 +89,7 @@ pub(crate) type LinkRun<S, R> =
 /// assert_eq!(sink.counters().events_in, 100);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct ChildSpec<S, R: Role<S>> {
+pub struct ChildSpec<S: 'static, R: Role<S>> {
     pub(crate) name: String,
     pub(crate) factory: Factory<S, R>,
     pub(crate) policy: RestartPolicy,
@@ -173,7 +173,7 @@ impl<S, R: Consumes<S>> ChildSpec<S, R> {
     /// [`SubscribeError::InvalidOption`] naming a bad option.
     pub fn subscribe_to_stage(
         mut self,
-        producer: &(impl Upstream<R::In> + ?Sized),
+        producer: &(impl Upstream<'static, R::In> + ?Sized),
         options: SubscribeOptions,
     ) -> Result<ChildSpec<S, R>, SubscribeError> {
         options.validate()?;

@@ -321,7 +321,7 @@ impl<T: Send + 'static> stageflow::Consumer for Sink<T> {
 
 /// A consumer of `producer` with automatic demand, and the channel its events arrive on.
 pub fn sink<T: Send + 'static>(
-    producer: &impl stageflow::Upstream<T>,
+    producer: &impl stageflow::Upstream<'static, T>,
     max_demand: usize,
 ) -> (stageflow::ConsumerHandle<Sink<T>>, Receiver<T>) {
     let (tx, rx) = unbounded();
@@ -338,7 +338,7 @@ pub fn sink<T: Send + 'static>(
 
 /// A consumer of `producer` that asks only when told, its subscription, and its channel.
 pub fn manual_sink<T: Send + 'static>(
-    producer: &impl stageflow::Upstream<T>,
+    producer: &impl stageflow::Upstream<'static, T>,
     max_demand: usize,
 ) -> (
     stageflow::ConsumerHandle<Sink<T>>,

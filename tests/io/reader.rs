@@ -12,7 +12,7 @@ use crate::common::{joined, next, quiet, LIMIT};
 use crate::Stalled;
 
 /// Every record a finished source emits, in order.
-fn all<T: Send + 'static>(source: impl stageflow::Producer<Out = T>) -> Vec<T> {
+fn all<T: Send + 'static>(source: impl stageflow::Producer<Out = T> + 'static) -> Vec<T> {
     let stage = stageflow::producer(source).spawn().unwrap();
     let got = stageflow::stream(&stage, SubscribeOptions::new().max_demand(3))
         .unwrap()

@@ -1,0 +1,231 @@
+//! Stages in a `std::thread::scope` (`ScopedBuilder::spawn_scoped`): events, messages and
+//! stage values that borrow from the caller's stack.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use common::LIMIT;
+use stageflow::fns::{Collect, Fold, ForEach};
+use stageflow::{
+    BuildError, CastError, Consumer, ConsumerContext, Context, Events, Producer, Reason,
+    SubscribeOptions,
+};
+
+type Failure = Box<dyn std::error::Error>;
+
+fn text() -> Vec<String> {
+    (0..500)
+        .map(|i| format!("the quick fox {} jumps over the {} dog", i % 7, i % 3))
+        .collect()
+}
+
+/// The same count by hand, over the same borrowed words.
+fn by_hand(lines: &[String]) -> HashMap<&str, u64> {
+    let mut counts = HashMap::new();
+    for word in lines.iter().flat_map(|l| l.split_whitespace()) {
+        *counts.entry(word).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[test]
+fn a_word_count_keys_by_borrowed_str_and_hands_back_its_map() -> Result<(), Failure> {
+    let lines = text();
+    let counts = std::thread::scope(|s| -> Result<_, Failure> {
+        let source = stageflow::from_iter(lines.iter().map(String::as_str))
+            .name("lines")
+            .spawn_scoped(s)?;
+        let words = stageflow::producer_consumer(stageflow::fns::FlatMap::new(|line: &str| {
+            line.split_whitespace()
+        }))
+        .name("words")
+        .subscribe_to(&source, SubscribeOptions::new().max_demand(50))?
+        .spawn_scoped(s)?;
+        let count = stageflow::consumer(Fold::new(
+            HashMap::<&str, u64>::new(),
+            |mut counts, word: &str| {
+                *counts.entry(word).or_insert(0) += 1;
+                counts
+            },
+        ))
+        .name("count")
+        .keep_state()
+        .subscribe_to(&words, SubscribeOptions::new())?
+        .spawn_scoped(s)?;
+        Ok(count.join_result()?)
+    })?;
+    assert_eq!(counts, by_hand(&lines));
+    Ok(())
+}
+
+#[test]
+fn a_scoped_stage_borrows_what_the_caller_owns() -> Result<(), Failure> {
+    let seen = AtomicU64::new(0);
+    let numbers: Vec<u64> = (1..=1000).collect();
+    std::thread::scope(|s| -> Result<(), Failure> {
+        let source = stageflow::from_iter(numbers.iter()).spawn_scoped(s)?;
+        let sink = stageflow::consumer(ForEach::new(|n: &u64| {
+            seen.fetch_add(*n, Ordering::Relaxed);
+        }))
+        .subscribe_to(&source, SubscribeOptions::new())?
+        .spawn_scoped(s)?;
+        assert_eq!(sink.join_timeout(LIMIT), Some(Reason::Normal));
+        Ok(())
+    })?;
+    assert_eq!(seen.load(Ordering::Relaxed), 500_500);
+    Ok(())
+}
+
+#[test]
+fn events_keep_their_order_and_none_is_lost() -> Result<(), Failure> {
+    let numbers: Vec<u64> = (0..10_000).collect();
+    let got = std::thread::scope(|s| -> Result<_, Failure> {
+        let source = stageflow::from_iter(numbers.iter()).spawn_scoped(s)?;
+        let sink = stageflow::consumer(Collect::new())
+            .keep_state()
+            .subscribe_to(&source, SubscribeOptions::new().max_demand(7))?
+            .spawn_scoped(s)?;
+        Ok(sink.join_result()?)
+    })?;
+    assert!(got.iter().copied().eq(numbers.iter()));
+    Ok(())
+}
+
+/// Never ends by itself: counts the messages it gets, and borrows their text.
+struct Listener<'a> {
+    heard: Vec<&'a str>,
+    mailbox: Option<Result<(), CastError<&'a str>>>,
+}
+
+impl<'a> Consumer for Listener<'a> {
+    type In = u64;
+    type Message = &'a str;
+
+    fn handle_events(&mut self, _: Events<'_, u64>, _: &mut ConsumerContext<'_, &'a str>) {}
+
+    fn handle_message(&mut self, msg: &'a str, ctx: &mut ConsumerContext<'_, &'a str>) {
+        self.heard.push(msg);
+        if self.mailbox.is_none() {
+            self.mailbox = Some(ctx.mailbox().try_cast(msg));
+        }
+    }
+}
+
+#[test]
+fn a_handle_casts_borrowed_messages_and_a_mailbox_refuses_them() -> Result<(), Failure> {
+    let words = [String::from("one"), String::from("two")];
+    let listener = std::thread::scope(|s| -> Result<_, Failure> {
+        let stage = stageflow::consumer(Listener {
+            heard: Vec::new(),
+            mailbox: None,
+        })
+        .keep_state()
+        .spawn_scoped(s)?;
+        for w in &words {
+            stage.cast(w.as_str()).map_err(|e| e.to_string())?;
+        }
+        stage.finish();
+        let (reason, listener) = stage.join_state();
+        assert_eq!(reason, Reason::Normal);
+        Ok(listener.ok_or("the stage's value was kept")?)
+    })?;
+    assert_eq!(listener.heard, ["one", "two"]);
+    // A mailbox could outlive the scope: a scoped stage's refuses every message.
+    assert!(
+        matches!(listener.mailbox, Some(Err(CastError::Stopped("one")))),
+        "{:?}",
+        listener.mailbox
+    );
+    Ok(())
+}
+
+/// Emits without end until stopped.
+struct Endless<'a> {
+    word: &'a str,
+}
+
+impl<'a> Producer for Endless<'a> {
+    type Out = &'a str;
+    type Message = ();
+
+    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, &'a str>) {
+        ctx.emit_all(std::iter::repeat_n(self.word, demand));
+    }
+}
+
+#[test]
+fn the_scope_returns_once_an_endless_pipeline_is_stopped() -> Result<(), Failure> {
+    let word = String::from("again");
+    let counted = std::thread::scope(|s| -> Result<_, Failure> {
+        let source = stageflow::producer(Endless { word: &word }).spawn_scoped(s)?;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let sink = stageflow::consumer(Fold::new(0u64, move |n, w: &str| {
+            assert_eq!(w, "again");
+            if n == 10_000 {
+                let _ = tx.try_send(());
+            }
+            n + 1
+        }))
+        .keep_state()
+        .subscribe_to(&source, SubscribeOptions::new())?
+        .spawn_scoped(s)?;
+        rx.recv_timeout(LIMIT)?;
+        source.stop();
+        // The sink's subscription is permanent: the producer's end ends it.
+        let (reason, fold) = sink.join_state();
+        assert_ne!(reason, Reason::Normal);
+        Ok(fold.ok_or("kept")?.into_inner().ok_or("no panic")?)
+    })?;
+    assert!(counted > 10_000, "{counted}");
+    Ok(())
+}
+
+/// Panics on its first event.
+struct Fragile;
+
+impl Consumer for Fragile {
+    type In = u64;
+    type Message = ();
+
+    fn handle_events(&mut self, _: Events<'_, u64>, _: &mut ConsumerContext<'_>) {
+        panic!("fragile");
+    }
+}
+
+#[test]
+fn a_panicking_scoped_stage_is_reported_and_the_scope_still_returns() -> Result<(), Failure> {
+    let numbers: Vec<u64> = (0..100).collect();
+    let reason = std::thread::scope(|s| -> Result<_, Failure> {
+        let source = stageflow::from_iter(numbers.iter().copied()).spawn_scoped(s)?;
+        let sink = stageflow::consumer(Fragile)
+            .subscribe_to(&source, SubscribeOptions::new())?
+            .spawn_scoped(s)?;
+        let reason = sink.join_timeout(LIMIT).ok_or("the sink ended")?;
+        // Its producer has lost its only consumer; it ends as well.
+        source.stop();
+        Ok(reason)
+    })?;
+    assert_eq!(reason, Reason::Panicked("fragile".into()));
+    Ok(())
+}
+
+#[test]
+fn a_scoped_stage_in_a_simulation_is_refused_naming_the_option() {
+    let numbers = [1u64, 2, 3];
+    let outcome = stageflow::sim::Sim::new(1).build(|| {
+        std::thread::scope(|s| {
+            stageflow::from_iter(numbers.iter())
+                .spawn_scoped(s)
+                .map(|_| ())
+        })
+    });
+    match outcome {
+        Err(BuildError::InvalidOption { option, message }) => {
+            assert_eq!(option, "spawn_scoped");
+            assert!(message.contains("simulation"), "{message}");
+        }
+        other => panic!("expected the option refused, got {other:?}"),
+    }
+}
