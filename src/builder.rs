@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::thread::Scope;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver};
 
-use crate::context::Mailbox;
 use crate::dispatcher::{Dispatch, Dispatcher};
-use crate::envelope::{Control, Counted, Down, Envelope, Msg, PortBox, Up, Wrap};
+use crate::envelope::{Counted, Down, Envelope, PortBox, Up};
 use crate::error::{BuildError, SubscribeError};
 use crate::handle::{
     ConsumerRole, Consumes, Emits, Kept, ProducerConsumerRole, ProducerRole, Role, ScopedStage,
@@ -19,7 +18,7 @@ use crate::handle::{
 };
 use crate::reason::Reason;
 use crate::runner::{AsConsumer, AsProducer, AsProducerConsumer, Callbacks, Config, Mint, Runner};
-use crate::shared::{InboxGauge, Probe, Shared};
+use crate::shared::{Probe, Shared};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 use crate::subscription::{
     BufferKeep, CancelMode, Direction, ProducerDemand, SubscribeOptions, Subscription,
@@ -315,8 +314,7 @@ impl<S: Producer + 'static> StageBuilder<S, ProducerRole> {
     /// [`BuildError::InvalidOption`] for a bad option; [`BuildError::Spawn`] if the thread
     /// could not start.
     pub fn spawn(self) -> Result<Stage<S, ProducerRole>, BuildError> {
-        let (parts, stage) = self.into_parts()?;
-        launch(AsProducer(stage), parts, OnItsOwn)
+        self.start(Unscoped)
     }
 }
 
@@ -333,8 +331,16 @@ impl<'env, S: Producer + 'env> ScopedBuilder<'env, S, ProducerRole> {
         self,
         scope: &'scope Scope<'scope, 'env>,
     ) -> Result<ScopedStage<'env, S, ProducerRole>, BuildError> {
+        self.start(InScope(scope))
+    }
+
+    /// Validates the options and starts the stage in `place`.
+    pub(crate) fn start(
+        self,
+        place: impl Place<'env>,
+    ) -> Result<ScopedStage<'env, S, ProducerRole>, BuildError> {
         let (parts, stage) = self.into_parts()?;
-        launch(AsProducer(stage), parts, InScope(scope))
+        launch(AsProducer(stage), parts, place)
     }
 }
 
@@ -351,8 +357,7 @@ impl<S: ProducerConsumer + 'static> StageBuilder<S, ProducerConsumerRole> {
     ///
     /// It returns once the stage holds its subscriptions, so their ids work at once.
     pub fn spawn(self) -> Result<Stage<S, ProducerConsumerRole>, BuildError> {
-        let (parts, stage) = self.into_parts()?;
-        launch(AsProducerConsumer(stage), parts, OnItsOwn)
+        self.start(Unscoped)
     }
 }
 
@@ -368,8 +373,16 @@ impl<'env, S: ProducerConsumer + 'env> ScopedBuilder<'env, S, ProducerConsumerRo
         self,
         scope: &'scope Scope<'scope, 'env>,
     ) -> Result<ScopedStage<'env, S, ProducerConsumerRole>, BuildError> {
+        self.start(InScope(scope))
+    }
+
+    /// Validates the options and starts the stage in `place`.
+    pub(crate) fn start(
+        self,
+        place: impl Place<'env>,
+    ) -> Result<ScopedStage<'env, S, ProducerConsumerRole>, BuildError> {
         let (parts, stage) = self.into_parts()?;
-        launch(AsProducerConsumer(stage), parts, InScope(scope))
+        launch(AsProducerConsumer(stage), parts, place)
     }
 }
 
@@ -387,8 +400,7 @@ impl<S: Consumer + 'static> StageBuilder<S, ConsumerRole> {
     ///
     /// It returns once the stage holds its subscriptions, so their ids work at once.
     pub fn spawn(self) -> Result<Stage<S, ConsumerRole>, BuildError> {
-        let (parts, stage) = self.into_parts()?;
-        launch(AsConsumer(stage), parts, OnItsOwn)
+        self.start(Unscoped)
     }
 }
 
@@ -415,8 +427,16 @@ impl<'env, S: Consumer + 'env> ScopedBuilder<'env, S, ConsumerRole> {
         self,
         scope: &'scope Scope<'scope, 'env>,
     ) -> Result<ScopedStage<'env, S, ConsumerRole>, BuildError> {
+        self.start(InScope(scope))
+    }
+
+    /// Validates the options and starts the stage in `place`.
+    pub(crate) fn start(
+        self,
+        place: impl Place<'env>,
+    ) -> Result<ScopedStage<'env, S, ConsumerRole>, BuildError> {
         let (parts, stage) = self.into_parts()?;
-        launch(AsConsumer(stage), parts, InScope(scope))
+        launch(AsConsumer(stage), parts, place)
     }
 }
 
@@ -451,118 +471,166 @@ impl<'env, S, R: Role<S>> ScopedBuilder<'env, S, R> {
     }
 }
 
-/// How a stage's thread starts, and what it may hand out: on a thread of its own, or on a
-/// thread of a scope. The difference is `'e`: only a stage whose types are `'static` can be
-/// reached by what may outlive any scope (mailboxes, observers' gauges, a simulation).
-trait Start<'e> {
-    /// Makes mailboxes to the stage whose inbox is `tx`.
-    fn mint<E, M>(&self, tx: &Sender<E>, shared: &Arc<Shared>) -> Option<Mint<M>>
-    where
-        E: Wrap<Msg<M>> + Wrap<Control> + Send + 'e;
+/// Where stages start: [`Unscoped`], on threads of their own (with
+/// [`spawn`](ScopedBuilder::spawn)), or [`InScope`], on threads of a
+/// [`std::thread::scope`] (with [`spawn_scoped`](ScopedBuilder::spawn_scoped)). A
+/// [`ScopedChain`](crate::ScopedChain) is built in one place. Implemented by those two only.
+pub trait Place<'env>: place::Start<'env> {}
 
-    /// Reads the length of the inbox `tx`, for observers.
-    fn gauge<E: Send + 'e>(&self, tx: &Sender<E>) -> Option<Box<dyn InboxGauge>>;
+impl Place<'static> for Unscoped {}
+impl<'env> Place<'env> for InScope<'_, 'env> {}
 
-    /// Whether the stage runs in the simulation active on this thread.
-    fn simulated(&self) -> Result<bool, BuildError>;
+/// Stages on threads of their own, whose events and messages are `'static`: see [`Place`].
+#[derive(Debug, Clone, Copy)]
+pub struct Unscoped;
 
-    /// Hands the stage to the simulation.
-    fn enlist<C: Callbacks + 'e>(&self, runner: Runner<'e, C>);
+/// Stages on threads of a [`std::thread::scope`], whose events and messages may borrow for
+/// `'env`: see [`Place`] and [`ScopedBuilder::chain_in`].
+#[derive(Debug, Clone, Copy)]
+pub struct InScope<'s, 'env>(&'s Scope<'s, 'env>);
 
-    /// Starts the stage's thread.
-    fn thread<C: Callbacks + 'e>(
-        &self,
-        builder: std::thread::Builder,
-        runner: Runner<'e, C>,
-    ) -> std::io::Result<()>
-    where
-        Runner<'e, C>: Send;
-}
-
-/// [`ScopedBuilder::spawn`]: a thread of its own, joined through the stage's handles.
-struct OnItsOwn;
-
-impl Start<'static> for OnItsOwn {
-    fn mint<E, M>(&self, tx: &Sender<E>, shared: &Arc<Shared>) -> Option<Mint<M>>
-    where
-        E: Wrap<Msg<M>> + Wrap<Control> + Send + 'static,
-    {
-        let (tx, shared) = (tx.clone(), shared.clone());
-        Some(Box::new(move || {
-            Mailbox::new(Box::new(Counted::new(tx.clone(), None, shared.clone())))
-        }))
-    }
-
-    fn gauge<E: Send + 'static>(&self, tx: &Sender<E>) -> Option<Box<dyn InboxGauge>> {
-        Some(Box::new(tx.clone()))
-    }
-
-    fn simulated(&self) -> Result<bool, BuildError> {
-        Ok(crate::sim::active())
-    }
-
-    fn enlist<C: Callbacks + 'static>(&self, runner: Runner<'static, C>) {
-        if crate::sim::enlist(Box::new(crate::sim::StageTask::new(runner))).is_err() {
-            unreachable!("a simulation is active on this thread");
-        }
-    }
-
-    fn thread<C: Callbacks + 'static>(
-        &self,
-        builder: std::thread::Builder,
-        runner: Runner<'static, C>,
-    ) -> std::io::Result<()>
-    where
-        Runner<'static, C>: Send,
-    {
-        let shared = runner.shared().clone();
-        let handle = builder.spawn(move || stage_main(runner))?;
-        shared.set_thread(handle);
-        Ok(())
+impl<'s, 'env> InScope<'s, 'env> {
+    pub(crate) fn new(scope: &'s Scope<'s, 'env>) -> InScope<'s, 'env> {
+        InScope(scope)
     }
 }
 
-/// [`ScopedBuilder::spawn_scoped`]: a thread of the scope, which joins it.
-struct InScope<'s, 'env>(&'s Scope<'s, 'env>);
+/// The sealed half of [`Place`]: reachable (as `Place`'s supertrait) but unnameable outside the
+/// crate, so its methods may speak of the runtime's own types.
+#[allow(private_interfaces, private_bounds)]
+pub(crate) mod place {
+    use std::sync::Arc;
 
-impl<'env> Start<'env> for InScope<'_, 'env> {
-    fn mint<E, M>(&self, _: &Sender<E>, _: &Arc<Shared>) -> Option<Mint<M>>
-    where
-        E: Wrap<Msg<M>> + Wrap<Control> + Send + 'env,
-    {
-        None
+    use crossbeam_channel::Sender;
+
+    use super::{stage_main, BuildError, InScope, Unscoped};
+    use crate::context::Mailbox;
+    use crate::envelope::{Control, Counted, Msg, Wrap};
+    use crate::handle::{Role, ScopedStage, StageRef};
+    use crate::runner::{Callbacks, Mint, Runner};
+    use crate::shared::{InboxGauge, Shared};
+
+    /// How a stage's thread starts, and what it may hand out. The difference is `'e`: only a
+    /// stage whose types are `'static` can be reached by what may outlive any scope
+    /// (mailboxes, observers' gauges, untyped handles, a simulation).
+    pub trait Start<'e>: Copy {
+        /// Makes mailboxes to the stage whose inbox is `tx`.
+        fn mint<E, M>(self, tx: &Sender<E>, shared: &Arc<Shared>) -> Option<Mint<M>>
+        where
+            E: Wrap<Msg<M>> + Wrap<Control> + Send + 'e;
+
+        /// Reads the length of the inbox `tx`, for observers.
+        fn gauge<E: Send + 'e>(self, tx: &Sender<E>) -> Option<Box<dyn InboxGauge>>;
+
+        /// Whether the stage runs in the simulation active on this thread.
+        fn simulated(self) -> Result<bool, BuildError>;
+
+        /// Hands the stage to the simulation.
+        fn enlist<C: Callbacks + 'e>(self, runner: Runner<'e, C>);
+
+        /// Starts the stage's thread.
+        fn thread<C: Callbacks + 'e>(
+            self,
+            builder: std::thread::Builder,
+            runner: Runner<'e, C>,
+        ) -> std::io::Result<()>
+        where
+            Runner<'e, C>: Send;
+
+        /// An untyped handle on `stage`, if it may have one.
+        fn stage_ref<S: 'e, R: Role<S>>(self, stage: &ScopedStage<'e, S, R>) -> Option<StageRef>;
     }
 
-    fn gauge<E: Send + 'env>(&self, _: &Sender<E>) -> Option<Box<dyn InboxGauge>> {
-        None
-    }
-
-    fn simulated(&self) -> Result<bool, BuildError> {
-        if crate::sim::active() {
-            return Err(BuildError::InvalidOption {
-                option: "spawn_scoped",
-                message: "a simulation runs its stages on its own thread, and a stage in a \
-                          scope needs a thread of the scope: use spawn inside a simulation"
-                    .into(),
-            });
+    impl Start<'static> for Unscoped {
+        fn mint<E, M>(self, tx: &Sender<E>, shared: &Arc<Shared>) -> Option<Mint<M>>
+        where
+            E: Wrap<Msg<M>> + Wrap<Control> + Send + 'static,
+        {
+            let (tx, shared) = (tx.clone(), shared.clone());
+            Some(Box::new(move || {
+                Mailbox::new(Box::new(Counted::new(tx.clone(), None, shared.clone())))
+            }))
         }
-        Ok(false)
+
+        fn gauge<E: Send + 'static>(self, tx: &Sender<E>) -> Option<Box<dyn InboxGauge>> {
+            Some(Box::new(tx.clone()))
+        }
+
+        fn simulated(self) -> Result<bool, BuildError> {
+            Ok(crate::sim::active())
+        }
+
+        fn enlist<C: Callbacks + 'static>(self, runner: Runner<'static, C>) {
+            if crate::sim::enlist(Box::new(crate::sim::StageTask::new(runner))).is_err() {
+                unreachable!("a simulation is active on this thread");
+            }
+        }
+
+        fn thread<C: Callbacks + 'static>(
+            self,
+            builder: std::thread::Builder,
+            runner: Runner<'static, C>,
+        ) -> std::io::Result<()>
+        where
+            Runner<'static, C>: Send,
+        {
+            let shared = runner.shared().clone();
+            let handle = builder.spawn(move || stage_main(runner))?;
+            shared.set_thread(handle);
+            Ok(())
+        }
+
+        fn stage_ref<S: 'static, R: Role<S>>(
+            self,
+            stage: &ScopedStage<'static, S, R>,
+        ) -> Option<StageRef> {
+            Some(stage.stage_ref())
+        }
     }
 
-    fn enlist<C: Callbacks + 'env>(&self, _: Runner<'env, C>) {
-        unreachable!("a stage in a scope never runs in a simulation (see `simulated`)");
-    }
+    impl<'env> Start<'env> for InScope<'_, 'env> {
+        fn mint<E, M>(self, _: &Sender<E>, _: &Arc<Shared>) -> Option<Mint<M>>
+        where
+            E: Wrap<Msg<M>> + Wrap<Control> + Send + 'env,
+        {
+            None
+        }
 
-    fn thread<C: Callbacks + 'env>(
-        &self,
-        builder: std::thread::Builder,
-        runner: Runner<'env, C>,
-    ) -> std::io::Result<()>
-    where
-        Runner<'env, C>: Send,
-    {
-        builder.spawn_scoped(self.0, move || stage_main(runner))?;
-        Ok(())
+        fn gauge<E: Send + 'env>(self, _: &Sender<E>) -> Option<Box<dyn InboxGauge>> {
+            None
+        }
+
+        fn simulated(self) -> Result<bool, BuildError> {
+            if crate::sim::active() {
+                return Err(BuildError::InvalidOption {
+                    option: "spawn_scoped",
+                    message: "a simulation runs its stages on its own thread, and a stage in a \
+                              scope needs a thread of the scope: use spawn inside a simulation"
+                        .into(),
+                });
+            }
+            Ok(false)
+        }
+
+        fn enlist<C: Callbacks + 'env>(self, _: Runner<'env, C>) {
+            unreachable!("a stage in a scope never runs in a simulation (see `simulated`)");
+        }
+
+        fn thread<C: Callbacks + 'env>(
+            self,
+            builder: std::thread::Builder,
+            runner: Runner<'env, C>,
+        ) -> std::io::Result<()>
+        where
+            Runner<'env, C>: Send,
+        {
+            builder.spawn_scoped(self.0, move || stage_main(runner))?;
+            Ok(())
+        }
+
+        fn stage_ref<S: 'env, R: Role<S>>(self, _: &ScopedStage<'env, S, R>) -> Option<StageRef> {
+            None
+        }
     }
 }
 
@@ -571,7 +639,7 @@ impl<'env> Start<'env> for InScope<'_, 'env> {
 fn launch<'e, C: Callbacks<State = S> + 'e, S: 'e, R>(
     callbacks: C,
     parts: Parts<'e, C::In, C::Out>,
-    start: impl Start<'e>,
+    start: impl Place<'e>,
 ) -> Result<ScopedStage<'e, S, R>, BuildError>
 where
     R: Role<S, In = C::In, Out = C::Out, Message = C::Msg>,

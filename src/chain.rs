@@ -4,66 +4,75 @@
 use std::fmt;
 use std::hash::{Hash, Hasher as _};
 use std::sync::Arc;
+use std::thread::Scope;
 
-use crate::builder::{consumer, producer_consumer, StageBuilder};
+use crate::builder::{
+    consumer, producer_consumer, InScope, Place, ScopedBuilder, StageBuilder, Unscoped,
+};
 use crate::dispatcher::PartitionDispatcher;
 use crate::error::BuildError;
 use crate::fns::Collect;
-use crate::handle::{ConsumerHandle, ConsumerRole, ProducerConsumerRole, ProducerRole};
+use crate::handle::{
+    ConsumerHandle, ConsumerRole, ProducerConsumerRole, ProducerRole, Role, ScopedStage,
+};
+use crate::reason::Reason;
 use crate::stage::{Consumer, Producer, ProducerConsumer};
 use crate::subscription::{ProducerDemand, SubscribeOptions};
 use crate::topology::Topology;
-use crate::upstream::{Source, Upstream};
+use crate::upstream::{ScopedSource, Upstream};
 
 /// A stage, or a [`StageBuilder`] with its options set: what a [`Chain`]'s links take, so
-/// that every stage option stays reachable.
-pub trait IntoBuilder<S, R: crate::handle::Role<S>> {
+/// that every stage option stays reachable. `'env` is the chain's (`'static` for a [`Chain`]).
+pub trait IntoBuilder<'env, S, R: Role<S>> {
     /// The builder for this link.
-    fn into_builder(self) -> StageBuilder<S, R>;
+    fn into_builder(self) -> ScopedBuilder<'env, S, R>;
 }
 
-impl<S: ProducerConsumer> IntoBuilder<S, ProducerConsumerRole> for S {
-    fn into_builder(self) -> StageBuilder<S, ProducerConsumerRole> {
+impl<'env, S: ProducerConsumer + 'env> IntoBuilder<'env, S, ProducerConsumerRole> for S {
+    fn into_builder(self) -> ScopedBuilder<'env, S, ProducerConsumerRole> {
         producer_consumer(self)
     }
 }
 
-impl<S: Consumer> IntoBuilder<S, ConsumerRole> for S {
-    fn into_builder(self) -> StageBuilder<S, ConsumerRole> {
+impl<'env, S: Consumer + 'env> IntoBuilder<'env, S, ConsumerRole> for S {
+    fn into_builder(self) -> ScopedBuilder<'env, S, ConsumerRole> {
         consumer(self)
     }
 }
 
-impl<S, R: crate::handle::Role<S>> IntoBuilder<S, R> for StageBuilder<S, R> {
-    fn into_builder(self) -> StageBuilder<S, R> {
+impl<'env, S, R: Role<S>> IntoBuilder<'env, S, R> for ScopedBuilder<'env, S, R> {
+    fn into_builder(self) -> ScopedBuilder<'env, S, R> {
         self
     }
 }
 
 /// A stage of the chain not yet started: whether it partitions depends on the next link.
-type Pending<T> = Box<
+/// It starts in the place given (which may live shorter than the events: a scope).
+type Pending<'env, T, P> = Box<
     dyn FnOnce(
-        Option<PartitionDispatcher<T>>,
-        &mut Topology,
-        &mut Option<Release>,
-    ) -> Result<Source<T>, BuildError>,
+            Option<PartitionDispatcher<T>>,
+            &mut Started<'env>,
+            &mut Option<Release<'env>>,
+            P,
+        ) -> Result<ScopedSource<'env, T>, BuildError>
+        + 'env,
 >;
 
 /// Lets the source produce, once every stage of the chain is running.
-type Release = Box<dyn FnOnce()>;
+type Release<'env> = Box<dyn FnOnce() + 'env>;
 
 /// The source starts accumulating demand: nothing flows (and no finite source finishes) while
 /// the chain is still starting its later stages.
-fn pending_producer<S: Producer + 'static>(
-    builder: StageBuilder<S, ProducerRole>,
-) -> Pending<S::Out> {
-    Box::new(move |dispatcher, topology, release| {
+fn pending_producer<'env, S: Producer + 'env, P: Place<'env>>(
+    builder: ScopedBuilder<'env, S, ProducerRole>,
+) -> Pending<'env, S::Out, P> {
+    Box::new(move |dispatcher, started, release, place| {
         let builder = match dispatcher {
             Some(d) => builder.dispatcher(d),
             None => builder,
         };
-        let stage = builder.demand(ProducerDemand::Accumulate).spawn()?;
-        topology.add(&stage);
+        let stage = builder.demand(ProducerDemand::Accumulate).start(place)?;
+        started.add(&stage, place);
         let handle = stage.clone();
         *release = Some(Box::new(move || {
             // A source that has ended meanwhile has nothing to release.
@@ -73,32 +82,105 @@ fn pending_producer<S: Producer + 'static>(
     })
 }
 
-fn pending_stage<S: ProducerConsumer + 'static>(
-    builder: StageBuilder<S, ProducerConsumerRole>,
-) -> Pending<S::Out> {
-    Box::new(move |dispatcher, topology, _| {
+fn pending_stage<'env, S: ProducerConsumer + 'env, P: Place<'env>>(
+    builder: ScopedBuilder<'env, S, ProducerConsumerRole>,
+) -> Pending<'env, S::Out, P> {
+    Box::new(move |dispatcher, started, _, place| {
         let builder = match dispatcher {
             Some(d) => builder.dispatcher(d),
             None => builder,
         };
-        let stage = builder.spawn()?;
-        topology.add(&stage);
+        let stage = builder.start(place)?;
+        started.add(&stage, place);
         Ok(stage.source())
     })
 }
 
-/// A partition key, hashed to a lane.
-type Hasher<T> = Arc<dyn Fn(&T) -> Option<u64> + Send + Sync>;
+/// What a chain has started: a topology of untyped handles (unscoped), or the stages' own
+/// handles (in a scope, where there are no untyped ones). Dropping it stops them, unless it
+/// was handed over.
+struct Started<'env> {
+    topology: Topology,
+    scoped: Vec<Box<dyn Halt + 'env>>,
+}
+
+/// A started stage in a scope, as the chain keeps it.
+trait Halt {
+    fn stop(&self);
+    fn join(&self) -> Reason;
+}
+
+impl<S, R: Role<S>> Halt for ScopedStage<'_, S, R> {
+    fn stop(&self) {
+        ScopedStage::stop(self);
+    }
+    fn join(&self) -> Reason {
+        ScopedStage::join(self)
+    }
+}
+
+impl<'env> Started<'env> {
+    fn new() -> Started<'env> {
+        Started {
+            topology: Topology::new(),
+            scoped: Vec::new(),
+        }
+    }
+
+    fn add<S: 'env, R: Role<S>>(
+        &mut self,
+        stage: &ScopedStage<'env, S, R>,
+        place: impl Place<'env>,
+    ) {
+        match place.stage_ref(stage) {
+            Some(stage) => {
+                self.topology.add(&stage);
+            }
+            None => self.scoped.push(Box::new(stage.clone())),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.topology.stages().len() + self.scoped.len()
+    }
+
+    /// Waits until every stage has ended.
+    fn join(&self) {
+        self.topology.join();
+        for stage in &self.scoped {
+            stage.join();
+        }
+    }
+
+    /// The stages keep running when this is dropped: the topology goes to the caller; the
+    /// scope joins the scoped stages.
+    fn hand_over(mut self) -> Topology {
+        self.scoped.clear();
+        std::mem::take(&mut self.topology)
+    }
+}
+
+impl Drop for Started<'_> {
+    fn drop(&mut self) {
+        for stage in &self.scoped {
+            stage.stop();
+        }
+    }
+}
+
+/// Makes the dispatcher of each stage before a partitioned link.
+type Partitioner<'env, T> =
+    Arc<dyn Fn() -> Result<PartitionDispatcher<T>, BuildError> + Send + Sync + 'env>;
 
 /// How the next link subscribes to the stages before it.
-enum Fan<T> {
+enum Fan<'env, T> {
     /// The next link's one stage subscribes to every stage before it.
     Merge,
     /// `n` copies of the next link, each subscribed to every stage before it; events go to
     /// whichever has demand.
     Parallel(usize),
     /// `n` copies of the next link; copy `i` takes partition `i` of every stage before it.
-    Partition(usize, Hasher<T>),
+    Partition(usize, Partitioner<'env, T>),
 }
 
 /// A linear pipeline built in one expression: a source, then producer-consumers, then a sink,
@@ -132,19 +214,51 @@ enum Fan<T> {
 /// assert_eq!(total, (1..=1000u64).map(|x| x * x).filter(|x| x.is_multiple_of(2)).sum::<u64>());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct Chain<T: 'static> {
-    topology: Topology,
-    release: Option<Release>,
-    tails: Vec<Pending<T>>,
-    fan: Fan<T>,
+///
+/// A [`Chain`] starts its stages on threads of their own. In a [`std::thread::scope`],
+/// [`ScopedBuilder::chain_in`] starts one whose stages run on the scope's threads and may
+/// borrow from the caller's stack: a [`ScopedChain`], whose methods are the same.
+pub type Chain<T> = ScopedChain<'static, T, Unscoped>;
+
+/// A [`Chain`] whose stages start in `P` ([`Unscoped`] or [`InScope`]) and whose events live
+/// for `'env`. Made by [`ScopedBuilder::chain_in`] (or, unscoped, the shortcuts on a
+/// producer's [`StageBuilder`]).
+///
+/// ```
+/// use std::collections::HashMap;
+/// use stageflow::fns::{FlatMap, Fold};
+///
+/// let lines = vec![String::from("to be or"), String::from("not to be")];
+/// let counts = std::thread::scope(|scope| {
+///     stageflow::from_iter(lines.iter().map(String::as_str))
+///         .chain_in(scope)
+///         .parallel(2)
+///         .via(|_lane| FlatMap::new(|line: &str| line.split(' ')))
+///         .to(stageflow::consumer(Fold::new(HashMap::new(), |mut counts, word: &str| {
+///             *counts.entry(word).or_insert(0u64) += 1;
+///             counts
+///         }))
+///         .keep_state())
+///         .run_sinks()
+/// })?;
+/// let counts = counts[0].join_result()?; // the scope has joined every stage
+/// assert_eq!(counts[&"be"], 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct ScopedChain<'env, T, P: Place<'env>> {
+    place: P,
+    started: Started<'env>,
+    release: Option<Release<'env>>,
+    tails: Vec<Pending<'env, T, P>>,
+    fan: Fan<'env, T>,
     options: SubscribeOptions,
     error: Option<BuildError>,
 }
 
-impl<T> fmt::Debug for Chain<T> {
+impl<'env, T, P: Place<'env>> fmt::Debug for ScopedChain<'env, T, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Chain")
-            .field("stages", &self.topology.stages().len())
+            .field("stages", &self.started.len())
             .field("tails", &self.tails.len())
             .field("error", &self.error)
             .finish()
@@ -153,11 +267,14 @@ impl<T> fmt::Debug for Chain<T> {
 
 /// A [`Chain`] fanned out into lanes ([`Chain::parallel`], [`Chain::partition`]): its next
 /// link is made once per lane, by a function of the lane's number.
-pub struct Lanes<T: 'static> {
-    chain: Chain<T>,
+pub type Lanes<T> = ScopedLanes<'static, T, Unscoped>;
+
+/// [`Lanes`] of a [`ScopedChain`].
+pub struct ScopedLanes<'env, T, P: Place<'env>> {
+    chain: ScopedChain<'env, T, P>,
 }
 
-impl<T> fmt::Debug for Lanes<T> {
+impl<'env, T, P: Place<'env>> fmt::Debug for ScopedLanes<'env, T, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lanes").field("chain", &self.chain).finish()
     }
@@ -165,27 +282,33 @@ impl<T> fmt::Debug for Lanes<T> {
 
 /// The end of a [`Chain`]: its consumers are running; [`ChainEnd::run`] hands over the
 /// [`Topology`].
-pub struct ChainEnd<C: Consumer + 'static> {
-    topology: Topology,
-    sinks: Vec<ConsumerHandle<C>>,
+pub type ChainEnd<C> = ScopedChainEnd<'static, C, Unscoped>;
+
+/// The end of a [`ScopedChain`]: its consumers are running.
+pub struct ScopedChainEnd<'env, C: Consumer, P: Place<'env>> {
+    started: Started<'env>,
+    sinks: Vec<ScopedStage<'env, C, ConsumerRole>>,
     error: Option<BuildError>,
+    _place: P,
 }
 
-impl<C: Consumer + 'static> fmt::Debug for ChainEnd<C> {
+impl<'env, C: Consumer, P: Place<'env>> fmt::Debug for ScopedChainEnd<'env, C, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChainEnd")
-            .field("stages", &self.topology.stages().len())
+            .field("stages", &self.started.len())
             .field("error", &self.error)
             .finish()
     }
 }
 
-impl<T: Send + 'static> Chain<T> {
-    pub(crate) fn start<S: Producer<Out = T> + 'static>(
-        source: StageBuilder<S, ProducerRole>,
-    ) -> Chain<T> {
-        Chain {
-            topology: Topology::new(),
+impl<'env, T: Send + 'env, P: Place<'env>> ScopedChain<'env, T, P> {
+    pub(crate) fn start<S: Producer<Out = T> + 'env>(
+        source: ScopedBuilder<'env, S, ProducerRole>,
+        place: P,
+    ) -> ScopedChain<'env, T, P> {
+        ScopedChain {
+            place,
+            started: Started::new(),
             release: None,
             tails: vec![pending_producer(source)],
             fan: Fan::Merge,
@@ -196,16 +319,16 @@ impl<T: Send + 'static> Chain<T> {
 
     /// The subscription options of the next link (default: `SubscribeOptions::new()`). A
     /// partition's number is added to them.
-    pub fn options(mut self, options: SubscribeOptions) -> Chain<T> {
+    pub fn options(mut self, options: SubscribeOptions) -> ScopedChain<'env, T, P> {
         self.options = options;
         self
     }
 
     /// The next link: one producer-consumer, subscribed to every stage before it.
-    pub fn via<P, B>(self, stage: B) -> Chain<P::Out>
+    pub fn via<Q, B>(self, stage: B) -> ScopedChain<'env, Q::Out, P>
     where
-        P: ProducerConsumer<In = T> + 'static,
-        B: IntoBuilder<P, ProducerConsumerRole>,
+        Q: ProducerConsumer<In = T> + 'env,
+        B: IntoBuilder<'env, Q, ProducerConsumerRole>,
     {
         let mut stage = Some(stage);
         self.link(move |_| {
@@ -218,10 +341,10 @@ impl<T: Send + 'static> Chain<T> {
 
     /// The next link is made `n` times; each copy takes events from every stage before it,
     /// whichever has demand (the demand dispatcher): Broadway's processors, Flow's `stages`.
-    pub fn parallel(mut self, n: usize) -> Lanes<T> {
+    pub fn parallel(mut self, n: usize) -> ScopedLanes<'env, T, P> {
         self.fan = Fan::Parallel(n);
         self.check_lanes(n, "parallel");
-        Lanes { chain: self }
+        ScopedLanes { chain: self }
     }
 
     /// The next link is made `n` times; copy `i` takes the events whose `key` hashes to `i`,
@@ -231,25 +354,31 @@ impl<T: Send + 'static> Chain<T> {
         mut self,
         n: usize,
         key: impl Fn(&T) -> K + Send + Sync + 'static,
-    ) -> Lanes<T> {
+    ) -> ScopedLanes<'env, T, P> {
         self.check_lanes(n, "partition");
         let lanes = n.max(1) as u64;
+        // The key function is shared by the dispatchers; each hashing closure holds only it,
+        // so it is `'static` whatever the events borrow.
+        let key = Arc::new(key);
         self.fan = Fan::Partition(
             n,
-            Arc::new(move |event: &T| {
-                let mut h = std::hash::DefaultHasher::new();
-                key(event).hash(&mut h);
-                Some(h.finish() % lanes)
+            Arc::new(move || {
+                let key = key.clone();
+                PartitionDispatcher::new(n, move |event: &T| {
+                    let mut h = std::hash::DefaultHasher::new();
+                    key(event).hash(&mut h);
+                    Some(h.finish() % lanes)
+                })
             }),
         );
-        Lanes { chain: self }
+        ScopedLanes { chain: self }
     }
 
     /// The last link: one consumer, subscribed to every stage before it.
-    pub fn to<C, B>(self, stage: B) -> ChainEnd<C>
+    pub fn to<C, B>(self, stage: B) -> ScopedChainEnd<'env, C, P>
     where
-        C: Consumer<In = T> + 'static,
-        B: IntoBuilder<C, ConsumerRole>,
+        C: Consumer<In = T> + 'env,
+        B: IntoBuilder<'env, C, ConsumerRole>,
     {
         let mut stage = Some(stage);
         self.end(move |_| {
@@ -268,8 +397,8 @@ impl<T: Send + 'static> Chain<T> {
     ///
     /// What building the chain returned; the stages started are stopped.
     pub fn collect(self) -> Result<Vec<T>, BuildError> {
-        let (topology, sinks) = self.to(consumer(Collect::new()).keep_state()).run_sinks()?;
-        topology.join();
+        let (started, sinks) = self.to(consumer(Collect::new()).keep_state()).finish()?;
+        started.join();
         Ok(sinks
             .first()
             .and_then(|s| s.join_state().1)
@@ -287,7 +416,7 @@ impl<T: Send + 'static> Chain<T> {
     }
 
     /// Starts the stages before the next link, with the dispatcher the fan asks for.
-    fn start_tails(&mut self) -> Vec<Source<T>> {
+    fn start_tails(&mut self) -> Vec<ScopedSource<'env, T>> {
         let tails = std::mem::take(&mut self.tails);
         let mut sources = Vec::with_capacity(tails.len());
         for tail in tails {
@@ -295,19 +424,16 @@ impl<T: Send + 'static> Chain<T> {
                 break;
             }
             let dispatcher = match &self.fan {
-                Fan::Partition(n, hash) => {
-                    let hash = hash.clone();
-                    match PartitionDispatcher::new(*n, move |e: &T| hash(e)) {
-                        Ok(d) => Some(d),
-                        Err(e) => {
-                            self.error = Some(e);
-                            break;
-                        }
+                Fan::Partition(_, make) => match make() {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        self.error = Some(e);
+                        break;
                     }
-                }
+                },
                 _ => None,
             };
-            match tail(dispatcher, &mut self.topology, &mut self.release) {
+            match tail(dispatcher, &mut self.started, &mut self.release, self.place) {
                 Ok(source) => sources.push(source),
                 Err(e) => self.error = Some(e),
             }
@@ -322,10 +448,10 @@ impl<T: Send + 'static> Chain<T> {
         }
     }
 
-    fn link<P: ProducerConsumer<In = T> + 'static>(
+    fn link<Q: ProducerConsumer<In = T> + 'env>(
         mut self,
-        mut make: impl FnMut(usize) -> StageBuilder<P, ProducerConsumerRole>,
-    ) -> Chain<P::Out> {
+        mut make: impl FnMut(usize) -> ScopedBuilder<'env, Q, ProducerConsumerRole>,
+    ) -> ScopedChain<'env, Q::Out, P> {
         let copies = self.copies();
         let sources = self.start_tails();
         let mut tails = Vec::with_capacity(copies);
@@ -338,8 +464,9 @@ impl<T: Send + 'static> Chain<T> {
                 Err(e) => self.error = Some(e),
             }
         }
-        Chain {
-            topology: self.topology,
+        ScopedChain {
+            place: self.place,
+            started: self.started,
             release: self.release,
             tails,
             fan: Fan::Merge,
@@ -349,12 +476,12 @@ impl<T: Send + 'static> Chain<T> {
     }
 
     /// `builder`, subscribed (when it starts) to every source, as copy `lane`.
-    fn subscribed<S: 'static, R: crate::handle::Consumes<S, In = T>>(
+    fn subscribed<S, R: crate::handle::Consumes<S, In = T>>(
         &self,
-        mut builder: StageBuilder<S, R>,
+        mut builder: ScopedBuilder<'env, S, R>,
         lane: usize,
-        sources: &[Source<T>],
-    ) -> Result<StageBuilder<S, R>, BuildError> {
+        sources: &[ScopedSource<'env, T>],
+    ) -> Result<ScopedBuilder<'env, S, R>, BuildError> {
         let options = match self.fan {
             Fan::Partition(..) => self.options.clone().partition(lane),
             _ => self.options.clone(),
@@ -367,10 +494,10 @@ impl<T: Send + 'static> Chain<T> {
         Ok(builder)
     }
 
-    fn end<C: Consumer<In = T> + 'static>(
+    fn end<C: Consumer<In = T> + 'env>(
         mut self,
-        mut make: impl FnMut(usize) -> StageBuilder<C, ConsumerRole>,
-    ) -> ChainEnd<C> {
+        mut make: impl FnMut(usize) -> ScopedBuilder<'env, C, ConsumerRole>,
+    ) -> ScopedChainEnd<'env, C, P> {
         let copies = self.copies();
         let sources = self.start_tails();
         let mut sinks = Vec::new();
@@ -380,10 +507,10 @@ impl<T: Send + 'static> Chain<T> {
             }
             match self
                 .subscribed(make(lane), lane, &sources)
-                .and_then(|b| b.spawn())
+                .and_then(|b| b.start(self.place))
             {
                 Ok(sink) => {
-                    self.topology.add(&sink);
+                    self.started.add(&sink, self.place);
                     sinks.push(sink);
                 }
                 Err(e) => self.error = Some(e),
@@ -394,37 +521,51 @@ impl<T: Send + 'static> Chain<T> {
                 release();
             }
         }
-        ChainEnd {
-            topology: self.topology,
+        ScopedChainEnd {
+            started: self.started,
             sinks,
             error: self.error,
+            _place: self.place,
         }
     }
 }
 
-impl<T: Send + 'static> Lanes<T> {
+impl<'env, T: Send + 'env, P: Place<'env>> ScopedLanes<'env, T, P> {
     /// The subscription options of the next link's copies; see [`Chain::options`].
-    pub fn options(mut self, options: SubscribeOptions) -> Lanes<T> {
+    pub fn options(mut self, options: SubscribeOptions) -> ScopedLanes<'env, T, P> {
         self.chain.options = options;
         self
     }
 
     /// The next link: `make(lane)` for each lane, a producer-consumer (or its builder).
-    pub fn via<P, B>(self, mut make: impl FnMut(usize) -> B) -> Chain<P::Out>
+    pub fn via<Q, B>(self, mut make: impl FnMut(usize) -> B) -> ScopedChain<'env, Q::Out, P>
     where
-        P: ProducerConsumer<In = T> + 'static,
-        B: IntoBuilder<P, ProducerConsumerRole>,
+        Q: ProducerConsumer<In = T> + 'env,
+        B: IntoBuilder<'env, Q, ProducerConsumerRole>,
     {
         self.chain.link(move |lane| make(lane).into_builder())
     }
 
     /// The last link: `make(lane)` for each lane, a consumer (or its builder).
-    pub fn to<C, B>(self, mut make: impl FnMut(usize) -> B) -> ChainEnd<C>
+    pub fn to<C, B>(self, mut make: impl FnMut(usize) -> B) -> ScopedChainEnd<'env, C, P>
     where
-        C: Consumer<In = T> + 'static,
-        B: IntoBuilder<C, ConsumerRole>,
+        C: Consumer<In = T> + 'env,
+        B: IntoBuilder<'env, C, ConsumerRole>,
     {
         self.chain.end(move |lane| make(lane).into_builder())
+    }
+}
+
+impl<'env, C: Consumer, P: Place<'env>> ScopedChainEnd<'env, C, P> {
+    /// What was started and the sinks, or the first error met (then everything started is
+    /// stopped, as `started` drops).
+    fn finish(
+        self,
+    ) -> Result<(Started<'env>, Vec<ScopedStage<'env, C, ConsumerRole>>), BuildError> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok((self.started, self.sinks)),
+        }
     }
 }
 
@@ -446,11 +587,33 @@ impl<C: Consumer + 'static> ChainEnd<C> {
     ///
     /// The [`BuildError`] of the first link that failed.
     pub fn run_sinks(self) -> Result<(Topology, Vec<ConsumerHandle<C>>), BuildError> {
-        match self.error {
-            // Dropping the topology stops what was started.
-            Some(e) => Err(e),
-            None => Ok((self.topology, self.sinks)),
-        }
+        let (started, sinks) = self.finish()?;
+        Ok((started.hand_over(), sinks))
+    }
+}
+
+impl<'env, C: Consumer + 'env> ScopedChainEnd<'env, C, InScope<'_, 'env>> {
+    /// Lets the chain run, or returns the first error met while building it (then every
+    /// stage already started is stopped). The stages run on the scope's threads until their
+    /// input ends; the scope waits for them.
+    ///
+    /// # Errors
+    ///
+    /// The [`BuildError`] of the first link that failed.
+    pub fn run(self) -> Result<(), BuildError> {
+        self.run_sinks().map(drop)
+    }
+
+    /// Like [`run`](ScopedChainEnd::run), with the handles of the chain's consumers (one per
+    /// lane), for their results ([`join_result`](ScopedStage::join_result)).
+    ///
+    /// # Errors
+    ///
+    /// The [`BuildError`] of the first link that failed.
+    pub fn run_sinks(self) -> Result<Vec<ScopedStage<'env, C, ConsumerRole>>, BuildError> {
+        let (started, sinks) = self.finish()?;
+        started.hand_over();
+        Ok(sinks)
     }
 }
 
@@ -458,14 +621,14 @@ impl<C: Consumer + 'static> ChainEnd<C> {
 impl<S: Producer + 'static> StageBuilder<S, ProducerRole> {
     /// Starts a [`Chain`](crate::Chain) from this producer (the shortcuts below start one too).
     pub fn chain(self) -> Chain<S::Out> {
-        Chain::start(self)
+        Chain::start(self, Unscoped)
     }
 
     /// A chain whose next link is one producer-consumer; see [`Chain::via`](crate::Chain::via).
     pub fn via<P, B>(self, stage: B) -> Chain<P::Out>
     where
         P: ProducerConsumer<In = S::Out> + 'static,
-        B: IntoBuilder<P, ProducerConsumerRole>,
+        B: IntoBuilder<'static, P, ProducerConsumerRole>,
     {
         self.chain().via(stage)
     }
@@ -495,8 +658,22 @@ impl<S: Producer + 'static> StageBuilder<S, ProducerRole> {
     pub fn to<C, B>(self, stage: B) -> ChainEnd<C>
     where
         C: Consumer<In = S::Out> + 'static,
-        B: IntoBuilder<C, ConsumerRole>,
+        B: IntoBuilder<'static, C, ConsumerRole>,
     {
         self.chain().to(stage)
+    }
+}
+
+impl<'env, S: Producer + 'env> ScopedBuilder<'env, S, ProducerRole> {
+    /// Starts a [`ScopedChain`] from this producer whose stages run on threads of `scope`
+    /// (see [`spawn_scoped`](ScopedBuilder::spawn_scoped)): its events may borrow from the
+    /// caller's stack. Its methods are [`Chain`]'s; it ends with
+    /// [`run`](ScopedChainEnd::run) or [`run_sinks`](ScopedChainEnd::run_sinks), whose stages
+    /// the scope waits for, or [`collect`](ScopedChain::collect).
+    pub fn chain_in<'s>(
+        self,
+        scope: &'s Scope<'s, 'env>,
+    ) -> ScopedChain<'env, S::Out, InScope<'s, 'env>> {
+        ScopedChain::start(self, InScope::new(scope))
     }
 }

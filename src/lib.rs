@@ -617,8 +617,10 @@ mod unwind;
 mod upstream;
 
 pub use bridge::{from_iter, stream, IterProducer, Stream};
-pub use builder::{consumer, producer, producer_consumer, ScopedBuilder, StageBuilder};
-pub use chain::{Chain, ChainEnd, IntoBuilder, Lanes};
+pub use builder::{
+    consumer, producer, producer_consumer, InScope, Place, ScopedBuilder, StageBuilder, Unscoped,
+};
+pub use chain::{Chain, ChainEnd, IntoBuilder, Lanes, ScopedChain, ScopedChainEnd, ScopedLanes};
 pub use context::{ConsumerContext, Context, Mailbox, Reply};
 pub use error::{BuildError, CallError, CastError, ControlError, JoinError, SubscribeError};
 pub use events::Events;

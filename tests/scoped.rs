@@ -15,6 +15,18 @@ use stageflow::{
 
 type Failure = Box<dyn std::error::Error>;
 
+/// Runs `f` (a whole scope) on a thread of its own and fails clearly if it has not returned
+/// within [`LIMIT`]: a scope waits for every stage in it, so a stage that never ends would
+/// otherwise hang the test.
+fn in_time<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(LIMIT)
+        .unwrap_or_else(|_| panic!("the scope did not return within {LIMIT:?}"))
+}
+
 fn text() -> Vec<String> {
     (0..500)
         .map(|i| format!("the quick fox {} jumps over the {} dog", i % 7, i % 3))
@@ -156,30 +168,33 @@ impl<'a> Producer for Endless<'a> {
 }
 
 #[test]
-fn the_scope_returns_once_an_endless_pipeline_is_stopped() -> Result<(), Failure> {
-    let word = String::from("again");
-    let counted = std::thread::scope(|s| -> Result<_, Failure> {
-        let source = stageflow::producer(Endless { word: &word }).spawn_scoped(s)?;
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        let sink = stageflow::consumer(Fold::new(0u64, move |n, w: &str| {
-            assert_eq!(w, "again");
-            if n == 10_000 {
-                let _ = tx.try_send(());
-            }
-            n + 1
-        }))
-        .keep_state()
-        .subscribe_to(&source, SubscribeOptions::new())?
-        .spawn_scoped(s)?;
-        rx.recv_timeout(LIMIT)?;
-        source.stop();
-        // The sink's subscription is permanent: the producer's end ends it.
-        let (reason, fold) = sink.join_state();
-        assert_ne!(reason, Reason::Normal);
-        Ok(fold.ok_or("kept")?.into_inner().ok_or("no panic")?)
-    })?;
+fn the_scope_returns_once_an_endless_pipeline_is_stopped() {
+    let counted = in_time(|| {
+        let word = String::from("again");
+        std::thread::scope(|s| -> Result<_, Failure> {
+            let source = stageflow::producer(Endless { word: &word }).spawn_scoped(s)?;
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let sink = stageflow::consumer(Fold::new(0u64, move |n, w: &str| {
+                assert_eq!(w, "again");
+                if n == 10_000 {
+                    let _ = tx.try_send(());
+                }
+                n + 1
+            }))
+            .keep_state()
+            .subscribe_to(&source, SubscribeOptions::new())?
+            .spawn_scoped(s)?;
+            rx.recv_timeout(LIMIT)?;
+            source.stop();
+            // The sink's subscription is permanent: the producer's end ends it.
+            let (reason, fold) = sink.join_state();
+            assert_ne!(reason, Reason::Normal);
+            Ok(fold.ok_or("kept")?.into_inner().ok_or("no panic")?)
+        })
+        .map_err(|e| e.to_string())
+    });
+    let counted = counted.expect("the pipeline ran");
     assert!(counted > 10_000, "{counted}");
-    Ok(())
 }
 
 /// Panics on its first event.
@@ -195,20 +210,22 @@ impl Consumer for Fragile {
 }
 
 #[test]
-fn a_panicking_scoped_stage_is_reported_and_the_scope_still_returns() -> Result<(), Failure> {
-    let numbers: Vec<u64> = (0..100).collect();
-    let reason = std::thread::scope(|s| -> Result<_, Failure> {
-        let source = stageflow::from_iter(numbers.iter().copied()).spawn_scoped(s)?;
-        let sink = stageflow::consumer(Fragile)
-            .subscribe_to(&source, SubscribeOptions::new())?
-            .spawn_scoped(s)?;
-        let reason = sink.join_timeout(LIMIT).ok_or("the sink ended")?;
-        // Its producer has lost its only consumer; it ends as well.
-        source.stop();
-        Ok(reason)
-    })?;
-    assert_eq!(reason, Reason::Panicked("fragile".into()));
-    Ok(())
+fn a_panicking_scoped_stage_is_reported_and_the_scope_still_returns() {
+    let reason = in_time(|| {
+        let numbers: Vec<u64> = (0..100).collect();
+        std::thread::scope(|s| -> Result<_, Failure> {
+            let source = stageflow::from_iter(numbers.iter().copied()).spawn_scoped(s)?;
+            let sink = stageflow::consumer(Fragile)
+                .subscribe_to(&source, SubscribeOptions::new())?
+                .spawn_scoped(s)?;
+            let reason = sink.join_timeout(LIMIT).ok_or("the sink ended")?;
+            // Its producer has lost its only consumer; it ends as well.
+            source.stop();
+            Ok(reason)
+        })
+        .map_err(|e| e.to_string())
+    });
+    assert_eq!(reason, Ok(Reason::Panicked("fragile".into())));
 }
 
 #[test]
@@ -227,5 +244,78 @@ fn a_scoped_stage_in_a_simulation_is_refused_naming_the_option() {
             assert!(message.contains("simulation"), "{message}");
         }
         other => panic!("expected the option refused, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_scoped_chain_partitions_borrowed_words_by_key() -> Result<(), Failure> {
+    let lines = text();
+    let lanes = std::thread::scope(|s| -> Result<_, Failure> {
+        let sinks = stageflow::from_iter(lines.iter().map(String::as_str))
+            .chain_in(s)
+            .via(stageflow::fns::FlatMap::new(|line: &str| {
+                line.split_whitespace()
+            }))
+            .partition(3, |word: &&str| *word)
+            .to(|_lane| {
+                stageflow::consumer(Fold::new(
+                    HashMap::<&str, u64>::new(),
+                    |mut counts, word: &str| {
+                        *counts.entry(word).or_insert(0) += 1;
+                        counts
+                    },
+                ))
+                .keep_state()
+            })
+            .run_sinks()?;
+        let mut lanes = Vec::new();
+        for sink in sinks {
+            lanes.push(sink.join_result()?);
+        }
+        Ok(lanes)
+    })?;
+    assert_eq!(lanes.len(), 3);
+    let mut all = HashMap::new();
+    for lane in &lanes {
+        for (word, n) in lane {
+            // Every word meets in one lane.
+            assert!(all.insert(*word, *n).is_none(), "{word} in two lanes");
+        }
+    }
+    assert_eq!(all, by_hand(&lines));
+    Ok(())
+}
+
+#[test]
+fn a_scoped_chain_collects_in_order() -> Result<(), Failure> {
+    let numbers: Vec<u64> = (0..5000).collect();
+    let doubled = std::thread::scope(|s| {
+        stageflow::from_iter(numbers.iter())
+            .chain_in(s)
+            .via(stageflow::fns::Map::new(|n: &u64| n * 2))
+            .collect()
+    })?;
+    assert!(doubled.iter().copied().eq(numbers.iter().map(|n| n * 2)));
+    Ok(())
+}
+
+#[test]
+fn a_scoped_chain_that_fails_to_build_stops_what_it_started() {
+    // The source is started, then the next link fails: the scope must still return, so the
+    // source (waiting for its release) must have been stopped.
+    let result = in_time(|| {
+        let numbers: Vec<u64> = (0..10).collect();
+        std::thread::scope(|s| {
+            stageflow::from_iter(numbers.iter())
+                .chain_in(s)
+                .via(stageflow::fns::Map::new(|n: &u64| *n))
+                .parallel(0)
+                .to(|_| ForEach::new(|_: u64| {}))
+                .run()
+        })
+    });
+    match result {
+        Err(BuildError::InvalidOption { option, .. }) => assert_eq!(option, "parallel"),
+        other => panic!("expected parallel refused, got {other:?}"),
     }
 }
