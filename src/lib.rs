@@ -111,6 +111,56 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Stages that borrow: pipelines in a scope
+//!
+//! Stages are threads, and threads of a [`std::thread::scope`] may borrow from the caller's
+//! stack. [`ScopedBuilder::spawn_scoped`] starts a stage on one, and
+//! [`ScopedBuilder::chain_in`] a whole [`Chain`]: their events, messages and values may then
+//! hold references (`&str` words of lines the caller owns, say), with nothing copied,
+//! leaked or made `'static`. The scope returns once every stage in it has ended; results come
+//! back through [`join_result`](ScopedStage::join_result). A word count over borrowed lines,
+//! each of two lanes folding a map keyed by `&str`:
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use stageflow::fns::Fold;
+//!
+//! let lines: Vec<String> = vec!["to be or not".into(), "to be".into()];
+//! let lanes = std::thread::scope(|scope| -> Result<Vec<_>, Box<dyn std::error::Error>> {
+//!     let sinks = stageflow::from_iter(lines.iter().map(String::as_str))
+//!         .chain_in(scope)
+//!         .parallel(2)
+//!         .to(|_lane| {
+//!             stageflow::consumer(Fold::new(HashMap::new(), |mut counts, line: &str| {
+//!                 for word in line.split(' ') {
+//!                     *counts.entry(word).or_insert(0u64) += 1;
+//!                 }
+//!                 counts
+//!             }))
+//!             .keep_state()
+//!         })
+//!         .run_sinks()?;
+//!     let mut lanes = Vec::new();
+//!     for sink in sinks {
+//!         lanes.push(sink.join_result()?);
+//!     }
+//!     Ok(lanes)
+//! })?;
+//! let mut counts: HashMap<&str, u64> = HashMap::new();
+//! for lane in lanes {
+//!     for (word, n) in lane {
+//!         *counts.entry(word).or_insert(0) += n;
+//!     }
+//! }
+//! assert_eq!((counts["to"], counts["be"], counts["not"]), (2, 2, 1));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! What could outlive the scope does not exist for a stage in one: it has no untyped
+//! [`StageRef`] (so no [`Topology`] and no observer), and a mailbox it mints
+//! ([`Context::mailbox`]) refuses every message; its handle's `cast` and `call` work. Flows
+//! do not run in a scope yet.
+//!
 //! # Topologies
 //!
 //! A producer can feed many consumers through its [`Dispatcher`](dispatcher::Dispatcher):

@@ -20,6 +20,9 @@ mod supervised;
 #[allow(dead_code)]
 #[path = "../examples/supervisor.rs"]
 mod supervisor;
+#[allow(dead_code)]
+#[path = "../examples/word_count.rs"]
+mod word_count;
 
 #[test]
 fn smoke() {
@@ -100,4 +103,16 @@ fn drain_counts_every_line_the_source_emitted() {
         "{summary:?}"
     );
     assert_eq!(summary.counted.len(), 4, "{summary:?}");
+}
+
+#[test]
+fn word_count_borrows_the_lines_and_counts_every_word() {
+    let lines = word_count::generated(5000);
+    let report = word_count::run(&lines, 3).unwrap();
+    let mut by_hand = word_count::Counts::new();
+    for word in lines.iter().flat_map(|l| l.split_whitespace()) {
+        *by_hand.entry(word).or_insert(0) += 1;
+    }
+    assert_eq!(report.words, 50_000);
+    assert_eq!(report.counts, by_hand);
 }

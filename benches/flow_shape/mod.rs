@@ -1,8 +1,9 @@
-//! Rows n and nc of `compare`: word count over a generated corpus through a flow (lines →
+//! Rows n, nc and ns of `compare`: word count over a generated corpus through a flow (lines →
 //! mapper stages splitting words → partition(4) by word → count per partition → departition
 //! merging the counts; nc with the words borrowed and each batch pre-counted before the
-//! partition), beside a single-threaded `HashMap` loop and a rayon `fold`/`reduce`, in one
-//! run, alternately; words/s.
+//! partition), and through a chain in a scope over lines the caller owns (ns: `&[String]`,
+//! words kept as `&str`, nothing copied or leaked), beside a single-threaded `HashMap` loop
+//! and a rayon `fold`/`reduce`, in one run, alternately; words/s.
 //!
 //! `STAGEFLOW_FLOW=mappers,partitions,max_demand,partition_max_demand` sizes both flows
 //! (defaults `2,4,1000,1000`): for the sizing figures of the flow guide.
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use stageflow::flow::{Flow, Partitions};
+use stageflow::fns::Fold;
+use stageflow::SubscribeOptions;
 
 /// `lines` lines of 10 words from a vocabulary of 5000, skewed towards the first words (as
 /// natural text is), the same in every run.
@@ -37,7 +40,7 @@ fn corpus(lines: usize) -> Vec<&'static str> {
         .collect()
 }
 
-type Counts = HashMap<&'static str, u64>;
+type Counts<'a> = HashMap<&'a str, u64>;
 
 /// The flows' sizes: mapper stages, partitions, the mappers' and the reducers' `max_demand`.
 #[derive(Clone, Copy)]
@@ -63,14 +66,14 @@ fn sizes() -> Sizes {
     }
 }
 
-fn merge(all: &mut Counts, part: Counts) {
+fn merge<'a>(all: &mut Counts<'a>, part: Counts<'a>) {
     for (w, n) in part {
         *all.entry(w).or_insert(0) += n;
     }
 }
 
 /// The flow: map → partition(4) → reduce → departition.
-fn through_flow(corpus: &'static [&'static str]) -> (Duration, Counts) {
+fn through_flow(corpus: &'static [&'static str]) -> (Duration, Counts<'static>) {
     let z = sizes();
     let start = Instant::now();
     let out = Flow::from_iter(corpus.iter().copied())
@@ -94,7 +97,7 @@ fn through_flow(corpus: &'static [&'static str]) -> (Duration, Counts) {
 /// The same count as the user the docs now show would write it: words borrowed from the
 /// lines with no `Vec` per line, and `Flow::count_by_key` (the key written once), whose
 /// mappers count each batch before the partition.
-fn pre_counted(corpus: &'static [&'static str]) -> (Duration, Counts) {
+fn pre_counted(corpus: &'static [&'static str]) -> (Duration, Counts<'static>) {
     let z = sizes();
     let start = Instant::now();
     let out = Flow::from_iter(corpus.iter().copied())
@@ -115,8 +118,43 @@ fn pre_counted(corpus: &'static [&'static str]) -> (Duration, Counts) {
     (elapsed, counts)
 }
 
+/// In a scope, over lines the caller owns: the source lends each line as a `&str`, each of
+/// two lanes folds the lines it is given into a map keyed by the borrowed words (rayon's
+/// `fold`), and the caller adds the lanes' maps (its `reduce`). No `String`, no copy of the
+/// corpus, no `'static`.
+fn scoped_chain(lines: &[String]) -> (Duration, Counts<'_>) {
+    let start = Instant::now();
+    let lanes = std::thread::scope(|s| {
+        let lanes = stageflow::from_iter(lines.iter().map(String::as_str))
+            .chain_in(s)
+            .options(SubscribeOptions::new().max_demand(1000))
+            .parallel(2)
+            .to(|_lane| {
+                stageflow::consumer(Fold::new(Counts::new(), |mut counts, line: &str| {
+                    for w in line.split(' ') {
+                        *counts.entry(w).or_insert(0) += 1;
+                    }
+                    counts
+                }))
+                .keep_state()
+            })
+            .run_sinks()
+            .expect("the chain starts");
+        lanes
+            .iter()
+            .map(|lane| lane.join_result().expect("the lane counts"))
+            .collect::<Vec<_>>()
+    });
+    let mut lanes = lanes.into_iter();
+    let mut counts = lanes.next().unwrap_or_default();
+    for lane in lanes {
+        merge(&mut counts, lane);
+    }
+    (start.elapsed(), counts)
+}
+
 /// One thread, one `HashMap`.
-fn single_loop(corpus: &'static [&'static str]) -> (Duration, Counts) {
+fn single_loop<'a>(corpus: &[&'a str]) -> (Duration, Counts<'a>) {
     let start = Instant::now();
     let mut counts = Counts::new();
     for line in corpus {
@@ -128,7 +166,7 @@ fn single_loop(corpus: &'static [&'static str]) -> (Duration, Counts) {
 }
 
 /// Rayon: a `HashMap` per split, merged pairwise.
-fn rayon_fold(corpus: &'static [&'static str]) -> (Duration, Counts) {
+fn rayon_fold<'a>(corpus: &[&'a str]) -> (Duration, Counts<'a>) {
     let start = Instant::now();
     let counts = corpus
         .par_iter()
@@ -180,6 +218,8 @@ fn m(r: f64) -> String {
 pub(crate) fn table(quick: bool, rounds: usize, only: Option<&[String]>) {
     let lines = if quick { 50_000 } else { 200_000 };
     let corpus: &'static [&'static str] = Box::leak(corpus(lines).into_boxed_slice());
+    // Row ns reads lines this function owns, as a user's program would.
+    let owned: Vec<String> = corpus.iter().map(|l| l.to_string()).collect();
     let words = lines as u64 * 10;
     let (_, expected) = single_loop(corpus);
     println!(
@@ -199,16 +239,17 @@ pub(crate) fn table(quick: bool, rounds: usize, only: Option<&[String]>) {
         rayon::current_num_threads()
     );
     println!("|---|---|---|---|---|---|---|");
-    type Run = fn(&'static [&'static str]) -> (Duration, Counts);
+    type Run<'a> = Box<dyn Fn() -> (Duration, Counts<'a>) + 'a>;
     let want = |id: &str| only.is_none_or(|o| o.iter().any(|x| x == id));
     // STAGEFLOW_ONLY=stageflow runs the flows only (for profiling; the other columns then
     // read nothing meaningful), as `compare`'s other rows do.
     let flows_only = std::env::var("STAGEFLOW_ONLY").as_deref() == Ok("stageflow");
-    let ways: Vec<(&str, Run)> = [
-        ("n", through_flow as Run),
-        ("nc", pre_counted),
-        ("loop", single_loop),
-        ("rayon", rayon_fold),
+    let ways: Vec<(&str, Run<'_>)> = [
+        ("n", Box::new(|| through_flow(corpus)) as Run<'_>),
+        ("nc", Box::new(|| pre_counted(corpus))),
+        ("ns", Box::new(|| scoped_chain(&owned))),
+        ("loop", Box::new(|| single_loop(corpus))),
+        ("rayon", Box::new(|| rayon_fold(corpus))),
     ]
     .into_iter()
     .filter(|(id, _)| match *id {
@@ -217,7 +258,7 @@ pub(crate) fn table(quick: bool, rounds: usize, only: Option<&[String]>) {
     })
     .collect();
     for (_, run) in &ways {
-        let (_, counts) = run(corpus); // Warm up, and check.
+        let (_, counts) = run(); // Warm up, and check.
         assert_eq!(counts, expected, "every way counts the same");
     }
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); ways.len()];
@@ -225,7 +266,7 @@ pub(crate) fn table(quick: bool, rounds: usize, only: Option<&[String]>) {
     for _ in 0..rounds {
         for (((_, run), t), c) in ways.iter().zip(&mut times).zip(&mut cpu) {
             let before = cpu_time();
-            t.push(run(corpus).0);
+            t.push(run().0);
             c.push(cpu_time().saturating_sub(before));
         }
     }
@@ -240,6 +281,7 @@ pub(crate) fn table(quick: bool, rounds: usize, only: Option<&[String]>) {
     let rows = [
         ("n", "2 mappers → partition(4) → count_by_key → departition"),
         ("nc", "2 mappers (no Vec per line) → count_by_key, pre-counted per batch, 4 partitions → departition"),
+        ("ns", "in a scope, over owned `String` lines: chain of 2 lanes folding `&str`-keyed maps, merged"),
     ];
     for (id, shape) in rows {
         let Some((fa, fl, fh, cf)) = figures(id) else {
