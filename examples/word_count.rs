@@ -16,21 +16,21 @@ use stageflow::fns::Fold;
 use stageflow::SubscribeOptions;
 
 /// Counts by word.
-pub type Counts<'a> = HashMap<&'a str, u64>;
+pub(crate) type Counts<'a> = HashMap<&'a str, u64>;
 
 /// What a run found.
 #[derive(Debug)]
-pub struct Report<'a> {
+pub(crate) struct Report<'a> {
     /// Every word's count.
-    pub counts: Counts<'a>,
+    pub(crate) counts: Counts<'a>,
     /// Words counted.
-    pub words: u64,
+    pub(crate) words: u64,
     /// How long the pipeline took.
-    pub took: Duration,
+    pub(crate) took: Duration,
 }
 
 /// Counts the words of `lines` through `lanes` stages in a scope.
-pub fn run(lines: &[String], lanes: usize) -> Result<Report<'_>, Box<dyn Error>> {
+pub(crate) fn run(lines: &[String], lanes: usize) -> Result<Report<'_>, Box<dyn Error>> {
     let start = Instant::now();
     let parts = std::thread::scope(|scope| -> Result<Vec<Counts<'_>>, Box<dyn Error>> {
         let sinks = stageflow::from_iter(lines.iter().map(String::as_str))
@@ -69,7 +69,7 @@ pub fn run(lines: &[String], lanes: usize) -> Result<Report<'_>, Box<dyn Error>>
 }
 
 /// `n` lines of ten words from a vocabulary of 2000, skewed as text is.
-pub fn generated(n: usize) -> Vec<String> {
+pub(crate) fn generated(n: usize) -> Vec<String> {
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut random = move || {
         state ^= state << 13;
