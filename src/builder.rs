@@ -475,7 +475,7 @@ impl<'env, S, R: Role<S>> ScopedBuilder<'env, S, R> {
 /// [`spawn`](ScopedBuilder::spawn)), or [`InScope`], on threads of a
 /// [`std::thread::scope`] (with [`spawn_scoped`](ScopedBuilder::spawn_scoped)). A
 /// [`ScopedChain`](crate::ScopedChain) is built in one place. Implemented by those two only.
-pub trait Place<'env>: place::Start<'env> {}
+pub trait Place<'env>: place::Start<'env> + Send + Sync {}
 
 impl Place<'static> for Unscoped {}
 impl<'env> Place<'env> for InScope<'_, 'env> {}

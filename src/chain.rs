@@ -15,8 +15,8 @@ use crate::fns::Collect;
 use crate::handle::{
     ConsumerHandle, ConsumerRole, ProducerConsumerRole, ProducerRole, Role, ScopedStage,
 };
-use crate::reason::Reason;
 use crate::stage::{Consumer, Producer, ProducerConsumer};
+use crate::started::Started;
 use crate::subscription::{ProducerDemand, SubscribeOptions};
 use crate::topology::Topology;
 use crate::upstream::{ScopedSource, Upstream};
@@ -94,78 +94,6 @@ fn pending_stage<'env, S: ProducerConsumer + 'env, P: Place<'env>>(
         started.add(&stage, place);
         Ok(stage.source())
     })
-}
-
-/// What a chain has started: a topology of untyped handles (unscoped), or the stages' own
-/// handles (in a scope, where there are no untyped ones). Dropping it stops them, unless it
-/// was handed over.
-struct Started<'env> {
-    topology: Topology,
-    scoped: Vec<Box<dyn Halt + 'env>>,
-}
-
-/// A started stage in a scope, as the chain keeps it.
-trait Halt {
-    fn stop(&self);
-    fn join(&self) -> Reason;
-}
-
-impl<S, R: Role<S>> Halt for ScopedStage<'_, S, R> {
-    fn stop(&self) {
-        ScopedStage::stop(self);
-    }
-    fn join(&self) -> Reason {
-        ScopedStage::join(self)
-    }
-}
-
-impl<'env> Started<'env> {
-    fn new() -> Started<'env> {
-        Started {
-            topology: Topology::new(),
-            scoped: Vec::new(),
-        }
-    }
-
-    fn add<S: 'env, R: Role<S>>(
-        &mut self,
-        stage: &ScopedStage<'env, S, R>,
-        place: impl Place<'env>,
-    ) {
-        match place.stage_ref(stage) {
-            Some(stage) => {
-                self.topology.add(&stage);
-            }
-            None => self.scoped.push(Box::new(stage.clone())),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.topology.stages().len() + self.scoped.len()
-    }
-
-    /// Waits until every stage has ended.
-    fn join(&self) {
-        self.topology.join();
-        for stage in &self.scoped {
-            stage.join();
-        }
-    }
-
-    /// The stages keep running when this is dropped: the topology goes to the caller; the
-    /// scope joins the scoped stages.
-    fn hand_over(mut self) -> Topology {
-        self.scoped.clear();
-        std::mem::take(&mut self.topology)
-    }
-}
-
-impl Drop for Started<'_> {
-    fn drop(&mut self) {
-        for stage in &self.scoped {
-            stage.stop();
-        }
-    }
 }
 
 /// Makes the dispatcher of each stage before a partitioned link.

@@ -657,6 +657,7 @@ mod shared;
 pub mod sim;
 mod stage;
 mod stage_result;
+mod started;
 mod subscription;
 pub mod supervise;
 mod supervisor;

@@ -7,9 +7,9 @@ use super::reduce::Part;
 use super::window::{Emitted, Fired, WindowId};
 use crate::{Context, Direction, Events, ProducerConsumer, Reason, Subscription};
 
-type InitFn<M> = Box<dyn Fn() -> M + Send + Sync>;
-type MergeFn<M, B> = Box<dyn Fn(&mut M, B) + Send + Sync>;
-type DoneFn<M, O> = Box<dyn Fn(M) -> O + Send + Sync>;
+type InitFn<'env, M> = Box<dyn Fn() -> M + Send + Sync + 'env>;
+type MergeFn<'env, M, B> = Box<dyn Fn(&mut M, B) + Send + Sync + 'env>;
+type DoneFn<'env, M, O> = Box<dyn Fn(M) -> O + Send + Sync + 'env>;
 
 struct Merging<M> {
     window: WindowId,
@@ -19,23 +19,23 @@ struct Merging<M> {
 }
 
 /// Merges per-partition windows: pure bookkeeping plus the stage callbacks.
-pub(crate) struct Departition<B, M, O> {
-    init: InitFn<M>,
-    merge: MergeFn<M, B>,
-    done: DoneFn<M, O>,
+pub(crate) struct Departition<'env, B, M, O> {
+    init: InitFn<'env, M>,
+    merge: MergeFn<'env, M, B>,
+    done: DoneFn<'env, M, O>,
     /// Per partition: every window numbered below is closed there.
     marks: Vec<u64>,
     windows: BTreeMap<u64, Merging<M>>,
     live: usize,
 }
 
-impl<B, M, O> Departition<B, M, O> {
+impl<'env, B, M, O> Departition<'env, B, M, O> {
     pub(crate) fn new(
         partitions: usize,
-        init: impl Fn() -> M + Send + Sync + 'static,
-        merge: impl Fn(&mut M, B) + Send + Sync + 'static,
-        done: impl Fn(M) -> O + Send + Sync + 'static,
-    ) -> Departition<B, M, O> {
+        init: impl Fn() -> M + Send + Sync + 'env,
+        merge: impl Fn(&mut M, B) + Send + Sync + 'env,
+        done: impl Fn(M) -> O + Send + Sync + 'env,
+    ) -> Departition<'env, B, M, O> {
         Departition {
             init: Box::new(init),
             merge: Box::new(merge),
@@ -98,11 +98,11 @@ impl<B, M, O> Departition<B, M, O> {
     }
 }
 
-impl<B, M, O> ProducerConsumer for Departition<B, M, O>
+impl<B, M, O> ProducerConsumer for Departition<'_, B, M, O>
 where
-    B: Send + 'static,
-    M: Send + 'static,
-    O: Send + 'static,
+    B: Send,
+    M: Send,
+    O: Send,
 {
     type In = Part<B>;
     type Out = Emitted<O>;

@@ -27,14 +27,17 @@ impl<I: Iterator + Send> Pull<I::Item> for I {
 
 /// The iterators of a flow, shared by its lanes: pulled in turn, a batch at a time, each
 /// dropped once it ends.
-pub(crate) struct Pool<S> {
-    iters: Vec<Box<dyn Pull<S>>>,
+pub(crate) struct Pool<'env, S> {
+    iters: Vec<PullBox<'env, S>>,
     /// The iterator the next pull starts from.
     next: usize,
 }
 
-impl<S> Pool<S> {
-    pub(crate) fn new(iters: Vec<Box<dyn Pull<S>>>) -> Pool<S> {
+/// An iterator of a flow, as its pool holds it.
+pub(crate) type PullBox<'env, S> = Box<dyn Pull<S> + 'env>;
+
+impl<'env, S> Pool<'env, S> {
+    pub(crate) fn new(iters: Vec<PullBox<'env, S>>) -> Pool<'env, S> {
         Pool { iters, next: 0 }
     }
 
@@ -67,9 +70,9 @@ const PULLS_PER_TURN: usize = 16;
 /// until it has emitted at least what was asked (what a batch makes beyond that waits in the
 /// stage's buffer for the next ask), and finishes once the iterators have ended. Without a
 /// batch size it pulls exactly what is asked: a plain source.
-pub(crate) struct FusedLane<S, T> {
-    pool: Arc<Mutex<Pool<S>>>,
-    chain: Chain<S, T>,
+pub(crate) struct FusedLane<'env, S, T> {
+    pool: Arc<Mutex<Pool<'env, S>>>,
+    chain: Chain<'env, S, T>,
     /// Items pulled at a time; `None`: as many as asked.
     batch: Option<usize>,
     consumers: usize,
@@ -83,12 +86,12 @@ pub(crate) struct FusedLane<S, T> {
 #[derive(Debug)]
 pub(crate) struct Resume;
 
-impl<S, T> FusedLane<S, T> {
+impl<'env, S, T> FusedLane<'env, S, T> {
     pub(crate) fn new(
-        pool: Arc<Mutex<Pool<S>>>,
-        chain: Chain<S, T>,
+        pool: Arc<Mutex<Pool<'env, S>>>,
+        chain: Chain<'env, S, T>,
         batch: Option<usize>,
-    ) -> FusedLane<S, T> {
+    ) -> FusedLane<'env, S, T> {
         FusedLane {
             pool,
             chain,
@@ -132,7 +135,7 @@ impl<S, T> FusedLane<S, T> {
     }
 }
 
-impl<S, T> fmt::Debug for FusedLane<S, T> {
+impl<S, T> fmt::Debug for FusedLane<'_, S, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FusedLane")
             .field("batch", &self.batch)
@@ -140,7 +143,7 @@ impl<S, T> fmt::Debug for FusedLane<S, T> {
     }
 }
 
-impl<S: Send + 'static, T: Send + 'static> Producer for FusedLane<S, T> {
+impl<S: Send, T: Send> Producer for FusedLane<'_, S, T> {
     type Out = T;
     type Message = Resume;
 
@@ -172,7 +175,7 @@ mod tests {
 
     #[test]
     fn a_pool_pulls_its_iterators_in_turn_and_drops_the_ended_ones() {
-        let mut pool: Pool<u32> = Pool::new(vec![
+        let mut pool: Pool<'static, u32> = Pool::new(vec![
             Box::new(0..5u32),
             Box::new(10..12u32),
             Box::new(20..20u32),

@@ -217,11 +217,9 @@ mod error;
 mod lane;
 mod reduce;
 mod run;
-mod scratch;
 mod watermark;
 mod window;
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
@@ -231,16 +229,23 @@ use std::time::Duration;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::FlowError;
-pub use reduce::{top_n, KeyCounts, KeyHash, KeyHasher, Partitioned, Partitions, Reduced};
-pub use run::{FlowStream, RunningFlow};
-pub use window::{Emitted, Fired, LateEvents, Trigger, Window, WindowCounts, WindowId};
+pub use reduce::{
+    top_n, KeyCounts, KeyHash, KeyHasher, Partitioned, Partitions, Reduced, ScopedPartitioned,
+    ScopedPartitions, ScopedReduced,
+};
+pub use run::{FlowStream, Mode, RunningFlow, Scoped};
+pub use window::{
+    Emitted, Fired, LateEvents, ScopedWindow, Trigger, Window, WindowCounts, WindowId,
+};
 
-use lane::{FusedLane, Pool, Pull};
+use lane::{FusedLane, Pool, PullBox};
 use run::{checked, settle, Build, Chain, Lane, Sources, END_WAIT};
 
+use crate::builder::{InScope, Unscoped};
 use crate::dispatcher::PartitionDispatcher;
 use crate::{
-    Consumer, ConsumerContext, Events, Producer, ProducerDemand, Source, SubscribeOptions,
+    Consumer, ConsumerContext, Events, Producer, ProducerDemand, ScopedSource, Source,
+    SubscribeOptions,
 };
 
 /// A flow: sources, then mapper operations fused into one stage per parallel lane. Nothing
@@ -261,9 +266,35 @@ use crate::{
 /// assert_eq!(squares, [1, 4, 9, 16, 25]);
 /// # Ok::<(), stageflow::flow::FlowError>(())
 /// ```
-pub struct Flow<S: 'static, T = S> {
-    sources: Origin<S>,
-    chain: Chain<S, T>,
+pub type Flow<S, T = S> = ScopedFlow<'static, S, T, Unscoped>;
+
+/// A [`Flow`] whose items, operations and results may borrow from the caller's stack for
+/// `'env` (`M` is [`Scoped`]): made by [`ScopedFlow::from_borrowed`]. Its methods are
+/// [`Flow`]'s; it runs in a [`std::thread::scope`] given to
+/// [`collect_in`](ScopedFlow::collect_in) or [`run_in`](ScopedFlow::run_in), on the scope's
+/// threads. A flow over borrowed lines, counted by `&str` keys:
+///
+/// ```
+/// use stageflow::flow::{Partitions, ScopedFlow};
+///
+/// let lines: Vec<String> = vec!["the cat".into(), "the dog".into(), "a cat and the bird".into()];
+/// let counts = std::thread::scope(|scope| {
+///     ScopedFlow::from_borrowed(lines.iter().map(String::as_str))
+///         .stages(2)
+///         .flat_map(|line: &str| line.split(' '))
+///         .count_by_key(|word| *word, Partitions::by_event().stages(2))
+///         .departition_counts()
+///         .collect_in(scope)
+/// })?;
+/// assert_eq!(counts[0].value["the"], 3);
+/// assert_eq!(counts[0].value["bird"], 1);
+/// # Ok::<(), stageflow::flow::FlowError>(())
+/// ```
+pub struct ScopedFlow<'env, S, T, M: Mode<'env>> {
+    sources: Origin<'env, S, M>,
+    chain: Chain<'env, S, T>,
+    /// For a flow without operations (`S` is `T`): its sources as its output.
+    same: Option<Same<'env, S, T>>,
     /// Whether any mapper operation was added (without any, the sources are the output).
     fused: bool,
     stages: Option<usize>,
@@ -273,7 +304,10 @@ pub struct Flow<S: 'static, T = S> {
     end_wait: Duration,
 }
 
-impl<S, T> fmt::Debug for Flow<S, T> {
+/// A flow's sources as its output, for a flow without operations, where `S` is `T`.
+type Same<'env, S, T> = fn(Vec<ScopedSource<'env, S>>) -> Vec<ScopedSource<'env, T>>;
+
+impl<'env, S, T, M: Mode<'env>> fmt::Debug for ScopedFlow<'env, S, T, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Flow")
             .field("name", &self.name)
@@ -286,12 +320,12 @@ impl<S, T> fmt::Debug for Flow<S, T> {
 }
 
 /// Where a flow's events come from.
-enum Origin<S: 'static> {
+enum Origin<'env, S, M: Mode<'env>> {
     /// Iterators: pulled by the mapper lanes themselves (fused), or, in a flow without
     /// lanes, by a source stage each.
-    Iters(Vec<Box<dyn Pull<S>>>),
+    Iters(Vec<PullBox<'env, S>>),
     /// Stages, spawned or subscribed to when the flow runs.
-    Stages(Sources<S>),
+    Stages(Sources<'env, S, M>),
 }
 
 /// The default number of stages per phase: the machine's cores (Flow's
@@ -300,15 +334,16 @@ pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-impl<S: Send + 'static> Flow<S, S> {
-    fn from_sources(sources: Sources<S>) -> Flow<S, S> {
-        Flow::from_origin(Origin::Stages(sources))
+impl<'env, S: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, S, M> {
+    pub(crate) fn from_sources(sources: Sources<'env, S, M>) -> ScopedFlow<'env, S, S, M> {
+        ScopedFlow::from_origin(Origin::Stages(sources))
     }
 
-    fn from_origin(sources: Origin<S>) -> Flow<S, S> {
-        Flow {
+    fn from_origin(sources: Origin<'env, S, M>) -> ScopedFlow<'env, S, S, M> {
+        ScopedFlow {
             sources,
             chain: Arc::new(|batch| batch),
+            same: Some(|sources| sources),
             fused: false,
             stages: None,
             max_demand: 1000,
@@ -317,7 +352,38 @@ impl<S: Send + 'static> Flow<S, S> {
             end_wait: END_WAIT,
         }
     }
+}
 
+impl<'env, S: Send + 'env> ScopedFlow<'env, S, S, Scoped<'env>> {
+    /// A flow of the items of `iter`, which may borrow from the caller's stack
+    /// ([`Flow::from_iter`] for borrowed items): it runs in a scope given to
+    /// [`collect_in`](ScopedFlow::collect_in) or [`run_in`](ScopedFlow::run_in).
+    pub fn from_borrowed<I>(iter: I) -> ScopedFlow<'env, S, S, Scoped<'env>>
+    where
+        I: IntoIterator<Item = S>,
+        I::IntoIter: Send + 'env,
+    {
+        ScopedFlow::from_borrowed_iters([iter])
+    }
+
+    /// A flow of the items of several iterators that may borrow, merged
+    /// ([`Flow::from_iters`] for borrowed items).
+    pub fn from_borrowed_iters<I>(
+        iters: impl IntoIterator<Item = I>,
+    ) -> ScopedFlow<'env, S, S, Scoped<'env>>
+    where
+        I: IntoIterator<Item = S>,
+        I::IntoIter: Send + 'env,
+    {
+        let iters = iters
+            .into_iter()
+            .map(|i| Box::new(i.into_iter()) as PullBox<'env, S>)
+            .collect();
+        ScopedFlow::from_origin(Origin::Iters(iters))
+    }
+}
+
+impl<S: Send + 'static> Flow<S, S> {
     /// A flow of the items of `iter`, pulled as the flow's consumers ask (Flow's
     /// `from_enumerable`): by the mapper stages themselves, a batch at a time, when the flow
     /// has mapper operations or a partition, or else by a producer stage.
@@ -343,7 +409,7 @@ impl<S: Send + 'static> Flow<S, S> {
     {
         let iters = iters
             .into_iter()
-            .map(|i| Box::new(i.into_iter()) as Box<dyn Pull<S>>)
+            .map(|i| Box::new(i.into_iter()) as PullBox<'static, S>)
             .collect();
         Flow::from_origin(Origin::Iters(iters))
     }
@@ -360,7 +426,7 @@ impl<S: Send + 'static> Flow<S, S> {
         producers: impl IntoIterator<Item = P>,
     ) -> Flow<S, S> {
         let producers: Vec<P> = producers.into_iter().collect();
-        Flow::from_sources(Box::new(move |b: &mut Build| {
+        Flow::from_sources(Box::new(move |b: &mut Build<'_, 'static, Unscoped>| {
             let mut outs = Vec::new();
             for p in producers {
                 // Demand accumulates until every stage has subscribed (Flow's
@@ -393,7 +459,9 @@ impl<S: Send + 'static> Flow<S, S> {
     /// [`from_producer_stages`](Flow::from_producer_stages) instead.
     pub fn from_stages(stages: impl IntoIterator<Item = Source<S>>) -> Flow<S, S> {
         let stages: Vec<Source<S>> = stages.into_iter().collect();
-        Flow::from_sources(Box::new(move |_: &mut Build| Ok(stages)))
+        Flow::from_sources(Box::new(move |_: &mut Build<'_, 'static, Unscoped>| {
+            Ok(stages)
+        }))
     }
 
     /// A flow of what running producers emit, merged, switching them to
@@ -404,7 +472,7 @@ impl<S: Send + 'static> Flow<S, S> {
         stages: impl IntoIterator<Item = crate::ProducerHandle<P>>,
     ) -> Flow<S, S> {
         let stages: Vec<crate::ProducerHandle<P>> = stages.into_iter().collect();
-        Flow::from_sources(Box::new(move |b: &mut Build| {
+        Flow::from_sources(Box::new(move |b: &mut Build<'_, 'static, Unscoped>| {
             let outs = stages.iter().map(crate::Upstream::source).collect();
             b.on_release(move || {
                 for s in &stages {
@@ -416,15 +484,16 @@ impl<S: Send + 'static> Flow<S, S> {
     }
 }
 
-impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
-    fn then<U: Send + 'static>(
+impl<'env, S: Send + 'env, T: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, T, M> {
+    fn then<U: Send + 'env>(
         self,
-        op: impl Fn(Vec<T>) -> Vec<U> + Send + Sync + 'static,
-    ) -> Flow<S, U> {
+        op: impl Fn(Vec<T>) -> Vec<U> + Send + Sync + 'env,
+    ) -> ScopedFlow<'env, S, U, M> {
         let prev = self.chain;
-        Flow {
+        ScopedFlow {
             sources: self.sources,
             chain: Arc::new(move |batch| op(prev(batch))),
+            same: None,
             fused: true,
             stages: self.stages,
             max_demand: self.max_demand,
@@ -435,15 +504,21 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     }
 
     /// Turns each event into `f(event)`.
-    pub fn map<U: Send + 'static>(self, f: impl Fn(T) -> U + Send + Sync + 'static) -> Flow<S, U> {
+    pub fn map<U: Send + 'env>(
+        self,
+        f: impl Fn(T) -> U + Send + Sync + 'env,
+    ) -> ScopedFlow<'env, S, U, M> {
         self.then(move |batch| batch.into_iter().map(&f).collect())
     }
 
     /// Turns each event into every item of `f(event)`.
-    pub fn flat_map<I>(self, f: impl Fn(T) -> I + Send + Sync + 'static) -> Flow<S, I::Item>
+    pub fn flat_map<I>(
+        self,
+        f: impl Fn(T) -> I + Send + Sync + 'env,
+    ) -> ScopedFlow<'env, S, I::Item, M>
     where
         I: IntoIterator,
-        I::Item: Send + 'static,
+        I::Item: Send + 'env,
     {
         // Items per event in the last batch (rounded up, at most `MAX_PER_EVENT`), shared by the
         // lanes: a batch is sized as the last one turned out, not doubled from an item per
@@ -463,7 +538,7 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     }
 
     /// Keeps the events for which `f` is true.
-    pub fn filter(self, f: impl Fn(&T) -> bool + Send + Sync + 'static) -> Flow<S, T> {
+    pub fn filter(self, f: impl Fn(&T) -> bool + Send + Sync + 'env) -> ScopedFlow<'env, S, T, M> {
         self.then(move |mut batch: Vec<T>| {
             batch.retain(|e| f(e));
             batch
@@ -471,7 +546,7 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     }
 
     /// Calls `f` on each event as it passes (Flow's `each`).
-    pub fn inspect(self, f: impl Fn(&T) + Send + Sync + 'static) -> Flow<S, T> {
+    pub fn inspect(self, f: impl Fn(&T) + Send + Sync + 'env) -> ScopedFlow<'env, S, T, M> {
         self.then(move |batch: Vec<T>| {
             batch.iter().for_each(&f);
             batch
@@ -480,16 +555,16 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
 
     /// Turns each batch a mapper stage handles into another (Flow's `map_batch`). A batch is
     /// at most [`max_demand`](Flow::max_demand) events.
-    pub fn map_batch<U: Send + 'static>(
+    pub fn map_batch<U: Send + 'env>(
         self,
-        f: impl Fn(Vec<T>) -> Vec<U> + Send + Sync + 'static,
-    ) -> Flow<S, U> {
+        f: impl Fn(Vec<T>) -> Vec<U> + Send + Sync + 'env,
+    ) -> ScopedFlow<'env, S, U, M> {
         self.then(f)
     }
 
     /// How many mapper stages run the operations in parallel, each subscribed to every
     /// source. Must be at least 1. Defaults to the number of cores.
-    pub fn stages(mut self, n: usize) -> Flow<S, T> {
+    pub fn stages(mut self, n: usize) -> ScopedFlow<'env, S, T, M> {
         self.stages = Some(n);
         self
     }
@@ -497,21 +572,21 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     /// The `max_demand` with which the mapper stages ask the sources (and a stream or consumer
     /// asks the last stages). Mapper stages that pull iterators themselves pull `max_demand`
     /// items at a time. Defaults to `1000`.
-    pub fn max_demand(mut self, n: usize) -> Flow<S, T> {
+    pub fn max_demand(mut self, n: usize) -> ScopedFlow<'env, S, T, M> {
         self.max_demand = n;
         self
     }
 
     /// The `min_demand` of the same subscriptions (mapper stages that pull iterators themselves
     /// have none to the sources). Defaults to `max_demand / 2`.
-    pub fn min_demand(mut self, n: usize) -> Flow<S, T> {
+    pub fn min_demand(mut self, n: usize) -> ScopedFlow<'env, S, T, M> {
         self.min_demand = Some(n);
         self
     }
 
     /// The prefix of the stages' names (`flow-source-0`, `flow-map-0`, `flow-reduce-0`,
     /// ...). Defaults to `flow`.
-    pub fn name(mut self, name: impl Into<String>) -> Flow<S, T> {
+    pub fn name(mut self, name: impl Into<String>) -> ScopedFlow<'env, S, T, M> {
         self.name = name.into();
         self
     }
@@ -523,7 +598,7 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     /// end by themselves once their input has, so this only bounds the wait for one that does
     /// not (a thread slow to exit, say). It is an option of the flow you run:
     /// after a reduction, set it on the flow the reduction gives. Defaults to `10 s`.
-    pub fn end_wait(mut self, wait: Duration) -> Flow<S, T> {
+    pub fn end_wait(mut self, wait: Duration) -> ScopedFlow<'env, S, T, M> {
         self.end_wait = wait;
         self
     }
@@ -540,9 +615,9 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     /// returns the lanes' outputs.
     fn spawn_lanes(
         self,
-        b: &mut Build,
+        b: &mut Build<'_, 'env, M>,
         dispatcher: Option<&dyn Fn() -> Result<PartitionDispatcher<T>, FlowError>>,
-    ) -> Result<Vec<Source<T>>, FlowError> {
+    ) -> Result<Vec<ScopedSource<'env, T>>, FlowError> {
         let options = self.subscribe_options()?;
         let stages = self.stages.unwrap_or_else(cores);
         if stages == 0 {
@@ -581,12 +656,9 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
         if sources.is_empty() {
             return Err(no_sources());
         }
-        if !self.fused && dispatcher.is_none() {
+        if let (false, None, Some(same)) = (self.fused, dispatcher, self.same) {
             // No operation: the sources are the output (S is T).
-            let any: Box<dyn Any> = Box::new(sources);
-            return Ok(*any
-                .downcast::<Vec<Source<T>>>()
-                .expect("a flow without operations emits what its sources emit"));
+            return Ok(same(sources));
         }
         let mut outs = Vec::with_capacity(stages);
         for _ in 0..stages {
@@ -600,7 +672,7 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
             for s in &sources {
                 builder = builder.subscribe_to(s, options.clone())?;
             }
-            let stage = builder.spawn()?;
+            let stage = builder.start(b.place())?;
             b.add(&stage);
             outs.push(crate::Upstream::source(&stage));
         }
@@ -610,8 +682,8 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     /// Partitions the events by `partitions`' key into reducer stages: every event of one key
     /// meets the others in the same stage. Continue with a reduction
     /// ([`reduce`](Partitioned::reduce), [`count_by_key`](Partitioned::count_by_key), ...).
-    pub fn partition(self, partitions: Partitions<T>) -> Partitioned<T> {
-        Partitioned::new(self.into_lanes(), partitions)
+    pub fn partition(self, partitions: ScopedPartitions<'env, T>) -> ScopedPartitioned<'env, T, M> {
+        ScopedPartitioned::new(self.into_lanes(), partitions)
     }
 
     /// Partitions the events by `key` and counts each window's events by key: the word
@@ -651,23 +723,31 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     /// ```
     pub fn count_by_key<K>(
         self,
-        key: impl Fn(&T) -> K + Send + Sync + 'static,
-        partitions: Partitions<K>,
-    ) -> Reduced<(K, u64), KeyCounts<K>, HashMap<K, u64>>
+        key: impl Fn(&T) -> K + Send + Sync + 'env,
+        partitions: ScopedPartitions<'env, K>,
+    ) -> ScopedReduced<'env, (K, u64), KeyCounts<K>, HashMap<K, u64>, M>
     where
-        K: Hash + Eq + Clone + Send + 'static,
+        K: Hash + Eq + Clone + Send + 'env,
     {
         let pairs = if partitions.takes_pre_reduced() {
+            // The lanes keep their tables from batch to batch: no allocation and no growth
+            // once a table has seen a batch's worth of keys.
+            let tables: Mutex<Vec<KeyCounts<K>>> = Mutex::new(Vec::new());
             self.then(move |batch: Vec<T>| {
-                // Each lane's thread keeps its table from batch to batch: no allocation and no
-                // growth once it has seen a batch's worth of keys.
-                let mut counts = scratch::take::<HashMap<K, u64, KeyHasher>>();
+                let kept = tables
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .pop();
+                let mut counts = kept.unwrap_or_default();
                 for e in &batch {
                     *counts.entry(key(e)).or_insert(0) += 1;
                 }
                 drop(batch);
                 let pairs = counts.drain().collect();
-                scratch::put(counts);
+                tables
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(counts);
                 pairs
             })
         } else {
@@ -683,17 +763,120 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     }
 
     /// The lanes, to be spawned with a dispatcher.
-    fn into_lanes(self) -> reduce::Lanes<T> {
-        Box::new(move |b, dispatcher| self.spawn_lanes(b, Some(dispatcher)))
+    fn into_lanes(self) -> reduce::Lanes<'env, T, M> {
+        Box::new(
+            move |b: &mut Build<'_, 'env, M>,
+                  dispatcher: &dyn Fn() -> Result<PartitionDispatcher<T>, FlowError>| {
+                self.spawn_lanes(b, Some(dispatcher))
+            },
+        )
     }
 
-    fn build(self) -> Result<(Build, Vec<Source<T>>, SubscribeOptions), FlowError> {
+    /// Spawns the sources and lanes in `place`; returns them, their outputs, and the options
+    /// to subscribe to those.
+    #[allow(clippy::type_complexity)]
+    fn build<'s>(
+        self,
+        place: M::Place<'s>,
+    ) -> Result<
+        (
+            Build<'s, 'env, M>,
+            Vec<ScopedSource<'env, T>>,
+            SubscribeOptions,
+        ),
+        FlowError,
+    >
+    where
+        'env: 's,
+    {
         let options = self.subscribe_options()?;
-        let mut b = Build::new(&self.name);
+        let mut b = Build::new(&self.name, place);
         let outs = self.spawn_lanes(&mut b, None)?;
         Ok((b, outs, options))
     }
 
+    /// Runs the flow, in `place`, into `consumers`, each subscribed to every output stage
+    /// (and keeping its value at the end, if `keep`).
+    #[allow(clippy::type_complexity)]
+    fn into_stages<'s, C: Consumer<In = T> + 'env>(
+        self,
+        place: M::Place<'s>,
+        consumers: Vec<C>,
+        keep: bool,
+    ) -> Result<
+        (
+            Build<'s, 'env, M>,
+            Vec<crate::ScopedStage<'env, C, crate::ConsumerRole>>,
+        ),
+        FlowError,
+    >
+    where
+        'env: 's,
+    {
+        if consumers.is_empty() {
+            return Err(FlowError::invalid(
+                "consumers",
+                "expected at least one consumer, got none",
+            ));
+        }
+        let (mut b, outs, options) = self.build(place)?;
+        let mut stages = Vec::with_capacity(consumers.len());
+        for consumer in consumers {
+            let mut builder = crate::consumer(consumer).name(b.name("consumer"));
+            if keep {
+                builder = builder.keep_state();
+            }
+            for o in &outs {
+                builder = builder.subscribe_to(o, options.clone())?;
+            }
+            let stage = builder.start(b.place())?;
+            b.add(&stage);
+            stages.push(stage);
+        }
+        b.release();
+        Ok((b, stages))
+    }
+}
+
+impl<'env, S: Send + 'env, T: Send + 'env> ScopedFlow<'env, S, T, Scoped<'env>> {
+    /// Runs the flow to its end on threads of `scope` and collects its output (into a
+    /// consumer stage: [`Flow::collect`] reads it on the calling thread instead).
+    ///
+    /// # Errors
+    ///
+    /// As [`Flow::collect`].
+    pub fn collect_in<'s>(
+        self,
+        scope: &'s std::thread::Scope<'s, 'env>,
+    ) -> Result<Vec<T>, FlowError> {
+        let end_wait = self.end_wait;
+        let (b, sinks) =
+            self.into_stages(InScope::new(scope), vec![crate::fns::Collect::new()], true)?;
+        settle(&b.started, end_wait)?;
+        Ok(sinks
+            .first()
+            .and_then(|sink| sink.join_state().1)
+            .map(crate::fns::Collect::into_vec)
+            .unwrap_or_default())
+    }
+
+    /// Runs the flow to its end on threads of `scope`, dropping its output.
+    ///
+    /// # Errors
+    ///
+    /// As [`Flow::run`].
+    pub fn run_in<'s>(self, scope: &'s std::thread::Scope<'s, 'env>) -> Result<(), FlowError> {
+        let end_wait = self.end_wait;
+        let (b, _) = self.into_stages(
+            InScope::new(scope),
+            vec![Discard(std::marker::PhantomData)],
+            false,
+        )?;
+        settle(&b.started, end_wait)
+    }
+}
+
+impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     /// Runs the flow and returns its output as a blocking iterator on this thread (Flow's
     /// `Enum` functions on a flow). Dropping the iterator stops the flow.
     ///
@@ -703,7 +886,7 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     /// start or subscribe.
     pub fn stream(self) -> Result<FlowStream<T>, FlowError> {
         let end_wait = self.end_wait;
-        let (mut b, outs, options) = self.build()?;
+        let (mut b, outs, options) = self.build(Unscoped)?;
         let mut stream: Option<crate::Stream<T>> = None;
         for o in &outs {
             match &mut stream {
@@ -716,7 +899,7 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
         b.release();
         Ok(FlowStream {
             stream,
-            topology: std::mem::take(&mut b.topology),
+            started: b.started,
             end_wait,
         })
     }
@@ -757,26 +940,8 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
         self,
         consumers: impl IntoIterator<Item = C>,
     ) -> Result<RunningFlow, FlowError> {
-        let consumers: Vec<C> = consumers.into_iter().collect();
-        if consumers.is_empty() {
-            return Err(FlowError::invalid(
-                "consumers",
-                "expected at least one consumer, got none",
-            ));
-        }
-        let (mut b, outs, options) = self.build()?;
-        for consumer in consumers {
-            let mut builder = crate::consumer(consumer).name(b.name("consumer"));
-            for o in &outs {
-                builder = builder.subscribe_to(o, options.clone())?;
-            }
-            let stage = builder.spawn()?;
-            b.add(&stage);
-        }
-        b.release();
-        Ok(RunningFlow {
-            topology: std::mem::take(&mut b.topology),
-        })
+        let (b, _) = self.into_stages(Unscoped, consumers.into_iter().collect(), false)?;
+        Ok(RunningFlow { started: b.started })
     }
 
     /// Runs the flow on its own until its input ends or it is stopped, dropping its output
@@ -797,18 +962,18 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     pub fn run(self) -> Result<(), FlowError> {
         let end_wait = self.end_wait;
         let running = self.start()?;
-        settle(&running.topology, end_wait)
+        settle(&running.started, end_wait)
     }
 }
 
 /// Spawns a lane that pulls its own iterators, named for `role`, accumulating demand until
 /// the flow is whole.
-fn spawn_lane<S: Send + 'static, T: Send + 'static>(
-    b: &mut Build,
-    lane: FusedLane<S, T>,
+fn spawn_lane<'env, S: Send + 'env, T: Send + 'env, M: Mode<'env>>(
+    b: &mut Build<'_, 'env, M>,
+    lane: FusedLane<'env, S, T>,
     role: &'static str,
     dispatcher: Option<&dyn Fn() -> Result<PartitionDispatcher<T>, FlowError>>,
-) -> Result<Source<T>, FlowError> {
+) -> Result<ScopedSource<'env, T>, FlowError> {
     // A batch may make more events than were asked for: they wait in the buffer, at most a
     // batch's worth, for the next ask.
     let mut builder = crate::producer(lane)
@@ -818,7 +983,7 @@ fn spawn_lane<S: Send + 'static, T: Send + 'static>(
     if let Some(make) = dispatcher {
         builder = builder.dispatcher(make()?);
     }
-    let stage = builder.spawn()?;
+    let stage = builder.start(b.place())?;
     b.add(&stage);
     let handle = stage.clone();
     b.on_release(move || {
@@ -830,7 +995,7 @@ fn spawn_lane<S: Send + 'static, T: Send + 'static>(
 /// A consumer that drops what it receives.
 struct Discard<T>(std::marker::PhantomData<fn(T)>);
 
-impl<T: Send + 'static> Consumer for Discard<T> {
+impl<T: Send> Consumer for Discard<T> {
     type In = T;
     type Message = ();
 

@@ -11,33 +11,33 @@ use std::time::Duration;
 use super::clock::Clock;
 use super::departition::Departition;
 use super::error::FlowError;
-use super::run::{checked, Build};
-use super::window::{Action, Emitted, Fired, Fold, Init, Window, WindowId, Windows};
-use super::{cores, Flow};
+use super::run::{checked, Build, Mode};
+use super::window::{Action, Emitted, Fired, Fold, Init, ScopedWindow, WindowId, Windows};
+use super::{cores, ScopedFlow};
+use crate::builder::Unscoped;
 use crate::dispatcher::PartitionDispatcher;
 use crate::BuildError;
-use crate::{Context, DemandMode, Direction, Events, ProducerConsumer, Reason, Source};
+use crate::{Context, DemandMode, Direction, Events, ProducerConsumer, Reason, ScopedSource};
 use crate::{SubscribeOptions, Subscription};
 
 /// A flow's mapper lanes, to be spawned with a partition dispatcher each.
-pub(crate) type Lanes<T> = Box<
-    dyn FnOnce(
-            &mut Build,
+pub(crate) type Lanes<'env, T, W> = Box<
+    dyn for<'s> FnOnce(
+            &mut Build<'s, 'env, W>,
             &dyn Fn() -> Result<PartitionDispatcher<T>, FlowError>,
-        ) -> Result<Vec<Source<T>>, FlowError>
-        + Send,
+        ) -> Result<Vec<ScopedSource<'env, T>>, FlowError>
+        + Send
+        + 'env,
 >;
-
-type HashFn<T> = Arc<dyn Fn(&T) -> u64 + Send + Sync>;
 
 /// A reduction's fold over a whole batch: one call per batch, the fold itself compiled into
 /// its loop (where a call per event through [`Fold`] keeps the compiler from inlining it).
-type FoldAll<T, A> = Arc<dyn for<'a> Fn(&mut A, Events<'a, T>) + Send + Sync>;
+type FoldAll<'env, T, A> = Arc<dyn for<'a> Fn(&mut A, Events<'a, T>) + Send + Sync + 'env>;
 
 /// Makes a mapper lane's partition dispatcher for `n` partitions, with the key and its hash
 /// compiled into the dispatcher's hash function: routing an event is one indirect call.
-type MakeDispatcher<T> =
-    Arc<dyn Fn(usize) -> Result<PartitionDispatcher<T>, BuildError> + Send + Sync>;
+type MakeDispatcher<'env, T> =
+    Arc<dyn Fn(usize) -> Result<PartitionDispatcher<T>, BuildError> + Send + Sync + 'env>;
 
 /// How a flow is partitioned: the key (or hash) that sends every event of one key to the same
 /// reducer stage, how many reducer stages, their [`Window`] and their demand (Flow's
@@ -46,18 +46,23 @@ type MakeDispatcher<T> =
 /// An event goes to partition `hash(event) % stages`. With [`by_key`](Partitions::by_key) the
 /// hash is a fast fixed hash of the key (FxHash's steps with a final mix), the same in every
 /// run and on every machine of one endianness (Flow's `:erlang.phash2`).
-pub struct Partitions<T> {
-    hash: HashFn<T>,
-    dispatcher: MakeDispatcher<T>,
-    /// The same, for `(event, count)` pairs (a combiner's output), routed by the event.
-    pairs: Option<MakeDispatcher<(T, u64)>>,
+pub type Partitions<T> = ScopedPartitions<'static, T>;
+
+/// [`Partitions`] whose window may borrow for `'env` (a [`ScopedWindow`]); what a flow in a
+/// scope is partitioned by. Everything said of [`Partitions`] holds.
+pub struct ScopedPartitions<'env, T> {
+    dispatcher: MakeDispatcher<'env, T>,
+    /// The same, for `(event, count)` pairs (a combiner's output), routed by the event (made
+    /// from the key's own hash, never by wrapping a boxed one: see
+    /// [`ScopedPartitions::with_hash`]).
+    pairs: Option<MakeDispatcher<'env, (T, u64)>>,
     stages: Option<usize>,
-    window: Window<T>,
+    window: ScopedWindow<'env, T>,
     max_demand: usize,
     min_demand: Option<usize>,
 }
 
-impl<T> fmt::Debug for Partitions<T> {
+impl<T> fmt::Debug for ScopedPartitions<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Partitions")
             .field("stages", &self.stages)
@@ -232,12 +237,17 @@ impl Mix {
     }
 }
 
-impl<T: 'static> Partitions<T> {
-    fn with_hash(hash: impl Fn(&T) -> u64 + Send + Sync + 'static) -> Partitions<T> {
+impl<'env, T> ScopedPartitions<'env, T> {
+    /// Partitions by `hash`, a function of the caller's own type (never a boxed one): the
+    /// dispatchers' hash functions are closures over it alone, so they are `'static` even
+    /// when the events borrow.
+    fn with_hash<H>(hash: H) -> ScopedPartitions<'env, T>
+    where
+        H: Fn(&T) -> u64 + Send + Sync + 'static,
+    {
         let hash = Arc::new(hash);
-        let (of_events, of_pairs) = (hash.clone(), hash.clone());
-        Partitions {
-            hash,
+        let (of_events, of_pairs) = (hash.clone(), hash);
+        ScopedPartitions {
             dispatcher: Arc::new(move |n| {
                 let hash = of_events.clone();
                 PartitionDispatcher::new(n, move |e: &T| Some(hash(e) % n as u64))
@@ -247,62 +257,59 @@ impl<T: 'static> Partitions<T> {
                 PartitionDispatcher::new(n, move |(e, _): &(T, u64)| Some(hash(e) % n as u64))
             })),
             stages: None,
-            window: Window::global(),
+            window: ScopedWindow::global(),
             max_demand: 1000,
             min_demand: None,
         }
     }
 
     /// Partitions by the key `key` reads from each event (Flow's `:key` option).
-    pub fn by_key<K: Hash>(key: impl Fn(&T) -> K + Send + Sync + 'static) -> Partitions<T> {
-        Partitions::with_hash(move |e: &T| hash_of(&key(e)))
+    pub fn by_key<K: Hash>(
+        key: impl Fn(&T) -> K + Send + Sync + 'static,
+    ) -> ScopedPartitions<'env, T> {
+        ScopedPartitions::with_hash(move |e: &T| hash_of(&key(e)))
     }
 
     /// Partitions by your own hash (Flow's `:hash` option): the event goes to partition
     /// `hash(event) % stages`, so a hash below `stages` names the partition itself.
-    pub fn by_hash(hash: impl Fn(&T) -> u64 + Send + Sync + 'static) -> Partitions<T> {
-        Partitions::with_hash(hash)
+    pub fn by_hash(hash: impl Fn(&T) -> u64 + Send + Sync + 'static) -> ScopedPartitions<'env, T> {
+        ScopedPartitions::with_hash(hash)
     }
 
     /// How many reducer stages (partitions). Must be at least 1. Defaults to the number of
     /// cores.
-    pub fn stages(mut self, n: usize) -> Partitions<T> {
+    pub fn stages(mut self, n: usize) -> ScopedPartitions<'env, T> {
         self.stages = Some(n);
         self
     }
 
     /// The window of every partition. Defaults to [`Window::global`].
-    pub fn window(mut self, window: Window<T>) -> Partitions<T> {
+    pub fn window(mut self, window: ScopedWindow<'env, T>) -> ScopedPartitions<'env, T> {
         self.window = window;
         self
     }
 
     /// The `max_demand` with which each reducer asks each mapper stage. Defaults to `1000`.
-    pub fn max_demand(mut self, n: usize) -> Partitions<T> {
+    pub fn max_demand(mut self, n: usize) -> ScopedPartitions<'env, T> {
         self.max_demand = n;
         self
     }
 
     /// The `min_demand` of the same subscriptions. Defaults to `max_demand / 2`.
-    pub fn min_demand(mut self, n: usize) -> Partitions<T> {
+    pub fn min_demand(mut self, n: usize) -> ScopedPartitions<'env, T> {
         self.min_demand = Some(n);
         self
     }
 }
 
-impl<K: 'static> Partitions<K> {
+impl<'env, T: 'env> ScopedPartitions<'env, T> {
     /// The same partitions for `(key, count)` pairs: each pair to its key's partition.
-    pub(crate) fn of_pairs(self) -> Partitions<(K, u64)> {
-        let hash = self.hash;
-        let pairs_hash = hash.clone();
-        let dispatcher = self.pairs.unwrap_or_else(|| {
-            Arc::new(move |n| {
-                let hash = pairs_hash.clone();
-                PartitionDispatcher::new(n, move |(k, _): &(K, u64)| Some(hash(k) % n as u64))
-            })
-        });
-        Partitions {
-            hash: Arc::new(move |(k, _): &(K, u64)| hash(k)),
+    pub(crate) fn of_pairs(self) -> ScopedPartitions<'env, (T, u64)> {
+        let Some(dispatcher) = self.pairs else {
+            // Only a user's partitions are paired, and every constructor makes `pairs`.
+            unreachable!("the partitions of (key, count) pairs are never paired again");
+        };
+        ScopedPartitions {
             dispatcher,
             pairs: None,
             stages: self.stages,
@@ -318,20 +325,25 @@ impl<K: 'static> Partitions<K> {
     }
 }
 
-impl<T: Hash + 'static> Partitions<T> {
+impl<'env, T: Hash> ScopedPartitions<'env, T> {
     /// Partitions by the whole event (Flow's default key).
-    pub fn by_event() -> Partitions<T> {
-        Partitions::with_hash(|e: &T| hash_of(e))
+    pub fn by_event() -> ScopedPartitions<'env, T> {
+        ScopedPartitions::with_hash(|e: &T| hash_of(e))
     }
 }
 
-/// A partitioned flow, waiting for its reduction. Made by [`Flow::partition`].
-pub struct Partitioned<T: 'static> {
-    lanes: Lanes<T>,
-    partitions: Partitions<T>,
+/// A partitioned flow, waiting for its reduction. Made by [`Flow::partition`]. Its methods
+/// are [`ScopedPartitioned`]'s.
+pub type Partitioned<T> = ScopedPartitioned<'static, T, Unscoped>;
+
+/// A [`Partitioned`] flow whose events live for `'env` and whose stages start in `P`: made by
+/// [`ScopedFlow::partition`].
+pub struct ScopedPartitioned<'env, T, W: Mode<'env>> {
+    lanes: Lanes<'env, T, W>,
+    partitions: ScopedPartitions<'env, T>,
 }
 
-impl<T> fmt::Debug for Partitioned<T> {
+impl<'env, T, W: Mode<'env>> fmt::Debug for ScopedPartitioned<'env, T, W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Partitioned")
             .field("partitions", &self.partitions)
@@ -339,21 +351,24 @@ impl<T> fmt::Debug for Partitioned<T> {
     }
 }
 
-impl<T: Send + 'static> Partitioned<T> {
-    pub(crate) fn new(lanes: Lanes<T>, partitions: Partitions<T>) -> Partitioned<T> {
-        Partitioned { lanes, partitions }
+impl<'env, T: Send + 'env, W: Mode<'env>> ScopedPartitioned<'env, T, W> {
+    pub(crate) fn new(
+        lanes: Lanes<'env, T, W>,
+        partitions: ScopedPartitions<'env, T>,
+    ) -> ScopedPartitioned<'env, T, W> {
+        ScopedPartitioned { lanes, partitions }
     }
 
     /// Folds each window's events of each partition into an accumulator: `init()` starts a
     /// window's, `fold(&mut acc, event)` adds an event (Flow's `reduce/3`).
-    pub fn reduce<A: Clone + Send + 'static>(
+    pub fn reduce<A: Clone + Send + 'env>(
         self,
-        init: impl Fn() -> A + Send + Sync + 'static,
-        fold: impl Fn(&mut A, T) + Send + Sync + 'static,
-    ) -> Reduced<T, A> {
+        init: impl Fn() -> A + Send + Sync + 'env,
+        fold: impl Fn(&mut A, T) + Send + Sync + 'env,
+    ) -> ScopedReduced<'env, T, A, A, W> {
         let fold = Arc::new(fold);
         let each = fold.clone();
-        Reduced {
+        ScopedReduced {
             lanes: self.lanes,
             partitions: self.partitions,
             init: Arc::new(init),
@@ -368,12 +383,12 @@ impl<T: Send + 'static> Partitioned<T> {
     /// Groups each window's events by `key`, keeping `value(event)` (Flow's `group_by/3`).
     pub fn group_by<K, V>(
         self,
-        key: impl Fn(&T) -> K + Send + Sync + 'static,
-        value: impl Fn(T) -> V + Send + Sync + 'static,
-    ) -> Reduced<T, HashMap<K, Vec<V>>>
+        key: impl Fn(&T) -> K + Send + Sync + 'env,
+        value: impl Fn(T) -> V + Send + Sync + 'env,
+    ) -> ScopedReduced<'env, T, Groups<K, V>, Groups<K, V>, W>
     where
-        K: Hash + Eq + Clone + Send + 'static,
-        V: Clone + Send + 'static,
+        K: Hash + Eq + Clone + Send + 'env,
+        V: Clone + Send + 'env,
     {
         self.reduce(HashMap::new, move |acc: &mut HashMap<K, Vec<V>>, e| {
             acc.entry(key(&e)).or_default().push(value(e));
@@ -388,10 +403,10 @@ impl<T: Send + 'static> Partitioned<T> {
     /// SipHash takes a hundred or more) and is emitted as a standard `HashMap`.
     pub fn count_by_key<K>(
         self,
-        key: impl Fn(&T) -> K + Send + Sync + 'static,
-    ) -> Reduced<T, KeyCounts<K>, HashMap<K, u64>>
+        key: impl Fn(&T) -> K + Send + Sync + 'env,
+    ) -> ScopedReduced<'env, T, KeyCounts<K>, HashMap<K, u64>, W>
     where
-        K: Hash + Eq + Clone + Send + 'static,
+        K: Hash + Eq + Clone + Send + 'env,
     {
         self.reduce(
             HashMap::default,
@@ -407,8 +422,8 @@ impl<T: Send + 'static> Partitioned<T> {
     pub fn take_top<K: Ord>(
         self,
         n: usize,
-        by: impl Fn(&T) -> K + Send + Sync + 'static,
-    ) -> Reduced<T, Vec<T>>
+        by: impl Fn(&T) -> K + Send + Sync + 'env,
+    ) -> ScopedReduced<'env, T, Vec<T>, Vec<T>, W>
     where
         T: Ord + Clone,
     {
@@ -467,23 +482,34 @@ pub fn top_n<I: Ord, K: Ord>(
     all.into_iter().map(|(_, i)| i).collect()
 }
 
-type Finish<A, B> = Arc<dyn Fn(A) -> B + Send + Sync>;
+/// What [`ScopedPartitioned::group_by`] keeps per window.
+type Groups<K, V> = HashMap<K, Vec<V>>;
+
+/// A flow of what a reduction emits.
+type Emits<'env, O, W> = ScopedFlow<'env, Emitted<O>, Emitted<O>, W>;
+
+type Finish<'env, A, B> = Arc<dyn Fn(A) -> B + Send + Sync + 'env>;
 
 /// A reduced flow: a partitioned flow with its reduction, waiting to be told what to emit.
 /// Made by [`Partitioned::reduce`] and its kin.
 ///
 /// `A` is the accumulator; `B` what each emission makes of it ([`map_state`](Reduced::map_state),
 /// [`take_top`](Reduced::take_top)).
-pub struct Reduced<T: 'static, A, B = A> {
-    lanes: Lanes<T>,
-    partitions: Partitions<T>,
-    init: Init<A>,
-    fold: Fold<T, A>,
-    fold_all: FoldAll<T, A>,
-    finish: Finish<A, B>,
+///
+/// Its methods are [`ScopedReduced`]'s.
+pub type Reduced<T, A, B = A> = ScopedReduced<'static, T, A, B, Unscoped>;
+
+/// A [`Reduced`] flow whose events live for `'env` and whose stages start in `P`.
+pub struct ScopedReduced<'env, T, A, B, W: Mode<'env>> {
+    lanes: Lanes<'env, T, W>,
+    partitions: ScopedPartitions<'env, T>,
+    init: Init<'env, A>,
+    fold: Fold<'env, T, A>,
+    fold_all: FoldAll<'env, T, A>,
+    finish: Finish<'env, A, B>,
 }
 
-impl<T, A, B> fmt::Debug for Reduced<T, A, B> {
+impl<'env, T, A, B, W: Mode<'env>> fmt::Debug for ScopedReduced<'env, T, A, B, W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Reduced")
             .field("partitions", &self.partitions)
@@ -510,22 +536,23 @@ pub(crate) enum Part<B> {
     },
 }
 
-type Emit<B, O> = Arc<dyn Fn(Part<B>, &mut Vec<O>) + Send + Sync>;
+type Emit<'env, B, O> = Arc<dyn Fn(Part<B>, &mut Vec<O>) + Send + Sync + 'env>;
 
-impl<T, A, B> Reduced<T, A, B>
+impl<'env, T, A, B, W> ScopedReduced<'env, T, A, B, W>
 where
-    T: Send + 'static,
-    A: Clone + Send + 'static,
-    B: Send + 'static,
+    T: Send + 'env,
+    A: Clone + Send + 'env,
+    B: Send + 'env,
+    W: Mode<'env>,
 {
     /// Makes each emission `f(state)` instead of the state (in the spirit of Flow's
     /// `on_trigger`, without changing the accumulator kept).
-    pub fn map_state<C: Send + 'static>(
+    pub fn map_state<C: Send + 'env>(
         self,
-        f: impl Fn(B) -> C + Send + Sync + 'static,
-    ) -> Reduced<T, A, C> {
+        f: impl Fn(B) -> C + Send + Sync + 'env,
+    ) -> ScopedReduced<'env, T, A, C, W> {
         let prev = self.finish;
-        Reduced {
+        ScopedReduced {
             lanes: self.lanes,
             partitions: self.partitions,
             init: self.init,
@@ -540,11 +567,11 @@ where
     pub fn take_top<I, K>(
         self,
         n: usize,
-        by: impl Fn(&I) -> K + Send + Sync + 'static,
-    ) -> Reduced<T, A, Vec<I>>
+        by: impl Fn(&I) -> K + Send + Sync + 'env,
+    ) -> ScopedReduced<'env, T, A, Vec<I>, W>
     where
         B: IntoIterator<Item = I>,
-        I: Ord + Send + 'static,
+        I: Ord + Send + 'env,
         K: Ord,
     {
         self.map_state(move |state| top_n(state, n, &by))
@@ -552,8 +579,8 @@ where
 
     /// Emits each window's state, with its window, why it fired and its partition (Flow's
     /// `emit(:state)`), as a flow to run or continue.
-    pub fn emit_state(self) -> Flow<Emitted<B>> {
-        let emit: Emit<B, Emitted<B>> = Arc::new(|part, out| {
+    pub fn emit_state(self) -> Emits<'env, B, W> {
+        let emit: Emit<'env, B, Emitted<B>> = Arc::new(|part, out| {
             if let Part::Fire {
                 window,
                 fired,
@@ -570,22 +597,26 @@ where
                 });
             }
         });
-        Flow::from_sources(Box::new(move |b| self.spawn(b, emit)))
+        ScopedFlow::from_sources(Box::new(move |b: &mut Build<'_, 'env, W>| {
+            self.spawn(b, emit)
+        }))
     }
 
     /// Emits the items of each window's state (Flow's default, `emit(:events)`), as a flow to
     /// run or continue.
-    pub fn emit_events(self) -> Flow<B::Item>
+    pub fn emit_events(self) -> ScopedFlow<'env, B::Item, B::Item, W>
     where
         B: IntoIterator,
-        B::Item: Send + 'static,
+        B::Item: Send + 'env,
     {
-        let emit: Emit<B, B::Item> = Arc::new(|part, out| {
+        let emit: Emit<'env, B, B::Item> = Arc::new(|part, out| {
             if let Part::Fire { value, .. } = part {
                 out.extend(value);
             }
         });
-        Flow::from_sources(Box::new(move |b| self.spawn(b, emit)))
+        ScopedFlow::from_sources(Box::new(move |b: &mut Build<'_, 'env, W>| {
+            self.spawn(b, emit)
+        }))
     }
 
     /// Merges each window's final states from every partition into one stage (Flow's
@@ -606,16 +637,16 @@ where
     /// [`departition_top`](Reduced::departition_top) (a top list).
     pub fn departition<M, O>(
         self,
-        init: impl Fn() -> M + Send + Sync + 'static,
-        merge: impl Fn(&mut M, B) + Send + Sync + 'static,
-        done: impl Fn(M) -> O + Send + Sync + 'static,
-    ) -> Flow<Emitted<O>>
+        init: impl Fn() -> M + Send + Sync + 'env,
+        merge: impl Fn(&mut M, B) + Send + Sync + 'env,
+        done: impl Fn(M) -> O + Send + Sync + 'env,
+    ) -> Emits<'env, O, W>
     where
-        M: Send + 'static,
-        O: Send + 'static,
+        M: Send + 'env,
+        O: Send + 'env,
     {
-        let emit: Emit<B, Part<B>> = Arc::new(|part, out| out.push(part));
-        Flow::from_sources(Box::new(move |b| {
+        let emit: Emit<'env, B, Part<B>> = Arc::new(|part, out| out.push(part));
+        ScopedFlow::from_sources(Box::new(move |b: &mut Build<'_, 'env, W>| {
             let partitions = self.partitions.stages.unwrap_or_else(cores);
             let options = reducer_options(&self.partitions)?;
             let reducers = self.spawn(b, emit)?;
@@ -624,7 +655,7 @@ where
             for r in &reducers {
                 builder = builder.subscribe_to(r, options.clone())?;
             }
-            let stage = builder.spawn()?;
+            let stage = builder.start(b.place())?;
             b.add(&stage);
             Ok(vec![crate::Upstream::source(&stage)])
         }))
@@ -647,7 +678,7 @@ where
     /// assert_eq!(total[0].value, 5050);
     /// # Ok::<(), stageflow::flow::FlowError>(())
     /// ```
-    pub fn departition_sum(self) -> Flow<Emitted<B>>
+    pub fn departition_sum(self) -> Emits<'env, B, W>
     where
         B: Default + std::ops::AddAssign,
     {
@@ -675,11 +706,11 @@ where
     /// assert_eq!(counts[0].value["bird"], 1);
     /// # Ok::<(), stageflow::flow::FlowError>(())
     /// ```
-    pub fn departition_counts<K, N>(self) -> Flow<Emitted<HashMap<K, N>>>
+    pub fn departition_counts<K, N>(self) -> Emits<'env, HashMap<K, N>, W>
     where
         B: IntoIterator<Item = (K, N)>,
-        K: Hash + Eq + Send + 'static,
-        N: std::ops::AddAssign + Send + 'static,
+        K: Hash + Eq + Send + 'env,
+        N: std::ops::AddAssign + Send + 'env,
     {
         self.departition(HashMap::new, merge_counts, |all| all)
     }
@@ -707,10 +738,10 @@ where
     /// assert_eq!(all, [0, 2, 4, 6, 8]);
     /// # Ok::<(), stageflow::flow::FlowError>(())
     /// ```
-    pub fn departition_collect<I>(self) -> Flow<Emitted<Vec<I>>>
+    pub fn departition_collect<I>(self) -> Emits<'env, Vec<I>, W>
     where
         B: IntoIterator<Item = I>,
-        I: Send + 'static,
+        I: Send + 'env,
     {
         self.departition(
             Vec::new,
@@ -743,11 +774,11 @@ where
     pub fn departition_top<I, K>(
         self,
         n: usize,
-        by: impl Fn(&I) -> K + Send + Sync + 'static,
-    ) -> Flow<Emitted<Vec<I>>>
+        by: impl Fn(&I) -> K + Send + Sync + 'env,
+    ) -> Emits<'env, Vec<I>, W>
     where
         B: IntoIterator<Item = I>,
-        I: Ord + Send + 'static,
+        I: Ord + Send + 'env,
         K: Ord,
     {
         self.departition(
@@ -758,11 +789,11 @@ where
     }
 
     /// Spawns the lanes and the reducers; returns the reducers' outputs.
-    fn spawn<O: Send + 'static>(
+    fn spawn<O: Send + 'env>(
         self,
-        b: &mut Build,
-        emit: Emit<B, O>,
-    ) -> Result<Vec<Source<O>>, FlowError> {
+        b: &mut Build<'_, 'env, W>,
+        emit: Emit<'env, B, O>,
+    ) -> Result<Vec<ScopedSource<'env, O>>, FlowError> {
         let p = &self.partitions;
         p.window.validate()?;
         let n = p.stages.unwrap_or_else(cores);
@@ -801,7 +832,7 @@ where
             for l in &lanes {
                 builder = builder.subscribe_to(l, options.clone().partition(partition as u64))?;
             }
-            let stage = builder.spawn()?;
+            let stage = builder.start(b.place())?;
             b.add(&stage);
             outs.push(crate::Upstream::source(&stage));
         }
@@ -809,7 +840,7 @@ where
     }
 }
 
-fn reducer_options<T>(p: &Partitions<T>) -> Result<SubscribeOptions, FlowError> {
+fn reducer_options<T>(p: &ScopedPartitions<'_, T>) -> Result<SubscribeOptions, FlowError> {
     let mut o = SubscribeOptions::new().max_demand(p.max_demand);
     if let Some(min) = p.min_demand {
         o = o.min_demand(min);
@@ -822,14 +853,14 @@ fn reducer_options<T>(p: &Partitions<T>) -> Result<SubscribeOptions, FlowError> 
 pub(crate) struct Tick;
 
 /// One partition's reducer: feeds its windows, sends on what they fire.
-struct ReduceStage<T, A, B, O> {
+struct ReduceStage<'env, T, A, B, O> {
     partition: usize,
-    windows: Windows<T, A>,
-    fold_all: FoldAll<T, A>,
+    windows: Windows<'env, T, A>,
+    fold_all: FoldAll<'env, T, A>,
     clock: Arc<dyn Clock>,
     tick: Option<Duration>,
-    finish: Finish<A, B>,
-    emit: Emit<B, O>,
+    finish: Finish<'env, A, B>,
+    emit: Emit<'env, B, O>,
     /// Upstream subscriptions not yet ended.
     live: usize,
     ticking: bool,
@@ -837,12 +868,12 @@ struct ReduceStage<T, A, B, O> {
     actions: Vec<Action<A>>,
 }
 
-impl<T, A, B, O> ReduceStage<T, A, B, O>
+impl<T, A, B, O> ReduceStage<'_, T, A, B, O>
 where
-    T: Send + 'static,
-    A: Clone + Send + 'static,
-    B: Send + 'static,
-    O: Send + 'static,
+    T: Send,
+    A: Clone + Send,
+    B: Send,
+    O: Send,
 {
     fn send(&mut self, ctx: &mut Context<'_, O, Tick>) {
         if self.actions.is_empty() {
@@ -874,12 +905,12 @@ where
     }
 }
 
-impl<T, A, B, O> ProducerConsumer for ReduceStage<T, A, B, O>
+impl<T, A, B, O> ProducerConsumer for ReduceStage<'_, T, A, B, O>
 where
-    T: Send + 'static,
-    A: Clone + Send + 'static,
-    B: Send + 'static,
-    O: Send + 'static,
+    T: Send,
+    A: Clone + Send,
+    B: Send,
+    O: Send,
 {
     type In = T;
     type Out = O;

@@ -7,28 +7,70 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::FlowError;
+use crate::builder::{InScope, Place, Unscoped};
+use crate::handle::Role;
+use crate::started::Started;
 use crate::{
-    AsStageRef, Context, Events, ProducerConsumer, Reason, Source, StageRef, Stream,
+    Context, Events, ProducerConsumer, Reason, ScopedSource, ScopedStage, StageRef, Stream,
     SubscribeError, SubscribeOptions, Topology,
 };
 
-/// A flow's stages as they are spawned, and what to do once they all are.
-pub(crate) struct Build {
-    pub(crate) topology: Topology,
+/// Where a flow's stages will start, as the flow's type says before it runs: [`Unscoped`]
+/// (a [`Flow`](super::Flow)) or [`Scoped`] (a [`ScopedFlow`](super::ScopedFlow) over borrowed
+/// items, run in a scope given to its terminal method). Implemented by those two only.
+pub trait Mode<'env>: mode::Sealed + Copy + Send + Sync + 'env {
+    /// Where the stages start, once the flow runs (in a scope that lives for `'s`).
+    type Place<'s>: Place<'env>
+    where
+        'env: 's;
+}
+
+mod mode {
+    pub trait Sealed {}
+    impl Sealed for crate::builder::Unscoped {}
+    impl Sealed for super::Scoped<'_> {}
+}
+
+/// The [`Mode`] of a flow whose items may borrow for `'env`: it runs in a scope.
+#[derive(Debug, Clone, Copy)]
+pub struct Scoped<'env>(std::marker::PhantomData<fn(&'env ()) -> &'env ()>);
+
+impl Mode<'static> for Unscoped {
+    type Place<'s> = Unscoped;
+}
+
+impl<'env> Mode<'env> for Scoped<'env> {
+    type Place<'s>
+        = InScope<'s, 'env>
+    where
+        'env: 's;
+}
+
+/// A flow's stages as they are spawned (in `M`'s place, in a scope that lives for `'s`), and
+/// what to do once they all are.
+pub(crate) struct Build<'s, 'env: 's, M: Mode<'env>> {
+    pub(crate) started: Started<'env>,
+    place: M::Place<'s>,
     prefix: String,
     counts: HashMap<&'static str, usize>,
     /// Run once every stage has subscribed: switch our sources to forwarding demand.
-    releases: Vec<Box<dyn FnOnce() + Send>>,
+    releases: Vec<Box<dyn FnOnce() + Send + 'env>>,
 }
 
-impl Build {
-    pub(crate) fn new(prefix: &str) -> Build {
+impl<'s, 'env: 's, M: Mode<'env>> Build<'s, 'env, M> {
+    pub(crate) fn new(prefix: &str, place: M::Place<'s>) -> Build<'s, 'env, M> {
         Build {
-            topology: Topology::new(),
+            started: Started::new(),
+            place,
             prefix: prefix.to_string(),
             counts: HashMap::new(),
             releases: Vec::new(),
         }
+    }
+
+    /// Where the flow's stages start.
+    pub(crate) fn place(&self) -> M::Place<'s> {
+        self.place
     }
 
     /// The next stage name for `role`: `flow-map-0`, `flow-map-1`, ...
@@ -39,11 +81,11 @@ impl Build {
         name
     }
 
-    pub(crate) fn add(&mut self, stage: &impl AsStageRef) {
-        self.topology.add(stage);
+    pub(crate) fn add<S: Send + 'env, R: Role<S>>(&mut self, stage: &ScopedStage<'env, S, R>) {
+        self.started.add(stage, self.place);
     }
 
-    pub(crate) fn on_release(&mut self, f: impl FnOnce() + Send + 'static) {
+    pub(crate) fn on_release(&mut self, f: impl FnOnce() + Send + 'env) {
         self.releases.push(Box::new(f));
     }
 
@@ -56,18 +98,22 @@ impl Build {
 }
 
 /// What spawns a flow's sources (and everything upstream of them) and returns their outputs.
-pub(crate) type Sources<S> =
-    Box<dyn FnOnce(&mut Build) -> Result<Vec<Source<S>>, FlowError> + Send>;
+/// (For any scope the flow runs in: a flow is built before it runs.)
+pub(crate) type Sources<'env, S, M> = Box<
+    dyn for<'s> FnOnce(&mut Build<'s, 'env, M>) -> Result<Vec<ScopedSource<'env, S>>, FlowError>
+        + Send
+        + 'env,
+>;
 
 /// The fused mapper operations of a lane: a batch in, a batch out.
-pub(crate) type Chain<S, T> = Arc<dyn Fn(Vec<S>) -> Vec<T> + Send + Sync>;
+pub(crate) type Chain<'env, S, T> = Arc<dyn Fn(Vec<S>) -> Vec<T> + Send + Sync + 'env>;
 
 /// A mapper stage: every operation between two partitions, fused.
-pub(crate) struct Lane<S, T> {
-    pub(crate) chain: Chain<S, T>,
+pub(crate) struct Lane<'env, S, T> {
+    pub(crate) chain: Chain<'env, S, T>,
 }
 
-impl<S: Send + 'static, T: Send + 'static> ProducerConsumer for Lane<S, T> {
+impl<S: Send, T: Send> ProducerConsumer for Lane<'_, S, T> {
     type In = S;
     type Out = T;
     type Message = ();
@@ -92,15 +138,15 @@ pub(crate) fn checked(options: SubscribeOptions) -> Result<SubscribeOptions, Flo
 /// The default of [`Flow::end_wait`](super::Flow::end_wait).
 pub(crate) const END_WAIT: Duration = Duration::from_secs(10);
 
-/// Joins the topology after its output ended: every stage should end by itself within
+/// Joins the stages after the output ended: every stage should end by itself within
 /// `wait`; a stage that did not is stopped, and the first abnormal end is the error.
-pub(crate) fn settle(topology: &Topology, wait: Duration) -> Result<(), FlowError> {
-    let outcomes = topology.join_timeout(wait);
+pub(crate) fn settle(started: &Started<'_>, wait: Duration) -> Result<(), FlowError> {
+    let outcomes = started.join_timeout(wait);
     let hung = outcomes.iter().any(|(_, r)| r.is_none());
     if hung {
-        topology.stop();
+        started.stop();
     }
-    let outcomes = topology.join();
+    let outcomes = started.join();
     let first = outcomes
         .iter()
         .find(|(_, r)| !matches!(r, Reason::Normal | Reason::Shutdown))
@@ -120,7 +166,7 @@ pub(crate) fn settle(topology: &Topology, wait: Duration) -> Result<(), FlowErro
 /// It ends when every output stage has ended. Dropping it stops the flow's stages.
 pub struct FlowStream<T: Send + 'static> {
     pub(crate) stream: Option<Stream<T>>,
-    pub(crate) topology: Topology,
+    pub(crate) started: Started<'static>,
     /// How long [`finish`](FlowStream::finish) waits for the stages to end.
     pub(crate) end_wait: Duration,
 }
@@ -129,7 +175,7 @@ impl<T: Send + 'static> FlowStream<T> {
     /// The flow's stages (sources it started, mappers, reducers, departition), to read their
     /// [`Counters`](crate::Counters) or stop them.
     pub fn stages(&self) -> &[StageRef] {
-        self.topology.stages()
+        self.started.topology().stages()
     }
 
     /// Reads what is left, then waits for every stage to end: at most the flow's
@@ -144,7 +190,7 @@ impl<T: Send + 'static> FlowStream<T> {
             stream.for_each(drop);
         }
         drop(self.stream.take());
-        settle(&self.topology, self.end_wait)
+        settle(&self.started, self.end_wait)
     }
 }
 
@@ -159,7 +205,7 @@ impl<T: Send + 'static> Iterator for FlowStream<T> {
 impl<T: Send + 'static> fmt::Debug for FlowStream<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FlowStream")
-            .field("stages", &self.topology.stages().len())
+            .field("stages", &self.started.len())
             .finish()
     }
 }
@@ -169,24 +215,24 @@ impl<T: Send + 'static> fmt::Debug for FlowStream<T> {
 /// Dropping it stops the flow.
 #[derive(Debug)]
 pub struct RunningFlow {
-    pub(crate) topology: Topology,
+    pub(crate) started: Started<'static>,
 }
 
 impl RunningFlow {
     /// The flow's stages, its consumer last.
     pub fn stages(&self) -> &[StageRef] {
-        self.topology.stages()
+        self.started.topology().stages()
     }
 
     /// The flow's stages as a topology.
     pub fn topology(&self) -> &Topology {
-        &self.topology
+        self.started.topology()
     }
 
     /// Asks every stage to stop, without waiting. What the stages hold is discarded (and
     /// counted); windows still open are not emitted.
     pub fn stop(&self) {
-        self.topology.stop();
+        self.started.stop();
     }
 
     /// Ends the flow gracefully ([`Topology::drain`]): the sources stop producing as if their
@@ -194,7 +240,7 @@ impl RunningFlow {
     /// open windows ([`Fired::Done`](super::Fired::Done)) before the consumers end. Stages
     /// still running after `timeout` are stopped; the report names them.
     pub fn drain(&self, timeout: Duration) -> crate::DrainReport {
-        self.topology.drain(timeout)
+        self.started.topology().drain(timeout)
     }
 
     /// Waits until every stage has ended: the input ended, or the flow was
@@ -204,7 +250,7 @@ impl RunningFlow {
     ///
     /// [`FlowError::Failed`] naming the first stage that failed (a callback panicked, say).
     pub fn join(self) -> Result<(), FlowError> {
-        let outcomes = self.topology.join();
+        let outcomes = self.started.join();
         match outcomes.into_iter().find(|(_, r)| !r.is_normal()) {
             Some((stage, reason)) => Err(FlowError::Failed { stage, reason }),
             None => Ok(()),
@@ -226,10 +272,10 @@ mod tests {
             .name("idle")
             .spawn()
             .unwrap();
-        let mut topology = Topology::new();
-        topology.add(&idle);
+        let mut b: Build<'_, 'static, Unscoped> = Build::new("flow", Unscoped);
+        b.add(&idle);
         let started = Instant::now();
-        match settle(&topology, Duration::from_millis(20)) {
+        match settle(&b.started, Duration::from_millis(20)) {
             Err(FlowError::Failed { stage, reason }) => {
                 assert_eq!((stage.as_str(), reason), ("idle", Reason::Shutdown));
             }

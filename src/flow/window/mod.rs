@@ -16,6 +16,11 @@ use crate::SubscriptionId;
 mod counts;
 pub use counts::WindowCounts;
 
+/// A window of events of type `T` whose functions (a fixed window's timestamp) live for
+/// `'static`: what [`Partitions::window`](super::Partitions::window) takes in a flow, in a
+/// scope or not. Its methods are [`ScopedWindow`]'s.
+pub type Window<T> = ScopedWindow<'static, T>;
+
 /// How a partition's events are cut into windows, and which triggers emit a window's
 /// accumulator before it closes. A window's result is always emitted when it closes and when
 /// the input completes.
@@ -91,8 +96,9 @@ pub use counts::WindowCounts;
 /// the windows not yet closed stay open, taking their events, until the lane sends again or
 /// ends. When the input completes, every open window is emitted ([`Fired::Done`]) whatever the
 /// watermark.
-pub struct Window<T> {
-    pub(crate) kind: Kind<T>,
+/// `'env` is how long its functions may borrow: `'static` for a [`Window`].
+pub struct ScopedWindow<'env, T> {
+    pub(crate) kind: Kind<'env, T>,
     pub(crate) triggers: Vec<Trigger>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) tick: Option<Duration>,
@@ -118,20 +124,20 @@ impl LateEvents {
     }
 }
 
-pub(crate) type Timestamp<T> = Arc<dyn Fn(&T) -> Duration + Send + Sync>;
+pub(crate) type Timestamp<'env, T> = Arc<dyn Fn(&T) -> Duration + Send + Sync + 'env>;
 
-pub(crate) enum Kind<T> {
+pub(crate) enum Kind<'env, T> {
     Global,
     Count(u64),
     Periodic(Duration),
     Fixed {
         size: Duration,
-        at: Timestamp<T>,
+        at: Timestamp<'env, T>,
         lateness: Duration,
     },
 }
 
-impl<T> Clone for Kind<T> {
+impl<T> Clone for Kind<'_, T> {
     fn clone(&self) -> Self {
         match self {
             Kind::Global => Kind::Global,
@@ -146,9 +152,9 @@ impl<T> Clone for Kind<T> {
     }
 }
 
-impl<T> Clone for Window<T> {
+impl<T> Clone for ScopedWindow<'_, T> {
     fn clone(&self) -> Self {
-        Window {
+        ScopedWindow {
             kind: self.kind.clone(),
             triggers: self.triggers.clone(),
             clock: self.clock.clone(),
@@ -158,7 +164,7 @@ impl<T> Clone for Window<T> {
     }
 }
 
-impl<T> fmt::Debug for Window<T> {
+impl<T> fmt::Debug for ScopedWindow<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
             Kind::Global => "global".to_string(),
@@ -176,7 +182,7 @@ impl<T> fmt::Debug for Window<T> {
     }
 }
 
-impl<T> Default for Window<T> {
+impl<T> Default for ScopedWindow<'_, T> {
     fn default() -> Self {
         Window::global()
     }
@@ -256,11 +262,11 @@ pub struct Emitted<T> {
     pub value: T,
 }
 
-impl<T: 'static> Window<T> {
+impl<'env, T: 'env> ScopedWindow<'env, T> {
     /// The same window over `(event, count)` pairs, reading timestamps from the event: what
     /// [`Flow::count_by_key`](super::Flow::count_by_key)'s reducers get, given a window of
     /// keys.
-    pub(crate) fn of_pairs<B>(self) -> Window<(T, B)> {
+    pub(crate) fn of_pairs<B: 'env>(self) -> ScopedWindow<'env, (T, B)> {
         let kind = match self.kind {
             Kind::Global => Kind::Global,
             Kind::Count(n) => Kind::Count(n),
@@ -271,7 +277,7 @@ impl<T: 'static> Window<T> {
                 lateness,
             },
         };
-        Window {
+        ScopedWindow {
             kind,
             triggers: self.triggers,
             clock: self.clock,
@@ -289,9 +295,9 @@ impl<T: 'static> Window<T> {
     }
 }
 
-impl<T> Window<T> {
-    fn of(kind: Kind<T>) -> Window<T> {
-        Window {
+impl<'env, T> ScopedWindow<'env, T> {
+    fn of(kind: Kind<'env, T>) -> ScopedWindow<'env, T> {
+        ScopedWindow {
             kind,
             triggers: Vec::new(),
             clock: Arc::new(SystemClock),
@@ -302,20 +308,20 @@ impl<T> Window<T> {
 
     /// One window for the whole input, emitted when the input completes (and by triggers).
     /// The default.
-    pub fn global() -> Window<T> {
-        Window::of(Kind::Global)
+    pub fn global() -> ScopedWindow<'env, T> {
+        ScopedWindow::of(Kind::Global)
     }
 
     /// Windows of `n` events each, counted per partition (Flow's `count/1`). Must be at least
     /// 1.
-    pub fn count(n: u64) -> Window<T> {
-        Window::of(Kind::Count(n))
+    pub fn count(n: u64) -> ScopedWindow<'env, T> {
+        ScopedWindow::of(Kind::Count(n))
     }
 
     /// Windows of processing time, `period` long, closed when the clock passes their end
     /// (Flow's `periodic/2`). Must be longer than zero.
-    pub fn periodic(period: Duration) -> Window<T> {
-        Window::of(Kind::Periodic(period))
+    pub fn periodic(period: Duration) -> ScopedWindow<'env, T> {
+        ScopedWindow::of(Kind::Periodic(period))
     }
 
     /// Windows of event time, `size` long, by the timestamp `at` reads from each event (Flow's
@@ -324,8 +330,11 @@ impl<T> Window<T> {
     /// latest timestamp each has sent) reaches its end plus the
     /// [allowed lateness](Window::allowed_lateness); events for a closed window are late,
     /// dropped and counted. `size` must be longer than zero.
-    pub fn fixed(size: Duration, at: impl Fn(&T) -> Duration + Send + Sync + 'static) -> Window<T> {
-        Window::of(Kind::Fixed {
+    pub fn fixed(
+        size: Duration,
+        at: impl Fn(&T) -> Duration + Send + Sync + 'env,
+    ) -> ScopedWindow<'env, T> {
+        ScopedWindow::of(Kind::Fixed {
             size,
             at: Arc::new(at),
             lateness: Duration::ZERO,
@@ -337,7 +346,7 @@ impl<T> Window<T> {
     /// it is emitted with [`Fired::Watermark`], and it closes once the watermark reaches the
     /// end plus `lateness`. An event at most `lateness` older than the latest before it on its
     /// lane is never late. Only fixed windows have it. Defaults to zero.
-    pub fn allowed_lateness(mut self, lateness: Duration) -> Window<T> {
+    pub fn allowed_lateness(mut self, lateness: Duration) -> ScopedWindow<'env, T> {
         if let Kind::Fixed { lateness: l, .. } = &mut self.kind {
             *l = lateness;
         }
@@ -346,25 +355,25 @@ impl<T> Window<T> {
 
     /// Adds a trigger: emit every `n` events of a window (Flow's `trigger_every`). `n` must be
     /// at least 1.
-    pub fn trigger_every(self, n: u64) -> Window<T> {
+    pub fn trigger_every(self, n: u64) -> ScopedWindow<'env, T> {
         self.trigger(Trigger::Every(n))
     }
 
     /// Adds a trigger: emit every open window each time the clock passes a multiple of
     /// `period` (Flow's `trigger_periodically`). `period` must be longer than zero.
-    pub fn trigger_periodically(self, period: Duration) -> Window<T> {
+    pub fn trigger_periodically(self, period: Duration) -> ScopedWindow<'env, T> {
         self.trigger(Trigger::Periodically(period))
     }
 
     /// Adds a trigger. A window may have several; each fires on its own.
-    pub fn trigger(mut self, trigger: Trigger) -> Window<T> {
+    pub fn trigger(mut self, trigger: Trigger) -> ScopedWindow<'env, T> {
         self.triggers.push(trigger);
         self
     }
 
     /// The clock that periodic windows and periodic triggers read. Defaults to
     /// [`SystemClock`].
-    pub fn clock(mut self, clock: impl Clock) -> Window<T> {
+    pub fn clock(mut self, clock: impl Clock) -> ScopedWindow<'env, T> {
         self.clock = Arc::new(clock);
         self
     }
@@ -372,7 +381,7 @@ impl<T> Window<T> {
     /// How often a running reducer reads the clock, when it has a periodic window or trigger:
     /// a window's end is seen at most this late. Must be longer than zero. Defaults to a
     /// twentieth of the shortest period, between 1 ms and 100 ms.
-    pub fn tick(mut self, every: Duration) -> Window<T> {
+    pub fn tick(mut self, every: Duration) -> ScopedWindow<'env, T> {
         self.tick = Some(every);
         self
     }
@@ -478,16 +487,16 @@ struct Open<A> {
     past_end: bool,
 }
 
-pub(crate) type Init<A> = Arc<dyn Fn() -> A + Send + Sync>;
-pub(crate) type Fold<T, A> = Arc<dyn Fn(&mut A, T) + Send + Sync>;
+pub(crate) type Init<'env, A> = Arc<dyn Fn() -> A + Send + Sync + 'env>;
+pub(crate) type Fold<'env, T, A> = Arc<dyn Fn(&mut A, T) + Send + Sync + 'env>;
 
 /// One partition's windows, each with its accumulator.
-pub(crate) struct Windows<T, A> {
-    kind: Kind<T>,
+pub(crate) struct Windows<'env, T, A> {
+    kind: Kind<'env, T>,
     every: Vec<u64>,
     periodically: Vec<(u64, u64)>, // (period, next firing), in nanoseconds
-    init: Init<A>,
-    fold: Fold<T, A>,
+    init: Init<'env, A>,
+    fold: Fold<'env, T, A>,
     open: BTreeMap<u64, Open<A>>,
     closed_below: u64,
     /// Event time over the lanes (fixed windows).
@@ -495,9 +504,14 @@ pub(crate) struct Windows<T, A> {
     late: LateEvents,
 }
 
-impl<T, A: Clone> Windows<T, A> {
+impl<'env, T, A: Clone> Windows<'env, T, A> {
     /// The windows of `window`, with their periodic triggers counted from `now`.
-    pub(crate) fn new(window: &Window<T>, init: Init<A>, fold: Fold<T, A>, now: Duration) -> Self {
+    pub(crate) fn new(
+        window: &ScopedWindow<'env, T>,
+        init: Init<'env, A>,
+        fold: Fold<'env, T, A>,
+        now: Duration,
+    ) -> Self {
         let now = nanos(now);
         let mut every = Vec::new();
         let mut periodically = Vec::new();

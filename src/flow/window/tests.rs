@@ -15,7 +15,7 @@ fn ms(m: u64) -> Duration {
 }
 
 /// Windows collecting events into a `Vec`, timestamps being the event in seconds.
-fn windows(w: Window<Ev>) -> Windows<Ev, Vec<Ev>> {
+fn windows(w: Window<Ev>) -> Windows<'static, Ev, Vec<Ev>> {
     Windows::new(
         &w,
         Arc::new(Vec::new),
@@ -33,7 +33,11 @@ fn fire(index: u64, window: WindowId, fired: Fired, value: &[Ev]) -> Action<Vec<
     }
 }
 
-fn push_all(w: &mut Windows<Ev, Vec<Ev>>, events: &[Ev], now: Duration) -> Vec<Action<Vec<Ev>>> {
+fn push_all(
+    w: &mut Windows<'static, Ev, Vec<Ev>>,
+    events: &[Ev],
+    now: Duration,
+) -> Vec<Action<Vec<Ev>>> {
     let mut out = Vec::new();
     for &e in events {
         w.push(one_lane(), e, now, &mut out);
@@ -47,13 +51,13 @@ fn one_lane() -> SubscriptionId {
     *LANE.get_or_init(SubscriptionId::unique)
 }
 
-fn finish(w: &mut Windows<Ev, Vec<Ev>>) -> Vec<Action<Vec<Ev>>> {
+fn finish(w: &mut Windows<'static, Ev, Vec<Ev>>) -> Vec<Action<Vec<Ev>>> {
     let mut out = Vec::new();
     w.finish(&mut out);
     out
 }
 
-fn tick(w: &mut Windows<Ev, Vec<Ev>>, now: Duration) -> Vec<Action<Vec<Ev>>> {
+fn tick(w: &mut Windows<'static, Ev, Vec<Ev>>, now: Duration) -> Vec<Action<Vec<Ev>>> {
     let mut out = Vec::new();
     w.tick(now, &mut out);
     out
@@ -316,7 +320,7 @@ fn ticks_only_when_time_matters() {
 }
 
 /// Fixed windows of 1 s with 500 ms of lateness, timestamps being the event in ms.
-fn fixed_ms() -> (Windows<Ev, Vec<Ev>>, LateEvents) {
+fn fixed_ms() -> (Windows<'static, Ev, Vec<Ev>>, LateEvents) {
     let w = Window::fixed(secs(1), |e: &Ev| ms(*e)).allowed_lateness(ms(500));
     let late = w.late_events();
     (windows(w), late)
@@ -330,7 +334,7 @@ fn span_ms(k: u64) -> WindowId {
 }
 
 fn push_from(
-    w: &mut Windows<Ev, Vec<Ev>>,
+    w: &mut Windows<'static, Ev, Vec<Ev>>,
     lane: SubscriptionId,
     events: &[Ev],
 ) -> Vec<Action<Vec<Ev>>> {
