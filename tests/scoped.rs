@@ -319,3 +319,90 @@ fn a_scoped_chain_that_fails_to_build_stops_what_it_started() {
         other => panic!("expected parallel refused, got {other:?}"),
     }
 }
+
+#[test]
+fn a_scoped_flow_counts_borrowed_words_both_ways() -> Result<(), Failure> {
+    use stageflow::flow::{Partitions, ScopedFlow};
+    let lines = text();
+    let (combined, partitioned) = std::thread::scope(|s| -> Result<_, Failure> {
+        // The key written once: each lane counts its batch before the partition.
+        let combined = ScopedFlow::from_borrowed(lines.iter().map(String::as_str))
+            .stages(2)
+            .flat_map(|line: &str| line.split_whitespace())
+            .count_by_key(|word| *word, Partitions::by_event().stages(3))
+            .departition_counts()
+            .collect_in(s)?;
+        // Partitioned, then counted in the reducers.
+        let partitioned = ScopedFlow::from_borrowed(lines.iter().map(String::as_str))
+            .stages(2)
+            .flat_map(|line: &str| line.split_whitespace())
+            .partition(Partitions::by_key(|word: &&str| *word).stages(2))
+            .count_by_key(|word| *word)
+            .departition_counts()
+            .collect_in(s)?;
+        Ok((combined, partitioned))
+    })?;
+    let expected = by_hand(&lines);
+    assert_eq!(combined.len(), 1, "one global window");
+    assert_eq!(combined[0].value, expected);
+    assert_eq!(partitioned[0].value, expected);
+    Ok(())
+}
+
+#[test]
+fn a_scoped_flow_s_closures_and_window_borrow_from_the_caller() -> Result<(), Failure> {
+    use stageflow::flow::{Partitions, ScopedFlow, ScopedWindow, WindowId};
+    use std::time::Duration;
+    // Each event's time is looked up in a table the caller owns, and each event seen is
+    // counted in a counter the caller owns: both borrowed by the flow's closures.
+    let times: HashMap<u64, Duration> = (0..100).map(|i| (i, Duration::from_secs(i))).collect();
+    let seen = AtomicU64::new(0);
+    let numbers: Vec<u64> = (0..100).collect();
+    let windows = std::thread::scope(|s| -> Result<_, Failure> {
+        let window = ScopedWindow::fixed(Duration::from_secs(10), |n: &u64| times[n]);
+        Ok(ScopedFlow::from_borrowed(numbers.iter().copied())
+            .stages(2)
+            .inspect(|_| {
+                seen.fetch_add(1, Ordering::Relaxed);
+            })
+            .partition(Partitions::by_event().stages(2).window(window))
+            .reduce(|| 0u64, |sum: &mut u64, n| *sum += n)
+            .departition_sum()
+            .collect_in(s)?)
+    })?;
+    assert_eq!(seen.load(Ordering::Relaxed), 100);
+    let mut sums: Vec<(u64, u64)> = windows
+        .iter()
+        .map(|w| match w.window {
+            WindowId::Fixed { start, .. } => (start.as_secs() / 10, w.value),
+            other => panic!("a fixed window, got {other:?}"),
+        })
+        .collect();
+    sums.sort_unstable();
+    let expected: Vec<(u64, u64)> = (0..10).map(|w| (w, (w * 10..w * 10 + 10).sum())).collect();
+    assert_eq!(sums, expected);
+    Ok(())
+}
+
+#[test]
+fn a_scoped_flow_whose_operation_panics_fails_and_the_scope_returns() {
+    use stageflow::flow::{FlowError, ScopedFlow};
+    let outcome = in_time(|| {
+        let numbers: Vec<u64> = (0..10_000).collect();
+        std::thread::scope(|s| {
+            ScopedFlow::from_borrowed(numbers.iter())
+                .stages(2)
+                .map(|n: &u64| {
+                    assert!(*n != 5000, "five thousand");
+                    *n
+                })
+                .run_in(s)
+                .map_err(|e| match e {
+                    FlowError::Failed { reason, .. } => reason.to_string(),
+                    e => format!("another error: {e}"),
+                })
+        })
+    });
+    let reason = outcome.expect_err("the flow failed");
+    assert!(reason.contains("five thousand"), "{reason}");
+}
