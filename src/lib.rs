@@ -159,7 +159,7 @@
 //! What could outlive the scope does not exist for a stage in one: it has no untyped
 //! [`StageRef`] (so no [`Topology`] and no observer), and a mailbox it mints
 //! ([`Context::mailbox`]) refuses every message; its handle's `cast` and `call` work. Flows
-//! do not run in a scope yet.
+//! run in a scope too: [`flow::ScopedFlow`].
 //!
 //! # Topologies
 //!

@@ -1,9 +1,10 @@
-//! Rows n, nc and ns of `compare`: word count over a generated corpus through a flow (lines →
-//! mapper stages splitting words → partition(4) by word → count per partition → departition
-//! merging the counts; nc with the words borrowed and each batch pre-counted before the
-//! partition), and through a chain in a scope over lines the caller owns (ns: `&[String]`,
-//! words kept as `&str`, nothing copied or leaked), beside a single-threaded `HashMap` loop
-//! and a rayon `fold`/`reduce`, in one run, alternately; words/s.
+//! Rows n, nc, nb and ns of `compare`: word count over a generated corpus through a flow
+//! (lines → mapper stages splitting words → partition(4) by word → count per partition →
+//! departition merging the counts; nc with the words borrowed and each batch pre-counted
+//! before the partition; nb the same flow as nc in a scope, over lines the caller owns:
+//! `&[String]`, words kept as `&str`, nothing copied or leaked), and through a chain in a
+//! scope over the same owned lines (ns), beside a single-threaded `HashMap` loop and a rayon
+//! `fold`/`reduce`, in one run, alternately; words/s.
 //!
 //! `STAGEFLOW_FLOW=mappers,partitions,max_demand,partition_max_demand` sizes both flows
 //! (defaults `2,4,1000,1000`): for the sizing figures of the flow guide.
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
-use stageflow::flow::{Flow, Partitions};
+use stageflow::flow::{Flow, Partitions, ScopedFlow};
 use stageflow::fns::Fold;
 use stageflow::SubscribeOptions;
 
@@ -113,6 +114,31 @@ fn pre_counted(corpus: &'static [&'static str]) -> (Duration, Counts<'static>) {
         .departition(HashMap::new, merge, |all| all)
         .collect()
         .expect("the flow runs");
+    let elapsed = start.elapsed();
+    let counts = out.into_iter().next().expect("one window").value;
+    (elapsed, counts)
+}
+
+/// nc's flow in a scope, over lines the caller owns: `ScopedFlow::from_borrowed`, the words
+/// `&str` slices of the caller's `String`s.
+fn borrowed_flow(lines: &[String]) -> (Duration, Counts<'_>) {
+    let z = sizes();
+    let start = Instant::now();
+    let out = std::thread::scope(|s| {
+        ScopedFlow::from_borrowed(lines.iter().map(String::as_str))
+            .stages(z.mappers)
+            .max_demand(z.max_demand)
+            .flat_map(|line: &str| line.split(' '))
+            .count_by_key(
+                |w| *w,
+                Partitions::by_event()
+                    .stages(z.partitions)
+                    .max_demand(z.partition_max_demand),
+            )
+            .departition(HashMap::new, merge, |all| all)
+            .collect_in(s)
+            .expect("the flow runs")
+    });
     let elapsed = start.elapsed();
     let counts = out.into_iter().next().expect("one window").value;
     (elapsed, counts)
@@ -247,6 +273,7 @@ pub(crate) fn table(quick: bool, rounds: usize, only: Option<&[String]>) {
     let ways: Vec<(&str, Run<'_>)> = [
         ("n", Box::new(|| through_flow(corpus)) as Run<'_>),
         ("nc", Box::new(|| pre_counted(corpus))),
+        ("nb", Box::new(|| borrowed_flow(&owned))),
         ("ns", Box::new(|| scoped_chain(&owned))),
         ("loop", Box::new(|| single_loop(corpus))),
         ("rayon", Box::new(|| rayon_fold(corpus))),
@@ -281,6 +308,7 @@ pub(crate) fn table(quick: bool, rounds: usize, only: Option<&[String]>) {
     let rows = [
         ("n", "2 mappers → partition(4) → count_by_key → departition"),
         ("nc", "2 mappers (no Vec per line) → count_by_key, pre-counted per batch, 4 partitions → departition"),
+        ("nb", "nc in a scope, over owned `String` lines (`ScopedFlow`, `&str` keys)"),
         ("ns", "in a scope, over owned `String` lines: chain of 2 lanes folding `&str`-keyed maps, merged"),
     ];
     for (id, shape) in rows {

@@ -37,6 +37,32 @@
 //! and it sends each batch's counts through the partition instead of every word; the two
 //! steps remain for other reductions.
 //!
+//! # Over borrowed data: flows in a scope
+//!
+//! A [`Flow`]'s items are `'static`. Lines the program owns (read from a file, say) are
+//! counted without copying them or leaking them by a [`ScopedFlow`]: made by
+//! [`ScopedFlow::from_borrowed`], run on threads of a [`std::thread::scope`] by
+//! [`collect_in`](ScopedFlow::collect_in) or [`run_in`](ScopedFlow::run_in). Its items,
+//! operations (closures that borrow), keys and results may borrow for as long as the scope's
+//! caller holds the data; everything else is [`Flow`]'s.
+//!
+//! ```
+//! use stageflow::flow::{Partitions, ScopedFlow};
+//!
+//! let text = String::from("the cat\nthe dog\na cat and the bird");
+//! let lines: Vec<&str> = text.lines().collect();
+//! let counts = std::thread::scope(|scope| {
+//!     ScopedFlow::from_borrowed(lines.iter().copied())
+//!         .stages(2)
+//!         .flat_map(|line: &str| line.split(' '))
+//!         .count_by_key(|word| *word, Partitions::by_event().stages(2))
+//!         .departition_counts()
+//!         .collect_in(scope)
+//! })?;
+//! assert_eq!(counts[0].value["the"], 3); // keyed by `&str` slices of `text`
+//! # Ok::<(), stageflow::flow::FlowError>(())
+//! ```
+//!
 //! # The shape
 //!
 //! | phase | stages (names) | how many | subscribed to |
