@@ -419,6 +419,27 @@ impl<'env, S: Consumer + 'env> ScopedBuilder<'env, S, ConsumerRole> {
     /// refuses every message). A stage in a scope subscribes only to stages of the same
     /// scope's `'env`.
     ///
+    /// The borrow checker holds the handles to the scope's `'env`: a handle on a stage whose
+    /// events borrow cannot outlive what they borrow.
+    ///
+    /// ```compile_fail
+    /// use stageflow::fns::ForEach;
+    /// use stageflow::SubscribeOptions;
+    ///
+    /// let sink = {
+    ///     let text = String::from("to be or not to be");
+    ///     std::thread::scope(|scope| {
+    ///         let words = stageflow::from_iter(text.split(' ')).spawn_scoped(scope).unwrap();
+    ///         stageflow::consumer(ForEach::new(|_: &str| {}))
+    ///             .subscribe_to(&words, SubscribeOptions::new())
+    ///             .unwrap()
+    ///             .spawn_scoped(scope)
+    ///             .unwrap()
+    ///     })
+    /// }; // `text` is dropped here, and `sink` borrows it: this does not compile
+    /// sink.join();
+    /// ```
+    ///
     /// # Errors
     ///
     /// As [`spawn`](ScopedBuilder::spawn); and [`BuildError::InvalidOption`] (option

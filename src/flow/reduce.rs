@@ -40,7 +40,7 @@ type MakeDispatcher<'env, T> =
     Arc<dyn Fn(usize) -> Result<PartitionDispatcher<T>, BuildError> + Send + Sync + 'env>;
 
 /// How a flow is partitioned: the key (or hash) that sends every event of one key to the same
-/// reducer stage, how many reducer stages, their [`Window`] and their demand (Flow's
+/// reducer stage, how many reducer stages, their [`Window`](super::Window) and their demand (Flow's
 /// `partition/2` options).
 ///
 /// An event goes to partition `hash(event) % stages`. With [`by_key`](Partitions::by_key) the
@@ -283,7 +283,7 @@ impl<'env, T> ScopedPartitions<'env, T> {
         self
     }
 
-    /// The window of every partition. Defaults to [`Window::global`].
+    /// The window of every partition. Defaults to [`Window::global`](super::Window::global).
     pub fn window(mut self, window: ScopedWindow<'env, T>) -> ScopedPartitions<'env, T> {
         self.window = window;
         self
@@ -332,7 +332,7 @@ impl<'env, T: Hash> ScopedPartitions<'env, T> {
     }
 }
 
-/// A partitioned flow, waiting for its reduction. Made by [`Flow::partition`]. Its methods
+/// A partitioned flow, waiting for its reduction. Made by [`Flow::partition`](super::Flow::partition). Its methods
 /// are [`ScopedPartitioned`]'s.
 pub type Partitioned<T> = ScopedPartitioned<'static, T, Unscoped>;
 
@@ -396,7 +396,7 @@ impl<'env, T: Send + 'env, W: Mode<'env>> ScopedPartitioned<'env, T, W> {
     }
 
     /// Counts each window's events by `key`. Where the partition's key is the same,
-    /// [`Flow::count_by_key`] does both in one call, with the key written once, and counts
+    /// [`Flow::count_by_key`](super::Flow::count_by_key) does both in one call, with the key written once, and counts
     /// each batch before the partition.
     ///
     /// A window counts in a table hashed with [`KeyHasher`] (a few instructions a key where
@@ -628,7 +628,7 @@ where
     /// emits each window once, with its complete result. A partition that has not yet seen
     /// event time or processing time pass a window holds that window back for all: event-time
     /// windows of a partition that gets no events close only when the input completes, and
-    /// those of a partition whose [watermark](Window#event-time-and-the-watermark) an idle
+    /// those of a partition whose [watermark](super::Window#event-time-and-the-watermark) an idle
     /// lane holds back wait for that lane to send or end.
     ///
     /// The common merges are ready-made: [`departition_sum`](Reduced::departition_sum)
@@ -687,7 +687,7 @@ where
 
     /// Merges each window's `(key, count)` pairs from every partition into one map, adding
     /// the counts of a key that more than one partition counted: what follows a
-    /// [`count_by_key`](Flow::count_by_key) (whose partitions hold disjoint keys) or a
+    /// [`count_by_key`](super::Flow::count_by_key) (whose partitions hold disjoint keys) or a
     /// [`Partitioned::count_by_key`] by a key other than the partition's (whose partitions may
     /// each count the same key). Any iterable of pairs will do, and any count type with `+=`.
     ///
