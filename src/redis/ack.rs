@@ -12,7 +12,7 @@ use redis::{Connection, RedisError};
 
 use super::conn::{self, Backoff};
 use super::counters::Cells;
-use super::shared::{Settings, Shared, ID_KEY};
+use super::shared::{EntryKey, Settings, Shared, ID_KEY};
 use crate::pipeline::{Acked, Acknowledger, Status};
 
 /// The fields a dead-letter entry gets besides the original ones.
@@ -47,7 +47,7 @@ impl Acknowledger for Acker {
         }
         let mut in_flight = self.0.in_flight.lock();
         for id in ok.iter().chain(failed.iter().map(|(id, _)| id)) {
-            in_flight.remove(id);
+            in_flight.remove(&EntryKey::of(id));
         }
     }
 }

@@ -14,7 +14,7 @@ use super::conn::{self, Backoff};
 use super::counters::Cells;
 use super::entry::Entry;
 use super::reply;
-use super::shared::{Options, StreamSource, ID_KEY};
+use super::shared::{EntryKey, Options, StreamSource, ID_KEY};
 use crate::pipeline::Message;
 use crate::{Context, Producer};
 
@@ -186,7 +186,7 @@ impl<T: Send + 'static> StreamProducer<T> {
         {
             let mut in_flight = shared.in_flight.lock();
             for entry in ids {
-                if !in_flight.insert(entry.id.clone()) {
+                if !in_flight.insert(EntryKey::of(&entry.id)) {
                     Cells::add(&shared.cells.skipped_in_flight, 1);
                     continue;
                 }
@@ -205,7 +205,7 @@ impl<T: Send + 'static> StreamProducer<T> {
                 }
             }
             for (id, _) in &malformed {
-                in_flight.remove(id);
+                in_flight.remove(&EntryKey::of(id));
             }
         }
         Cells::add(counter, emitted);

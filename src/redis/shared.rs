@@ -18,6 +18,27 @@ use crate::pipeline::Acknowledger;
 /// carries its entry's id.
 pub const ID_KEY: &str = "redis.id";
 
+/// The ids of the entries in flight, as numbers where they are (every id Redis makes is
+/// `<milliseconds>-<sequence>`): no `String` and no SipHash per entry.
+pub(crate) type InFlight = HashSet<EntryKey, crate::flow::KeyHasher>;
+
+/// An entry id as the in-flight set keys it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum EntryKey {
+    /// `<milliseconds>-<sequence>`.
+    Id(u64, u64),
+    /// Any other spelling (never made by Redis itself), kept as it is.
+    Other(Box<str>),
+}
+
+impl EntryKey {
+    pub(crate) fn of(id: &str) -> EntryKey {
+        id.split_once('-')
+            .and_then(|(ms, seq)| Some(EntryKey::Id(ms.parse().ok()?, seq.parse().ok()?)))
+            .unwrap_or_else(|| EntryKey::Other(id.into()))
+    }
+}
+
 /// Turns an entry into the source's type, or says why not.
 pub(crate) type Decoder<T> = Arc<dyn Fn(Entry) -> Result<T, (String, String)> + Send + Sync>;
 
@@ -49,7 +70,7 @@ pub(crate) struct Shared {
     pub(crate) settings: Settings,
     pub(crate) cells: Cells,
     /// Ids of the entries emitted and not yet acknowledged, in this process.
-    pub(crate) in_flight: Mutex<HashSet<String>>,
+    pub(crate) in_flight: Mutex<InFlight>,
     /// The acknowledger's connection, and whether one was ever made (to count reconnects).
     pub(crate) ack_con: Mutex<(Option<Connection>, bool)>,
 }
@@ -99,5 +120,40 @@ impl<T> StreamSource<T> {
     /// Entries emitted and not yet acknowledged, in this process.
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EntryKey;
+
+    #[test]
+    fn an_entry_id_is_keyed_by_its_two_numbers_and_any_other_spelling_as_it_is() {
+        assert_eq!(
+            EntryKey::of("1700000000000-5"),
+            EntryKey::Id(1_700_000_000_000, 5)
+        );
+        assert_eq!(EntryKey::of("0-0"), EntryKey::Id(0, 0));
+        assert_eq!(
+            EntryKey::of("18446744073709551615-18446744073709551615"),
+            EntryKey::Id(u64::MAX, u64::MAX)
+        );
+        for other in [
+            "abc",
+            "1-2-3",
+            "-5",
+            "5-",
+            "",
+            "1_2",
+            "18446744073709551616-0",
+        ] {
+            assert_eq!(
+                EntryKey::of(other),
+                EntryKey::Other(other.into()),
+                "{other:?}"
+            );
+        }
+        // Two spellings of one number are one key (Redis never makes the second).
+        assert_eq!(EntryKey::of("01-2"), EntryKey::of("1-2"));
     }
 }

@@ -1,7 +1,6 @@
 //! [`stream`]: the builder of a [`StreamSource`], a consumer group's reader whose producers
 //! emit [`Message`]s acknowledged through the group; its options and their validation.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -15,7 +14,7 @@ use super::counters::Cells;
 use super::entry::{decode_json, Entry};
 use super::error::StreamError;
 use super::producer::StreamProducer;
-use super::shared::{Decoder, Options, Settings, Shared, StreamSource, ID_KEY};
+use super::shared::{Decoder, InFlight, Options, Settings, Shared, StreamSource, ID_KEY};
 use crate::pipeline::{Acknowledger, Message};
 
 /// Starts the builder of a source reading `stream` on the server at `url`
@@ -262,7 +261,7 @@ impl<T: Send + 'static> StreamBuilder<T> {
         let shared = Arc::new(Shared {
             settings,
             cells: Cells::default(),
-            in_flight: Mutex::new(HashSet::new()),
+            in_flight: Mutex::new(InFlight::default()),
             ack_con: Mutex::new((None, false)),
         });
         let ack: Arc<dyn Acknowledger> = Arc::new(Acker(shared.clone()));
