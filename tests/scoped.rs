@@ -406,3 +406,50 @@ fn a_scoped_flow_whose_operation_panics_fails_and_the_scope_returns() {
     let reason = outcome.expect_err("the flow failed");
     assert!(reason.contains("five thousand"), "{reason}");
 }
+
+/// Emits the words of borrowed lines, then finishes.
+struct Words<'a> {
+    lines: std::slice::Iter<'a, String>,
+}
+
+impl<'a> Producer for Words<'a> {
+    type Out = &'a str;
+    type Message = ();
+
+    fn handle_demand(&mut self, demand: usize, ctx: &mut Context<'_, &'a str>) {
+        for line in self.lines.by_ref().take(demand) {
+            ctx.emit_all(line.split_whitespace());
+        }
+        if self.lines.len() == 0 {
+            ctx.finish();
+        }
+    }
+}
+
+#[test]
+fn a_scoped_flow_reads_borrowing_producers_and_running_scoped_stages() -> Result<(), Failure> {
+    use stageflow::flow::{Partitions, ScopedFlow};
+    let lines = text();
+    let (half, rest) = lines.split_at(lines.len() / 2);
+    let counts = std::thread::scope(|s| -> Result<_, Failure> {
+        // One half through a producer the flow starts, the other through a running stage.
+        let running = stageflow::producer(Words { lines: rest.iter() })
+            .demand(stageflow::ProducerDemand::Accumulate)
+            .spawn_scoped(s)?;
+        let from_producer = ScopedFlow::from_producer(Words { lines: half.iter() })
+            .count_by_key(|word| *word, Partitions::by_event().stages(2))
+            .departition_counts()
+            .collect_in(s)?;
+        let from_stage = ScopedFlow::from_producer_stages([running])
+            .count_by_key(|word| *word, Partitions::by_event().stages(2))
+            .departition_counts()
+            .collect_in(s)?;
+        Ok((from_producer, from_stage))
+    })?;
+    let mut all = counts.0[0].value.clone();
+    for (word, n) in &counts.1[0].value {
+        *all.entry(word).or_insert(0) += n;
+    }
+    assert_eq!(all, by_hand(&lines));
+    Ok(())
+}

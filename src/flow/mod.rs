@@ -270,8 +270,7 @@ use run::{checked, settle, Build, Chain, Lane, Sources, END_WAIT};
 use crate::builder::{InScope, Unscoped};
 use crate::dispatcher::PartitionDispatcher;
 use crate::{
-    Consumer, ConsumerContext, Events, Producer, ProducerDemand, ScopedSource, Source,
-    SubscribeOptions,
+    Consumer, ConsumerContext, Events, Producer, ProducerDemand, ScopedSource, SubscribeOptions,
 };
 
 /// A flow: sources, then mapper operations fused into one stage per parallel lane. Nothing
@@ -378,6 +377,76 @@ impl<'env, S: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, S, M> {
             end_wait: END_WAIT,
         }
     }
+
+    /// A flow of what `producer` emits: any [`Producer`] (an HTTP stream of the `http` module,
+    /// a [`Generate`](crate::fns::Generate), your own), started when the flow runs and stopped
+    /// with it.
+    pub fn from_producer<P: Producer<Out = S> + 'env>(producer: P) -> ScopedFlow<'env, S, S, M> {
+        ScopedFlow::from_producers([producer])
+    }
+
+    /// A flow of what several producers of one type emit, merged.
+    pub fn from_producers<P: Producer<Out = S> + 'env>(
+        producers: impl IntoIterator<Item = P>,
+    ) -> ScopedFlow<'env, S, S, M> {
+        let producers: Vec<P> = producers.into_iter().collect();
+        ScopedFlow::from_sources(Box::new(move |b: &mut Build<'_, 'env, M>| {
+            let mut outs = Vec::new();
+            for p in producers {
+                // Demand accumulates until every stage has subscribed (Flow's
+                // `demand: :accumulate`), so a short input cannot end before the flow is
+                // whole.
+                let stage = crate::producer(p)
+                    .name(b.name("source"))
+                    .demand(ProducerDemand::Accumulate)
+                    .start(b.place())?;
+                b.add(&stage);
+                outs.push(crate::Upstream::source(&stage));
+                let handle = stage.clone();
+                b.on_release(move || {
+                    let _ = handle.set_demand(ProducerDemand::Forward);
+                });
+            }
+            Ok(outs)
+        }))
+    }
+
+    /// A flow of what stages that are already running emit, merged (Flow's `from_stages`).
+    /// Take each one's endpoint with [`Upstream::source`](crate::Upstream::source). The flow
+    /// subscribes to them when it runs (permanently: it ends once they have all finished) and
+    /// does not stop them when it ends.
+    ///
+    /// A finite producer that is already forwarding demand can finish before every mapper
+    /// stage has subscribed (and an empty one before the reducers have), and the run then
+    /// fails with a [`ProducerGone`](crate::SubscribeError::ProducerGone) error: start such
+    /// producers with [`ProducerDemand::Accumulate`] and hand their handles to
+    /// [`from_producer_stages`](Flow::from_producer_stages) instead.
+    pub fn from_stages(
+        stages: impl IntoIterator<Item = ScopedSource<'env, S>>,
+    ) -> ScopedFlow<'env, S, S, M> {
+        let stages: Vec<ScopedSource<'env, S>> = stages.into_iter().collect();
+        ScopedFlow::from_sources(Box::new(move |_: &mut Build<'_, 'env, M>| Ok(stages)))
+    }
+
+    /// A flow of what running producers emit, merged, switching them to
+    /// [`ProducerDemand::Forward`] once every stage of the flow has subscribed (as Flow does
+    /// with `GenStage.demand/2`): start them with [`ProducerDemand::Accumulate`] and none of
+    /// their events can go before the flow is whole. The flow does not stop them when it ends.
+    pub fn from_producer_stages<P: Producer<Out = S> + 'env>(
+        stages: impl IntoIterator<Item = crate::ScopedStage<'env, P, crate::ProducerRole>>,
+    ) -> ScopedFlow<'env, S, S, M> {
+        let stages: Vec<crate::ScopedStage<'env, P, crate::ProducerRole>> =
+            stages.into_iter().collect();
+        ScopedFlow::from_sources(Box::new(move |b: &mut Build<'_, 'env, M>| {
+            let outs = stages.iter().map(crate::Upstream::source).collect();
+            b.on_release(move || {
+                for s in &stages {
+                    let _ = s.set_demand(ProducerDemand::Forward);
+                }
+            });
+            Ok(outs)
+        }))
+    }
 }
 
 impl<'env, S: Send + 'env> ScopedFlow<'env, S, S, Scoped<'env>> {
@@ -438,75 +507,6 @@ impl<S: Send + 'static> Flow<S, S> {
             .map(|i| Box::new(i.into_iter()) as PullBox<'static, S>)
             .collect();
         Flow::from_origin(Origin::Iters(iters))
-    }
-
-    /// A flow of what `producer` emits: any [`Producer`] (an HTTP stream of the `http` module,
-    /// a [`Generate`](crate::fns::Generate), your own), started when the flow runs and stopped
-    /// with it.
-    pub fn from_producer<P: Producer<Out = S> + 'static>(producer: P) -> Flow<S, S> {
-        Flow::from_producers([producer])
-    }
-
-    /// A flow of what several producers of one type emit, merged.
-    pub fn from_producers<P: Producer<Out = S> + 'static>(
-        producers: impl IntoIterator<Item = P>,
-    ) -> Flow<S, S> {
-        let producers: Vec<P> = producers.into_iter().collect();
-        Flow::from_sources(Box::new(move |b: &mut Build<'_, 'static, Unscoped>| {
-            let mut outs = Vec::new();
-            for p in producers {
-                // Demand accumulates until every stage has subscribed (Flow's
-                // `demand: :accumulate`), so a short input cannot end before the flow is
-                // whole.
-                let stage = crate::producer(p)
-                    .name(b.name("source"))
-                    .demand(ProducerDemand::Accumulate)
-                    .spawn()?;
-                b.add(&stage);
-                outs.push(crate::Upstream::source(&stage));
-                let handle = stage.clone();
-                b.on_release(move || {
-                    let _ = handle.set_demand(ProducerDemand::Forward);
-                });
-            }
-            Ok(outs)
-        }))
-    }
-
-    /// A flow of what stages that are already running emit, merged (Flow's `from_stages`).
-    /// Take each one's endpoint with [`Upstream::source`](crate::Upstream::source). The flow
-    /// subscribes to them when it runs (permanently: it ends once they have all finished) and
-    /// does not stop them when it ends.
-    ///
-    /// A finite producer that is already forwarding demand can finish before every mapper
-    /// stage has subscribed (and an empty one before the reducers have), and the run then
-    /// fails with a [`ProducerGone`](crate::SubscribeError::ProducerGone) error: start such
-    /// producers with [`ProducerDemand::Accumulate`] and hand their handles to
-    /// [`from_producer_stages`](Flow::from_producer_stages) instead.
-    pub fn from_stages(stages: impl IntoIterator<Item = Source<S>>) -> Flow<S, S> {
-        let stages: Vec<Source<S>> = stages.into_iter().collect();
-        Flow::from_sources(Box::new(move |_: &mut Build<'_, 'static, Unscoped>| {
-            Ok(stages)
-        }))
-    }
-
-    /// A flow of what running producers emit, merged, switching them to
-    /// [`ProducerDemand::Forward`] once every stage of the flow has subscribed (as Flow does
-    /// with `GenStage.demand/2`): start them with [`ProducerDemand::Accumulate`] and none of
-    /// their events can go before the flow is whole. The flow does not stop them when it ends.
-    pub fn from_producer_stages<P: Producer<Out = S> + 'static>(
-        stages: impl IntoIterator<Item = crate::ProducerHandle<P>>,
-    ) -> Flow<S, S> {
-        let stages: Vec<crate::ProducerHandle<P>> = stages.into_iter().collect();
-        Flow::from_sources(Box::new(move |b: &mut Build<'_, 'static, Unscoped>| {
-            let outs = stages.iter().map(crate::Upstream::source).collect();
-            b.on_release(move || {
-                for s in &stages {
-                    let _ = s.set_demand(ProducerDemand::Forward);
-                }
-            });
-            Ok(outs)
-        }))
     }
 }
 
