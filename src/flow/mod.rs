@@ -279,7 +279,8 @@ use crate::{
 /// called; [`partition`](Flow::partition) continues into reducers.
 ///
 /// `S` is the type the sources emit, `T` the type the mapper operations turn it into; you
-/// rarely need to name them.
+/// rarely need to name them. Its items and operations are `'static`; over items that borrow
+/// (lines the program owns, keyed by `&str`), use a [`ScopedFlow`], whose methods are these.
 ///
 /// # Examples
 ///
