@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::run::Chain;
+use super::run::Ops;
 use crate::{Context, Producer, Reason, Subscription};
 
 /// An iterator a lane pulls from, `n` items at a time.
@@ -72,7 +72,7 @@ const PULLS_PER_TURN: usize = 16;
 /// batch size it pulls exactly what is asked: a plain source.
 pub(crate) struct FusedLane<'env, S, T> {
     pool: Arc<Mutex<Pool<'env, S>>>,
-    chain: Chain<'env, S, T>,
+    ops: Ops<'env, S, T>,
     /// Items pulled at a time; `None`: as many as asked.
     batch: Option<usize>,
     consumers: usize,
@@ -89,12 +89,12 @@ pub(crate) struct Resume;
 impl<'env, S, T> FusedLane<'env, S, T> {
     pub(crate) fn new(
         pool: Arc<Mutex<Pool<'env, S>>>,
-        chain: Chain<'env, S, T>,
+        ops: Ops<'env, S, T>,
         batch: Option<usize>,
     ) -> FusedLane<'env, S, T> {
         FusedLane {
             pool,
-            chain,
+            ops,
             batch: batch.map(|b| b.max(1)),
             consumers: 0,
             owed: 0,
@@ -119,9 +119,8 @@ impl<'env, S, T> FusedLane<'env, S, T> {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .pull(n, &mut items);
             if !items.is_empty() {
-                let out = (self.chain)(items);
-                self.owed = self.owed.saturating_sub(out.len());
-                ctx.emit_all(out);
+                let made = self.ops.emit(items, ctx);
+                self.owed = self.owed.saturating_sub(made);
             }
             if ended {
                 ctx.finish();

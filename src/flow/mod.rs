@@ -249,7 +249,6 @@ mod window;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -265,7 +264,7 @@ pub use window::{
 };
 
 use lane::{FusedLane, Pool, PullBox};
-use run::{checked, settle, Build, Chain, Lane, Sources, END_WAIT};
+use run::{checked, settle, Build, Chain, Lane, Ops, Sources, END_WAIT};
 
 use crate::builder::{InScope, Unscoped};
 use crate::dispatcher::PartitionDispatcher;
@@ -318,11 +317,8 @@ pub type Flow<S, T = S> = ScopedFlow<'static, S, T, Unscoped>;
 /// ```
 pub struct ScopedFlow<'env, S, T, M: Mode<'env>> {
     sources: Origin<'env, S, M>,
-    chain: Chain<'env, S, T>,
-    /// For a flow without operations (`S` is `T`): its sources as its output.
-    same: Option<Same<'env, S, T>>,
-    /// Whether any mapper operation was added (without any, the sources are the output).
-    fused: bool,
+    /// The mapper operations, or, for a flow without any (`S` is `T`), the identity.
+    ops: FlowOps<'env, S, T>,
     stages: Option<usize>,
     max_demand: usize,
     min_demand: Option<usize>,
@@ -330,14 +326,35 @@ pub struct ScopedFlow<'env, S, T, M: Mode<'env>> {
     end_wait: Duration,
 }
 
-/// A flow's sources as its output, for a flow without operations, where `S` is `T`.
-type Same<'env, S, T> = fn(Vec<ScopedSource<'env, S>>) -> Vec<ScopedSource<'env, T>>;
+/// A flow's mapper operations, or the proof that it has none (`S` is `T`: its items and its
+/// sources go on as they are).
+enum FlowOps<'env, S, T> {
+    Same {
+        items: fn(Vec<S>) -> Vec<T>,
+        sources: fn(Vec<ScopedSource<'env, S>>) -> Vec<ScopedSource<'env, T>>,
+    },
+    Chain(Chain<'env, S, T>),
+}
+
+impl<'env, S, T> FlowOps<'env, S, T> {
+    /// What a lane does with a batch.
+    fn lane(&self) -> Ops<'env, S, T> {
+        match self {
+            FlowOps::Same { items, .. } => Ops::Same(*items),
+            FlowOps::Chain(chain) => Ops::Chain(chain.clone()),
+        }
+    }
+
+    fn fused(&self) -> bool {
+        matches!(self, FlowOps::Chain(_))
+    }
+}
 
 impl<'env, S, T, M: Mode<'env>> fmt::Debug for ScopedFlow<'env, S, T, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Flow")
             .field("name", &self.name)
-            .field("fused", &self.fused)
+            .field("fused", &self.ops.fused())
             .field("stages", &self.stages)
             .field("max_demand", &self.max_demand)
             .field("end_wait", &self.end_wait)
@@ -368,9 +385,10 @@ impl<'env, S: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, S, M> {
     fn from_origin(sources: Origin<'env, S, M>) -> ScopedFlow<'env, S, S, M> {
         ScopedFlow {
             sources,
-            chain: Arc::new(|batch| batch),
-            same: Some(|sources| sources),
-            fused: false,
+            ops: FlowOps::Same {
+                items: |items| items,
+                sources: |sources| sources,
+            },
             stages: None,
             max_demand: 1000,
             min_demand: None,
@@ -512,21 +530,82 @@ impl<S: Send + 'static> Flow<S, S> {
 }
 
 impl<'env, S: Send + 'env, T: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, T, M> {
+    /// Adds an operation: `op(item, out)` hands what it makes of each item to `out`.
     fn then<U: Send + 'env>(
         self,
-        op: impl Fn(Vec<T>) -> Vec<U> + Send + Sync + 'env,
+        op: impl Fn(T, &mut dyn FnMut(U)) + Send + Sync + 'env,
     ) -> ScopedFlow<'env, S, U, M> {
-        let prev = self.chain;
+        self.rebuild(|ops| -> Chain<'env, S, U> {
+            match ops {
+                FlowOps::Same { items, .. } => Arc::new(move |batch, out| {
+                    for t in items(batch) {
+                        op(t, out);
+                    }
+                }),
+                FlowOps::Chain(prev) => {
+                    Arc::new(move |batch, out| prev(batch, &mut |t| op(t, out)))
+                }
+            }
+        })
+    }
+
+    /// Adds an operation over a whole batch: `op(batch, out)`, where `batch` runs what the
+    /// operations before make of it (for a combiner, which counts a batch then hands on its
+    /// table; and `map_batch`).
+    fn then_batch<U: Send + 'env>(
+        self,
+        op: impl Fn(&mut dyn FnMut(&mut dyn FnMut(T)), &mut dyn FnMut(U)) + Send + Sync + 'env,
+    ) -> ScopedFlow<'env, S, U, M> {
+        self.rebuild(|ops| -> Chain<'env, S, U> {
+            match ops {
+                FlowOps::Same { items, .. } => Arc::new(move |batch, out| {
+                    let mut batch = Some(items(batch));
+                    op(
+                        &mut |each| {
+                            for t in batch.take().into_iter().flatten() {
+                                each(t);
+                            }
+                        },
+                        out,
+                    );
+                }),
+                FlowOps::Chain(prev) => Arc::new(move |batch, out| {
+                    let mut batch = Some(batch);
+                    op(
+                        &mut |each| {
+                            if let Some(batch) = batch.take() {
+                                prev(batch, each);
+                            }
+                        },
+                        out,
+                    );
+                }),
+            }
+        })
+    }
+
+    /// The same flow with the operations `make` makes of its own.
+    fn rebuild<U>(
+        self,
+        make: impl FnOnce(FlowOps<'env, S, T>) -> Chain<'env, S, U>,
+    ) -> ScopedFlow<'env, S, U, M> {
+        let ScopedFlow {
+            sources,
+            ops,
+            stages,
+            max_demand,
+            min_demand,
+            name,
+            end_wait,
+        } = self;
         ScopedFlow {
-            sources: self.sources,
-            chain: Arc::new(move |batch| op(prev(batch))),
-            same: None,
-            fused: true,
-            stages: self.stages,
-            max_demand: self.max_demand,
-            min_demand: self.min_demand,
-            name: self.name,
-            end_wait: self.end_wait,
+            sources,
+            ops: FlowOps::Chain(make(ops)),
+            stages,
+            max_demand,
+            min_demand,
+            name,
+            end_wait,
         }
     }
 
@@ -535,7 +614,7 @@ impl<'env, S: Send + 'env, T: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, T,
         self,
         f: impl Fn(T) -> U + Send + Sync + 'env,
     ) -> ScopedFlow<'env, S, U, M> {
-        self.then(move |batch| batch.into_iter().map(&f).collect())
+        self.then(move |t, out| out(f(t)))
     }
 
     /// Turns each event into every item of `f(event)`.
@@ -547,36 +626,23 @@ impl<'env, S: Send + 'env, T: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, T,
         I: IntoIterator,
         I::Item: Send + 'env,
     {
-        // Items per event in the last batch (rounded up, at most `MAX_PER_EVENT`), shared by the
-        // lanes: a batch is sized as the last one turned out, not doubled from an item per
-        // event.
-        const MAX_PER_EVENT: usize = 64;
-        let per_event = AtomicUsize::new(1);
-        self.then(move |batch| {
-            let events = batch.len();
-            let mut out = Vec::with_capacity(events * per_event.load(Ordering::Relaxed));
-            out.extend(batch.into_iter().flat_map(&f));
-            if events > 0 {
-                let seen = out.len().div_ceil(events).clamp(1, MAX_PER_EVENT);
-                per_event.store(seen, Ordering::Relaxed);
-            }
-            out
-        })
+        self.then(move |t, out| f(t).into_iter().for_each(&mut *out))
     }
 
     /// Keeps the events for which `f` is true.
     pub fn filter(self, f: impl Fn(&T) -> bool + Send + Sync + 'env) -> ScopedFlow<'env, S, T, M> {
-        self.then(move |mut batch: Vec<T>| {
-            batch.retain(|e| f(e));
-            batch
+        self.then(move |t, out| {
+            if f(&t) {
+                out(t)
+            }
         })
     }
 
     /// Calls `f` on each event as it passes (Flow's `each`).
     pub fn inspect(self, f: impl Fn(&T) + Send + Sync + 'env) -> ScopedFlow<'env, S, T, M> {
-        self.then(move |batch: Vec<T>| {
-            batch.iter().for_each(&f);
-            batch
+        self.then(move |t, out| {
+            f(&t);
+            out(t)
         })
     }
 
@@ -586,7 +652,13 @@ impl<'env, S: Send + 'env, T: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, T,
         self,
         f: impl Fn(Vec<T>) -> Vec<U> + Send + Sync + 'env,
     ) -> ScopedFlow<'env, S, U, M> {
-        self.then(f)
+        self.then_batch(move |batch, out| {
+            let mut items = Vec::new();
+            batch(&mut |t| items.push(t));
+            for u in f(items) {
+                out(u);
+            }
+        })
     }
 
     /// How many mapper stages run the operations in parallel, each subscribed to every
@@ -656,14 +728,14 @@ impl<'env, S: Send + 'env, T: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, T,
         let no_sources = || FlowError::invalid("sources", "expected at least one source, got none");
         let sources = match self.sources {
             Origin::Iters(iters) if iters.is_empty() => return Err(no_sources()),
-            Origin::Iters(iters) if self.fused || dispatcher.is_some() => {
+            Origin::Iters(iters) if self.ops.fused() || dispatcher.is_some() => {
                 // The lanes pull the iterators themselves: no source stage, one channel
                 // crossing less, a batch of the most a mapper stage had asked a source for.
                 let pool = Arc::new(Mutex::new(Pool::new(iters)));
                 let batch = options.get_max_demand();
                 let mut outs = Vec::with_capacity(stages);
                 for _ in 0..stages {
-                    let lane = FusedLane::new(pool.clone(), self.chain.clone(), Some(batch));
+                    let lane = FusedLane::new(pool.clone(), self.ops.lane(), Some(batch));
                     outs.push(spawn_lane(b, lane, "map", dispatcher)?);
                 }
                 return Ok(outs);
@@ -673,7 +745,7 @@ impl<'env, S: Send + 'env, T: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, T,
                 let mut outs = Vec::with_capacity(iters.len());
                 for iter in iters {
                     let pool = Arc::new(Mutex::new(Pool::new(vec![iter])));
-                    let lane = FusedLane::new(pool, Arc::new(|batch| batch), None);
+                    let lane = FusedLane::new(pool, Ops::Same(|items| items), None);
                     outs.push(spawn_lane(b, lane, "source", None)?);
                 }
                 outs
@@ -683,14 +755,14 @@ impl<'env, S: Send + 'env, T: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, T,
         if sources.is_empty() {
             return Err(no_sources());
         }
-        if let (false, None, Some(same)) = (self.fused, dispatcher, self.same) {
+        if let (FlowOps::Same { sources: same, .. }, None) = (&self.ops, dispatcher) {
             // No operation: the sources are the output (S is T).
             return Ok(same(sources));
         }
         let mut outs = Vec::with_capacity(stages);
         for _ in 0..stages {
             let mut builder = crate::producer_consumer(Lane {
-                chain: self.chain.clone(),
+                ops: self.ops.lane(),
             })
             .name(b.name("map"));
             if let Some(make) = dispatcher {
@@ -760,25 +832,21 @@ impl<'env, S: Send + 'env, T: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, T,
             // The lanes keep their tables from batch to batch: no allocation and no growth
             // once a table has seen a batch's worth of keys.
             let tables: Mutex<Vec<KeyCounts<K>>> = Mutex::new(Vec::new());
-            self.then(move |batch: Vec<T>| {
+            self.then_batch(move |batch, out| {
                 let kept = tables
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .pop();
                 let mut counts = kept.unwrap_or_default();
-                for e in &batch {
-                    *counts.entry(key(e)).or_insert(0) += 1;
-                }
-                drop(batch);
-                let pairs = counts.drain().collect();
+                batch(&mut |e| *counts.entry(key(&e)).or_insert(0) += 1);
+                counts.drain().for_each(&mut *out);
                 tables
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .push(counts);
-                pairs
             })
         } else {
-            self.then(move |batch: Vec<T>| batch.iter().map(|e| (key(e), 1)).collect())
+            self.then(move |e, out| out((key(&e), 1)))
         };
         // The reducers count in tables hashed as the combiner's are, emitted as standard maps.
         pairs

@@ -105,12 +105,52 @@ pub(crate) type Sources<'env, S, M> = Box<
         + 'env,
 >;
 
-/// The fused mapper operations of a lane: a batch in, a batch out.
-pub(crate) type Chain<'env, S, T> = Arc<dyn Fn(Vec<S>) -> Vec<T> + Send + Sync + 'env>;
+/// The fused mapper operations of a lane: a batch in, every item they make handed to `out`,
+/// in order. Items pass from one operation to the next one at a time, with no `Vec` between
+/// two operations (a `flat_map` before a combiner makes no vector of words).
+pub(crate) type Chain<'env, S, T> = Arc<dyn Fn(Vec<S>, &mut dyn FnMut(T)) + Send + Sync + 'env>;
+
+/// What a lane does with a batch: its operations, or none (the items go on as they are; `S`
+/// is `T`, and the function says so to the compiler).
+pub(crate) enum Ops<'env, S, T> {
+    Same(fn(Vec<S>) -> Vec<T>),
+    Chain(Chain<'env, S, T>),
+}
+
+impl<S, T> Clone for Ops<'_, S, T> {
+    fn clone(&self) -> Self {
+        match self {
+            Ops::Same(f) => Ops::Same(*f),
+            Ops::Chain(c) => Ops::Chain(c.clone()),
+        }
+    }
+}
+
+impl<S, T> Ops<'_, S, T> {
+    /// Runs the operations on `batch` and emits what they make; returns how many events.
+    pub(crate) fn emit<M>(&self, batch: Vec<S>, ctx: &mut Context<'_, T, M>) -> usize {
+        match self {
+            Ops::Same(same) => {
+                let out = same(batch);
+                let n = out.len();
+                ctx.emit_all(out);
+                n
+            }
+            Ops::Chain(chain) => {
+                let mut n = 0;
+                chain(batch, &mut |t| {
+                    n += 1;
+                    ctx.emit(t);
+                });
+                n
+            }
+        }
+    }
+}
 
 /// A mapper stage: every operation between two partitions, fused.
 pub(crate) struct Lane<'env, S, T> {
-    pub(crate) chain: Chain<'env, S, T>,
+    pub(crate) ops: Ops<'env, S, T>,
 }
 
 impl<S: Send, T: Send> ProducerConsumer for Lane<'_, S, T> {
@@ -120,7 +160,7 @@ impl<S: Send, T: Send> ProducerConsumer for Lane<'_, S, T> {
 
     fn handle_events(&mut self, events: Events<'_, S>, ctx: &mut Context<'_, T>) {
         let batch: Vec<S> = events.collect();
-        ctx.emit_all((self.chain)(batch));
+        self.ops.emit(batch, ctx);
     }
 }
 
