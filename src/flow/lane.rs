@@ -73,6 +73,8 @@ const PULLS_PER_TURN: usize = 16;
 pub(crate) struct FusedLane<'env, S, T> {
     pool: Arc<Mutex<Pool<'env, S>>>,
     ops: Ops<'env, S, T>,
+    /// Events the last batch made.
+    last: usize,
     /// Items pulled at a time; `None`: as many as asked.
     batch: Option<usize>,
     consumers: usize,
@@ -95,6 +97,7 @@ impl<'env, S, T> FusedLane<'env, S, T> {
         FusedLane {
             pool,
             ops,
+            last: 0,
             batch: batch.map(|b| b.max(1)),
             consumers: 0,
             owed: 0,
@@ -119,7 +122,7 @@ impl<'env, S, T> FusedLane<'env, S, T> {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .pull(n, &mut items);
             if !items.is_empty() {
-                let made = self.ops.emit(items, ctx);
+                let made = self.ops.emit(items, &mut self.last, ctx);
                 self.owed = self.owed.saturating_sub(made);
             }
             if ended {

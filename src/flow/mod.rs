@@ -763,6 +763,7 @@ impl<'env, S: Send + 'env, T: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, T,
         for _ in 0..stages {
             let mut builder = crate::producer_consumer(Lane {
                 ops: self.ops.lane(),
+                last: 0,
             })
             .name(b.name("map"));
             if let Some(make) = dispatcher {

@@ -128,7 +128,13 @@ impl<S, T> Clone for Ops<'_, S, T> {
 
 impl<S, T> Ops<'_, S, T> {
     /// Runs the operations on `batch` and emits what they make; returns how many events.
-    pub(crate) fn emit<M>(&self, batch: Vec<S>, ctx: &mut Context<'_, T, M>) -> usize {
+    /// `last` is how many the lane's previous batch made: the room reserved for this one.
+    pub(crate) fn emit<M>(
+        &self,
+        batch: Vec<S>,
+        last: &mut usize,
+        ctx: &mut Context<'_, T, M>,
+    ) -> usize {
         match self {
             Ops::Same(same) => {
                 let out = same(batch);
@@ -137,11 +143,13 @@ impl<S, T> Ops<'_, S, T> {
                 n
             }
             Ops::Chain(chain) => {
+                ctx.reserve(*last);
                 let mut n = 0;
                 chain(batch, &mut |t| {
                     n += 1;
                     ctx.emit(t);
                 });
+                *last = n;
                 n
             }
         }
@@ -151,6 +159,8 @@ impl<S, T> Ops<'_, S, T> {
 /// A mapper stage: every operation between two partitions, fused.
 pub(crate) struct Lane<'env, S, T> {
     pub(crate) ops: Ops<'env, S, T>,
+    /// Events the last batch made.
+    pub(crate) last: usize,
 }
 
 impl<S: Send, T: Send> ProducerConsumer for Lane<'_, S, T> {
@@ -160,7 +170,7 @@ impl<S: Send, T: Send> ProducerConsumer for Lane<'_, S, T> {
 
     fn handle_events(&mut self, events: Events<'_, S>, ctx: &mut Context<'_, T>) {
         let batch: Vec<S> = events.collect();
-        self.ops.emit(batch, ctx);
+        self.ops.emit(batch, &mut self.last, ctx);
     }
 }
 
