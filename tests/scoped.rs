@@ -301,14 +301,17 @@ fn a_scoped_chain_collects_in_order() -> Result<(), Failure> {
 
 #[test]
 fn a_scoped_chain_that_fails_to_build_stops_what_it_started() {
-    // The source is started, then the next link fails: the scope must still return, so the
-    // source (waiting for its release) must have been stopped.
+    // The source and the first link are started (each link starts the one before it), the
+    // first link subscribed to the source, and then a later link fails. The two still reach
+    // each other, and the source waits for a release that will not come: only a stop ends
+    // them, and the scope returns only once they have ended.
     let result = in_time(|| {
         let numbers: Vec<u64> = (0..10).collect();
         std::thread::scope(|s| {
             stageflow::from_iter(numbers.iter())
                 .chain_in(s)
                 .via(stageflow::fns::Map::new(|n: &u64| *n))
+                .via(stageflow::fns::Map::new(|n: u64| n + 1))
                 .parallel(0)
                 .to(|_| ForEach::new(|_: u64| {}))
                 .run()
