@@ -382,6 +382,19 @@ impl<'env, S: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, S, M> {
         ScopedFlow::from_origin(Origin::Stages(sources))
     }
 
+    /// A flow of the items of `iters`, pulled by its lanes (`from_iters`, `from_borrowed_iters`).
+    fn from_iterators<I>(iters: impl IntoIterator<Item = I>) -> ScopedFlow<'env, S, S, M>
+    where
+        I: IntoIterator<Item = S>,
+        I::IntoIter: Send + 'env,
+    {
+        let iters = iters
+            .into_iter()
+            .map(|i| Box::new(i.into_iter()) as PullBox<'env, S>)
+            .collect();
+        ScopedFlow::from_origin(Origin::Iters(iters))
+    }
+
     fn from_origin(sources: Origin<'env, S, M>) -> ScopedFlow<'env, S, S, M> {
         ScopedFlow {
             sources,
@@ -489,11 +502,7 @@ impl<'env, S: Send + 'env> ScopedFlow<'env, S, S, Scoped<'env>> {
         I: IntoIterator<Item = S>,
         I::IntoIter: Send + 'env,
     {
-        let iters = iters
-            .into_iter()
-            .map(|i| Box::new(i.into_iter()) as PullBox<'env, S>)
-            .collect();
-        ScopedFlow::from_origin(Origin::Iters(iters))
+        ScopedFlow::from_iterators(iters)
     }
 }
 
@@ -521,11 +530,7 @@ impl<S: Send + 'static> Flow<S, S> {
         I: IntoIterator<Item = S>,
         I::IntoIter: Send + 'static,
     {
-        let iters = iters
-            .into_iter()
-            .map(|i| Box::new(i.into_iter()) as PullBox<'static, S>)
-            .collect();
-        Flow::from_origin(Origin::Iters(iters))
+        Flow::from_iterators(iters)
     }
 }
 
