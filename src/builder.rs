@@ -14,7 +14,7 @@ use crate::envelope::{Counted, Down, Envelope, PortBox, Up};
 use crate::error::{BuildError, SubscribeError};
 use crate::handle::{
     ConsumerRole, Consumes, Emits, Kept, ProducerConsumerRole, ProducerRole, Role, ScopedStage,
-    Stage,
+    Stage, StageRef,
 };
 use crate::reason::Reason;
 use crate::runner::{AsConsumer, AsProducer, AsProducerConsumer, Callbacks, Config, Mint, Runner};
@@ -314,7 +314,7 @@ impl<S: Producer + 'static> StageBuilder<S, ProducerRole> {
     /// [`BuildError::InvalidOption`] for a bad option; [`BuildError::Spawn`] if the thread
     /// could not start.
     pub fn spawn(self) -> Result<Stage<S, ProducerRole>, BuildError> {
-        self.start(Unscoped)
+        self.spawn_in(Unscoped)
     }
 }
 
@@ -331,11 +331,17 @@ impl<'env, S: Producer + 'env> ScopedBuilder<'env, S, ProducerRole> {
         self,
         scope: &'scope Scope<'scope, 'env>,
     ) -> Result<ScopedStage<'env, S, ProducerRole>, BuildError> {
-        self.start(InScope(scope))
+        self.spawn_in(InScope(scope))
     }
 
-    /// Validates the options and starts the stage in `place`.
-    pub(crate) fn start(
+    /// Validates the options and starts the stage in `place`: [`spawn`](ScopedBuilder::spawn)
+    /// with [`Unscoped`], [`spawn_scoped`](ScopedBuilder::spawn_scoped) with [`InScope`]. For
+    /// code that starts stages wherever its caller says, as the crate's chains and flows do.
+    ///
+    /// # Errors
+    ///
+    /// As `spawn` or `spawn_scoped`.
+    pub fn spawn_in(
         self,
         place: impl Place<'env>,
     ) -> Result<ScopedStage<'env, S, ProducerRole>, BuildError> {
@@ -357,7 +363,7 @@ impl<S: ProducerConsumer + 'static> StageBuilder<S, ProducerConsumerRole> {
     ///
     /// It returns once the stage holds its subscriptions, so their ids work at once.
     pub fn spawn(self) -> Result<Stage<S, ProducerConsumerRole>, BuildError> {
-        self.start(Unscoped)
+        self.spawn_in(Unscoped)
     }
 }
 
@@ -373,11 +379,17 @@ impl<'env, S: ProducerConsumer + 'env> ScopedBuilder<'env, S, ProducerConsumerRo
         self,
         scope: &'scope Scope<'scope, 'env>,
     ) -> Result<ScopedStage<'env, S, ProducerConsumerRole>, BuildError> {
-        self.start(InScope(scope))
+        self.spawn_in(InScope(scope))
     }
 
-    /// Validates the options and starts the stage in `place`.
-    pub(crate) fn start(
+    /// Validates the options and starts the stage in `place`: [`spawn`](ScopedBuilder::spawn)
+    /// with [`Unscoped`], [`spawn_scoped`](ScopedBuilder::spawn_scoped) with [`InScope`]. For
+    /// code that starts stages wherever its caller says, as the crate's chains and flows do.
+    ///
+    /// # Errors
+    ///
+    /// As `spawn` or `spawn_scoped`.
+    pub fn spawn_in(
         self,
         place: impl Place<'env>,
     ) -> Result<ScopedStage<'env, S, ProducerConsumerRole>, BuildError> {
@@ -400,7 +412,7 @@ impl<S: Consumer + 'static> StageBuilder<S, ConsumerRole> {
     ///
     /// It returns once the stage holds its subscriptions, so their ids work at once.
     pub fn spawn(self) -> Result<Stage<S, ConsumerRole>, BuildError> {
-        self.start(Unscoped)
+        self.spawn_in(Unscoped)
     }
 }
 
@@ -448,11 +460,17 @@ impl<'env, S: Consumer + 'env> ScopedBuilder<'env, S, ConsumerRole> {
         self,
         scope: &'scope Scope<'scope, 'env>,
     ) -> Result<ScopedStage<'env, S, ConsumerRole>, BuildError> {
-        self.start(InScope(scope))
+        self.spawn_in(InScope(scope))
     }
 
-    /// Validates the options and starts the stage in `place`.
-    pub(crate) fn start(
+    /// Validates the options and starts the stage in `place`: [`spawn`](ScopedBuilder::spawn)
+    /// with [`Unscoped`], [`spawn_scoped`](ScopedBuilder::spawn_scoped) with [`InScope`]. For
+    /// code that starts stages wherever its caller says, as the crate's chains and flows do.
+    ///
+    /// # Errors
+    ///
+    /// As `spawn` or `spawn_scoped`.
+    pub fn spawn_in(
         self,
         place: impl Place<'env>,
     ) -> Result<ScopedStage<'env, S, ConsumerRole>, BuildError> {
@@ -496,10 +514,26 @@ impl<'env, S, R: Role<S>> ScopedBuilder<'env, S, R> {
 /// [`spawn`](ScopedBuilder::spawn)), or [`InScope`], on threads of a
 /// [`std::thread::scope`] (with [`spawn_scoped`](ScopedBuilder::spawn_scoped)). A
 /// [`ScopedChain`](crate::ScopedChain) is built in one place. Implemented by those two only.
-pub trait Place<'env>: place::Start<'env> + Send + Sync {}
+pub trait Place<'env>: place::Start<'env> + Send + Sync {
+    /// An untyped handle on `stage`, started here, where it may have one: always
+    /// [`Unscoped`], never [`InScope`] (an untyped handle could outlive the scope).
+    fn stage_ref<S: 'env, R: Role<S>>(self, stage: &ScopedStage<'env, S, R>) -> Option<StageRef>;
+}
 
-impl Place<'static> for Unscoped {}
-impl<'env> Place<'env> for InScope<'_, 'env> {}
+impl Place<'static> for Unscoped {
+    fn stage_ref<S: 'static, R: Role<S>>(
+        self,
+        stage: &ScopedStage<'static, S, R>,
+    ) -> Option<StageRef> {
+        Some(stage.stage_ref())
+    }
+}
+
+impl<'env> Place<'env> for InScope<'_, 'env> {
+    fn stage_ref<S: 'env, R: Role<S>>(self, _: &ScopedStage<'env, S, R>) -> Option<StageRef> {
+        None
+    }
+}
 
 /// Stages on threads of their own, whose events and messages are `'static`: see [`Place`].
 #[derive(Debug, Clone, Copy)]
@@ -511,7 +545,8 @@ pub struct Unscoped;
 pub struct InScope<'s, 'env>(&'s Scope<'s, 'env>);
 
 impl<'s, 'env> InScope<'s, 'env> {
-    pub(crate) fn new(scope: &'s Scope<'s, 'env>) -> InScope<'s, 'env> {
+    /// The threads of `scope`.
+    pub fn new(scope: &'s Scope<'s, 'env>) -> InScope<'s, 'env> {
         InScope(scope)
     }
 }
@@ -527,7 +562,6 @@ pub(crate) mod place {
     use super::{stage_main, BuildError, InScope, Unscoped};
     use crate::context::Mailbox;
     use crate::envelope::{Control, Counted, Msg, Wrap};
-    use crate::handle::{Role, ScopedStage, StageRef};
     use crate::runner::{Callbacks, Mint, Runner};
     use crate::shared::{InboxGauge, Shared};
 
@@ -557,9 +591,6 @@ pub(crate) mod place {
         ) -> std::io::Result<()>
         where
             Runner<'e, C>: Send;
-
-        /// An untyped handle on `stage`, if it may have one.
-        fn stage_ref<S: 'e, R: Role<S>>(self, stage: &ScopedStage<'e, S, R>) -> Option<StageRef>;
     }
 
     impl Start<'static> for Unscoped {
@@ -599,13 +630,6 @@ pub(crate) mod place {
             let handle = builder.spawn(move || stage_main(runner))?;
             shared.set_thread(handle);
             Ok(())
-        }
-
-        fn stage_ref<S: 'static, R: Role<S>>(
-            self,
-            stage: &ScopedStage<'static, S, R>,
-        ) -> Option<StageRef> {
-            Some(stage.stage_ref())
         }
     }
 
@@ -647,10 +671,6 @@ pub(crate) mod place {
         {
             builder.spawn_scoped(self.0, move || stage_main(runner))?;
             Ok(())
-        }
-
-        fn stage_ref<S: 'env, R: Role<S>>(self, _: &ScopedStage<'env, S, R>) -> Option<StageRef> {
-            None
         }
     }
 }

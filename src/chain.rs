@@ -71,7 +71,7 @@ fn pending_producer<'env, S: Producer + 'env, P: Place<'env>>(
             Some(d) => builder.dispatcher(d),
             None => builder,
         };
-        let stage = builder.demand(ProducerDemand::Accumulate).start(place)?;
+        let stage = builder.demand(ProducerDemand::Accumulate).spawn_in(place)?;
         started.add(&stage, place);
         let handle = stage.clone();
         *release = Some(Box::new(move || {
@@ -90,7 +90,7 @@ fn pending_stage<'env, S: ProducerConsumer + 'env, P: Place<'env>>(
             Some(d) => builder.dispatcher(d),
             None => builder,
         };
-        let stage = builder.start(place)?;
+        let stage = builder.spawn_in(place)?;
         started.add(&stage, place);
         Ok(stage.source())
     })
@@ -435,7 +435,7 @@ impl<'env, T: Send + 'env, P: Place<'env>> ScopedChain<'env, T, P> {
             }
             match self
                 .subscribed(make(lane), lane, &sources)
-                .and_then(|b| b.start(self.place))
+                .and_then(|b| b.spawn_in(self.place))
             {
                 Ok(sink) => {
                     self.started.add(&sink, self.place);

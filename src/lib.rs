@@ -696,6 +696,7 @@ pub use reason::Reason;
 pub use shared::{Counters, StageKind, SubscriptionCounters};
 pub use stage::{Consumer, Producer, ProducerConsumer};
 pub use stage_result::StageResult;
+pub use started::Started;
 pub use subscription::{
     BufferKeep, CancelMode, DemandMode, Direction, Partition, ProducerDemand, Selector,
     SubscribeOptions, Subscription, SubscriptionId,

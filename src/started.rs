@@ -1,5 +1,5 @@
-//! [`Started`]: the stages a layer (a chain, a flow) has started, as one thing to stop or join,
-//! whether they run on threads of their own or in a scope.
+//! [`Started`]: the stages a layer (a chain, a flow, your own) has started, as one thing to
+//! stop or join, whether they run on threads of their own or in a scope.
 
 use std::time::{Duration, Instant};
 
@@ -8,10 +8,36 @@ use crate::handle::{Role, ScopedStage};
 use crate::reason::Reason;
 use crate::topology::Topology;
 
-/// What a layer has started: a topology of untyped handles (unscoped), or the stages' own
-/// handles (in a scope, where there are no untyped ones). Dropping it stops them, unless it
-/// was handed over.
-pub(crate) struct Started<'env> {
+/// The stages a layer has started, wherever it started them ([`Place`]): a
+/// [`Topology`] of untyped handles for stages on threads of their own, the stages' own handles
+/// for stages in a scope (which have no untyped ones). Dropping it stops the stages in a scope
+/// (a topology stops its own when dropped), unless [`hand_over`](Started::hand_over) let them
+/// run on. The crate's chains and flows keep their stages in one; a layer of your own that
+/// starts stages with [`spawn_in`](crate::ScopedBuilder::spawn_in) can too.
+///
+/// ```
+/// use stageflow::fns::ForEach;
+/// use stageflow::{InScope, Started, SubscribeOptions};
+///
+/// let words = vec![String::from("a"), String::from("b")];
+/// std::thread::scope(|scope| -> Result<(), Box<dyn std::error::Error>> {
+///     let place = InScope::new(scope);
+///     let mut started = Started::new();
+///     let source = stageflow::from_iter(words.iter()).spawn_in(place)?;
+///     started.add(&source, place);
+///     let sink = stageflow::consumer(ForEach::new(|_: &String| {}))
+///         .subscribe_to(&source, SubscribeOptions::new())?
+///         .spawn_in(place)?;
+///     started.add(&sink, place);
+///     assert_eq!(started.len(), 2);
+///     for (stage, reason) in started.join() {
+///         assert!(reason.is_normal(), "{stage}: {reason}");
+///     }
+///     Ok(())
+/// })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Started<'env> {
     topology: Topology,
     scoped: Vec<Box<dyn Halt + 'env>>,
 }
@@ -39,15 +65,16 @@ impl<S: Send, R: Role<S>> Halt for ScopedStage<'_, S, R> {
 }
 
 impl<'env> Started<'env> {
-    pub(crate) fn new() -> Started<'env> {
+    /// Nothing started yet.
+    pub fn new() -> Started<'env> {
         Started {
             topology: Topology::new(),
             scoped: Vec::new(),
         }
     }
 
-    /// Keeps `stage`, started in `place`.
-    pub(crate) fn add<S: Send + 'env, R: Role<S>>(
+    /// Keeps `stage`, which was started in `place`.
+    pub fn add<S: Send + 'env, R: Role<S>>(
         &mut self,
         stage: &ScopedStage<'env, S, R>,
         place: impl Place<'env>,
@@ -60,17 +87,23 @@ impl<'env> Started<'env> {
         }
     }
 
-    /// The unscoped stages.
-    pub(crate) fn topology(&self) -> &Topology {
+    /// The stages on threads of their own (those in a scope are not in it).
+    pub fn topology(&self) -> &Topology {
         &self.topology
     }
 
-    pub(crate) fn len(&self) -> usize {
+    /// How many stages it holds.
+    pub fn len(&self) -> usize {
         self.topology.stages().len() + self.scoped.len()
     }
 
+    /// Whether it holds no stage.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Asks every stage to stop.
-    pub(crate) fn stop(&self) {
+    pub fn stop(&self) {
         self.topology.stop();
         for stage in &self.scoped {
             stage.stop();
@@ -78,7 +111,7 @@ impl<'env> Started<'env> {
     }
 
     /// Waits until every stage has ended; each one's name and outcome, in the order added.
-    pub(crate) fn join(&self) -> Vec<(String, Reason)> {
+    pub fn join(&self) -> Vec<(String, Reason)> {
         let mut outcomes = self.topology.join();
         for stage in &self.scoped {
             let reason = stage
@@ -90,7 +123,7 @@ impl<'env> Started<'env> {
     }
 
     /// Like [`join`](Started::join), giving up on each stage once `timeout` has passed.
-    pub(crate) fn join_timeout(&self, timeout: Duration) -> Vec<(String, Option<Reason>)> {
+    pub fn join_timeout(&self, timeout: Duration) -> Vec<(String, Option<Reason>)> {
         let deadline = crate::timer::deadline(timeout);
         let mut outcomes = self.topology.join_timeout(timeout);
         for stage in &self.scoped {
@@ -100,11 +133,18 @@ impl<'env> Started<'env> {
         outcomes
     }
 
-    /// The stages keep running when this is dropped: the topology goes to the caller; the
-    /// scope joins the scoped stages.
-    pub(crate) fn hand_over(mut self) -> Topology {
+    /// Lets the stages run on: the topology of the stages on threads of their own goes to the
+    /// caller (dropping it stops them); the stages in a scope are no longer stopped when this
+    /// is dropped, and the scope waits for them.
+    pub fn hand_over(mut self) -> Topology {
         self.scoped.clear();
         std::mem::take(&mut self.topology)
+    }
+}
+
+impl Default for Started<'_> {
+    fn default() -> Self {
+        Started::new()
     }
 }
 

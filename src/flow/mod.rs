@@ -266,11 +266,11 @@ pub use window::{
 use lane::{FusedLane, Pool, PullBox};
 use run::{checked, settle, Build, Chain, Lane, Ops, Sources, END_WAIT};
 
-use crate::builder::{InScope, Unscoped};
 use crate::dispatcher::PartitionDispatcher;
 use crate::{
     Consumer, ConsumerContext, Events, Producer, ProducerDemand, ScopedSource, SubscribeOptions,
 };
+use crate::{InScope, Unscoped};
 
 /// A flow: sources, then mapper operations fused into one stage per parallel lane. Nothing
 /// runs until a terminal method ([`collect`](Flow::collect), [`stream`](Flow::stream),
@@ -431,7 +431,7 @@ impl<'env, S: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, S, M> {
                 let stage = crate::producer(p)
                     .name(b.name("source"))
                     .demand(ProducerDemand::Accumulate)
-                    .start(b.place())?;
+                    .spawn_in(b.place())?;
                 b.add(&stage);
                 outs.push(crate::Upstream::source(&stage));
                 let handle = stage.clone();
@@ -777,7 +777,7 @@ impl<'env, S: Send + 'env, T: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, T,
             for s in &sources {
                 builder = builder.subscribe_to(s, options.clone())?;
             }
-            let stage = builder.start(b.place())?;
+            let stage = builder.spawn_in(b.place())?;
             b.add(&stage);
             outs.push(crate::Upstream::source(&stage));
         }
@@ -930,7 +930,7 @@ impl<'env, S: Send + 'env, T: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, T,
             for o in &outs {
                 builder = builder.subscribe_to(o, options.clone())?;
             }
-            let stage = builder.start(b.place())?;
+            let stage = builder.spawn_in(b.place())?;
             b.add(&stage);
             stages.push(stage);
         }
@@ -1084,7 +1084,7 @@ fn spawn_lane<'env, S: Send + 'env, T: Send + 'env, M: Mode<'env>>(
     if let Some(make) = dispatcher {
         builder = builder.dispatcher(make()?);
     }
-    let stage = builder.start(b.place())?;
+    let stage = builder.spawn_in(b.place())?;
     b.add(&stage);
     let handle = stage.clone();
     b.on_release(move || {

@@ -14,9 +14,9 @@ use super::error::FlowError;
 use super::run::{checked, Build, Mode};
 use super::window::{Action, Emitted, Fired, Fold, Init, ScopedWindow, WindowId, Windows};
 use super::{cores, ScopedFlow};
-use crate::builder::Unscoped;
 use crate::dispatcher::PartitionDispatcher;
 use crate::BuildError;
+use crate::Unscoped;
 use crate::{Context, DemandMode, Direction, Events, ProducerConsumer, Reason, ScopedSource};
 use crate::{SubscribeOptions, Subscription};
 
@@ -655,7 +655,7 @@ where
             for r in &reducers {
                 builder = builder.subscribe_to(r, options.clone())?;
             }
-            let stage = builder.start(b.place())?;
+            let stage = builder.spawn_in(b.place())?;
             b.add(&stage);
             Ok(vec![crate::Upstream::source(&stage)])
         }))
@@ -832,7 +832,7 @@ where
             for l in &lanes {
                 builder = builder.subscribe_to(l, options.clone().partition(partition as u64))?;
             }
-            let stage = builder.start(b.place())?;
+            let stage = builder.spawn_in(b.place())?;
             b.add(&stage);
             outs.push(crate::Upstream::source(&stage));
         }

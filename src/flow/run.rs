@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::FlowError;
-use crate::builder::{InScope, Place, Unscoped};
-use crate::handle::Role;
-use crate::started::Started;
+use crate::role::Role;
 use crate::{
     Context, Events, ProducerConsumer, Reason, ScopedSource, ScopedStage, StageRef, Stream,
     SubscribeError, SubscribeOptions, Topology,
 };
+use crate::{InScope, Place, Started, Unscoped};
 
 /// Where a flow's stages will start, as the flow's type says before it runs: [`Unscoped`]
 /// (a [`Flow`](super::Flow)) or [`Scoped`] (a [`ScopedFlow`](super::ScopedFlow) over borrowed
@@ -27,7 +26,7 @@ pub trait Mode<'env>: mode::Sealed + Copy + Send + Sync + 'env {
 
 mod mode {
     pub trait Sealed {}
-    impl Sealed for crate::builder::Unscoped {}
+    impl Sealed for crate::Unscoped {}
     impl Sealed for super::Scoped<'_> {}
 }
 
