@@ -13,7 +13,6 @@ use std::error::Error;
 use std::time::{Duration, Instant};
 
 use stageflow::fns::Fold;
-use stageflow::SubscribeOptions;
 
 /// Counts by word.
 pub(crate) type Counts<'a> = HashMap<&'a str, u64>;
@@ -36,7 +35,6 @@ pub(crate) fn run(lines: &[String], lanes: usize) -> Result<Report<'_>, Box<dyn 
         let sinks = stageflow::from_iter(lines.iter().map(String::as_str))
             .name("lines")
             .chain_in(scope)
-            .options(SubscribeOptions::new().max_demand(1000))
             .parallel(lanes)
             .to(|lane| {
                 stageflow::consumer(Fold::new(Counts::new(), |mut counts, line: &str| {

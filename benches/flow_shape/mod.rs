@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use rayon::prelude::*;
 use stageflow::flow::{Flow, Partitions, ScopedFlow};
 use stageflow::fns::Fold;
-use stageflow::SubscribeOptions;
 
 /// `lines` lines of 10 words from a vocabulary of 5000, skewed towards the first words (as
 /// natural text is), the same in every run.
@@ -153,7 +152,6 @@ fn scoped_chain(lines: &[String]) -> (Duration, Counts<'_>) {
     let lanes = std::thread::scope(|s| {
         let lanes = stageflow::from_iter(lines.iter().map(String::as_str))
             .chain_in(s)
-            .options(SubscribeOptions::new().max_demand(1000))
             .parallel(2)
             .to(|_lane| {
                 stageflow::consumer(Fold::new(Counts::new(), |mut counts, line: &str| {
