@@ -456,3 +456,25 @@ fn a_scoped_flow_reads_borrowing_producers_and_running_scoped_stages() -> Result
     assert_eq!(all, by_hand(&lines));
     Ok(())
 }
+
+#[test]
+fn only_a_stage_on_its_own_thread_has_an_untyped_handle() -> Result<(), Failure> {
+    use stageflow::{InScope, Place, Unscoped};
+    let unscoped = stageflow::from_iter(0..3u64).spawn_in(Unscoped)?;
+    let untyped = Unscoped
+        .stage_ref(&unscoped)
+        .ok_or("a stage on its own thread has one")?;
+    assert_eq!(untyped.name(), unscoped.name());
+    unscoped.stop();
+    let numbers = [1u64, 2, 3];
+    std::thread::scope(|s| -> Result<(), Failure> {
+        let place = InScope::new(s);
+        let scoped = stageflow::from_iter(numbers.iter()).spawn_in(place)?;
+        assert!(
+            place.stage_ref(&scoped).is_none(),
+            "a stage in a scope has none"
+        );
+        scoped.stop();
+        Ok(())
+    })
+}
