@@ -770,6 +770,53 @@ fn draining_an_endless_flow_emits_its_open_windows() {
     assert_eq!(counted, emitted_by_lanes());
 }
 
+#[test]
+fn draining_a_combining_flow_counts_every_item_the_lanes_took() {
+    // `Flow::count_by_key` in the global window: the lanes' combiner keeps its counts for a
+    // whole turn. A drain comes between turns, so nothing may be left in the lanes' tables.
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let taken = Arc::new(AtomicU64::new(0));
+    let counter = taken.clone();
+    let running = Flow::from_iter(0u64..)
+        .stages(2)
+        .inspect(move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        })
+        .count_by_key(|x| x % 1000, Partitions::by_event().stages(2))
+        .emit_state()
+        .into_consumer(Collect(tx))
+        .unwrap();
+    wait_until("items to flow", || taken.load(Ordering::Relaxed) > 50_000);
+    let report = running.drain(LIMIT);
+    assert!(report.is_complete(), "{report:?}");
+    let emitted: Vec<Emitted<HashMap<u64, u64>>> = rx.try_iter().collect();
+    assert_eq!(emitted.len(), 2, "one global window per partition");
+    let counted: u64 = emitted.iter().flat_map(|e| e.value.values()).sum();
+    assert_eq!(counted, taken.load(Ordering::Relaxed));
+}
+
+#[test]
+fn a_combiner_with_more_keys_than_it_holds_counts_each_once() {
+    // 200 000 distinct keys: a lane's table passes the most it holds (65 536 keys) within a
+    // turn and sends its counts on early; with the rest sent at the turn's end, each key is
+    // counted exactly once.
+    let n = 200_000u64;
+    let counts = Flow::from_iter(0..n)
+        .stages(2)
+        .map(|x| x / 2)
+        .count_by_key(|x| *x, Partitions::by_event().stages(2))
+        .departition_counts()
+        .collect()
+        .unwrap();
+    assert_eq!(counts.len(), 1);
+    let counts = &counts[0].value;
+    assert_eq!(counts.len() as u64, n / 2);
+    assert!(
+        counts.values().all(|&c| c == 2),
+        "a key counted twice or lost"
+    );
+}
+
 #[cfg(feature = "http")]
 #[test]
 fn an_http_stream_is_a_source() {

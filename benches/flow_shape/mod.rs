@@ -305,7 +305,7 @@ pub(crate) fn table(quick: bool, rounds: usize, only: Option<&[String]>) {
     let (ra, rl, rh, cr) = figures("rayon").unwrap_or(none);
     let rows = [
         ("n", "2 mappers → partition(4) → count_by_key → departition"),
-        ("nc", "2 mappers (no Vec per line) → count_by_key, pre-counted per batch, 4 partitions → departition"),
+        ("nc", "2 mappers (no Vec per line) → count_by_key, pre-counted per turn, 4 partitions → departition"),
         ("nb", "nc in a scope, over owned `String` lines (`ScopedFlow`, `&str` keys)"),
         ("ns", "in a scope, over owned `String` lines: chain of 2 lanes folding `&str`-keyed maps, merged"),
     ];

@@ -106,11 +106,26 @@ impl<'env, S, T> FusedLane<'env, S, T> {
     }
 
     /// Pulls and emits for the demand owed, at most [`PULLS_PER_TURN`] batches; what is
-    /// still owed then is pulled after the stage has handled its messages.
+    /// still owed then is pulled after the stage has handled its messages. What the
+    /// operations held back during the turn is emitted at its end.
     fn pull(&mut self, ctx: &mut Context<'_, T, Resume>) {
+        let ended = self.turn(ctx);
+        let held = self.ops.flush(ctx);
+        self.owed = self.owed.saturating_sub(held);
+        if ended {
+            ctx.finish();
+        } else if self.owed > 0 && !self.resuming {
+            self.resuming = true;
+            ctx.send_after(Resume, Duration::ZERO);
+        }
+    }
+
+    /// Pulls and emits batches while demand is owed, at most [`PULLS_PER_TURN`]; returns
+    /// whether the iterators have ended.
+    fn turn(&mut self, ctx: &mut Context<'_, T, Resume>) -> bool {
         for _ in 0..PULLS_PER_TURN {
             if self.owed == 0 {
-                return;
+                return false;
             }
             let n = self.batch.unwrap_or(self.owed);
             let mut items = Vec::with_capacity(n);
@@ -126,14 +141,10 @@ impl<'env, S, T> FusedLane<'env, S, T> {
                 self.owed = self.owed.saturating_sub(made);
             }
             if ended {
-                ctx.finish();
-                return;
+                return true;
             }
         }
-        if self.owed > 0 && !self.resuming {
-            self.resuming = true;
-            ctx.send_after(Resume, Duration::ZERO);
-        }
+        false
     }
 }
 

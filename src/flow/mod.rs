@@ -202,7 +202,12 @@
 //!   more (380 and 200 CPU ns a word against 180 and 80).
 //! - **A combiner wants big batches.** [`Flow::count_by_key`] sends one pair per distinct key
 //!   of a batch, and a lane's batch is [`Flow::max_demand`] items: 10 000 instead of 1000 cut
-//!   nc's work by a third (509 → 348 M instructions; 80 → 60 CPU ns a word). The reducers'
+//!   nc's work by a third (509 → 348 M instructions; 80 → 60 CPU ns a word). In the global
+//!   window without triggers a lane fed by iterators now counts a whole turn (up to 16
+//!   batches) before it sends its pairs, which does the same at the default `max_demand`
+//!   without more items in memory: nc went from 0.86–0.91× the single-threaded loop to
+//!   1.44–1.45× (rayon: 0.65–0.69× to 1.11–1.14×; 50 to 25–30 CPU ns a word;
+//!   `BENCHMARKS.md`, "stop 24"). The reducers'
 //!   demand matters less: 10 000 instead of 1000 saved 2 % in n and 4 % in nc.
 //! - **Memory in flight** is bounded by the same numbers: a lane holds at most a batch of
 //!   `max_demand` items and what the operations make of them, a reducer at most
@@ -264,7 +269,7 @@ pub use window::{
 };
 
 use lane::{FusedLane, Pool, PullBox};
-use run::{checked, settle, Build, Chain, Lane, Ops, Sources, END_WAIT};
+use run::{checked, settle, Build, Chain, Flush, Lane, Ops, Sources, END_WAIT};
 
 use crate::dispatcher::PartitionDispatcher;
 use crate::{
@@ -333,7 +338,9 @@ enum FlowOps<'env, S, T> {
         items: fn(Vec<S>) -> Vec<T>,
         sources: fn(Vec<ScopedSource<'env, S>>) -> Vec<ScopedSource<'env, T>>,
     },
-    Chain(Chain<'env, S, T>),
+    /// The fused operations, and what the last one holds back between batches (only
+    /// [`count_by_key`](ScopedFlow::count_by_key)'s combiner, right before its partition).
+    Chain(Chain<'env, S, T>, Option<Flush<'env, T>>),
 }
 
 impl<'env, S, T> FlowOps<'env, S, T> {
@@ -341,12 +348,12 @@ impl<'env, S, T> FlowOps<'env, S, T> {
     fn lane(&self) -> Ops<'env, S, T> {
         match self {
             FlowOps::Same { items, .. } => Ops::Same(*items),
-            FlowOps::Chain(chain) => Ops::Chain(chain.clone()),
+            FlowOps::Chain(chain, flush) => Ops::Chain(chain.clone(), flush.clone()),
         }
     }
 
     fn fused(&self) -> bool {
-        matches!(self, FlowOps::Chain(_))
+        matches!(self, FlowOps::Chain(..))
     }
 }
 
@@ -369,6 +376,16 @@ enum Origin<'env, S, M: Mode<'env>> {
     Iters(Vec<PullBox<'env, S>>),
     /// Stages, spawned or subscribed to when the flow runs.
     Stages(Sources<'env, S, M>),
+}
+
+/// How many keys a lane's combiner table holds before it sends its counts on mid-turn (each
+/// a key and a `u64`: about 2 MB for `&str` keys).
+const HOLD_KEYS: usize = 1 << 16;
+
+/// Locks a lane's shared state; a lane that panicked holding it left it whole (a table
+/// counts a batch or not at all, and the flow fails with that lane anyway).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The default number of stages per phase: the machine's cores (Flow's
@@ -547,7 +564,7 @@ impl<'env, S: Send + 'env, T: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, T,
                         op(t, out);
                     }
                 }),
-                FlowOps::Chain(prev) => {
+                FlowOps::Chain(prev, _) => {
                     Arc::new(move |batch, out| prev(batch, &mut |t| op(t, out)))
                 }
             }
@@ -574,7 +591,7 @@ impl<'env, S: Send + 'env, T: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, T,
                         out,
                     );
                 }),
-                FlowOps::Chain(prev) => Arc::new(move |batch, out| {
+                FlowOps::Chain(prev, _) => Arc::new(move |batch, out| {
                     let mut batch = Some(batch);
                     op(
                         &mut |each| {
@@ -605,7 +622,12 @@ impl<'env, S: Send + 'env, T: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, T,
         } = self;
         ScopedFlow {
             sources,
-            ops: FlowOps::Chain(make(ops)),
+            ops: {
+                // Only a combiner right before its partition holds events back: an operation
+                // after it would never see them.
+                debug_assert!(!matches!(ops, FlowOps::Chain(_, Some(_))));
+                FlowOps::Chain(make(ops), None)
+            },
             stages,
             max_demand,
             min_demand,
@@ -800,7 +822,12 @@ impl<'env, S: Send + 'env, T: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, T,
     /// Where the window allows, each mapper stage first counts its batch by key (a
     /// *combiner*, as Spark and Flink call it) and sends one `(key, count)` pair per distinct
     /// key of the batch instead of every event: fewer events to hash into partitions, send
-    /// and fold. (The mappers' and the reducers' tables hash each key with [`KeyHasher`], a
+    /// and fold. In the global window without triggers, where only the final counts are
+    /// seen, a lane that pulls its own iterators keeps counting over the batches of one turn
+    /// (up to 16 before it looks at its messages) and sends its counts at the turn's end, or
+    /// earlier once its table holds 65 536 keys: the fewer pairs the larger the span counted,
+    /// with one batch of items in memory at a time. A drain or a stop comes between turns,
+    /// so a lane never holds counts while it waits. (The mappers' and the reducers' tables hash each key with [`KeyHasher`], a
     /// fast hash from a random seed, not SipHash; each window is emitted as a standard
     /// `HashMap`.) The
     /// window allows it when what it emits does not depend on how many events arrive: global
@@ -836,21 +863,37 @@ impl<'env, S: Send + 'env, T: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, T,
     {
         let pairs = if partitions.takes_pre_reduced() {
             // The lanes keep their tables from batch to batch: no allocation and no growth
-            // once a table has seen a batch's worth of keys.
-            let tables: Mutex<Vec<KeyCounts<K>>> = Mutex::new(Vec::new());
-            self.then_batch(move |batch, out| {
-                let kept = tables
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .pop();
-                let mut counts = kept.unwrap_or_default();
+            // once a table has seen a batch's worth of keys. Where only the final counts are
+            // seen, a table also keeps its counts for the lane's turn (up to 16 batches
+            // pulled from iterators) unless it grows past `HOLD_KEYS`: fewer pairs to send
+            // and fold the larger the batch, and no more items in memory at once.
+            let hold = if partitions.holds_pre_reduced() {
+                HOLD_KEYS
+            } else {
+                0
+            };
+            let tables: Arc<Mutex<Vec<KeyCounts<K>>>> = Arc::default();
+            let kept = tables.clone();
+            let flush: Flush<'env, (K, u64)> = Arc::new(move |out| {
+                // Drained outside the lock: another lane may be counting meanwhile.
+                let mut all = std::mem::take(&mut *lock(&kept));
+                for counts in &mut all {
+                    counts.drain().for_each(&mut *out);
+                }
+                lock(&kept).append(&mut all);
+            });
+            let mut counted = self.then_batch(move |batch, out| {
+                let mut counts = lock(&tables).pop().unwrap_or_default();
                 batch(&mut |e| *counts.entry(key(&e)).or_insert(0) += 1);
-                counts.drain().for_each(&mut *out);
-                tables
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(counts);
-            })
+                if counts.len() >= hold {
+                    counts.drain().for_each(&mut *out);
+                }
+                lock(&tables).push(counts);
+            });
+            if let FlowOps::Chain(_, held) = &mut counted.ops {
+                *held = Some(flush);
+            }
+            counted
         } else {
             self.then(move |e, out| out((key(&e), 1)))
         };

@@ -323,6 +323,12 @@ impl<'env, T: 'env> ScopedPartitions<'env, T> {
     pub(crate) fn takes_pre_reduced(&self) -> bool {
         self.window.takes_pre_reduced()
     }
+
+    /// Whether only the final result is ever emitted (the global window, no trigger): a
+    /// lane may then hold what it pre-reduced for more than a batch.
+    pub(crate) fn holds_pre_reduced(&self) -> bool {
+        self.window.holds_pre_reduced()
+    }
 }
 
 impl<'env, T: Hash> ScopedPartitions<'env, T> {

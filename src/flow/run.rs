@@ -109,18 +109,23 @@ pub(crate) type Sources<'env, S, M> = Box<
 /// two operations (a `flat_map` before a combiner makes no vector of words).
 pub(crate) type Chain<'env, S, T> = Arc<dyn Fn(Vec<S>, &mut dyn FnMut(T)) + Send + Sync + 'env>;
 
+/// What the last operation of a lane may hold from batch to batch (a combiner's counts),
+/// handed to `out` when the lane's turn ends.
+pub(crate) type Flush<'env, T> = Arc<dyn Fn(&mut dyn FnMut(T)) + Send + Sync + 'env>;
+
 /// What a lane does with a batch: its operations, or none (the items go on as they are; `S`
-/// is `T`, and the function says so to the compiler).
+/// is `T`, and the function says so to the compiler). Operations may hold events back from
+/// batch to batch until [`Ops::flush`].
 pub(crate) enum Ops<'env, S, T> {
     Same(fn(Vec<S>) -> Vec<T>),
-    Chain(Chain<'env, S, T>),
+    Chain(Chain<'env, S, T>, Option<Flush<'env, T>>),
 }
 
 impl<S, T> Clone for Ops<'_, S, T> {
     fn clone(&self) -> Self {
         match self {
             Ops::Same(f) => Ops::Same(*f),
-            Ops::Chain(c) => Ops::Chain(c.clone()),
+            Ops::Chain(c, flush) => Ops::Chain(c.clone(), flush.clone()),
         }
     }
 }
@@ -141,7 +146,7 @@ impl<S, T> Ops<'_, S, T> {
                 ctx.emit_all(out);
                 n
             }
-            Ops::Chain(chain) => {
+            Ops::Chain(chain, _) => {
                 ctx.reserve(*last);
                 let mut n = 0;
                 chain(batch, &mut |t| {
@@ -152,6 +157,22 @@ impl<S, T> Ops<'_, S, T> {
                 n
             }
         }
+    }
+}
+
+impl<S, T> Ops<'_, S, T> {
+    /// Emits what the operations held back; returns how many events. A lane calls it at the
+    /// end of every turn (every callback), so nothing is held while it waits.
+    pub(crate) fn flush<M>(&self, ctx: &mut Context<'_, T, M>) -> usize {
+        let Ops::Chain(_, Some(flush)) = self else {
+            return 0;
+        };
+        let mut n = 0;
+        flush(&mut |t| {
+            n += 1;
+            ctx.emit(t);
+        });
+        n
     }
 }
 
@@ -170,6 +191,7 @@ impl<S: Send, T: Send> ProducerConsumer for Lane<'_, S, T> {
     fn handle_events(&mut self, events: Events<'_, S>, ctx: &mut Context<'_, T>) {
         let batch: Vec<S> = events.collect();
         self.ops.emit(batch, &mut self.last, ctx);
+        self.ops.flush(ctx);
     }
 }
 

@@ -293,6 +293,11 @@ impl<'env, T: 'env> ScopedWindow<'env, T> {
         matches!(self.kind, Kind::Global | Kind::Periodic(_))
             && !self.triggers.iter().any(|t| matches!(t, Trigger::Every(_)))
     }
+
+    /// Whether it emits only once, when the input completes (global, no trigger).
+    pub(crate) fn holds_pre_reduced(&self) -> bool {
+        matches!(self.kind, Kind::Global) && self.triggers.is_empty()
+    }
 }
 
 impl<'env, T> ScopedWindow<'env, T> {
