@@ -222,4 +222,21 @@ mod tests {
             assert!(e.to_string().contains(what), "{e}");
         }
     }
+
+    #[test]
+    fn an_error_value_anywhere_in_a_reply_is_the_error() {
+        // As the client parses them off the wire: a whole reply that is an error, and an
+        // error in place of a field's value.
+        let parse = |wire: &str| redis::parse_redis_value(wire.as_bytes()).unwrap();
+        let whole = parse("-NOGROUP No such key 's' or consumer group 'g'\r\n");
+        let e = entries(whole).unwrap_err();
+        assert!(e.to_string().contains("No such key"), "{e}");
+        let inside = parse(concat!(
+            "*1\r\n*2\r\n$1\r\ns\r\n*2\r\n",
+            "*2\r\n$3\r\n1-0\r\n*2\r\n$1\r\nn\r\n$1\r\n1\r\n",
+            "*2\r\n$3\r\n1-1\r\n*2\r\n$1\r\nn\r\n-ERR value lost\r\n",
+        ));
+        let e = entries(inside).unwrap_err();
+        assert!(e.to_string().contains("value lost"), "{e}");
+    }
 }
