@@ -218,7 +218,8 @@ impl<'env, S, R: Role<S>> ScopedStage<'env, S, R> {
     /// - A **consumer** or **producer-consumer** keeps handling (and asking for) events until
     ///   every producer it subscribes to has ended, whatever the subscriptions' cancel modes;
     ///   then it ends normally (a producer-consumer first delivers what it holds). With no
-    ///   producer, it ends at once.
+    ///   producer, it ends as soon as its inbox is empty: messages cast to it before are
+    ///   handled first.
     ///
     /// Finishing every stage of a pipeline at once therefore drains it from its sources to its
     /// sinks. Handled on the control path, like [`Stage::stop`]: it never waits behind events.

@@ -224,6 +224,47 @@ fn finishing_a_consumer_without_producers_ends_it() {
     assert_eq!(joined(&sink), Reason::Normal);
 }
 
+/// Handles casts: the first waits until the test says go, the rest are counted.
+struct Listener {
+    go: crossbeam_channel::Receiver<()>,
+    handled: Arc<AtomicU64>,
+}
+
+impl Consumer for Listener {
+    type In = u64;
+    type Message = u64;
+
+    fn handle_events(&mut self, _: Events<'_, u64>, _: &mut ConsumerContext<'_, u64>) {}
+
+    fn handle_message(&mut self, n: u64, _: &mut ConsumerContext<'_, u64>) {
+        if n == 0 {
+            self.go.recv_timeout(LIMIT).expect("the test says go");
+        }
+        self.handled.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn a_finished_consumer_without_producers_handles_the_messages_cast_before() {
+    // `finish` takes the control path, ahead of the inbox: the consumer hears of it while the
+    // casts still wait there. It handles them before it ends.
+    let (go_tx, go) = crossbeam_channel::bounded(1);
+    let handled = Arc::new(AtomicU64::new(0));
+    let listener = stageflow::consumer(Listener {
+        go,
+        handled: handled.clone(),
+    })
+    .spawn()
+    .unwrap();
+    for n in 0..100 {
+        listener.cast(n).unwrap();
+    }
+    listener.finish();
+    go_tx.send(()).unwrap();
+    assert_eq!(joined(&listener), Reason::Normal);
+    assert_eq!(handled.load(Ordering::Relaxed), 100);
+}
+
 #[test]
 fn a_stopped_supervisor_joins_after_its_running_workers() {
     let jobs = stageflow::from_iter(0u64..).spawn().unwrap();
