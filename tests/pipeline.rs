@@ -106,6 +106,13 @@ impl Recorder {
             .collect()
     }
 
+    /// Whether every `step`-th id of `ids` was acknowledged exactly once, successfully.
+    fn assert_exactly_once_of(&self, ids: std::ops::Range<u64>, step: usize) -> bool {
+        let r = self.inner.lock();
+        ids.step_by(step)
+            .all(|id| r.acks.get(&id).map(Vec::as_slice) == Some(&[Status::Ok][..]))
+    }
+
     fn acked(&self) -> usize {
         self.inner.lock().acks.values().map(Vec::len).sum()
     }

@@ -5,8 +5,9 @@
 //! channel, a batcher thread that handles and acknowledges each batch), alternately.
 //!
 //! Both carry a data word and an acknowledgement id per message and acknowledge once per
-//! batch; the pipeline's messages also carry metadata, a status and their acknowledger, and
-//! its processors and batch handlers contain panics, as a real pipeline needs.
+//! batch; the pipeline's messages also carry metadata, a status and the way to their
+//! acknowledger (by default the pipeline's own, `STAGEFLOW_ACK` says otherwise), and its
+//! processors and batch handlers contain panics, as a real pipeline needs.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,21 +38,25 @@ fn with_pipeline_adaptive(
     let count = move |ok: Vec<Acked>, _: Vec<Acked>| {
         a.fetch_add(ok.len() as u64, Ordering::Relaxed);
     };
-    // STAGEFLOW_STATIC_ACK=1: the acknowledger set with `static_acknowledger` (leaked once per
-    // run, a few bytes), no reference count per message; to compare the two ways.
-    let by: Option<&'static dyn pipeline::Acknowledger> =
-        match std::env::var("STAGEFLOW_STATIC_ACK").as_deref() {
-            Ok("1") => Some(Box::leak(Box::new(count.clone()))),
-            _ => None,
-        };
-    let ack: Arc<dyn pipeline::Acknowledger> = Arc::new(count);
+    let ack: Arc<dyn pipeline::Acknowledger> = Arc::new(count.clone());
     let start = Instant::now();
-    let p = pipeline::builder("bench")
+    let mut builder = pipeline::builder("bench");
+    let by = Ack::from_env();
+    let leaked: Option<&'static dyn pipeline::Acknowledger> = match by {
+        // Leaked once per run (a few bytes).
+        Ack::Static => Some(Box::leak(Box::new(count))),
+        _ => None,
+    };
+    if by == Ack::Pipeline {
+        builder = builder.acknowledger(ack.clone());
+    }
+    let p = builder
         .producers(1, move |_| {
             let ack = ack.clone();
-            stageflow::from_iter((0..n).map(move |i| match by {
-                Some(by) => Message::new(i).static_acknowledger(by, i),
-                None => Message::new(i).acknowledger(ack.clone(), i),
+            stageflow::from_iter((0..n).map(move |i| match (by, leaked) {
+                (Ack::Pipeline, _) => Message::new(i).pipeline_acknowledger(i),
+                (Ack::Static, Some(leaked)) => Message::new(i).static_acknowledger(leaked, i),
+                _ => Message::new(i).acknowledger(ack.clone(), i),
             }))
         })
         .processors(
@@ -79,6 +84,27 @@ fn with_pipeline_adaptive(
     let t = start.elapsed();
     assert_eq!(acked.load(Ordering::Relaxed), n);
     t
+}
+
+/// How the pipeline's messages name their acknowledger: `STAGEFLOW_ACK=pipeline` (the
+/// default: the pipeline's own, `Builder::acknowledger` and `Message::pipeline_acknowledger`,
+/// as the module docs show), `arc` (`Message::acknowledger`, a clone of an `Arc` per message)
+/// or `static` (`Message::static_acknowledger`, one leaked per run): to compare the three.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Ack {
+    Pipeline,
+    Arc,
+    Static,
+}
+
+impl Ack {
+    fn from_env() -> Ack {
+        match std::env::var("STAGEFLOW_ACK").as_deref() {
+            Ok("arc") => Ack::Arc,
+            Ok("static") => Ack::Static,
+            _ => Ack::Pipeline,
+        }
+    }
 }
 
 /// A message by hand: its data and its acknowledgement id.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::batch::{Accumulator, Batch, BatchInfo, BatchSize, Trigger};
 use super::counters::Cells;
-use super::message::{ack_all, panic_message, Message};
+use super::message::{ack_all, panic_message, Message, PipelineAck};
 use super::processor::FailedHook;
 use crate::{
     Consumer, ConsumerContext, Context, DemandMode, Direction, Events, ProducerConsumer, Reason,
@@ -264,6 +264,8 @@ pub(crate) struct BatchProcessor<T> {
     pub(crate) on_failed: Option<FailedHook<T>>,
     pub(crate) cells: Arc<Cells>,
     pub(crate) totals: Arc<Cells>,
+    /// The pipeline's own acknowledger.
+    pub(crate) ack: PipelineAck,
 }
 
 impl<T: Send + 'static> Consumer for BatchProcessor<T> {
@@ -281,6 +283,8 @@ impl<T> BatchProcessor<T> {
     /// `handle_batch`, `handle_failed`, then the acknowledgements.
     fn handle(&mut self, mut batch: Batch<T>) {
         let _timer = self.cells.time_batch(batch.messages.len());
+        // Made known to this thread before the handler runs (`ack_immediately`).
+        let _ = self.ack.get();
         {
             let outcome = catch_unwind(AssertUnwindSafe(|| (self.handler)(&mut batch)));
             let all_failed = match outcome {
@@ -292,7 +296,7 @@ impl<T> BatchProcessor<T> {
                 // The common case: every message succeeded.
                 Cells::add(&self.cells.batches, 1);
                 Cells::add(&self.cells.successful, batch.messages.len() as u64);
-                let (s, f) = ack_all(batch.messages);
+                let (s, f) = ack_all(batch.messages, self.ack.get());
                 Cells::add(&self.totals.successful, s);
                 Cells::add(&self.totals.failed, f);
                 return;
@@ -323,7 +327,7 @@ impl<T> BatchProcessor<T> {
             Cells::add(&self.cells.successful, ok.len() as u64);
             Cells::add(&self.cells.failed, failed.len() as u64);
             ok.append(&mut failed);
-            let (s, f) = ack_all(ok);
+            let (s, f) = ack_all(ok, self.ack.get());
             Cells::add(&self.totals.successful, s);
             Cells::add(&self.totals.failed, f);
         }

@@ -14,7 +14,7 @@ use super::batcher::{BatchHandler, BatchProcessor, Batcher, Fused, KeyFn};
 use super::counters::Cells;
 use super::error::PipelineError;
 use super::handle::{Pipeline, Push};
-use super::message::Message;
+use super::message::{Acknowledger, Message, PipelineAck};
 use super::processor::{Core, FailedHook, Gate, Handler, Processor, ProcessorMsg, Route, Sink};
 use super::rate::{Limiter, RateLimit};
 use super::Batch;
@@ -35,20 +35,46 @@ pub fn builder(name: impl Into<String>) -> Builder {
         shutdown: Duration::from_secs(30),
         intensity: Intensity::default(),
         backoff: Backoff::default(),
+        acknowledger: None,
     }
 }
 
-/// The first step: a name, a shutdown timeout and how producers are restarted; next, the
-/// producers.
-#[derive(Debug)]
+/// The first step: a name, a shutdown timeout, how producers are restarted and the
+/// pipeline's acknowledger; next, the producers.
 pub struct Builder {
     name: String,
     shutdown: Duration,
     intensity: Intensity,
     backoff: Backoff,
+    acknowledger: Option<Arc<dyn Acknowledger>>,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("name", &self.name)
+            .field("shutdown", &self.shutdown)
+            .field("intensity", &self.intensity)
+            .field("backoff", &self.backoff)
+            .field("acknowledger", &self.acknowledger.is_some())
+            .finish()
+    }
 }
 
 impl Builder {
+    /// The pipeline's own acknowledger: told of every message set with
+    /// [`Message::pipeline_acknowledger`] (an id and nothing else), in groups, as any
+    /// acknowledger is. The pipeline's processors and batch processors hold it, so its
+    /// messages need no reference to it: the cheapest way to acknowledge, for a pipeline
+    /// whose messages all go back to one place (a queue, a consumer group). Messages may
+    /// still name acknowledgers of their own. Defaults to none.
+    ///
+    /// See [`Message::pipeline_acknowledger`] for an example.
+    pub fn acknowledger(mut self, acknowledger: Arc<dyn Acknowledger>) -> Builder {
+        self.acknowledger = Some(acknowledger);
+        self
+    }
+
     /// How long [`Pipeline::shutdown`] waits for everything in flight to be acknowledged
     /// before it stops what is left (and counts it). Defaults to `30 s` (Broadway's
     /// `:shutdown`).
@@ -758,6 +784,7 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
                 gate: limiter
                     .as_ref()
                     .map(|l| Gate::new(l.clone(), options.max_demand, min_demand)),
+                ack: PipelineAck::new(base.acknowledger.clone()),
             };
             let stage_name = format!("{name}.processor.{i}");
             // A processor is a temporary child: never restarted (a handler's panic fails one
@@ -848,6 +875,7 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
                 on_failed: bo.on_failed.clone(),
                 cells: cells.clone(),
                 totals: totals.clone(),
+                ack: PipelineAck::new(base.acknowledger.clone()),
             };
             if bo.concurrency == 1 && bo.partition_by.is_none() {
                 // One thread does both (see `Fused`).

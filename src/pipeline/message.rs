@@ -35,7 +35,8 @@ impl fmt::Display for Status {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Acked {
-    /// The id given with [`Message::acknowledger`].
+    /// The id given with [`Message::acknowledger`] (or `static_acknowledger`, or
+    /// `pipeline_acknowledger`).
     pub id: u64,
     /// The message's metadata.
     pub metadata: Metadata,
@@ -70,24 +71,77 @@ where
     }
 }
 
-/// Who acknowledges a message: shared (a reference count per message) or `'static` (none).
+/// Who acknowledges a message: shared (a reference count per message), `'static` (none), or
+/// the pipeline's own (none either: the pipeline holds it).
 #[derive(Clone)]
 enum By {
     Shared(Arc<dyn Acknowledger>),
     Static(&'static dyn Acknowledger),
+    Pipeline,
 }
 
 impl By {
-    fn get(&self) -> &dyn Acknowledger {
+    /// The acknowledger, `pipeline` standing for the pipeline's (if it has one).
+    fn get<'a>(&'a self, pipeline: Option<&'a dyn Acknowledger>) -> Option<&'a dyn Acknowledger> {
         match self {
-            By::Shared(a) => &**a,
-            By::Static(a) => *a,
+            By::Shared(a) => Some(&**a),
+            By::Static(a) => Some(*a),
+            By::Pipeline => pipeline,
         }
     }
 
-    /// The acknowledger's address: messages with the same one are acknowledged in one call.
-    fn key(&self) -> *const () {
-        self.get() as *const dyn Acknowledger as *const ()
+    /// The acknowledger's address: messages with the same one are acknowledged in one call
+    /// (null for the pipeline's where it has none).
+    fn key(&self, pipeline: Option<&dyn Acknowledger>) -> *const () {
+        self.get(pipeline).map_or(std::ptr::null(), |a| {
+            a as *const dyn Acknowledger as *const ()
+        })
+    }
+}
+
+thread_local! {
+    /// The pipeline's acknowledger, on the threads of the stages that acknowledge (for
+    /// [`Message::ack_immediately`] in a handler).
+    static PIPELINE_ACK: std::cell::RefCell<Option<Arc<dyn Acknowledger>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The pipeline's acknowledger as a stage that acknowledges holds it: made known to the
+/// stage's thread the first time it is used there (for [`Message::ack_immediately`] in a
+/// handler that runs on that thread).
+pub(crate) struct PipelineAck {
+    ack: Option<Arc<dyn Acknowledger>>,
+    on_thread: bool,
+}
+
+impl PipelineAck {
+    pub(crate) fn new(ack: Option<Arc<dyn Acknowledger>>) -> PipelineAck {
+        PipelineAck {
+            ack,
+            on_thread: false,
+        }
+    }
+
+    /// The acknowledger, after making it this thread's (once; a stage keeps its thread).
+    #[inline]
+    pub(crate) fn get(&mut self) -> Option<&dyn Acknowledger> {
+        if !self.on_thread {
+            self.on_thread = true;
+            let ack = self.ack.clone();
+            let _ = PIPELINE_ACK.try_with(|cell| *cell.borrow_mut() = ack);
+        }
+        self.ack.as_deref()
+    }
+}
+
+/// Messages told to the pipeline's acknowledger in a pipeline that has none: said once.
+fn no_pipeline_acknowledger() {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        log::warn!(
+            "pipeline: messages set with `pipeline_acknowledger` finished in a pipeline that \
+             has no acknowledger (`Builder::acknowledger`): nobody was told of them"
+        );
     }
 }
 
@@ -206,6 +260,46 @@ impl<T> Message<T> {
         self
     }
 
+    /// Sets the `id` the pipeline's own acknowledger knows it by
+    /// ([`Builder::acknowledger`](super::Builder::acknowledger)): the cheapest way, with
+    /// nothing per message but the id. The message refers to no acknowledger of its own, so
+    /// no reference count is updated where it is made and where it is acknowledged (with
+    /// [`acknowledger`](Message::acknowledger), the producer's and the batcher's cores take
+    /// turns owning one counter for every message: about a quarter of the CPU of a pipeline
+    /// whose handlers do little, `BENCHMARKS.md`, "stop 24"). Messages of the pipeline's
+    /// acknowledger are grouped as any others.
+    ///
+    /// In a pipeline without an acknowledger, such messages are counted as acknowledged and
+    /// nobody is told (a warning says so, once).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use stageflow::pipeline::{self, Acked, Message, ProcessorOptions};
+    ///
+    /// let acked = Arc::new(AtomicU64::new(0));
+    /// let a = acked.clone();
+    /// let p = pipeline::builder("ids")
+    ///     .acknowledger(Arc::new(move |ok: Vec<Acked>, _failed: Vec<Acked>| {
+    ///         a.fetch_add(ok.len() as u64, Ordering::Relaxed);
+    ///     }))
+    ///     .producer(|_| stageflow::from_iter((0..100u64).map(|i| Message::new(i).pipeline_acknowledger(i))))
+    ///     .processors(ProcessorOptions::new(), |m: &mut Message<u64>| Ok::<_, String>(m.data * 2))
+    ///     .start()?;
+    /// p.join();
+    /// assert_eq!(acked.load(Ordering::Relaxed), 100);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pipeline_acknowledger(mut self, id: u64) -> Message<T> {
+        self.ack = Some(Ack {
+            by: By::Pipeline,
+            id,
+        });
+        self
+    }
+
     /// The id its acknowledger knows it by; `None` without an acknowledger, or once
     /// acknowledged by [`ack_immediately`](Message::ack_immediately).
     pub fn ack_id(&self) -> Option<u64> {
@@ -247,6 +341,31 @@ impl<T> Message<T> {
     /// later finishes the pipeline, nothing more is acknowledged (Broadway's
     /// `ack_immediately`). For messages whose side effect is done early.
     pub fn ack_immediately(&mut self) {
+        if let Some(Ack {
+            by: By::Pipeline, ..
+        }) = &self.ack
+        {
+            // The pipeline's acknowledger, as this thread (one of the pipeline's stages) has it.
+            let ack = PIPELINE_ACK
+                .try_with(|cell| cell.borrow().clone())
+                .ok()
+                .flatten();
+            let Some(pipeline) = ack else {
+                log::warn!(
+                    "pipeline: ack_immediately outside the pipeline's processors and batch \
+                     processors on a message of the pipeline's acknowledger: it is \
+                     acknowledged when it finishes the pipeline"
+                );
+                return;
+            };
+            self.ack_now(Some(&*pipeline));
+            return;
+        }
+        self.ack_now(None);
+    }
+
+    /// Acknowledges it now, `pipeline` standing for the pipeline's acknowledger.
+    fn ack_now(&mut self, pipeline: Option<&dyn Acknowledger>) {
         if let Some(ack) = self.ack.take() {
             let acked = Acked {
                 id: ack.id,
@@ -258,7 +377,9 @@ impl<T> Message<T> {
             } else {
                 (vec![acked], Vec::new())
             };
-            call(ack.by.get(), ok, failed);
+            if let Some(by) = ack.by.get(pipeline) {
+                call(by, ok, failed);
+            }
         }
     }
 
@@ -287,9 +408,13 @@ fn call(by: &dyn Acknowledger, ok: Vec<Acked>, failed: Vec<Acked>) {
     }
 }
 
-/// Acknowledges messages in groups: one call per distinct acknowledger. Returns how many
-/// were successful and how many failed (messages without an acknowledger included).
-pub(crate) fn ack_all<T>(messages: impl IntoIterator<Item = Message<T>>) -> (u64, u64) {
+/// Acknowledges messages in groups: one call per distinct acknowledger, `pipeline` standing
+/// for the pipeline's. Returns how many were successful and how many failed (messages
+/// without an acknowledger included).
+pub(crate) fn ack_all<T>(
+    messages: impl IntoIterator<Item = Message<T>>,
+    pipeline: Option<&dyn Acknowledger>,
+) -> (u64, u64) {
     struct Group {
         key: *const (),
         by: By,
@@ -318,7 +443,7 @@ pub(crate) fn ack_all<T>(messages: impl IntoIterator<Item = Message<T>>) -> (u64
             next = messages.next();
             continue;
         };
-        let key = by.key();
+        let key = by.key(pipeline);
         let at = match groups.iter().position(|g| g.key == key) {
             Some(i) => i,
             None => {
@@ -353,7 +478,7 @@ pub(crate) fn ack_all<T>(messages: impl IntoIterator<Item = Message<T>>) -> (u64
         let list = &mut group.ok;
         for m in messages.by_ref() {
             match &m.ack {
-                Some(a) if m.failed.is_none() && a.by.key() == key => {
+                Some(a) if m.failed.is_none() && a.by.key(pipeline) == key => {
                     let Message { metadata, ack, .. } = m;
                     let id = ack.map_or(0, |a| a.id);
                     list.push(Acked {
@@ -371,7 +496,10 @@ pub(crate) fn ack_all<T>(messages: impl IntoIterator<Item = Message<T>>) -> (u64
         }
     }
     for g in groups {
-        call(g.by.get(), g.ok, g.failed);
+        match g.by.get(pipeline) {
+            Some(by) => call(by, g.ok, g.failed),
+            None => no_pipeline_acknowledger(),
+        }
     }
     (ok, failed)
 }
@@ -413,7 +541,7 @@ mod tests {
             .collect();
         msgs[2].fail("bad");
         msgs.push(Message::new(9)); // no acknowledger: counted, told to nobody
-        assert_eq!(ack_all(msgs), (6, 1));
+        assert_eq!(ack_all(msgs, None), (6, 1));
         assert_eq!(*log_a.lock(), vec![(vec![0, 4], vec![2])]);
         assert_eq!(*log_b.lock(), vec![(vec![1, 3, 5], vec![])]);
     }
@@ -436,7 +564,7 @@ mod tests {
             })
             .collect();
         msgs[3].fail("bad");
-        assert_eq!(ack_all(msgs), (4, 1));
+        assert_eq!(ack_all(msgs, None), (4, 1));
         assert_eq!(
             *CALLS.lock().expect("not poisoned"),
             vec![(vec![0, 2, 4], vec![3])]
@@ -451,13 +579,33 @@ mod tests {
         m.ack_immediately();
         m.ack_immediately();
         assert_eq!(m.ack_id(), None);
-        assert_eq!(ack_all([m]), (1, 0));
+        assert_eq!(ack_all([m], None), (1, 0));
         assert_eq!(*log.lock(), vec![(vec![3], vec![])]);
     }
 
     #[test]
     fn a_panicking_acknowledger_is_contained() {
         let by: Arc<dyn Acknowledger> = Arc::new(|_: Vec<Acked>, _: Vec<Acked>| panic!("boom"));
-        assert_eq!(ack_all([Message::new(1).acknowledger(by, 1)]), (1, 0));
+        assert_eq!(ack_all([Message::new(1).acknowledger(by, 1)], None), (1, 0));
+    }
+
+    #[test]
+    fn the_pipelines_acknowledger_is_one_group_and_none_tells_nobody() {
+        let (piped, log_p) = recorder();
+        let (own, log_o) = recorder();
+        let mut msgs: Vec<Message<u32>> = vec![
+            Message::new(0).pipeline_acknowledger(0),
+            Message::new(1).pipeline_acknowledger(1),
+            Message::new(2).acknowledger(own, 2),
+            Message::new(3).pipeline_acknowledger(3),
+        ];
+        msgs[1].fail("bad");
+        assert_eq!(ack_all(msgs, Some(&*piped)), (3, 1));
+        assert_eq!(*log_p.lock(), vec![(vec![0, 3], vec![1])]);
+        assert_eq!(*log_o.lock(), vec![(vec![2], vec![])]);
+        // A pipeline without one: counted, nobody told.
+        let msgs = (0..3u32).map(|i| Message::new(i).pipeline_acknowledger(u64::from(i)));
+        assert_eq!(ack_all(msgs, None), (3, 0));
+        assert_eq!(log_p.lock().len(), 1);
     }
 }

@@ -26,11 +26,11 @@
 //! });
 //!
 //! let p = pipeline::builder("words")
-//!     .producers(1, move |_| {
-//!         let ack = ack.clone();
+//!     .acknowledger(ack) // told of every message set with `pipeline_acknowledger(id)`
+//!     .producers(1, |_| {
 //!         let words = ["apple", "", "banana", "cherry"].into_iter().enumerate();
-//!         stageflow::from_iter(words.map(move |(i, w)| {
-//!             Message::new(w.to_owned()).acknowledger(ack.clone(), i as u64)
+//!         stageflow::from_iter(words.map(|(i, w)| {
+//!             Message::new(w.to_owned()).pipeline_acknowledger(i as u64)
 //!         }))
 //!     })
 //!     .processors(ProcessorOptions::new().concurrency(2), |m: &mut Message<String>| {
@@ -78,11 +78,24 @@
 //! `handle_message`, without batchers). [`Message::ack_immediately`] acknowledges one at once
 //! and never again. There are no retries: as in Broadway, redelivery is the source's job.
 //!
-//! A message refers to its acknowledger. With [`Message::acknowledger`] that is a clone of an
-//! `Arc`, whose shared count the producer increments and the acknowledging stage decrements
-//! for every message; an acknowledger that lives as long as the program (a `static`, or one
-//! leaked once) can be set with [`Message::static_acknowledger`] instead, with no count to
-//! update. Acknowledgements are grouped the same either way.
+//! A message finds its acknowledger one of three ways, and is acknowledged in groups the same
+//! either way:
+//!
+//! - [`Message::pipeline_acknowledger`]`(id)`: the pipeline's own, set with
+//!   [`Builder::acknowledger`]. The message carries its id and nothing else; the pipeline's
+//!   processors and batch processors hold the acknowledger. The cheapest, and what a
+//!   pipeline whose messages all go back to one place (a queue, a consumer group) needs.
+//! - [`Message::acknowledger`]`(arc, id)`: a clone of an `Arc`, whose shared count the
+//!   producer increments and the acknowledging stage decrements for every message, on a
+//!   cache line the two cores then pass back and forth. For messages of several
+//!   acknowledgers made at run time.
+//! - [`Message::static_acknowledger`]`(ack, id)`: one that lives as long as the program (a
+//!   `static`, or one leaked once), with no count to update.
+//!
+//! Measured on 2 cores (`BENCHMARKS.md`, "stop 24": rows m100 and ma, the pipeline of the
+//! table below, two alternating runs of 5 rounds), CPU per message: 113–119 ns (m100) and
+//! 99–125 ns (ma) with the pipeline's acknowledger, 143–152 ns and 145–147 ns with an `Arc`
+//! per message; messages/s 15.0–16.5 M and 15.3–19.4 M against 12.2–13.4 M and 12.5–12.7 M.
 //!
 //! # Batching
 //!
@@ -117,6 +130,9 @@
 //! | 10 / 5, fixed (Broadway's; [`ProcessorOptions::fixed_demand`]) | 3.6–4.4 M | 432–550 ns | 0.52–0.61× |
 //! | 10 / 5, adaptive up to 100 (the default) | 10.9–13.3 M | 148–159 ns | 1.49–2.02× |
 //! | 100 / 50, fixed | 11.2–14.1 M | 137–165 ns | |
+//!
+//! (These rows give each message an `Arc` clone of the acknowledger; with the pipeline's own,
+//! as above, the default ran 15.3–19.4 M messages/s at 99–125 ns.)
 //!
 //! A user's orders pipeline (4 processors, batches of 100) took 13.6–24.7× the time of a
 //! hand-written version at fixed 10 / 5 and 3.0–3.8× with `max_demand(100)`. How to size it:

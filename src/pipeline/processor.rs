@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::counters::Cells;
-use super::message::{ack_all, panic_message, Message};
+use super::message::{ack_all, panic_message, Message, PipelineAck};
 use super::rate::Limiter;
 use crate::{
     Consumer, ConsumerContext, Context, DemandMode, Direction, Events, ProducerConsumer, Reason,
@@ -47,6 +47,8 @@ pub(crate) struct Core<I, O> {
     pub(crate) cells: Arc<Cells>,
     pub(crate) totals: Arc<Cells>,
     pub(crate) gate: Option<Gate>,
+    /// The pipeline's own acknowledger.
+    pub(crate) ack: PipelineAck,
 }
 
 impl<I, O> Core<I, O> {
@@ -61,6 +63,8 @@ impl<I, O> Core<I, O> {
         let mut failed = Vec::new();
         let mut done = Vec::new();
         let mut n = 0u64;
+        // Made known to this thread before any handler runs (`ack_immediately`).
+        let _ = self.ack.get();
         for mut m in messages {
             n += 1;
             let result = catch_unwind(AssertUnwindSafe(|| (self.handler)(&mut m)));
@@ -122,12 +126,12 @@ impl<I, O> Core<I, O> {
         );
         // Most batches have nothing to acknowledge here (every message went on to a batcher).
         if !failed_in.is_empty() {
-            let (ok, failed) = ack_all(failed_in);
+            let (ok, failed) = ack_all(failed_in, self.ack.get());
             Cells::add(&self.totals.successful, ok);
             Cells::add(&self.totals.failed, failed);
         }
         if !done.is_empty() || !failed_out.is_empty() {
-            let (ok, failed) = ack_all(done.into_iter().chain(failed_out));
+            let (ok, failed) = ack_all(done.into_iter().chain(failed_out), self.ack.get());
             Cells::add(&self.totals.successful, ok);
             Cells::add(&self.totals.failed, failed);
         }

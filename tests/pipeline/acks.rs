@@ -25,6 +25,9 @@ struct Case {
     batch_fail_every: u64,
     /// Batch processors per batcher: 1 runs them on the batcher's thread, more as stages.
     batch_concurrency: usize,
+    /// Who acknowledges: 0 an `Arc` per message, 1 the pipeline's acknowledger, 2 the
+    /// pipeline's for even ids and an `Arc` for odd ones.
+    ack_by: u8,
 }
 
 fn cases() -> impl Strategy<Value = Case> {
@@ -36,6 +39,7 @@ fn cases() -> impl Strategy<Value = Case> {
         1usize..20,
         2u64..7,
         1usize..3,
+        0u8..3,
     )
         .prop_flat_map(
             |(
@@ -46,6 +50,7 @@ fn cases() -> impl Strategy<Value = Case> {
                 batch_size,
                 batch_fail_every,
                 batch_concurrency,
+                ack_by,
             )| {
                 proptest::collection::vec(
                     prop_oneof![6 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8), 1 => Just(3u8)],
@@ -60,6 +65,7 @@ fn cases() -> impl Strategy<Value = Case> {
                     batch_size,
                     batch_fail_every,
                     batch_concurrency,
+                    ack_by,
                 })
             },
         )
@@ -69,14 +75,21 @@ fn run(case: &Case) -> Result<(), String> {
     let rec = Recorder::default();
     let r = rec.clone();
     let fate = Arc::new(case.fate.clone());
-    let (n, producers) = (case.n, case.producers);
-    let b = pipeline::builder("prop")
+    let (n, producers, ack_by) = (case.n, case.producers, case.ack_by);
+    let mut b = pipeline::builder("prop");
+    if ack_by > 0 {
+        b = b.acknowledger(rec.acknowledger());
+    }
+    let b = b
         .producers(producers, move |i| {
             // Producer i emits the ids i, i + producers, ...
             let ack = r.acknowledger();
             let ids: Vec<Message<u64>> = (0..n)
                 .filter(|id| *id as usize % producers == i)
-                .map(|id| Message::new(id).acknowledger(ack.clone(), id))
+                .map(|id| match (ack_by, id % 2) {
+                    (1, _) | (2, 0) => Message::new(id).pipeline_acknowledger(id),
+                    _ => Message::new(id).acknowledger(ack.clone(), id),
+                })
                 .collect();
             stageflow::from_iter(ids)
         })
@@ -241,6 +254,17 @@ fn test_messages_report_successful_and_failed_lists() {
 
 #[test]
 fn ack_immediately_acknowledges_once_and_at_once() {
+    ack_immediately_case(false);
+}
+
+#[test]
+fn ack_immediately_acknowledges_a_message_of_the_pipelines_acknowledger_at_once() {
+    ack_immediately_case(true);
+}
+
+/// Messages acknowledged by `ack_immediately` in the processor, by their own acknowledger or
+/// (`pipeline`) by the pipeline's.
+fn ack_immediately_case(pipeline: bool) {
     let (acked_tx, acked) = crossbeam_channel::unbounded::<(usize, usize)>();
     let ack: Arc<dyn pipeline::Acknowledger> = Arc::new(
         move |ok: Vec<pipeline::Acked>, failed: Vec<pipeline::Acked>| {
@@ -248,7 +272,11 @@ fn ack_immediately_acknowledges_once_and_at_once() {
         },
     );
     let (tx, rx) = crossbeam_channel::unbounded();
-    let p = pipeline::builder("immediately")
+    let mut b = pipeline::builder("immediately");
+    if pipeline {
+        b = b.acknowledger(ack.clone());
+    }
+    let p = b
         .producers(1, |_| stageflow::producer(DummyProducer::<u64>::new()))
         .processors(
             ProcessorOptions::new().concurrency(1),
@@ -267,7 +295,10 @@ fn ack_immediately_acknowledges_once_and_at_once() {
         .start()
         .unwrap();
     let messages = (0..5u64)
-        .map(|i| Message::new(i).acknowledger(ack.clone(), i))
+        .map(|i| match pipeline {
+            true => Message::new(i).pipeline_acknowledger(i),
+            false => Message::new(i).acknowledger(ack.clone(), i),
+        })
         .collect();
     p.push_messages(messages).unwrap();
     // Acknowledged one by one while the batch is still in the making (its timeout is a
@@ -281,6 +312,73 @@ fn ack_immediately_acknowledges_once_and_at_once() {
     assert_eq!(rx.try_recv(), Ok(5), "the batch was flushed at shutdown");
     assert!(acked.try_recv().is_err(), "acknowledged again at the end");
     assert_eq!(report.counters.successful, 5);
+}
+
+#[test]
+fn messages_of_a_pipeline_without_acknowledger_count_as_acknowledged() {
+    let p = pipeline::builder("nobody")
+        .producers(1, |_| {
+            stageflow::from_iter((0..50u64).map(|i| Message::new(i).pipeline_acknowledger(i)))
+        })
+        .processors(
+            ProcessorOptions::new().concurrency(2),
+            |m: &mut Message<u64>| Ok::<_, String>(m.data),
+        )
+        .batcher(
+            "b",
+            BatcherOptions::new().batch_size(10),
+            |_: &mut Batch<u64>| Ok::<_, String>(()),
+        )
+        .start()
+        .unwrap();
+    assert_ends_normally(&p);
+    let c = p.counters();
+    assert_eq!((c.successful, c.failed, c.unacknowledged()), (50, 0, 0));
+}
+
+#[test]
+fn the_pipelines_acknowledger_is_told_in_groups_beside_the_messages_own() {
+    // Even ids go to the pipeline's acknowledger, odd ids to their own: two calls per batch,
+    // each with its own half.
+    let (own, piped) = (Recorder::default(), Recorder::default());
+    let o = own.clone();
+    let p = pipeline::builder("both")
+        .acknowledger(piped.acknowledger())
+        .producers(1, move |_| {
+            let ack = o.acknowledger();
+            stageflow::from_iter((0..100u64).map(move |i| match i % 2 {
+                0 => Message::new(i).pipeline_acknowledger(i),
+                _ => Message::new(i).acknowledger(ack.clone(), i),
+            }))
+        })
+        .processors(
+            ProcessorOptions::new().concurrency(1),
+            |m: &mut Message<u64>| Ok::<_, String>(m.data),
+        )
+        .batcher(
+            "b",
+            BatcherOptions::new()
+                .batch_size(10)
+                .batch_timeout(Duration::from_secs(60)),
+            |_: &mut Batch<u64>| Ok::<_, String>(()),
+        )
+        .start()
+        .unwrap();
+    assert_ends_normally(&p);
+    let ids = |r: &Recorder| {
+        r.inner
+            .lock()
+            .acks
+            .keys()
+            .copied()
+            .collect::<BTreeSet<u64>>()
+    };
+    assert_eq!(ids(&piped), (0..100).step_by(2).collect());
+    assert_eq!(ids(&own), (1..100).step_by(2).collect());
+    assert!(own.assert_exactly_once_of(1..100, 2));
+    assert!(piped.assert_exactly_once_of(0..100, 2));
+    // One call per acknowledger per batch of 10: 10 calls each, not 50.
+    assert_eq!((own.calls(), piped.calls()), (10, 10));
 }
 
 #[test]
