@@ -284,7 +284,7 @@ impl<T> BatchProcessor<T> {
     fn handle(&mut self, mut batch: Batch<T>) {
         let _timer = self.cells.time_batch(batch.messages.len());
         // Made known to this thread before the handler runs (`ack_immediately`).
-        let _ = self.ack.get();
+        self.ack.enter();
         {
             let outcome = catch_unwind(AssertUnwindSafe(|| (self.handler)(&mut batch)));
             let all_failed = match outcome {

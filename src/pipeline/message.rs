@@ -106,31 +106,36 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// The pipeline's acknowledger as a stage that acknowledges holds it: made known to the
-/// stage's thread the first time it is used there (for [`Message::ack_immediately`] in a
-/// handler that runs on that thread).
-pub(crate) struct PipelineAck {
-    ack: Option<Arc<dyn Acknowledger>>,
-    on_thread: bool,
-}
+/// The pipeline's acknowledger as a stage that acknowledges holds it.
+pub(crate) struct PipelineAck(Option<Arc<dyn Acknowledger>>);
 
 impl PipelineAck {
     pub(crate) fn new(ack: Option<Arc<dyn Acknowledger>>) -> PipelineAck {
-        PipelineAck {
-            ack,
-            on_thread: false,
-        }
+        PipelineAck(ack)
     }
 
-    /// The acknowledger, after making it this thread's (once; a stage keeps its thread).
+    /// Makes it the acknowledger of the pipeline whose handlers run on this thread now (for
+    /// [`Message::ack_immediately`] in them): once per batch, before the handlers. A stage
+    /// keeps its thread, so it is nearly always so already (a pointer compared).
     #[inline]
-    pub(crate) fn get(&mut self) -> Option<&dyn Acknowledger> {
-        if !self.on_thread {
-            self.on_thread = true;
-            let ack = self.ack.clone();
-            let _ = PIPELINE_ACK.try_with(|cell| *cell.borrow_mut() = ack);
-        }
-        self.ack.as_deref()
+    pub(crate) fn enter(&self) {
+        let _ = PIPELINE_ACK.try_with(|cell| {
+            let mut current = cell.borrow_mut();
+            let same = match (&*current, &self.0) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                *current = self.0.clone();
+            }
+        });
+    }
+
+    /// The acknowledger, if the pipeline has one.
+    #[inline]
+    pub(crate) fn get(&self) -> Option<&dyn Acknowledger> {
+        self.0.as_deref()
     }
 }
 

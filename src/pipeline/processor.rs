@@ -64,7 +64,7 @@ impl<I, O> Core<I, O> {
         let mut done = Vec::new();
         let mut n = 0u64;
         // Made known to this thread before any handler runs (`ack_immediately`).
-        let _ = self.ack.get();
+        self.ack.enter();
         for mut m in messages {
             n += 1;
             let result = catch_unwind(AssertUnwindSafe(|| (self.handler)(&mut m)));
