@@ -140,6 +140,44 @@ fn smoke() {
 }
 
 #[test]
+fn a_shutdown_right_after_a_backlog_does_not_wait_out_the_block() {
+    // A long `block`: a producer that waited it out after the backlog's last read would hold
+    // the shutdown for 20 s. Its waits start at 1 ms after a read that found entries.
+    let server = server_or_skip!();
+    let mut con = connect(&server);
+    fill(&mut con, "jobs", 500);
+    let source = stageflow::redis::stream(server.url(), "jobs")
+        .group("g")
+        .consumer("c")
+        .timeout(Duration::from_secs(30))
+        .block(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let src = source.clone();
+    let p = stageflow::pipeline::builder("backlog")
+        .producers(1, move |_| stageflow::producer(src.producer()))
+        .processors(
+            stageflow::pipeline::ProcessorOptions::new().concurrency(2),
+            move |m: &mut stageflow::pipeline::Message<stageflow::redis::Entry>| {
+                tx.send(m.data.get_str("n").unwrap().to_owned()).unwrap();
+                Ok::<(), String>(())
+            },
+        )
+        .start()
+        .unwrap();
+    recv_n(&rx, 500, Duration::from_secs(10), "entries handled");
+    let asked = Instant::now();
+    let report = p.shutdown();
+    let took = asked.elapsed();
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!(source.counters().acked, 500);
+    // Far below the block (a loaded machine gets seconds of slack): the producer's wait
+    // when the shutdown came had doubled from 1 ms for as long as the stream was empty.
+    assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+}
+
+#[test]
 fn the_example_processes_every_job_once_across_two_worker_processes() {
     let server = server_or_skip!();
     let s = redis_workers::run(redis_workers::Options {

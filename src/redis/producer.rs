@@ -1,7 +1,10 @@
 //! [`StreamProducer`]: the stage that reads a consumer group, only while it has demand. Each
 //! turn of its loop sends one command: its own pending entries first (on start and after a
 //! reconnect), then a claim of idle entries (periodically), else `XREADGROUP >` with `COUNT`
-//! the unmet demand and a short `BLOCK`.
+//! the unmet demand and a short `BLOCK`: 1 ms after a read that found entries, doubling
+//! while reads come back empty, up to the source's `block`. A stop or a drain is seen between
+//! reads, so after a backlog has been read it is seen within milliseconds, not after a whole
+//! `block`.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -50,7 +53,13 @@ pub struct StreamProducer<T> {
     backoff: Backoff,
     scheduled: bool,
     seq: u64,
+    /// The `BLOCK` of the next `XREADGROUP >`: [`FIRST_BLOCK`] after a read that found
+    /// entries, doubled after each that found none, up to the source's `block`.
+    wait: Duration,
 }
+
+/// The `BLOCK` of the first read after one that found entries (`BLOCK 0` would wait forever).
+const FIRST_BLOCK: Duration = Duration::from_millis(1);
 
 /// `XREADGROUP GROUP <group> <consumer> COUNT <count> [BLOCK <ms>] STREAMS <stream> <id>`.
 ///
@@ -65,7 +74,8 @@ fn xreadgroup(opts: &Options, count: usize, block: Option<Duration>, id: &str) -
         .arg("COUNT")
         .arg(count);
     if let Some(block) = block {
-        cmd.arg("BLOCK").arg(block.as_millis() as u64);
+        // At least 1 ms: `BLOCK 0` waits forever.
+        cmd.arg("BLOCK").arg((block.as_millis() as u64).max(1));
     }
     cmd.arg("STREAMS").arg(&opts.stream).arg(id);
     cmd
@@ -95,6 +105,7 @@ impl<T: Send + 'static> StreamProducer<T> {
             backoff: Backoff::new(first, max),
             scheduled: false,
             seq: 0,
+            wait: FIRST_BLOCK,
         }
     }
 
@@ -161,9 +172,15 @@ impl<T: Send + 'static> StreamProducer<T> {
                 self.emit(claimed, &cells.claimed, ctx);
             }
             Phase::New => {
-                let read = xreadgroup(&s.opts, count, Some(s.opts.block), ">");
+                let block = self.wait.min(s.opts.block);
+                let read = xreadgroup(&s.opts, count, Some(block), ">");
                 let reply = con.req_command(&read)?;
                 let ids = reply::entries(reply)?;
+                self.wait = if ids.is_empty() {
+                    (block * 2).min(s.opts.block)
+                } else {
+                    FIRST_BLOCK
+                };
                 self.emit(ids, &cells.read, ctx);
             }
         }
