@@ -182,10 +182,14 @@ pub(crate) struct SubCell {
     pub(crate) min_demand: u64,
 }
 
+/// Told of a stage's end, once, on the thread that ends it (see [`Shared::on_end`]).
+pub(crate) type EndWatcher = Box<dyn FnOnce(&Reason) + Send>;
+
 #[derive(Default)]
 struct Done {
     outcome: Option<Reason>,
     thread: Option<JoinHandle<()>>,
+    watchers: Vec<EndWatcher>,
 }
 
 impl std::fmt::Debug for Done {
@@ -326,10 +330,29 @@ impl Shared {
 
     pub(crate) fn set_outcome(&self, reason: Reason) {
         let mut done = self.done.lock();
-        done.outcome = Some(reason);
+        done.outcome = Some(reason.clone());
+        let watchers = std::mem::take(&mut done.watchers);
         self.done_cond.notify_all();
         drop(done);
         self.ended_tx.lock().take();
+        for watcher in watchers {
+            watcher(&reason);
+        }
+    }
+
+    /// Calls `watcher` with the stage's outcome once it has ended: on the stage's thread as
+    /// its last act (after its `terminate` and its drop), or at once on this one if it has
+    /// ended already. For a supervisor, which would otherwise need a thread per child blocked
+    /// in its `join`. `watcher` must be quick and must not block (it sends an event).
+    pub(crate) fn on_end(&self, watcher: EndWatcher) {
+        let mut done = self.done.lock();
+        match done.outcome.clone() {
+            Some(reason) => {
+                drop(done);
+                watcher(&reason);
+            }
+            None => done.watchers.push(watcher),
+        }
     }
 
     /// Receives from `rx` (a reply, a registration) until `deadline`, giving up as soon as the
@@ -419,5 +442,29 @@ impl Shared {
             let _ = t.join();
         }
         outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_end_watcher_hears_the_outcome_once_whenever_it_came() {
+        let shared = Shared::new("s".into());
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let before = tx.clone();
+        shared.on_end(Box::new(move |r: &Reason| {
+            before.send(("before", r.clone())).unwrap()
+        }));
+        assert!(rx.try_recv().is_err(), "told before the end");
+        shared.set_outcome(Reason::Normal);
+        assert_eq!(rx.try_recv(), Ok(("before", Reason::Normal)));
+        // Registered after the end: told at once, on this thread.
+        shared.on_end(Box::new(move |r: &Reason| {
+            tx.send(("after", r.clone())).unwrap()
+        }));
+        assert_eq!(rx.try_recv(), Ok(("after", Reason::Normal)));
+        assert!(rx.try_recv().is_err(), "told twice");
     }
 }

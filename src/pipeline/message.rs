@@ -139,6 +139,21 @@ impl PipelineAck {
     }
 }
 
+impl Drop for PipelineAck {
+    /// The thread lets go of it with the stage (dropped on the stage's thread before the
+    /// stage's end is published), not when the thread exits after that.
+    fn drop(&mut self) {
+        let _ = PIPELINE_ACK.try_with(|cell| {
+            let mut current = cell.borrow_mut();
+            if let (Some(a), Some(b)) = (&*current, &self.0) {
+                if Arc::ptr_eq(a, b) {
+                    *current = None;
+                }
+            }
+        });
+    }
+}
+
 /// Messages told to the pipeline's acknowledger in a pipeline that has none: said once.
 fn no_pipeline_acknowledger() {
     static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
