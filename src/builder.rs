@@ -25,7 +25,7 @@ use crate::subscription::{
     SubscriptionId,
 };
 use crate::unwind::stage_main;
-use crate::upstream::{subscribe, Pending, Request, ScopedSource, Upstream};
+use crate::upstream::{ask_to_subscribe, Pending, Request, ScopedSource, Upstream, Waiting};
 
 /// The default inbox capacity, in messages.
 const DEFAULT_INBOX: usize = 1024;
@@ -719,12 +719,23 @@ where
             return Ok(ScopedStage::new(shared, handle, kept));
         }
     }
+    // Every request goes out before any answer is waited for: the producers answer side by
+    // side (a batcher subscribing to 50 processors waited for 50 answers one after the other).
+    let asked: Vec<_> = subscriptions
+        .into_iter()
+        .map(|(source, options)| {
+            let port: PortBox<'e, Down<'e, C::In>> = Box::new(handle.clone());
+            let sent = ask_to_subscribe(&source, port, &shared, options.clone());
+            (source, options, sent)
+        })
+        .collect();
     let mut made: Vec<(ScopedSource<'e, C::In>, Pending)> = Vec::new();
     let mut failed: Vec<Subscription> = Vec::new();
-    for (source, options) in subscriptions {
-        let port: PortBox<'e, Down<'e, C::In>> = Box::new(handle.clone());
+    let mut refused = None;
+    for (source, options, sent) in asked {
         let temporary = options.get_cancel() == CancelMode::Temporary;
-        match subscribe(&source, port, &shared, options.clone()) {
+        // Answers are taken even after a refusal, so that every accepted one is withdrawn.
+        match sent.and_then(Waiting::answer) {
             Ok(pending) => made.push((source, pending)),
             // A temporary subscription is optional: the stage starts and sees it fail.
             Err(SubscribeError::ProducerGone { .. }) if temporary => failed.push(Subscription {
@@ -734,10 +745,13 @@ where
                 options,
             }),
             Err(e) => {
-                withdraw(&made);
-                return Err(BuildError::Subscribe(e));
+                refused.get_or_insert(e);
             }
         }
+    }
+    if let Some(e) = refused {
+        withdraw(&made);
+        return Err(BuildError::Subscribe(e));
     }
     let runner = Runner::new(
         callbacks,

@@ -134,6 +134,18 @@ pub(crate) fn subscribe<'e, T: Send + 'e>(
     consumer_shared: &Arc<Shared>,
     options: SubscribeOptions,
 ) -> Result<Pending, SubscribeError> {
+    ask_to_subscribe(source, consumer, consumer_shared, options)?.answer()
+}
+
+/// The first half of [`subscribe`]: validates and sends the request, without waiting for the
+/// answer. A stage being built with many producers sends every request before it waits for
+/// any answer, so the producers answer side by side rather than one after the other.
+pub(crate) fn ask_to_subscribe<'e, T: Send + 'e>(
+    source: &ScopedSource<'e, T>,
+    consumer: PortBox<'e, Down<'e, T>>,
+    consumer_shared: &Arc<Shared>,
+    options: SubscribeOptions,
+) -> Result<Waiting, SubscribeError> {
     let request = Request::new(source, consumer, consumer_shared, options, false)?;
     let (req, waiting) = request.split();
     if source.port.send_urgent(Up::Subscribe(req)).is_err() {
@@ -141,7 +153,7 @@ pub(crate) fn subscribe<'e, T: Send + 'e>(
             producer: source.name.to_string(),
         });
     }
-    waiting.answer()
+    Ok(waiting)
 }
 
 /// A subscribe request and what its caller waits on.

@@ -211,6 +211,40 @@ fn dropping_a_stream_cancels_even_when_the_producer_inbox_is_full() {
 }
 
 #[test]
+fn a_failed_build_withdraws_the_subscriptions_accepted_after_the_refused_one() {
+    // The requests go out together: q refuses the first, p accepts the second, and the
+    // build must withdraw what p accepted.
+    let q = stageflow::from_iter(0u64..)
+        .dispatcher(PartitionDispatcher::new(1, |_: &u64| Some(0)).unwrap())
+        .spawn()
+        .unwrap();
+    let p = stageflow::from_iter(0u64..).spawn().unwrap();
+    let (rec, _rx) = Recorder::<u64>::new();
+    let err = stageflow::consumer(rec)
+        // No partition given: the partitioned producer refuses.
+        .subscribe_to(&q, SubscribeOptions::new())
+        .unwrap()
+        .subscribe_to(&p, SubscribeOptions::new())
+        .unwrap()
+        .spawn()
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(err, BuildError::Subscribe(_)), "{err}");
+    let deadline = std::time::Instant::now() + LIMIT;
+    while !p.counters().subscriptions.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "p still holds the subscription"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for s in [p.stage_ref(), q.stage_ref()] {
+        s.stop();
+        s.join();
+    }
+}
+
+#[test]
 fn a_failed_build_withdraws_its_subscriptions_even_from_a_full_inbox() {
     // p accepts the first subscription, then blocks in handle_subscribe with its one-slot
     // inbox full; q refuses the second: the build fails and must withdraw the first.
