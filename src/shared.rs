@@ -384,6 +384,11 @@ impl Shared {
         self.done.lock().outcome.clone()
     }
 
+    /// Disconnects when the stage has ended (its outcome is published): for a select.
+    pub(crate) fn ended(&self) -> &Receiver<Infallible> {
+        &self.ended
+    }
+
     /// [`Shared::recv_unless_ended`] for a stage in a simulation: the schedule runs until
     /// the value comes or the stage ends; if it cannot run (this is a stage's own turn) or
     /// nothing can move, the wait is over at once, as at its deadline.

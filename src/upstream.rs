@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 
@@ -169,6 +169,7 @@ pub(crate) struct Waiting {
     registered: Receiver<()>,
     consumer: Arc<Shared>,
     producer: Arc<str>,
+    producer_shared: Arc<Shared>,
     deadline: Instant,
 }
 
@@ -214,6 +215,7 @@ impl<'e, T: Send + 'e> Request<'e, T> {
                 registered,
                 consumer: consumer_shared.clone(),
                 producer: source.name.clone(),
+                producer_shared: source.shared.clone(),
                 deadline,
             },
         })
@@ -269,9 +271,7 @@ impl Waiting {
         let producer = &self.producer;
         match self.answer.recv_deadline(self.deadline) {
             Ok(result) => result,
-            Err(RecvTimeoutError::Disconnected) => Err(SubscribeError::ProducerGone {
-                producer: producer.to_string(),
-            }),
+            Err(RecvTimeoutError::Disconnected) => Err(self.closed()),
             Err(RecvTimeoutError::Timeout) => match self.answer.try_recv() {
                 // The answer came just as the time ran out.
                 Ok(result) => result,
@@ -280,6 +280,42 @@ impl Waiting {
                 Err(_) => Err(SubscribeError::Timeout {
                     producer: producer.to_string(),
                 }),
+            },
+        }
+    }
+}
+
+/// How long a subscriber whose request was dropped unanswered waits, at least, to learn
+/// whether the producer or the consumer ended (see `Waiting::closed`).
+const CLOSED_GRACE: Duration = Duration::from_secs(1);
+
+impl Waiting {
+    /// The answer's channel closed unanswered: the producer ended, or the consumer did
+    /// before it passed the request on (a running stage's request goes through it). Either
+    /// publishes its end as its thread's last act, soon after dropping what it held: which
+    /// one did is known once it has (waiting until the subscribe deadline, and at least
+    /// [`CLOSED_GRACE`], which a subscribe with no time to wait also gets; then, as before,
+    /// the producer).
+    fn closed(&self) -> SubscribeError {
+        let mut sel = crossbeam_channel::Select::new();
+        let consumer = sel.recv(self.consumer.ended());
+        sel.recv(self.producer_shared.ended());
+        let until = self.deadline.max(Instant::now() + CLOSED_GRACE);
+        match sel.select_deadline(until) {
+            Ok(op) if op.index() == consumer => {
+                let _ = op.recv(self.consumer.ended());
+                SubscribeError::ConsumerGone {
+                    consumer: self.consumer.name.to_string(),
+                }
+            }
+            Ok(op) => {
+                let _ = op.recv(self.producer_shared.ended());
+                SubscribeError::ProducerGone {
+                    producer: self.producer.to_string(),
+                }
+            }
+            Err(_) => SubscribeError::ProducerGone {
+                producer: self.producer.to_string(),
             },
         }
     }
