@@ -794,6 +794,31 @@ impl StageRef {
     pub fn outcome(&self) -> Option<Reason> {
         self.core.outcome()
     }
+
+    /// Calls `watcher` with the stage's outcome once it has ended (Erlang's monitor, as a
+    /// callback): on the stage's own thread, as its last act, after its `terminate` and its
+    /// drop; or at once, on this thread, if it has ended already. Each watcher is called
+    /// exactly once. It runs where the stage's thread ends, so it must be quick and must not
+    /// block: send the outcome on a channel and act on it elsewhere. This is how a supervisor
+    /// watches many stages without a thread per stage blocked in [`join`](StageRef::join).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stageflow::Reason;
+    ///
+    /// let stage = stageflow::from_iter(0..3u32).spawn()?;
+    /// let (ended_tx, ended) = crossbeam_channel::unbounded();
+    /// stage.stage_ref().on_end(move |reason: &Reason| {
+    ///     let _ = ended_tx.send(reason.clone());
+    /// });
+    /// stage.stop();
+    /// assert_eq!(ended.recv()?, Reason::Shutdown);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_end(&self, watcher: impl FnOnce(&Reason) + Send + 'static) {
+        self.core.shared.on_end(Box::new(watcher));
+    }
 }
 
 /// What both handles on a stage hold: the state the stage shares with its handles, and a port

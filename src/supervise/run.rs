@@ -197,13 +197,13 @@ impl Supervisor {
         self.next_incarnation += 1;
         let incarnation = self.next_incarnation;
         let tx = self.tx.clone();
-        stage.shared().on_end(Box::new(move |reason: &Reason| {
+        stage.on_end(move |reason: &Reason| {
             let _ = tx.send(Event::Ended {
                 child: i,
                 incarnation,
                 reason: reason.clone(),
             });
-        }));
+        });
         self.states[i] = State::Running { incarnation, stage };
     }
 
