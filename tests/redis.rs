@@ -106,6 +106,27 @@ pub(crate) fn counts<T: Ord + Clone>(items: &[T]) -> BTreeMap<T, usize> {
     m
 }
 
+/// A pipeline named `name` reading `source` with 2 processors, each handled entry's `n` sent
+/// to `tx`.
+fn handling(
+    name: &str,
+    source: &stageflow::redis::StreamSource<stageflow::redis::Entry>,
+    tx: crossbeam_channel::Sender<String>,
+) -> stageflow::pipeline::Pipeline<stageflow::redis::Entry> {
+    let src = source.clone();
+    stageflow::pipeline::builder(name)
+        .producers(1, move |_| stageflow::producer(src.producer()))
+        .processors(
+            stageflow::pipeline::ProcessorOptions::new().concurrency(2),
+            move |m: &mut stageflow::pipeline::Message<stageflow::redis::Entry>| {
+                tx.send(m.data.get_str("n").unwrap().to_owned()).unwrap();
+                Ok::<(), String>(())
+            },
+        )
+        .start()
+        .unwrap()
+}
+
 #[test]
 fn smoke() {
     let server = server_or_skip!();
@@ -117,18 +138,7 @@ fn smoke() {
         .build()
         .unwrap();
     let (tx, rx) = crossbeam_channel::unbounded();
-    let src = source.clone();
-    let p = stageflow::pipeline::builder("smoke")
-        .producers(1, move |_| stageflow::producer(src.producer()))
-        .processors(
-            stageflow::pipeline::ProcessorOptions::new().concurrency(2),
-            move |m: &mut stageflow::pipeline::Message<stageflow::redis::Entry>| {
-                tx.send(m.data.get_str("n").unwrap().to_owned()).unwrap();
-                Ok::<(), String>(())
-            },
-        )
-        .start()
-        .unwrap();
+    let p = handling("smoke", &source, tx);
     let got = recv_n(&rx, 100, Duration::from_secs(10), "entries handled");
     let report = p.shutdown();
     assert!(report.is_complete(), "{report:?}");
@@ -154,18 +164,7 @@ fn a_shutdown_right_after_a_backlog_does_not_wait_out_the_block() {
         .build()
         .unwrap();
     let (tx, rx) = crossbeam_channel::unbounded();
-    let src = source.clone();
-    let p = stageflow::pipeline::builder("backlog")
-        .producers(1, move |_| stageflow::producer(src.producer()))
-        .processors(
-            stageflow::pipeline::ProcessorOptions::new().concurrency(2),
-            move |m: &mut stageflow::pipeline::Message<stageflow::redis::Entry>| {
-                tx.send(m.data.get_str("n").unwrap().to_owned()).unwrap();
-                Ok::<(), String>(())
-            },
-        )
-        .start()
-        .unwrap();
+    let p = handling("backlog", &source, tx);
     recv_n(&rx, 500, Duration::from_secs(10), "entries handled");
     let asked = Instant::now();
     let report = p.shutdown();
