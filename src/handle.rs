@@ -799,8 +799,10 @@ impl StageRef {
     /// callback): on the stage's own thread, as its last act, after its `terminate` and its
     /// drop; or at once, on this thread, if it has ended already. Each watcher is called
     /// exactly once. It runs where the stage's thread ends, so it must be quick and must not
-    /// block: send the outcome on a channel and act on it elsewhere. This is how a supervisor
-    /// watches many stages without a thread per stage blocked in [`join`](StageRef::join).
+    /// block: send the outcome on a channel and act on it elsewhere. A watcher that panics on
+    /// the stage's thread is logged, and the others are still called. This is how a
+    /// supervisor watches many stages without a thread per stage blocked in
+    /// [`join`](StageRef::join).
     ///
     /// # Examples
     ///

@@ -336,7 +336,11 @@ impl Shared {
         drop(done);
         self.ended_tx.lock().take();
         for watcher in watchers {
-            watcher(&reason);
+            // One watcher's panic keeps neither the others nor the thread's end from happening.
+            let told = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| watcher(&reason)));
+            if told.is_err() {
+                log::error!("stage {}: an end watcher panicked", self.name);
+            }
         }
     }
 
@@ -471,5 +475,15 @@ mod tests {
         }));
         assert_eq!(rx.try_recv(), Ok(("after", Reason::Normal)));
         assert!(rx.try_recv().is_err(), "told twice");
+    }
+
+    #[test]
+    fn a_panicking_end_watcher_does_not_keep_the_next_from_being_told() {
+        let shared = Shared::new("s".into());
+        let (tx, rx) = crossbeam_channel::unbounded();
+        shared.on_end(Box::new(|_: &Reason| panic!("a watcher's bug")));
+        shared.on_end(Box::new(move |r: &Reason| tx.send(r.clone()).unwrap()));
+        shared.set_outcome(Reason::Normal);
+        assert_eq!(rx.try_recv(), Ok(Reason::Normal));
     }
 }
