@@ -827,11 +827,11 @@ impl<'env, S: Send + 'env, T: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, T,
     /// (up to 16 before it looks at its messages) and sends its counts at the turn's end, or
     /// earlier once its table holds 65 536 keys: the fewer pairs the larger the span counted,
     /// with one batch of items in memory at a time. A drain or a stop comes between turns,
-    /// so a lane never holds counts while it waits. (The mappers' and the reducers' tables hash each key with [`KeyHasher`], a
-    /// fast hash from a random seed, not SipHash; each window is emitted as a standard
-    /// `HashMap`.) The
-    /// window allows it when what it emits does not depend on how many events arrive: global
-    /// and periodic windows without [`Every`](Trigger::Every) triggers. With
+    /// so a lane never holds counts while it waits. (The mappers' and the reducers' tables
+    /// hash each key with [`KeyHasher`], a fast hash from a random seed, not SipHash; each
+    /// window is emitted as a standard `HashMap`.) The window allows it when what it emits
+    /// does not depend on how many events arrive: global and periodic windows without
+    /// [`Every`](Trigger::Every) triggers. With
     /// count windows, fixed windows (whose timestamps are read from the key) or `Every`
     /// triggers, each event is sent on as `(key, 1)`, and windows and triggers count events
     /// as they do after `partition`. Either way each window's counts are those of

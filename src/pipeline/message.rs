@@ -305,8 +305,12 @@ impl<T> Message<T> {
     ///     .acknowledger(Arc::new(move |ok: Vec<Acked>, _failed: Vec<Acked>| {
     ///         a.fetch_add(ok.len() as u64, Ordering::Relaxed);
     ///     }))
-    ///     .producer(|_| stageflow::from_iter((0..100u64).map(|i| Message::new(i).pipeline_acknowledger(i))))
-    ///     .processors(ProcessorOptions::new(), |m: &mut Message<u64>| Ok::<_, String>(m.data * 2))
+    ///     .producer(|_| {
+    ///         stageflow::from_iter((0..100u64).map(|i| Message::new(i).pipeline_acknowledger(i)))
+    ///     })
+    ///     .processors(ProcessorOptions::new(), |m: &mut Message<u64>| {
+    ///         Ok::<_, String>(m.data * 2)
+    ///     })
     ///     .start()?;
     /// p.join();
     /// assert_eq!(acked.load(Ordering::Relaxed), 100);
