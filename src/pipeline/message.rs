@@ -369,20 +369,25 @@ impl<T> Message<T> {
             by: By::Pipeline, ..
         }) = &self.ack
         {
-            // The pipeline's acknowledger, as this thread (one of the pipeline's stages) has it.
-            let ack = PIPELINE_ACK
-                .try_with(|cell| cell.borrow().clone())
-                .ok()
-                .flatten();
-            let Some(pipeline) = ack else {
+            // The pipeline's acknowledger, as this thread (one of the pipeline's stages) has it:
+            // used where it is, with no reference count taken (its counter is shared by every
+            // processor's thread).
+            let told = PIPELINE_ACK
+                .try_with(|cell| match cell.borrow().as_deref() {
+                    Some(pipeline) => {
+                        self.ack_now(Some(pipeline));
+                        true
+                    }
+                    None => false,
+                })
+                .unwrap_or(false);
+            if !told {
                 log::warn!(
                     "pipeline: ack_immediately outside the pipeline's processors and batch \
                      processors on a message of the pipeline's acknowledger: it is \
                      acknowledged when it finishes the pipeline"
                 );
-                return;
-            };
-            self.ack_now(Some(&*pipeline));
+            }
             return;
         }
         self.ack_now(None);
@@ -631,5 +636,18 @@ mod tests {
         let msgs = (0..3u32).map(|i| Message::new(i).pipeline_acknowledger(u64::from(i)));
         assert_eq!(ack_all(msgs, None), (3, 0));
         assert_eq!(log_p.lock().len(), 1);
+    }
+
+    #[test]
+    fn ack_immediately_off_the_pipelines_threads_keeps_the_message_for_later() {
+        // This test's thread is none of a pipeline's stages: nothing to tell now, so the
+        // message keeps its acknowledgement for the end of the pipeline.
+        let (piped, log) = recorder();
+        let mut m = Message::new(1u32).pipeline_acknowledger(4);
+        m.ack_immediately();
+        assert_eq!(m.ack_id(), Some(4));
+        assert!(log.lock().is_empty());
+        assert_eq!(ack_all([m], Some(&*piped)), (1, 0));
+        assert_eq!(*log.lock(), vec![(vec![4], vec![])]);
     }
 }
