@@ -3,8 +3,10 @@
 //! reconnect), then a claim of idle entries (periodically), else `XREADGROUP >` with `COUNT`
 //! the unmet demand and a short `BLOCK`: 1 ms after a read that found entries, doubling
 //! while reads come back empty, up to the source's `block`. A stop or a drain is seen between
-//! reads, so after a backlog has been read it is seen within milliseconds, not after a whole
-//! `block`.
+//! reads, so after a backlog has been read it is seen once the short read times out, not
+//! after a whole `block`. (Redis times blocked reads out on its timer tick, `hz`: 10 a second
+//! by default, so a 1 ms `BLOCK` on an empty stream lasts up to 100 ms; an idle stream is
+//! read about once per `block` or per tick, whichever is longer.)
 
 use std::fmt;
 use std::time::{Duration, Instant};

@@ -106,8 +106,9 @@ impl<T: Send + 'static> StreamBuilder<T> {
     /// The longest one `XREADGROUP` waits for new entries (`BLOCK`) before the producer's loop
     /// turns again (to see stops, calls and the claim interval). Defaults to `100 ms`. After a
     /// read that found entries the next waits 1 ms, and each that finds none doubles it up to
-    /// this: a drain or a stop right after a backlog has been read is seen within
-    /// milliseconds, and an idle stream costs a read per `block`.
+    /// this: a drain or a stop right after a backlog has been read is seen once that short
+    /// read times out, which Redis does on its timer tick (`hz`, 10 a second by default: at
+    /// most 100 ms), not after a whole `block`.
     pub fn block(mut self, block: Duration) -> Self {
         self.opts.block = block;
         self
