@@ -355,3 +355,91 @@ impl Pending {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{Request, Upstream};
+    use crate::envelope::Envelope;
+    use crate::shared::Shared;
+    use crate::{Consumer, ConsumerContext, Events, SubscribeError, SubscribeOptions};
+
+    /// A consumer whose message callback says it has begun, then waits to be let go.
+    struct Held {
+        entered: crossbeam_channel::Sender<()>,
+        go: crossbeam_channel::Receiver<()>,
+    }
+
+    impl Consumer for Held {
+        type In = u64;
+        type Message = ();
+
+        fn handle_events(&mut self, _: Events<'_, u64>, _: &mut ConsumerContext<'_>) {}
+
+        fn handle_message(&mut self, (): (), _: &mut ConsumerContext<'_>) {
+            let _ = self.entered.send(());
+            let _ = self.go.recv_timeout(Duration::from_secs(30));
+        }
+    }
+
+    #[test]
+    fn a_request_still_queued_in_a_stopped_consumer_is_answered_consumer_gone() {
+        // The request waits in the consumer, which is stopped before it passes it on: its end
+        // answers what it still holds while the producer runs on.
+        let producer = crate::from_iter(0u64..).spawn().unwrap();
+        let (entered_tx, entered) = crossbeam_channel::bounded(1);
+        let (go_tx, go) = crossbeam_channel::bounded(1);
+        let consumer = crate::consumer(Held {
+            entered: entered_tx,
+            go,
+        })
+        .spawn()
+        .unwrap();
+        consumer.cast(()).unwrap();
+        entered
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the consumer is in its callback");
+        consumer.stop();
+        let (_, waiting) = consumer
+            .subscribe_nowait(&producer, SubscribeOptions::new())
+            .unwrap();
+        go_tx.send(()).unwrap();
+        match waiting.answer() {
+            Err(SubscribeError::ConsumerGone { .. }) => {}
+            Err(e) => panic!("expected the consumer named as gone, got {e}"),
+            Ok(_) => panic!("expected the consumer named as gone, got a subscription"),
+        }
+        assert!(producer.outcome().is_none(), "the producer runs on");
+        producer.stop();
+        producer.join();
+    }
+
+    #[test]
+    fn a_request_dropped_unanswered_names_the_side_that_ended() {
+        // A request that reaches a consumer after its end's last look at its channels is
+        // dropped with them, unanswered: the consumer has ended, the producer runs on.
+        let producer = crate::from_iter(0u64..).spawn().unwrap();
+        let consumer = Arc::new(Shared::new("c".into()));
+        let (port, _inbox) = crossbeam_channel::unbounded::<Envelope<'static, u64, u64, ()>>();
+        let request = Request::new(
+            &producer.source(),
+            Box::new(port),
+            &consumer,
+            SubscribeOptions::new(),
+            true,
+        )
+        .unwrap();
+        let (req, waiting) = request.split();
+        drop(req);
+        consumer.set_outcome(crate::Reason::Shutdown);
+        match waiting.answer() {
+            Err(SubscribeError::ConsumerGone { consumer }) => assert_eq!(consumer, "c"),
+            Err(e) => panic!("expected the consumer named as gone, got {e}"),
+            Ok(_) => panic!("expected the consumer named as gone, got a subscription"),
+        }
+        producer.stop();
+        producer.join();
+    }
+}
