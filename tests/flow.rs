@@ -435,9 +435,11 @@ fn periodic_windows_close_when_the_test_moves_the_clock() {
         source.cast(Feed::Push(words)).unwrap();
     };
 
+    // The mapper counts each batch by key before the partition (a pushed batch is one): a
+    // pair per word and batch reaches the reducers.
     push(&["a", "b", "a"]);
-    wait_until("3 events at the reducers", || {
-        events_in(&stages, "reduce") == 3
+    wait_until("2 pairs at the reducers", || {
+        events_in(&stages, "reduce") == 2
     });
     quiet(&rx); // the clock has not moved: nothing closes
     clock.set(secs(5));
@@ -456,8 +458,8 @@ fn periodic_windows_close_when_the_test_moves_the_clock() {
     );
 
     push(&["c"]);
-    wait_until("4 events at the reducers", || {
-        events_in(&stages, "reduce") == 4
+    wait_until("3 pairs at the reducers", || {
+        events_in(&stages, "reduce") == 3
     });
     clock.set(secs(12)); // window 1 closes; window 2 is empty
     let w1 = next(&rx);
@@ -472,8 +474,8 @@ fn periodic_windows_close_when_the_test_moves_the_clock() {
 
     // The last window is emitted when the input completes, before the clock passes it.
     push(&["d", "d"]);
-    wait_until("6 events at the reducers", || {
-        events_in(&stages, "reduce") == 6
+    wait_until("4 pairs at the reducers", || {
+        events_in(&stages, "reduce") == 4
     });
     source.cast(Feed::End).unwrap();
     let w2 = next(&rx);
@@ -742,15 +744,21 @@ fn a_flow_runs_into_a_consumer_stage_or_on_its_own_until_stopped() {
 
 #[test]
 fn draining_an_endless_flow_emits_its_open_windows() {
+    // `partition` then `count_by_key`, in the global window: the lanes' combiner keeps its
+    // counts (by partition and key) for a whole turn; a drain comes between turns.
     let (tx, rx) = crossbeam_channel::unbounded();
+    let taken = Arc::new(AtomicU64::new(0));
+    let counter = taken.clone();
     let running = Flow::from_iter(0u64..)
         .stages(2)
+        .inspect(move |_| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        })
         .partition(Partitions::by_key(|x: &u64| x % 10).stages(2))
         .count_by_key(|x| x % 10)
         .emit_state()
         .into_consumer(Collect(tx))
         .unwrap();
-    // The lanes pull the iterator themselves: what they emitted is what the source gave.
     let stages = running.stages().to_vec();
     let emitted_by_lanes = || -> u64 {
         stages
@@ -759,15 +767,21 @@ fn draining_an_endless_flow_emits_its_open_windows() {
             .map(|s| s.counters().events_out)
             .sum()
     };
-    wait_until("events to flow", || emitted_by_lanes() > 10_000);
+    wait_until("items to flow", || taken.load(Ordering::Relaxed) > 50_000);
     let report = running.drain(LIMIT);
     assert!(report.is_complete(), "{report:?}");
     let emitted: Vec<Emitted<HashMap<u64, u64>>> = rx.try_iter().collect();
     assert_eq!(emitted.len(), 2, "one global window per partition");
     assert!(emitted.iter().all(|e| e.fired == Fired::Done));
-    // Every event the lanes emitted was counted.
+    // Every item the lanes took was counted, and the lanes sent far fewer events than items
+    // (a pair per key and turn: the combiner counted them).
     let counted: u64 = emitted.iter().flat_map(|e| e.value.values()).sum();
-    assert_eq!(counted, emitted_by_lanes());
+    assert_eq!(counted, taken.load(Ordering::Relaxed));
+    assert!(
+        emitted_by_lanes() * 10 < counted,
+        "{} events for {counted} items",
+        emitted_by_lanes()
+    );
 }
 
 #[test]
@@ -815,6 +829,48 @@ fn a_combiner_with_more_keys_than_it_holds_counts_each_once() {
         counts.values().all(|&c| c == 2),
         "a key counted twice or lost"
     );
+}
+
+/// A partition's counts, sorted by key.
+type PartitionCounts = (Option<usize>, Vec<(u64, u64)>);
+
+#[test]
+fn a_combiner_keeps_apart_one_key_bound_for_two_partitions() {
+    // Partitioned by x % 3 (a hash below the stages names the partition), counted by x % 2:
+    // every count key is in every partition. The lanes' combiner counts by partition and
+    // key, so each partition counts exactly its own events, in the global window (counts
+    // held over a turn), in periodic windows (per batch) and in count windows (none).
+    let n = 30_000u64;
+    let windows = [
+        ("global", Window::global()),
+        ("periodic", Window::periodic(Duration::from_secs(3600))),
+        ("count", Window::count(n)),
+    ];
+    for (name, window) in windows {
+        let mut parts = Flow::from_iter(0..n)
+            .stages(2)
+            .partition(
+                Partitions::by_hash(|x: &u64| x % 3)
+                    .stages(3)
+                    .window(window),
+            )
+            .count_by_key(|x| x % 2)
+            .emit_state()
+            .collect()
+            .unwrap();
+        parts.sort_by_key(|e| e.partition);
+        let got: Vec<PartitionCounts> = parts
+            .iter()
+            .map(|e| (e.partition, sorted(&e.value)))
+            .collect();
+        let want: Vec<PartitionCounts> = (0..3u64)
+            .map(|p| {
+                let of = |k| (0..n).filter(|x| x % 3 == p && x % 2 == k).count() as u64;
+                (Some(p as usize), vec![(0, of(0)), (1, of(1))])
+            })
+            .collect();
+        assert_eq!(got, want, "{name} windows");
+    }
 }
 
 #[cfg(feature = "http")]

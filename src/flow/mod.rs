@@ -33,9 +33,11 @@
 //! The words are borrowed from the lines (`&'static str` here) and `flat_map` takes the
 //! iterator `split` returns: no `Vec` per line, no `String` per word. [`Flow::count_by_key`]
 //! is [`partition`](Flow::partition) by a key followed by
-//! [`count_by_key`](Partitioned::count_by_key) by the same key, with the key written once,
-//! and it sends each batch's counts through the partition instead of every word; the two
-//! steps remain for other reductions.
+//! [`count_by_key`](Partitioned::count_by_key) by the same key, with the key written once.
+//! Both send the mappers' counts through the partition instead of every word (a
+//! *combiner*); the one call reads each word's key once where the two steps read the
+//! partition's key and the count's, so it is the faster where the two keys are one. The two
+//! steps remain for other reductions, and for a count by a key other than the partition's.
 //!
 //! # Over borrowed data: flows in a scope
 //!
@@ -243,6 +245,7 @@
 //!   `shuffle`, `merge` of flows, custom trigger functions.
 
 mod clock;
+mod combine;
 mod departition;
 mod error;
 mod lane;
@@ -268,6 +271,7 @@ pub use window::{
     Emitted, Fired, LateEvents, ScopedWindow, Trigger, Window, WindowCounts, WindowId,
 };
 
+use combine::Combiner;
 use lane::{FusedLane, Pool, PullBox};
 use run::{checked, settle, Build, Chain, Flush, Lane, Ops, Sources, END_WAIT};
 
@@ -376,16 +380,6 @@ enum Origin<'env, S, M: Mode<'env>> {
     Iters(Vec<PullBox<'env, S>>),
     /// Stages, spawned or subscribed to when the flow runs.
     Stages(Sources<'env, S, M>),
-}
-
-/// How many keys a lane's combiner table holds before it sends its counts on mid-turn (each
-/// a key and a `u64`: about 2 MB for `&str` keys).
-const HOLD_KEYS: usize = 1 << 16;
-
-/// Locks a lane's shared state; a lane that panicked holding it left it whole (a table
-/// counts a batch or not at all, and the flow fails with that lane anyway).
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The default number of stages per phase: the machine's cores (Flow's
@@ -810,7 +804,22 @@ impl<'env, S: Send + 'env, T: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, T,
     /// meets the others in the same stage. Continue with a reduction
     /// ([`reduce`](Partitioned::reduce), [`count_by_key`](Partitioned::count_by_key), ...).
     pub fn partition(self, partitions: ScopedPartitions<'env, T>) -> ScopedPartitioned<'env, T, M> {
-        ScopedPartitioned::new(self.into_lanes(), partitions)
+        let mappers: reduce::Mappers<'env, T, M> = Box::new(move |combiner| match combiner {
+            None => reduce::Mapped::Events(self.into_lanes()),
+            Some(c) => reduce::Mapped::Pairs(self.combined(c).into_lanes()),
+        });
+        ScopedPartitioned::new(mappers, partitions)
+    }
+
+    /// The flow with `combiner` as its last operation (it may hold events back until the
+    /// lane's turn ends).
+    fn combined<U: Send + 'env>(self, combiner: Combiner<'env, T, U>) -> ScopedFlow<'env, S, U, M> {
+        let op = combiner.op;
+        let mut combined = self.then_batch(move |batch, out| op(batch, out));
+        if let FlowOps::Chain(_, held) = &mut combined.ops {
+            *held = combiner.flush;
+        }
+        combined
     }
 
     /// Partitions the events by `key` and counts each window's events by key: the word
@@ -825,7 +834,8 @@ impl<'env, S: Send + 'env, T: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, T,
     /// and fold. In the global window without triggers, where only the final counts are
     /// seen, a lane that pulls its own iterators keeps counting over the batches of one turn
     /// (up to 16 before it looks at its messages) and sends its counts at the turn's end, or
-    /// earlier once its table holds 65 536 keys: the fewer pairs the larger the span counted,
+    /// earlier once its table holds 65 536 keys (fewer where a key takes more than 24 bytes:
+    /// 2 MB of entries): the fewer pairs the larger the span counted,
     /// with one batch of items in memory at a time. A drain or a stop comes between turns,
     /// so a lane never holds counts while it waits. (The mappers' and the reducers' tables
     /// hash each key with [`KeyHasher`], a fast hash from a random seed, not SipHash; each
@@ -861,44 +871,14 @@ impl<'env, S: Send + 'env, T: Send + 'env, M: Mode<'env>> ScopedFlow<'env, S, T,
     where
         K: Hash + Eq + Clone + Send + 'env,
     {
-        let pairs = if partitions.takes_pre_reduced() {
-            // The lanes keep their tables from batch to batch: no allocation and no growth
-            // once a table has seen a batch's worth of keys. Where only the final counts are
-            // seen, a table also keeps its counts for the lane's turn (up to 16 batches
-            // pulled from iterators) unless it grows past `HOLD_KEYS`: fewer pairs to send
-            // and fold the larger the batch, and no more items in memory at once.
-            let hold = if partitions.holds_pre_reduced() {
-                HOLD_KEYS
-            } else {
-                0
-            };
-            let tables: Arc<Mutex<Vec<KeyCounts<K>>>> = Arc::default();
-            let kept = tables.clone();
-            let flush: Flush<'env, (K, u64)> = Arc::new(move |out| {
-                // Drained outside the lock: another lane may be counting meanwhile.
-                let mut all = std::mem::take(&mut *lock(&kept));
-                for counts in &mut all {
-                    counts.drain().for_each(&mut *out);
-                }
-                lock(&kept).append(&mut all);
-            });
-            let mut counted = self.then_batch(move |batch, out| {
-                let mut counts = lock(&tables).pop().unwrap_or_default();
-                batch(&mut |e| *counts.entry(key(&e)).or_insert(0) += 1);
-                if counts.len() >= hold {
-                    counts.drain().for_each(&mut *out);
-                }
-                lock(&tables).push(counts);
-            });
-            if let FlowOps::Chain(_, held) = &mut counted.ops {
-                *held = Some(flush);
-            }
-            counted
-        } else {
-            self.then(move |e, out| out((key(&e), 1)))
+        // Counted by key in the lanes' tables where the window allows it, held over a turn
+        // where only the final counts are seen.
+        let combiner = match partitions.combiner_hold(std::mem::size_of::<(K, u64)>()) {
+            Some(hold) => Combiner::table(hold, key, |e, _| *e.or_insert(0) += 1, |k, n| (k, n)),
+            None => Combiner::each(move |e| (key(&e), 1)),
         };
         // The reducers count in tables hashed as the combiner's are, emitted as standard maps.
-        pairs
+        self.combined(combiner)
             .partition(partitions.of_pairs())
             .reduce(KeyCounts::default, |counts: &mut KeyCounts<K>, (k, n)| {
                 *counts.entry(k).or_insert(0) += n;

@@ -2,6 +2,7 @@
 //! [`Partitioned`] (the reductions), [`Reduced`] (what is emitted), and the reducer stage that
 //! feeds a partition's [`Windows`] and sends on what they fire.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::clock::Clock;
+use super::combine::{Combiner, HOLD_BYTES, HOLD_KEYS};
 use super::departition::Departition;
 use super::error::FlowError;
 use super::run::{checked, Build, Mode};
@@ -29,6 +31,17 @@ pub(crate) type Lanes<'env, T, W> = Box<
         + Send
         + 'env,
 >;
+
+/// A partitioned flow's mapper lanes before a reduction is chosen: as they are, or with a
+/// combiner that sends `(event, count)` pairs.
+pub(crate) type Mappers<'env, T, W> =
+    Box<dyn FnOnce(Option<Combiner<'env, T, (T, u64)>>) -> Mapped<'env, T, W> + Send + 'env>;
+
+/// What [`Mappers`] made: lanes of events, or (given a combiner) of `(event, count)` pairs.
+pub(crate) enum Mapped<'env, T, W: Mode<'env>> {
+    Events(Lanes<'env, T, W>),
+    Pairs(Lanes<'env, (T, u64), W>),
+}
 
 /// A reduction's fold over a whole batch: one call per batch, the fold itself compiled into
 /// its loop (where a call per event through [`Fold`] keeps the compiler from inlining it).
@@ -56,6 +69,9 @@ pub struct ScopedPartitions<'env, T> {
     /// from the key's own hash, never by wrapping a boxed one: see
     /// [`ScopedPartitions::with_hash`]).
     pairs: Option<MakeDispatcher<'env, (T, u64)>>,
+    /// The hash the dispatchers route by (a combiner before them keeps events of different
+    /// partitions apart).
+    hash: Arc<dyn Fn(&T) -> u64 + Send + Sync + 'env>,
     stages: Option<usize>,
     window: ScopedWindow<'env, T>,
     max_demand: usize,
@@ -246,8 +262,9 @@ impl<'env, T> ScopedPartitions<'env, T> {
         H: Fn(&T) -> u64 + Send + Sync + 'static,
     {
         let hash = Arc::new(hash);
-        let (of_events, of_pairs) = (hash.clone(), hash);
+        let (of_events, of_pairs) = (hash.clone(), hash.clone());
         ScopedPartitions {
+            hash,
             dispatcher: Arc::new(move |n| {
                 let hash = of_events.clone();
                 PartitionDispatcher::new(n, move |e: &T| Some(hash(e) % n as u64))
@@ -309,9 +326,11 @@ impl<'env, T: 'env> ScopedPartitions<'env, T> {
             // Only a user's partitions are paired, and every constructor makes `pairs`.
             unreachable!("the partitions of (key, count) pairs are never paired again");
         };
+        let hash = self.hash;
         ScopedPartitions {
             dispatcher,
             pairs: None,
+            hash: Arc::new(move |(e, _): &(T, u64)| hash(e)),
             stages: self.stages,
             window: self.window.of_pairs(),
             max_demand: self.max_demand,
@@ -319,15 +338,19 @@ impl<'env, T: 'env> ScopedPartitions<'env, T> {
         }
     }
 
-    /// Whether the window lets a reduction pre-reduce each batch before the partition.
-    pub(crate) fn takes_pre_reduced(&self) -> bool {
-        self.window.takes_pre_reduced()
-    }
-
-    /// Whether only the final result is ever emitted (the global window, no trigger): a
-    /// lane may then hold what it pre-reduced for more than a batch.
-    pub(crate) fn holds_pre_reduced(&self) -> bool {
-        self.window.holds_pre_reduced()
+    /// How many keys a combiner's table (whose entries are `entry` bytes each) may hold
+    /// before it sends them on: `None` where the window needs every event as it comes (count
+    /// and fixed windows, `Every` triggers); `0` (after every batch) where it emits during
+    /// the input; up to [`HOLD_KEYS`] (and [`HOLD_BYTES`]) where only the final result is
+    /// ever seen (the global window without triggers): a lane then counts over its turn.
+    pub(crate) fn combiner_hold(&self, entry: usize) -> Option<usize> {
+        if !self.window.takes_pre_reduced() {
+            None
+        } else if self.window.holds_pre_reduced() {
+            Some(HOLD_KEYS.min(HOLD_BYTES / entry.max(1)).max(1))
+        } else {
+            Some(0)
+        }
     }
 }
 
@@ -345,7 +368,7 @@ pub type Partitioned<T> = ScopedPartitioned<'static, T, Unscoped>;
 /// A [`Partitioned`] flow whose events live for `'env` and whose stages start in `P`: made by
 /// [`ScopedFlow::partition`].
 pub struct ScopedPartitioned<'env, T, W: Mode<'env>> {
-    lanes: Lanes<'env, T, W>,
+    mappers: Mappers<'env, T, W>,
     partitions: ScopedPartitions<'env, T>,
 }
 
@@ -359,10 +382,37 @@ impl<'env, T, W: Mode<'env>> fmt::Debug for ScopedPartitioned<'env, T, W> {
 
 impl<'env, T: Send + 'env, W: Mode<'env>> ScopedPartitioned<'env, T, W> {
     pub(crate) fn new(
-        lanes: Lanes<'env, T, W>,
+        mappers: Mappers<'env, T, W>,
         partitions: ScopedPartitions<'env, T>,
     ) -> ScopedPartitioned<'env, T, W> {
-        ScopedPartitioned { lanes, partitions }
+        ScopedPartitioned {
+            mappers,
+            partitions,
+        }
+    }
+
+    /// The mapper lanes as they are.
+    fn lanes(self) -> (Lanes<'env, T, W>, ScopedPartitions<'env, T>) {
+        match (self.mappers)(None) {
+            Mapped::Events(lanes) => (lanes, self.partitions),
+            Mapped::Pairs(_) => unreachable!("mappers without a combiner send events"),
+        }
+    }
+
+    /// The same partitions of `(event, count)` pairs, which `combiner`, the mapper lanes' last
+    /// operation, makes of the events.
+    fn combined(
+        self,
+        combiner: Combiner<'env, T, (T, u64)>,
+    ) -> ScopedPartitioned<'env, (T, u64), W> {
+        let lanes = match (self.mappers)(Some(combiner)) {
+            Mapped::Pairs(lanes) => lanes,
+            Mapped::Events(_) => unreachable!("mappers with a combiner send pairs"),
+        };
+        ScopedPartitioned::new(
+            Box::new(move |_| Mapped::Events(lanes)),
+            self.partitions.of_pairs(),
+        )
     }
 
     /// Folds each window's events of each partition into an accumulator: `init()` starts a
@@ -374,9 +424,10 @@ impl<'env, T: Send + 'env, W: Mode<'env>> ScopedPartitioned<'env, T, W> {
     ) -> ScopedReduced<'env, T, A, A, W> {
         let fold = Arc::new(fold);
         let each = fold.clone();
+        let (lanes, partitions) = self.lanes();
         ScopedReduced {
-            lanes: self.lanes,
-            partitions: self.partitions,
+            lanes,
+            partitions,
             init: Arc::new(init),
             fold,
             fold_all: Arc::new(move |acc: &mut A, events: Events<'_, T>| {
@@ -401,26 +452,81 @@ impl<'env, T: Send + 'env, W: Mode<'env>> ScopedPartitioned<'env, T, W> {
         })
     }
 
-    /// Counts each window's events by `key`. Where the partition's key is the same,
-    /// [`Flow::count_by_key`](super::Flow::count_by_key) does both in one call, with the key written once, and counts
-    /// each batch before the partition.
+    /// Counts each window's events by `key` (Flow's `reduce` with a map of counts).
+    ///
+    /// Where the window allows (as for [`Flow::count_by_key`](super::Flow::count_by_key)),
+    /// each mapper stage first counts its events by partition and key (a *combiner*) and
+    /// sends one `(event, count)` pair per partition and key, an event of that key standing
+    /// for all of them, instead of every event: fewer events to hash into partitions, send and
+    /// fold. In the global window without triggers a lane that pulls its own iterators counts
+    /// over its turn (up to 16 batches), its table holding at most 65 536 keys and 2 MB of
+    /// entries (43 690 where the event and the key are each a `&str`), counted by their own
+    /// size: an event that owns a heap value, a `String` say, holds that too while it waits
+    /// in the table.
+    /// Elsewhere (count and fixed windows, [`Every`](super::Trigger::Every) triggers) each
+    /// event goes on as `(event, 1)`, and windows and triggers count events as before. Either
+    /// way each window's counts are those of folding every event in its partition.
+    ///
+    /// Where the partition's key is the count's, [`Flow::count_by_key`](super::Flow::count_by_key)
+    /// does both in one call with the key written once, keeps a key rather than an event per
+    /// entry, and reads each key once where this reads the partition's key and the count's.
     ///
     /// A window counts in a table hashed with [`KeyHasher`] (a few instructions a key where
     /// SipHash takes a hundred or more) and is emitted as a standard `HashMap`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stageflow::flow::{Flow, Partitions};
+    ///
+    /// let counts = Flow::from_iter(["the cat", "the dog", "a cat and the bird"])
+    ///     .stages(2)
+    ///     .flat_map(|line: &'static str| line.split(' '))
+    ///     // Partitioned by the word's first letter, counted by the word.
+    ///     .partition(Partitions::by_key(|w: &&str| w.as_bytes()[0]).stages(2))
+    ///     .count_by_key(|w| *w)
+    ///     .departition_counts()
+    ///     .collect()?;
+    /// assert_eq!(counts[0].value["the"], 3);
+    /// assert_eq!(counts[0].value["cat"], 2);
+    /// # Ok::<(), stageflow::flow::FlowError>(())
+    /// ```
     pub fn count_by_key<K>(
         self,
         key: impl Fn(&T) -> K + Send + Sync + 'env,
-    ) -> ScopedReduced<'env, T, KeyCounts<K>, HashMap<K, u64>, W>
+    ) -> ScopedReduced<'env, (T, u64), KeyCounts<K>, HashMap<K, u64>, W>
     where
         K: Hash + Eq + Clone + Send + 'env,
     {
-        self.reduce(
-            HashMap::default,
-            move |acc: &mut HashMap<K, u64, KeyHasher>, e| {
-                *acc.entry(key(&e)).or_insert(0) += 1;
-            },
-        )
-        .map_state(|counts| counts.into_iter().collect())
+        let key = Arc::new(key);
+        let entry = std::mem::size_of::<((u64, K), (T, u64))>();
+        let combiner = match self.partitions.combiner_hold(entry) {
+            Some(hold) => {
+                // By partition and key: two events of one key bound for two partitions (the
+                // partition's key is not the count's) stay apart.
+                let (hash, key) = (self.partitions.hash.clone(), key.clone());
+                Combiner::table(
+                    hold,
+                    move |e: &T| (hash(e), key(e)),
+                    |entry: Entry<'_, _, (T, u64)>, e| match entry {
+                        Entry::Occupied(mut kept) => kept.get_mut().1 += 1,
+                        Entry::Vacant(new) => {
+                            new.insert((e, 1));
+                        }
+                    },
+                    |_, pair| pair,
+                )
+            }
+            None => Combiner::each(|e| (e, 1)),
+        };
+        self.combined(combiner)
+            .reduce(
+                KeyCounts::default,
+                move |counts: &mut KeyCounts<K>, (e, n)| {
+                    *counts.entry(key(&e)).or_insert(0) += n;
+                },
+            )
+            .map_state(|counts| counts.into_iter().collect())
     }
 
     /// Keeps each window's `n` greatest events by `by` (Flow's `take_sort/4`), greatest first;
