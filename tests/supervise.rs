@@ -472,6 +472,68 @@ fn a_failed_start_stops_what_started() {
     assert_eq!(source.restarts(), 0);
 }
 
+/// Children whose producers have started start side by side (a pipeline's processors): each
+/// is subscribed when it starts, and a failure among them names the first failing child in
+/// the order they were added, and stops every child that started.
+#[test]
+fn children_of_one_producer_start_together_each_subscribed() {
+    let mut g = supervise::group("together");
+    let source = g.add(
+        ChildSpec::new("source", || stageflow::from_iter(0..1000u64))
+            .restart(RestartPolicy::Transient),
+    );
+    let (tx, rx) = unbounded();
+    let sinks: Vec<_> = (0..6)
+        .map(|i| {
+            let tx = tx.clone();
+            g.add(
+                ChildSpec::new(format!("sink-{i}"), move || {
+                    let tx = tx.clone();
+                    stageflow::consumer(stageflow::fns::ForEach::new(move |x: u64| {
+                        tx.send(x).unwrap()
+                    }))
+                })
+                .subscribe_to(&source, SubscribeOptions::new().max_demand(10))
+                .unwrap(),
+            )
+        })
+        .collect();
+    let group = g.start().unwrap();
+    assert_eq!(joined(&group), Reason::Normal);
+    let mut got: Vec<u64> = rx.try_iter().collect();
+    got.sort_unstable();
+    assert_eq!(got, (0..1000).collect::<Vec<_>>());
+    for sink in &sinks {
+        assert!(sink.counters().events_in > 0, "{} got nothing", sink.name());
+    }
+
+    let mut g = supervise::group("together-bad");
+    let source = g.add(ChildSpec::new("source", || stageflow::from_iter(0..10u64)));
+    let sinks: Vec<_> = (0..6)
+        .map(|i| {
+            g.add(
+                ChildSpec::new(format!("sink-{i}"), move || {
+                    // Sinks 2 and 4 cannot be built (an inbox of 0).
+                    let capacity = if i == 2 || i == 4 { 0 } else { 8 };
+                    stageflow::consumer(stageflow::fns::ForEach::new(|_: u64| {}))
+                        .inbox_capacity(capacity)
+                })
+                .subscribe_to(&source, SubscribeOptions::new())
+                .unwrap(),
+            )
+        })
+        .collect();
+    let err = g.start().unwrap_err();
+    assert!(
+        matches!(&err, GroupError::Start { child, .. } if child == "sink-2"),
+        "{err}"
+    );
+    assert!(source.current().is_none());
+    for sink in &sinks {
+        assert!(sink.current().is_none(), "{} still runs", sink.name());
+    }
+}
+
 #[test]
 fn invalid_options_are_named() {
     let g = supervise::group("bad").intensity(Intensity::new(3, Duration::ZERO));
