@@ -472,11 +472,11 @@ fn a_failed_start_stops_what_started() {
     assert_eq!(source.restarts(), 0);
 }
 
-/// Children whose producers have started start side by side (a pipeline's processors): each
-/// is subscribed when it starts, and a failure among them names the first failing child in
-/// the order they were added, and stops every child that started.
+/// Several children of one producer (a pipeline's processors) are each subscribed when they
+/// start; a failure among them names the first failing child in the order they were added,
+/// and stops every child that started.
 #[test]
-fn children_of_one_producer_start_together_each_subscribed() {
+fn children_of_one_producer_are_each_subscribed_and_a_failure_names_the_first() {
     let mut g = supervise::group("together");
     let source = g.add(
         ChildSpec::new("source", || stageflow::from_iter(0..1000u64))

@@ -180,41 +180,48 @@
 //! departition, and the thread that reads its output. What the sizes did to the word count
 //! of `benches/flow_shape` (rows n and nc of `cargo bench --bench compare`: 500 000 words,
 //! 5000 distinct, skewed; `STAGEFLOW_FLOW` sets the sizes), counted as instructions of the
-//! flow's threads under callgrind, which the machine's load cannot change (2 cores,
-//! 2026-12-07):
+//! flow's threads (every thread but the bench's own) under callgrind, which the machine's
+//! load cannot change (`--quick --rounds 1`: a warm-up and one round; 2 cores, 2026-12-07,
+//! both columns with their combiners, `BENCHMARKS.md` "stop 25"):
 //!
 //! | mappers, partitions | `Flow::max_demand` | `Partitions::max_demand` | `partition` + `count_by_key` (n) | `Flow::count_by_key` (nc) |
 //! |---|---|---|---|---|
-//! | 2, 4 | 1000 | 1000 | 789–794 M | 509 M |
-//! | 2, 2 | 1000 | 1000 | 785 M | 506 M |
-//! | 1, 2 | 1000 | 1000 | 787 M | 505 M |
-//! | 2, 4 | 100 | 100 | 926 M | 822 M |
-//! | 2, 4 | 10 000 | 1000 | 791 M | 348 M |
-//! | 2, 4 | 1000 | 10 000 | 771 M | 488 M |
-//! | 2, 2 | 10 000 | 10 000 | 773 M | 345 M |
+//! | 2, 4 | 1000 | 1000 | 571 M | 283 M |
+//! | 2, 2 | 1000 | 1000 | 560 M | 282 M |
+//! | 1, 2 | 1000 | 1000 | 575 M | 282 M |
+//! | 2, 4 | 100 | 100 | 692 M | 412 M |
+//! | 2, 4 | 10 000 | 1000 | 559 M | 272 M |
+//! | 2, 4 | 1000 | 10 000 | 562 M | 280 M |
+//! | 2, 2 | 10 000 | 10 000 | 549 M | 269 M |
+//!
+//! Row n builds a `Vec` per line (`flat_map(|line| line.split(' ').collect::<Vec<_>>())`)
+//! and reads two keys per word (the partition's and the count's); nc builds none and reads
+//! one. That is the difference between the columns.
 //!
 //! - **Stages past the cores add threads, not work, and not speed.** One or two mappers, two
-//!   or four partitions: the same work within about 1 %. On the wall clock (2 cores shared with
+//!   or four partitions: the same work within 3 %. On the wall clock (2 cores shared with
 //!   other builds) the CPU time per word of n was 160 ns with 2 mappers and 2 partitions, 180
-//!   ns with 2 and 4, and 200 ns with 1 and 1, which leaves a core idle. Start from the
-//!   default (as many stages per phase as cores); add partitions when a reducer's work per
-//!   event is much more than a mapper's.
+//!   ns with 2 and 4, and 200 ns with 1 and 1, which leaves a core idle (before the
+//!   combiners). Start from the default (as many stages per phase as cores); add partitions
+//!   when a reducer's work per event is much more than a mapper's.
 //! - **Demand is the batch, and every batch has a fixed cost** (a message, a wake-up, a
-//!   callback, a window lookup). With 100 instead of 1000, n did 17 % more work and nc 61 %
-//!   more (380 and 200 CPU ns a word against 180 and 80).
-//! - **A combiner wants big batches.** [`Flow::count_by_key`] sends one pair per distinct key
-//!   of a batch, and a lane's batch is [`Flow::max_demand`] items: 10 000 instead of 1000 cut
-//!   nc's work by a third (509 → 348 M instructions; 80 → 60 CPU ns a word). In the global
-//!   window without triggers a lane fed by iterators now counts a whole turn (up to 16
-//!   batches) before it sends its pairs, which does the same at the default `max_demand`
-//!   without more items in memory: nc went from 0.86–0.91× the single-threaded loop to
-//!   1.44–1.45× (rayon: 0.65–0.69× to 1.11–1.14×; 50 to 25–30 CPU ns a word;
-//!   `BENCHMARKS.md`, "stop 24"). The reducers'
-//!   demand matters less: 10 000 instead of 1000 saved 2 % in n and 4 % in nc.
+//!   callback, a window lookup). With 100 instead of 1000, n did 21 % more work and nc 46 %
+//!   more.
+//! - **A combiner counts what a lane pulls in a turn.** Both forms send one pair per distinct
+//!   key (and, after `partition`, per partition) of what they counted, not every word. In the
+//!   global window without triggers a lane fed by iterators counts over its whole turn (up
+//!   to 16 batches of [`Flow::max_demand`] items) before it sends its pairs, so a larger
+//!   batch buys little: 10 000 instead of 1000 saved 2 % in n and 4 % in nc (it saved a third
+//!   of nc's work when the combiner sent its pairs after every batch). In periodic windows
+//!   it counts a batch at a time, and there a larger `max_demand` pays as it did. Rows nc and
+//!   n on the wall clock: nc 1.5–1.7× the single-threaded loop, 1.2–1.5× rayon (25–30 CPU ns a
+//!   word); n 0.50× and 0.40× (85 ns a word), 0.80× and 0.65× without its `Vec` per line.
+//!   The reducers' demand matters less still: 10 000 instead of 1000 saved 1–2 %.
 //! - **Memory in flight** is bounded by the same numbers: a lane holds at most a batch of
-//!   `max_demand` items and what the operations make of them, a reducer at most
-//!   [`Partitions::max_demand`] events per lane, and events for a partition whose reducer
-//!   has not asked wait in the lanes' dispatchers (see
+//!   `max_demand` items and what the operations make of them, and a combiner's table (at
+//!   most 65 536 keys and 2 MB of entries, emptied at the end of each turn), a reducer at
+//!   most [`Partitions::max_demand`] events per lane, and events for a partition whose
+//!   reducer has not asked wait in the lanes' dispatchers (see
 //!   [`PartitionDispatcher`'s memory](PartitionDispatcher#memory)).
 //!
 //! # Where this differs from Elixir's Flow

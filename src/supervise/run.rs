@@ -16,45 +16,6 @@ use super::group::GroupShared;
 use super::policy::{Backoff, Intensity, RestartPolicy, Strategy, Window};
 use crate::{CancelMode, Reason, StageRef};
 
-/// The most threads that start a group's children side by side (the caller's among them).
-const STARTERS: usize = 8;
-
-/// Starts the children `which` of `entries`, side by side on up to [`STARTERS`] threads
-/// where there are several: most of a child's start is waiting (for its thread to run, for
-/// its producers to answer), and those waits overlap. Returns each one's result, in order.
-fn start_side_by_side(
-    entries: &[Arc<dyn Entry>],
-    which: &[usize],
-) -> Vec<Result<StageRef, String>> {
-    if which.len() < 2 {
-        return which.iter().map(|&i| entries[i].start()).collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<parking_lot::Mutex<Option<Result<StageRef, String>>>> = which
-        .iter()
-        .map(|_| parking_lot::Mutex::new(None))
-        .collect();
-    let work = || loop {
-        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let Some(&i) = which.get(k) else { break };
-        *results[k].lock() = Some(entries[i].start());
-    };
-    std::thread::scope(|s| {
-        for _ in 1..STARTERS.min(which.len()) {
-            // A helper that cannot be made leaves its share to the others.
-            let _ = std::thread::Builder::new().spawn_scoped(s, work);
-        }
-        work();
-    });
-    results
-        .into_iter()
-        .map(|r| {
-            r.into_inner()
-                .unwrap_or_else(|| Err("it was not started".into()))
-        })
-        .collect()
-}
-
 /// What the supervisor hears.
 pub(crate) enum Event {
     /// An incarnation of a child ended.
@@ -154,45 +115,17 @@ impl Supervisor {
         &self.shared.entries[i]
     }
 
-    /// Starts every child, each once the children it subscribes to have started: those
-    /// whose producers have all started start side by side (a pipeline's processors), the
-    /// others in order. On a failure, stops what started and returns which child failed
-    /// (the first in order), and why.
+    /// Starts every child in order, on the caller's thread. On a failure, stops what started
+    /// and returns which child failed, and why.
     pub(crate) fn start_all(&mut self) -> Result<(), (String, String)> {
-        let n = self.states.len();
-        let mut started = vec![false; n];
-        let mut left = n;
-        while left > 0 {
-            let mut ready: Vec<usize> = (0..n)
-                .filter(|&i| {
-                    !started[i]
-                        && self
-                            .entry(i)
-                            .producers()
-                            .iter()
-                            .all(|(p, _)| self.ids.get(p).is_none_or(|&j| started[j] || j == i))
-                })
-                .collect();
-            if ready.is_empty() {
-                // Cannot happen (a child's producers are added before it, which `start`
-                // checks); should it, the first child not started goes on its own.
-                ready.extend((0..n).find(|&i| !started[i]));
-            }
-            let results = start_side_by_side(&self.shared.entries, &ready);
-            let mut failure = None;
-            for (&i, result) in ready.iter().zip(results) {
-                started[i] = true;
-                left -= 1;
-                match result {
-                    Ok(stage) => self.running(i, stage),
-                    Err(why) => {
-                        failure.get_or_insert_with(|| (self.entry(i).name().to_owned(), why));
-                    }
+        for i in 0..self.states.len() {
+            match self.entry(i).start() {
+                Ok(stage) => self.running(i, stage),
+                Err(why) => {
+                    let name = self.entry(i).name().to_owned();
+                    self.abandon();
+                    return Err((name, why));
                 }
-            }
-            if let Some(failed) = failure {
-                self.abandon();
-                return Err(failed);
             }
         }
         Ok(())
