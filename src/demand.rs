@@ -11,6 +11,8 @@ pub(crate) struct Demand {
     max: usize,
     min: usize,
     current: usize,
+    /// Refill in whole chunks of `max - min` (adaptive demand): see [`Demand::in_chunks`].
+    in_chunks: bool,
 }
 
 /// One batch of an incoming message: handle `len` events, then ask `ask` (0 means no ask).
@@ -27,6 +29,7 @@ pub(crate) struct Batch {
 pub(crate) struct Batches {
     remaining: usize,
     chunk: usize,
+    in_chunks: bool,
     expected: usize,
     current: usize,
     min: usize,
@@ -41,7 +44,24 @@ impl Demand {
             max,
             min,
             current: max,
+            in_chunks: false,
         }
+    }
+
+    /// Refills in whole chunks: where GenStage tops the demand up to `max` (asking
+    /// `max - after`), ask the most whole chunks of `max - min` that keep it at or below `max`
+    /// (at least one, so the demand stays above `min`). Once a subscription's asks are
+    /// chunks, as one that keeps its bounds settles into, the two rules ask alike; once the
+    /// bounds have moved (adaptive demand) GenStage's rule can keep asks out of step with the
+    /// chunks a message is cut into for good (a pipeline's processors grown to 100/50 asked
+    /// 65 and 85, cut into 50 + 15 and 50 + 35: half again as many batches), where whole
+    /// chunks bring every ask back to `max - min`, and the demand back to `max`, once the odd
+    /// ones in flight have come. Only while `max` is two chunks or more, whole (10/5 grown to
+    /// 100/50, say): otherwise the demand could settle below `max` with less in flight, and
+    /// GenStage's rule applies.
+    pub(crate) fn in_chunks(mut self) -> Demand {
+        self.in_chunks = true;
+        self
     }
 
     pub(crate) fn max(&self) -> usize {
@@ -73,7 +93,7 @@ impl Demand {
             return None;
         }
         let after = self.current - len;
-        let ask = refill(&mut self.current, after, self.min, self.max);
+        let ask = refill(&mut self.current, after, self.min, self.max, self.in_chunks);
         Some(Batch {
             len,
             ask,
@@ -87,6 +107,7 @@ impl Demand {
         let batches = Batches {
             remaining: len,
             chunk: self.max - self.min,
+            in_chunks: self.in_chunks,
             expected: self.current,
             current: self.current,
             min: self.min,
@@ -118,7 +139,7 @@ impl Iterator for Batches {
         let counted = len.min(self.expected);
         self.expected -= counted;
         let after = self.current - counted;
-        let ask = refill(&mut self.current, after, self.min, self.max);
+        let ask = refill(&mut self.current, after, self.min, self.max, self.in_chunks);
         Some(Batch {
             len,
             ask,
@@ -176,12 +197,19 @@ impl Adaptive {
 }
 
 /// The refill rule: outstanding demand falls to `after`; at or below `min` it is topped up to
-/// `max`, and the ask is what that adds.
+/// `max` (`in_chunks`: by the most whole chunks of `max - min` that fit), and the ask is what
+/// that adds.
 #[inline]
-fn refill(current: &mut usize, after: usize, min: usize, max: usize) -> usize {
+fn refill(current: &mut usize, after: usize, min: usize, max: usize, in_chunks: bool) -> usize {
     if after <= min {
-        *current = max;
-        max - after
+        let chunk = max - min;
+        let ask = if in_chunks && max.is_multiple_of(chunk) && max >= 2 * chunk {
+            (max - after) / chunk * chunk
+        } else {
+            max - after
+        };
+        *current = after + ask;
+        ask
     } else {
         *current = after;
         0
@@ -224,10 +252,21 @@ mod tests {
 
     #[test]
     fn receive_one_agrees_with_receive() {
-        for max in 1..12 {
-            for min in 0..max {
+        for (max, min, in_chunks) in (1..12)
+            .flat_map(|max| (0..max).map(move |min| (max, min)))
+            .flat_map(|(max, min)| [(max, min, false), (max, min, true)])
+        {
+            {
                 // Walk through many states with a mix of message sizes.
-                let (mut a, mut b) = (Demand::new(max, min), Demand::new(max, min));
+                let new = || {
+                    let d = Demand::new(max, min);
+                    if in_chunks {
+                        d.in_chunks()
+                    } else {
+                        d
+                    }
+                };
+                let (mut a, mut b) = (new(), new());
                 for step in 0..200usize {
                     let len = (step * 7 + max + min) % (max + 3);
                     let cut: Vec<Batch> = b.receive(len).collect();
@@ -241,6 +280,72 @@ mod tests {
                     assert_eq!(a, b, "{max}/{min} len {len}");
                 }
             }
+        }
+    }
+
+    /// Messages of the sizes asked, as a producer with events to spare sends them: `first`
+    /// are on their way already, and each ask comes back as one message after them. Returns
+    /// the batches' lengths, the asks, and the demand after each message.
+    fn settle(
+        mut d: Demand,
+        first: &[usize],
+        rounds: usize,
+    ) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
+        let mut in_flight: std::collections::VecDeque<usize> = first.iter().copied().collect();
+        let (mut batches, mut asks, mut demand) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let Some(len) = in_flight.pop_front() else {
+                break;
+            };
+            for b in d.receive(len) {
+                batches.push(b.len);
+                if b.ask > 0 {
+                    asks.push(b.ask);
+                    in_flight.push_back(b.ask);
+                }
+            }
+            demand.push(d.outstanding());
+        }
+        (batches, asks, demand)
+    }
+
+    #[test]
+    fn in_chunks_brings_asks_out_of_step_back_to_max_minus_min() {
+        // What growth can leave at 100/50: 15 and then 85 on their way (a pipeline's
+        // processors asked 65, 85 and the like for good).
+        let odd = [15, 85];
+        let (batches, asks, _) = settle(Demand::new(100, 50), &odd, 40);
+        // GenStage's rule: out of step for good, batches of 50 and 15 or 35.
+        let mut tail = asks[asks.len() - 4..].to_vec();
+        tail.sort_unstable();
+        assert_eq!(tail, [65, 65, 85, 85]);
+        let mut tail = batches[batches.len() - 4..].to_vec();
+        tail.sort_unstable();
+        assert_eq!(tail, [15, 35, 50, 50]);
+        let (batches, asks, demand) = settle(Demand::new(100, 50).in_chunks(), &odd, 40);
+        assert_eq!(asks[asks.len() - 20..], [50; 20], "{asks:?}");
+        assert_eq!(batches[batches.len() - 20..], [50; 20], "{batches:?}");
+        assert!(
+            demand[demand.len() - 10..].iter().all(|&d| d >= 50),
+            "{demand:?}"
+        );
+        assert!(demand.iter().all(|&d| d <= 100), "{demand:?}");
+        // In step already, the two rules cut and ask alike; where `max` is not two whole
+        // chunks or more (95/47, 7/3) whole chunks do not apply at all.
+        for (max, min) in [(100, 50), (10, 5), (1000, 750), (95, 47), (7, 3)] {
+            let first = [max];
+            assert_eq!(
+                settle(Demand::new(max, min), &first, 50),
+                settle(Demand::new(max, min).in_chunks(), &first, 50),
+                "{max}/{min}"
+            );
+        }
+        for (max, min) in [(95, 47), (7, 3)] {
+            assert_eq!(
+                settle(Demand::new(max, min), &odd, 50),
+                settle(Demand::new(max, min).in_chunks(), &odd, 50),
+                "{max}/{min}"
+            );
         }
     }
 

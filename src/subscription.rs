@@ -303,6 +303,15 @@ impl SubscribeOptions {
     /// with fewer asks and fewer wake-ups per event; one that keeps up keeps the demand it
     /// was given. The bound on events in flight is `limit` instead of `max_demand`.
     ///
+    /// Its refills ask in whole chunks of `max_demand - min_demand` where `max_demand` is two
+    /// of them or more, whole (as at 10/5 doubled to 100/50): the most chunks that keep the
+    /// demand at or below `max_demand`, where GenStage asks whatever tops it up. Growth asks
+    /// odd amounts, and GenStage's rule would keep them going round for good, each message
+    /// cut into a full batch and a small one (a pipeline's processors grown to 100/50 asked
+    /// 65 and 85 and handled batches of 37 events on average); in whole chunks the asks
+    /// fall back to `max_demand - min_demand` once the odd ones have come, and so do the
+    /// batches (50 at 100/50).
+    ///
     /// Automatic demand only (a manual subscription asks what it asks). `limit` must be at
     /// least `max_demand`, or subscribing fails naming `adaptive_demand`.
     ///

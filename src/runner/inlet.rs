@@ -113,11 +113,16 @@ impl<'e, T, M> Inlet<'e, T, M> {
         }
         let opts = &info.options;
         let (max, min) = (opts.get_max_demand(), opts.get_min_demand());
-        let demand = Demand::new(max, min);
         let adaptive = opts
             .get_adaptive_demand()
             .filter(|&limit| limit > max)
             .map(|limit| Adaptive::new(max, min, limit));
+        // An adaptive subscription's bounds move: it refills in whole chunks, so that its
+        // asks fall back in step with the batches (see `Demand::in_chunks`).
+        let demand = match adaptive {
+            Some(_) => Demand::new(max, min).in_chunks(),
+            None => Demand::new(max, min),
+        };
         let (cell, events) = self
             .shared
             .add_sub(sub, Direction::Upstream, info.peer.clone(), opts);
