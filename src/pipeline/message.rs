@@ -503,11 +503,16 @@ pub(crate) fn ack_all<T>(
             group.ok.push(acked);
         }
         // The common run: successful messages of the same acknowledger, taken without
-        // looking the group up again.
+        // looking the group up again (a run of the pipeline's own is told by its tag alone).
+        let pipeline_run = matches!(group.by, By::Pipeline);
         let list = &mut group.ok;
         for m in messages.by_ref() {
+            let same = |by: &By| match by {
+                By::Pipeline if pipeline_run => true,
+                by => by.key(pipeline) == key,
+            };
             match &m.ack {
-                Some(a) if m.failed.is_none() && a.by.key(pipeline) == key => {
+                Some(a) if m.failed.is_none() && same(&a.by) => {
                     let Message { metadata, ack, .. } = m;
                     let id = ack.map_or(0, |a| a.id);
                     list.push(Acked {
