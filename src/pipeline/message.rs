@@ -440,8 +440,11 @@ fn call(by: &dyn Acknowledger, ok: Vec<Acked>, failed: Vec<Acked>) {
 /// Acknowledges messages in groups: one call per distinct acknowledger, `pipeline` standing
 /// for the pipeline's. Returns how many were successful and how many failed (messages
 /// without an acknowledger included).
+///
+/// The messages are read in place (what an `Acked` needs is taken out of each) and dropped
+/// together before the acknowledgers are called: no message is moved out of the batch.
 pub(crate) fn ack_all<T>(
-    messages: impl IntoIterator<Item = Message<T>>,
+    mut messages: Vec<Message<T>>,
     pipeline: Option<&dyn Acknowledger>,
 ) -> (u64, u64) {
     struct Group {
@@ -450,26 +453,18 @@ pub(crate) fn ack_all<T>(
         ok: Vec<Acked>,
         failed: Vec<Acked>,
     }
-    let mut messages = messages.into_iter();
     let mut groups: Vec<Group> = Vec::new();
     let (mut ok, mut failed) = (0, 0);
-    // A message that ended a run of one acknowledger, to start the next.
-    let mut next = messages.next();
-    while let Some(m) = next.take() {
-        let Message {
-            metadata,
-            failed: failure,
-            ack,
-            ..
-        } = m;
+    let mut rest = messages.iter_mut();
+    while let Some(m) = rest.next() {
+        let failure = m.failed.take();
         let is_failed = failure.is_some();
         if is_failed {
             failed += 1;
         } else {
             ok += 1;
         }
-        let Some(Ack { by, id }) = ack else {
-            next = messages.next();
+        let Some(Ack { by, id }) = m.ack.take() else {
             continue;
         };
         let key = by.key(pipeline);
@@ -479,7 +474,7 @@ pub(crate) fn ack_all<T>(
                 // The first group is sized for every message left (there is usually one
                 // acknowledger): one allocation per batch, not one per doubling.
                 let room = match (groups.is_empty(), is_failed) {
-                    (true, false) => messages.size_hint().0 + 1,
+                    (true, false) => rest.len() + 1,
                     _ => 0,
                 };
                 groups.push(Group {
@@ -494,7 +489,7 @@ pub(crate) fn ack_all<T>(
         let group = &mut groups[at];
         let acked = Acked {
             id,
-            metadata,
+            metadata: std::mem::take(&mut m.metadata),
             status: failure.map_or(Status::Ok, |f| *f),
         };
         if is_failed {
@@ -505,30 +500,25 @@ pub(crate) fn ack_all<T>(
         // The common run: successful messages of the same acknowledger, taken without
         // looking the group up again (a run of the pipeline's own is told by its tag alone).
         let pipeline_run = matches!(group.by, By::Pipeline);
+        let same = |by: &By| match by {
+            By::Pipeline if pipeline_run => true,
+            by => by.key(pipeline) == key,
+        };
         let list = &mut group.ok;
-        for m in messages.by_ref() {
-            let same = |by: &By| match by {
-                By::Pipeline if pipeline_run => true,
-                by => by.key(pipeline) == key,
-            };
-            match &m.ack {
-                Some(a) if m.failed.is_none() && same(&a.by) => {
-                    let Message { metadata, ack, .. } = m;
-                    let id = ack.map_or(0, |a| a.id);
-                    list.push(Acked {
-                        id,
-                        metadata,
-                        status: Status::Ok,
-                    });
-                    ok += 1;
-                }
-                _ => {
-                    next = Some(m);
-                    break;
-                }
-            }
+        let in_run =
+            |m: &Message<T>| m.failed.is_none() && m.ack.as_ref().is_some_and(|a| same(&a.by));
+        while rest.as_slice().first().is_some_and(in_run) {
+            let Some(m) = rest.next() else { break };
+            list.push(Acked {
+                id: m.ack.as_ref().map_or(0, |a| a.id),
+                metadata: std::mem::take(&mut m.metadata),
+                status: Status::Ok,
+            });
+            ok += 1;
         }
     }
+    // What is left of the messages (their data) goes before anyone is told.
+    drop(messages);
     for g in groups {
         match g.by.get(pipeline) {
             Some(by) => call(by, g.ok, g.failed),
@@ -613,14 +603,17 @@ mod tests {
         m.ack_immediately();
         m.ack_immediately();
         assert_eq!(m.ack_id(), None);
-        assert_eq!(ack_all([m], None), (1, 0));
+        assert_eq!(ack_all(vec![m], None), (1, 0));
         assert_eq!(*log.lock(), vec![(vec![3], vec![])]);
     }
 
     #[test]
     fn a_panicking_acknowledger_is_contained() {
         let by: Arc<dyn Acknowledger> = Arc::new(|_: Vec<Acked>, _: Vec<Acked>| panic!("boom"));
-        assert_eq!(ack_all([Message::new(1).acknowledger(by, 1)], None), (1, 0));
+        assert_eq!(
+            ack_all(vec![Message::new(1).acknowledger(by, 1)], None),
+            (1, 0)
+        );
     }
 
     #[test]
@@ -638,7 +631,9 @@ mod tests {
         assert_eq!(*log_p.lock(), vec![(vec![0, 3], vec![1])]);
         assert_eq!(*log_o.lock(), vec![(vec![2], vec![])]);
         // A pipeline without one: counted, nobody told.
-        let msgs = (0..3u32).map(|i| Message::new(i).pipeline_acknowledger(u64::from(i)));
+        let msgs = (0..3u32)
+            .map(|i| Message::new(i).pipeline_acknowledger(u64::from(i)))
+            .collect();
         assert_eq!(ack_all(msgs, None), (3, 0));
         assert_eq!(log_p.lock().len(), 1);
     }
@@ -652,7 +647,7 @@ mod tests {
         m.ack_immediately();
         assert_eq!(m.ack_id(), Some(4));
         assert!(log.lock().is_empty());
-        assert_eq!(ack_all([m], Some(&*piped)), (1, 0));
+        assert_eq!(ack_all(vec![m], Some(&*piped)), (1, 0));
         assert_eq!(*log.lock(), vec![(vec![4], vec![])]);
     }
 }

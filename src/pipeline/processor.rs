@@ -131,7 +131,8 @@ impl<I, O> Core<I, O> {
             Cells::add(&self.totals.failed, failed);
         }
         if !done.is_empty() || !failed_out.is_empty() {
-            let (ok, failed) = ack_all(done.into_iter().chain(failed_out), self.ack.get());
+            done.append(&mut failed_out);
+            let (ok, failed) = ack_all(done, self.ack.get());
             Cells::add(&self.totals.successful, ok);
             Cells::add(&self.totals.failed, failed);
         }
