@@ -158,8 +158,8 @@
 //! producer and the batcher. Where the scheduler puts both on one core they take turns and
 //! the processors wait for them: the default pipeline above ran 20–22 M messages/s with the
 //! two on separate cores and 12–17 M with both pinned to one, and unpinned runs land on
-//! either (`BENCHMARKS.md`, stop 25). Pinning threads is the application's call; with more
-//! cores than stages the two rarely meet.
+//! either (`BENCHMARKS.md`, stop 25). Pinning threads is the application's call (measured on
+//! 2 cores only).
 //!
 //! # Rate limiting
 //!
