@@ -43,9 +43,10 @@ impl<'env, T: 'env, U: 'env> Combiner<'env, T, U> {
         }
     }
 
-    /// A table per lane, by `key`: `add(entry, event)` adds each event to its key's entry, and
-    /// each entry goes on as `emit(key, value)` once the table holds `hold` keys (`0`: after
-    /// every batch) and when the lane's turn ends. The tables stay from batch to batch (no
+    /// Tables by `key`, a pool the lanes share (a lane takes one for each batch): `add(entry,
+    /// event)` adds each event to its key's entry, and each entry goes on as `emit(key,
+    /// value)` once the table holds `hold` keys (`0`: after every batch) and, for every table
+    /// in the pool, when a lane's turn ends. The tables stay from batch to batch (no
     /// allocation and no growth once one has seen a batch's worth of keys).
     pub(crate) fn table<C, V>(
         hold: usize,
