@@ -54,7 +54,7 @@ impl Demand {
     /// chunks, as one that keeps its bounds settles into, the two rules ask alike; once the
     /// bounds have moved (adaptive demand) GenStage's rule can keep asks out of step with the
     /// chunks a message is cut into for good (a pipeline's processors grown to 100/50 asked
-    /// 65 and 85, cut into 50 + 15 and 50 + 35: half again as many batches), where whole
+    /// 65 and 85, cut into 50 + 15 and 50 + 35: a third more batches), where whole
     /// chunks bring every ask back to `max - min`, and the demand back to `max`, once the odd
     /// ones in flight have come. Only while `max` is two chunks or more, whole (10/5 grown to
     /// 100/50, say): otherwise the demand could settle below `max` with less in flight, and
