@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver};
 use proptest::prelude::*;
 use stageflow::flow::{
-    top_n, Emitted, Fired, Flow, FlowError, ManualClock, Partitions, Trigger, Window, WindowId,
+    top_n, Emitted, Fired, Flow, FlowError, ManualClock, Partitions, RunningFlow, Trigger, Window,
+    WindowId,
 };
 use stageflow::{Context, Producer, ProducerDemand, Reason, StageRef, Upstream};
 
@@ -742,71 +743,62 @@ fn a_flow_runs_into_a_consumer_stage_or_on_its_own_until_stopped() {
     running.join().unwrap();
 }
 
-#[test]
-fn draining_an_endless_flow_emits_its_open_windows() {
-    // `partition` then `count_by_key`, in the global window: the lanes' combiner keeps its
-    // counts (by partition and key) for a whole turn; a drain comes between turns.
+/// Counts an endless flow with `count` (a count by key in the global window, whose lanes'
+/// combiner keeps its counts for a whole turn), drains it once the lanes have taken 50 000
+/// items, and checks that every window was emitted and that every item taken was counted: a
+/// drain comes between turns, so nothing may be left in the lanes' tables. Returns the items
+/// counted and the events the lanes sent.
+fn drained_count(
+    count: impl FnOnce(Flow<u64, u64>, Collect<Emitted<HashMap<u64, u64>>>) -> RunningFlow,
+) -> (u64, u64) {
     let (tx, rx) = crossbeam_channel::unbounded();
     let taken = Arc::new(AtomicU64::new(0));
     let counter = taken.clone();
-    let running = Flow::from_iter(0u64..)
-        .stages(2)
-        .inspect(move |_| {
-            counter.fetch_add(1, Ordering::Relaxed);
-        })
-        .partition(Partitions::by_key(|x: &u64| x % 10).stages(2))
-        .count_by_key(|x| x % 10)
-        .emit_state()
-        .into_consumer(Collect(tx))
-        .unwrap();
+    let flow = Flow::from_iter(0u64..).stages(2).inspect(move |_| {
+        counter.fetch_add(1, Ordering::Relaxed);
+    });
+    let running = count(flow, Collect(tx));
     let stages = running.stages().to_vec();
-    let emitted_by_lanes = || -> u64 {
-        stages
-            .iter()
-            .filter(|s| s.name().contains("map"))
-            .map(|s| s.counters().events_out)
-            .sum()
-    };
     wait_until("items to flow", || taken.load(Ordering::Relaxed) > 50_000);
     let report = running.drain(LIMIT);
     assert!(report.is_complete(), "{report:?}");
     let emitted: Vec<Emitted<HashMap<u64, u64>>> = rx.try_iter().collect();
     assert_eq!(emitted.len(), 2, "one global window per partition");
     assert!(emitted.iter().all(|e| e.fired == Fired::Done));
-    // Every item the lanes took was counted, and the lanes sent far fewer events than items
-    // (a pair per key and turn: the combiner counted them).
     let counted: u64 = emitted.iter().flat_map(|e| e.value.values()).sum();
     assert_eq!(counted, taken.load(Ordering::Relaxed));
-    assert!(
-        emitted_by_lanes() * 10 < counted,
-        "{} events for {counted} items",
-        emitted_by_lanes()
-    );
+    let sent = stages
+        .iter()
+        .filter(|s| s.name().contains("map"))
+        .map(|s| s.counters().events_out)
+        .sum();
+    (counted, sent)
+}
+
+#[test]
+fn draining_an_endless_flow_emits_its_open_windows() {
+    // `partition` then `count_by_key`: its combiner counts by partition and key.
+    let (counted, sent) = drained_count(|flow, sink| {
+        flow.partition(Partitions::by_key(|x: &u64| x % 10).stages(2))
+            .count_by_key(|x| x % 10)
+            .emit_state()
+            .into_consumer(sink)
+            .unwrap()
+    });
+    // The lanes sent far fewer events than items (a pair per key and turn).
+    assert!(sent * 10 < counted, "{sent} events for {counted} items");
 }
 
 #[test]
 fn draining_a_combining_flow_counts_every_item_the_lanes_took() {
-    // `Flow::count_by_key` in the global window: the lanes' combiner keeps its counts for a
-    // whole turn. A drain comes between turns, so nothing may be left in the lanes' tables.
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let taken = Arc::new(AtomicU64::new(0));
-    let counter = taken.clone();
-    let running = Flow::from_iter(0u64..)
-        .stages(2)
-        .inspect(move |_| {
-            counter.fetch_add(1, Ordering::Relaxed);
-        })
-        .count_by_key(|x| x % 1000, Partitions::by_event().stages(2))
-        .emit_state()
-        .into_consumer(Collect(tx))
-        .unwrap();
-    wait_until("items to flow", || taken.load(Ordering::Relaxed) > 50_000);
-    let report = running.drain(LIMIT);
-    assert!(report.is_complete(), "{report:?}");
-    let emitted: Vec<Emitted<HashMap<u64, u64>>> = rx.try_iter().collect();
-    assert_eq!(emitted.len(), 2, "one global window per partition");
-    let counted: u64 = emitted.iter().flat_map(|e| e.value.values()).sum();
-    assert_eq!(counted, taken.load(Ordering::Relaxed));
+    // `Flow::count_by_key`: its combiner counts by key.
+    let (counted, sent) = drained_count(|flow, sink| {
+        flow.count_by_key(|x| x % 1000, Partitions::by_event().stages(2))
+            .emit_state()
+            .into_consumer(sink)
+            .unwrap()
+    });
+    assert!(sent * 10 < counted, "{sent} events for {counted} items");
 }
 
 #[test]
