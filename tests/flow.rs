@@ -335,13 +335,20 @@ fn count_by_key_on_the_flow_counts_events_where_the_window_counts_them() {
             "one pair per event"
         );
         stream.finish().unwrap();
-        let two_steps = Flow::from_iter(words.clone())
+        let mut stream = Flow::from_iter(words.clone())
             .stages(1)
             .partition(Partitions::by_event().stages(1).window(window()))
             .count_by_key(|w: &u64| *w)
             .emit_state()
-            .collect()
+            .stream()
             .unwrap();
+        let two_steps: Vec<_> = stream.by_ref().collect();
+        assert_eq!(
+            events_in(stream.stages(), "reduce"),
+            40,
+            "one pair per event after `partition` too"
+        );
+        stream.finish().unwrap();
         assert_eq!(one_step, two_steps, "{:?}", window());
         assert!(one_step.len() > 2, "{one_step:?}");
     }
@@ -803,14 +810,39 @@ fn draining_a_combining_flow_counts_every_item_the_lanes_took() {
 
 #[test]
 fn a_combiner_with_more_keys_than_it_holds_counts_each_once() {
-    // 200 000 distinct keys: a lane's table passes the most it holds (65 536 keys) within a
+    // 300 000 distinct keys: a lane's table passes the most it holds (65 536 keys) within a
     // turn and sends its counts on early; with the rest sent at the turn's end, each key is
     // counted exactly once.
-    let n = 200_000u64;
+    let n = 600_000u64;
     let counts = Flow::from_iter(0..n)
         .stages(2)
+        .max_demand(20_000) // tables of 80 000 keys and more before a turn ends, past the cap
         .map(|x| x / 2)
         .count_by_key(|x| *x, Partitions::by_event().stages(2))
+        .departition_counts()
+        .collect()
+        .unwrap();
+    assert_eq!(counts.len(), 1);
+    let counts = &counts[0].value;
+    assert_eq!(counts.len() as u64, n / 2);
+    assert!(
+        counts.values().all(|&c| c == 2),
+        "a key counted twice or lost"
+    );
+}
+
+#[test]
+fn a_combiner_after_partition_with_more_keys_than_it_holds_counts_each_once() {
+    // 300 000 distinct keys: after `partition` a lane's table (an event and a key per entry,
+    // 65 536 of them for `u64`s) sends its pairs on early within a turn; with the rest sent
+    // at the turn's end, each key is counted exactly once.
+    let n = 600_000u64;
+    let counts = Flow::from_iter(0..n)
+        .stages(2)
+        .max_demand(20_000) // tables of 80 000 keys and more before a turn ends, past the cap
+        .map(|x| x / 2)
+        .partition(Partitions::by_event().stages(2))
+        .count_by_key(|x| *x)
         .departition_counts()
         .collect()
         .unwrap();
