@@ -86,7 +86,13 @@ impl<T> Events<'_, T> {
     pub fn move_into(&mut self, into: &mut Vec<T>, max: usize) -> usize {
         let k = self.n.min(max);
         if let Some(iter) = self.iter.as_deref_mut() {
-            into.extend(iter.take(k));
+            if k == iter.len() {
+                // The rest of the message: a `Vec` extended from a whole `vec::IntoIter`
+                // copies the run at once instead of writing each event in turn.
+                into.extend(std::mem::replace(iter, Vec::new().into_iter()));
+            } else {
+                into.extend(iter.take(k));
+            }
         }
         self.n -= k;
         k
@@ -167,5 +173,16 @@ mod tests {
         assert_eq!(into, [100, 0, 1, 2, 3, 4]);
         // The next batch starts at the message's sixth event.
         assert_eq!(iter.as_slice(), [5, 6, 7, 8, 9]);
+        {
+            // The last batch of the message, moved in two steps: its last step takes the
+            // whole rest of the message at once.
+            let mut events = Events::new(&mut iter, 5, SubscriptionId::unique());
+            assert_eq!(events.move_into(&mut into, 1), 1);
+            assert_eq!(events.move_into(&mut into, 9), 4);
+            assert_eq!(events.len(), 0);
+            assert_eq!(events.next(), None);
+        }
+        assert_eq!(into, [100, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(iter.len(), 0);
     }
 }

@@ -2,6 +2,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 /// The instant `after` from now; a duration too long to represent means "practically never"
@@ -22,15 +23,39 @@ pub struct TimerId(u64);
 #[derive(Debug)]
 pub(crate) struct Timers<M> {
     heap: BinaryHeap<Reverse<(Instant, u64)>>,
-    messages: HashMap<u64, M>,
+    messages: HashMap<u64, M, BuildHasherDefault<IdHasher>>,
     next: u64,
+}
+
+/// Hashes a timer's id with one multiplication instead of SipHash's rounds: the ids are a
+/// counter the stage itself hands out, so no input can aim collisions at the map, and the
+/// loop looks one up on every turn while a timer is set.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: odd, so consecutive ids differ in their low bits (the bucket)
+        // and their high ones (the map's tag).
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl<M> Timers<M> {
     pub(crate) fn new() -> Timers<M> {
         Timers {
             heap: BinaryHeap::new(),
-            messages: HashMap::new(),
+            messages: HashMap::default(),
             next: 0,
         }
     }

@@ -7,7 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::batch::{Accumulator, Batch, BatchInfo, BatchSize, Trigger};
+use super::batch::{Accumulator, Batch, BatchInfo, BatchSize, OnTimer, Trigger};
 use super::counters::Cells;
 use super::message::{ack_all, panic_message, Message, PipelineAck};
 use super::processor::FailedHook;
@@ -21,11 +21,11 @@ pub(crate) type KeyFn<T> = Arc<dyn Fn(&Message<T>) -> u64 + Send + Sync>;
 /// A batch handler, its error turned into a string.
 pub(crate) type BatchHandler<T> = Box<dyn FnMut(&mut Batch<T>) -> Result<(), String> + Send>;
 
-/// A batcher's timer: the batch of `generation` in `partition` is due.
+/// A batcher's timer: the batch in the making in `partition` may be due (one timer per
+/// partition at a time, see [`Accumulator`]).
 #[derive(Debug)]
 pub(crate) struct Due {
     partition: usize,
-    generation: u64,
 }
 
 pub(crate) struct Batcher<T> {
@@ -83,19 +83,12 @@ impl<T> Batcher<T> {
             // One partition, batches by count: move runs of messages, not one at a time.
             let (size, mut events) = (*size, events);
             while events.len() > 0 {
-                let generation = self.parts[0].generation();
-                match self.parts[0].fill_from(&mut events, size) {
-                    (Some(messages), _) => out.push(self.batch(messages, 0, Trigger::Size)),
-                    (None, true) => {
-                        ctx.send_after(
-                            Due {
-                                partition: 0,
-                                generation,
-                            },
-                            self.timeout,
-                        );
-                    }
-                    (None, false) => {}
+                let (full, set_timer) = self.parts[0].fill_from(&mut events, size);
+                if let Some(messages) = full {
+                    out.push(self.batch(messages, 0, Trigger::Size));
+                }
+                if set_timer {
+                    ctx.send_after(Due { partition: 0 }, self.timeout);
                 }
             }
             return out;
@@ -106,30 +99,29 @@ impl<T> Batcher<T> {
                 Some(key) => (key(&m) % n) as usize,
                 None => 0,
             };
-            let generation = self.parts[p].generation();
-            let (full, started) = self.parts[p].push(m, &self.size);
-            match full {
-                Some(messages) => out.push(self.batch(messages, p, Trigger::Size)),
-                None if started => {
-                    ctx.send_after(
-                        Due {
-                            partition: p,
-                            generation,
-                        },
-                        self.timeout,
-                    );
-                }
-                None => {}
+            let (full, set_timer) = self.parts[p].push(m, &self.size);
+            if let Some(messages) = full {
+                out.push(self.batch(messages, p, Trigger::Size));
+            }
+            if set_timer {
+                ctx.send_after(Due { partition: p }, self.timeout);
             }
         }
         out
     }
 
-    /// A timer: the batch it was set for, if it is still in the making.
-    fn on_due(&mut self, due: Due) -> Option<Batch<T>> {
-        self.parts[due.partition]
-            .take_if(due.generation)
-            .map(|messages| self.batch(messages, due.partition, Trigger::Timeout))
+    /// A partition's timer: its batch in the making if that batch is due, else the timer is
+    /// set again for when it will be.
+    fn on_due<Out>(&mut self, due: Due, ctx: &mut Context<'_, Out, Due>) -> Option<Batch<T>> {
+        let p = due.partition;
+        match self.parts[p].on_timer(crate::clock::now(), self.timeout) {
+            OnTimer::Due(messages) => Some(self.batch(messages, p, Trigger::Timeout)),
+            OnTimer::Again(left) => {
+                ctx.send_after(due, left);
+                None
+            }
+            OnTimer::Idle => None,
+        }
     }
 
     fn on_subscribe(&mut self, subscription: &Subscription) {
@@ -172,7 +164,7 @@ impl<T: Send + 'static> ProducerConsumer for Batcher<T> {
     }
 
     fn handle_message(&mut self, due: Due, ctx: &mut Context<'_, Batch<T>, Due>) {
-        if let Some(batch) = self.on_due(due) {
+        if let Some(batch) = self.on_due(due, ctx) {
             ctx.emit(batch);
         }
     }
@@ -220,8 +212,8 @@ impl<T: Send + 'static> Consumer for Fused<T> {
         }
     }
 
-    fn handle_message(&mut self, due: Due, _ctx: &mut ConsumerContext<'_, Due>) {
-        if let Some(batch) = self.batcher.on_due(due) {
+    fn handle_message(&mut self, due: Due, ctx: &mut ConsumerContext<'_, Due>) {
+        if let Some(batch) = self.batcher.on_due(due, ctx) {
             self.processor.handle(batch);
         }
     }

@@ -82,6 +82,7 @@ enum By {
 
 impl By {
     /// The acknowledger, `pipeline` standing for the pipeline's (if it has one).
+    #[inline]
     fn get<'a>(&'a self, pipeline: Option<&'a dyn Acknowledger>) -> Option<&'a dyn Acknowledger> {
         match self {
             By::Shared(a) => Some(&**a),
@@ -92,6 +93,7 @@ impl By {
 
     /// The acknowledger's address: messages with the same one are acknowledged in one call
     /// (null for the pipeline's where it has none).
+    #[inline]
     fn key(&self, pipeline: Option<&dyn Acknowledger>) -> *const () {
         self.get(pipeline).map_or(std::ptr::null(), |a| {
             a as *const dyn Acknowledger as *const ()
@@ -441,8 +443,9 @@ fn call(by: &dyn Acknowledger, ok: Vec<Acked>, failed: Vec<Acked>) {
 /// for the pipeline's. Returns how many were successful and how many failed (messages
 /// without an acknowledger included).
 ///
-/// The messages are read in place (what an `Acked` needs is taken out of each) and dropped
-/// together before the acknowledgers are called: no message is moved out of the batch.
+/// Every message (its data included) is dropped before the acknowledgers are called. A batch
+/// of successful messages for one lasting acknowledger is taken apart in one loop; any other
+/// is read in place (what an `Acked` needs is taken out of each message) and dropped whole.
 pub(crate) fn ack_all<T>(
     mut messages: Vec<Message<T>>,
     pipeline: Option<&dyn Acknowledger>,
@@ -452,6 +455,23 @@ pub(crate) fn ack_all<T>(
         by: By,
         ok: Vec<Acked>,
         failed: Vec<Acked>,
+    }
+    // The common batch: every message successful and told to one acknowledger that outlives
+    // the messages. One look at each, then the `Acked`s in one exact-size loop.
+    if let Some(by) = lasting_acknowledger(&messages, pipeline) {
+        // Each message is taken apart as it goes (its data dropped there), into the batch's
+        // own allocation where an `Acked` fits.
+        let ok: Vec<Acked> = messages
+            .into_iter()
+            .map(|m| Acked {
+                id: m.ack.as_ref().map_or(0, |a| a.id),
+                metadata: m.metadata,
+                status: Status::Ok,
+            })
+            .collect();
+        let n = ok.len() as u64;
+        call(by, ok, Vec::new());
+        return (n, 0);
     }
     let mut groups: Vec<Group> = Vec::new();
     let (mut ok, mut failed) = (0, 0);
@@ -526,6 +546,24 @@ pub(crate) fn ack_all<T>(
         }
     }
     (ok, failed)
+}
+
+/// The acknowledger of every message in `messages` if they all have the same one, it is the
+/// pipeline's own or a `'static` one (it outlives the messages), and none of them failed.
+fn lasting_acknowledger<'a, T>(
+    messages: &[Message<T>],
+    pipeline: Option<&'a dyn Acknowledger>,
+) -> Option<&'a dyn Acknowledger> {
+    let by = match &messages.first()?.ack.as_ref()?.by {
+        By::Pipeline => pipeline?,
+        By::Static(a) => *a,
+        By::Shared(_) => return None,
+    };
+    let key = by as *const dyn Acknowledger as *const ();
+    let same = |m: &Message<T>| {
+        m.failed.is_none() && m.ack.as_ref().is_some_and(|a| a.by.key(pipeline) == key)
+    };
+    messages.iter().all(same).then_some(by)
 }
 
 /// The failure of a message whose handler panicked, from the panic's payload.

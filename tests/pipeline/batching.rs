@@ -121,6 +121,52 @@ fn a_partial_batch_goes_at_its_timeout_and_no_batch_is_ever_empty() {
     );
 }
 
+/// The batcher keeps one timer per partition: one set for a batch that then filled by size
+/// stays set, and when it fires the batch then in the making waits out its own timeout.
+#[test]
+fn a_batch_started_after_a_full_one_waits_its_own_timeout() {
+    let (tx, rx) = unbounded::<Seen>();
+    let timeout = Duration::from_millis(400);
+    let p = pipeline::builder("own-timeout")
+        .producers(1, |_| stageflow::producer(DummyProducer::<u64>::new()))
+        .processors(ProcessorOptions::new(), |m: &mut Message<u64>| {
+            Ok::<_, String>(m.data)
+        })
+        .batcher(
+            "b",
+            BatcherOptions::new().batch_size(2).batch_timeout(timeout),
+            move |b: &mut Batch<u64>| {
+                tx.send((b.messages.len(), b.info.trigger, Instant::now()))
+                    .map_err(|e| e.to_string())
+            },
+        )
+        .start()
+        .unwrap();
+    // Two messages: a batch by size, and the timer set when the first arrived alone or
+    // with the second.
+    let first = Instant::now();
+    p.test_messages([1]).unwrap();
+    p.test_messages([2]).unwrap();
+    let (n, trigger, _) = rx.recv_timeout(WAIT).expect("a batch by size");
+    assert_eq!((n, trigger), (2, Trigger::Size));
+    // Time passes (the scenario, not a wait for anything), then a batch starts: the timer
+    // fires before it is due.
+    std::thread::sleep(timeout / 2);
+    let started = Instant::now();
+    let acks = p.test_messages([3]).unwrap();
+    let (n, trigger, at) = rx.recv_timeout(WAIT).expect("a batch at its timeout");
+    assert_eq!((n, trigger), (1, Trigger::Timeout));
+    assert!(
+        at - started >= timeout,
+        "emitted {:?} after its first message ({:?} after the first batch's)",
+        at - started,
+        at - first
+    );
+    assert_eq!(acks.wait(WAIT).unwrap().successful.len(), 1);
+    let report = p.shutdown_timeout(WAIT);
+    assert!(report.is_complete(), "{report:?}");
+}
+
 #[test]
 fn messages_go_to_the_batcher_they_name() {
     let (tx, rx) = unbounded::<(String, Vec<u64>)>();
