@@ -677,6 +677,57 @@ mod tests {
     }
 
     #[test]
+    fn a_successful_batch_keeps_its_ids_and_metadata_and_drops_its_data_first() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        /// Data that counts its drops.
+        struct Data(Arc<AtomicUsize>);
+        impl Drop for Data {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, SeqCst);
+            }
+        }
+        type Seen = Vec<(u64, Option<String>, bool, usize)>;
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let seen: Arc<Mutex<Seen>> = Arc::default();
+        let (d, s) = (dropped.clone(), seen.clone());
+        let by: Arc<dyn Acknowledger> = Arc::new(move |ok: Vec<Acked>, failed: Vec<Acked>| {
+            assert!(failed.is_empty());
+            // How much data was dropped when the acknowledger was told.
+            let at = d.load(SeqCst);
+            s.lock().extend(ok.into_iter().map(|a| {
+                let v = a.metadata.get("k").cloned();
+                (a.id, v, a.status == Status::Ok, at)
+            }));
+        });
+        let batch = |acked_by: &dyn Fn(Message<Data>, u64) -> Message<Data>| {
+            (0..4u64)
+                .map(|i| {
+                    let mut m = acked_by(Message::new(Data(dropped.clone())), 10 + i);
+                    if i % 2 == 1 {
+                        m.metadata.insert("k".into(), format!("v{i}"));
+                    }
+                    m
+                })
+                .collect::<Vec<_>>()
+        };
+        let want = |at| {
+            vec![
+                (10, None, true, at),
+                (11, Some("v1".to_string()), true, at),
+                (12, None, true, at),
+                (13, Some("v3".to_string()), true, at),
+            ]
+        };
+        // The pipeline's own acknowledger, then the same one named by each message.
+        let pipeline = batch(&|m, id| m.pipeline_acknowledger(id));
+        assert_eq!(ack_all(pipeline, Some(&*by)), (4, 0));
+        assert_eq!(std::mem::take(&mut *seen.lock()), want(4));
+        let shared = batch(&|m, id| m.acknowledger(by.clone(), id));
+        assert_eq!(ack_all(shared, None), (4, 0));
+        assert_eq!(std::mem::take(&mut *seen.lock()), want(8));
+    }
+
+    #[test]
     fn ack_immediately_off_the_pipelines_threads_keeps_the_message_for_later() {
         // This test's thread is none of a pipeline's stages: nothing to tell now, so the
         // message keeps its acknowledgement for the end of the pipeline.
