@@ -68,6 +68,33 @@ impl<'a, T> Events<'a, T> {
 }
 
 impl<T> Events<'_, T> {
+    /// Takes the batch's events as a `Vec`. When they are the whole message that brought
+    /// them (the usual case: a message is cut into batches only where it holds more than the
+    /// subscription's `max_demand`), the message's own allocation is handed over and no
+    /// event is moved; otherwise they are moved into a new `Vec`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use stageflow::Events;
+    /// fn keep(events: Events<'_, u64>, kept: &mut Vec<Vec<u64>>) {
+    ///     kept.push(events.into_vec());
+    /// }
+    /// ```
+    pub fn into_vec(mut self) -> Vec<T> {
+        let n = std::mem::take(&mut self.n);
+        let Some(iter) = self.iter.take() else {
+            return Vec::new();
+        };
+        if n == iter.len() {
+            // `collect` hands a `vec::IntoIter`'s buffer back as a `Vec` when nothing was
+            // taken from it yet (and moves the rest down at once when something was).
+            std::mem::replace(iter, Vec::new().into_iter()).collect()
+        } else {
+            iter.take(n).collect()
+        }
+    }
+
     /// Moves up to `max` events onto the end of `into`, in one loop, and returns how many:
     /// for a consumer that gathers events into batches of its own (a `Vec` knows the length
     /// of what it extends with here, where `extend(events.by_ref().take(n))` checks each

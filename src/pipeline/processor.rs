@@ -4,6 +4,7 @@
 //! With a rate limit, a processor asks its producers itself, for what the shared window
 //! grants.
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -96,9 +97,6 @@ impl<I, O> Core<I, O> {
                 }
             }
         }
-        Cells::add(&self.cells.messages_in, n);
-        Cells::add(&self.cells.batches, 1);
-        Cells::add(&self.cells.successful, passed + done.len() as u64);
         let mut failed_in: Vec<Message<I>> = Vec::new();
         let mut failed_out: Vec<Message<O>> = Vec::new();
         for f in failed {
@@ -107,6 +105,22 @@ impl<I, O> Core<I, O> {
                 Failed::Out(m) => failed_out.push(m),
             }
         }
+        self.settle(n, passed, done, failed_in, failed_out);
+    }
+
+    /// After a batch: counts it, runs `handle_failed` on the messages that failed in it, and
+    /// acknowledges those and `done` (what no batcher takes).
+    fn settle(
+        &mut self,
+        n: u64,
+        passed: u64,
+        mut done: Vec<Message<O>>,
+        mut failed_in: Vec<Message<I>>,
+        mut failed_out: Vec<Message<O>>,
+    ) {
+        Cells::add(&self.cells.messages_in, n);
+        Cells::add(&self.cells.batches, 1);
+        Cells::add(&self.cells.successful, passed + done.len() as u64);
         if !failed_in.is_empty() {
             if let Some(hook) = &self.on_failed {
                 if catch_unwind(AssertUnwindSafe(|| hook(&mut failed_in))).is_err() {
@@ -136,6 +150,91 @@ impl<I, O> Core<I, O> {
             Cells::add(&self.totals.successful, ok);
             Cells::add(&self.totals.failed, failed);
         }
+    }
+}
+
+impl<I: 'static, O: 'static> Core<I, O> {
+    /// [`process`](Core::process) where `handle_message` keeps the data's type (`O` is `I`,
+    /// as in most pipelines): each message's data is replaced where it lies, and the batch
+    /// goes on to the batchers in the `Vec` it came in, no message moved, unless one failed.
+    /// Returns what goes on to the batchers (nothing without batchers: acknowledged here),
+    /// or the batch untouched if `O` is not `I`.
+    fn process_in_place(
+        &mut self,
+        mut batch: Vec<Message<I>>,
+    ) -> Result<Vec<Message<O>>, Vec<Message<I>>> {
+        if TypeId::of::<I>() != TypeId::of::<O>() {
+            return Err(batch);
+        }
+        // Made known to this thread before any handler runs (`ack_immediately`).
+        self.ack.enter();
+        // Where a message failed for naming a batcher there is none of: it is acknowledged
+        // as failed without `handle_failed` (its data is already the output).
+        let mut unrouted = Vec::new();
+        let mut clean = true;
+        for (i, m) in batch.iter_mut().enumerate() {
+            let result = catch_unwind(AssertUnwindSafe(|| (self.handler)(m)));
+            match result {
+                Ok(Ok(data)) if !m.is_failed() => {
+                    m.data = same::<O, I>(data).unwrap_or_else(|_| unreachable!("O is I"));
+                    if let (Route::Batchers(names), Some(b)) = (&self.route, m.batcher()) {
+                        if !names.iter().any(|n| &**n == b) {
+                            let reason = format!("unknown batcher {b:?}");
+                            m.fail(reason);
+                            unrouted.push(i);
+                            clean = false;
+                        }
+                    }
+                }
+                Ok(Ok(_)) => clean = false,
+                Ok(Err(reason)) => {
+                    m.fail(reason);
+                    clean = false;
+                }
+                Err(payload) => {
+                    m.fail(panic_message(payload.as_ref()));
+                    clean = false;
+                }
+            }
+        }
+        let n = batch.len() as u64;
+        let batch: Vec<Message<O>> = same(batch).unwrap_or_else(|_| unreachable!("O is I"));
+        let to_batchers = matches!(self.route, Route::Batchers(_));
+        if clean {
+            return Ok(if to_batchers {
+                self.settle(n, n, Vec::new(), Vec::new(), Vec::new());
+                batch
+            } else {
+                self.settle(n, 0, batch, Vec::new(), Vec::new());
+                Vec::new()
+            });
+        }
+        // Some failed (rare): sorted out as `process` does.
+        let (mut out, mut done, mut failed_in, mut failed_out) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut unrouted = unrouted.into_iter().peekable();
+        for (i, m) in batch.into_iter().enumerate() {
+            if unrouted.next_if_eq(&i).is_some() {
+                failed_out.push(m);
+            } else if m.is_failed() {
+                failed_in.push(same(m).unwrap_or_else(|_| unreachable!("O is I")));
+            } else if to_batchers {
+                out.push(m);
+            } else {
+                done.push(m);
+            }
+        }
+        self.settle(n, out.len() as u64, done, failed_in, failed_out);
+        Ok(out)
+    }
+}
+
+/// `value` as a `U` if `T` is `U` (moved, not copied), else `value` back.
+fn same<T: 'static, U: 'static>(value: T) -> Result<U, T> {
+    let mut value = Some(value);
+    match (&mut value as &mut dyn Any).downcast_mut::<Option<U>>() {
+        Some(u) => Ok(u.take().expect("just set")),
+        None => Err(value.expect("not taken")),
     }
 }
 
@@ -204,7 +303,7 @@ impl Gate {
     }
 }
 
-impl<I, O> Core<I, O> {
+impl<I: 'static, O: 'static> Core<I, O> {
     /// `handle_message` for both kinds; what goes on to the batchers goes to `out`.
     fn message<Out>(
         &mut self,
@@ -213,7 +312,10 @@ impl<I, O> Core<I, O> {
         out: impl FnMut(Message<O>),
     ) {
         match msg {
-            ProcessorMsg::Push(messages) => self.process(messages.into_iter(), out),
+            ProcessorMsg::Push(messages) => match self.process_in_place(messages) {
+                Ok(passed) => passed.into_iter().for_each(out),
+                Err(messages) => self.process(messages.into_iter(), out),
+            },
             ProcessorMsg::Refill => {
                 if let Some(g) = &mut self.gate {
                     g.refill_set = false;
@@ -274,7 +376,10 @@ impl<I: Send + 'static, O: Send + 'static> ProducerConsumer for Processor<I, O> 
         ctx: &mut Context<'_, Message<O>, ProcessorMsg<I>>,
     ) {
         let (sub, n) = (events.subscription(), events.len());
-        self.0.process(events, |m| ctx.emit(m));
+        match self.0.process_in_place(events.into_vec()) {
+            Ok(out) => ctx.emit_all(out),
+            Err(batch) => self.0.process(batch.into_iter(), |m| ctx.emit(m)),
+        }
         self.0.arrived(sub, n, ctx);
     }
 
@@ -320,9 +425,12 @@ impl<I: Send + 'static, O: Send + 'static> Consumer for Sink<I, O> {
     ) {
         let (sub, n) = (events.subscription(), events.len());
         // Without batchers every message is acknowledged here: nothing goes on.
-        self.0.process(events, |_| {
-            debug_assert!(false, "a sink passed a message on")
-        });
+        match self.0.process_in_place(events.into_vec()) {
+            Ok(out) => debug_assert!(out.is_empty(), "a sink passed a message on"),
+            Err(batch) => self.0.process(batch.into_iter(), |_| {
+                debug_assert!(false, "a sink passed a message on")
+            }),
+        }
         self.0.arrived(sub, n, ctx);
     }
 
