@@ -183,6 +183,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn into_vec_hands_over_a_whole_message_and_moves_a_part() {
+        let message: Vec<u32> = (0..6).collect();
+        let at = message.as_ptr();
+        let mut iter = message.into_iter();
+        let whole = Events::new(&mut iter, 6, SubscriptionId::unique()).into_vec();
+        assert_eq!(whole, [0, 1, 2, 3, 4, 5]);
+        assert_eq!(whole.as_ptr(), at, "the message's own allocation");
+        assert_eq!(iter.len(), 0);
+        // A message cut into two batches: the first is moved out, the second is the rest.
+        let mut iter = (0..6u32).collect::<Vec<_>>().into_iter();
+        let first = Events::new(&mut iter, 4, SubscriptionId::unique()).into_vec();
+        assert_eq!(first, [0, 1, 2, 3]);
+        assert_eq!(iter.as_slice(), [4, 5]);
+        let second = Events::new(&mut iter, 2, SubscriptionId::unique()).into_vec();
+        assert_eq!(second, [4, 5]);
+        assert_eq!(iter.len(), 0);
+    }
+
+    #[test]
     fn move_into_moves_at_most_the_batch_and_leaves_the_rest_of_the_message() {
         let mut iter = (0..10u32).collect::<Vec<_>>().into_iter();
         let mut into = vec![100];
