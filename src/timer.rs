@@ -69,7 +69,18 @@ impl<M> Timers<M> {
     }
 
     pub(crate) fn cancel(&mut self, id: TimerId) -> bool {
-        self.messages.remove(&id.0).is_some()
+        if self.messages.remove(&id.0).is_none() {
+            return false;
+        }
+        // A cancelled timer's deadline stays in the heap until it comes up. A stage that
+        // sets and cancels a timer per event (a debounce) would keep every deadline of the
+        // last `timeout`: once most of the heap is cancelled, it is rebuilt from the live
+        // ones (linear, and at most once per as many cancels as there are live timers).
+        if self.heap.len() > 64 && self.heap.len() > 2 * self.messages.len() {
+            let live = &self.messages;
+            self.heap.retain(|Reverse((_, id))| live.contains_key(id));
+        }
+        true
     }
 
     /// The earliest deadline still pending, if any.
@@ -109,6 +120,23 @@ mod tests {
     #[test]
     fn huge_durations_do_not_overflow() {
         assert!(deadline(Duration::MAX) > Instant::now());
+    }
+
+    #[test]
+    fn cancelled_timers_do_not_pile_up() {
+        let now = Instant::now();
+        let mut t = Timers::new();
+        let kept = t.schedule(now + Duration::from_secs(60), "kept");
+        // A debounce: a timer set and cancelled per event, each an hour away.
+        for i in 0..10_000u64 {
+            let id = t.schedule(now + Duration::from_secs(3600 + i), "debounce");
+            assert!(t.cancel(id));
+        }
+        assert!(t.heap.len() <= 130, "{} deadlines held", t.heap.len());
+        assert_eq!(t.next_deadline(), Some(now + Duration::from_secs(60)));
+        assert!(t.cancel(kept));
+        assert!(t.is_empty());
+        assert_eq!(t.next_deadline(), None);
     }
 
     #[test]
