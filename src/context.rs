@@ -46,6 +46,10 @@ type DeferredReply = Box<dyn FnOnce() + Send>;
 
 pub(crate) struct Effects<Out, M> {
     pub(crate) emitted: Vec<Out>,
+    /// Room the output gets when the first event is emitted into it: the batch being handled
+    /// (a producer-consumer's output is often as long), reserved only if something is
+    /// emitted one event at a time.
+    pub(crate) room: usize,
     pub(crate) end: Option<End>,
     pub(crate) replies: Vec<DeferredReply>,
     pub(crate) infos: Vec<M>,
@@ -61,6 +65,7 @@ impl<Out, M> Effects<Out, M> {
         Effects {
             mint,
             emitted: Vec::new(),
+            room: 0,
             end: None,
             replies: Vec::new(),
             infos: Vec::new(),
@@ -85,12 +90,31 @@ impl<Out, M> Context<'_, Out, M> {
     /// in one message per consumer.
     #[inline]
     pub fn emit(&mut self, event: Out) {
+        if self.fx.emitted.capacity() == 0 {
+            self.fx.emitted.reserve(self.fx.room);
+        }
         self.fx.emitted.push(event);
     }
 
     /// Emits every event of `events`, in order.
     pub fn emit_all(&mut self, events: impl IntoIterator<Item = Out>) {
+        let events = events.into_iter();
+        if self.fx.emitted.capacity() == 0 {
+            // What `events` says it holds, else the batch's length.
+            let room = events.size_hint().0.max(self.fx.room);
+            self.fx.emitted.reserve(room);
+        }
         self.fx.emitted.extend(events);
+    }
+
+    /// Emits the events of a `Vec`, in order: where nothing was emitted yet in this callback,
+    /// the `Vec` itself becomes the output (nothing moved).
+    pub(crate) fn emit_vec(&mut self, events: Vec<Out>) {
+        if self.fx.emitted.is_empty() {
+            self.fx.emitted = events;
+        } else {
+            self.fx.emitted.extend(events);
+        }
     }
 
     /// Reserves room for `additional` more events in this callback's output, to avoid

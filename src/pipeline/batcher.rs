@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::batch::{Accumulator, Batch, BatchInfo, BatchSize, OnTimer, Trigger};
 use super::counters::Cells;
-use super::message::{ack_all, panic_message, Message, PipelineAck};
+use super::message::{ack_all, ack_unless_failed, panic_message, Message, PipelineAck};
 use super::processor::FailedHook;
 use crate::{
     Consumer, ConsumerContext, Context, DemandMode, Direction, Events, ProducerConsumer, Reason,
@@ -284,14 +284,19 @@ impl<T> BatchProcessor<T> {
                 Ok(Err(reason)) => Some(reason),
                 Err(payload) => Some(panic_message(payload.as_ref())),
             };
-            if all_failed.is_none() && !batch.messages.iter().any(Message::is_failed) {
+            if all_failed.is_none() {
                 // The common case: every message succeeded.
-                Cells::add(&self.cells.batches, 1);
-                Cells::add(&self.cells.successful, batch.messages.len() as u64);
-                let (s, f) = ack_all(batch.messages, self.ack.get());
-                Cells::add(&self.totals.successful, s);
-                Cells::add(&self.totals.failed, f);
-                return;
+                let n = batch.messages.len() as u64;
+                match ack_unless_failed(std::mem::take(&mut batch.messages), self.ack.get()) {
+                    Ok((s, f)) => {
+                        Cells::add(&self.cells.batches, 1);
+                        Cells::add(&self.cells.successful, n);
+                        Cells::add(&self.totals.successful, s);
+                        Cells::add(&self.totals.failed, f);
+                        return;
+                    }
+                    Err(messages) => batch.messages = messages,
+                }
             }
             let (mut ok, mut failed): (Vec<_>, Vec<_>) = batch
                 .messages

@@ -459,19 +459,7 @@ pub(crate) fn ack_all<T>(
     // The common batch: every message successful and told to one acknowledger that outlives
     // the messages. One look at each, then the `Acked`s in one exact-size loop.
     if let Some(by) = lasting_acknowledger(&messages, pipeline) {
-        // Each message is taken apart as it goes (its data dropped there), into the batch's
-        // own allocation where an `Acked` fits.
-        let ok: Vec<Acked> = messages
-            .into_iter()
-            .map(|m| Acked {
-                id: m.ack.as_ref().map_or(0, |a| a.id),
-                metadata: m.metadata,
-                status: Status::Ok,
-            })
-            .collect();
-        let n = ok.len() as u64;
-        call(by, ok, Vec::new());
-        return (n, 0);
+        return ack_lasting(messages, by);
     }
     let mut groups: Vec<Group> = Vec::new();
     let (mut ok, mut failed) = (0, 0);
@@ -546,6 +534,38 @@ pub(crate) fn ack_all<T>(
         }
     }
     (ok, failed)
+}
+
+/// [`ack_all`] for a batch none of whose messages failed (the common batch, looked at once);
+/// a batch where one did is handed back untouched.
+pub(crate) fn ack_unless_failed<T>(
+    messages: Vec<Message<T>>,
+    pipeline: Option<&dyn Acknowledger>,
+) -> Result<(u64, u64), Vec<Message<T>>> {
+    if let Some(by) = lasting_acknowledger(&messages, pipeline) {
+        return Ok(ack_lasting(messages, by));
+    }
+    if messages.iter().any(Message::is_failed) {
+        return Err(messages);
+    }
+    Ok(ack_all(messages, pipeline))
+}
+
+/// Acknowledges successful messages that all go to `by` (see [`lasting_acknowledger`]).
+fn ack_lasting<T>(messages: Vec<Message<T>>, by: &dyn Acknowledger) -> (u64, u64) {
+    // Each message is taken apart as it goes (its data dropped there), into the batch's own
+    // allocation where an `Acked` fits.
+    let ok: Vec<Acked> = messages
+        .into_iter()
+        .map(|m| Acked {
+            id: m.ack.as_ref().map_or(0, |a| a.id),
+            metadata: m.metadata,
+            status: Status::Ok,
+        })
+        .collect();
+    let n = ok.len() as u64;
+    call(by, ok, Vec::new());
+    (n, 0)
 }
 
 /// The acknowledger of every message in `messages` if they all have the same one, it is the

@@ -377,7 +377,7 @@ impl<I: Send + 'static, O: Send + 'static> ProducerConsumer for Processor<I, O> 
     ) {
         let (sub, n) = (events.subscription(), events.len());
         match self.0.process_in_place(events.into_vec()) {
-            Ok(out) => ctx.emit_all(out),
+            Ok(out) => ctx.emit_vec(out),
             Err(batch) => self.0.process(batch.into_iter(), |m| ctx.emit(m)),
         }
         self.0.arrived(sub, n, ctx);

@@ -926,7 +926,7 @@ impl<'e, S: Callbacks> Runner<'e, S> {
             );
         }
         if Self::GATED {
-            self.fx.emitted.reserve(batch.len);
+            self.fx.room = batch.len;
         }
         let rest = iter.len() - batch.len;
         self.inlet.set_in_hand(rest);
