@@ -97,12 +97,10 @@ impl<Out, M> Context<'_, Out, M> {
     }
 
     /// Emits every event of `events`, in order.
+    #[inline]
     pub fn emit_all(&mut self, events: impl IntoIterator<Item = Out>) {
-        let events = events.into_iter();
         if self.fx.emitted.capacity() == 0 {
-            // What `events` says it holds, else the batch's length.
-            let room = events.size_hint().0.max(self.fx.room);
-            self.fx.emitted.reserve(room);
+            self.fx.emitted.reserve(self.fx.room);
         }
         self.fx.emitted.extend(events);
     }
