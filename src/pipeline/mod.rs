@@ -69,6 +69,12 @@
 //! `Message<I>` into a `Message<O>` (keeping metadata, acknowledger and batcher), and every
 //! batcher's handler takes `Batch<O>`.
 //!
+//! Where `O` is `I` (the handler returns data of the type it was given, as most do), a
+//! processor replaces each message's data where it lies and hands its batch on in the
+//! allocation it came in; a handler that changes the type costs a move of each message into
+//! a new batch (in place, bench row m100's processors did 44 % fewer instructions:
+//! `BENCHMARKS.md`, stop 26).
+//!
 //! # Failures and acknowledgements
 //!
 //! A message fails when `handle_message` returns `Err`, panics, or calls [`Message::fail`];
@@ -132,8 +138,9 @@
 //! | 100 / 50, fixed | 11.2–14.1 M | 137–165 ns | |
 //!
 //! (These rows give each message an `Arc` clone of the acknowledger. With the pipeline's own,
-//! as above, and the cheaper start and end of this stop, the default ran 20.4–21.9 M
-//! messages/s at 89–97 ns, 2.5–2.9× the hand-written version.) Once grown, an adaptive
+//! as above, a handler that keeps the data's type and the cheaper processors and batcher of
+//! stop 26, the default ran 25.0–25.6 M messages/s at 75–79 ns, 4.0–4.2× the hand-written
+//! version, and 100 / 50 fixed 24.1–25.9 M at 76–79 ns.) Once grown, an adaptive
 //! processor asks in whole chunks ([`SubscribeOptions::adaptive_demand`](crate::SubscribeOptions::adaptive_demand)):
 //! 50 at a time at 100 / 50, and it and the batcher handle batches of 50, as with a fixed
 //! 100 / 50; before, growth left it asking 55 to 95 and handling 37 messages a batch.
@@ -158,7 +165,7 @@
 //! producer and the batcher. Where the scheduler puts both on one core they take turns and
 //! the processors wait for them: the default pipeline above ran 20–22 M messages/s with the
 //! two on separate cores and 12–17 M with both pinned to one, and unpinned runs land on
-//! either (`BENCHMARKS.md`, stop 25). Pinning threads is the application's call (measured on
+//! either (`BENCHMARKS.md`, stop 25, before stop 26 made each message cheaper). Pinning threads is the application's call (measured on
 //! 2 cores only).
 //!
 //! # Rate limiting
