@@ -57,6 +57,11 @@ pub struct DemandDispatcher {
     name: Option<String>,
 }
 
+/// How many consumers a dispatcher passes one at a time when a consumer's demand moves it
+/// (a swap with each, as cheap as it gets for a few); past that, a binary search and one
+/// shift of memory.
+const FEW: usize = 16;
+
 impl DemandDispatcher {
     /// A dispatcher with no consumers.
     pub fn new() -> DemandDispatcher {
@@ -96,17 +101,25 @@ impl DemandDispatcher {
                 self.name.as_deref().unwrap_or("?"),
             );
         }
-        let Some(mut i) = self.entries.iter().position(|&(_, s)| s == sub) else {
+        let Some(i) = self.entries.iter().position(|&(_, s)| s == sub) else {
             return 0;
         };
         // Raise its demand and move it up past entries with strictly lower demand: where
-        // removing it and inserting it before the first strictly lower entry would put it.
+        // removing it and inserting it before the first strictly lower entry would put it
+        // (found by a binary search of the sorted entries above it, reached in one shift).
         let before = self.entries[i].0;
-        self.entries[i].0 = before.saturating_add(n);
-        self.total = self.total.saturating_add(self.entries[i].0 - before);
-        while i > 0 && self.entries[i - 1].0 < self.entries[i].0 {
-            self.entries.swap(i - 1, i);
-            i -= 1;
+        let demand = before.saturating_add(n);
+        self.entries[i].0 = demand;
+        self.total = self.total.saturating_add(demand - before);
+        if i <= FEW {
+            let mut i = i;
+            while i > 0 && self.entries[i - 1].0 < demand {
+                self.entries.swap(i - 1, i);
+                i -= 1;
+            }
+        } else {
+            let to = self.entries[..i].partition_point(|&(d, _)| d >= demand);
+            self.entries[to..=i].rotate_right(1);
         }
         let covered = self.pending.min(n);
         self.pending -= covered;
@@ -134,13 +147,23 @@ impl DemandDispatcher {
 
     /// Moves the first entry, whose demand just fell, down past entries with demand at least
     /// as high: where removing it and inserting it before the first strictly lower entry would.
+    /// Among [`FEW`] consumers or fewer, one swap at a time; past that the rest are sorted,
+    /// so where it goes is a binary search and getting it there one shift of the entries it
+    /// passes (with 50 consumers of equal demand, one served sinks past all the others).
     #[inline]
     fn sink_first(&mut self) {
-        let mut i = 0;
-        while i + 1 < self.entries.len() && self.entries[i + 1].0 >= self.entries[i].0 {
-            self.entries.swap(i, i + 1);
-            i += 1;
+        let entries = &mut self.entries[..];
+        if entries.len() <= FEW + 1 {
+            let mut i = 0;
+            while i + 1 < entries.len() && entries[i + 1].0 >= entries[i].0 {
+                entries.swap(i, i + 1);
+                i += 1;
+            }
+            return;
         }
+        let demand = entries[0].0;
+        let to = entries[1..].partition_point(|&(d, _)| d >= demand);
+        entries[..=to].rotate_left(1);
     }
 
     fn remove(&mut self, sub: SubscriptionId) -> Option<usize> {
@@ -434,9 +457,11 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn in_place_moves_match_genstage_remove_and_insert(
-            ops in proptest::collection::vec((0usize..4, 1usize..8, proptest::bool::ANY), 1..60)
+            consumers in proptest::sample::select(vec![4usize, 24]),
+            ops in proptest::collection::vec((0usize..24, 1usize..8, proptest::bool::ANY), 1..200)
         ) {
-            let s = subs(4);
+            // 4 consumers move by swaps, 24 by a search and a shift (more than `FEW`).
+            let s = subs(consumers);
             let mut d = DemandDispatcher::new();
             let mut model: Vec<(usize, SubscriptionId)> = Vec::new();
             for &x in &s {
@@ -444,6 +469,7 @@ mod tests {
                 model.push((0, x));
             }
             for (who, n, is_ask) in ops {
+                let who = who % consumers;
                 if is_ask {
                     ask(&mut d, s[who], n);
                     let i = model.iter().position(|&(_, x)| x == s[who]).unwrap();
