@@ -3,9 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::unbounded;
+use crossbeam_channel::{unbounded, Receiver};
 use stageflow::pipeline::{
-    self, Batch, BatchSize, BatcherOptions, DummyProducer, Message, ProcessorOptions, Trigger,
+    self, Batch, BatchSize, BatcherOptions, DummyProducer, Message, Pipeline, ProcessorOptions,
+    Trigger,
 };
 
 use super::{source, Recorder, WAIT};
@@ -81,11 +82,11 @@ fn batches_by_weight() {
     );
 }
 
-#[test]
-fn a_partial_batch_goes_at_its_timeout_and_no_batch_is_ever_empty() {
+/// A pipeline fed by `test_messages` (2 processors) with one batcher of `size` and
+/// `timeout`, whose handler reports each batch's length, trigger and time.
+fn timed_batches(name: &str, size: usize, timeout: Duration) -> (Pipeline<u64>, Receiver<Seen>) {
     let (tx, rx) = unbounded::<Seen>();
-    let timeout = Duration::from_millis(150);
-    let p = pipeline::builder("by-timeout")
+    let p = pipeline::builder(name)
         .producers(1, |_| stageflow::producer(DummyProducer::<u64>::new()))
         .processors(
             ProcessorOptions::new().concurrency(2),
@@ -93,7 +94,9 @@ fn a_partial_batch_goes_at_its_timeout_and_no_batch_is_ever_empty() {
         )
         .batcher(
             "b",
-            BatcherOptions::new().batch_size(100).batch_timeout(timeout),
+            BatcherOptions::new()
+                .batch_size(size)
+                .batch_timeout(timeout),
             move |b: &mut Batch<u64>| {
                 tx.send((b.messages.len(), b.info.trigger, Instant::now()))
                     .map_err(|e| e.to_string())
@@ -101,6 +104,13 @@ fn a_partial_batch_goes_at_its_timeout_and_no_batch_is_ever_empty() {
         )
         .start()
         .unwrap();
+    (p, rx)
+}
+
+#[test]
+fn a_partial_batch_goes_at_its_timeout_and_no_batch_is_ever_empty() {
+    let timeout = Duration::from_millis(150);
+    let (p, rx) = timed_batches("by-timeout", 100, timeout);
     let pushed = Instant::now();
     let acks = p.test_messages([1, 2, 3]).unwrap();
     let (n, trigger, at) = rx.recv_timeout(WAIT).expect("a batch at the timeout");
@@ -125,23 +135,8 @@ fn a_partial_batch_goes_at_its_timeout_and_no_batch_is_ever_empty() {
 /// stays set, and when it fires the batch then in the making waits out its own timeout.
 #[test]
 fn a_batch_started_after_a_full_one_waits_its_own_timeout() {
-    let (tx, rx) = unbounded::<Seen>();
     let timeout = Duration::from_millis(400);
-    let p = pipeline::builder("own-timeout")
-        .producers(1, |_| stageflow::producer(DummyProducer::<u64>::new()))
-        .processors(ProcessorOptions::new(), |m: &mut Message<u64>| {
-            Ok::<_, String>(m.data)
-        })
-        .batcher(
-            "b",
-            BatcherOptions::new().batch_size(2).batch_timeout(timeout),
-            move |b: &mut Batch<u64>| {
-                tx.send((b.messages.len(), b.info.trigger, Instant::now()))
-                    .map_err(|e| e.to_string())
-            },
-        )
-        .start()
-        .unwrap();
+    let (p, rx) = timed_batches("own-timeout", 2, timeout);
     // Two messages: a batch by size, and the timer set when the first arrived alone or
     // with the second.
     let first = Instant::now();
