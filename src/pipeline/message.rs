@@ -443,9 +443,9 @@ fn call(by: &dyn Acknowledger, ok: Vec<Acked>, failed: Vec<Acked>) {
 /// for the pipeline's. Returns how many were successful and how many failed (messages
 /// without an acknowledger included).
 ///
-/// Every message (its data included) is dropped before the acknowledgers are called. A batch
-/// of successful messages for one lasting acknowledger is taken apart in one loop; any other
-/// is read in place (what an `Acked` needs is taken out of each message) and dropped whole.
+/// Every message (its data included) is dropped before the acknowledgers are called. The
+/// messages are read in place (what an `Acked` needs is taken out of each) and dropped
+/// together; a batch of successful messages for one lasting acknowledger in one loop.
 pub(crate) fn ack_all<T>(
     mut messages: Vec<Message<T>>,
     pipeline: Option<&dyn Acknowledger>,
@@ -553,16 +553,18 @@ pub(crate) fn ack_unless_failed<T>(
 
 /// Acknowledges successful messages that all go to `by` (see [`lasting_acknowledger`]).
 fn ack_lasting<T>(messages: Vec<Message<T>>, by: &dyn Acknowledger) -> (u64, u64) {
-    // Each message is taken apart as it goes (its data dropped there), into the batch's own
-    // allocation where an `Acked` fits.
+    // What an `Acked` needs is taken from each message in one exact-size loop; the messages
+    // are dropped together after it (fewer instructions than taking each apart by value).
+    let mut messages = messages;
     let ok: Vec<Acked> = messages
-        .into_iter()
+        .iter_mut()
         .map(|m| Acked {
             id: m.ack.as_ref().map_or(0, |a| a.id),
-            metadata: m.metadata,
+            metadata: std::mem::take(&mut m.metadata),
             status: Status::Ok,
         })
         .collect();
+    drop(messages);
     let n = ok.len() as u64;
     call(by, ok, Vec::new());
     (n, 0)
