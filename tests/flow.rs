@@ -808,6 +808,18 @@ fn draining_a_combining_flow_counts_every_item_the_lanes_took() {
     assert!(sent * 10 < counted, "{sent} events for {counted} items");
 }
 
+/// The one window of a count of `(0..n).map(|x| x / 2)`: each of its `n / 2` keys counted
+/// exactly twice.
+fn assert_each_key_counted_twice(counts: &[Emitted<HashMap<u64, u64>>], n: u64) {
+    assert_eq!(counts.len(), 1);
+    let counts = &counts[0].value;
+    assert_eq!(counts.len() as u64, n / 2);
+    assert!(
+        counts.values().all(|&c| c == 2),
+        "a key counted twice or lost"
+    );
+}
+
 #[test]
 fn a_combiner_with_more_keys_than_it_holds_counts_each_once() {
     // 300 000 distinct keys: a lane's table passes the most it holds (65 536 keys) within a
@@ -822,13 +834,7 @@ fn a_combiner_with_more_keys_than_it_holds_counts_each_once() {
         .departition_counts()
         .collect()
         .unwrap();
-    assert_eq!(counts.len(), 1);
-    let counts = &counts[0].value;
-    assert_eq!(counts.len() as u64, n / 2);
-    assert!(
-        counts.values().all(|&c| c == 2),
-        "a key counted twice or lost"
-    );
+    assert_each_key_counted_twice(&counts, n);
 }
 
 #[test]
@@ -846,13 +852,7 @@ fn a_combiner_after_partition_with_more_keys_than_it_holds_counts_each_once() {
         .departition_counts()
         .collect()
         .unwrap();
-    assert_eq!(counts.len(), 1);
-    let counts = &counts[0].value;
-    assert_eq!(counts.len() as u64, n / 2);
-    assert!(
-        counts.values().all(|&c| c == 2),
-        "a key counted twice or lost"
-    );
+    assert_each_key_counted_twice(&counts, n);
 }
 
 /// A partition's counts, sorted by key.
