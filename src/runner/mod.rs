@@ -311,11 +311,15 @@ impl<'e, S: Callbacks> Runner<'e, S> {
         for _ in 0..yields {
             std::thread::yield_now();
             match self.inbox.try_recv() {
-                Ok(env) => return Ok(env),
+                Ok(env) => {
+                    self.polls.yielded(true);
+                    return Ok(env);
+                }
                 Err(TryRecvError::Empty) => {}
                 Err(TryRecvError::Disconnected) => return Err(RecvError),
             }
         }
+        self.polls.yielded(false);
         self.inbox.recv()
     }
 

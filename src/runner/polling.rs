@@ -13,11 +13,19 @@ const MIN_POLLS: u32 = 2;
 /// it blocks, while more stages run than there are cores. Measured on 2 cores (BENCHMARKS.md,
 /// "stop 22"): 8, 16 and 32 did about as well as each other and far better than none.
 const YIELDS: u32 = 16;
+/// The fewest yields a wait makes (while stages outnumber cores) when yielding has not paid:
+/// enough to see that it pays again.
+const MIN_YIELDS: u32 = 2;
 
 /// The polling budget of one stage.
 #[derive(Debug)]
 pub(super) struct Polls {
     budget: u32,
+    /// How many times the next wait yields when stages outnumber cores: like `budget`, it
+    /// halves when yielding found nothing (the stage blocked anyway: its feeder waits on
+    /// something else, a socket, a timer, a slow handler) and is whole again when a yield
+    /// found a message.
+    yield_budget: u32,
     cores: usize,
 }
 
@@ -25,6 +33,7 @@ impl Polls {
     pub(super) fn new() -> Polls {
         Polls {
             budget: POLLS,
+            yield_budget: YIELDS,
             cores: cores(),
         }
     }
@@ -40,15 +49,26 @@ impl Polls {
         }
     }
 
-    /// How many times the next wait yields before it blocks: [`YIELDS`] while more stages run
-    /// than there are cores (when it does not poll), else none.
+    /// How many times the next wait yields before it blocks: up to [`YIELDS`] while more
+    /// stages run than there are cores (when it does not poll), else none.
     #[inline]
     pub(super) fn yields(&self) -> u32 {
         if fits(self.cores) {
             0
         } else {
-            YIELDS
+            self.yield_budget
         }
+    }
+
+    /// A wait's yields ended: `found` if one of them found a message (all [`YIELDS`] again),
+    /// else the stage blocked after them (half as many next time, down to [`MIN_YIELDS`]).
+    #[inline]
+    pub(super) fn yielded(&mut self, found: bool) {
+        self.yield_budget = if found {
+            YIELDS
+        } else {
+            (self.yield_budget / 2).max(MIN_YIELDS)
+        };
     }
 
     /// A poll found a message: the full budget again.
@@ -104,6 +124,7 @@ mod tests {
         // `cores` is set past any count of stages this test binary runs at once.
         let mut p = Polls {
             budget: POLLS,
+            yield_budget: YIELDS,
             cores: usize::MAX,
         };
         assert_eq!(p.budget(), 64);
@@ -125,6 +146,7 @@ mod tests {
         let _live = Live::enter();
         let p = Polls {
             budget: POLLS,
+            yield_budget: YIELDS,
             cores: 0,
         };
         assert_eq!(p.budget(), 0);
@@ -132,9 +154,28 @@ mod tests {
         // With a core for every stage it polls and does not yield.
         let p = Polls {
             budget: POLLS,
+            yield_budget: YIELDS,
             cores: usize::MAX,
         };
         assert_eq!(p.budget(), POLLS);
         assert_eq!(p.yields(), 0);
+    }
+
+    #[test]
+    fn yields_halve_when_they_find_nothing_and_are_whole_again_when_one_finds_a_message() {
+        let _live = Live::enter();
+        let mut p = Polls {
+            budget: POLLS,
+            yield_budget: YIELDS,
+            cores: 0,
+        };
+        p.yielded(false);
+        assert_eq!(p.yields(), YIELDS / 2);
+        for _ in 0..10 {
+            p.yielded(false);
+        }
+        assert_eq!(p.yields(), MIN_YIELDS);
+        p.yielded(true);
+        assert_eq!(p.yields(), YIELDS);
     }
 }
