@@ -14,7 +14,7 @@ use log::error;
 
 use super::discards::Discards;
 use super::held::{Held, Replay};
-use super::links::{DownLink, Outlet};
+use super::links::{Backlogged, DownLink, Outlet};
 use crate::buffer::Buffer;
 use crate::dispatcher::{Dispatch, Dispatcher, Outbox};
 use crate::envelope::{Down, Port, SubscribeRequest, Subscribed};
@@ -26,6 +26,8 @@ use crate::subscription::{BufferKeep, Direction, ProducerDemand, Subscription, S
 /// The output side of a producer or producer-consumer (see the module doc).
 pub(super) struct Emitter<'e, T, M> {
     shared: Arc<Shared>,
+    /// How many consumer links hold a backlog.
+    backlogged: Backlogged,
     pub(super) downs: Vec<DownLink<'e, T>>,
     dispatcher: Dispatch<'e, T>,
     buffer: Buffer<T, M>,
@@ -76,6 +78,7 @@ impl<'e, T: Send, M> Emitter<'e, T, M> {
         dispatcher.attach(&shared.name);
         Emitter {
             shared,
+            backlogged: Backlogged::default(),
             downs: Vec::new(),
             dispatcher,
             buffer: Buffer::new(buffer_size, buffer_keep),
@@ -159,7 +162,7 @@ impl<'e, T: Send, M> Emitter<'e, T, M> {
             peer: consumer_name.clone(),
             options: options.clone(),
         };
-        let mut out = Outlet::new(consumer, Some(self.shared.clone()));
+        let mut out = Outlet::new(consumer, Some(self.shared.clone()), &self.backlogged);
         let subscribed = Down::Subscribed(Box::new(Subscribed {
             producer,
             info: Subscription {
@@ -267,7 +270,7 @@ impl<'e, T: Send, M> Emitter<'e, T, M> {
                 continue;
             };
             let lost = link.out.backlog_events();
-            link.out.backlog.clear();
+            link.out.clear_backlog();
             let closed = link.closed;
             discards.count(lost, "its consumer ended");
             if closed {
@@ -299,8 +302,7 @@ impl<'e, T: Send, M> Emitter<'e, T, M> {
     /// Removes closed consumer links whose backlog (ending with the cancel) is delivered.
     pub(super) fn drop_closed_links(&mut self) {
         if self.closed_links > 0 {
-            self.downs
-                .retain(|l| !(l.closed && l.out.backlog.is_empty()));
+            self.downs.retain(|l| !l.closed || l.out.has_backlog());
             self.closed_links = self.downs.iter().filter(|l| l.closed).count();
         }
     }
@@ -308,7 +310,12 @@ impl<'e, T: Send, M> Emitter<'e, T, M> {
     /// Some consumer's backlog waits for room in its inbox.
     #[inline]
     pub(super) fn any_backlog(&self) -> bool {
-        self.downs.iter().any(|l| !l.out.backlog.is_empty())
+        debug_assert_eq!(
+            self.backlogged.any(),
+            self.downs.iter().any(|l| l.out.has_backlog()),
+            "the count of consumer links with a backlog"
+        );
+        self.backlogged.any()
     }
 
     /// Messages waiting in the backlogs, and links (closed or not) still held.
@@ -317,14 +324,14 @@ impl<'e, T: Send, M> Emitter<'e, T, M> {
             + self
                 .downs
                 .iter()
-                .map(|l| l.out.backlog.len())
+                .map(|l| l.out.backlog_len())
                 .sum::<usize>()
     }
 
     /// Sends what fits of every backlog; drops closed links whose backlog is delivered.
     pub(super) fn flush_backlogs(&mut self) {
         for l in &mut self.downs {
-            if !l.out.backlog.is_empty() && l.out.flush().is_err() {
+            if l.out.has_backlog() && l.out.flush().is_err() {
                 self.gone.push(l.info.id);
             }
         }
@@ -563,7 +570,7 @@ impl<'e, T: Send, M> Emitter<'e, T, M> {
     pub(super) fn event_count(&self) -> usize {
         let mut n = self.buffer.event_count() + self.held.event_count();
         for l in &self.downs {
-            if !l.out.backlog.is_empty() {
+            if l.out.has_backlog() {
                 n += l.out.backlog_events();
             }
         }
@@ -604,7 +611,7 @@ impl<'e, T: Send, M> Emitter<'e, T, M> {
         for sub in std::mem::take(&mut self.gone) {
             if let Some(l) = self.downs.iter_mut().find(|l| l.info.id == sub) {
                 lost += l.out.backlog_events();
-                l.out.backlog.clear();
+                l.out.clear_backlog();
             }
         }
         lost

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use log::warn;
 
 use super::discards::Discards;
-use super::links::{Inbound, Outlet, PendingSub, UpLink};
+use super::links::{Backlogged, Inbound, Outlet, PendingSub, UpLink};
 use crate::demand::{Adaptive, Batch, Batches, Demand, Fill};
 use crate::envelope::{PortBox, SubscribeRequest, Up};
 use crate::reason::Reason;
@@ -22,6 +22,8 @@ use crate::subscription::{DemandMode, Direction, Subscription, SubscriptionId};
 /// The input side of a consumer or producer-consumer (see the module doc).
 pub(super) struct Inlet<'e, T, M> {
     shared: Arc<Shared>,
+    /// How many producer links hold a backlog.
+    backlogged: Backlogged,
     pub(super) ups: Vec<UpLink<'e, T>>,
     /// Subscriptions a handle asked for, passed on and not yet confirmed.
     pending: Vec<PendingSub>,
@@ -56,6 +58,7 @@ impl<'e, T, M> Inlet<'e, T, M> {
     pub(super) fn new(shared: Arc<Shared>) -> Inlet<'e, T, M> {
         Inlet {
             shared,
+            backlogged: Backlogged::default(),
             ups: Vec::new(),
             pending: Vec::new(),
             queue: VecDeque::new(),
@@ -128,7 +131,7 @@ impl<'e, T, M> Inlet<'e, T, M> {
             .add_sub(sub, Direction::Upstream, info.peer.clone(), opts);
         self.ups.push(UpLink {
             info,
-            out: Outlet::new(producer, None),
+            out: Outlet::new(producer, None, &self.backlogged),
             demand,
             adaptive,
             mode: DemandMode::Automatic,
@@ -348,20 +351,25 @@ impl<'e, T, M> Inlet<'e, T, M> {
     /// Some producer's backlog (asks, a cancel) waits for room in its inbox.
     #[inline]
     pub(super) fn any_backlog(&self) -> bool {
-        self.ups.iter().any(|l| !l.out.backlog.is_empty())
+        debug_assert_eq!(
+            self.backlogged.any(),
+            self.ups.iter().any(|l| l.out.has_backlog()),
+            "the count of producer links with a backlog"
+        );
+        self.backlogged.any()
     }
 
     /// Messages waiting in the backlogs.
     pub(super) fn backlog_len(&self) -> usize {
-        self.ups.iter().map(|l| l.out.backlog.len()).sum()
+        self.ups.iter().map(|l| l.out.backlog_len()).sum()
     }
 
     /// Sends what fits of every backlog.
     pub(super) fn flush_backlogs(&mut self) {
         for l in &mut self.ups {
-            if !l.out.backlog.is_empty() && l.out.flush().is_err() {
+            if l.out.has_backlog() && l.out.flush().is_err() {
                 // The producer ended; its cancel is already in the inbox.
-                l.out.backlog.clear();
+                l.out.clear_backlog();
             }
         }
     }
@@ -400,7 +408,7 @@ impl<'e, T, M> Inlet<'e, T, M> {
         reason: &Reason,
     ) {
         let sub = info.id;
-        let mut out = Outlet::new(producer, None);
+        let mut out = Outlet::new(producer, None, &self.backlogged);
         let _ = out.send(Up::Cancel {
             sub,
             reason: reason.clone(),

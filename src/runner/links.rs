@@ -2,7 +2,7 @@
 //! subscription keeps on either side.
 
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::demand::{Adaptive, Demand};
@@ -11,22 +11,101 @@ use crate::reason::Reason;
 use crate::shared::{bump, Shared};
 use crate::subscription::{DemandMode, Subscription, SubscriptionId};
 
+/// How many of one side's outlets (a stage's producer links, or its consumer links) hold a
+/// backlog. Each outlet keeps the count as its backlog fills and empties, and when it is
+/// dropped, so a stage asks whether any link waits for room once a turn without looking at
+/// every link (a batcher behind 50 processors has 50). Only the stage's thread touches it;
+/// it is atomic because the stage is built on another thread.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Backlogged(Arc<AtomicUsize>);
+
+impl Backlogged {
+    /// Whether some outlet of the side holds a backlog.
+    #[inline]
+    pub(super) fn any(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 0
+    }
+}
+
 /// Sends to one peer, keeping what does not fit in a backlog (protocol rules 4 and 5).
 pub(super) struct Outlet<'e, M: 'e> {
     pub(super) port: PortBox<'e, M>,
-    pub(super) backlog: VecDeque<M>,
+    backlog: VecDeque<M>,
     /// Where events count as sent (`events_out`) once they are in the peer's inbox: a
     /// producer's consumer links only.
     pub(super) counts: Option<Arc<Shared>>,
+    /// Its side's count of outlets with a backlog.
+    backlogged: Backlogged,
+}
+
+impl<'e, M: 'e> Drop for Outlet<'e, M> {
+    fn drop(&mut self) {
+        if !self.backlog.is_empty() {
+            self.backlogged.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl<'e, M: Coalesce> Outlet<'e, M> {
-    pub(super) fn new(port: PortBox<'e, M>, counts: Option<Arc<Shared>>) -> Outlet<'e, M> {
+    pub(super) fn new(
+        port: PortBox<'e, M>,
+        counts: Option<Arc<Shared>>,
+        backlogged: &Backlogged,
+    ) -> Outlet<'e, M> {
         Outlet {
             port,
             backlog: VecDeque::new(),
             counts,
+            backlogged: backlogged.clone(),
         }
+    }
+
+    /// Keeps the side's count after the backlog changed from `was_empty`.
+    #[inline]
+    fn changed(&self, was_empty: bool) {
+        match (was_empty, self.backlog.is_empty()) {
+            (true, false) => {
+                self.backlogged.0.fetch_add(1, Ordering::Relaxed);
+            }
+            (false, true) => {
+                self.backlogged.0.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether messages wait in the backlog.
+    #[inline]
+    pub(super) fn has_backlog(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
+    /// Messages waiting in the backlog.
+    pub(super) fn backlog_len(&self) -> usize {
+        self.backlog.len()
+    }
+
+    /// Takes the first message of the backlog (to send it some other way; what is not sent
+    /// goes back with [`put_back`](Outlet::put_back)).
+    pub(super) fn take_front(&mut self) -> Option<M> {
+        let was_empty = self.backlog.is_empty();
+        let msg = self.backlog.pop_front();
+        self.changed(was_empty);
+        msg
+    }
+
+    /// Puts a message that could not be sent back at the front of the backlog.
+    pub(super) fn put_back(&mut self, msg: M) {
+        let was_empty = self.backlog.is_empty();
+        self.backlog.push_front(msg);
+        self.changed(was_empty);
+    }
+
+    /// Drops the backlog (its peer is gone).
+    pub(super) fn clear_backlog(&mut self) {
+        let was_empty = self.backlog.is_empty();
+        self.backlog.clear();
+        self.changed(was_empty);
     }
 
     pub(super) fn sent(&self, events: usize) {
@@ -54,10 +133,12 @@ impl<'e, M: Coalesce> Outlet<'e, M> {
             }
             Err(PortError::Full(m)) => {
                 self.backlog.push_back(m);
+                self.changed(true);
                 Ok(())
             }
             Err(PortError::Gone(m)) => {
                 self.backlog.push_back(m);
+                self.changed(true);
                 Err(())
             }
         }
@@ -66,21 +147,25 @@ impl<'e, M: Coalesce> Outlet<'e, M> {
     /// Sends what fits of the backlog. `Err` if the peer is gone (the rest stays in the
     /// backlog).
     pub(super) fn flush(&mut self) -> Result<(), ()> {
+        let was_empty = self.backlog.is_empty();
+        let mut flushed = Ok(());
         while let Some(msg) = self.backlog.pop_front() {
             let events = msg.event_count();
             match self.port.try_send(msg) {
                 Ok(()) => self.sent(events),
                 Err(PortError::Full(m)) => {
                     self.backlog.push_front(m);
-                    return Ok(());
+                    break;
                 }
                 Err(PortError::Gone(m)) => {
                     self.backlog.push_front(m);
-                    return Err(());
+                    flushed = Err(());
+                    break;
                 }
             }
         }
-        Ok(())
+        self.changed(was_empty);
+        flushed
     }
 
     /// Events waiting in the backlog.

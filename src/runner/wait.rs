@@ -71,12 +71,12 @@ impl<'e, S: Callbacks> Runner<'e, S> {
         let mut downs: Vec<(usize, Option<Down<'e, S::Out>>)> = Vec::new();
         let mut ups: Vec<(usize, Option<Up<'e, S::In>>)> = Vec::new();
         for (i, l) in downs_links.iter_mut().enumerate() {
-            if let Some(m) = l.out.backlog.pop_front() {
+            if let Some(m) = l.out.take_front() {
                 downs.push((i, Some(m)));
             }
         }
         for (i, l) in ups_links.iter_mut().enumerate() {
-            if let Some(m) = l.out.backlog.pop_front() {
+            if let Some(m) = l.out.take_front() {
                 ups.push((i, Some(m)));
             }
         }
@@ -141,12 +141,12 @@ impl<'e, S: Callbacks> Runner<'e, S> {
         // What was not sent goes back to the front of its backlog.
         for (i, m) in downs {
             if let Some(m) = m {
-                downs_links[i].out.backlog.push_front(m);
+                downs_links[i].out.put_back(m);
             }
         }
         for (i, m) in ups {
             if let Some(m) = m {
-                ups_links[i].out.backlog.push_front(m);
+                ups_links[i].out.put_back(m);
             }
         }
         if let Some(i) = gone_down {
@@ -154,7 +154,7 @@ impl<'e, S: Callbacks> Runner<'e, S> {
         }
         if let Some(i) = gone_up {
             // The producer ended; its cancel is already in the inbox.
-            self.inlet.ups[i].out.backlog.clear();
+            self.inlet.ups[i].out.clear_backlog();
         }
         result
     }
