@@ -218,6 +218,14 @@ pub(crate) fn table(s: &super::Settings) {
     );
     super::row(
         s,
+        "m100x50",
+        "row m100 with 50 processors (by hand: 50 workers sharing one queue)",
+        n,
+        || with_pipeline(n, 100, 50),
+        || by_hand(n, 100, 50),
+    );
+    super::row(
+        s,
         "m50",
         "producer → 50 processors (10/5 fixed) → batcher of 100 → acknowledger",
         n,
