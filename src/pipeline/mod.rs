@@ -157,6 +157,11 @@
 //!   in one processor while others idle.
 //! - **Ordering or fairness** across processors (`partition_by`, skewed keys): smaller, fixed
 //!   demand spreads work more evenly.
+//! - **Processors past the core count** pay for handlers that never wait: each processor has
+//!   its own inbox and demand, so each is handed work and woken in turn. On 2 cores, 100 / 50
+//!   fixed ran 25 M messages/s with 8 processors and 17–19 M with 50, where 50 hand-written
+//!   workers sharing one queue kept their speed (`BENCHMARKS.md`, stop 27, row m100x50). Give
+//!   a pipeline as many processors as its handlers have waits to overlap, not more.
 //!
 //! The batcher's demand on each processor is the batch size by default
 //! ([`BatcherOptions::max_demand`]).
