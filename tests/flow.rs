@@ -808,12 +808,23 @@ fn draining_a_combining_flow_counts_every_item_the_lanes_took() {
     assert!(sent * 10 < counted, "{sent} events for {counted} items");
 }
 
-/// The one window of a count of `(0..n).map(|x| x / 2)`: each of its `n / 2` keys counted
-/// exactly twice.
-fn assert_each_key_counted_twice(counts: &[Emitted<HashMap<u64, u64>>], n: u64) {
+/// Events of the combiner-cap tests: `MANY_KEYS / 2` distinct keys, each twice.
+const MANY_KEYS: u64 = 600_000;
+
+/// `(0..MANY_KEYS).map(|x| x / 2)` on 2 lanes pulling 20 000 items a batch: tables of 80 000
+/// keys and more before a turn ends, past a combiner's cap (65 536 keys).
+fn many_keys() -> Flow<u64, u64> {
+    Flow::from_iter(0..MANY_KEYS)
+        .stages(2)
+        .max_demand(20_000)
+        .map(|x| x / 2)
+}
+
+/// The one window of a count of [`many_keys`]: each of its keys counted exactly twice.
+fn assert_each_key_counted_twice(counts: &[Emitted<HashMap<u64, u64>>]) {
     assert_eq!(counts.len(), 1);
     let counts = &counts[0].value;
-    assert_eq!(counts.len() as u64, n / 2);
+    assert_eq!(counts.len() as u64, MANY_KEYS / 2);
     assert!(
         counts.values().all(|&c| c == 2),
         "a key counted twice or lost"
@@ -825,16 +836,12 @@ fn a_combiner_with_more_keys_than_it_holds_counts_each_once() {
     // 300 000 distinct keys: a lane's table passes the most it holds (65 536 keys) within a
     // turn and sends its counts on early; with the rest sent at the turn's end, each key is
     // counted exactly once.
-    let n = 600_000u64;
-    let counts = Flow::from_iter(0..n)
-        .stages(2)
-        .max_demand(20_000) // tables of 80 000 keys and more before a turn ends, past the cap
-        .map(|x| x / 2)
+    let counts = many_keys()
         .count_by_key(|x| *x, Partitions::by_event().stages(2))
         .departition_counts()
         .collect()
         .unwrap();
-    assert_each_key_counted_twice(&counts, n);
+    assert_each_key_counted_twice(&counts);
 }
 
 #[test]
@@ -842,17 +849,13 @@ fn a_combiner_after_partition_with_more_keys_than_it_holds_counts_each_once() {
     // 300 000 distinct keys: after `partition` a lane's table (an event and a key per entry,
     // 65 536 of them for `u64`s) sends its pairs on early within a turn; with the rest sent
     // at the turn's end, each key is counted exactly once.
-    let n = 600_000u64;
-    let counts = Flow::from_iter(0..n)
-        .stages(2)
-        .max_demand(20_000) // tables of 80 000 keys and more before a turn ends, past the cap
-        .map(|x| x / 2)
+    let counts = many_keys()
         .partition(Partitions::by_event().stages(2))
         .count_by_key(|x| *x)
         .departition_counts()
         .collect()
         .unwrap();
-    assert_each_key_counted_twice(&counts, n);
+    assert_each_key_counted_twice(&counts);
 }
 
 /// A partition's counts, sorted by key.
