@@ -157,11 +157,14 @@
 //!   in one processor while others idle.
 //! - **Ordering or fairness** across processors (`partition_by`, skewed keys): smaller, fixed
 //!   demand spreads work more evenly.
-//! - **Processors past the core count** pay for handlers that never wait: each processor has
-//!   its own inbox and demand, so each is handed work and woken in turn. On 2 cores, 100 / 50
-//!   fixed ran 25 M messages/s with 8 processors and 17–19 M with 50, where 50 hand-written
-//!   workers sharing one queue kept their speed (`BENCHMARKS.md`, stop 27, row m100x50). Give
-//!   a pipeline as many processors as its handlers have waits to overlap, not more.
+//! - **Processors past the core count** pay for handlers that never wait: processors with
+//!   nothing to do wait for the producer and the batcher, and 50 of them waiting on 2 cores
+//!   pass the cores among themselves (most of the pipeline's context switches are theirs).
+//!   On 2 cores, 100 / 50 fixed ran 25 M messages/s with 8 processors and 17–21 M with 50,
+//!   where 50 hand-written workers sharing one queue kept their speed (`BENCHMARKS.md`,
+//!   stops 27 and 28, row m100x50; one queue shared by the processors, tried in stop 28, did
+//!   not close the gap). Give a pipeline as many processors as its handlers have waits to
+//!   overlap, not more.
 //!
 //! The batcher's demand on each processor is the batch size by default
 //! ([`BatcherOptions::max_demand`]).
