@@ -15,7 +15,9 @@ use super::counters::Cells;
 use super::error::PipelineError;
 use super::handle::{Pipeline, Push};
 use super::message::{Acknowledger, Message, PipelineAck};
-use super::processor::{Core, FailedHook, Gate, Handler, Processor, ProcessorMsg, Route, Sink};
+use super::processor::{
+    in_place, Core, FailedHook, Gate, Handling, Processor, ProcessorMsg, Route, Sink,
+};
 use super::rate::{Limiter, RateLimit};
 use super::Batch;
 use crate::dispatcher::{DemandDispatcher, PartitionDispatcher};
@@ -314,9 +316,11 @@ impl<I: Send + 'static> WithProducers<I> {
         E: fmt::Display,
         H: FnMut(&mut Message<I>) -> Result<O, E> + Clone + Send + 'static,
     {
-        let make: MakeHandler<I, O> = Box::new(move || {
-            let mut h = handle_message.clone();
-            Box::new(move |m: &mut Message<I>| h(m).map_err(|e| e.to_string()))
+        let make: MakeHandler<I, O> = Box::new(move || match in_place(handle_message.clone()) {
+            Ok(handle) => Handling::InPlace(handle),
+            Err(mut h) => Handling::Each(Box::new(move |m: &mut Message<I>| {
+                h(m).map_err(|e| e.to_string())
+            })),
         });
         WithProcessors {
             producers: self,
@@ -327,7 +331,7 @@ impl<I: Send + 'static> WithProducers<I> {
     }
 }
 
-type MakeHandler<I, O> = Box<dyn Fn() -> Handler<I, O>>;
+type MakeHandler<I, O> = Box<dyn Fn() -> Handling<I, O>>;
 
 /// How far the processors' demand may grow (see `ProcessorOptions::adaptive_demand`).
 #[derive(Clone, Copy, Debug)]

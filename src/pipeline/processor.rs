@@ -20,6 +20,65 @@ use crate::{
 
 /// A processor's `handle_message`, its error turned into a string.
 pub(crate) type Handler<I, O> = Box<dyn FnMut(&mut Message<I>) -> Result<O, String> + Send>;
+
+/// A processor's `handle_message` where it keeps the data's type, run over a whole batch in
+/// place: one call through the box a batch, the user's handler inlined in the loop (see
+/// [`in_place`]). Returns whether every message came through (none failed, none named an
+/// unknown batcher); the indexes of those that named an unknown batcher go to the `Vec`.
+pub(crate) type InPlace<I> =
+    Box<dyn FnMut(&mut [Message<I>], &Route, &mut Vec<usize>) -> bool + Send>;
+
+/// How a processor runs `handle_message`: over a batch in place when the data keeps its type,
+/// else a message at a time.
+pub(crate) enum Handling<I, O> {
+    InPlace(InPlace<I>),
+    Each(Handler<I, O>),
+}
+
+/// `handle_message` over a batch in place, if it returns data of the type it is given (`O`
+/// is `I`; else it is handed back): each message's data is replaced where it lies; a
+/// handler's error or panic fails that message only.
+pub(crate) fn in_place<I, O, E, H>(mut handle_message: H) -> Result<InPlace<I>, H>
+where
+    I: 'static,
+    O: 'static,
+    E: std::fmt::Display,
+    H: FnMut(&mut Message<I>) -> Result<O, E> + Send + 'static,
+{
+    if TypeId::of::<O>() != TypeId::of::<I>() {
+        return Err(handle_message);
+    }
+    Ok(Box::new(move |batch, route, unrouted| {
+        let mut clean = true;
+        for (i, m) in batch.iter_mut().enumerate() {
+            let result = catch_unwind(AssertUnwindSafe(|| handle_message(m)));
+            match result {
+                Ok(Ok(data)) if !m.is_failed() => {
+                    m.data = same::<O, I>(data).unwrap_or_else(|_| unreachable!("O is I"));
+                    if let (Route::Batchers(names), Some(b)) = (route, m.batcher()) {
+                        if !names.iter().any(|n| &**n == b) {
+                            let reason = format!("unknown batcher {b:?}");
+                            m.fail(reason);
+                            unrouted.push(i);
+                            clean = false;
+                        }
+                    }
+                }
+                Ok(Ok(_)) => clean = false,
+                Ok(Err(reason)) => {
+                    m.fail(reason.to_string());
+                    clean = false;
+                }
+                Err(payload) => {
+                    m.fail(panic_message(payload.as_ref()));
+                    clean = false;
+                }
+            }
+        }
+        clean
+    }))
+}
+
 /// A `handle_failed` hook.
 pub(crate) type FailedHook<I> = Arc<dyn Fn(&mut [Message<I>]) + Send + Sync>;
 
@@ -42,7 +101,7 @@ pub(crate) enum Route {
 
 /// What both kinds of processor share.
 pub(crate) struct Core<I, O> {
-    pub(crate) handler: Handler<I, O>,
+    pub(crate) handler: Handling<I, O>,
     pub(crate) on_failed: Option<FailedHook<I>>,
     pub(crate) route: Route,
     pub(crate) cells: Arc<Cells>,
@@ -66,9 +125,12 @@ impl<I, O> Core<I, O> {
         let mut n = 0u64;
         // Made known to this thread before any handler runs (`ack_immediately`).
         self.ack.enter();
+        let Handling::Each(handler) = &mut self.handler else {
+            unreachable!("a handler that keeps the data's type runs in place")
+        };
         for mut m in messages {
             n += 1;
-            let result = catch_unwind(AssertUnwindSafe(|| (self.handler)(&mut m)));
+            let result = catch_unwind(AssertUnwindSafe(|| handler(&mut m)));
             match result {
                 Ok(Ok(data)) if !m.is_failed() => {
                     let m = m.with_data(data);
@@ -163,40 +225,15 @@ impl<I: 'static, O: 'static> Core<I, O> {
         &mut self,
         mut batch: Vec<Message<I>>,
     ) -> Result<Vec<Message<O>>, Vec<Message<I>>> {
-        if TypeId::of::<I>() != TypeId::of::<O>() {
+        let Handling::InPlace(handle) = &mut self.handler else {
             return Err(batch);
-        }
+        };
         // Made known to this thread before any handler runs (`ack_immediately`).
         self.ack.enter();
         // Where a message failed for naming a batcher there is none of: it is acknowledged
         // as failed without `handle_failed` (its data is already the output).
         let mut unrouted = Vec::new();
-        let mut clean = true;
-        for (i, m) in batch.iter_mut().enumerate() {
-            let result = catch_unwind(AssertUnwindSafe(|| (self.handler)(m)));
-            match result {
-                Ok(Ok(data)) if !m.is_failed() => {
-                    m.data = same::<O, I>(data).unwrap_or_else(|_| unreachable!("O is I"));
-                    if let (Route::Batchers(names), Some(b)) = (&self.route, m.batcher()) {
-                        if !names.iter().any(|n| &**n == b) {
-                            let reason = format!("unknown batcher {b:?}");
-                            m.fail(reason);
-                            unrouted.push(i);
-                            clean = false;
-                        }
-                    }
-                }
-                Ok(Ok(_)) => clean = false,
-                Ok(Err(reason)) => {
-                    m.fail(reason);
-                    clean = false;
-                }
-                Err(payload) => {
-                    m.fail(panic_message(payload.as_ref()));
-                    clean = false;
-                }
-            }
-        }
+        let clean = handle(&mut batch, &self.route, &mut unrouted);
         let n = batch.len() as u64;
         let batch: Vec<Message<O>> = same(batch).unwrap_or_else(|_| unreachable!("O is I"));
         let to_batchers = matches!(self.route, Route::Batchers(_));
