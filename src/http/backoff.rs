@@ -249,6 +249,16 @@ fn doubled(first: Duration, times: u32) -> Duration {
     first.saturating_mul(1u32.checked_shl(times.min(31)).unwrap_or(u32::MAX))
 }
 
+/// [`retry_hint`] from a response's headers, now.
+pub(crate) fn response_retry_hint(headers: &ureq::http::HeaderMap) -> Option<Duration> {
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    retry_hint(
+        header("retry-after"),
+        header("x-rate-limit-reset"),
+        SystemTime::now(),
+    )
+}
+
 /// The wait a rate-limited response asks for: `Retry-After` (delay-seconds or an HTTP date),
 /// else `x-rate-limit-reset` (a UNIX time in seconds). A time already past means no wait.
 pub(crate) fn retry_hint(

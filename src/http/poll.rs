@@ -8,14 +8,14 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use log::{error, warn};
 use serde_json::Value;
 
 use crate::{Context, Producer, Reason, Subscription};
 
-use super::backoff::{retry_hint, Backoff, Retry};
+use super::backoff::{response_retry_hint, Backoff, Retry};
 use super::counters::HttpStats;
 use super::error::{Cause, HttpError};
 use super::link::{Ctl, HttpMsg, Link, Msg, Wire};
@@ -397,18 +397,7 @@ impl Fetcher {
             .map_err(|e| Cause::from_ureq(e, self.stall, true))?;
         let code = response.status().as_u16();
         self.stats.status(code);
-        let header = |n: &str| {
-            response
-                .headers()
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let hint = retry_hint(
-            header("retry-after").as_deref(),
-            header("x-rate-limit-reset").as_deref(),
-            SystemTime::now(),
-        );
+        let hint = response_retry_hint(response.headers());
         let body = response
             .into_body()
             .into_with_config()

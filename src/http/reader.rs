@@ -11,11 +11,11 @@
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use log::warn;
 
-use super::backoff::retry_hint;
+use super::backoff::response_retry_hint;
 use super::config::{Config, DecodeFn, ReadPolicy};
 use super::counters::HttpStats;
 use super::error::Cause;
@@ -126,18 +126,7 @@ impl<T: Send + 'static> Reader<T> {
         let code = response.status().as_u16();
         self.stats.status(code);
         if !(200..300).contains(&code) {
-            let header = |n: &str| {
-                response
-                    .headers()
-                    .get(n)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            };
-            let hint = retry_hint(
-                header("retry-after").as_deref(),
-                header("x-rate-limit-reset").as_deref(),
-                SystemTime::now(),
-            );
+            let hint = response_retry_hint(response.headers());
             let mut excerpt = Vec::new();
             let _ = response
                 .into_body()
