@@ -145,6 +145,38 @@ fn a_refused_page_is_counted_and_the_interval_waited() {
 }
 
 #[test]
+fn a_429_page_waits_for_its_retry_after() {
+    let server = Server::start(|c| {
+        if c.request.index == 0 {
+            let _ = c.respond(429, &[("Retry-After", "1")], b"slow down");
+        } else {
+            let body = json!({"data": [{"id": "1"}], "meta": {"newest_id": "1"}});
+            let _ = c.respond(200, &[], body.to_string().as_bytes());
+        }
+    });
+    // Without the header the wait would be 100 ms.
+    let quick = http::Backoff::new()
+        .rate_limit(Duration::from_millis(100), Duration::from_millis(400))
+        .jitter(0.0);
+    let poll = search(&server).backoff(quick).build().unwrap();
+    let producer = stageflow::producer(poll).spawn().unwrap();
+    let (_c, rx) = sink(&producer, 10);
+    let first = server.next_request(LIMIT);
+    let second = server.next_request(LIMIT);
+    let waited = second.at - first.at;
+    assert!(
+        waited >= Duration::from_secs(1),
+        "asked again after {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "asked again after {waited:?}"
+    );
+    assert_eq!(take(&rx, 1), [1]);
+    stop(&producer);
+}
+
+#[test]
 fn a_bad_first_url_is_a_build_error() {
     let e = http::poll(
         |_: Option<&()>| "search?q=x".to_owned(),
