@@ -4,7 +4,9 @@
 
 use std::convert::Infallible;
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
+use std::thread::Scope;
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -122,11 +124,11 @@ where
     producer(IterProducer::new(iter))
 }
 
-type StreamEnvelope<T> = Envelope<'static, T, Infallible, ()>;
+type StreamEnvelope<'env, T> = Envelope<'env, T, Infallible, ()>;
 
-struct StreamSub<T: 'static> {
+struct StreamSub<'env, T: 'env> {
     id: SubscriptionId,
-    port: PortBox<'static, Up<'static, T>>,
+    port: PortBox<'env, Up<'env, T>>,
     demand: Demand,
 }
 
@@ -136,17 +138,62 @@ struct StreamSub<T: 'static> {
 /// The calling thread is the consumer: it asks `max_demand` when a subscription starts, cuts
 /// each incoming message into batches by the subscription's demand, and asks again for a batch
 /// only when the item after that batch is requested. The iterator ends when every subscription
-/// has ended (each producer finished or stopped); [`Stream::reason`] says how the last one
+/// has ended (each producer finished or stopped); [`ScopedStream::reason`] says how the last one
 /// ended. Dropping the stream cancels its subscriptions ([`Reason::Normal`]): the producers'
 /// `handle_cancel` runs and they keep running. The drop waits (at most
-/// [`Stream::cancel_timeout`], five seconds by default) until every producer has confirmed,
+/// [`ScopedStream::cancel_timeout`], five seconds by default) until every producer has confirmed,
 /// so none of them mistakes the stream for a consumer that vanished.
-pub struct Stream<T: Send + 'static> {
+///
+/// `Stream<T>` is a [`ScopedStream`] of producers that live for `'static`. Over stages
+/// started in a [`std::thread::scope`] (`spawn_scoped`), whose events may borrow from the
+/// caller, [`stream_scoped`] makes the same iterator, held to the scope.
+pub type Stream<T> = ScopedStream<'static, 'static, T>;
+
+/// A [`Stream`] read inside a [`std::thread::scope`], whose events, and the producers they come
+/// from, may borrow what lives for `'env`. Made by [`stream_scoped`].
+///
+/// It cannot leave the scope (it borrows the scope, as a scoped thread's handle does): a
+/// scope waits for its stages' threads, and a producer waiting for a stream outside would
+/// never end.
+///
+/// # Examples
+///
+/// ```
+/// use stageflow::SubscribeOptions;
+///
+/// let text = String::from("to be or not to be");
+/// let words: Vec<&str> = std::thread::scope(|scope| {
+///     let words = stageflow::from_iter(text.split(' ')).spawn_scoped(scope)?;
+///     let opts = SubscribeOptions::new().max_demand(4);
+///     let stream = stageflow::stream_scoped(scope, &words, opts)?;
+///     Ok::<_, Box<dyn std::error::Error>>(stream.collect())
+/// })?;
+/// assert_eq!(words, ["to", "be", "or", "not", "to", "be"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// The borrow checker keeps it in its scope:
+///
+/// ```compile_fail
+/// use stageflow::SubscribeOptions;
+///
+/// let text = String::from("to be or not to be");
+/// let stream = std::thread::scope(|scope| {
+///     let words = stageflow::from_iter(text.split(' ')).spawn_scoped(scope).unwrap();
+///     // Returned out of the scope, it would leave `words` waiting for it, and the scope
+///     // waiting for `words`: this does not compile.
+///     stageflow::stream_scoped(scope, &words, SubscribeOptions::new()).unwrap()
+/// });
+/// let _words: Vec<&str> = stream.collect();
+/// ```
+pub struct ScopedStream<'scope, 'env, T: Send> {
+    /// Borrows the scope, so that the stream cannot leave it.
+    scope: PhantomData<&'scope mut &'env ()>,
     name: Arc<str>,
     shared: Arc<Shared>,
-    tx: Sender<StreamEnvelope<T>>,
-    rx: Receiver<StreamEnvelope<T>>,
-    subs: Vec<StreamSub<T>>,
+    tx: Sender<StreamEnvelope<'env, T>>,
+    rx: Receiver<StreamEnvelope<'env, T>>,
+    subs: Vec<StreamSub<'env, T>>,
     /// Subscriptions confirmed but whose `Subscribed` has not been read yet.
     expecting: usize,
     current: Option<Current<T>>,
@@ -166,7 +213,7 @@ struct Current<T> {
     ask: usize,
 }
 
-impl<T: Send + 'static> fmt::Debug for Stream<T> {
+impl<T: Send> fmt::Debug for ScopedStream<'_, '_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Stream")
             .field("name", &self.name)
@@ -176,7 +223,8 @@ impl<T: Send + 'static> fmt::Debug for Stream<T> {
 }
 
 /// Subscribes the calling thread to `producer` and returns the events as a blocking
-/// iterator. Add more producers with [`Stream::subscribe_to`].
+/// iterator. Add more producers with [`ScopedStream::subscribe_to`]. For stages in a
+/// [`std::thread::scope`], see [`stream_scoped`].
 ///
 /// # Errors
 ///
@@ -199,18 +247,36 @@ pub fn stream<T: Send + 'static>(
     producer: &(impl Upstream<'static, T> + ?Sized),
     options: SubscribeOptions,
 ) -> Result<Stream<T>, SubscribeError> {
-    let mut stream = Stream::new();
+    let mut stream = ScopedStream::new();
     stream.subscribe_to(producer, options)?;
     Ok(stream)
 }
 
-impl<T: Send + 'static> Stream<T> {
-    fn new() -> Stream<T> {
+/// [`stream`] inside a [`std::thread::scope`]: the calling thread reads the events of
+/// `producer`, a stage of the scope whose events may borrow from the caller, as a blocking
+/// iterator that stays in the scope (see [`ScopedStream`] for an example).
+///
+/// # Errors
+///
+/// As [`stream`].
+pub fn stream_scoped<'scope, 'env, T: Send + 'env>(
+    _scope: &'scope Scope<'scope, 'env>,
+    producer: &(impl Upstream<'env, T> + ?Sized),
+    options: SubscribeOptions,
+) -> Result<ScopedStream<'scope, 'env, T>, SubscribeError> {
+    let mut stream = ScopedStream::new();
+    stream.subscribe_to(producer, options)?;
+    Ok(stream)
+}
+
+impl<'scope, 'env, T: Send + 'env> ScopedStream<'scope, 'env, T> {
+    fn new() -> ScopedStream<'scope, 'env, T> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name: Arc<str> = format!("stream-{n}").into();
         let (tx, rx) = bounded(1024);
-        Stream {
+        ScopedStream {
+            scope: PhantomData,
             shared: Arc::new(Shared::new(name.clone())),
             name,
             tx,
@@ -241,7 +307,7 @@ impl<T: Send + 'static> Stream<T> {
     /// assert_eq!(first, [0, 1, 2]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn cancel_timeout(mut self, timeout: Duration) -> Stream<T> {
+    pub fn cancel_timeout(mut self, timeout: Duration) -> ScopedStream<'scope, 'env, T> {
         self.cancel_timeout = timeout;
         self
     }
@@ -253,7 +319,7 @@ impl<T: Send + 'static> Stream<T> {
     /// As [`stream`].
     pub fn subscribe_to(
         &mut self,
-        producer: &(impl Upstream<'static, T> + ?Sized),
+        producer: &(impl Upstream<'env, T> + ?Sized),
         options: SubscribeOptions,
     ) -> Result<SubscriptionId, SubscribeError> {
         let port = Counted::new(self.tx.clone(), None, self.shared.clone());
@@ -276,7 +342,7 @@ impl<T: Send + 'static> Stream<T> {
         }
     }
 
-    fn receive(&mut self, env: StreamEnvelope<T>) {
+    fn receive(&mut self, env: StreamEnvelope<'env, T>) {
         match env {
             Envelope::Down(Down::Subscribed(s)) => {
                 self.expecting = self.expecting.saturating_sub(1);
@@ -313,7 +379,7 @@ impl<T: Send + 'static> Stream<T> {
     }
 }
 
-impl<T: Send + 'static> Iterator for Stream<T> {
+impl<'env, T: Send + 'env> Iterator for ScopedStream<'_, 'env, T> {
     type Item = T;
 
     fn next(&mut self) -> Option<T> {
@@ -355,9 +421,9 @@ impl<T: Send + 'static> Iterator for Stream<T> {
     }
 }
 
-impl<T: Send + 'static> Drop for Stream<T> {
+impl<T: Send> Drop for ScopedStream<'_, '_, T> {
     /// Cancels every subscription with [`Reason::Normal`] and waits (at most the stream's
-    /// [`cancel_timeout`](Stream::cancel_timeout)) for each producer to confirm, as
+    /// [`cancel_timeout`](ScopedStream::cancel_timeout)) for each producer to confirm, as
     /// GenStage's stream does, so that every producer sees the cancel (and not a consumer
     /// that vanished) and nothing is still on its way here.
     fn drop(&mut self) {

@@ -118,7 +118,8 @@
 //! [`ScopedBuilder::chain_in`] a whole [`Chain`]: their events, messages and values may then
 //! hold references (`&str` words of lines the caller owns, say), with nothing copied,
 //! leaked or made `'static`. The scope returns once every stage in it has ended; results come
-//! back through [`join_result`](ScopedStage::join_result). A word count over borrowed lines,
+//! back through [`join_result`](ScopedStage::join_result), or are read on the scope's own
+//! thread as an iterator ([`stream_scoped`]). A word count over borrowed lines,
 //! each of two lanes folding a map keyed by `&str`:
 //!
 //! ```
@@ -667,7 +668,7 @@ mod topology;
 mod unwind;
 mod upstream;
 
-pub use bridge::{from_iter, stream, IterProducer, Stream};
+pub use bridge::{from_iter, stream, stream_scoped, IterProducer, ScopedStream, Stream};
 pub use builder::{
     consumer, producer, producer_consumer, InScope, Place, ScopedBuilder, StageBuilder, Unscoped,
 };

@@ -484,3 +484,56 @@ fn only_a_stage_on_its_own_thread_has_an_untyped_handle() -> Result<(), Failure>
         Ok(())
     })
 }
+
+#[test]
+fn a_stream_reads_borrowed_events_on_the_calling_thread() {
+    let lines = text();
+    let words = in_time(move || {
+        std::thread::scope(|s| -> Result<Vec<String>, String> {
+            let source = stageflow::from_iter(lines.iter().map(String::as_str))
+                .spawn_scoped(s)
+                .map_err(|e| e.to_string())?;
+            let words = stageflow::producer_consumer(stageflow::fns::FlatMap::new(|line: &str| {
+                line.split_whitespace()
+            }))
+            .subscribe_to(&source, SubscribeOptions::new().max_demand(20))
+            .map_err(|e| e.to_string())?
+            .spawn_scoped(s)
+            .map_err(|e| e.to_string())?;
+            // The stream's items are `&str`s into `lines`, read here, on the scope's thread.
+            let stream = stageflow::stream_scoped(s, &words, SubscribeOptions::new().max_demand(7))
+                .map_err(|e| e.to_string())?;
+            let got: Vec<&str> = stream.collect();
+            Ok(got.into_iter().map(str::to_owned).collect())
+        })
+    })
+    .expect("the stream read every word");
+    let expected: Vec<String> = text()
+        .iter()
+        .flat_map(|l| l.split_whitespace())
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(words, expected);
+}
+
+#[test]
+fn a_scoped_stream_dropped_early_lets_the_scope_end() {
+    let numbers: Vec<u64> = (0..100_000).collect();
+    let first = in_time(move || {
+        std::thread::scope(|s| {
+            let source = stageflow::from_iter(numbers.iter())
+                .spawn_scoped(s)
+                .expect("spawn");
+            let mut stream =
+                stageflow::stream_scoped(s, &source, SubscribeOptions::new().max_demand(10))
+                    .expect("stream");
+            let first: Vec<u64> = stream.by_ref().take(5).copied().collect();
+            // Dropping the stream cancels its subscription; the producer, whose only
+            // consumer left, is stopped here so that the scope can end.
+            drop(stream);
+            source.stop();
+            first
+        })
+    });
+    assert_eq!(first, [0, 1, 2, 3, 4]);
+}
