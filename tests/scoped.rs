@@ -537,3 +537,41 @@ fn a_scoped_stream_dropped_early_lets_the_scope_end() {
     });
     assert_eq!(first, [0, 1, 2, 3, 4]);
 }
+
+#[test]
+fn a_scoped_flow_streams_its_borrowed_output_to_the_scope() {
+    let lines = text();
+    let (counts, first) = in_time(move || {
+        let counts = std::thread::scope(|s| {
+            let mut words =
+                stageflow::flow::ScopedFlow::from_borrowed(lines.iter().map(String::as_str))
+                    .flat_map(|line: &str| line.split_whitespace())
+                    .stages(2)
+                    .stream_in(s)
+                    .expect("the flow starts");
+            let mut counts: HashMap<String, u64> = HashMap::new();
+            for word in words.by_ref() {
+                *counts.entry(word.to_owned()).or_insert(0) += 1;
+            }
+            words.finish().expect("every stage ends normally");
+            counts
+        });
+        // Dropped after three words: the flow stops and the scope ends.
+        let first = std::thread::scope(|s| {
+            let words =
+                stageflow::flow::ScopedFlow::from_borrowed(lines.iter().map(String::as_str))
+                    .flat_map(|line: &str| line.split_whitespace())
+                    .stream_in(s)
+                    .expect("the flow starts");
+            words.take(3).count()
+        });
+        (counts, first)
+    });
+    let lines = text();
+    let expected: HashMap<String, u64> = by_hand(&lines)
+        .into_iter()
+        .map(|(w, n)| (w.to_owned(), n))
+        .collect();
+    assert_eq!(counts, expected);
+    assert_eq!(first, 3);
+}

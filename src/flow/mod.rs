@@ -273,7 +273,7 @@ pub use reduce::{
     top_n, KeyCounts, KeyHash, KeyHasher, Partitioned, Partitions, Reduced, ScopedPartitioned,
     ScopedPartitions, ScopedReduced,
 };
-pub use run::{FlowStream, Mode, RunningFlow, Scoped};
+pub use run::{FlowStream, Mode, RunningFlow, Scoped, ScopedFlowStream};
 pub use window::{
     Emitted, Fired, LateEvents, ScopedWindow, Trigger, Window, WindowCounts, WindowId,
 };
@@ -989,6 +989,53 @@ impl<'env, S: Send + 'env, T: Send + 'env> ScopedFlow<'env, S, T, Scoped<'env>> 
             .and_then(|sink| sink.join_state().1)
             .map(crate::fns::Collect::into_vec)
             .unwrap_or_default())
+    }
+
+    /// Runs the flow on threads of `scope` and returns its output as a blocking iterator on
+    /// the scope's own thread ([`Flow::stream`] in a scope; [`collect_in`](ScopedFlow::collect_in)
+    /// collects it into a consumer stage instead). The iterator stays in the scope; dropping
+    /// it stops the flow.
+    ///
+    /// # Errors
+    ///
+    /// As [`Flow::stream`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stageflow::flow::ScopedFlow;
+    ///
+    /// let lines = vec![String::from("to be or not"), String::from("to be")];
+    /// let first: Vec<&str> = std::thread::scope(|scope| {
+    ///     let words = ScopedFlow::from_borrowed(lines.iter().map(String::as_str))
+    ///         .flat_map(|line: &str| line.split(' '))
+    ///         .stream_in(scope)?;
+    ///     Ok::<_, stageflow::flow::FlowError>(words.take(3).collect())
+    /// })?;
+    /// assert_eq!(first.len(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stream_in<'s>(
+        self,
+        scope: &'s std::thread::Scope<'s, 'env>,
+    ) -> Result<ScopedFlowStream<'s, 'env, T>, FlowError> {
+        let end_wait = self.end_wait;
+        let (mut b, outs, options) = self.build(InScope::new(scope))?;
+        let mut stream: Option<crate::ScopedStream<'s, 'env, T>> = None;
+        for o in &outs {
+            match &mut stream {
+                None => stream = Some(crate::stream_scoped(scope, o, options.clone())?),
+                Some(s) => {
+                    s.subscribe_to(o, options.clone())?;
+                }
+            }
+        }
+        b.release();
+        Ok(ScopedFlowStream {
+            stream,
+            started: b.started,
+            end_wait,
+        })
     }
 
     /// Runs the flow to its end on threads of `scope`, dropping its output.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::error::FlowError;
 use crate::role::Role;
 use crate::{
-    Context, Events, ProducerConsumer, Reason, ScopedSource, ScopedStage, StageRef, Stream,
+    Context, Events, ProducerConsumer, Reason, ScopedSource, ScopedStage, ScopedStream, StageRef,
     SubscribeError, SubscribeOptions, Topology,
 };
 use crate::{InScope, Place, Started, Unscoped};
@@ -235,10 +235,18 @@ pub(crate) fn settle(started: &Started<'_>, wait: Duration) -> Result<(), FlowEr
 /// [`Flow::stream`](super::Flow::stream).
 ///
 /// It ends when every output stage has ended. Dropping it stops the flow's stages.
-pub struct FlowStream<T: Send + 'static> {
-    pub(crate) stream: Option<Stream<T>>,
-    pub(crate) started: Started<'static>,
-    /// How long [`finish`](FlowStream::finish) waits for the stages to end.
+pub type FlowStream<T> = ScopedFlowStream<'static, 'static, T>;
+
+/// A [`FlowStream`] of a flow running in a [`std::thread::scope`], read on the scope's own
+/// thread; its items may borrow what lives for `'env`. Made by
+/// [`ScopedFlow::stream_in`](super::ScopedFlow::stream_in). Like a
+/// [`ScopedStream`](crate::ScopedStream), it cannot leave its scope.
+///
+/// It ends when every output stage has ended. Dropping it stops the flow's stages.
+pub struct ScopedFlowStream<'scope, 'env, T: Send> {
+    pub(crate) stream: Option<ScopedStream<'scope, 'env, T>>,
+    pub(crate) started: Started<'env>,
+    /// How long [`finish`](ScopedFlowStream::finish) waits for the stages to end.
     pub(crate) end_wait: Duration,
 }
 
@@ -248,7 +256,9 @@ impl<T: Send + 'static> FlowStream<T> {
     pub fn stages(&self) -> &[StageRef] {
         self.started.topology().stages()
     }
+}
 
+impl<'env, T: Send + 'env> ScopedFlowStream<'_, 'env, T> {
     /// Reads what is left, then waits for every stage to end: at most the flow's
     /// [`end_wait`](super::Flow::end_wait), after which the stages still running are stopped.
     ///
@@ -265,7 +275,7 @@ impl<T: Send + 'static> FlowStream<T> {
     }
 }
 
-impl<T: Send + 'static> Iterator for FlowStream<T> {
+impl<'env, T: Send + 'env> Iterator for ScopedFlowStream<'_, 'env, T> {
     type Item = T;
 
     fn next(&mut self) -> Option<T> {
@@ -273,7 +283,7 @@ impl<T: Send + 'static> Iterator for FlowStream<T> {
     }
 }
 
-impl<T: Send + 'static> fmt::Debug for FlowStream<T> {
+impl<T: Send> fmt::Debug for ScopedFlowStream<'_, '_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FlowStream")
             .field("stages", &self.started.len())
