@@ -1015,6 +1015,22 @@ impl<'env, S: Send + 'env, T: Send + 'env> ScopedFlow<'env, S, T, Scoped<'env>> 
     /// assert_eq!(first.len(), 3);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    ///
+    /// It cannot be returned out of the scope (its stages would wait for it, and the scope for
+    /// them):
+    ///
+    /// ```compile_fail
+    /// use stageflow::flow::ScopedFlow;
+    ///
+    /// let lines = vec![String::from("to be or not")];
+    /// let words = std::thread::scope(|scope| {
+    ///     ScopedFlow::from_borrowed(lines.iter().map(String::as_str))
+    ///         .flat_map(|line: &str| line.split(' '))
+    ///         .stream_in(scope)
+    ///         .unwrap()
+    /// });
+    /// let _words: Vec<&str> = words.collect();
+    /// ```
     pub fn stream_in<'s>(
         self,
         scope: &'s std::thread::Scope<'s, 'env>,
