@@ -280,7 +280,7 @@ pub use window::{
 
 use combine::Combiner;
 use lane::{FusedLane, Pool, PullBox};
-use run::{checked, settle, Build, Chain, Flush, Lane, Ops, Sources, END_WAIT};
+use run::{checked, settle, stream_of, Build, Chain, Flush, Lane, Ops, Sources, END_WAIT};
 
 use crate::dispatcher::PartitionDispatcher;
 use crate::{
@@ -1037,15 +1037,9 @@ impl<'env, S: Send + 'env, T: Send + 'env> ScopedFlow<'env, S, T, Scoped<'env>> 
     ) -> Result<ScopedFlowStream<'s, 'env, T>, FlowError> {
         let end_wait = self.end_wait;
         let (mut b, outs, options) = self.build(InScope::new(scope))?;
-        let mut stream: Option<crate::ScopedStream<'s, 'env, T>> = None;
-        for o in &outs {
-            match &mut stream {
-                None => stream = Some(crate::stream_scoped(scope, o, options.clone())?),
-                Some(s) => {
-                    s.subscribe_to(o, options.clone())?;
-                }
-            }
-        }
+        let stream = stream_of(&outs, &options, |o| {
+            crate::stream_scoped(scope, o, options.clone())
+        })?;
         b.release();
         Ok(ScopedFlowStream {
             stream,
@@ -1081,15 +1075,7 @@ impl<S: Send + 'static, T: Send + 'static> Flow<S, T> {
     pub fn stream(self) -> Result<FlowStream<T>, FlowError> {
         let end_wait = self.end_wait;
         let (mut b, outs, options) = self.build(Unscoped)?;
-        let mut stream: Option<crate::Stream<T>> = None;
-        for o in &outs {
-            match &mut stream {
-                None => stream = Some(crate::stream(o, options.clone())?),
-                Some(s) => {
-                    s.subscribe_to(o, options.clone())?;
-                }
-            }
-        }
+        let stream = stream_of(&outs, &options, |o| crate::stream(o, options.clone()))?;
         b.release();
         Ok(FlowStream {
             stream,

@@ -231,6 +231,23 @@ pub(crate) fn settle(started: &Started<'_>, wait: Duration) -> Result<(), FlowEr
     }
 }
 
+/// One stream of every output stage in `outs`, the first subscribed by `first` (which makes
+/// the stream), the others added to it; none if there are none.
+pub(crate) fn stream_of<'s, 'env, T: Send + 'env>(
+    outs: &[ScopedSource<'env, T>],
+    options: &SubscribeOptions,
+    first: impl FnOnce(&ScopedSource<'env, T>) -> Result<ScopedStream<'s, 'env, T>, SubscribeError>,
+) -> Result<Option<ScopedStream<'s, 'env, T>>, SubscribeError> {
+    let Some((head, rest)) = outs.split_first() else {
+        return Ok(None);
+    };
+    let mut stream = first(head)?;
+    for o in rest {
+        stream.subscribe_to(o, options.clone())?;
+    }
+    Ok(Some(stream))
+}
+
 /// A running flow's output, consumed on the calling thread as a blocking iterator. Made by
 /// [`Flow::stream`](super::Flow::stream).
 ///
