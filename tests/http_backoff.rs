@@ -10,7 +10,9 @@ mod http_common;
 use std::time::Duration;
 
 use crossbeam_channel::bounded;
-use http_common::{none_for, sink, stop, take, Server, LIMIT};
+use http_common::{
+    assert_retried_after_one_second, none_for, rate_limited_once, sink, stop, take, Server, LIMIT,
+};
 use serde_json::json;
 use stageflow::http::{self, Backoff};
 use stageflow::Reason;
@@ -51,14 +53,10 @@ fn smoke() {
 
 #[test]
 fn a_429_waits_for_its_retry_after() {
-    let server = Server::start(|c| {
-        if c.request.index == 0 {
-            let _ = c.respond(429, &[("Retry-After", "1")], b"slow down");
-        } else {
-            let _ = c.head(200, &[]);
-            let _ = c.write(b"{\"n\":1}\n");
-            c.hold(LIMIT);
-        }
+    let server = rate_limited_once(|c| {
+        let _ = c.head(200, &[]);
+        let _ = c.write(b"{\"n\":1}\n");
+        c.hold(LIMIT);
     });
     // Without the header the wait would be 100 ms.
     let stream = http::stream(server.url("/"))
@@ -67,11 +65,7 @@ fn a_429_waits_for_its_retry_after() {
         .unwrap();
     let producer = stageflow::producer(stream).spawn().unwrap();
     let (_c, rx) = sink(&producer, 10);
-    let first = server.next_request(LIMIT);
-    let second = server.next_request(LIMIT);
-    let waited = second.at - first.at;
-    assert!(waited >= Duration::from_secs(1), "retried after {waited:?}");
-    assert!(waited < Duration::from_secs(3), "retried after {waited:?}");
+    assert_retried_after_one_second(&server);
     assert_eq!(take(&rx, 1), [json!({"n": 1})]);
     stop(&producer);
 }

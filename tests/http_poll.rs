@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_common::{none_for, sink, stop, take, wait_for, FullListener, Server, LIMIT};
+use http_common::{
+    assert_retried_after_one_second, none_for, rate_limited_once, sink, stop, take, wait_for,
+    FullListener, Server, LIMIT,
+};
 use serde_json::{json, Value};
 use stageflow::http::{self, HttpError, Page};
 
@@ -146,13 +149,9 @@ fn a_refused_page_is_counted_and_the_interval_waited() {
 
 #[test]
 fn a_429_page_waits_for_its_retry_after() {
-    let server = Server::start(|c| {
-        if c.request.index == 0 {
-            let _ = c.respond(429, &[("Retry-After", "1")], b"slow down");
-        } else {
-            let body = json!({"data": [{"id": "1"}], "meta": {"newest_id": "1"}});
-            let _ = c.respond(200, &[], body.to_string().as_bytes());
-        }
+    let server = rate_limited_once(|c| {
+        let body = json!({"data": [{"id": "1"}], "meta": {"newest_id": "1"}});
+        let _ = c.respond(200, &[], body.to_string().as_bytes());
     });
     // Without the header the wait would be 100 ms.
     let quick = http::Backoff::new()
@@ -161,17 +160,7 @@ fn a_429_page_waits_for_its_retry_after() {
     let poll = search(&server).backoff(quick).build().unwrap();
     let producer = stageflow::producer(poll).spawn().unwrap();
     let (_c, rx) = sink(&producer, 10);
-    let first = server.next_request(LIMIT);
-    let second = server.next_request(LIMIT);
-    let waited = second.at - first.at;
-    assert!(
-        waited >= Duration::from_secs(1),
-        "asked again after {waited:?}"
-    );
-    assert!(
-        waited < Duration::from_secs(3),
-        "asked again after {waited:?}"
-    );
+    assert_retried_after_one_second(&server);
     assert_eq!(take(&rx, 1), [1]);
     stop(&producer);
 }

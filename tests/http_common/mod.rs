@@ -271,6 +271,29 @@ fn serve(
 
 /// Waits up to `max` for `cond`, checking every few milliseconds; panics with `what`. For
 /// conditions no channel can announce (a counter that stops growing, say).
+/// A server that answers its first request `429` with `Retry-After: 1`, and every later
+/// one as `then` does.
+pub fn rate_limited_once(then: impl Fn(&mut Conn) + Send + Sync + 'static) -> Server {
+    Server::start(move |c| {
+        if c.request.index == 0 {
+            let _ = c.respond(429, &[("Retry-After", "1")], b"slow down");
+        } else {
+            then(c);
+        }
+    })
+}
+
+/// Waits for the server's first two requests and checks that the second came the
+/// `Retry-After` of [`rate_limited_once`] (1 s) after the first, not the client's own,
+/// shorter backoff.
+pub fn assert_retried_after_one_second(server: &Server) {
+    let first = server.next_request(LIMIT);
+    let second = server.next_request(LIMIT);
+    let waited = second.at - first.at;
+    assert!(waited >= Duration::from_secs(1), "retried after {waited:?}");
+    assert!(waited < Duration::from_secs(3), "retried after {waited:?}");
+}
+
 pub fn wait_for(what: &str, max: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + max;
     while !cond() {
