@@ -16,6 +16,7 @@ use http_common::{
 };
 use serde_json::{json, Value};
 use stageflow::http::{self, HttpError, Page};
+use stageflow::Reason;
 
 /// `/search?since_id=N`: up to 5 items with ids above N, up to `available`.
 fn search_server(available: Arc<AtomicU64>) -> Server {
@@ -163,6 +164,31 @@ fn a_429_page_waits_for_its_retry_after() {
     assert_retried_after_one_second(&server);
     assert_eq!(take(&rx, 1), [1]);
     stop(&producer);
+}
+
+#[test]
+fn the_last_consumer_leaving_stops_the_poller_when_asked() {
+    let available = Arc::new(AtomicU64::new(2));
+    let server = search_server(available.clone());
+    let poll = search(&server)
+        .interval(Duration::from_millis(20))
+        .stop_on_cancel()
+        .build()
+        .unwrap();
+    let producer = stageflow::producer(poll).spawn().unwrap();
+    let subscribed = |n: usize| producer.counters().subscriptions.len() == n;
+    let (first, rx1) = sink(&producer, 10);
+    assert_eq!(take(&rx1, 2), [1, 2]);
+    let (second, rx2) = sink(&producer, 10);
+    wait_for("the second subscription", LIMIT, || subscribed(2));
+    stop(&first);
+    wait_for("the first consumer's cancel", LIMIT, || subscribed(1));
+    // Not the last one: the poller goes on fetching, for the second.
+    available.store(4, Ordering::Relaxed);
+    assert_eq!(take(&rx2, 2), [3, 4]);
+    assert_eq!(producer.outcome(), None, "ended with a consumer left");
+    stop(&second);
+    assert_eq!(producer.join_timeout(LIMIT), Some(Reason::Normal));
 }
 
 #[test]

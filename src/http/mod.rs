@@ -89,6 +89,7 @@
 //! it, and waits [`PollBuilder::interval`] after an empty page. Status and backoff rules are
 //! the stream's.
 
+mod audience;
 mod backoff;
 mod config;
 mod counters;

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::{Context, Producer, Reason, Subscription};
 
+use super::audience::Audience;
 use super::backoff::{response_retry_hint, Backoff, Retry};
 use super::counters::HttpStats;
 use super::error::{Cause, HttpError};
@@ -166,8 +167,7 @@ impl<T: Send + 'static, C: Send + 'static> PollBuilder<T, C> {
             stats: HttpStats::default(),
             retry: Retry::new(self.net.backoff),
             link: None,
-            consumers: 0,
-            stop_on_cancel: self.net.stop_on_cancel,
+            audience: Audience::new(self.net.stop_on_cancel),
             join_timeout: self.net.join_timeout,
         })
     }
@@ -194,8 +194,7 @@ pub struct HttpPoll<T, C> {
     stats: HttpStats,
     retry: Retry,
     link: Option<Link<Result<Value, Cause>>>,
-    consumers: usize,
-    stop_on_cancel: bool,
+    audience: Audience,
     join_timeout: Duration,
 }
 
@@ -343,12 +342,11 @@ impl<T: Send + 'static, C: Send + 'static> Producer for HttpPoll<T, C> {
     }
 
     fn handle_subscribe(&mut self, _: &Subscription, _: &mut Context<'_, T, HttpMsg>) {
-        self.consumers += 1;
+        self.audience.joined();
     }
 
     fn handle_cancel(&mut self, _: &Subscription, _: &Reason, ctx: &mut Context<'_, T, HttpMsg>) {
-        self.consumers = self.consumers.saturating_sub(1);
-        if self.stop_on_cancel && self.consumers == 0 {
+        if self.audience.left() {
             ctx.stop(Reason::Normal);
         }
     }

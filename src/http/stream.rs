@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::{Context, Producer, Reason, Subscription};
 
+use super::audience::Audience;
 use super::backoff::{Backoff, Class, Retry};
 use super::config::{Config, DecodeFn, ReadPolicy};
 use super::counters::HttpStats;
@@ -398,8 +399,7 @@ impl<T: Send + 'static> StreamBuilder<T> {
             retry: Retry::new(self.net.backoff),
             credits: Arc::new(AtomicU64::new(0)),
             link: None,
-            consumers: 0,
-            stop_on_cancel: self.net.stop_on_cancel,
+            audience: Audience::new(self.net.stop_on_cancel),
             join_timeout: self.net.join_timeout,
         })
     }
@@ -426,8 +426,7 @@ pub struct HttpStream<T> {
     retry: Retry,
     credits: Arc<AtomicU64>,
     link: Option<Link<Report<T>>>,
-    consumers: usize,
-    stop_on_cancel: bool,
+    audience: Audience,
     join_timeout: Duration,
 }
 
@@ -547,12 +546,11 @@ impl<T: Send + 'static> Producer for HttpStream<T> {
     }
 
     fn handle_subscribe(&mut self, _: &Subscription, _: &mut Context<'_, T, HttpMsg>) {
-        self.consumers += 1;
+        self.audience.joined();
     }
 
     fn handle_cancel(&mut self, _: &Subscription, _: &Reason, ctx: &mut Context<'_, T, HttpMsg>) {
-        self.consumers = self.consumers.saturating_sub(1);
-        if self.stop_on_cancel && self.consumers == 0 {
+        if self.audience.left() {
             ctx.stop(Reason::Normal);
         }
     }
