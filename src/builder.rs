@@ -17,6 +17,7 @@ use crate::handle::{
     Stage, StageRef,
 };
 use crate::reason::Reason;
+use crate::recycle::Recycler;
 use crate::runner::{AsConsumer, AsProducer, AsProducerConsumer, Callbacks, Config, Mint, Runner};
 use crate::shared::{Probe, Shared};
 use crate::stage::{Consumer, Producer, ProducerConsumer};
@@ -112,6 +113,7 @@ pub struct ScopedBuilder<'env, S: 'env, R: Role<S>> {
     keep_state: bool,
     confirm_timeout: Duration,
     subscriptions: Vec<(ScopedSource<'env, R::In>, SubscribeOptions)>,
+    recycler: Option<Recycler<R::Out>>,
 }
 
 impl<S, R: Role<S>> fmt::Debug for ScopedBuilder<'_, S, R> {
@@ -139,7 +141,15 @@ impl<'env, S, R: Role<S>> ScopedBuilder<'env, S, R> {
             keep_state: false,
             confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
             subscriptions: Vec::new(),
+            recycler: None,
         }
+    }
+
+    /// Takes the buffers it emits from `pool` when it has one (a producer's batches; see
+    /// `recycle`).
+    pub(crate) fn recycle_from(mut self, pool: Recycler<R::Out>) -> Self {
+        self.recycler = Some(pool);
+        self
     }
 
     /// Keeps the stage's value when it ends, for [`Stage::join_state`] to hand back: the way to
@@ -503,6 +513,7 @@ impl<'env, S, R: Role<S>> ScopedBuilder<'env, S, R> {
                 demand: self.demand,
                 keep_state: self.keep_state,
                 confirm_timeout: self.confirm_timeout,
+                recycler: self.recycler,
             },
             subscriptions: self.subscriptions,
         };

@@ -124,6 +124,32 @@ impl<T> Events<'_, T> {
         self.n -= k;
         k
     }
+
+    /// [`move_into`](Events::move_into), handing back an emptied buffer when the events moved
+    /// were all that was left of the message (for a [`Recycler`](crate::recycle)): the
+    /// message's own allocation, unless some of it was taken before and less than half was
+    /// left (then the standard library moves the rest to a buffer of its size).
+    pub(crate) fn move_into_reclaiming(
+        &mut self,
+        into: &mut Vec<T>,
+        max: usize,
+    ) -> (usize, Option<Vec<T>>) {
+        let k = self.n.min(max);
+        let mut reclaimed = None;
+        if let Some(iter) = self.iter.as_deref_mut() {
+            if k == iter.len() {
+                // `collect` hands the buffer back as a `Vec` (see above); `append` copies the
+                // run at once.
+                let mut rest: Vec<T> = std::mem::replace(iter, Vec::new().into_iter()).collect();
+                into.append(&mut rest);
+                reclaimed = Some(rest);
+            } else {
+                into.extend(iter.take(k));
+            }
+        }
+        self.n -= k;
+        (k, reclaimed)
+    }
 }
 
 impl<T> Iterator for Events<'_, T> {
@@ -199,6 +225,32 @@ mod tests {
         let second = Events::new(&mut iter, 2, SubscriptionId::unique()).into_vec();
         assert_eq!(second, [4, 5]);
         assert_eq!(iter.len(), 0);
+    }
+
+    #[test]
+    fn move_into_reclaiming_hands_back_the_emptied_message_only_once_all_is_moved() {
+        let message: Vec<u32> = (0..6).collect();
+        let at = message.as_ptr();
+        let mut iter = message.into_iter();
+        let mut into = Vec::new();
+        let mut events = Events::new(&mut iter, 6, SubscriptionId::unique());
+        let (k, back) = events.move_into_reclaiming(&mut into, 6);
+        let back = back.expect("the emptied message");
+        assert_eq!(k, 6);
+        assert!(back.is_empty());
+        assert_eq!(back.as_ptr(), at, "the message's own allocation");
+        assert_eq!(into, [0, 1, 2, 3, 4, 5]);
+        // Taken in two parts: nothing comes back until the last event of it is moved.
+        let mut iter = (0..6u32).collect::<Vec<_>>().into_iter();
+        let mut into = vec![100];
+        let mut events = Events::new(&mut iter, 6, SubscriptionId::unique());
+        let (k, back) = events.move_into_reclaiming(&mut into, 4);
+        assert_eq!((k, back), (4, None), "two events are left in the message");
+        let (k, back) = events.move_into_reclaiming(&mut into, 10);
+        assert_eq!(k, 2);
+        assert!(back.expect("an emptied buffer").is_empty());
+        assert_eq!(into, [100, 0, 1, 2, 3, 4, 5]);
+        assert_eq!(events.count(), 0);
     }
 
     #[test]

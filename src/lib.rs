@@ -651,6 +651,7 @@ pub mod observe;
 pub mod pipeline;
 pub mod protocol;
 mod reason;
+mod recycle;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod runner;

@@ -11,6 +11,7 @@ use super::batch::{Accumulator, Batch, BatchInfo, BatchSize, OnTimer, Trigger};
 use super::counters::Cells;
 use super::message::{ack_all, ack_unless_failed, panic_message, Message, PipelineAck};
 use super::processor::FailedHook;
+use crate::recycle::Recycler;
 use crate::{
     Consumer, ConsumerContext, Context, DemandMode, Direction, Events, ProducerConsumer, Reason,
     Subscription,
@@ -36,6 +37,8 @@ pub(crate) struct Batcher<T> {
     pub(crate) parts: Vec<Accumulator<T>>,
     pub(crate) upstreams: usize,
     pub(crate) cells: Arc<Cells>,
+    /// Where the buffers of messages it empties go back to (see `recycle`).
+    pub(crate) recycler: Option<Recycler<Message<T>>>,
 }
 
 impl<T> Batcher<T> {
@@ -46,6 +49,7 @@ impl<T> Batcher<T> {
         partition_by: Option<KeyFn<T>>,
         partitions: usize,
         cells: Arc<Cells>,
+        recycler: Option<Recycler<Message<T>>>,
     ) -> Batcher<T> {
         Batcher {
             name,
@@ -55,6 +59,7 @@ impl<T> Batcher<T> {
             parts: (0..partitions).map(|_| Accumulator::new()).collect(),
             upstreams: 0,
             cells,
+            recycler,
         }
     }
 
@@ -83,7 +88,8 @@ impl<T> Batcher<T> {
             // One partition, batches by count: move runs of messages, not one at a time.
             let (size, mut events) = (*size, events);
             while events.len() > 0 {
-                let (full, set_timer) = self.parts[0].fill_from(&mut events, size);
+                let (full, set_timer) =
+                    self.parts[0].fill_from(&mut events, size, self.recycler.as_ref());
                 if let Some(messages) = full {
                     out.push(self.batch(messages, 0, Trigger::Size));
                 }

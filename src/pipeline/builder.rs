@@ -16,11 +16,12 @@ use super::error::PipelineError;
 use super::handle::{Pipeline, Push};
 use super::message::{Acknowledger, Message, PipelineAck};
 use super::processor::{
-    in_place, Core, FailedHook, Gate, Handling, Processor, ProcessorMsg, Route, Sink,
+    in_place, same, Core, FailedHook, Gate, Handling, Processor, ProcessorMsg, Route, Sink,
 };
 use super::rate::{Limiter, RateLimit};
 use super::Batch;
 use crate::dispatcher::{DemandDispatcher, PartitionDispatcher};
+use crate::recycle::Recycler;
 use crate::supervise::{
     self, Backoff, ChildSource, ChildSpec, ChildUpstream, GroupBuilder, Intensity, RestartPolicy,
 };
@@ -195,11 +196,15 @@ impl Builder {
         F: FnMut(usize) -> StageBuilder<P, ProducerRole> + Send + 'static,
     {
         let factory = Arc::new(Mutex::new(factory));
-        let add: AddProducer<I> = Box::new(move |group, i, name, partitions| {
+        let add: AddProducer<I> = Box::new(move |group, i, name, partitions, pool| {
             let factory = factory.clone();
             let mut first = true;
             let spec = ChildSpec::new(name, move || {
                 let b = (factory.lock())(i);
+                let b = match &pool {
+                    Some(pool) => b.recycle_from(pool.clone()),
+                    None => b,
+                };
                 // The first incarnation holds demand back until every stage is wired (a
                 // finite producer could otherwise finish before the last processor
                 // subscribed); a restarted one finds its processors there.
@@ -246,9 +251,17 @@ impl Builder {
     }
 }
 
-/// Adds producer `i`, named, to the pipeline's group (with the processors' partitions).
-type AddProducer<I> =
-    Box<dyn FnMut(&mut GroupBuilder, usize, String, Option<(usize, KeyFn<I>)>) -> ProducerChild<I>>;
+/// Adds producer `i`, named, to the pipeline's group (with the processors' partitions, and
+/// the pool its batches' buffers come back to, if any).
+type AddProducer<I> = Box<
+    dyn FnMut(
+        &mut GroupBuilder,
+        usize,
+        String,
+        Option<(usize, KeyFn<I>)>,
+        Option<Recycler<Message<I>>>,
+    ) -> ProducerChild<I>,
+>;
 
 /// A producer, added to the pipeline's group.
 struct ProducerChild<I: 'static> {
@@ -751,9 +764,23 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
         let mut producer_counters = Vec::new();
         let mut releases = Vec::new();
         let n = options.concurrency;
+        // The batchers give the buffers they empty back to the producers, where processors
+        // forward them in place (the data keeps its type): see `recycle`.
+        // With no batcher, or processors that change the data's type, nothing comes back.
+        let producer_pool = (!batchers.is_empty()).then(Recycler::<Message<I>>::new);
+        let recycler = producer_pool
+            .clone()
+            .and_then(|r| same::<_, Recycler<Message<O>>>(r).ok());
+        let producer_pool = producer_pool.filter(|_| recycler.is_some());
         for i in 0..concurrency {
             let partitions = options.partition_by.clone().map(|k| (n, k));
-            let producer = add(&mut group, i, format!("{name}.producer.{i}"), partitions);
+            let producer = add(
+                &mut group,
+                i,
+                format!("{name}.producer.{i}"),
+                partitions,
+                producer_pool.clone(),
+            );
             releases.push(producer.release);
             producer_counters.push(producer.counters);
             sources.push(producer.source);
@@ -873,6 +900,7 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
                 bo.partition_by.clone(),
                 parts,
                 cells.clone(),
+                recycler.clone(),
             );
             let mut opts = SubscribeOptions::new().max_demand(max).min_demand(max / 2);
             if names.len() > 1 {
@@ -943,6 +971,8 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
             next: AtomicU64::new(0),
             limiter,
             shutdown: base.shutdown,
+            #[cfg(test)]
+            recycler: producer_pool,
         })
     }
 }
@@ -968,4 +998,45 @@ fn check_demand(layer: &'static str, max: usize, min: Option<usize>) -> Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pipeline of `n` numbers through 2 processors whose handler makes `O` of them, into a
+    /// batcher of 10; the number of buffers its producer took back from its batcher.
+    fn recycled<O: Send + 'static>(n: u64, handler: fn(u64) -> O) -> Option<u64> {
+        let p = crate::pipeline::builder("recycled")
+            .producers(1, move |_| crate::from_iter((0..n).map(Message::new)))
+            .processors(
+                ProcessorOptions::new().concurrency(2).max_demand(10),
+                move |m: &mut Message<u64>| Ok::<_, String>(handler(m.data)),
+            )
+            .batcher(
+                "b",
+                BatcherOptions::new().batch_size(10),
+                |_: &mut Batch<O>| Ok::<(), String>(()),
+            )
+            .start()
+            .expect("the pipeline starts");
+        let pool = p.recycler.clone();
+        for (stage, reason) in p.join() {
+            assert!(reason.is_normal(), "{stage}: {reason:?}");
+        }
+        pool.map(|pool| pool.taken())
+    }
+
+    #[test]
+    fn producers_take_back_the_buffers_their_batchers_emptied() {
+        let taken = recycled(10_000, |x| x * 2).expect("a pool, the data's type kept");
+        // 10 000 messages in batches of at most 50 (the processors' demand grows to 100 /
+        // 50): at least 200 buffers, all but the first few in flight taken back.
+        assert!(taken >= 100, "{taken} buffers taken back");
+        assert_eq!(
+            recycled(100, |x| x.to_string()),
+            None,
+            "no pool: a new type"
+        );
+    }
 }

@@ -43,6 +43,9 @@ pub struct Pipeline<I> {
     pub(crate) next: AtomicU64,
     pub(crate) limiter: Option<Arc<Limiter>>,
     pub(crate) shutdown: Duration,
+    /// Where the producers take their batches' buffers from (see `recycle`), if anywhere.
+    #[cfg(test)]
+    pub(crate) recycler: Option<crate::recycle::Recycler<super::Message<I>>>,
 }
 
 impl<I> fmt::Debug for Pipeline<I> {

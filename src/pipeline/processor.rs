@@ -267,7 +267,7 @@ impl<I: 'static, O: 'static> Core<I, O> {
 }
 
 /// `value` as a `U` if `T` is `U` (moved, not copied), else `value` back.
-fn same<T: 'static, U: 'static>(value: T) -> Result<U, T> {
+pub(crate) fn same<T: 'static, U: 'static>(value: T) -> Result<U, T> {
     let mut value = Some(value);
     match (&mut value as &mut dyn Any).downcast_mut::<Option<U>>() {
         Some(u) => Ok(u.take().expect("just set")),

@@ -52,6 +52,7 @@ use crate::envelope::{Control, Down, Envelope, SubscribeRequest, Subscribed, Up}
 use crate::events::Events;
 use crate::handle::Kept;
 use crate::reason::Reason;
+use crate::recycle::Recycler;
 use crate::shared::{bump, Shared};
 use crate::subscription::{BufferKeep, ProducerDemand, Subscription, SubscriptionId};
 use crate::timing::Waiting;
@@ -89,6 +90,8 @@ pub(crate) struct Config<'e, Out> {
     pub(crate) keep_state: bool,
     /// How long an ending stage waits for its producers to confirm its cancels.
     pub(crate) confirm_timeout: Duration,
+    /// Where a producer takes the buffers it emits from (see `recycle`).
+    pub(crate) recycler: Option<Recycler<Out>>,
 }
 
 /// At most this many control messages are handled per turn, so that a flood of them cannot
@@ -132,6 +135,8 @@ pub(crate) struct Runner<'e, S: Callbacks + 'e> {
     unpublished: u32,
     /// How many times the next wait polls the inbox before it blocks.
     polls: polling::Polls,
+    /// Where `handle_demand` takes an emptied buffer from before it allocates one.
+    recycler: Option<Recycler<S::Out>>,
 }
 
 impl<'e, S: Callbacks> Runner<'e, S> {
@@ -175,6 +180,7 @@ impl<'e, S: Callbacks> Runner<'e, S> {
             published: 0,
             unpublished: 0,
             polls: polling::Polls::new(),
+            recycler: config.recycler,
         }
     }
 
@@ -754,8 +760,12 @@ impl<'e, S: Callbacks> Runner<'e, S> {
         const RESERVE_CAP: usize = 65_536;
         let room = n.min(RESERVE_CAP);
         if self.fx.emitted.capacity() == 0 {
-            // The last batch left with its message: a fresh one, allocated once.
-            self.fx.emitted = Vec::with_capacity(room);
+            // The last batch left with its message: one given back, or a fresh one allocated
+            // once.
+            self.fx.emitted = match self.recycler.as_ref().and_then(|r| r.take(room)) {
+                Some(v) => v,
+                None => Vec::with_capacity(room),
+            };
         } else {
             self.fx.emitted.reserve(room);
         }
