@@ -140,7 +140,9 @@
 //! (These rows give each message an `Arc` clone of the acknowledger. With the pipeline's own,
 //! as above, a handler that keeps the data's type and the cheaper processors and batcher of
 //! stop 26, the default ran 25.0–25.6 M messages/s at 75–79 ns, 4.0–4.2× the hand-written
-//! version, and 100 / 50 fixed 24.1–25.9 M at 76–79 ns.) Once grown, an adaptive
+//! version, and 100 / 50 fixed 24.1–25.9 M at 76–79 ns; since stop 29, whose batchers give
+//! the producers' buffers back, the default runs 29.6–38.7 M at 50–66 ns and 100 / 50
+//! fixed 37.3–39.2 M at 50–52 ns, 0.78× the hand-written 100 / 50.) Once grown, an adaptive
 //! processor asks in whole chunks ([`SubscribeOptions::adaptive_demand`](crate::SubscribeOptions::adaptive_demand)):
 //! 50 at a time at 100 / 50, and it and the batcher handle batches of 50, as with a fixed
 //! 100 / 50; before, growth left it asking 55 to 95 and handling 37 messages a batch.
@@ -151,9 +153,10 @@
 //! - **Cheap handlers** (microseconds a message): the default grows to 100; raise
 //!   `max_demand` (the limit follows, ten times it) until a processor's batch takes well over a
 //!   wake-up, 100–1000; memory in flight is at most the limit per processor per producer. On
-//!   2 cores, 8 processors with a handler of a few nanoseconds ran 26 M messages/s at a fixed
-//!   100, 27–31 M at 400 and 28–29 M at 1000 (`BENCHMARKS.md`, stop 28): past a few hundred,
-//!   the one batcher's work a message is the limit, not the wake-ups.
+//!   2 cores, 8 processors with a handler of a few nanoseconds ran 37–39 M messages/s at a
+//!   fixed 100 (`BENCHMARKS.md`, stop 29); in stop 28, when they ran 26 M at 100, 400 and
+//!   1000 gave 27–31 M: past a few hundred, the one batcher's work a message is the limit,
+//!   not the wake-ups.
 //! - **Handlers that wait** (an HTTP call, a database write): demand matters less than
 //!   [`ProcessorOptions::concurrency`]; keep demand small and fixed
 //!   ([`ProcessorOptions::fixed_demand`]) so that slow messages do not queue behind each other
@@ -163,9 +166,9 @@
 //! - **Processors past the core count** pay for handlers that never wait: processors with
 //!   nothing to do wait for the producer and the batcher, and 50 of them waiting on 2 cores
 //!   pass the cores among themselves (most of the pipeline's context switches are theirs).
-//!   On 2 cores, 100 / 50 fixed ran 25 M messages/s with 8 processors and 17–21 M with 50,
-//!   where 50 hand-written workers sharing one queue kept their speed (`BENCHMARKS.md`,
-//!   stops 27 and 28, row m100x50; one queue shared by the processors, tried in stop 28, did
+//!   On 2 cores, 100 / 50 fixed ran 37–39 M messages/s with 8 processors and 27–31 M with
+//!   50, where 50 hand-written workers sharing one queue kept their speed (`BENCHMARKS.md`,
+//!   stops 27–29, row m100x50; one queue shared by the processors, tried in stop 28, did
 //!   not close the gap). Give a pipeline as many processors as its handlers have waits to
 //!   overlap, not more.
 //!
