@@ -764,9 +764,9 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
         let mut producer_counters = Vec::new();
         let mut releases = Vec::new();
         let n = options.concurrency;
-        // The batchers give the buffers they empty back to the producers, where processors
-        // forward them in place (the data keeps its type): see `recycle`.
-        // With no batcher, or processors that change the data's type, nothing comes back.
+        // The batchers give the buffers they empty back to the producers (see `recycle`):
+        // buffers the processors forwarded in place, so only where the data keeps its type.
+        // With no batcher, or a handler that changes the type, there is no pool.
         let producer_pool = (!batchers.is_empty()).then(Recycler::<Message<I>>::new);
         let recycler = producer_pool
             .clone()
