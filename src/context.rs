@@ -96,6 +96,14 @@ impl<Out, M> Context<'_, Out, M> {
         self.fx.emitted.push(event);
     }
 
+    /// Makes `buffer` (emptied) this callback's output if nothing was emitted yet and no room
+    /// was made for it: an allocation handed back (see `recycle`).
+    pub(crate) fn emit_into(&mut self, buffer: Vec<Out>) {
+        if self.fx.emitted.capacity() == 0 && buffer.is_empty() {
+            self.fx.emitted = buffer;
+        }
+    }
+
     /// Emits every event of `events`, in order.
     #[inline]
     pub fn emit_all(&mut self, events: impl IntoIterator<Item = Out>) {
@@ -414,5 +422,30 @@ impl<M: 'static> Clone for Mailbox<M> {
 impl<M> fmt::Debug for Mailbox<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Mailbox { .. }")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buffer_handed_in_becomes_the_output_only_before_anything_is_emitted() {
+        let mut fx: Effects<u32, ()> = Effects::new(None);
+        let stop = AtomicBool::new(false);
+        let mut ctx = Context {
+            fx: &mut fx,
+            name: "t",
+            stop_requested: &stop,
+            finishing: false,
+        };
+        let buffer: Vec<u32> = Vec::with_capacity(64);
+        let at = buffer.as_ptr();
+        ctx.emit_into(buffer);
+        ctx.emit(1);
+        ctx.emit_into(Vec::with_capacity(8));
+        ctx.emit(2);
+        assert_eq!(fx.emitted, [1, 2]);
+        assert_eq!(fx.emitted.as_ptr(), at, "the buffer handed in");
     }
 }

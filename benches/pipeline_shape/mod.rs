@@ -33,6 +33,35 @@ fn with_pipeline_adaptive(
     processors: usize,
     adaptive: Option<usize>,
 ) -> Duration {
+    run(n, md, processors, adaptive, |x| x.wrapping_mul(2), |d| *d)
+}
+
+/// [`with_pipeline`] with a handler that changes the data's type (`u64` into a `Doubled`),
+/// the way a pipeline that parses its input does.
+fn with_pipeline_mapping(n: u64, md: usize, processors: usize) -> Duration {
+    run(
+        n,
+        md,
+        processors,
+        None,
+        |x| Doubled(x.wrapping_mul(2)),
+        |d| d.0,
+    )
+}
+
+/// A processor's output of another type than its input.
+struct Doubled(u64);
+
+/// [`with_pipeline_adaptive`], the processors' handler `map` and the batch handler reading
+/// each output with `read`.
+fn run<O: Send + 'static>(
+    n: u64,
+    md: usize,
+    processors: usize,
+    adaptive: Option<usize>,
+    map: fn(u64) -> O,
+    read: fn(&O) -> u64,
+) -> Duration {
     let acked = Arc::new(AtomicU64::new(0));
     let a = acked.clone();
     let count = move |ok: Vec<Acked>, _: Vec<Acked>| {
@@ -66,15 +95,15 @@ fn with_pipeline_adaptive(
             }
             .concurrency(processors)
             .max_demand(md),
-            |m: &mut Message<u64>| Ok::<u64, String>(m.data.wrapping_mul(2)),
+            move |m: &mut Message<u64>| Ok::<O, String>(map(m.data)),
         )
         .batcher(
             "b",
             BatcherOptions::new()
                 .batch_size(BATCH)
                 .batch_timeout(Duration::from_secs(60)),
-            |b: &mut Batch<u64>| {
-                black_box(b.messages.iter().map(|m| m.data).sum::<u64>());
+            move |b: &mut Batch<O>| {
+                black_box(b.messages.iter().map(|m| read(&m.data)).sum::<u64>());
                 Ok::<(), String>(())
             },
         )
@@ -223,6 +252,14 @@ pub(crate) fn table(s: &super::Settings) {
         n,
         || with_pipeline(n, 100, 50),
         || by_hand(n, 100, 50),
+    );
+    super::row(
+        s,
+        "m100t",
+        "row m100 with a handler that changes the data's type (u64 into a newtype)",
+        n,
+        || with_pipeline_mapping(n, 100, 8),
+        || by_hand(n, 100, 8),
     );
     super::row(
         s,

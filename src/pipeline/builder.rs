@@ -2,6 +2,7 @@
 //! `Message<I>` to `Message<O>`, batchers of `Message<O>`; the options of each layer with
 //! Broadway's defaults, checked once in [`start`](WithProcessors::start).
 
+use std::any::TypeId;
 use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use super::error::PipelineError;
 use super::handle::{Pipeline, Push};
 use super::message::{Acknowledger, Message, PipelineAck};
 use super::processor::{
-    in_place, same, Core, FailedHook, Gate, Handling, Processor, ProcessorMsg, Route, Sink,
+    in_place, same, Core, FailedHook, Gate, Handling, Pools, Processor, ProcessorMsg, Route, Sink,
 };
 use super::rate::{Limiter, RateLimit};
 use super::Batch;
@@ -764,14 +765,24 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
         let mut producer_counters = Vec::new();
         let mut releases = Vec::new();
         let n = options.concurrency;
-        // The batchers give the buffers they empty back to the producers (see `recycle`):
-        // buffers the processors forwarded in place, so only where the data keeps its type.
-        // With no batcher, or a handler that changes the type, there is no pool.
+        // Buffers go back to where they are filled (see `recycle`): the batchers give theirs
+        // to the processors, which give theirs to the producers; where the data keeps its
+        // type, the processors hand on the producers' buffers, and one pool serves both.
+        // With no batcher, nothing comes back.
         let producer_pool = (!batchers.is_empty()).then(Recycler::<Message<I>>::new);
         let recycler = producer_pool
             .clone()
-            .and_then(|r| same::<_, Recycler<Message<O>>>(r).ok());
-        let producer_pool = producer_pool.filter(|_| recycler.is_some());
+            .map(|r| same::<_, Recycler<Message<O>>>(r).unwrap_or_else(|_| Recycler::new()));
+        // Processors that change the type: their buffers in and out.
+        let pools = || match (&producer_pool, &recycler) {
+            (Some(inputs), Some(outputs)) if TypeId::of::<I>() != TypeId::of::<O>() => {
+                Some(Pools {
+                    inputs: inputs.clone(),
+                    outputs: outputs.clone(),
+                })
+            }
+            _ => None,
+        };
         for i in 0..concurrency {
             let partitions = options.partition_by.clone().map(|k| (n, k));
             let producer = add(
@@ -820,6 +831,7 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
                     .as_ref()
                     .map(|l| Gate::new(l.clone(), options.max_demand, min_demand)),
                 ack: PipelineAck::new(base.acknowledger.clone()),
+                pools: pools(),
             };
             let stage_name = format!("{name}.processor.{i}");
             // A processor is a temporary child: never restarted (a handler's panic fails one
@@ -972,7 +984,10 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
             limiter,
             shutdown: base.shutdown,
             #[cfg(test)]
-            recycler: producer_pool,
+            recycled: Box::new(move || {
+                let (inputs, outputs) = (producer_pool.as_ref()?, recycler.as_ref()?);
+                Some((inputs.taken(), outputs.taken()))
+            }),
         })
     }
 }
@@ -1005,8 +1020,8 @@ mod tests {
     use super::*;
 
     /// A pipeline of `n` numbers through 2 processors whose handler makes `O` of them, into a
-    /// batcher of 10; the number of buffers its producer took back from its batcher.
-    fn recycled<O: Send + 'static>(n: u64, handler: fn(u64) -> O) -> Option<u64> {
+    /// batcher of 10; the number of buffers its producer and its processors took back.
+    fn recycled<O: Send + 'static>(n: u64, handler: fn(u64) -> O) -> Option<(u64, u64)> {
         let p = crate::pipeline::builder("recycled")
             .producers(1, move |_| crate::from_iter((0..n).map(Message::new)))
             .processors(
@@ -1020,23 +1035,26 @@ mod tests {
             )
             .start()
             .expect("the pipeline starts");
-        let pool = p.recycler.clone();
         for (stage, reason) in p.join() {
             assert!(reason.is_normal(), "{stage}: {reason:?}");
         }
-        pool.map(|pool| pool.taken())
+        (p.recycled)()
     }
 
     #[test]
     fn producers_take_back_the_buffers_their_batchers_emptied() {
-        let taken = recycled(10_000, |x| x * 2).expect("a pool, the data's type kept");
+        let (producer, processors) = recycled(10_000, |x| x * 2).expect("a pool");
         // 10 000 messages in batches of at most 50 (the processors' demand grows to 100 /
-        // 50): at least 200 buffers, all but the first few in flight taken back.
-        assert!(taken >= 100, "{taken} buffers taken back");
-        assert_eq!(
-            recycled(100, |x| x.to_string()),
-            None,
-            "no pool: a new type"
-        );
+        // 50): at least 200 buffers, all but the first few in flight taken back. The data
+        // keeps its type: one pool, the processors hand the producer's buffers on.
+        assert!(producer >= 100, "{producer} buffers taken back");
+        assert_eq!(producer, processors, "one pool");
+    }
+
+    #[test]
+    fn processors_that_change_the_type_take_their_buffers_back_from_the_batchers() {
+        let (producer, processors) = recycled(10_000, |x| x.to_string()).expect("two pools");
+        assert!(producer >= 100, "the producer took {producer} back");
+        assert!(processors >= 100, "the processors took {processors} back");
     }
 }

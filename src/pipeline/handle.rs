@@ -43,9 +43,10 @@ pub struct Pipeline<I> {
     pub(crate) next: AtomicU64,
     pub(crate) limiter: Option<Arc<Limiter>>,
     pub(crate) shutdown: Duration,
-    /// Where the producers take their batches' buffers from (see `recycle`), if anywhere.
+    /// How many buffers the producers and the processors took back (see `recycle`), if
+    /// they have pools.
     #[cfg(test)]
-    pub(crate) recycler: Option<crate::recycle::Recycler<super::Message<I>>>,
+    pub(crate) recycled: Box<dyn Fn() -> Option<(u64, u64)> + Send + Sync>,
 }
 
 impl<I> fmt::Debug for Pipeline<I> {

@@ -13,6 +13,7 @@ use std::time::Instant;
 use super::counters::Cells;
 use super::message::{ack_all, panic_message, Message, PipelineAck};
 use super::rate::Limiter;
+use crate::recycle::Recycler;
 use crate::{
     Consumer, ConsumerContext, Context, DemandMode, Direction, Events, ProducerConsumer, Reason,
     Subscription, SubscriptionId,
@@ -109,6 +110,16 @@ pub(crate) struct Core<I, O> {
     pub(crate) gate: Option<Gate>,
     /// The pipeline's own acknowledger.
     pub(crate) ack: PipelineAck,
+    /// Where a processor that changes the data's type gives back the buffers it empties and
+    /// takes those it fills (see `recycle`).
+    pub(crate) pools: Option<Pools<I, O>>,
+}
+
+/// The buffer pools of a processor whose handler changes the data's type: its producers'
+/// (the batches it empties) and its batchers' (the batches it fills).
+pub(crate) struct Pools<I, O> {
+    pub(crate) inputs: Recycler<Message<I>>,
+    pub(crate) outputs: Recycler<Message<O>>,
 }
 
 impl<I, O> Core<I, O> {
@@ -415,7 +426,17 @@ impl<I: Send + 'static, O: Send + 'static> ProducerConsumer for Processor<I, O> 
         let (sub, n) = (events.subscription(), events.len());
         match self.0.process_in_place(events.into_vec()) {
             Ok(out) => ctx.emit_vec(out),
-            Err(batch) => self.0.process(batch.into_iter(), |m| ctx.emit(m)),
+            Err(mut batch) => match self.0.pools.take() {
+                Some(pools) => {
+                    if let Some(buffer) = pools.outputs.take(batch.len()) {
+                        ctx.emit_into(buffer);
+                    }
+                    self.0.process(batch.drain(..), |m| ctx.emit(m));
+                    pools.inputs.give(batch);
+                    self.0.pools = Some(pools);
+                }
+                None => self.0.process(batch.into_iter(), |m| ctx.emit(m)),
+            },
         }
         self.0.arrived(sub, n, ctx);
     }
