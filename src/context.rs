@@ -96,6 +96,11 @@ impl<Out, M> Context<'_, Out, M> {
         self.fx.emitted.push(event);
     }
 
+    /// This callback's output so far, to add to directly.
+    pub(crate) fn emitted(&mut self) -> &mut Vec<Out> {
+        &mut self.fx.emitted
+    }
+
     /// Makes `buffer` (emptied) this callback's output if nothing was emitted yet and no room
     /// was made for it: an allocation handed back (see `recycle`).
     pub(crate) fn emit_into(&mut self, buffer: Vec<Out>) {

@@ -17,7 +17,8 @@ use super::error::PipelineError;
 use super::handle::{Pipeline, Push};
 use super::message::{Acknowledger, Message, PipelineAck};
 use super::processor::{
-    in_place, same, Core, FailedHook, Gate, Handling, Pools, Processor, ProcessorMsg, Route, Sink,
+    in_place, mapped, same, Core, FailedHook, Gate, Handling, Pools, Processor, ProcessorMsg,
+    Route, Sink,
 };
 use super::rate::{Limiter, RateLimit};
 use super::Batch;
@@ -332,9 +333,7 @@ impl<I: Send + 'static> WithProducers<I> {
     {
         let make: MakeHandler<I, O> = Box::new(move || match in_place(handle_message.clone()) {
             Ok(handle) => Handling::InPlace(handle),
-            Err(mut h) => Handling::Each(Box::new(move |m: &mut Message<I>| {
-                h(m).map_err(|e| e.to_string())
-            })),
+            Err(h) => Handling::Each(mapped(h)),
         });
         WithProcessors {
             producers: self,

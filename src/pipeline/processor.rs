@@ -19,8 +19,22 @@ use crate::{
     Subscription, SubscriptionId,
 };
 
-/// A processor's `handle_message`, its error turned into a string.
-pub(crate) type Handler<I, O> = Box<dyn FnMut(&mut Message<I>) -> Result<O, String> + Send>;
+/// A processor's `handle_message` where it changes the data's type, run over a whole batch:
+/// one call through the box a batch, the user's handler inlined in the loop (see [`mapped`]).
+/// It takes every message out of the batch: a successful one goes on with its new data to
+/// the `Vec` (to the batchers) or, without batchers, to the [`Sorted`]'s `done`; one that
+/// failed to its `failed`.
+pub(crate) type Mapped<I, O> =
+    Box<dyn FnMut(&mut Vec<Message<I>>, &Route, &mut Vec<Message<O>>, &mut Sorted<I, O>) + Send>;
+
+/// Where a [`Mapped`] handler puts what does not go on to the batchers.
+pub(crate) struct Sorted<I, O> {
+    /// How many went on to the batchers.
+    passed: u64,
+    /// Successful, without batchers: acknowledged by the processor.
+    done: Vec<Message<O>>,
+    failed: Vec<Failed<I, O>>,
+}
 
 /// A processor's `handle_message` where it keeps the data's type, run over a whole batch in
 /// place: one call through the box a batch, the user's handler inlined in the loop (see
@@ -30,10 +44,10 @@ pub(crate) type InPlace<I> =
     Box<dyn FnMut(&mut [Message<I>], &Route, &mut Vec<usize>) -> bool + Send>;
 
 /// How a processor runs `handle_message`: over a batch in place when the data keeps its type,
-/// else a message at a time.
+/// else over a batch into a new one.
 pub(crate) enum Handling<I, O> {
     InPlace(InPlace<I>),
-    Each(Handler<I, O>),
+    Each(Mapped<I, O>),
 }
 
 /// `handle_message` over a batch in place, if it returns data of the type it is given (`O`
@@ -80,6 +94,49 @@ where
     }))
 }
 
+/// `handle_message` over a batch, each message moved into the output with the data the
+/// handler returns; a handler's error or panic fails that message only.
+pub(crate) fn mapped<I, O, E, H>(mut handle_message: H) -> Mapped<I, O>
+where
+    I: 'static,
+    O: 'static,
+    E: std::fmt::Display,
+    H: FnMut(&mut Message<I>) -> Result<O, E> + Send + 'static,
+{
+    Box::new(move |batch, route, out, sorted| {
+        for mut m in batch.drain(..) {
+            let result = catch_unwind(AssertUnwindSafe(|| handle_message(&mut m)));
+            match result {
+                Ok(Ok(data)) if !m.is_failed() => {
+                    let m = m.with_data(data);
+                    match route {
+                        Route::Ack => sorted.done.push(m),
+                        Route::Batchers(names) => match m.batcher() {
+                            Some(b) if !names.iter().any(|n| &**n == b) => {
+                                let reason = format!("unknown batcher {b:?}");
+                                sorted.failed.push(Failed::Out(m.with_failure(reason)));
+                            }
+                            _ => {
+                                sorted.passed += 1;
+                                out.push(m);
+                            }
+                        },
+                    }
+                }
+                Ok(Ok(_)) => sorted.failed.push(Failed::In(m)),
+                Ok(Err(reason)) => {
+                    m.fail(reason.to_string());
+                    sorted.failed.push(Failed::In(m));
+                }
+                Err(payload) => {
+                    m.fail(panic_message(payload.as_ref()));
+                    sorted.failed.push(Failed::In(m));
+                }
+            }
+        }
+    })
+}
+
 /// A `handle_failed` hook.
 pub(crate) type FailedHook<I> = Arc<dyn Fn(&mut [Message<I>]) + Send + Sync>;
 
@@ -123,62 +180,32 @@ pub(crate) struct Pools<I, O> {
 }
 
 impl<I, O> Core<I, O> {
-    /// Runs `handle_message` on each message; hands what goes on to the batchers to `out`
-    /// (straight into the callback's output: no batch of its own to allocate and copy).
-    fn process(
-        &mut self,
-        messages: impl Iterator<Item = Message<I>>,
-        mut out: impl FnMut(Message<O>),
-    ) {
-        let mut passed = 0u64;
-        let mut failed = Vec::new();
-        let mut done = Vec::new();
-        let mut n = 0u64;
+    /// Runs `handle_message` on each message of `batch`, which it empties; what goes on to
+    /// the batchers goes to `out` (a callback's output: no batch of its own to allocate and
+    /// copy).
+    fn process(&mut self, batch: &mut Vec<Message<I>>, out: &mut Vec<Message<O>>) {
+        let n = batch.len() as u64;
         // Made known to this thread before any handler runs (`ack_immediately`).
         self.ack.enter();
-        let Handling::Each(handler) = &mut self.handler else {
+        let Handling::Each(map) = &mut self.handler else {
             unreachable!("a handler that keeps the data's type runs in place")
         };
-        for mut m in messages {
-            n += 1;
-            let result = catch_unwind(AssertUnwindSafe(|| handler(&mut m)));
-            match result {
-                Ok(Ok(data)) if !m.is_failed() => {
-                    let m = m.with_data(data);
-                    match &self.route {
-                        Route::Ack => done.push(m),
-                        Route::Batchers(names) => match m.batcher() {
-                            Some(b) if !names.iter().any(|n| &**n == b) => {
-                                let reason = format!("unknown batcher {b:?}");
-                                failed.push(Failed::Out(m.with_failure(reason)));
-                            }
-                            _ => {
-                                passed += 1;
-                                out(m);
-                            }
-                        },
-                    }
-                }
-                Ok(Ok(_)) => failed.push(Failed::In(m)),
-                Ok(Err(reason)) => {
-                    m.fail(reason);
-                    failed.push(Failed::In(m));
-                }
-                Err(payload) => {
-                    m.fail(panic_message(payload.as_ref()));
-                    failed.push(Failed::In(m));
-                }
-            }
-        }
+        let mut sorted = Sorted {
+            passed: 0,
+            done: Vec::new(),
+            failed: Vec::new(),
+        };
+        out.reserve(batch.len());
+        map(batch, &self.route, out, &mut sorted);
         let mut failed_in: Vec<Message<I>> = Vec::new();
         let mut failed_out: Vec<Message<O>> = Vec::new();
-        for f in failed {
+        for f in sorted.failed {
             match f {
                 Failed::In(m) => failed_in.push(m),
                 Failed::Out(m) => failed_out.push(m),
             }
         }
-        self.settle(n, passed, done, failed_in, failed_out);
+        self.settle(n, sorted.passed, sorted.done, failed_in, failed_out);
     }
 
     /// After a batch: counts it, runs `handle_failed` on the messages that failed in it, and
@@ -362,7 +389,11 @@ impl<I: 'static, O: 'static> Core<I, O> {
         match msg {
             ProcessorMsg::Push(messages) => match self.process_in_place(messages) {
                 Ok(passed) => passed.into_iter().for_each(out),
-                Err(messages) => self.process(messages.into_iter(), out),
+                Err(mut messages) => {
+                    let mut passed = Vec::new();
+                    self.process(&mut messages, &mut passed);
+                    passed.into_iter().for_each(out);
+                }
             },
             ProcessorMsg::Refill => {
                 if let Some(g) = &mut self.gate {
@@ -431,11 +462,11 @@ impl<I: Send + 'static, O: Send + 'static> ProducerConsumer for Processor<I, O> 
                     if let Some(buffer) = pools.outputs.take(batch.len()) {
                         ctx.emit_into(buffer);
                     }
-                    self.0.process(batch.drain(..), |m| ctx.emit(m));
+                    self.0.process(&mut batch, ctx.emitted());
                     pools.inputs.give(batch);
                     self.0.pools = Some(pools);
                 }
-                None => self.0.process(batch.into_iter(), |m| ctx.emit(m)),
+                None => self.0.process(&mut batch, ctx.emitted()),
             },
         }
         self.0.arrived(sub, n, ctx);
@@ -485,9 +516,11 @@ impl<I: Send + 'static, O: Send + 'static> Consumer for Sink<I, O> {
         // Without batchers every message is acknowledged here: nothing goes on.
         match self.0.process_in_place(events.into_vec()) {
             Ok(out) => debug_assert!(out.is_empty(), "a sink passed a message on"),
-            Err(batch) => self.0.process(batch.into_iter(), |_| {
-                debug_assert!(false, "a sink passed a message on")
-            }),
+            Err(mut batch) => {
+                let mut passed = Vec::new();
+                self.0.process(&mut batch, &mut passed);
+                debug_assert!(passed.is_empty(), "a sink passed a message on");
+            }
         }
         self.0.arrived(sub, n, ctx);
     }

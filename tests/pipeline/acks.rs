@@ -211,22 +211,29 @@ fn a_panicking_processor_fails_that_message_only() {
 
 #[test]
 fn test_messages_report_successful_and_failed_lists() {
+    // Messages that reached a batch handler failed.
+    let failed_batched = Arc::new(AtomicUsize::new(0));
+    let seen = failed_batched.clone();
     let p = pipeline::builder("test-messages")
         .producers(1, |_| stageflow::producer(DummyProducer::<String>::new()))
         .processors(
             ProcessorOptions::new().concurrency(2),
-            |m: &mut Message<String>| {
-                if m.data.is_empty() {
-                    Err("empty")
-                } else {
-                    Ok(m.data.len())
+            |m: &mut Message<String>| match m.data.as_str() {
+                "" => Err("empty"),
+                "boom" => panic!("boom"),
+                "fail" => {
+                    m.fail("failed by hand");
+                    Ok(0)
                 }
+                data => Ok(data.len()),
             },
         )
         .batcher(
             "lengths",
             BatcherOptions::new().batch_size(2),
-            |b: &mut Batch<usize>| {
+            move |b: &mut Batch<usize>| {
+                let failed = b.messages.iter().filter(|m| m.is_failed()).count();
+                seen.fetch_add(failed, Ordering::Relaxed);
                 if b.messages.iter().any(|m| m.data > 10) {
                     return Err("too long");
                 }
@@ -236,20 +243,30 @@ fn test_messages_report_successful_and_failed_lists() {
         .start()
         .unwrap();
     let acks = p
-        .test_messages(["a", "", "bb", "a very long word", "ccc"].map(String::from))
+        .test_messages(["a", "", "bb", "a very long word", "ccc", "boom", "fail"].map(String::from))
         .unwrap();
     let report = p.shutdown_timeout(WAIT);
     assert!(report.is_complete(), "{report:?}");
     let acked = acks.wait(WAIT).unwrap();
     let ok: BTreeSet<u64> = acked.successful.iter().copied().collect();
     let failed: BTreeSet<u64> = acked.failed.iter().map(|(i, _)| *i).collect();
-    assert!(failed.contains(&1) && failed.contains(&3), "{acked:?}");
-    assert_eq!(ok.len() + failed.len(), 5);
+    for i in [1, 3, 5, 6] {
+        assert!(failed.contains(&i), "{i}: {acked:?}");
+    }
+    assert_eq!(ok.len() + failed.len(), 7);
     assert!(ok.is_disjoint(&failed));
-    assert!(
-        acked.failed.iter().any(|(i, r)| *i == 1 && r == "empty"),
-        "{acked:?}"
-    );
+    // A handler that changes the data's type fails a message by its error, its panic, or
+    // by hand, and only that message; a failed message goes to no batcher.
+    assert_eq!(failed_batched.load(Ordering::Relaxed), 0);
+    for (id, reason) in [(1, "empty"), (5, "boom"), (6, "failed by hand")] {
+        assert!(
+            acked
+                .failed
+                .iter()
+                .any(|(i, r)| *i == id && r.contains(reason)),
+            "{id}: {acked:?}"
+        );
+    }
 }
 
 #[test]
