@@ -33,7 +33,28 @@ fn with_pipeline_adaptive(
     processors: usize,
     adaptive: Option<usize>,
 ) -> Duration {
-    run(n, md, processors, adaptive, |x| x.wrapping_mul(2), |d| *d)
+    run(
+        n,
+        md,
+        processors,
+        adaptive,
+        true,
+        |x| x.wrapping_mul(2),
+        |d| *d,
+    )
+}
+
+/// [`with_pipeline`] without a batcher: each processor acknowledges what it handled.
+fn with_pipeline_unbatched(n: u64, md: usize, processors: usize) -> Duration {
+    run(
+        n,
+        md,
+        processors,
+        None,
+        false,
+        |x| x.wrapping_mul(2),
+        |d| *d,
+    )
 }
 
 /// [`with_pipeline`] with a handler that changes the data's type (`u64` into a `Doubled`),
@@ -44,6 +65,7 @@ fn with_pipeline_mapping(n: u64, md: usize, processors: usize) -> Duration {
         md,
         processors,
         None,
+        true,
         |x| Doubled(x.wrapping_mul(2)),
         |d| d.0,
     )
@@ -52,13 +74,14 @@ fn with_pipeline_mapping(n: u64, md: usize, processors: usize) -> Duration {
 /// A processor's output of another type than its input.
 struct Doubled(u64);
 
-/// [`with_pipeline_adaptive`], the processors' handler `map` and the batch handler reading
-/// each output with `read`.
+/// [`with_pipeline_adaptive`], the processors' handler `map` and, if `batched`, a batcher
+/// whose handler reads each output with `read`.
 fn run<O: Send + 'static>(
     n: u64,
     md: usize,
     processors: usize,
     adaptive: Option<usize>,
+    batched: bool,
     map: fn(u64) -> O,
     read: fn(&O) -> u64,
 ) -> Duration {
@@ -96,8 +119,9 @@ fn run<O: Send + 'static>(
             .concurrency(processors)
             .max_demand(md),
             move |m: &mut Message<u64>| Ok::<O, String>(map(m.data)),
-        )
-        .batcher(
+        );
+    let p = if batched {
+        p.batcher(
             "b",
             BatcherOptions::new()
                 .batch_size(BATCH)
@@ -107,8 +131,10 @@ fn run<O: Send + 'static>(
                 Ok::<(), String>(())
             },
         )
-        .start()
-        .expect("start the pipeline");
+    } else {
+        p
+    };
+    let p = p.start().expect("start the pipeline");
     p.join();
     let t = start.elapsed();
     assert_eq!(acked.load(Ordering::Relaxed), n);
@@ -203,6 +229,46 @@ fn by_hand(n: u64, md: usize, processors: usize) -> Duration {
     t
 }
 
+/// [`by_hand`] without the batcher: each worker acknowledges (counts the ids of) each chunk
+/// it handled.
+fn by_hand_unbatched(n: u64, md: usize, processors: usize) -> Duration {
+    let acked = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let (work_tx, work_rx) = bounded::<Vec<Plain>>(processors * 2);
+    let producer = std::thread::spawn(move || {
+        let mut i = 0;
+        while i < n {
+            let end = (i + (md / 2) as u64).min(n);
+            let chunk: Vec<Plain> = (i..end).map(|x| Plain { data: x, id: x }).collect();
+            work_tx.send(chunk).unwrap();
+            i = end;
+        }
+    });
+    let workers: Vec<_> = (0..processors)
+        .map(|_| {
+            let (rx, a) = (work_rx.clone(), acked.clone());
+            std::thread::spawn(move || {
+                for mut chunk in rx {
+                    for m in &mut chunk {
+                        m.data = m.data.wrapping_mul(2);
+                    }
+                    black_box(chunk.iter().map(|m| m.data).sum::<u64>());
+                    let ids: Vec<u64> = chunk.iter().map(|m| m.id).collect();
+                    a.fetch_add(black_box(ids).len() as u64, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    drop(work_rx);
+    producer.join().unwrap();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let t = start.elapsed();
+    assert_eq!(acked.load(Ordering::Relaxed), n);
+    t
+}
+
 /// Prints row m (messages/s), through `compare`'s alternating `row`.
 pub(crate) fn table(s: &super::Settings) {
     println!(
@@ -252,6 +318,14 @@ pub(crate) fn table(s: &super::Settings) {
         n,
         || with_pipeline(n, 100, 50),
         || by_hand(n, 100, 50),
+    );
+    super::row(
+        s,
+        "m100s",
+        "row m100 without a batcher: each processor acknowledges what it handled",
+        n,
+        || with_pipeline_unbatched(n, 100, 8),
+        || by_hand_unbatched(n, 100, 8),
     );
     super::row(
         s,

@@ -203,10 +203,7 @@ impl Builder {
             let mut first = true;
             let spec = ChildSpec::new(name, move || {
                 let b = (factory.lock())(i);
-                let b = match &pool {
-                    Some(pool) => b.recycle_from(pool.clone()),
-                    None => b,
-                };
+                let b = b.recycle_from(pool.clone());
                 // The first incarnation holds demand back until every stage is wired (a
                 // finite producer could otherwise finish before the last processor
                 // subscribed); a restarted one finds its processors there.
@@ -254,14 +251,14 @@ impl Builder {
 }
 
 /// Adds producer `i`, named, to the pipeline's group (with the processors' partitions, and
-/// the pool its batches' buffers come back to, if any).
+/// the pool its batches' buffers come back to).
 type AddProducer<I> = Box<
     dyn FnMut(
         &mut GroupBuilder,
         usize,
         String,
         Option<(usize, KeyFn<I>)>,
-        Option<Recycler<Message<I>>>,
+        Recycler<Message<I>>,
     ) -> ProducerChild<I>,
 >;
 
@@ -769,21 +766,17 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
         let n = options.concurrency;
         // Buffers go back to where they are filled (see `recycle`): the batchers give theirs
         // to the processors, which give theirs to the producers; where the data keeps its
-        // type, the processors hand on the producers' buffers, and one pool serves both.
-        // With no batcher, nothing comes back.
-        let producer_pool = (!batchers.is_empty()).then(Recycler::<Message<I>>::new);
-        let recycler = producer_pool
-            .clone()
-            .map(|r| same::<_, Recycler<Message<O>>>(r).unwrap_or_else(|_| Recycler::new()));
-        // Processors that change the type: their buffers in and out.
-        let pools = || match (&producer_pool, &recycler) {
-            (Some(inputs), Some(outputs)) if TypeId::of::<I>() != TypeId::of::<O>() => {
-                Some(Pools {
-                    inputs: inputs.clone(),
-                    outputs: outputs.clone(),
-                })
-            }
-            _ => None,
+        // type, the processors hand the producers' buffers on, and one pool serves both.
+        // Without batchers, the processors give the producers' buffers back.
+        let producer_pool = Recycler::<Message<I>>::new();
+        let recycler = (!batchers.is_empty()).then(|| {
+            same::<_, Recycler<Message<O>>>(producer_pool.clone())
+                .unwrap_or_else(|_| Recycler::new())
+        });
+        let changes_type = TypeId::of::<I>() != TypeId::of::<O>();
+        let pools = || Pools {
+            inputs: (changes_type || batchers.is_empty()).then(|| producer_pool.clone()),
+            outputs: recycler.clone().filter(|_| changes_type),
         };
         for i in 0..concurrency {
             let partitions = options.partition_by.clone().map(|k| (n, k));
@@ -987,8 +980,8 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
             shutdown: base.shutdown,
             #[cfg(test)]
             recycled: Box::new(move || {
-                let (inputs, outputs) = (producer_pool.as_ref()?, recycler.as_ref()?);
-                Some((inputs.taken(), outputs.taken()))
+                let outputs = recycler.as_ref().map_or(0, |r| r.taken());
+                (producer_pool.taken(), outputs)
             }),
         })
     }
@@ -1022,41 +1015,55 @@ mod tests {
     use super::*;
 
     /// A pipeline of `n` numbers through 2 processors whose handler makes `O` of them, into a
-    /// batcher of 10; the number of buffers its producer and its processors took back.
-    fn recycled<O: Send + 'static>(n: u64, handler: fn(u64) -> O) -> Option<(u64, u64)> {
+    /// batcher of 10 if `batched`; how many buffers its producer and its processors took back.
+    fn recycled<O: Send + 'static>(n: u64, batched: bool, handler: fn(u64) -> O) -> (u64, u64) {
         let p = crate::pipeline::builder("recycled")
             .producers(1, move |_| crate::from_iter((0..n).map(Message::new)))
             .processors(
                 ProcessorOptions::new().concurrency(2).max_demand(10),
                 move |m: &mut Message<u64>| Ok::<_, String>(handler(m.data)),
-            )
-            .batcher(
+            );
+        let p = if batched {
+            p.batcher(
                 "b",
                 BatcherOptions::new().batch_size(10),
                 |_: &mut Batch<O>| Ok::<(), String>(()),
             )
-            .start()
-            .expect("the pipeline starts");
+        } else {
+            p
+        };
+        let p = p.start().expect("the pipeline starts");
         for (stage, reason) in p.join() {
             assert!(reason.is_normal(), "{stage}: {reason:?}");
         }
         (p.recycled)()
     }
 
+    // 10 000 messages in batches of at most 50 (the processors' demand grows to 100 / 50):
+    // at least 200 buffers, all but the first few in flight taken back.
+
     #[test]
     fn producers_take_back_the_buffers_their_batchers_emptied() {
-        let (producer, processors) = recycled(10_000, |x| x * 2).expect("a pool");
-        // 10 000 messages in batches of at most 50 (the processors' demand grows to 100 /
-        // 50): at least 200 buffers, all but the first few in flight taken back. The data
-        // keeps its type: one pool, the processors hand the producer's buffers on.
+        let (producer, processors) = recycled(10_000, true, |x| x * 2);
+        // The data keeps its type: one pool, the processors hand the producer's buffers on.
         assert!(producer >= 100, "{producer} buffers taken back");
         assert_eq!(producer, processors, "one pool");
     }
 
     #[test]
     fn processors_that_change_the_type_take_their_buffers_back_from_the_batchers() {
-        let (producer, processors) = recycled(10_000, |x| x.to_string()).expect("two pools");
+        let (producer, processors) = recycled(10_000, true, |x| x.to_string());
         assert!(producer >= 100, "the producer took {producer} back");
         assert!(processors >= 100, "the processors took {processors} back");
+    }
+
+    #[test]
+    fn processors_without_batchers_give_the_producers_buffers_back() {
+        for (producer, _) in [
+            recycled(10_000, false, |x| x * 2),
+            recycled(10_000, false, |x| x.to_string()),
+        ] {
+            assert!(producer >= 100, "the producer took {producer} back");
+        }
     }
 }

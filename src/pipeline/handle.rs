@@ -43,10 +43,9 @@ pub struct Pipeline<I> {
     pub(crate) next: AtomicU64,
     pub(crate) limiter: Option<Arc<Limiter>>,
     pub(crate) shutdown: Duration,
-    /// How many buffers the producers and the processors took back (see `recycle`), if
-    /// they have pools.
+    /// How many buffers the producers and the processors took back (see `recycle`).
     #[cfg(test)]
-    pub(crate) recycled: Box<dyn Fn() -> Option<(u64, u64)> + Send + Sync>,
+    pub(crate) recycled: Box<dyn Fn() -> (u64, u64) + Send + Sync>,
 }
 
 impl<I> fmt::Debug for Pipeline<I> {

@@ -450,16 +450,25 @@ pub(crate) fn ack_all<T>(
     mut messages: Vec<Message<T>>,
     pipeline: Option<&dyn Acknowledger>,
 ) -> (u64, u64) {
+    // The common batch: every message successful and told to one acknowledger that outlives
+    // the messages. One look at each, then the `Acked`s in one exact-size loop.
+    if let Some(by) = lasting_acknowledger(&messages, pipeline) {
+        return ack_lasting(messages, by);
+    }
+    ack_grouped(&mut messages, pipeline)
+}
+
+/// [`ack_all`]'s general way: one call per distinct acknowledger; `messages` is left empty
+/// (its allocation kept).
+fn ack_grouped<T>(
+    messages: &mut Vec<Message<T>>,
+    pipeline: Option<&dyn Acknowledger>,
+) -> (u64, u64) {
     struct Group {
         key: *const (),
         by: By,
         ok: Vec<Acked>,
         failed: Vec<Acked>,
-    }
-    // The common batch: every message successful and told to one acknowledger that outlives
-    // the messages. One look at each, then the `Acked`s in one exact-size loop.
-    if let Some(by) = lasting_acknowledger(&messages, pipeline) {
-        return ack_lasting(messages, by);
     }
     let mut groups: Vec<Group> = Vec::new();
     let (mut ok, mut failed) = (0, 0);
@@ -526,7 +535,7 @@ pub(crate) fn ack_all<T>(
         }
     }
     // What is left of the messages (their data) goes before anyone is told.
-    drop(messages);
+    messages.clear();
     for g in groups {
         match g.by.get(pipeline) {
             Some(by) => call(by, g.ok, g.failed),
@@ -554,43 +563,62 @@ pub(crate) fn ack_unless_failed<T>(
 /// Acknowledges successful messages that all go to `by` (see [`lasting_acknowledger`]).
 fn ack_lasting<T>(messages: Vec<Message<T>>, by: &dyn Acknowledger) -> (u64, u64) {
     // Each message is taken apart where it lies, its `Acked` built in the same allocation
-    // (an in-place collect). `lasting_acknowledger` has seen that no message failed and that
-    // none holds a reference count: those two fields own nothing, and are let go without the
-    // checks their drop would make (a leak at worst, were that ever wrong, never unsound).
-    let ok: Vec<Acked> = messages
-        .into_iter()
-        .map(|m| {
-            let Message {
-                data,
-                metadata,
-                failed,
-                ack,
-                batcher,
-            } = m;
-            drop(data);
-            drop(batcher);
-            debug_assert!(
-                failed.is_none()
-                    && !matches!(
-                        &ack,
-                        Some(Ack {
-                            by: By::Shared(_),
-                            ..
-                        })
-                    )
-            );
-            let id = ack.as_ref().map_or(0, |a| a.id);
-            std::mem::forget((failed, ack));
-            Acked {
-                id,
-                metadata,
-                status: Status::Ok,
-            }
-        })
-        .collect();
+    // (an in-place collect).
+    let ok: Vec<Acked> = messages.into_iter().map(lasting_acked).collect();
     let n = ok.len() as u64;
     call(by, ok, Vec::new());
     (n, 0)
+}
+
+/// [`ack_all`], leaving `messages` empty with its allocation: for a stage that gives the
+/// allocation back to where it was made (see `recycle`). The common batch (every message
+/// successful, for one lasting acknowledger) gets its `Acked` list in an allocation of this
+/// thread; any other takes `ack_all`'s general way.
+pub(crate) fn ack_all_emptying<T>(
+    messages: &mut Vec<Message<T>>,
+    pipeline: Option<&dyn Acknowledger>,
+) -> (u64, u64) {
+    let Some(by) = lasting_acknowledger(messages, pipeline) else {
+        return ack_grouped(messages, pipeline);
+    };
+    let ok: Vec<Acked> = messages.drain(..).map(lasting_acked).collect();
+    let n = ok.len() as u64;
+    call(by, ok, Vec::new());
+    (n, 0)
+}
+
+/// A message of a batch [`lasting_acknowledger`] has looked at, taken apart into its `Acked`.
+/// It has seen that no message failed and that none holds a reference count: those two
+/// fields own nothing, and are let go without the checks their drop would make (a leak at
+/// worst, were that ever wrong, never unsound).
+#[inline(always)]
+fn lasting_acked<T>(m: Message<T>) -> Acked {
+    let Message {
+        data,
+        metadata,
+        failed,
+        ack,
+        batcher,
+    } = m;
+    drop(data);
+    drop(batcher);
+    debug_assert!(
+        failed.is_none()
+            && !matches!(
+                &ack,
+                Some(Ack {
+                    by: By::Shared(_),
+                    ..
+                })
+            )
+    );
+    let id = ack.as_ref().map_or(0, |a| a.id);
+    std::mem::forget((failed, ack));
+    Acked {
+        id,
+        metadata,
+        status: Status::Ok,
+    }
 }
 
 /// The acknowledger of every message in `messages` if they all have the same one, it is the
@@ -711,6 +739,31 @@ mod tests {
             Some(&(vec![10], vec![]))
         );
         assert_eq!(*OTHER.lock().expect("not poisoned"), vec![11]);
+    }
+
+    #[test]
+    fn acknowledging_emptying_tells_the_same_and_keeps_the_allocation() {
+        // The common batch (one lasting acknowledger, none failed) and a mixed one.
+        let (a, log) = recorder();
+        let mut msgs: Vec<Message<u32>> = (0..4)
+            .map(|i| Message::new(i).pipeline_acknowledger(u64::from(i)))
+            .collect();
+        let at = msgs.as_ptr();
+        assert_eq!(ack_all_emptying(&mut msgs, Some(&*a)), (4, 0));
+        assert!(msgs.is_empty());
+        assert_eq!(msgs.as_ptr(), at, "its allocation kept");
+        assert_eq!(*log.lock(), vec![(vec![0, 1, 2, 3], vec![])]);
+        let (b, log_b) = recorder();
+        let mut msgs: Vec<Message<u32>> = (0..4)
+            .map(|i| Message::new(i).acknowledger(b.clone(), u64::from(i)))
+            .collect();
+        msgs[1].fail("bad");
+        msgs.push(Message::new(9));
+        let at = msgs.as_ptr();
+        assert_eq!(ack_all_emptying(&mut msgs, None), (4, 1));
+        assert!(msgs.is_empty());
+        assert_eq!(msgs.as_ptr(), at, "its allocation kept");
+        assert_eq!(*log_b.lock(), vec![(vec![0, 2, 3], vec![1])]);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::counters::Cells;
-use super::message::{ack_all, panic_message, Message, PipelineAck};
+use super::message::{ack_all, ack_all_emptying, panic_message, Message, PipelineAck};
 use super::rate::Limiter;
 use crate::recycle::Recycler;
 use crate::{
@@ -167,16 +167,18 @@ pub(crate) struct Core<I, O> {
     pub(crate) gate: Option<Gate>,
     /// The pipeline's own acknowledger.
     pub(crate) ack: PipelineAck,
-    /// Where a processor that changes the data's type gives back the buffers it empties and
-    /// takes those it fills (see `recycle`).
-    pub(crate) pools: Option<Pools<I, O>>,
+    /// Where it gives back the batches it empties and takes those it fills (see `recycle`).
+    pub(crate) pools: Pools<I, O>,
 }
 
-/// The buffer pools of a processor whose handler changes the data's type: its producers'
-/// (the batches it empties) and its batchers' (the batches it fills).
+/// The buffer pools of a processor: its producers' and its batchers'.
 pub(crate) struct Pools<I, O> {
-    pub(crate) inputs: Recycler<Message<I>>,
-    pub(crate) outputs: Recycler<Message<O>>,
+    /// Where the batches it empties go (the producers'): given where it does not hand them
+    /// on (its handler changes the data's type, or it has no batchers).
+    pub(crate) inputs: Option<Recycler<Message<I>>>,
+    /// Where the batches it fills come from (the batchers'): given where its handler
+    /// changes the data's type.
+    pub(crate) outputs: Option<Recycler<Message<O>>>,
 }
 
 impl<I, O> Core<I, O> {
@@ -276,13 +278,22 @@ impl<I: 'static, O: 'static> Core<I, O> {
         let batch: Vec<Message<O>> = same(batch).unwrap_or_else(|_| unreachable!("O is I"));
         let to_batchers = matches!(self.route, Route::Batchers(_));
         if clean {
-            return Ok(if to_batchers {
+            if to_batchers {
                 self.settle(n, n, Vec::new(), Vec::new(), Vec::new());
-                batch
-            } else {
-                self.settle(n, 0, batch, Vec::new(), Vec::new());
-                Vec::new()
-            });
+                return Ok(batch);
+            }
+            // Acknowledged here, the allocation kept for the producers (see `recycle`).
+            let mut batch = batch;
+            Cells::add(&self.cells.messages_in, n);
+            Cells::add(&self.cells.batches, 1);
+            Cells::add(&self.cells.successful, n);
+            let (ok, failed) = ack_all_emptying(&mut batch, self.ack.get());
+            Cells::add(&self.totals.successful, ok);
+            Cells::add(&self.totals.failed, failed);
+            if let Some(pool) = &self.pools.inputs {
+                pool.give(same(batch).unwrap_or_else(|_| unreachable!("O is I")));
+            }
+            return Ok(Vec::new());
         }
         // Some failed (rare): sorted out as `process` does.
         let (mut out, mut done, mut failed_in, mut failed_out) =
@@ -457,17 +468,21 @@ impl<I: Send + 'static, O: Send + 'static> ProducerConsumer for Processor<I, O> 
         let (sub, n) = (events.subscription(), events.len());
         match self.0.process_in_place(events.into_vec()) {
             Ok(out) => ctx.emit_vec(out),
-            Err(mut batch) => match self.0.pools.take() {
-                Some(pools) => {
-                    if let Some(buffer) = pools.outputs.take(batch.len()) {
-                        ctx.emit_into(buffer);
-                    }
-                    self.0.process(&mut batch, ctx.emitted());
-                    pools.inputs.give(batch);
-                    self.0.pools = Some(pools);
+            Err(mut batch) => {
+                let buffer = self
+                    .0
+                    .pools
+                    .outputs
+                    .as_ref()
+                    .and_then(|p| p.take(batch.len()));
+                if let Some(buffer) = buffer {
+                    ctx.emit_into(buffer);
                 }
-                None => self.0.process(&mut batch, ctx.emitted()),
-            },
+                self.0.process(&mut batch, ctx.emitted());
+                if let Some(pool) = &self.0.pools.inputs {
+                    pool.give(batch);
+                }
+            }
         }
         self.0.arrived(sub, n, ctx);
     }
@@ -520,6 +535,9 @@ impl<I: Send + 'static, O: Send + 'static> Consumer for Sink<I, O> {
                 let mut passed = Vec::new();
                 self.0.process(&mut batch, &mut passed);
                 debug_assert!(passed.is_empty(), "a sink passed a message on");
+                if let Some(pool) = &self.0.pools.inputs {
+                    pool.give(batch);
+                }
             }
         }
         self.0.arrived(sub, n, ctx);
