@@ -76,15 +76,21 @@ struct Doubled(u64);
 
 /// [`with_pipeline_adaptive`], the processors' handler `map` and, if `batched`, a batcher
 /// whose handler reads each output with `read`.
-fn run<O: Send + 'static>(
+/// (Closures, not function pointers, so that the handlers inline as a user's would.)
+fn run<O, M, R>(
     n: u64,
     md: usize,
     processors: usize,
     adaptive: Option<usize>,
     batched: bool,
-    map: fn(u64) -> O,
-    read: fn(&O) -> u64,
-) -> Duration {
+    map: M,
+    read: R,
+) -> Duration
+where
+    O: Send + 'static,
+    M: Fn(u64) -> O + Copy + Send + 'static,
+    R: Fn(&O) -> u64 + Copy + Send + 'static,
+{
     let acked = Arc::new(AtomicU64::new(0));
     let a = acked.clone();
     let count = move |ok: Vec<Acked>, _: Vec<Acked>| {
