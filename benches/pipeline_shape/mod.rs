@@ -12,9 +12,10 @@
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::bounded;
+use crossbeam_channel::{bounded, Sender};
 use stageflow::pipeline::{self, Acked, Batch, BatcherOptions, Message, ProcessorOptions};
 
 const BATCH: usize = 100;
@@ -174,21 +175,35 @@ struct Plain {
     id: u64,
 }
 
+/// The hand-written producer: `n` messages in chunks of `md / 2` (what the processors'
+/// demand cuts) into `work`.
+fn hand_producer(n: u64, md: usize, work: Sender<Vec<Plain>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut i = 0;
+        while i < n {
+            let end = (i + (md / 2) as u64).min(n);
+            let chunk: Vec<Plain> = (i..end).map(|x| Plain { data: x, id: x }).collect();
+            work.send(chunk).unwrap();
+            i = end;
+        }
+    })
+}
+
+/// Handles and acknowledges a batch by hand: its data summed, its ids collected and
+/// counted into `acked`.
+fn hand_ack(batch: &[Plain], acked: &AtomicU64) {
+    black_box(batch.iter().map(|m| m.data).sum::<u64>());
+    let ids: Vec<u64> = batch.iter().map(|m| m.id).collect();
+    acked.fetch_add(black_box(ids).len() as u64, Ordering::Relaxed);
+}
+
 /// The same shape by hand, handing out chunks of `md / 2` (what the processors' demand cuts).
 fn by_hand(n: u64, md: usize, processors: usize) -> Duration {
     let acked = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let (work_tx, work_rx) = bounded::<Vec<Plain>>(processors * 2);
     let (out_tx, out_rx) = bounded::<Vec<Plain>>(processors * 2);
-    let producer = std::thread::spawn(move || {
-        let mut i = 0;
-        while i < n {
-            let end = (i + (md / 2) as u64).min(n);
-            let chunk: Vec<Plain> = (i..end).map(|x| Plain { data: x, id: x }).collect();
-            work_tx.send(chunk).unwrap();
-            i = end;
-        }
-    });
+    let producer = hand_producer(n, md, work_tx);
     let workers: Vec<_> = (0..processors)
         .map(|_| {
             let (rx, tx) = (work_rx.clone(), out_tx.clone());
@@ -207,11 +222,7 @@ fn by_hand(n: u64, md: usize, processors: usize) -> Duration {
     // with one batch processor.
     let a = acked.clone();
     let batcher = std::thread::spawn(move || {
-        let handle = |batch: Vec<Plain>| {
-            black_box(batch.iter().map(|m| m.data).sum::<u64>());
-            let ids: Vec<u64> = batch.iter().map(|m| m.id).collect();
-            a.fetch_add(black_box(ids).len() as u64, Ordering::Relaxed);
-        };
+        let handle = |batch: Vec<Plain>| hand_ack(&batch, &a);
         let mut pending = Vec::with_capacity(BATCH);
         for chunk in out_rx {
             for m in chunk {
@@ -241,15 +252,7 @@ fn by_hand_unbatched(n: u64, md: usize, processors: usize) -> Duration {
     let acked = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let (work_tx, work_rx) = bounded::<Vec<Plain>>(processors * 2);
-    let producer = std::thread::spawn(move || {
-        let mut i = 0;
-        while i < n {
-            let end = (i + (md / 2) as u64).min(n);
-            let chunk: Vec<Plain> = (i..end).map(|x| Plain { data: x, id: x }).collect();
-            work_tx.send(chunk).unwrap();
-            i = end;
-        }
-    });
+    let producer = hand_producer(n, md, work_tx);
     let workers: Vec<_> = (0..processors)
         .map(|_| {
             let (rx, a) = (work_rx.clone(), acked.clone());
@@ -258,9 +261,7 @@ fn by_hand_unbatched(n: u64, md: usize, processors: usize) -> Duration {
                     for m in &mut chunk {
                         m.data = m.data.wrapping_mul(2);
                     }
-                    black_box(chunk.iter().map(|m| m.data).sum::<u64>());
-                    let ids: Vec<u64> = chunk.iter().map(|m| m.id).collect();
-                    a.fetch_add(black_box(ids).len() as u64, Ordering::Relaxed);
+                    hand_ack(&chunk, &a);
                 }
             })
         })
