@@ -278,15 +278,13 @@ impl<I: 'static, O: 'static> Core<I, O> {
         let batch: Vec<Message<O>> = same(batch).unwrap_or_else(|_| unreachable!("O is I"));
         let to_batchers = matches!(self.route, Route::Batchers(_));
         if clean {
+            // Every message successful: counted; with batchers, handed on.
+            self.settle(n, n, Vec::new(), Vec::new(), Vec::new());
             if to_batchers {
-                self.settle(n, n, Vec::new(), Vec::new(), Vec::new());
                 return Ok(batch);
             }
             // Acknowledged here, the allocation kept for the producers (see `recycle`).
             let mut batch = batch;
-            Cells::add(&self.cells.messages_in, n);
-            Cells::add(&self.cells.batches, 1);
-            Cells::add(&self.cells.successful, n);
             let (ok, failed) = ack_all_emptying(&mut batch, self.ack.get());
             Cells::add(&self.totals.successful, ok);
             Cells::add(&self.totals.failed, failed);
