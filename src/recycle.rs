@@ -1,12 +1,13 @@
 //! Emptied event buffers handed back to the stage that fills them: a bounded pool of `Vec`s.
 //!
-//! A producer sends its events down in a `Vec` it allocates per batch; where the `Vec` ends
-//! its way on another thread (a pipeline's batcher, after processors that forward it in
-//! place), freeing it there and allocating the next one in the producer costs the allocator
-//! a block freed by a thread that does not own it (glibc's `malloc` takes its slow path for
-//! every such block). The stage that empties such a buffer gives it back here, emptied, and
-//! the producer takes one from here before it allocates. Only the allocation travels: a
-//! buffer given back holds no event.
+//! A stage sends its events down in a `Vec` it allocates per batch; where the `Vec` ends its
+//! way on another thread (in a pipeline: a batcher, after processors that forward it in
+//! place, or a processor), freeing it there and allocating the next one where it is filled
+//! costs the allocator a block freed by a thread that does not own it: for blocks too large
+//! for glibc's per-thread cache, its slow path, with the heap growing and shrinking (measured
+//! in `BENCHMARKS.md`, stop 29). The stage that empties such a buffer gives it back here,
+//! emptied, and the stage that fills them takes one from here before it allocates. Only the
+//! allocation travels: a buffer given back holds no event.
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
