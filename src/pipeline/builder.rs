@@ -319,7 +319,7 @@ impl<I: Send + 'static> WithProducers<I> {
     /// cheapest: each message's data is then replaced where it lies and a batch of messages
     /// goes on to the batchers in the allocation it came in (see the module's "The shape").
     /// One that changes the type moves each message into a new batch: on 2 cores, with a
-    /// handler of a few nanoseconds and demand 100 / 50, 27–29 M messages/s against 37–39 M
+    /// handler of a few nanoseconds and demand 100 / 50, 27–29 M messages/s against 36–39 M
     /// (`BENCHMARKS.md`, stop 29, rows m100t and m100).
     pub fn processors<O, E, H>(
         self,

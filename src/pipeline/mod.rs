@@ -142,8 +142,8 @@
 //! stop 26, the default ran 25.0–25.6 M messages/s at 75–79 ns, 4.0–4.2× the hand-written
 //! version, and 100 / 50 fixed 24.1–25.9 M at 76–79 ns; since stop 29, whose batchers give
 //! the producers' buffers back, the default runs 29.6–38.7 M at 50–66 ns and 100 / 50
-//! fixed 37.3–39.2 M at 50–52 ns, 0.78× the hand-written 100 / 50.) Once grown, an adaptive
-//! processor asks in whole chunks ([`SubscribeOptions::adaptive_demand`](crate::SubscribeOptions::adaptive_demand)):
+//! fixed 36.6–39.2 M at 50–53 ns, 0.75–0.78× the hand-written 100 / 50.) Once grown, an
+//! adaptive processor asks in whole chunks ([`SubscribeOptions::adaptive_demand`](crate::SubscribeOptions::adaptive_demand)):
 //! 50 at a time at 100 / 50, and it and the batcher handle batches of 50, as with a fixed
 //! 100 / 50; before, growth left it asking 55 to 95 and handling 37 messages a batch.
 //!
@@ -153,7 +153,7 @@
 //! - **Cheap handlers** (microseconds a message): the default grows to 100; raise
 //!   `max_demand` (the limit follows, ten times it) until a processor's batch takes well over a
 //!   wake-up, 100–1000; memory in flight is at most the limit per processor per producer. On
-//!   2 cores, 8 processors with a handler of a few nanoseconds ran 37–39 M messages/s at a
+//!   2 cores, 8 processors with a handler of a few nanoseconds ran 36–39 M messages/s at a
 //!   fixed 100 (`BENCHMARKS.md`, stop 29); in stop 28, when they ran 26 M at 100, 400 and
 //!   1000 gave 27–31 M: past a few hundred, the one batcher's work a message is the limit,
 //!   not the wake-ups.
@@ -166,7 +166,7 @@
 //! - **Processors past the core count** pay for handlers that never wait: processors with
 //!   nothing to do wait for the producer and the batcher, and 50 of them waiting on 2 cores
 //!   pass the cores among themselves (most of the pipeline's context switches are theirs).
-//!   On 2 cores, 100 / 50 fixed ran 37–39 M messages/s with 8 processors and 27–31 M with
+//!   On 2 cores, 100 / 50 fixed ran 36–39 M messages/s with 8 processors and 27–31 M with
 //!   50, where 50 hand-written workers sharing one queue kept their speed (`BENCHMARKS.md`,
 //!   stops 27–29, row m100x50; one queue shared by the processors, tried in stop 28, did
 //!   not close the gap). Give a pipeline as many processors as its handlers have waits to
