@@ -191,21 +191,16 @@ impl<T> Accumulator<T> {
     }
 
     /// [`fill`](Accumulator::fill) from a batch of events, moved in one loop; the message's
-    /// buffer, once emptied, goes back to `pool` if given.
+    /// buffer, once emptied, goes back to `pool`.
     pub(crate) fn fill_from(
         &mut self,
         events: &mut crate::Events<'_, Message<T>>,
         n: usize,
-        pool: Option<&Recycler<Message<T>>>,
+        pool: &Recycler<Message<T>>,
     ) -> (Option<Vec<Message<T>>>, bool) {
-        self.fill_with(n, |pending, room| match pool {
-            Some(pool) => {
-                if let (_, Some(emptied)) = events.move_into_reclaiming(pending, room) {
-                    pool.give(emptied);
-                }
-            }
-            None => {
-                events.move_into(pending, room);
+        self.fill_with(n, |pending, room| {
+            if let (_, Some(emptied)) = events.move_into_reclaiming(pending, room) {
+                pool.give(emptied);
             }
         })
     }
@@ -356,7 +351,7 @@ mod tests {
         let at = message.as_ptr();
         let mut iter = message.into_iter();
         let mut events = crate::Events::new(&mut iter, 3, crate::SubscriptionId::unique());
-        let (full, _) = a.fill_from(&mut events, 3, Some(&pool));
+        let (full, _) = a.fill_from(&mut events, 3, &pool);
         assert_eq!(data(full), Some(vec![0, 1, 2]));
         let back = pool.take(0).expect("the emptied message's buffer");
         assert!(back.is_empty());
@@ -364,10 +359,10 @@ mod tests {
         // A message that fills one batch and starts the next.
         let mut iter = (3..8).map(Message::new).collect::<Vec<_>>().into_iter();
         let mut events = crate::Events::new(&mut iter, 5, crate::SubscriptionId::unique());
-        let (full, _) = a.fill_from(&mut events, 3, Some(&pool));
+        let (full, _) = a.fill_from(&mut events, 3, &pool);
         assert_eq!(data(full), Some(vec![3, 4, 5]));
         assert!(pool.take(0).is_none(), "two messages are left in it");
-        let (full, set_timer) = a.fill_from(&mut events, 3, Some(&pool));
+        let (full, set_timer) = a.fill_from(&mut events, 3, &pool);
         assert!(full.is_none() && set_timer);
         assert_eq!(a.len(), 2);
         assert!(pool.take(0).expect("an emptied buffer").is_empty());

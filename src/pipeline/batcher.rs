@@ -38,7 +38,7 @@ pub(crate) struct Batcher<T> {
     pub(crate) upstreams: usize,
     pub(crate) cells: Arc<Cells>,
     /// Where the buffers of messages it empties go back to (see `recycle`).
-    pub(crate) recycler: Option<Recycler<Message<T>>>,
+    pub(crate) recycler: Recycler<Message<T>>,
 }
 
 impl<T> Batcher<T> {
@@ -49,7 +49,7 @@ impl<T> Batcher<T> {
         partition_by: Option<KeyFn<T>>,
         partitions: usize,
         cells: Arc<Cells>,
-        recycler: Option<Recycler<Message<T>>>,
+        recycler: Recycler<Message<T>>,
     ) -> Batcher<T> {
         Batcher {
             name,
@@ -88,8 +88,7 @@ impl<T> Batcher<T> {
             // One partition, batches by count: move runs of messages, not one at a time.
             let (size, mut events) = (*size, events);
             while events.len() > 0 {
-                let (full, set_timer) =
-                    self.parts[0].fill_from(&mut events, size, self.recycler.as_ref());
+                let (full, set_timer) = self.parts[0].fill_from(&mut events, size, &self.recycler);
                 if let Some(messages) = full {
                     out.push(self.batch(messages, 0, Trigger::Size));
                 }

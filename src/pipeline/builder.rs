@@ -769,14 +769,12 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
         // type, the processors hand the producers' buffers on, and one pool serves both.
         // Without batchers, the processors give the producers' buffers back.
         let producer_pool = Recycler::<Message<I>>::new();
-        let recycler = (!batchers.is_empty()).then(|| {
-            same::<_, Recycler<Message<O>>>(producer_pool.clone())
-                .unwrap_or_else(|_| Recycler::new())
-        });
+        let recycler = same::<_, Recycler<Message<O>>>(producer_pool.clone())
+            .unwrap_or_else(|_| Recycler::new());
         let changes_type = TypeId::of::<I>() != TypeId::of::<O>();
         let pools = || Pools {
             inputs: (changes_type || batchers.is_empty()).then(|| producer_pool.clone()),
-            outputs: recycler.clone().filter(|_| changes_type),
+            outputs: (changes_type && !batchers.is_empty()).then(|| recycler.clone()),
         };
         for i in 0..concurrency {
             let partitions = options.partition_by.clone().map(|k| (n, k));
@@ -979,10 +977,7 @@ impl<I: Send + 'static, O: Send + 'static> WithProcessors<I, O> {
             limiter,
             shutdown: base.shutdown,
             #[cfg(test)]
-            recycled: Box::new(move || {
-                let outputs = recycler.as_ref().map_or(0, |r| r.taken());
-                (producer_pool.taken(), outputs)
-            }),
+            recycled: Box::new(move || (producer_pool.taken(), recycler.taken())),
         })
     }
 }
